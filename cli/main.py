@@ -1,0 +1,63 @@
+"""The `spotstack` command. Each subcommand imports its half lazily, so a node with only the
+agent installed never imports Pulumi, and `spotstack plan` never imports the agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="spotstack",
+    help="Serve models on spot GPU fleets without losing requests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Deploy spot GPU fleets (plan), and run the node agent and peer model cache on each node."""
+
+
+@app.command()
+def plan(
+    stack: str = typer.Option("dev", "--stack", "-s", help="Stack name: reads stacks/Pulumi.<stack>.yaml."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of the tree."),
+    project: Path = typer.Option(
+        None, "--project", help="Pulumi project folder (default: the nearest one holding Pulumi.yaml)."
+    ),
+) -> None:
+    """Show what `pulumi up` would create for a stack, and its cost range, offline.
+
+    Runs the stack's program under Pulumi's mock engine: no Pulumi CLI, no cloud credentials,
+    no network. Exits 2 with every problem and its config path if the stack config is invalid.
+    """
+    from spotstack.components.plan import plan_stack
+    from spotstack.components.plan.render import document, print_plan
+    from spotstack.components.plan.stackfile import StackFileError, find_project
+    from spotstack.components.validate import SpecError
+
+    try:
+        project_dir = project or find_project(Path.cwd())
+        result = plan_stack(project_dir, stack)
+    except (SpecError, StackFileError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(document(stack, result.run, result.costs, result.warnings), indent=2) + "\n")
+    else:
+        print_plan(Console(), stack, result.run, result.costs, result.warnings)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

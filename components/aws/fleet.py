@@ -1,0 +1,383 @@
+"""AwsGpuFleet: a spot-first GPU fleet behind an ALB, drained on every spot notice.
+
+Children: security groups, ALB + listener + target group, node role, launch template (IMDSv2,
+cloud-init starting the agent), the main Auto Scaling group (mixed instances, base on-demand,
+capacity rebalance, termination lifecycle hook), an optional on-demand fallback group at 0,
+target tracking on requests per target or queue backlog, and scheduled actions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from spotstack.components import tokens
+from spotstack.components.aws import iam, mix, node
+from spotstack.components.spec import FleetSpec
+
+AGENT_PORT = 8471
+ASG = aws.autoscaling
+
+
+@dataclass
+class AwsGpuFleetArgs:
+    spec: FleetSpec
+    """The validated fleet spec (cloud must be aws)."""
+    image_url: pulumi.Input[str] | None = None
+    """Full image reference; default: `<registry>/<repository>:<tag>` from the spec."""
+    repository_arn: pulumi.Input[str] | None = None
+    """ECR repository the nodes may pull from (scopes the pull permission)."""
+
+
+class AwsGpuFleet(pulumi.ComponentResource):
+    load_balancer_dns: pulumi.Output[str]
+    target_group_arn: pulumi.Output[str]
+    group_name: pulumi.Output[str]
+    fallback_group_name: pulumi.Output[str] | None
+    role_arn: pulumi.Output[str]
+    warnings: list[str]
+
+    def __init__(self, name: str, args: AwsGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(tokens.AWS_GPU_FLEET, name, None, opts)
+        spec = args.spec
+        if spec.cloud != "aws":
+            raise ValueError(f"AwsGpuFleet needs a spec with cloud aws, got {spec.cloud}")
+        if opts is not None and (opts.provider is not None or opts.providers):
+            child = pulumi.ResourceOptions(parent=self)
+            invoke = pulumi.InvokeOptions(parent=self)
+        else:
+            # The spec's region wins over ambient aws:region config: one stack may span regions.
+            provider = aws.Provider(f"{name}-aws", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
+            child = pulumi.ResourceOptions(parent=self, provider=provider)
+            invoke = pulumi.InvokeOptions(parent=self, provider=provider)
+
+        vpc_id, subnet_ids = self._network(spec, invoke)
+        svc = spec.service
+
+        # Security: the LB takes the world (or allowed CIDRs); nodes take service and readiness
+        # traffic only from the LB, and peer-cache traffic only from each other.
+        lb_sg = aws.ec2.SecurityGroup(f"{name}-lb-sg", vpc_id=vpc_id, description=f"{name} load balancer", opts=child)
+        node_sg = aws.ec2.SecurityGroup(f"{name}-node-sg", vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child)
+        for i, cidr in enumerate(svc.allowed_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-lb-in-{i}",
+                security_group_id=lb_sg.id,
+                cidr_ipv4=cidr,
+                ip_protocol="tcp",
+                from_port=80,
+                to_port=80,
+                opts=child,
+            )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-lb-out",
+            security_group_id=lb_sg.id,
+            referenced_security_group_id=node_sg.id,
+            ip_protocol="tcp",
+            from_port=0,
+            to_port=65535,
+            opts=child,
+        )
+        for port_name, port in (("service", svc.port), ("readiness", AGENT_PORT)):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-node-in-{port_name}",
+                security_group_id=node_sg.id,
+                referenced_security_group_id=lb_sg.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                opts=child,
+            )
+        if spec.model_cache is not None:
+            peer = spec.model_cache.peer_port
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-node-in-peers",
+                security_group_id=node_sg.id,
+                referenced_security_group_id=node_sg.id,
+                ip_protocol="tcp",
+                from_port=peer,
+                to_port=peer,
+                opts=child,
+            )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-node-out", security_group_id=node_sg.id, cidr_ipv4="0.0.0.0/0", ip_protocol="-1", opts=child
+        )
+
+        lb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=not svc.public,
+            security_groups=[lb_sg.id],
+            subnets=subnet_ids,
+            opts=child,
+        )
+        tg = aws.lb.TargetGroup(
+            f"{name}-tg",
+            port=svc.port,
+            protocol="HTTP",
+            target_type="instance",
+            vpc_id=vpc_id,
+            # The ALB keeps a deregistered target's open requests this long: the drain timeout.
+            deregistration_delay=svc.drain_timeout,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                path=svc.readiness_path,
+                port=str(AGENT_PORT),
+                protocol="HTTP",
+                matcher="200",
+                interval=5,
+                timeout=2,
+                healthy_threshold=2,
+                unhealthy_threshold=2,
+            ),
+            opts=child,
+        )
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=lb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)],
+            opts=child,
+        )
+
+        role = aws.iam.Role(f"{name}-node-role", assume_role_policy=iam.ASSUME_EC2, opts=child)
+        profile = aws.iam.InstanceProfile(f"{name}-node-profile", role=role.name, opts=child)
+
+        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        user_data = pulumi.Output.all(tg.arn, image).apply(
+            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], AGENT_PORT).encode()).decode()
+        )
+        tags = {**spec.tags, node.FLEET_TAG: spec.name}
+        lt = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            image_id=spec.machine_image or node.DEFAULT_AMI,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            vpc_security_group_ids=[node_sg.id],
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",  # IMDSv2 only
+                http_put_response_hop_limit=2,  # the workload container is one hop further
+                instance_metadata_tags="enabled",  # the agent reads its group name from tags
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/sda1",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=200, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
+            user_data=user_data,
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=tags)],
+            update_default_version=True,
+            opts=child,
+        )
+
+        main_mix, self.warnings = mix.main_group_mix(spec)
+        for w in self.warnings:
+            pulumi.log.warn(w, resource=self)
+        cap = spec.capacity
+        main = self._group(
+            f"{name}-asg", spec, lt, main_mix, cap.min, cap.max, cap.desired_or_min, subnet_ids, tg, tags, child
+        )
+        groups = [main]
+        self.fallback_group_name = None
+        if cap.dynamic_on_demand_fallback:
+            fallback = self._group(
+                f"{name}-fallback-asg",
+                spec,
+                lt,
+                mix.fallback_group_mix(spec),
+                0,
+                cap.max,
+                0,
+                subnet_ids,
+                tg,
+                tags,
+                child,
+            )
+            groups.append(fallback)
+            self.fallback_group_name = fallback.name
+
+        repo_arn = args.repository_arn
+        mc = spec.model_cache
+        policy = pulumi.Output.all(tg.arn, repo_arn, *[g.arn for g in groups]).apply(
+            lambda a: json.dumps(iam.node_policy(a[0], a[2:], mc.bucket if mc else None, mc.prefix if mc else "", a[1]))
+        )
+        aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy, opts=child)
+
+        self._scaling(name, spec, main, lb, tg, child)
+
+        self.load_balancer_dns = lb.dns_name
+        self.target_group_arn = tg.arn
+        self.group_name = main.name
+        self.role_arn = role.arn
+        self.register_outputs(
+            {
+                "load_balancer_dns": self.load_balancer_dns,
+                "target_group_arn": self.target_group_arn,
+                "group_name": self.group_name,
+                "fallback_group_name": self.fallback_group_name,
+                "role_arn": self.role_arn,
+            }
+        )
+
+    @staticmethod
+    def _network(spec: FleetSpec, invoke: pulumi.InvokeOptions) -> tuple[pulumi.Input[str], pulumi.Input[list[str]]]:
+        if spec.network is not None:
+            return spec.network.id, spec.network.subnets
+        vpc = aws.ec2.get_vpc_output(default=True, opts=invoke)
+        subnets = aws.ec2.get_subnets_output(
+            filters=[
+                # The default VPC's subnets are exactly the default-for-az ones.
+                aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),
+                aws.ec2.GetSubnetsFilterArgs(name="availability-zone", values=spec.zones),
+            ],
+            opts=invoke,
+        )
+        return vpc.id, subnets.ids
+
+    @staticmethod
+    def _group(
+        rname: str,
+        spec: FleetSpec,
+        lt: aws.ec2.LaunchTemplate,
+        m: mix.AsgMix,
+        min_size: int,
+        max_size: int,
+        desired: int,
+        subnet_ids: pulumi.Input[list[str]],
+        tg: aws.lb.TargetGroup,
+        tags: dict[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> aws.autoscaling.Group:
+        return ASG.Group(
+            rname,
+            min_size=min_size,
+            max_size=max_size,
+            desired_capacity=desired,
+            vpc_zone_identifiers=subnet_ids,
+            target_group_arns=[tg.arn],
+            health_check_type="ELB",
+            health_check_grace_period=600,  # model download and load before the first ready
+            capacity_rebalance=True,
+            mixed_instances_policy=ASG.GroupMixedInstancesPolicyArgs(
+                instances_distribution=ASG.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                    on_demand_base_capacity=m.on_demand_base_capacity,
+                    on_demand_percentage_above_base_capacity=m.on_demand_percentage_above_base_capacity,
+                    on_demand_allocation_strategy=m.on_demand_allocation_strategy,
+                    spot_allocation_strategy=m.spot_allocation_strategy,
+                    spot_max_price=m.spot_max_price,
+                ),
+                launch_template=ASG.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                    launch_template_specification=ASG.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                        launch_template_id=lt.id, version="$Latest"
+                    ),
+                    overrides=[
+                        ASG.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t) for t in m.overrides
+                    ],
+                ),
+            ),
+            # Created with the group, so instances launched at creation already have the hook.
+            initial_lifecycle_hooks=[
+                ASG.GroupInitialLifecycleHookArgs(
+                    name=node.lifecycle_hook_name(spec),
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+                    heartbeat_timeout=mix.lifecycle_heartbeat_s(spec.service.drain_timeout),
+                    default_result="CONTINUE",
+                )
+            ],
+            tags=[ASG.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+            # Autoscaling and the controller own the desired size after creation.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
+        )
+
+    @staticmethod
+    def _scaling(
+        name: str,
+        spec: FleetSpec,
+        group: aws.autoscaling.Group,
+        lb: aws.lb.LoadBalancer,
+        tg: aws.lb.TargetGroup,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        sc = spec.scaling
+        if sc.target_qps_per_replica is not None:
+            ASG.Policy(
+                f"{name}-qps",
+                autoscaling_group_name=group.name,
+                policy_type="TargetTrackingScaling",
+                estimated_instance_warmup=300,
+                target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
+                    predefined_metric_specification=ASG.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(
+                        predefined_metric_type="ALBRequestCountPerTarget",
+                        resource_label=pulumi.Output.concat(lb.arn_suffix, "/", tg.arn_suffix),
+                    ),
+                    target_value=mix.requests_per_target_per_minute(sc.target_qps_per_replica),
+                ),
+                opts=child,
+            )
+        if sc.queue is not None:
+            metric = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricArgs
+            stat = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatArgs
+            m = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs
+            dim = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs
+            ASG.Policy(
+                f"{name}-backlog",
+                autoscaling_group_name=group.name,
+                policy_type="TargetTrackingScaling",
+                target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
+                    # Backlog per instance = visible messages / in-service instances (AWS's recipe).
+                    customized_metric_specification=ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs(
+                        metrics=[
+                            metric(
+                                id="queue",
+                                return_data=False,
+                                metric_stat=stat(
+                                    stat="Sum",
+                                    metric=m(
+                                        namespace="AWS/SQS",
+                                        metric_name="ApproximateNumberOfMessagesVisible",
+                                        dimensions=[dim(name="QueueName", value=sc.queue.name)],
+                                    ),
+                                ),
+                            ),
+                            metric(
+                                id="replicas",
+                                return_data=False,
+                                metric_stat=stat(
+                                    stat="Average",
+                                    metric=m(
+                                        namespace="AWS/AutoScaling",
+                                        metric_name="GroupInServiceInstances",
+                                        dimensions=[dim(name="AutoScalingGroupName", value=group.name)],
+                                    ),
+                                ),
+                            ),
+                            metric(
+                                id="backlog",
+                                expression="queue / replicas",
+                                label="backlog per instance",
+                                return_data=True,
+                            ),
+                        ]
+                    ),
+                    target_value=float(sc.queue.backlog_per_instance),
+                ),
+                opts=child,
+            )
+        for s in sc.schedules:
+            ASG.Schedule(
+                f"{name}-schedule-{s.name}",
+                scheduled_action_name=f"{name}-{s.name}",
+                autoscaling_group_name=group.name,
+                recurrence=s.cron,
+                time_zone=s.timezone,
+                min_size=s.min,
+                max_size=s.max,
+                desired_capacity=s.desired if s.desired is not None else -1,
+                opts=child,
+            )

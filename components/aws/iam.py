@@ -1,0 +1,81 @@
+"""The node role's policy document, scoped to one fleet's own resources. Pure: ARNs in, JSON out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+# Actions AWS offers no resource-level permissions for; "*" is the only legal resource.
+DESCRIBE_ONLY_STAR = (
+    "elasticloadbalancing:DescribeTargetHealth",
+    "ec2:DescribeInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "ecr:GetAuthorizationToken",
+)
+
+ASSUME_EC2 = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+def node_policy(
+    target_group_arn: str,
+    group_arns: Sequence[str],
+    bucket: str | None,
+    prefix: str,
+    repository_arn: str | None,
+) -> dict[str, Any]:
+    """What a node's agent may do: leave its own target group, finish its own groups' lifecycle
+    actions, resize its own groups (the controller), read its model prefix, pull its image."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "LeaveRotation",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
+            "Resource": target_group_arn,
+        },
+        {
+            "Sid": "FinishLifecycleAndResize",
+            "Effect": "Allow",
+            "Action": [
+                "autoscaling:CompleteLifecycleAction",
+                "autoscaling:RecordLifecycleActionHeartbeat",
+                "autoscaling:SetDesiredCapacity",
+            ],
+            "Resource": list(group_arns),
+        },
+        {"Sid": "DescribeOnly", "Effect": "Allow", "Action": list(DESCRIBE_ONLY_STAR), "Resource": "*"},
+    ]
+    if bucket is not None:
+        statements.append(
+            {
+                "Sid": "ReadModel",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        )
+        statements.append(
+            {
+                "Sid": "ListModel",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            }
+        )
+    if repository_arn is not None:
+        statements.append(
+            {
+                "Sid": "PullImage",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                "Resource": repository_arn,
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}

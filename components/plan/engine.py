@@ -1,0 +1,174 @@
+"""Run the Pulumi program offline under Pulumi's mock engine and record what it declares.
+
+No Pulumi CLI, no credentials, no network: the program is the same code `pulumi up` runs, and
+the mock monitor stands in for the engine. Computed outputs (ARNs, DNS names) get
+recognisable placeholders so that documents built from them (IAM policies, user data) render.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ACCOUNT = "123456789012"
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+@dataclass
+class Declared:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanRun:
+    resources: list[Declared]
+    warnings: list[str]
+
+    def children_of(self, urn: str) -> list[Declared]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def find(self, type_: str, name: str | None = None) -> list[Declared]:
+        return [r for r in self.resources if r.type == type_ and (name is None or r.name == name)]
+
+
+def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
+    module = typ.split(":")[1].split("/")[0]
+    kind = typ.rsplit(":", 1)[-1]
+    service = {
+        "lb": "elasticloadbalancing",
+        "iam": "iam",
+        "autoscaling": "autoscaling",
+        "ecr": "ecr",
+        "s3": "s3",
+        "ec2": "ec2",
+        "vpc": "ec2",
+    }.get(module, module)
+    out: dict[str, Any] = {"arn": f"arn:aws:{service}:{region}:{ACCOUNT}:{kind.lower()}/{name}"}
+    if kind == "Group":
+        out["name"] = inputs.get("name", name)
+        out["arn"] = (
+            f"arn:aws:autoscaling:{region}:{ACCOUNT}:autoScalingGroup:00000000-0000-0000-0000-000000000000:"
+            f"autoScalingGroupName/{out['name']}"
+        )
+    elif kind == "TargetGroup":
+        out["arn"] = f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT}:targetgroup/{name}/0123456789abcdef"
+        out["arnSuffix"] = f"targetgroup/{name}/0123456789abcdef"
+    elif kind == "LoadBalancer":
+        out["arnSuffix"] = f"app/{name}/0123456789abcdef"
+        out["dnsName"] = f"{name}-0123456789.{region}.elb.amazonaws.com"
+    elif kind == "Repository":
+        out["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{inputs.get('name', name)}"
+        out["arn"] = f"arn:aws:ecr:{region}:{ACCOUNT}:repository/{inputs.get('name', name)}"
+    elif kind == "Bucket":
+        out["bucket"] = inputs.get("bucket", name)
+        out["arn"] = f"arn:aws:s3:::{out['bucket']}"
+    elif kind in ("Role", "InstanceProfile"):
+        out["name"] = inputs.get("name", name)
+        out["arn"] = f"arn:aws:iam::{ACCOUNT}:{kind[0].lower() + kind[1:]}/{out['name']}"
+    return out
+
+
+class PlanMocks(pulumi.runtime.Mocks):
+    """Placeholder outputs for resources and canned answers for the few lookups the program makes."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.outputs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.provider_region: dict[str, str] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ.startswith("pulumi:providers:"):
+            self.provider_region[rid] = str(inputs.get("region", ""))
+        region = self.provider_region.get((args.provider or "").rsplit("::", 1)[-1], "us-east-1")
+        extra = _aws_outputs(args.typ, args.name, inputs, region) if args.typ.startswith("aws:") else {}
+        self.inputs[(args.typ, args.name)] = inputs
+        self.outputs[(args.typ, args.name)] = extra
+        return rid, {**inputs, **extra}
+
+    # The SDK accepts a plain dict (no failures) though its annotation names only the tuple.
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-default", "cidrBlock": "172.31.0.0/16"}
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            zones: list[str] = []
+            for f in args.args.get("filters", []):
+                if f.get("name") == "availability-zone":
+                    zones = list(f.get("values", []))
+            return {"id": "subnets", "ids": [f"subnet-{z}" for z in zones]}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/plan", "userId": "plan"}
+        return {}
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """The stock mock monitor, remembering each resource's parent for the tree."""
+
+    def __init__(self, mocks: PlanMocks) -> None:
+        super().__init__(mocks)
+        self.plan_mocks = mocks
+        self.order: list[tuple[str, str, str, str, bool]] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != STACK_TYPE:
+            self.order.append((response.urn, request.type, request.name, request.parent, bool(request.custom)))
+        return response
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def config_values(config: dict[str, Any]) -> dict[str, str]:
+    """Stack-file values as Pulumi hands them to a program: strings as-is, the rest as JSON."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            out[key] = "[secret]"  # ciphertext cannot be read offline; the program only passes it on
+        else:
+            out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def run_offline(
+    program: Callable[[], None], config: dict[str, Any], project: str = "spotstack", stack: str = "dev"
+) -> PlanRun:
+    """Run `program` with `config` (stack-file keys) under the mock engine and return what it declared."""
+    mocks = PlanMocks()
+    monitor = RecordingMonitor(mocks)
+    logger = logging.getLogger(f"spotstack.plan.{stack}")
+    logger.propagate = False
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger, monitor=monitor)
+        pulumi.runtime.set_all_config(config_values(config))
+        _sync_await(run_pulumi_func(program))
+    finally:
+        logger.removeHandler(collect)
+    resources = [
+        Declared(urn, typ, name, parent, custom, mocks.inputs.get((typ, name), {}), mocks.outputs.get((typ, name), {}))
+        for urn, typ, name, parent, custom in monitor.order
+    ]
+    return PlanRun(resources, collect.messages)

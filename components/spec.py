@@ -1,0 +1,187 @@
+"""The cloud-neutral fleet spec: what a user writes under `spotstack:fleets` in a stack file.
+
+Every cloud's component reads this one model; none adds fields of its own. Field checks live
+here (pydantic); rules that span fields or need the catalog live in `validate.py`, which also
+turns every problem into a `path: reason` line.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+Cloud = Literal["aws", "gcp", "alicloud", "local"]
+
+# How long each cloud warns before it reclaims a spot node (seconds). Used to warn when a
+# drain timeout cannot fit, and by the agent as the default deadline.
+NOTICE_WINDOW_S: dict[str, int] = {"aws": 120, "gcp": 30, "alicloud": 300, "local": 120}
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
+Path = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos more often than not: reject them (the error names the key).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpotMarket(_Model):
+    """Run this type as spot. Give at most one cap; with none, the cap is the on-demand price."""
+
+    bid: float | None = None
+    """Cap as a fraction of the type's on-demand price (0.2 = pay at most 20%)."""
+    max_price: float | None = Field(default=None, gt=0)
+    """Cap as an absolute price per instance-hour, in the catalog's currency."""
+
+    @field_validator("bid")
+    @classmethod
+    def _bid_is_fraction(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1:
+            raise ValueError(f"must be > 0 and <= 1 (a fraction of the on-demand price; got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> SpotMarket:
+        if self.bid is not None and self.max_price is not None:
+            raise ValueError("give either bid or max_price, not both")
+        return self
+
+
+class OnDemandMarket(_Model):
+    """Run this type on-demand only (never as spot)."""
+
+
+class InstanceSpec(_Model):
+    """One entry of the ordered instance list; the order is the priority."""
+
+    type: Annotated[str, StringConstraints(min_length=1)]
+    """The cloud's instance/machine type, e.g. g6.xlarge, g2-standard-4, ecs.gn7i-c8g1.2xlarge."""
+    spot: SpotMarket | None = None
+    """Allow spot for this type, with an optional price cap."""
+    on_demand: OnDemandMarket | None = None
+    """Use this type only on-demand."""
+    on_demand_price: float | None = Field(default=None, gt=0)
+    """Override the catalog's hourly on-demand price (needed for types the catalog lacks)."""
+
+    @model_validator(mode="after")
+    def _one_market(self) -> InstanceSpec:
+        if (self.spot is None) == (self.on_demand is None):
+            raise ValueError("give exactly one market: spot or on_demand")
+        return self
+
+    @property
+    def is_spot(self) -> bool:
+        return self.spot is not None
+
+
+class CapacitySpec(_Model):
+    min: int = Field(default=0, ge=0)
+    """Fewest replicas."""
+    max: int = Field(ge=1)
+    """Most replicas (spot and on-demand together, fallback included)."""
+    desired: int | None = Field(default=None, ge=0)
+    """Replicas to start with; defaults to min."""
+    base_on_demand: int = Field(default=0, ge=0)
+    """Replicas always kept on-demand, whatever spot does."""
+    on_demand_above_base_percent: int = Field(default=0, ge=0, le=100)
+    """Share of the replicas above the base that run on-demand."""
+    dynamic_on_demand_fallback: bool = False
+    """Start an on-demand replica for each wanted spot replica that is not ready."""
+
+    @property
+    def desired_or_min(self) -> int:
+        return self.min if self.desired is None else self.desired
+
+
+class ServiceSpec(_Model):
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port the model server listens on."""
+    readiness_path: Path = "/ready"
+    """Path the load balancer probes; the agent serves it and flips it to 503 when draining."""
+    drain_timeout: int = Field(default=90, ge=1, le=3600)
+    """Seconds to wait for in-flight requests after the node leaves rotation."""
+    public: bool = True
+    """Whether the load balancer faces the internet (else internal)."""
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """Who may reach the load balancer."""
+
+
+class ScheduleSpec(_Model):
+    name: Name
+    cron: Annotated[str, StringConstraints(pattern=r"^\S+( \S+){4}$")]
+    """Five-field cron expression, in `timezone`."""
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    desired: int | None = Field(default=None, ge=0)
+    timezone: str = "UTC"
+
+
+class QueueScalingSpec(_Model):
+    name: Annotated[str, StringConstraints(min_length=1)]
+    """Queue whose backlog drives scaling (SQS queue name on AWS)."""
+    backlog_per_instance: int = Field(ge=1)
+    """Messages one replica should have waiting, at most."""
+
+
+class ScalingSpec(_Model):
+    target_qps_per_replica: float | None = Field(default=None, gt=0)
+    """Requests per second one replica should serve; drives target tracking."""
+    queue: QueueScalingSpec | None = None
+    """Scale on queue backlog per instance instead of (or besides) QPS."""
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+    """Scheduled changes of min/max (e.g. working hours)."""
+
+
+class ImageSpec(_Model):
+    repository: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
+    """Image repository name (without registry host)."""
+    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
+    registry: str | None = None
+    """Registry host; empty means the registry spotstack declares for this fleet."""
+    create_registry: bool = True
+    """Declare the image registry (repository) along with the fleet."""
+    pull_through_upstream: str | None = None
+    """Upstream registry to cache (e.g. public.ecr.aws), where the cloud supports it."""
+
+
+class ModelCacheSpec(_Model):
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    """Object-store bucket holding the model files."""
+    prefix: str = ""
+    """Key prefix of the model inside the bucket."""
+    create_bucket: bool = True
+    """Declare the bucket (model store) along with the fleet."""
+    memory_cache_gib: float = Field(default=16, gt=0)
+    """Memory the node's peer cache may use."""
+    peer_port: int = Field(default=8470, ge=1, le=65535)
+    """Port the agent serves cached chunks to peers on."""
+
+
+class NetworkSpec(_Model):
+    id: str
+    """VPC (AWS, Alibaba) or network (GCP) to place the fleet in; default: the cloud's default."""
+    subnets: list[str] = Field(default_factory=list)
+    """Subnets / vSwitches / subnetworks, one or more per zone."""
+
+
+class FleetSpec(_Model):
+    name: Name
+    """Fleet name; every resource of the fleet is named from it."""
+    cloud: Cloud
+    region: Annotated[str, StringConstraints(min_length=1)]
+    zones: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    instances: list[InstanceSpec] = Field(min_length=1)
+    capacity: CapacitySpec
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    image: ImageSpec
+    model_cache: ModelCacheSpec | None = None
+    network: NetworkSpec | None = None
+    machine_image: str | None = None
+    """Boot image; default: the cloud's GPU image with NVIDIA drivers and Docker."""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def spot_instances(self) -> list[InstanceSpec]:
+        return [i for i in self.instances if i.is_spot]

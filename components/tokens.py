@@ -1,0 +1,11 @@
+"""Every component's Pulumi type token, in one place. Module `index`; the cloud is in the class name."""
+
+AWS_GPU_FLEET = "spotstack:index:AwsGpuFleet"
+AWS_MODEL_STORE = "spotstack:index:AwsModelStore"
+AWS_IMAGE_REGISTRY = "spotstack:index:AwsImageRegistry"
+GCP_GPU_FLEET = "spotstack:index:GcpGpuFleet"
+GCP_MODEL_STORE = "spotstack:index:GcpModelStore"
+GCP_IMAGE_REGISTRY = "spotstack:index:GcpImageRegistry"
+ALICLOUD_GPU_FLEET = "spotstack:index:AlicloudGpuFleet"
+ALICLOUD_MODEL_STORE = "spotstack:index:AlicloudModelStore"
+ALICLOUD_IMAGE_REGISTRY = "spotstack:index:AlicloudImageRegistry"

@@ -1,0 +1,237 @@
+"""Validate stack config into fleet specs, collecting every problem with its config path.
+
+Like pulumi-eks's InputPropertiesError, nothing is raised until all fleets have been read, so a
+user fixes a stack file in one pass. Warnings (legal but probably unintended) are returned
+beside the specs; `spotstack plan` prints them and `pulumi up` logs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from spotstack.components import catalog
+from spotstack.components.spec import (
+    NOTICE_WINDOW_S,
+    CapacitySpec,
+    FleetSpec,
+    InstanceSpec,
+    ModelCacheSpec,
+    ScalingSpec,
+    ServiceSpec,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class SpecError(Exception):
+    """The stack config is invalid; `problems` lists every reason with its path."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the fleet spec:\n{lines}")
+
+
+def _path(prefix: str, loc: Sequence[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _reason(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in _BOUNDS:
+        bound = next(iter(err.get("ctx", {}).values()), "?")
+        return f"must be {_BOUNDS[kind]} {bound} (got {err['input']!r})"
+    if kind == "literal_error":
+        return f"must be one of {err['ctx']['expected']} (got {err['input']!r})"
+    if kind == "string_pattern_mismatch":
+        return f"{err['input']!r} does not match {err['ctx']['pattern']}"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _from_pydantic(prefix: str, exc: ValidationError) -> list[Problem]:
+    return [Problem(_path(prefix, e["loc"]), _reason(e)) for e in exc.errors()]
+
+
+def _check_capacity(cap: CapacitySpec, at: str) -> list[Problem]:
+    errors: list[Problem] = []
+    if cap.min > cap.max:
+        errors.append(Problem(f"{at}.capacity.min", f"must be <= max ({cap.max})"))
+    if cap.desired is not None and not cap.min <= cap.desired <= cap.max:
+        errors.append(Problem(f"{at}.capacity.desired", f"must be between min ({cap.min}) and max ({cap.max})"))
+    if cap.base_on_demand > cap.max:
+        errors.append(Problem(f"{at}.capacity.base_on_demand", f"must be <= max ({cap.max})"))
+    return errors
+
+
+def _check_zones(region: str, zones: list[str], at: str) -> list[Problem]:
+    errors = [
+        Problem(f"{at}.zones[{z}]", f"zone {zone!r} is not in region {region!r}")
+        for z, zone in enumerate(zones)
+        if not zone.startswith(region)
+    ]
+    if len(set(zones)) != len(zones):
+        errors.append(Problem(f"{at}.zones", "lists a zone twice"))
+    return errors
+
+
+def _check_instances(
+    cloud: str, region: str, instances: list[InstanceSpec | None], at: str
+) -> tuple[list[Problem], list[Problem]]:
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    seen: set[str] = set()
+    for i, inst in enumerate(instances):
+        if inst is None:
+            continue
+        ip = f"{at}.instances[{i}]"
+        if inst.type in seen:
+            errors.append(Problem(f"{ip}.type", f"{inst.type!r} is listed twice"))
+        seen.add(inst.type)
+        if cloud == "local":
+            continue
+        price = catalog.on_demand_price(cloud, inst.type, region, inst.on_demand_price)
+        if price is None:
+            known = catalog.lookup(cloud, inst.type) is not None
+            why = (
+                f"no catalog price for {inst.type!r} in {region!r}"
+                if known
+                else f"{inst.type!r} is not a {cloud} type in the catalog"
+            )
+            errors.append(Problem(f"{ip}.type", f"{why}; set on_demand_price to use it"))
+        elif inst.spot is not None and inst.spot.max_price is not None and inst.spot.max_price > price:
+            warnings.append(
+                Problem(
+                    f"{ip}.spot.max_price",
+                    f"{inst.spot.max_price} is above the on-demand price {price}: on-demand would be cheaper",
+                )
+            )
+    return errors, warnings
+
+
+def _check_schedules(scaling: ScalingSpec, cap_max: int | None, at: str) -> list[Problem]:
+    errors: list[Problem] = []
+    for s, sched in enumerate(scaling.schedules):
+        sp = f"{at}.scaling.schedules[{s}]"
+        if sched.min > sched.max:
+            errors.append(Problem(f"{sp}.min", f"must be <= max ({sched.max})"))
+        if cap_max is not None and sched.max > cap_max:
+            errors.append(Problem(f"{sp}.max", f"must be <= capacity.max ({cap_max})"))
+        if sched.desired is not None and not sched.min <= sched.desired <= sched.max:
+            errors.append(Problem(f"{sp}.desired", f"must be between min ({sched.min}) and max ({sched.max})"))
+    return errors
+
+
+def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) -> list[Problem]:
+    if cache is not None and cache.peer_port == service.port:
+        return [Problem(f"{at}.model_cache.peer_port", f"must differ from service.port ({service.port})")]
+    return []
+
+
+def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
+    """Rules that span fields or need the catalog. Returns (errors, warnings)."""
+    cap = fleet.capacity
+    errors = _check_capacity(cap, at) + _check_zones(fleet.region, fleet.zones, at)
+    inst_errors, warnings = _check_instances(fleet.cloud, fleet.region, list(fleet.instances), at)
+    errors += inst_errors
+    errors += _check_schedules(fleet.scaling, cap.max, at)
+    errors += _check_ports(fleet.model_cache, fleet.service, at)
+    if fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
+        errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
+    if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
+        warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
+    window = NOTICE_WINDOW_S[fleet.cloud]
+    if fleet.service.drain_timeout > window:
+        warnings.append(
+            Problem(
+                f"{at}.service.drain_timeout",
+                f"{fleet.service.drain_timeout}s is longer than {fleet.cloud}'s {window}s spot notice: "
+                "a preempted node dies before its drain ends",
+            )
+        )
+    return errors, warnings
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _try(model: type[M], raw: Any) -> M | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _partial_checks(item: dict[str, Any], at: str) -> list[Problem]:
+    """Cross-field rules on the parts of a fleet that parse, so one bad field hides no other problem."""
+    errors: list[Problem] = []
+    cap = _try(CapacitySpec, item.get("capacity"))
+    if cap is not None:
+        errors += _check_capacity(cap, at)
+    region, zones, cloud = item.get("region"), item.get("zones"), item.get("cloud")
+    if isinstance(region, str) and isinstance(zones, list) and all(isinstance(z, str) for z in zones):
+        errors += _check_zones(region, zones, at)
+    raw_instances = item.get("instances")
+    if isinstance(region, str) and cloud in NOTICE_WINDOW_S and isinstance(raw_instances, list):
+        errors += _check_instances(str(cloud), region, [_try(InstanceSpec, i) for i in raw_instances], at)[0]
+    scaling = _try(ScalingSpec, item.get("scaling", {}))
+    if scaling is not None:
+        errors += _check_schedules(scaling, cap.max if cap else None, at)
+    service = _try(ServiceSpec, item.get("service", {}))
+    cache = _try(ModelCacheSpec, item.get("model_cache")) if item.get("model_cache") is not None else None
+    if service is not None:
+        errors += _check_ports(cache, service, at)
+    return errors
+
+
+def validate_fleets(raw: Any, prefix: str = "fleets") -> tuple[list[FleetSpec], list[Problem]]:
+    """Parse the `spotstack:fleets` value. Raises SpecError with every problem; returns warnings."""
+    if raw is None:
+        raise SpecError([Problem(prefix, "required: a list of fleets")])
+    if not isinstance(raw, list) or not raw:
+        raise SpecError([Problem(prefix, "must be a non-empty list of fleets")])
+    fleets: list[FleetSpec] = []
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for i, item in enumerate(raw):
+        at = f"{prefix}[{i}]"
+        if not isinstance(item, dict):
+            errors.append(Problem(at, "must be a mapping"))
+            continue
+        try:
+            fleet = FleetSpec.model_validate(item)
+        except ValidationError as exc:
+            errors.extend(_from_pydantic(at, exc))
+            errors.extend(_partial_checks(item, at))
+            continue
+        errs, warns = _cross_field(fleet, at)
+        errors.extend(errs)
+        warnings.extend(warns)
+        fleets.append(fleet)
+    names = [f.name for f in fleets]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            errors.append(Problem(f"{prefix}[{i}].name", f"fleet name {name!r} is used twice"))
+    if errors:
+        raise SpecError(errors)
+    return fleets, warnings

@@ -1,0 +1,86 @@
+"""What a node runs at first boot: the cloud-init document that installs and starts the agent.
+
+Components call `render_cloud_init` with a rendered `AgentConfig`; it is plain text, so it is
+tested as text, and the same document works on all three clouds (each boots cloud-init).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from spotstack.runtime.config import AgentConfig
+
+AGENT_UNIT = "spotstack-agent.service"
+WORKLOAD_UNIT = "spotstack-workload.service"
+CONFIG_PATH = "/etc/spotstack/agent.json"
+VENV = "/opt/spotstack"
+
+
+def agent_unit() -> str:
+    """The systemd unit that runs the agent (shipped as package data)."""
+    return resources.files("spotstack.runtime").joinpath(AGENT_UNIT).read_text()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The model server container the node runs beside the agent."""
+
+    image: str
+    port: int
+    model_dir: str = "/var/lib/spotstack/model"
+    login: list[str] = field(default_factory=list)
+    """Shell line that logs Docker in to the registry (cloud-specific), if any."""
+
+
+def workload_unit(w: Workload) -> str:
+    run = shlex.join(
+        [
+            "/usr/bin/docker",
+            "run",
+            "--rm",
+            "--name",
+            "spotstack-workload",
+            "--gpus",
+            "all",
+            "-p",
+            f"{w.port}:{w.port}",
+            "-v",
+            f"{w.model_dir}:/model:ro",
+            "-e",
+            "MODEL_DIR=/model",
+            w.image,
+        ]
+    )
+    pre = "".join(f"ExecStartPre=/bin/sh -c {shlex.quote(line)}\n" for line in w.login)
+    return (
+        "[Unit]\nDescription=spotstack workload (model server)\n"
+        f"After=docker.service {AGENT_UNIT}\nRequires=docker.service\n\n"
+        "[Service]\n"
+        f"{pre}ExecStart={run}\n"
+        "ExecStop=/usr/bin/docker stop --time 30 spotstack-workload\n"
+        "Restart=always\nRestartSec=5\nTimeoutStartSec=900\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def render_cloud_init(config: AgentConfig, workload: Workload, package: str = "spotstack[agent]") -> str:
+    """A `#cloud-config` document: write the config and units, install the agent, start both."""
+    doc = {
+        "write_files": [
+            {"path": CONFIG_PATH, "permissions": "0600", "owner": "root:root", "content": config.to_json()},
+            {"path": f"/etc/systemd/system/{AGENT_UNIT}", "content": agent_unit()},
+            {"path": f"/etc/systemd/system/{WORKLOAD_UNIT}", "content": workload_unit(workload)},
+        ],
+        "runcmd": [
+            ["mkdir", "-p", "/var/lib/spotstack", "/run/spotstack"],
+            ["python3", "-m", "venv", VENV],
+            [f"{VENV}/bin/pip", "install", "--quiet", package],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", AGENT_UNIT, WORKLOAD_UNIT],
+        ],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)

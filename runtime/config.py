@@ -1,0 +1,213 @@
+"""`AgentConfig`: the contract between the components (which render it) and the node agent.
+
+Components write it as JSON into cloud-init; the agent reads it from a file and lets
+environment variables override any field (`SPOTSTACK_AGENT__DRAIN__TIMEOUT_S=60`). Invalid
+combinations are rejected when the config is parsed, not halfway through a drain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Cloud = Literal["aws", "gcp", "alicloud"]
+
+# Where each cloud's metadata server lives; tests and local fleets point the agent elsewhere.
+DEFAULT_METADATA_URL: dict[str, str] = {
+    "aws": "http://169.254.169.254",
+    "gcp": "http://metadata.google.internal",
+    "alicloud": "http://100.100.100.200",
+}
+# Seconds between a spot notice and the reclaim, per cloud.
+NOTICE_WINDOW_S: dict[str, float] = {"aws": 120.0, "gcp": 30.0, "alicloud": 300.0}
+
+ENV_PREFIX = "SPOTSTACK_AGENT__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetadataConfig(_Model):
+    base_url: str | None = None
+    """Metadata server URL; default: the cloud's link-local address."""
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between polls where the cloud has no long-poll (AWS, Alibaba)."""
+    timeout_s: float = Field(default=2.0, gt=0, le=30)
+    """Per-request timeout; metadata servers answer in milliseconds or not at all."""
+    token_ttl_s: int = Field(default=21600, ge=1, le=21600)
+    """IMDSv2 session token lifetime requested (AWS) / Alibaba metadata token lifetime."""
+    use_token: bool = True
+    """Use the metadata token flow (required by IMDSv2-only launch templates)."""
+
+
+class ReadinessConfig(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8471, ge=1, le=65535)
+    """Port of the agent's own HTTP server (readiness, health, metrics, status)."""
+    path: str = "/ready"
+    workload_health_url: str | None = None
+    """If set, readiness is also 503 while the workload's own health check fails."""
+
+
+class LoadBalancerConfig(_Model):
+    kind: Literal["none", "elbv2", "haproxy"] = "none"
+    """How this node leaves rotation besides readiness: ELBv2 deregistration, HAProxy runtime API."""
+    target_group_arn: str | None = None
+    target_port: int | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    """Override the AWS API endpoint (tests use moto's server)."""
+    haproxy_socket: str | None = None
+    """HAProxy runtime API address: a unix socket path or host:port."""
+    haproxy_backend: str | None = None
+    haproxy_server: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LoadBalancerConfig:
+        if self.kind == "elbv2" and not self.target_group_arn:
+            raise ValueError("kind elbv2 needs target_group_arn")
+        if self.kind == "haproxy" and not (self.haproxy_socket and self.haproxy_backend and self.haproxy_server):
+            raise ValueError("kind haproxy needs haproxy_socket, haproxy_backend and haproxy_server")
+        return self
+
+
+class InflightConfig(_Model):
+    proxy_listen_port: int | None = Field(default=None, ge=1, le=65535)
+    """If set, the agent proxies service traffic on this port to the workload and counts requests."""
+    metrics_url: str | None = None
+    """Else: a Prometheus endpoint of the workload exposing an in-flight gauge."""
+    metrics_gauge: str = "inflight_requests"
+    poll_interval_s: float = Field(default=0.1, gt=0)
+
+
+class WorkloadConfig(_Model):
+    port: int = Field(default=8080, ge=1, le=65535)
+    stop_command: list[str] | None = None
+    """Run this to tell the workload to stop (e.g. checkpoint). Else send `signal` to the pid."""
+    pid_file: str | None = None
+    signal: Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
+
+
+class LifecycleConfig(_Model):
+    enabled: bool = False
+    """Complete the ASG termination lifecycle action once drained (AWS)."""
+    hook_name: str | None = None
+    group_name: str | None = None
+    """Auto Scaling group; default: read from the instance tag aws:autoscaling:groupName."""
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _hook(self) -> LifecycleConfig:
+        if self.enabled and not self.hook_name:
+            raise ValueError("enabled needs hook_name")
+        return self
+
+
+class DrainConfig(_Model):
+    timeout_s: float = Field(default=90.0, gt=0)
+    """Most time to wait for in-flight requests once out of rotation."""
+    safety_margin_s: float = Field(default=5.0, ge=0)
+    """Finish this long before the notice's deadline."""
+    deregistration_grace_s: float = Field(default=0.0, ge=0)
+    """Wait after deregistering, for the load balancer to stop routing (its health check interval)."""
+
+
+class CacheConfig(_Model):
+    enabled: bool = False
+    model_url: str | None = None
+    """Where the model lives: s3://bucket/prefix, gs://..., oss://..., or a local directory."""
+    dest: str = "/var/lib/spotstack/model"
+    store_dir: str = "/dev/shm/spotstack"
+    memory_limit_bytes: int = Field(default=16 << 30, gt=0)
+    peer_port: int = Field(default=8470, ge=1, le=65535)
+    token_file: str | None = None
+    """File holding the fleet's shared bearer token."""
+    discovery: Literal["static", "dns", "file", "aws", "gcp", "alicloud"] = "static"
+    peers: list[str] = Field(default_factory=list)
+    discovery_target: str | None = None
+    """DNS name, peers file, or the fleet's tag value / group name, by discovery kind."""
+
+
+class AgentConfig(_Model):
+    cloud: Cloud
+    node_name: str | None = None
+    region: str | None = None
+    dry_run: bool = False
+    """Log every mutating step (deregister, signal, lifecycle) instead of doing it."""
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
+    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
+    load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    inflight: InflightConfig = Field(default_factory=InflightConfig)
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    drain: DrainConfig = Field(default_factory=DrainConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    watch_rebalance: bool = False
+    """Treat an AWS rebalance recommendation as a notice (drain early) rather than only count it."""
+
+    @property
+    def metadata_url(self) -> str:
+        return (self.metadata.base_url or DEFAULT_METADATA_URL[self.cloud]).rstrip("/")
+
+    @model_validator(mode="after")
+    def _cross(self) -> AgentConfig:
+        if self.lifecycle.enabled and self.cloud != "aws":
+            raise ValueError("lifecycle.enabled is for AWS Auto Scaling groups only")
+        if self.load_balancer.kind == "elbv2" and self.cloud != "aws":
+            raise ValueError("load_balancer.kind elbv2 is for AWS only")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_defaults=True)
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """`SPOTSTACK_AGENT__DRAIN__TIMEOUT_S=60` -> {"drain": {"timeout_s": 60}}; values parse as JSON where they can."""
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        _set_path(out, path, value)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_agent_config(path: str | Path | None, environ: dict[str, str] | None = None) -> AgentConfig:
+    """Read the config file (JSON or YAML), apply environment overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    data = _merge(data, env_overrides(dict(os.environ if environ is None else environ)))
+    return AgentConfig.model_validate(data)

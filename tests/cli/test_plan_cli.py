@@ -1,0 +1,82 @@
+"""`spotstack plan` as a user runs it: in a subprocess, offline, against real stack files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, base_fleet
+
+
+def spotstack(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    # Offline: no credentials, and any proxy would be a way out; the plan must not need either.
+    for k in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HTTPS_PROXY", "HTTP_PROXY"):
+        env.pop(k, None)
+    return subprocess.run(
+        [sys.executable, "-m", "spotstack.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plan_dev_prints_tree_and_costs() -> None:
+    out = spotstack("plan", "--stack", "dev")
+    assert out.returncode == 0, out.stderr
+    assert "spotstack:index:AwsGpuFleet llm" in out.stdout
+    assert "aws:autoscaling/group:Group llm-asg" in out.stdout
+    assert "all on-demand /h" in out.stdout
+
+
+def test_plan_json_is_machine_readable() -> None:
+    out = spotstack("plan", "--stack", "dev", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["stack"] == "dev"
+    types = {r["type"] for r in doc["resources"]}
+    assert {
+        "aws:autoscaling/group:Group",
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "aws:iam/rolePolicy:RolePolicy",
+    } <= types
+    (cost,) = doc["costs"]
+    h = cost["hourly"]
+    assert h["all_spot"] < h["expected"] < h["all_on_demand"]
+    assert cost["monthly"]["all_on_demand"] == round(h["all_on_demand"] * 730, 2)
+
+
+def write_project(tmp: Path, fleets: object) -> Path:
+    (tmp / "Pulumi.yaml").write_text("name: spotstack\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp / "stacks").mkdir()
+    (tmp / "stacks" / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"spotstack:fleets": fleets}}))
+    return tmp
+
+
+def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path: Path) -> None:
+    f = base_fleet()
+    f["instances"][1]["spot"]["bid"] = 0
+    f["capacity"]["desired"] = 40
+    out = spotstack("plan", "--stack", "bad", "--project", str(write_project(tmp_path, [f])))
+    assert out.returncode == 2
+    assert "fleets[0].instances[1].spot.bid: must be > 0 and <= 1" in out.stderr
+    assert "fleets[0].capacity.desired" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_missing_stack_names_the_stacks_there() -> None:
+    out = spotstack("plan", "--stack", "nope")
+    assert out.returncode == 2
+    assert "Pulumi.nope.yaml" in out.stderr and "dev" in out.stderr
+
+
+def test_help_explains() -> None:
+    out = spotstack("plan", "--help")
+    assert out.returncode == 0 and "offline" in out.stdout and "--json" in out.stdout

@@ -1,0 +1,181 @@
+"""AwsGpuFleet under Pulumi's mock engine: the children and the properties that matter."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from spotstack.components.aws.fleet import AwsGpuFleet, AwsGpuFleetArgs
+from spotstack.components.aws.iam import DESCRIBE_ONLY_STAR
+from spotstack.components.plan.engine import PlanRun, run_offline
+from spotstack.components.validate import validate_fleets
+
+
+def declare(raw: dict[str, Any]) -> PlanRun:
+    spec = validate_fleets([raw])[0][0]
+    return run_offline(lambda: AwsGpuFleet(spec.name, AwsGpuFleetArgs(spec=spec)), {}, stack="test")
+
+
+def one(plan: PlanRun, type_: str, name: str) -> dict[str, Any]:
+    found = plan.find(type_, name)
+    assert len(found) == 1, f"{type_} {name}: {[r.name for r in plan.find(type_)]}"
+    return found[0].inputs
+
+
+@pytest.fixture
+def plan(fleet: dict[str, Any]) -> PlanRun:
+    return declare(fleet)
+
+
+def test_children_are_parented_and_named_from_the_component(plan: PlanRun) -> None:
+    comp = plan.find("spotstack:index:AwsGpuFleet", "llm")[0]
+    kids = plan.children_of(comp.urn)
+    assert kids and all(k.name.startswith("llm-") for k in kids)
+    assert {r.parent for r in plan.resources if r.custom} == {comp.urn}
+
+
+def test_main_group_keeps_priority_order_base_and_price(plan: PlanRun) -> None:
+    asg = one(plan, "aws:autoscaling/group:Group", "llm-asg")
+    mip = asg["mixedInstancesPolicy"]
+    assert [o["instanceType"] for o in mip["launchTemplate"]["overrides"]] == ["g6.xlarge", "g5.xlarge"]
+    dist = mip["instancesDistribution"]
+    assert dist["onDemandBaseCapacity"] == 1
+    assert dist["onDemandPercentageAboveBaseCapacity"] == 0
+    assert dist["spotAllocationStrategy"] == "capacity-optimized-prioritized"
+    assert dist["onDemandAllocationStrategy"] == "prioritized"
+    # g6.xlarge 0.8048 x 0.4 = 0.3219 < g5.xlarge 1.006 x 0.5: the lower cap holds for the group
+    assert dist["spotMaxPrice"] == "0.3219"
+    assert asg["capacityRebalance"] is True
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (1, 6, 3)
+
+
+def test_termination_lifecycle_hook_covers_the_drain(plan: PlanRun) -> None:
+    asg = one(plan, "aws:autoscaling/group:Group", "llm-asg")
+    (hook,) = asg["initialLifecycleHooks"]
+    assert hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["heartbeatTimeout"] >= 60 and hook["defaultResult"] == "CONTINUE"
+    assert hook["name"] == "llm-drain"
+
+
+def test_fallback_group_is_on_demand_from_zero_with_all_types(plan: PlanRun) -> None:
+    fb = one(plan, "aws:autoscaling/group:Group", "llm-fallback-asg")
+    assert (fb["minSize"], fb["desiredCapacity"]) == (0, 0)
+    dist = fb["mixedInstancesPolicy"]["instancesDistribution"]
+    assert dist["onDemandPercentageAboveBaseCapacity"] == 100
+    overrides = [o["instanceType"] for o in fb["mixedInstancesPolicy"]["launchTemplate"]["overrides"]]
+    assert overrides == ["g6.xlarge", "g5.xlarge", "g6e.xlarge"]
+
+
+def test_no_fallback_group_unless_asked(fleet: dict[str, Any]) -> None:
+    fleet["capacity"]["dynamic_on_demand_fallback"] = False
+    plan = declare(fleet)
+    assert [r.name for r in plan.find("aws:autoscaling/group:Group")] == ["llm-asg"]
+
+
+def test_launch_template_requires_imdsv2_and_starts_the_agent(plan: PlanRun) -> None:
+    lt = one(plan, "aws:ec2/launchTemplate:LaunchTemplate", "llm-lt")
+    assert lt["metadataOptions"]["httpTokens"] == "required"
+    assert lt["metadataOptions"]["instanceMetadataTags"] == "enabled"
+    text = base64.b64decode(lt["userData"]).decode()
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    cfg = json.loads(files["/etc/spotstack/agent.json"])
+    assert cfg["load_balancer"]["target_group_arn"].endswith(":targetgroup/llm-tg/0123456789abcdef")
+    assert cfg["lifecycle"] == {"enabled": True, "hook_name": "llm-drain", "region": "us-east-1"}
+    assert ["systemctl", "enable", "--now", "spotstack-agent.service", "spotstack-workload.service"] in doc["runcmd"]
+
+
+def test_target_group_health_and_deregistration_follow_the_service(plan: PlanRun) -> None:
+    tg = one(plan, "aws:lb/targetGroup:TargetGroup", "llm-tg")
+    assert tg["healthCheck"]["path"] == "/ready"
+    assert tg["healthCheck"]["port"] == "8471"  # the agent's readiness server
+    assert tg["deregistrationDelay"] == 60
+    assert tg["port"] == 8080
+
+
+def test_scaling_from_qps_and_schedules(plan: PlanRun) -> None:
+    pol = one(plan, "aws:autoscaling/policy:Policy", "llm-qps")
+    ttc = pol["targetTrackingConfiguration"]
+    assert ttc["predefinedMetricSpecification"]["predefinedMetricType"] == "ALBRequestCountPerTarget"
+    assert ttc["predefinedMetricSpecification"]["resourceLabel"] == (
+        "app/llm-alb/0123456789abcdef/targetgroup/llm-tg/0123456789abcdef"
+    )
+    assert ttc["targetValue"] == 600  # 10 QPS x 60 s
+    sched = one(plan, "aws:autoscaling/schedule:Schedule", "llm-schedule-day")
+    assert (sched["recurrence"], sched["minSize"], sched["maxSize"]) == ("0 8 * * *", 2, 6)
+
+
+def test_queue_backlog_policy(fleet: dict[str, Any]) -> None:
+    fleet["scaling"] = {"queue": {"name": "jobs", "backlog_per_instance": 5}}
+    plan = declare(fleet)
+    pol = one(plan, "aws:autoscaling/policy:Policy", "llm-backlog")
+    metrics = pol["targetTrackingConfiguration"]["customizedMetricSpecification"]["metrics"]
+    assert [m["id"] for m in metrics] == ["queue", "replicas", "backlog"]
+    assert metrics[2]["expression"] == "queue / replicas" and metrics[2]["returnData"] is True
+    assert pol["targetTrackingConfiguration"]["targetValue"] == 5
+
+
+def test_security_groups_admit_only_the_lb_and_peers(plan: PlanRun) -> None:
+    rules = {r.name: r.inputs for r in plan.find("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")}
+    assert rules["llm-node-in-service"]["referencedSecurityGroupId"] == "llm-lb-sg-id"
+    assert rules["llm-node-in-service"]["fromPort"] == 8080
+    peers = rules["llm-node-in-peers"]
+    assert peers["referencedSecurityGroupId"] == peers["securityGroupId"] == "llm-node-sg-id"
+    assert not any(r.get("cidrIpv4") for n, r in rules.items() if n.startswith("llm-node"))
+
+
+def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -> None:
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    own = (
+        "llm-tg",
+        "autoScalingGroupName/llm-asg",
+        "autoScalingGroupName/llm-fallback-asg",
+        "arn:aws:s3:::acme-models",
+    )
+    for st in doc["Statement"]:
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if resources == ["*"]:
+            assert set(st["Action"]) <= set(DESCRIBE_ONLY_STAR), st
+            continue
+        for res in resources:
+            assert any(o in res for o in own), (st["Sid"], res)
+    by_sid = {st["Sid"]: st for st in doc["Statement"]}
+    assert by_sid["ReadModel"]["Resource"] == "arn:aws:s3:::acme-models/llama/*"
+    assert "autoscaling:CompleteLifecycleAction" in by_sid["FinishLifecycleAndResize"]["Action"]
+    assert by_sid["LeaveRotation"]["Resource"].endswith("targetgroup/llm-tg/0123456789abcdef")
+
+
+def test_explicit_network_skips_the_default_vpc_lookup(fleet: dict[str, Any]) -> None:
+    fleet["network"] = {"id": "vpc-123", "subnets": ["subnet-a", "subnet-b"]}
+    plan = declare(fleet)
+    assert one(plan, "aws:autoscaling/group:Group", "llm-asg")["vpcZoneIdentifiers"] == ["subnet-a", "subnet-b"]
+    assert one(plan, "aws:lb/targetGroup:TargetGroup", "llm-tg")["vpcId"] == "vpc-123"
+
+
+def test_model_store_and_registry_from_the_program() -> None:
+    from spotstack.components import program
+    from tests.conftest import base_fleet
+
+    plan = run_offline(program.run, {"spotstack:fleets": [base_fleet()]}, stack="test")
+    sse = plan.find("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert len(sse) == 1
+    pab = one(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "llm-models-public-access")
+    assert all(pab[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert (
+        one(plan, "aws:s3/bucketVersioning:BucketVersioning", "llm-models-versioning")["versioningConfiguration"][
+            "status"
+        ]
+        == "Enabled"
+    )
+    repo = one(plan, "aws:ecr/repository:Repository", "llm-images-repo")
+    assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"]["scanOnPush"] is True
+    assert plan.find("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    # The node may pull only from its own repository.
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    pull = next(s for s in doc["Statement"] if s["Sid"] == "PullImage")
+    assert pull["Resource"].endswith(":repository/llm-server")

@@ -1,0 +1,38 @@
+"""Shared fixtures: a valid AWS fleet to mutate, and a runner for the mock engine."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_fleet() -> dict[str, Any]:
+    return {
+        "name": "llm",
+        "cloud": "aws",
+        "region": "us-east-1",
+        "zones": ["us-east-1a", "us-east-1b"],
+        "instances": [
+            {"type": "g6.xlarge", "spot": {"bid": 0.4}},
+            {"type": "g5.xlarge", "spot": {"bid": 0.5}},
+            {"type": "g6e.xlarge", "on_demand": {}},
+        ],
+        "capacity": {"min": 1, "max": 6, "desired": 3, "base_on_demand": 1, "dynamic_on_demand_fallback": True},
+        "service": {"port": 8080, "readiness_path": "/ready", "drain_timeout": 60},
+        "scaling": {
+            "target_qps_per_replica": 10,
+            "schedules": [{"name": "day", "cron": "0 8 * * *", "min": 2, "max": 6}],
+        },
+        "image": {"repository": "llm-server", "tag": "v1"},
+        "model_cache": {"bucket": "acme-models", "prefix": "llama/", "peer_port": 8470},
+    }
+
+
+@pytest.fixture
+def fleet() -> dict[str, Any]:
+    return copy.deepcopy(base_fleet())

@@ -1,0 +1,86 @@
+"""The agent's config contract and the boot document, tested as data and text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from spotstack.runtime.bootstrap import Workload, agent_unit, render_cloud_init, workload_unit
+from spotstack.runtime.config import AgentConfig, env_overrides, load_agent_config
+
+
+def test_env_overrides_nest_and_parse_json() -> None:
+    env = {
+        "SPOTSTACK_AGENT__DRAIN__TIMEOUT_S": "30",
+        "SPOTSTACK_AGENT__DRY_RUN": "true",
+        "OTHER": "x",
+        "SPOTSTACK_AGENT__METADATA__BASE_URL": "http://127.0.0.1:9",
+    }
+    assert env_overrides(env) == {
+        "drain": {"timeout_s": 30},
+        "dry_run": True,
+        "metadata": {"base_url": "http://127.0.0.1:9"},
+    }
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"cloud": "gcp", "drain": {"timeout_s": 20, "safety_margin_s": 2}}))
+    cfg = load_agent_config(path, {"SPOTSTACK_AGENT__DRAIN__TIMEOUT_S": "25"})
+    assert (cfg.cloud, cfg.drain.timeout_s, cfg.drain.safety_margin_s) == ("gcp", 25, 2)
+    assert cfg.metadata_url == "http://metadata.google.internal"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"cloud": "gcp", "lifecycle": {"enabled": True, "hook_name": "h"}}, "AWS Auto Scaling groups only"),
+        ({"cloud": "aws", "lifecycle": {"enabled": True}}, "enabled needs hook_name"),
+        ({"cloud": "aws", "load_balancer": {"kind": "elbv2"}}, "needs target_group_arn"),
+        ({"cloud": "aws", "load_balancer": {"kind": "haproxy", "haproxy_socket": "/x"}}, "needs haproxy_socket"),
+        ({"cloud": "alicloud", "load_balancer": {"kind": "elbv2", "target_group_arn": "a"}}, "AWS only"),
+        ({"cloud": "aws", "drain": {"timeout_s": 0}}, "greater than 0"),
+        ({"cloud": "aws", "bogus": 1}, "Extra inputs"),
+    ],
+)
+def test_invalid_combinations_rejected_at_parse(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AgentConfig.model_validate(data)
+
+
+def test_systemd_unit_runs_the_agent_and_outlasts_a_drain() -> None:
+    unit = agent_unit()
+    assert "ExecStart=/opt/spotstack/bin/spotstack agent run --config /etc/spotstack/agent.json" in unit
+    assert "Restart=always" in unit
+    assert "TimeoutStopSec=330" in unit  # longer than Alibaba's 5-minute notice
+
+
+def test_workload_unit_logs_in_then_runs_the_image() -> None:
+    unit = workload_unit(
+        Workload(image="1.dkr.ecr.us-east-1.amazonaws.com/m:v1", port=8080, login=["aws ecr x | docker login"])
+    )
+    assert "ExecStartPre=/bin/sh -c 'aws ecr x | docker login'" in unit
+    assert "-p 8080:8080" in unit and "1.dkr.ecr.us-east-1.amazonaws.com/m:v1" in unit
+
+
+def test_cloud_init_writes_config_and_starts_both_units() -> None:
+    cfg = AgentConfig(cloud="aws", dry_run=True)
+    text = render_cloud_init(cfg, Workload(image="img:1", port=9000))
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    files = {f["path"]: f for f in doc["write_files"]}
+    assert files["/etc/spotstack/agent.json"]["permissions"] == "0600"
+    assert AgentConfig.model_validate_json(files["/etc/spotstack/agent.json"]["content"]) == cfg
+    assert "/etc/systemd/system/spotstack-agent.service" in files
+    assert doc["runcmd"][-1] == [
+        "systemctl",
+        "enable",
+        "--now",
+        "spotstack-agent.service",
+        "spotstack-workload.service",
+    ]
+    assert ["/opt/spotstack/bin/pip", "install", "--quiet", "spotstack[agent]"] in doc["runcmd"]
