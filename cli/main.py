@@ -55,6 +55,17 @@ def plan(
         print_plan(Console(), stack, result.run, result.costs, result.warnings)
 
 
+def _register_node_commands() -> None:
+    # Typer needs the sub-apps at import; they import their heavy halves only when a command runs.
+    from spotstack.cli.agent import agent_app, emulator_app
+
+    app.add_typer(agent_app, name="agent")
+    app.add_typer(emulator_app, name="emulator")
+
+
+_register_node_commands()
+
+
 def main() -> None:
     app()
 

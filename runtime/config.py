@@ -47,8 +47,8 @@ class MetadataConfig(_Model):
 
 class ReadinessConfig(_Model):
     host: str = "0.0.0.0"
-    port: int = Field(default=8471, ge=1, le=65535)
-    """Port of the agent's own HTTP server (readiness, health, metrics, status)."""
+    port: int = Field(default=8471, ge=0, le=65535)
+    """Port of the agent's own HTTP server (readiness, health, metrics, status); 0 picks a free one."""
     path: str = "/ready"
     workload_health_url: str | None = None
     """If set, readiness is also 503 while the workload's own health check fails."""
@@ -77,7 +77,7 @@ class LoadBalancerConfig(_Model):
 
 
 class InflightConfig(_Model):
-    proxy_listen_port: int | None = Field(default=None, ge=1, le=65535)
+    proxy_listen_port: int | None = Field(default=None, ge=0, le=65535)
     """If set, the agent proxies service traffic on this port to the workload and counts requests."""
     metrics_url: str | None = None
     """Else: a Prometheus endpoint of the workload exposing an in-flight gauge."""
@@ -126,7 +126,7 @@ class CacheConfig(_Model):
     dest: str = "/var/lib/spotstack/model"
     store_dir: str = "/dev/shm/spotstack"
     memory_limit_bytes: int = Field(default=16 << 30, gt=0)
-    peer_port: int = Field(default=8470, ge=1, le=65535)
+    peer_port: int = Field(default=8470, ge=0, le=65535)
     token_file: str | None = None
     """File holding the fleet's shared bearer token."""
     discovery: Literal["static", "dns", "file", "aws", "gcp", "alicloud"] = "static"

@@ -1,0 +1,181 @@
+"""`spotstack agent ...` and `spotstack emulator ...`: the node side. Imports no Pulumi."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+agent_app = typer.Typer(help="The node agent: preemption notices, drain, peer model cache.", no_args_is_help=True)
+emulator_app = typer.Typer(help="Cloud metadata server emulators, for tests and local fleets.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what journald and log shippers parse without rules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+@agent_app.command("run")
+def run(
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="SPOTSTACK_AGENT_CONFIG",
+        help="Agent config (JSON or YAML) as the components render it. Any field can be overridden by "
+        "an environment variable: SPOTSTACK_AGENT__DRAIN__TIMEOUT_S=60.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        envvar="SPOTSTACK_AGENT_DRY_RUN",
+        help="Log every mutating step (readiness, deregister, signal, lifecycle) instead.",
+    ),
+    log_level: str = typer.Option("info", "--log-level", envvar="SPOTSTACK_AGENT_LOG_LEVEL"),
+) -> None:
+    """Watch this node's preemption notices and drain it before it dies."""
+    from pydantic import ValidationError
+
+    from spotstack.runtime.agent.agent import Agent
+    from spotstack.runtime.config import load_agent_config
+
+    _logging(log_level)
+    try:
+        cfg = load_agent_config(config)
+    except (OSError, ValueError, ValidationError) as exc:
+        err.print(f"[red]error:[/red] agent config {config}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if dry_run:
+        cfg = cfg.model_copy(update={"dry_run": True})
+    asyncio.run(Agent(cfg).run_until_signalled())
+
+
+def fetch_status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=3) as r:
+        return dict(json.loads(r.read()))
+
+
+@agent_app.command("status")
+def status(
+    url: str = typer.Option(
+        "http://127.0.0.1:8471", "--url", envvar="SPOTSTACK_AGENT_URL", help="The agent's readiness/status server."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw status document."),
+) -> None:
+    """Print the agent's state: serving or draining, notices seen, the last drain's steps."""
+    try:
+        doc = fetch_status(url)
+    except (urllib.error.URLError, OSError) as exc:
+        err.print(f"[red]error:[/red] no agent at {url}: {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    con = Console()
+    con.print(
+        f"[bold]{doc['node']}[/bold] ({doc['cloud']}): [bold]{doc['state']}[/bold]"
+        f"{' (dry run)' if doc.get('dry_run') else ''}, up {time.time() - doc['started_at']:.0f}s, "
+        f"{doc.get('inflight', 0)} in flight"
+    )
+    if doc.get("notices"):
+        t = Table("kind", "monitor", "verdict", "deadline in", title="notices")
+        for n in doc["notices"]:
+            t.add_row(n["kind"], n["monitor"], n["verdict"], f"{n['deadline'] - time.time():.0f}s")
+        con.print(t)
+    drain = doc.get("drain")
+    if drain:
+        t = Table("step", "ok", "seconds", "error", title="drain")
+        for s in drain["steps"]:
+            t.add_row(
+                s["name"],
+                "skipped" if s["skipped"] else ("yes" if s["ok"] else "NO"),
+                f"{s['seconds']:.3f}",
+                s["error"],
+            )
+        con.print(t)
+
+
+def _serve(emulator: Any, port_file: Path | None) -> None:
+    async def main() -> None:
+        url = await emulator.start()
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(url)
+            tmp.replace(port_file)
+        print(url, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await emulator.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+HOST = typer.Option("127.0.0.1", "--host")
+PORT = typer.Option(0, "--port", help="0 picks a free port; the URL is printed.")
+URL_FILE = typer.Option(None, "--url-file", help="Also write the URL here (atomically).")
+
+
+@emulator_app.command("aws")
+def emulate_aws(
+    host: str = HOST,
+    port: int = PORT,
+    url_file: Path = URL_FILE,
+    group: str = typer.Option("", "--group", help="aws:autoscaling:groupName tag."),
+    instance_id: str = typer.Option("i-0123456789abcdef0", "--instance-id"),
+) -> None:
+    """AWS IMDSv2: token flow, spot instance-action, rebalance, lifecycle state, scheduled events."""
+    from spotstack.runtime.emulators.aws import AwsImdsEmulator
+
+    tags = {"aws:autoscaling:groupName": group} if group else {}
+    _serve(AwsImdsEmulator(host, port, instance_id=instance_id, tags=tags), url_file)
+
+
+@emulator_app.command("gcp")
+def emulate_gcp(host: str = HOST, port: int = PORT, url_file: Path = URL_FILE) -> None:
+    """GCP metadata: Metadata-Flavor, preempted and maintenance-event with wait_for_change long-polls."""
+    from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
+
+    _serve(GcpMetadataEmulator(host, port), url_file)
+
+
+@emulator_app.command("alicloud")
+def emulate_alicloud(
+    host: str = HOST,
+    port: int = PORT,
+    url_file: Path = URL_FILE,
+    tokens_required: bool = typer.Option(False, "--tokens-required"),
+) -> None:
+    """Alibaba Cloud ECS metadata: spot termination-time, optional hardened (token) mode."""
+    from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+
+    _serve(AlicloudMetadataEmulator(host, port, tokens_required=tokens_required), url_file)

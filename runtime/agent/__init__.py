@@ -1,0 +1,1 @@
+"""The node agent: supervisor, readiness/status server, counting proxy, metrics, wiring."""

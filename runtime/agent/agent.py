@@ -1,0 +1,320 @@
+"""The agent: wires monitors, the drain and the servers from an `AgentConfig`, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from spotstack.runtime.agent.metrics import AgentMetrics
+from spotstack.runtime.agent.proxy import CountingProxy
+from spotstack.runtime.agent.server import AgentServer
+from spotstack.runtime.agent.state import AgentState
+from spotstack.runtime.agent.supervisor import Supervisor
+from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
+from spotstack.runtime.drain.decide import Verdict, horizon
+from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
+from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
+from spotstack.runtime.notices.base import Monitor
+from spotstack.runtime.notices.event import InterruptionEvent
+from spotstack.runtime.notices.metadata import GcpMetadataClient, TokenMetadataClient, alicloud_metadata, aws_imds
+
+log = logging.getLogger("spotstack.agent")
+
+
+def build_monitors(cfg: AgentConfig, session: aiohttp.ClientSession, clock: Callable[[], float]) -> list[Monitor]:
+    md = cfg.metadata
+    if cfg.cloud == "aws":
+        from spotstack.runtime.notices import aws
+
+        imds = aws_imds(session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token)
+        monitors: list[Monitor] = [
+            aws.SpotInterruptionMonitor(imds, clock),
+            aws.RebalanceMonitor(imds, clock),
+            aws.ScheduledEventsMonitor(imds, clock),
+        ]
+        if cfg.lifecycle.enabled:
+            window = cfg.drain.timeout_s + cfg.drain.safety_margin_s + 30
+            monitors.append(aws.LifecycleStateMonitor(imds, window, clock))
+        return monitors
+    if cfg.cloud == "gcp":
+        from spotstack.runtime.notices import gcp
+
+        client = GcpMetadataClient(session, cfg.metadata_url, timeout_s=md.timeout_s)
+        return [gcp.PreemptedMonitor(client, clock=clock), gcp.MaintenanceMonitor(client, clock=clock)]
+    from spotstack.runtime.notices import alicloud
+
+    ali = alicloud_metadata(
+        session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+    )
+    return [alicloud.SpotTerminationMonitor(ali, clock)]
+
+
+class Identity:
+    """Who this node is (instance id, ASG name), read from metadata once and kept."""
+
+    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession) -> None:
+        self.cfg = cfg
+        md = cfg.metadata
+        self._client: TokenMetadataClient | None = None
+        if cfg.cloud == "aws":
+            self._client = aws_imds(
+                session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+            )
+        elif cfg.cloud == "alicloud":
+            self._client = alicloud_metadata(
+                session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+            )
+        self.instance_id: str | None = None
+        self.group_name: str | None = cfg.lifecycle.group_name
+
+    async def resolve(self) -> None:
+        """Retry until the metadata server answers; the agent serves meanwhile."""
+        delay = 0.2
+        while self._client is not None and (self.instance_id is None or self._needs_group()):
+            try:
+                if self.instance_id is None:
+                    self.instance_id = (await self._client.get("/latest/meta-data/instance-id") or "").strip() or None
+                if self._needs_group():
+                    tag = "/latest/meta-data/tags/instance/aws:autoscaling:groupName"
+                    self.group_name = (await self._client.get(tag) or "").strip() or None
+            except Exception as exc:
+                log.warning("identity: %s", exc)
+            if self.instance_id is None or self._needs_group():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _needs_group(self) -> bool:
+        return self.cfg.cloud == "aws" and self.cfg.lifecycle.enabled and self.group_name is None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = config
+        self.clock = clock
+        self.metrics = AgentMetrics()
+        self.state = AgentState(
+            cloud=config.cloud, node=config.node_name or socket.gethostname(), dry_run=config.dry_run
+        )
+        self.proxy: CountingProxy | None = None
+        self.server: AgentServer | None = None
+        self.supervisor: Supervisor | None = None
+        self.identity: Identity | None = None
+        self.report: DrainReport | None = None
+        self.drained = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._identity_task: asyncio.Task[None] | None = None
+        self._inflight_task: asyncio.Task[None] | None = None
+        # Test and benchmark hooks: adaptors may be injected instead of built from the config.
+        self.overrides: dict[str, Any] = {}
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _rotations(self) -> list[Rotation]:
+        if "rotations" in self.overrides:
+            return list(self.overrides["rotations"])
+        lb = self.cfg.load_balancer
+        if lb.kind == "haproxy":
+            from spotstack.runtime.drain.haproxy import HAProxyRotation
+
+            assert lb.haproxy_socket and lb.haproxy_backend and lb.haproxy_server
+            return [HAProxyRotation(lb.haproxy_socket, lb.haproxy_backend, lb.haproxy_server)]
+        if lb.kind == "elbv2":
+            from spotstack.runtime.drain.elbv2 import Elbv2Rotation
+
+            assert lb.target_group_arn and self.identity and self.identity.instance_id
+            return [
+                Elbv2Rotation(
+                    lb.target_group_arn,
+                    self.identity.instance_id,
+                    lb.target_port,
+                    lb.region or self.cfg.region,
+                    lb.endpoint_url,
+                )
+            ]
+        # GCP and Alibaba: their load balancers probe /ready, which is 503 from the first step.
+        return []
+
+    def _lifecycle(self) -> Lifecycle | None:
+        if "lifecycle" in self.overrides:
+            return self.overrides["lifecycle"]  # type: ignore[no-any-return]
+        lc = self.cfg.lifecycle
+        if not lc.enabled:
+            return None
+        from spotstack.runtime.drain.lifecycle import AsgLifecycle
+
+        assert lc.hook_name and self.identity and self.identity.instance_id and self.identity.group_name
+        return AsgLifecycle(
+            self.identity.group_name,
+            lc.hook_name,
+            self.identity.instance_id,
+            lc.region or self.cfg.region,
+            lc.endpoint_url,
+            client=self.overrides.get("autoscaling_client"),
+        )
+
+    def _workload(self) -> Workload:
+        from spotstack.runtime.drain.workload import CommandWorkload, NoWorkload, SignalWorkload
+
+        w = self.cfg.workload
+        if w.stop_command:
+            return CommandWorkload(w.stop_command)
+        if w.pid_file:
+            return SignalWorkload(w.pid_file, w.signal)
+        return NoWorkload()
+
+    def _inflight(self) -> Inflight | None:
+        if self.proxy is not None:
+            return self.proxy
+        if self.cfg.inflight.metrics_url and self._session is not None:
+            from spotstack.runtime.drain.inflight import PrometheusGauge
+
+            return PrometheusGauge(self._session, self.cfg.inflight.metrics_url, self.cfg.inflight.metrics_gauge)
+        return None
+
+    # -- behaviour ----------------------------------------------------------------------------
+    def _readiness_off(self) -> None:
+        self.state.state = "draining"
+        self.metrics.state.state("draining")
+
+    def _on_step(self, step: Step) -> None:
+        self.metrics.drain_step.labels(step.name, str(step.ok).lower()).observe(step.seconds)
+
+    def _on_notice(self, event: InterruptionEvent, monitor: Monitor, v: Verdict) -> None:
+        self.metrics.notices.labels(event.kind.value, monitor.name, v.value).inc()
+        self.state.notices.append(
+            {
+                "kind": event.kind.value,
+                "monitor": monitor.name,
+                "verdict": v.value,
+                "deadline": event.deadline,
+                "seen_at": event.seen_at,
+                "detail": event.detail,
+            }
+        )
+
+    async def _drain(self, event: InterruptionEvent) -> None:
+        try:
+            if self.identity is not None and self._identity_task is not None and not self._identity_task.done():
+                budget_s = max(0.5, event.deadline - self.cfg.drain.safety_margin_s - self.clock())
+                await asyncio.wait_for(asyncio.shield(self._identity_task), budget_s)
+            d = self.cfg.drain
+            drainer = Drainer(
+                readiness_off=self._readiness_off,
+                rotations=self._rotations(),
+                inflight=self._inflight(),
+                workload=self._workload(),
+                lifecycle=self._lifecycle(),
+                settings=DrainSettings(
+                    margin_s=d.safety_margin_s,
+                    timeout_s=d.timeout_s,
+                    grace_s=d.deregistration_grace_s,
+                    heartbeat_interval_s=self.cfg.lifecycle.heartbeat_interval_s,
+                    inflight_poll_s=self.cfg.inflight.poll_interval_s,
+                    dry_run=self.cfg.dry_run,
+                ),
+                on_step=self._on_step,
+                clock=self.clock,
+            )
+            self.report = await drainer.run(event)
+            if self.report.out_of_rotation_at and event.seen_at:
+                self.metrics.out_of_rotation.observe(self.report.out_of_rotation_at - event.seen_at)
+            self.state.drain = {
+                "kind": event.kind.value,
+                "deadline": event.deadline,
+                "seen_at": event.seen_at,
+                "out_of_rotation_at": self.report.out_of_rotation_at,
+                "finished_at": self.report.finished_at,
+                "inflight_left": self.report.inflight_left,
+                "steps": [
+                    {"name": s.name, "ok": s.ok, "seconds": round(s.seconds, 4), "error": s.error, "skipped": s.skipped}
+                    for s in self.report.steps
+                ],
+            }
+        except Exception:
+            log.exception("drain failed")  # logged with its traceback; the agent keeps serving /status
+        finally:
+            self.state.state = "drained"
+            self.metrics.state.state("drained")
+            self.drained.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        self._session = aiohttp.ClientSession()
+        self.identity = Identity(cfg, self._session)
+        self._identity_task = asyncio.create_task(self.identity.resolve())
+        if cfg.inflight.proxy_listen_port is not None:
+            self.proxy = CountingProxy(
+                f"http://127.0.0.1:{cfg.workload.port}", cfg.readiness.host, cfg.inflight.proxy_listen_port
+            )
+            await self.proxy.start()
+        self.server = AgentServer(
+            self.state,
+            self.metrics,
+            cfg.readiness.host,
+            cfg.readiness.port,
+            cfg.readiness.path,
+            cfg.readiness.workload_health_url,
+            self._session,
+        )
+        await self.server.start()
+        monitors = self.overrides.get("monitors") or build_monitors(cfg, self._session, self.clock)
+        self.supervisor = Supervisor(
+            monitors,
+            self._drain,
+            poll_interval_s=cfg.metadata.poll_interval_s,
+            horizon_s=horizon(cfg.drain.timeout_s, cfg.drain.safety_margin_s, NOTICE_WINDOW_S[cfg.cloud]),
+            drain_on_rebalance=cfg.watch_rebalance,
+            on_notice=self._on_notice,
+            on_error=lambda m, e: self.metrics.monitor_errors.labels(m.name).inc(),
+            clock=self.clock,
+        )
+        self.supervisor.start()
+        if self.proxy is not None:
+            self._inflight_task = asyncio.create_task(self._track_inflight())
+        log.info(
+            "agent up: cloud=%s metadata=%s ready=:%d%s",
+            cfg.cloud,
+            cfg.metadata_url,
+            self.server.port,
+            cfg.readiness.path,
+        )
+
+    async def _track_inflight(self) -> None:
+        while self.proxy is not None:
+            self.state.inflight = self.proxy.inflight
+            self.metrics.inflight.set(self.proxy.inflight)
+            await asyncio.sleep(0.25)
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        for task in (self._identity_task, self._inflight_task):
+            if task is not None:
+                task.cancel()
+        if self.server is not None:
+            await self.server.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
+            self.proxy = None
+        if self._session is not None:
+            await self._session.close()
+
+    async def run_until_signalled(self) -> None:
+        """`spotstack agent run`: serve until SIGTERM/SIGINT; a drain under way is finished first."""
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        if self.supervisor is not None and self.supervisor.drain_task is not None:
+            await self.drained.wait()
+        await self.stop()

@@ -1,0 +1,26 @@
+"""What the agent knows about itself, shown by /status and `spotstack agent status`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class AgentState:
+    cloud: str
+    node: str
+    state: str = "starting"
+    started_at: float = field(default_factory=time.time)
+    dry_run: bool = False
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    drain: dict[str, Any] | None = None
+    inflight: int = 0
+
+    @property
+    def draining(self) -> bool:
+        return self.state in ("draining", "drained")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

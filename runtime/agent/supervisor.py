@@ -1,0 +1,95 @@
+"""Runs every monitor in its own loop and turns the first draining notice into exactly one drain.
+
+A monitor that raises is logged, counted and retried with backoff; it never takes the agent or
+another monitor down. Repeated notices are de-duplicated by id, and once a drain has started
+every later notice is a duplicate (never two drains).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from spotstack.runtime.drain.decide import Verdict, verdict
+from spotstack.runtime.notices.base import Monitor
+from spotstack.runtime.notices.event import InterruptionEvent
+
+log = logging.getLogger("spotstack.agent")
+
+MAX_BACKOFF_S = 5.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        monitors: Sequence[Monitor],
+        on_drain: Callable[[InterruptionEvent], Coroutine[Any, Any, None]],
+        *,
+        poll_interval_s: float,
+        horizon_s: float,
+        drain_on_rebalance: bool = False,
+        on_notice: Callable[[InterruptionEvent, Monitor, Verdict], None] = lambda e, m, v: None,
+        on_error: Callable[[Monitor, Exception], None] = lambda m, e: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.monitors = list(monitors)
+        self._on_drain = on_drain
+        self._poll = poll_interval_s
+        self._horizon = horizon_s
+        self._drain_on_rebalance = drain_on_rebalance
+        self._on_notice, self._on_error, self._clock = on_notice, on_error, clock
+        self.seen: set[str] = set()
+        self.draining = False
+        self.drain_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def handle(self, event: InterruptionEvent, monitor: Monitor) -> Verdict:
+        v = verdict(
+            event,
+            self._clock(),
+            seen=frozenset(self.seen),
+            draining=self.draining,
+            horizon_s=self._horizon,
+            drain_on_rebalance=self._drain_on_rebalance,
+        )
+        if v is not Verdict.DUPLICATE:
+            self._on_notice(event, monitor, v)
+        if v in (Verdict.DRAIN, Verdict.OBSERVE):
+            self.seen.add(event.id)  # DEFER is not remembered: the same notice is acted on once it is due
+        if v is Verdict.OBSERVE:
+            log.info("%s: %s (observed, no drain)", monitor.name, event.detail)
+        if v is Verdict.DRAIN:
+            self.draining = True
+            self.drain_task = asyncio.create_task(self._on_drain(event))
+        return v
+
+    async def _loop(self, monitor: Monitor) -> None:
+        backoff = self._poll
+        while True:
+            try:
+                event = await monitor.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._on_error(monitor, exc)
+                log.warning("%s: poll failed: %s", monitor.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff = self._poll
+            if event is not None:
+                self.handle(event, monitor)
+            if not monitor.long_poll:
+                await asyncio.sleep(self._poll)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(m), name=m.name) for m in self.monitors]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

@@ -1,0 +1,126 @@
+"""GCP's metadata server as documented: `Metadata-Flavor: Google` required (403 without),
+values with ETags, and `?wait_for_change=true` long-polls that return when the value changes
+(at once if `last_etag` is already stale) or after `timeout_sec` with the current value."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from typing import Any
+
+from aiohttp import web
+
+from spotstack.runtime.emulators.server import CONTROL, EmulatorServer
+
+PREFIX = "/computeMetadata/v1"
+
+
+def etag(value: str) -> str:
+    return hashlib.md5(value.encode()).hexdigest()[:16]
+
+
+class GcpMetadataEmulator(EmulatorServer):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        instance_id: str = "4567890123456789012",
+        name: str = "spot-node-1",
+        zone: str = "us-central1-a",
+        project_number: str = "123456789012",
+    ) -> None:
+        self.values: dict[str, str] = {}
+        self.meta = {
+            "id": instance_id,
+            "name": name,
+            "zone": f"projects/{project_number}/zones/{zone}",
+            "network-interfaces/0/ip": "127.0.0.1",
+        }
+        self._changed: asyncio.Condition | None = None
+        self._closing = False
+        self._initial()
+        super().__init__(host, port)
+
+    def _initial(self) -> None:
+        self.values = {"preempted": "FALSE", "maintenance-event": "NONE"}
+
+    def reset(self) -> None:
+        super().reset()
+        self._initial()
+        self._notify()
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def _notify(self) -> None:
+        cond = self._changed
+        if cond is None:
+            return
+
+        async def wake() -> None:
+            async with cond:
+                cond.notify_all()
+
+        asyncio.get_running_loop().create_task(wake())
+
+    def closing(self) -> None:
+        self._closing = True
+        self._notify()
+
+    def set_value(self, key: str, value: str) -> None:
+        self.values[key] = value
+        self._notify()
+
+    def preempt(self) -> None:
+        self.set_value("preempted", "TRUE")
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get(PREFIX + "/instance/{path:.*}", self._instance)
+        app.router.add_post(f"{CONTROL}/notice", self._ctl_notice)
+        app.router.add_post(f"{CONTROL}/maintenance", self._ctl_maintenance)
+
+    async def _instance(self, request: web.Request) -> web.Response:
+        if request.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in request.headers:
+            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
+        path = request.match_info["path"]
+        if path in self.meta:
+            return self._answer(self.meta[path])
+        if path not in self.values:
+            return web.Response(status=404, text="Not Found", headers={"Metadata-Flavor": "Google"})
+        if request.query.get("wait_for_change") == "true":
+            timeout = float(request.query.get("timeout_sec", "300"))
+            last = request.query.get("last_etag")
+            start = self.values[path]
+            cond = self._condition()
+
+            def changed() -> bool:
+                if self._closing:
+                    return True
+                current = self.values[path]
+                return current != start if last is None else etag(current) != last
+
+            async with cond:
+                with contextlib.suppress(TimeoutError):  # timeout_sec passed: answer the current value
+                    await asyncio.wait_for(cond.wait_for(changed), timeout)
+        return self._answer(self.values[path])
+
+    @staticmethod
+    def _answer(value: str) -> web.Response:
+        return web.Response(
+            text=value, content_type="application/text", headers={"Metadata-Flavor": "Google", "ETag": etag(value)}
+        )
+
+    async def _ctl_notice(self, request: web.Request) -> web.Response:
+        self.preempt()
+        return web.json_response({"ok": True})
+
+    async def _ctl_maintenance(self, request: web.Request) -> web.Response:
+        self.set_value("maintenance-event", str((await request.json())["value"]))
+        return web.json_response({"ok": True})

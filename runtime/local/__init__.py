@@ -1,0 +1,1 @@
+"""The local fleet: the whole system on one machine (load balancer, nodes, market simulator)."""

@@ -1,0 +1,158 @@
+"""Run a real HAProxy (Debian's package) as a local fleet's load balancer.
+
+Each replica is a server whose health check probes the agent's readiness port, so a draining
+node fails its check; the agent also drains it at once through the runtime API socket.
+Retries with redispatch cover a replica that dies without notice (idempotent requests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from spotstack.runtime.drain.haproxy import runtime_command
+
+BACKEND = "replicas"
+
+
+class HAProxyMissing(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__(
+            "haproxy is not installed; a local fleet needs it as its load balancer. "
+            "Install it with `sudo apt-get install haproxy` (Debian/Ubuntu) or `brew install haproxy` (macOS)."
+        )
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+    """Where traffic goes (the agent's proxy, or the workload)."""
+    check_port: int
+    """The agent's readiness port."""
+    ready_path: str = "/ready"
+
+
+def render_config(
+    listen_port: int,
+    socket: Path,
+    servers: list[Server],
+    *,
+    check_ms: int = 200,
+    retries: int = 3,
+    timeout_server_s: int = 60,
+) -> str:
+    """An HAProxy config: one frontend, one backend of replicas, an admin runtime socket. Pure."""
+    lines = [
+        "global",
+        f"    stats socket {socket} mode 600 level admin",
+        "    maxconn 4096",
+        "defaults",
+        "    mode http",
+        "    timeout connect 1s",
+        "    timeout client 60s",
+        f"    timeout server {timeout_server_s}s",
+        f"    retries {retries}",
+        "    option redispatch 1",
+        # Retry idempotent requests on another replica when one dies mid-connection.
+        "    retry-on conn-failure empty-response response-timeout 502 503",
+        "frontend fleet",
+        f"    bind 127.0.0.1:{listen_port}",
+        f"    default_backend {BACKEND}",
+        f"backend {BACKEND}",
+        "    balance leastconn",
+        f"    option httpchk GET {servers[0].ready_path if servers else '/ready'}",
+        "    http-check expect status 200",
+        f"    default-server inter {check_ms}ms fastinter {check_ms}ms fall 2 rise 2",
+    ]
+    lines += [f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}" for s in servers]
+    return "\n".join(lines) + "\n"
+
+
+class HAProxy:
+    def __init__(self, workdir: Path, listen_port: int, servers: list[Server]) -> None:
+        self.workdir = workdir
+        self.listen_port = listen_port
+        self.servers = servers
+        self.socket = workdir / "haproxy.sock"
+        self.config_path = workdir / "haproxy.cfg"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @staticmethod
+    def binary() -> str:
+        path = shutil.which("haproxy") or next(
+            (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
+        )
+        if path is None:
+            raise HAProxyMissing()
+        return path
+
+    async def start(self) -> None:
+        binary = self.binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_config(self.listen_port, self.socket, self.servers))
+        check = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            "-q",
+            "-f",
+            str(self.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, check_err = await check.communicate()
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy rejected {self.config_path}: {check_err.decode().strip()}")
+        self._proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-db",
+            "-f",
+            str(self.config_path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(100):
+            if self.socket.exists():
+                try:
+                    await runtime_command(str(self.socket), "show info")
+                    return
+                except OSError:
+                    pass
+            if self._proc.returncode is not None:
+                err = await self._proc.stderr.read() if self._proc.stderr else b""
+                raise RuntimeError(f"haproxy exited: {err.decode().strip()}")
+            await asyncio.sleep(0.05)
+        raise RuntimeError("haproxy did not open its runtime socket within 5 s")
+
+    async def server_states(self) -> dict[str, str]:
+        """Server name -> operational/admin state, from `show servers state`."""
+        out = await runtime_command(str(self.socket), f"show servers state {BACKEND}")
+        states: dict[str, str] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) > 6 and not line.startswith("#") and parts[1] == BACKEND:
+                # columns: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+                states[parts[3]] = f"op={parts[5]} admin={parts[6]}"
+        return states
+
+    async def wait_healthy(self, names: list[str], timeout_s: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end:
+            states = await self.server_states()
+            if all(states.get(n, "").startswith("op=2") for n in names):  # 2 = running
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"servers not healthy in {timeout_s}s: {await self.server_states()}")
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        self._proc = None

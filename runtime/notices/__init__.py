@@ -1,0 +1,1 @@
+"""Preemption notice monitors: one small class per source, all yielding `InterruptionEvent`."""

@@ -1,0 +1,209 @@
+"""A notice posted on each cloud's emulator drains the agent end to end, before the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from spotstack.runtime.agent.agent import Agent
+from spotstack.runtime.config import AgentConfig
+from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+from spotstack.runtime.emulators.aws import AwsImdsEmulator
+from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
+from spotstack.runtime.emulators.server import Fault
+
+# A workload that records the signal it was sent, so the test can see it was told to stop.
+WORKLOAD = """
+import signal, sys, time, pathlib
+marker = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *a: (marker.write_text("SIGTERM"), sys.exit(0)))
+pathlib.Path(sys.argv[2]).write_text(str(__import__("os").getpid()))
+while True: time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def workload(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    marker, pid_file = tmp_path / "signalled", tmp_path / "workload.pid"
+    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(marker), str(pid_file)])
+    deadline = time.time() + 10
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    yield marker, pid_file
+    proc.kill()
+    proc.wait()
+
+
+def config(cloud: str, url: str, pid_file: Path, **extra: Any) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "cloud": cloud,
+            "region": "us-east-1",
+            "metadata": {"base_url": url, "poll_interval_s": 0.1},
+            "readiness": {"host": "127.0.0.1", "port": 0},
+            "workload": {"pid_file": str(pid_file)},
+            "drain": {"timeout_s": 10, "safety_margin_s": 5},
+            **extra,
+        }
+    )
+
+
+async def ready_status(agent: Agent) -> int:
+    assert agent.server is not None
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{agent.server.port}/ready") as r:
+        return r.status
+
+
+@pytest.fixture
+async def agents() -> AsyncIterator[list[Agent]]:
+    started: list[Agent] = []
+    yield started
+    for a in started:
+        await a.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(k, v)
+
+
+async def test_aws_notice_drains_deregisters_signals_and_completes(
+    aws_env: None, workload: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    marker, pid_file = workload
+    with mock_aws():
+        ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        tg = elbv2.create_target_group(Name="llm-tg", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="instance")[
+            "TargetGroups"
+        ][0]["TargetGroupArn"]
+        iid = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        other = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": iid, "Port": 8080}, {"Id": other, "Port": 8080}])
+
+        # moto has no CompleteLifecycleAction: check the call against botocore's real API model instead.
+        asg = boto3.client("autoscaling")
+        stub = Stubber(asg)
+        stub.add_response(
+            "complete_lifecycle_action",
+            {},
+            {
+                "AutoScalingGroupName": "llm-asg",
+                "LifecycleHookName": "llm-drain",
+                "InstanceId": iid,
+                "LifecycleActionResult": "CONTINUE",
+            },
+        )
+        stub.activate()
+
+        async with AwsImdsEmulator(instance_id=iid, tags={"aws:autoscaling:groupName": "llm-asg"}) as emu:
+            agent = Agent(
+                config(
+                    "aws",
+                    emu.url,
+                    pid_file,
+                    load_balancer={"kind": "elbv2", "target_group_arn": tg, "target_port": 8080},
+                    lifecycle={"enabled": True, "hook_name": "llm-drain"},
+                )
+            )
+            agent.overrides["autoscaling_client"] = asg
+            await agent.start()
+            agents.append(agent)
+            assert await ready_status(agent) == 200
+            deadline = emu.post_spot_notice(120)
+            await asyncio.wait_for(agent.drained.wait(), 10)
+
+            assert await ready_status(agent) == 503
+            targets = elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+            assert [t["Target"]["Id"] for t in targets] == [other]
+            assert marker.read_text() == "SIGTERM"
+            stub.assert_no_pending_responses()
+            report = agent.report
+            assert report is not None and report.ok, report
+            assert report.finished_at < deadline
+            assert [s.name for s in report.steps] == [
+                "readiness_off",
+                "leave_elbv2",
+                "stop_workload_signal",
+                "complete_lifecycle",
+            ]
+
+
+async def test_gcp_preemption_drains_within_its_30_seconds(workload: tuple[Path, Path], agents: list[Agent]) -> None:
+    marker, pid_file = workload
+    async with GcpMetadataEmulator() as emu:
+        agent = Agent(config("gcp", emu.url, pid_file))
+        await agent.start()
+        agents.append(agent)
+        await asyncio.sleep(0.2)  # the long-poll is waiting
+        posted = time.time()
+        emu.preempt()
+        await asyncio.wait_for(agent.drained.wait(), 5)
+        assert await ready_status(agent) == 503
+        assert marker.read_text() == "SIGTERM"
+        assert agent.report is not None and agent.report.ok
+        assert agent.report.out_of_rotation_at - posted < 0.2
+        assert agent.report.finished_at < posted + 30
+
+
+async def test_alicloud_notice_drains_with_hardened_metadata(workload: tuple[Path, Path], agents: list[Agent]) -> None:
+    marker, pid_file = workload
+    async with AlicloudMetadataEmulator(tokens_required=True) as emu:
+        agent = Agent(config("alicloud", emu.url, pid_file))
+        await agent.start()
+        agents.append(agent)
+        deadline = emu.post_spot_notice(300)
+        await asyncio.wait_for(agent.drained.wait(), 5)
+        assert await ready_status(agent) == 503
+        assert marker.read_text() == "SIGTERM"
+        assert agent.report is not None and agent.report.ok and agent.report.finished_at < deadline
+
+
+async def test_garbage_from_metadata_never_crashes_and_never_drains_twice(
+    workload: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    _, pid_file = workload
+    async with AwsImdsEmulator() as emu:
+        spot = "/latest/meta-data/spot/instance-action"
+        emu.inject(Fault(spot, status=200, body="{bad json", count=2))
+        emu.inject(Fault(spot, status=500, count=2))
+        emu.inject(Fault(spot, status=200, delay_s=1.0, count=1))  # longer than the 0.5 s client timeout
+        emu.inject(Fault(spot, status=200, body='{"action": "terminate", "time": "not a time"}', count=1))
+        agent = Agent(
+            config("aws", emu.url, pid_file, metadata={"base_url": emu.url, "poll_interval_s": 0.1, "timeout_s": 0.5})
+        )
+        await agent.start()
+        agents.append(agent)
+        await asyncio.sleep(1.0)
+        assert await ready_status(agent) == 200  # garbage is no notice
+        emu.post_spot_notice(at=time.time() - 60)  # a notice whose time is already past
+        await asyncio.wait_for(agent.drained.wait(), 15)
+        first = agent.report
+        emu.post_spot_notice(120)  # a new notice body after the drain, and the old one repeated
+        await asyncio.sleep(0.5)
+
+        assert agent.supervisor is not None
+        assert all(t.done() is False for t in agent.supervisor._tasks)  # every monitor still polling
+        assert agent.report is first and first is not None
+        drains = [n for n in agent.state.notices if n["verdict"] == "drain"]
+        assert len(drains) == 1
+        errors = agent.metrics.registry.get_sample_value(
+            "spotstack_monitor_errors_total", {"monitor": "aws-spot-instance-action"}
+        )
+        assert errors is not None and errors >= 5
