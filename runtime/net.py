@@ -19,3 +19,10 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
             bound = int(sock.getsockname()[1])
             break
     return runner, bound
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now, for programs (HAProxy) that cannot be told to pick one themselves."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from spotstack.runtime.agent.agent import Agent
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.local.haproxy import HAProxy, Server, render_config
+from spotstack.runtime.net import free_port
 from tests.runtime.workload import FakeWorkload
 
 pytestmark = pytest.mark.haproxy
@@ -24,12 +24,6 @@ if shutil.which("haproxy") is None and not os.path.exists("/usr/sbin/haproxy"):
     if os.environ.get("CI"):
         raise RuntimeError("CI must install haproxy (.ci/run does): the load test cannot be skipped there")
     pytest.skip("haproxy not installed (apt-get install haproxy)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_config_renders_checks_on_the_readiness_port(tmp_path: Path) -> None:
