@@ -1,0 +1,281 @@
+"""Pull a generated model from two peers on loopback, against the two baselines of issue 5.
+
+In one run, on the same bytes:
+  - pull:   `spotstack.runtime.cache.pull` from two peers (`spotstack cache serve` processes) into a
+            memory-backed store and --dest, every chunk verified, every file's sha256 checked;
+  - raw:    a raw loopback sendfile copy: two sender processes sendfile() the same files over
+            TCP, the receiver writes them into files on the same file system (the machine's limit
+            for moving these bytes; also shown: receiving without writing);
+  - origin: the same model pulled from moto's S3 server (a separate process) through s3fs.
+Medians over --rounds for pull and raw; origin once (it is slow). Targets: pull >= 0.6 x raw,
+pull >= 5 x origin.
+
+    .venv/bin/python benchmarks/cache_pull.py [--gb 2.2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from spotstack.runtime.cache.manifest import DEFAULT_CHUNK, build_manifest, write_manifest
+from spotstack.runtime.cache.pull import Origin, PullOptions, pull
+from spotstack.runtime.cache.store import Store
+from spotstack.runtime.net import free_port
+
+TOKEN = "benchmark-fleet-token-000000"
+SHM = Path("/dev/shm")
+BIN = Path(sys.executable).parent
+
+
+def generate(root: Path, total: int, shards: int) -> None:
+    """Shards of incompressible bytes (a fresh random block per chunk would cost more than the pull)."""
+    root.mkdir(parents=True)
+    block = bytearray(os.urandom(DEFAULT_CHUNK))
+    per = total // shards
+    n = 0
+    for s in range(shards):
+        with open(root / f"model-{s + 1:05d}-of-{shards:05d}.safetensors", "wb") as f:
+            left = per
+            while left:
+                block[:16] = n.to_bytes(16, "little")  # every chunk distinct
+                n += 1
+                f.write(block[: min(left, len(block))])
+                left -= min(left, len(block))
+    (root / "config.json").write_text(json.dumps({"architectures": ["Benchmark"], "bytes": total}))
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+SENDER = """
+import os, socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen()
+files = sys.argv[2:]
+while True:
+    c, _ = srv.accept()
+    for path in files:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            c.sendall(size.to_bytes(8, "little"))
+            off = 0
+            while off < size:
+                off += os.sendfile(c.fileno(), f.fileno(), off, size - off)
+    c.close()
+"""
+
+
+def raw_copy(ports: list[int], dest: Path | None) -> tuple[float, int]:
+    """Receive from each sender on its own thread; write into files under dest (None: discard)."""
+    total = 0
+    lock = threading.Lock()
+
+    def receive(port: int, idx: int) -> None:
+        nonlocal total
+        buf = bytearray(4 << 20)
+        mv = memoryview(buf)
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            f_no = 0
+            while True:
+                head = c.recv(8, socket.MSG_WAITALL)
+                if len(head) < 8:
+                    return
+                size = int.from_bytes(head, "little")
+                out = os.open(dest / f"s{idx}-{f_no}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if dest else None
+                left = size
+                while left:
+                    n = c.recv_into(mv[: min(left, len(buf))])
+                    if not n:
+                        raise ConnectionError("sender closed early")
+                    if out is not None:
+                        os.write(out, mv[:n])
+                    left -= n
+                if out is not None:
+                    os.close(out)
+                f_no += 1
+                with lock:
+                    total += size
+
+    threads = [threading.Thread(target=receive, args=(p, i)) for i, p in enumerate(ports)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t, total
+
+
+def main(gb: float, rounds: int, shards: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="spotstack-bench-"))
+    shm = SHM / f"spotstack-bench-{os.getpid()}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        model = work / "model"
+        generate(model, int(gb * 1e9), shards)
+        t = time.perf_counter()
+        m = build_manifest(str(model))
+        write_manifest(str(model), m)
+        hash_s = time.perf_counter() - t
+        print(
+            f"model: {m.total_bytes / 1e9:.2f} GB in {len(m.files)} files, "
+            f"{sum(len(f.chunks) for f in m.files)} chunks of {m.chunk_size >> 20} MiB "
+            f"(manifest built at {m.total_bytes / hash_s / 1e9:.2f} GB/s)"
+        )
+
+        # Two peers holding the whole model (peer b hard-links peer a's files: same bytes, half the memory).
+        a, b = shm / "peer-a", shm / "peer-b"
+        pull(Store(a, 1 << 40), m, shm / "dest-a", peers=[], token=TOKEN, origin=Origin(str(model)))
+        sb = Store(b, 1 << 40)
+        sb.add_manifest(m)
+        for f in m.files:
+            os.link(Store(a, 1 << 40).file_path(f.sha256), sb.file_path(f.sha256))
+        (work / "token").write_text(TOKEN)
+        peer_ports = [free_port(), free_port()]
+        for store, port in zip((a, b), peer_ports, strict=True):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "spotstack"),
+                        "cache",
+                        "serve",
+                        "--store",
+                        str(store),
+                        "--token-file",
+                        str(work / "token"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--limit-gib",
+                        "1024",
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in peer_ports:
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+
+        # Raw senders: the same files, split between two processes like the two peers.
+        files = [str(Store(a, 1 << 40).file_path(f.sha256)) for f in m.files]
+        raw_ports = [free_port(), free_port()]
+        for i, port in enumerate(raw_ports):
+            procs.append(subprocess.Popen([sys.executable, "-c", SENDER, str(port), *files[i::2]]))
+        time.sleep(0.5)
+
+        pulls, raws, discards, chunk_only = [], [], [], []
+        for r in range(rounds):
+            new, dest, raw_dest = shm / f"new-{r}", shm / f"dest-{r}", shm / f"raw-{r}"
+            raw_dest.mkdir()
+            secs, n = raw_copy(raw_ports, raw_dest)
+            raws.append(n / secs / 1e9)
+            shutil.rmtree(raw_dest)
+            secs, n = raw_copy(raw_ports, None)
+            discards.append(n / secs / 1e9)
+            res = pull(
+                Store(new, 1 << 40),
+                m,
+                dest,
+                peers=[f"127.0.0.1:{p}" for p in peer_ports],
+                token=TOKEN,
+                origin=None,
+                options=PullOptions(connections_per_peer=2),
+            )
+            assert res.progress.from_peers == m.total_bytes
+            pulls.append(m.total_bytes / res.seconds / 1e9)
+            shutil.rmtree(new)
+            shutil.rmtree(dest)
+            res = pull(
+                Store(new, 1 << 40),
+                m,
+                dest,
+                peers=[f"127.0.0.1:{p}" for p in peer_ports],
+                token=TOKEN,
+                origin=None,
+                options=PullOptions(connections_per_peer=2, verify_sha256=False),
+            )
+            chunk_only.append(m.total_bytes / res.seconds / 1e9)
+            shutil.rmtree(new)
+            shutil.rmtree(dest)
+            print(
+                f"round {r + 1}: pull {pulls[-1]:.2f} GB/s (chunks only {chunk_only[-1]:.2f}), "
+                f"raw copy {raws[-1]:.2f} GB/s, raw receive-only {discards[-1]:.2f} GB/s"
+            )
+
+        # Origin: moto's S3 server in its own process, read through s3fs as a node would.
+        s3_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        wait_http(f"http://127.0.0.1:{s3_port}/")
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="models")
+        for p in model.iterdir():
+            s3.upload_file(str(p), "models", f"m/{p.name}")
+        res = pull(
+            Store(shm / "from-origin", 1 << 40),
+            m,
+            shm / "dest-origin",
+            peers=[],
+            token=TOKEN,
+            origin=Origin("s3://models/m"),
+        )
+        origin = m.total_bytes / res.seconds / 1e9
+
+        pull_med, raw_med, disc_med = statistics.median(pulls), statistics.median(raws), statistics.median(discards)
+        print(f"\n{m.total_bytes / 1e9:.2f} GB, {os.cpu_count()} cores, medians of {rounds} rounds")
+        co_med = statistics.median(chunk_only)
+        print(f"  pull from 2 peers      {pull_med:6.2f} GB/s   (every chunk xxh3-128, every file sha256)")
+        print(f"  same, chunks only      {co_med:6.2f} GB/s   chunks-only / raw = {co_med / raw_med:.2f}")
+        print(
+            f"  raw sendfile copy      {raw_med:6.2f} GB/s   pull / raw    = {pull_med / raw_med:.2f}  (target >= 0.6)"
+        )
+        print(f"  raw receive, no write  {disc_med:6.2f} GB/s   pull / that   = {pull_med / disc_med:.2f}")
+        print(f"  origin (moto S3)       {origin:6.2f} GB/s   pull / origin = {pull_med / origin:.1f}  (target >= 5)")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gb", type=float, default=2.2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shards", type=int, default=4)
+    a = ap.parse_args()
+    main(a.gb, a.rounds, a.shards)

@@ -1,0 +1,164 @@
+"""`spotstack cache ...`: build a model's manifest, serve chunks to peers, pull a model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+cache_app = typer.Typer(
+    help="Peer model cache: manifests, serving chunks to peers, pulling models.", no_args_is_help=True
+)
+err = Console(stderr=True)
+
+STORE = typer.Option(
+    "/dev/shm/spotstack", "--store", envvar="SPOTSTACK_CACHE_STORE", help="The node's memory-backed chunk store."
+)
+LIMIT = typer.Option(16.0, "--limit-gib", envvar="SPOTSTACK_CACHE_LIMIT_GIB", help="Most the store may hold.")
+TOKEN_FILE = typer.Option(
+    None,
+    "--token-file",
+    envvar="SPOTSTACK_CACHE_TOKEN_FILE",
+    help="File with the fleet's bearer token (or set SPOTSTACK_CACHE_TOKEN).",
+)
+
+
+def _token(path: Path | None) -> str:
+    if path is not None:
+        return path.read_text().strip()
+    token = os.environ.get("SPOTSTACK_CACHE_TOKEN", "")
+    if not token:
+        err.print("[red]error:[/red] give --token-file or set SPOTSTACK_CACHE_TOKEN")
+        raise typer.Exit(2)
+    return token
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[mix]}"),
+        console=err,
+        transient=False,
+    )
+
+
+@cache_app.command("manifest")
+def manifest(
+    url: str = typer.Argument(..., help="The model: s3://bucket/prefix, gs://..., oss://..., or a directory."),
+    chunk_mib: int = typer.Option(16, "--chunk-mib", min=1, max=64, help="Chunk size in MiB."),
+) -> None:
+    """Hash a model's files and write spotstack-manifest.json next to them."""
+    from spotstack.runtime.cache.manifest import build_manifest, write_manifest
+
+    with _bar() as bar:
+        task = bar.add_task("hashing", total=None, mix="")
+        m = build_manifest(url, chunk_mib << 20, progress=lambda n: bar.advance(task, n))
+    target = write_manifest(url, m)
+    err.print(
+        f"{len(m.files)} files, {m.total_bytes / 1e9:.2f} GB, "
+        f"{sum(len(f.chunks) for f in m.files)} chunks of {chunk_mib} MiB -> {target}"
+    )
+    print(m.model_id)
+
+
+@cache_app.command("serve")
+def serve(
+    store: Path = STORE,
+    limit_gib: float = LIMIT,
+    token_file: Path = TOKEN_FILE,
+    host: str = typer.Option("0.0.0.0", "--host"),
+    port: int = typer.Option(8470, "--port"),
+    max_transfers: int = typer.Option(8, "--max-transfers", help="Chunks sent at once; more get 503."),
+) -> None:
+    """Serve this node's verified chunks to peers (also part of `spotstack agent run`)."""
+    from spotstack.runtime.cache.server import PeerServer
+    from spotstack.runtime.cache.store import Store
+
+    async def run() -> None:
+        server = PeerServer(Store(store, int(limit_gib * 2**30)), _token(token_file), host, port, max_transfers)
+        await server.start()
+        err.print(f"serving chunks from {store} on {host}:{server.port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@cache_app.command("pull")
+def pull(
+    model: str = typer.Argument(..., help="The model's URL (where its manifest is)."),
+    dest: Path = typer.Option(..., "--dest", help="Where the model server will read the files."),
+    peers: str = typer.Option("", "--peers", help="Comma-separated host:port of peers."),
+    peers_file: Path = typer.Option(None, "--peers-file", help="A file of host:port lines (local fleets)."),
+    store: Path = STORE,
+    limit_gib: float = LIMIT,
+    token_file: Path = TOKEN_FILE,
+    no_origin: bool = typer.Option(False, "--no-origin", help="Fail rather than read the object store."),
+    connections: int = typer.Option(2, "--connections-per-peer", min=1, max=16),
+    verify_sha256: bool = typer.Option(
+        True,
+        "--verify-sha256/--chunks-only",
+        help="Check each file's sha256 (default), or trust the per-chunk xxh3-128.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fetch a model from peers' caches (the origin only for what no peer has), verify, place in --dest."""
+    from spotstack.runtime.cache.discovery import from_file
+    from spotstack.runtime.cache.pull import Origin, PullError, PullOptions, describe, pull, resolve_manifest
+    from spotstack.runtime.cache.store import Store, StoreFull
+
+    token = _token(token_file)
+    peer_list = [p for p in peers.split(",") if p.strip()] + (from_file(peers_file) if peers_file else [])
+    try:
+        manifest, got_from = resolve_manifest(model, peer_list, token)
+        st = Store(store, int(limit_gib * 2**30))
+        with _bar() as bar:
+            task = bar.add_task("pulling", total=manifest.total_bytes, mix="")
+
+            def show(p: object) -> None:
+                from spotstack.runtime.cache.pull import Progress as P
+
+                assert isinstance(p, P)
+                bar.update(
+                    task,
+                    completed=p.done,
+                    total=p.total,
+                    mix=f"peers {p.from_peers / 1e9:.2f} GB, origin {p.from_origin / 1e9:.2f} GB",
+                )
+
+            result = pull(
+                st,
+                manifest,
+                dest,
+                peers=peer_list,
+                token=token,
+                origin=None if no_origin else Origin(model),
+                options=PullOptions(connections_per_peer=connections, verify_sha256=verify_sha256),
+                progress=show,
+            )
+        st.remember_source(model, manifest.model_id)
+    except (PullError, StoreFull, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    doc = describe(result) | {"manifest_from": got_from}
+    if as_json:
+        print(json.dumps(doc))
+    else:
+        err.print(
+            f"{doc['bytes'] / 1e9:.2f} GB in {doc['seconds']:.2f}s ({doc['gbps']:.2f} GB/s): "
+            f"peers {doc['from_peers'] / 1e9:.2f} GB, origin {doc['from_origin'] / 1e9:.2f} GB, "
+            f"{doc['already_cached'] / 1e9:.2f} GB already cached -> {dest}"
+        )

@@ -1,0 +1,148 @@
+"""The peer server: verified chunks by content hash, over HTTP, with sendfile.
+
+    GET  /v1/chunks/<xxh3-128 hex>   the chunk's bytes (sent with sendfile from the store)
+    HEAD /v1/chunks/<hash>           whether this node has it
+    GET  /v1/inventory               every chunk hash this node can serve, as a JSON list
+    GET  /v1/manifest?url=<model>    the manifest this node pulled from that URL (when the origin is down)
+    GET  /healthz                    no token needed
+
+Security model: every request but /healthz needs `Authorization: Bearer <fleet token>`
+(compared in constant time); 401 without one, 403 with a wrong one. A request names a hash,
+never a path: anything but 32 lowercase hex digits is refused before the store is asked, and the
+store maps hashes to its own files, so nothing a client sends reaches the file system. At most
+`max_transfers` chunks are sent at once; beyond that the answer is 503 and the client asks
+another peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
+
+from spotstack.runtime.cache.store import Store
+from spotstack.runtime.net import serve
+
+HASH = re.compile(r"^[0-9a-f]{32}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ChunkResponse(web.StreamResponse):
+    """One byte range of a store file, sent with sendfile(2) as aiohttp's FileResponse does.
+
+    FileResponse takes its range from the request's Range header; a chunk's range comes from the
+    store instead, so this sends [offset, offset + size) itself (with a read/write fallback where
+    the loop has no sendfile).
+    """
+
+    def __init__(self, path: Path, offset: int, size: int, headers: dict[str, str]) -> None:
+        super().__init__(status=200, headers=headers)
+        self.content_length = size
+        self._path, self._offset, self._size = path, offset, size
+
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return self._payload_writer
+        writer = await super().prepare(request)
+        assert writer is not None
+        loop = asyncio.get_running_loop()
+        fobj = await asyncio.to_thread(open, self._path, "rb")
+        try:
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost")
+            try:
+                await loop.sendfile(transport, fobj, self._offset, self._size)
+            except NotImplementedError:
+                fobj.seek(self._offset)
+                left = self._size
+                while left:
+                    data = await asyncio.to_thread(fobj.read, min(left, 1 << 20))
+                    await writer.write(data)
+                    left -= len(data)
+        finally:
+            fobj.close()
+        await super().write_eof()
+        return writer
+
+
+class PeerServer:
+    def __init__(
+        self, store: Store, token: str, host: str = "0.0.0.0", port: int = 8470, max_transfers: int = 8
+    ) -> None:
+        if len(token) < 16:
+            raise ValueError("the fleet token must be at least 16 characters")
+        self.store, self.host, self.port = store, host, port
+        self._token = f"Bearer {token}".encode()
+        self._slots = asyncio.Semaphore(max_transfers)
+        self.max_transfers = max_transfers
+        self.served_bytes = 0
+        self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0}
+        self._runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        given = request.headers.get("Authorization")
+        if given is None:
+            self.refused["unauthenticated"] += 1
+            return web.Response(status=401, text="token required\n", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.encode(), self._token):
+            self.refused["forbidden"] += 1
+            return web.Response(status=403, text="wrong token\n")
+        return await handler(request)
+
+    async def chunk(self, request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        if not HASH.match(digest):
+            self.refused["bad_hash"] += 1
+            return web.Response(status=400, text="chunks are addressed by their xxh3-128 hex digest\n")
+        found = self.store.locate(digest)
+        if found is None:
+            return web.Response(status=404, text="not here\n")
+        path, ref = found
+        if request.method == "HEAD":
+            return web.Response(headers={"Content-Length": str(ref.size), "X-Chunk-Hash": digest})
+        if self._slots.locked():
+            self.refused["busy"] += 1
+            return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
+        async with self._slots:
+            resp = ChunkResponse(path, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"})
+            await resp.prepare(request)  # the transfer happens here, inside the slot
+        self.served_bytes += ref.size
+        self.store.touch(path)
+        return resp
+
+    async def inventory(self, request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(self.store.inventory))
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        m = self.store.manifest_for_url(request.query.get("url", ""))
+        if m is None:
+            return web.Response(status=404, text="no manifest for that url\n")
+        return web.Response(text=m.to_json(), content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_route("GET", "/v1/chunks/{digest}", self.chunk)
+        app.router.add_get("/v1/inventory", self.inventory)
+        app.router.add_get("/v1/manifest", self.manifest)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    async def start(self) -> None:
+        self._runner, self.port = await serve(self.app(), self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
