@@ -67,8 +67,20 @@ def workload_unit(w: Workload) -> str:
     )
 
 
-def render_cloud_init(config: AgentConfig, workload: Workload, package: str = "spotstack[agent]") -> str:
-    """A `#cloud-config` document: write the config and units, install the agent, start both."""
+@dataclass(frozen=True)
+class Secret:
+    """A file the node fetches at boot (never written into user data, which anyone who can describe
+    the instance may read)."""
+
+    path: str
+    command: str
+    """Shell command printing the secret on stdout, e.g. reading a cloud secret store."""
+
+
+def render_cloud_init(
+    config: AgentConfig, workload: Workload, package: str = "spotstack[agent]", secrets: tuple[Secret, ...] = ()
+) -> str:
+    """A `#cloud-config` document: write the config and units, fetch secrets, install the agent, start both."""
     doc = {
         "write_files": [
             {"path": CONFIG_PATH, "permissions": "0600", "owner": "root:root", "content": config.to_json()},
@@ -77,6 +89,15 @@ def render_cloud_init(config: AgentConfig, workload: Workload, package: str = "s
         ],
         "runcmd": [
             ["mkdir", "-p", "/var/lib/spotstack", "/run/spotstack"],
+            *(
+                [
+                    "sh",
+                    "-c",
+                    f"umask 077 && {s.command} > {shlex.quote(s.path)}.tmp && mv {shlex.quote(s.path)}.tmp "
+                    f"{shlex.quote(s.path)}",
+                ]
+                for s in secrets
+            ),
             ["python3", "-m", "venv", VENV],
             [f"{VENV}/bin/pip", "install", "--quiet", package],
             ["systemctl", "daemon-reload"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from spotstack.components import tokens
 from spotstack.components.aws import iam, mix, node
@@ -146,9 +147,22 @@ class AwsGpuFleet(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-node-role", assume_role_policy=iam.ASSUME_EC2, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-node-profile", role=role.name, opts=child)
 
+        # The peer cache's fleet token: generated once (kept in the stack's state), stored as an SSM
+        # SecureString the node role alone may read, fetched at boot; never in user data.
+        token_param: aws.ssm.Parameter | None = None
+        if spec.model_cache is not None:
+            token = random.RandomPassword(f"{name}-cache-token", length=48, special=False, opts=child)
+            token_param = aws.ssm.Parameter(
+                f"{name}-cache-token",
+                name=f"/spotstack/{name}/cache-token",
+                type="SecureString",
+                value=token.result,
+                opts=child,
+            )
+        param_name = token_param.name if token_param is not None else None
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        user_data = pulumi.Output.all(tg.arn, image).apply(
-            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], AGENT_PORT).encode()).decode()
+        user_data = pulumi.Output.all(tg.arn, image, param_name).apply(
+            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], AGENT_PORT, a[2]).encode()).decode()
         )
         tags = {**spec.tags, node.FLEET_TAG: spec.name}
         lt = aws.ec2.LaunchTemplate(
@@ -204,8 +218,11 @@ class AwsGpuFleet(pulumi.ComponentResource):
 
         repo_arn = args.repository_arn
         mc = spec.model_cache
-        policy = pulumi.Output.all(tg.arn, repo_arn, *[g.arn for g in groups]).apply(
-            lambda a: json.dumps(iam.node_policy(a[0], a[2:], mc.bucket if mc else None, mc.prefix if mc else "", a[1]))
+        param_arn = token_param.arn if token_param is not None else None
+        policy = pulumi.Output.all(tg.arn, repo_arn, param_arn, *[g.arn for g in groups]).apply(
+            lambda a: json.dumps(
+                iam.node_policy(a[0], a[3:], mc.bucket if mc else None, mc.prefix if mc else "", a[1], a[2])
+            )
         )
         aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy, opts=child)
 

@@ -29,6 +29,7 @@ def node_policy(
     bucket: str | None,
     prefix: str,
     repository_arn: str | None,
+    token_parameter_arn: str | None = None,
 ) -> dict[str, Any]:
     """What a node's agent may do: leave its own target group, finish its own groups' lifecycle
     actions, resize its own groups (the controller), read its model prefix, pull its image."""
@@ -67,6 +68,15 @@ def node_policy(
                 "Action": ["s3:ListBucket"],
                 "Resource": f"arn:aws:s3:::{bucket}",
                 "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            }
+        )
+    if token_parameter_arn is not None:
+        statements.append(
+            {
+                "Sid": "ReadCacheToken",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter"],
+                "Resource": token_parameter_arn,
             }
         )
     if repository_arn is not None:

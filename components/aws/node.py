@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import Workload, render_cloud_init
+from spotstack.runtime.bootstrap import Secret, Workload, render_cloud_init
 from spotstack.runtime.config import (
     AgentConfig,
     CacheConfig,
@@ -32,7 +32,7 @@ def agent_config(fleet: FleetSpec, target_group_arn: str, agent_port: int = 8471
             model_url=f"s3://{mc.bucket}/{mc.prefix}",
             memory_limit_bytes=int(mc.memory_cache_gib * (1 << 30)),
             peer_port=mc.peer_port,
-            token_file="/etc/spotstack/cache-token",
+            token_file=CACHE_TOKEN_PATH,
             discovery="aws",
             discovery_target=fleet.name,
         )
@@ -67,7 +67,21 @@ def ecr_login(image_url: str, region: str) -> list[str]:
     return [f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}"]
 
 
-def user_data(fleet: FleetSpec, target_group_arn: str, image_url: str, agent_port: int = 8471) -> str:
+CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
+
+
+def token_fetch(parameter_name: str, region: str) -> Secret:
+    return Secret(
+        CACHE_TOKEN_PATH,
+        f"aws ssm get-parameter --region {region} --name {parameter_name} --with-decryption "
+        "--query Parameter.Value --output text",
+    )
+
+
+def user_data(
+    fleet: FleetSpec, target_group_arn: str, image_url: str, agent_port: int = 8471, token_parameter: str | None = None
+) -> str:
     cfg = agent_config(fleet, target_group_arn, agent_port)
     workload = Workload(image=image_url, port=fleet.service.port, login=ecr_login(image_url, fleet.region))
-    return render_cloud_init(cfg, workload)
+    secrets = (token_fetch(token_parameter, fleet.region),) if token_parameter else ()
+    return render_cloud_init(cfg, workload, secrets=secrets)

@@ -76,6 +76,9 @@ def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> di
     elif kind == "Bucket":
         out["bucket"] = inputs.get("bucket", name)
         out["arn"] = f"arn:aws:s3:::{out['bucket']}"
+    elif kind == "Parameter":
+        out["name"] = inputs.get("name", name)
+        out["arn"] = f"arn:aws:ssm:{region}:{ACCOUNT}:parameter{out['name']}"
     elif kind in ("Role", "InstanceProfile"):
         out["name"] = inputs.get("name", name)
         out["arn"] = f"arn:aws:iam::{ACCOUNT}:{kind[0].lower() + kind[1:]}/{out['name']}"
@@ -97,6 +100,8 @@ class PlanMocks(pulumi.runtime.Mocks):
             self.provider_region[rid] = str(inputs.get("region", ""))
         region = self.provider_region.get((args.provider or "").rsplit("::", 1)[-1], "us-east-1")
         extra = _aws_outputs(args.typ, args.name, inputs, region) if args.typ.startswith("aws:") else {}
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            extra = {"result": "plan-placeholder-not-a-secret"}
         self.inputs[(args.typ, args.name)] = inputs
         self.outputs[(args.typ, args.name)] = extra
         return rid, {**inputs, **extra}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -110,6 +112,8 @@ class Agent:
         self._session: aiohttp.ClientSession | None = None
         self._identity_task: asyncio.Task[None] | None = None
         self._inflight_task: asyncio.Task[None] | None = None
+        self._cache_task: asyncio.Task[None] | None = None
+        self.peer_server: Any = None
         # Test and benchmark hooks: adaptors may be injected instead of built from the config.
         self.overrides: dict[str, Any] = {}
 
@@ -275,6 +279,8 @@ class Agent:
             clock=self.clock,
         )
         self.supervisor.start()
+        if cfg.cache.enabled:
+            await self._start_cache()
         if self.proxy is not None:
             self._inflight_task = asyncio.create_task(self._track_inflight())
         log.info(
@@ -285,6 +291,76 @@ class Agent:
             cfg.readiness.path,
         )
 
+    async def _start_cache(self) -> None:
+        """Serve this node's chunks to peers and pull the model (from peers first) in the background."""
+        from spotstack.runtime.cache.server import PeerServer
+        from spotstack.runtime.cache.store import Store
+
+        c = self.cfg.cache
+        token = os.environ.get("SPOTSTACK_CACHE_TOKEN", "")
+        if c.token_file:
+            try:
+                token = (await asyncio.to_thread(Path(c.token_file).read_text)).strip()
+            except OSError as exc:
+                log.error("cache disabled: cannot read token file %s: %s", c.token_file, exc)
+                return
+        if not token:
+            log.error("cache disabled: no fleet token (cache.token_file or SPOTSTACK_CACHE_TOKEN)")
+            return
+        store = Store(c.store_dir, c.memory_limit_bytes)
+        self.peer_server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
+        await self.peer_server.start()
+        if c.model_url:
+            self.state.model = {"state": "loading", "url": c.model_url, "percent": 0.0}
+            self._cache_task = asyncio.create_task(self._load_model(store, token))
+
+    async def _load_model(self, store: Any, token: str) -> None:
+        from spotstack.runtime.cache.discovery import discover
+        from spotstack.runtime.cache.pull import Origin, Progress, PullError, describe, pull, resolve_manifest
+
+        c = self.cfg.cache
+        assert c.model_url is not None and self.state.model is not None and self.peer_server is not None
+        me = {f"127.0.0.1:{self.peer_server.port}", f"localhost:{self.peer_server.port}"}
+
+        def show(p: Progress) -> None:
+            assert self.state.model is not None
+            self.state.model.update(
+                percent=round(100 * p.done / max(p.total, 1), 1), from_peers=p.from_peers, from_origin=p.from_origin
+            )
+
+        delay = 1.0
+        while True:
+            try:
+                instance = self.identity.instance_id if self.identity else None
+                peers = await asyncio.to_thread(
+                    discover,
+                    c.discovery,
+                    peers=c.peers,
+                    target=c.discovery_target,
+                    port=c.peer_port,
+                    region=self.cfg.region,
+                    exclude=me,
+                    instance_id=instance,
+                )
+                manifest, _ = await asyncio.to_thread(resolve_manifest, c.model_url, peers, token)
+                result = await asyncio.to_thread(
+                    pull, store, manifest, c.dest, peers=peers, token=token, origin=Origin(c.model_url), progress=show
+                )
+                store.remember_source(c.model_url, manifest.model_id)
+                self.state.model.update(state="ready", percent=100.0, **describe(result))
+                log.info(
+                    "model ready in %s: %.2f GB from peers, %.2f GB from origin",
+                    c.dest,
+                    result.progress.from_peers / 1e9,
+                    result.progress.from_origin / 1e9,
+                )
+                return
+            except (PullError, OSError, ValueError) as exc:
+                self.state.model.update(state="retrying", error=str(exc))
+                log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def _track_inflight(self) -> None:
         while self.proxy is not None:
             self.state.inflight = self.proxy.inflight
@@ -294,7 +370,9 @@ class Agent:
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
-        for task in (self._identity_task, self._inflight_task):
+        if self.peer_server is not None:
+            await self.peer_server.stop()
+        for task in (self._identity_task, self._inflight_task, self._cache_task):
             if task is not None:
                 task.cancel()
         if self.server is not None:

@@ -17,6 +17,12 @@ class AgentState:
     notices: list[dict[str, Any]] = field(default_factory=list)
     drain: dict[str, Any] | None = None
     inflight: int = 0
+    model: dict[str, Any] | None = None
+    """The model pull: state (loading/ready/failed), percent, bytes from peers and origin."""
+
+    @property
+    def model_pending(self) -> bool:
+        return self.model is not None and self.model.get("state") != "ready"
 
     @property
     def draining(self) -> bool:

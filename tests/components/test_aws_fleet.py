@@ -136,6 +136,7 @@ def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -
         "autoScalingGroupName/llm-asg",
         "autoScalingGroupName/llm-fallback-asg",
         "arn:aws:s3:::acme-models",
+        ":parameter/spotstack/llm/cache-token",
     )
     for st in doc["Statement"]:
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
@@ -179,3 +180,16 @@ def test_model_store_and_registry_from_the_program() -> None:
     doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
     pull = next(s for s in doc["Statement"] if s["Sid"] == "PullImage")
     assert pull["Resource"].endswith(":repository/llm-server")
+
+
+def test_cache_token_is_a_secure_parameter_fetched_at_boot(plan: PlanRun) -> None:
+    param = one(plan, "aws:ssm/parameter:Parameter", "llm-cache-token")
+    assert param["type"] == "SecureString" and param["name"] == "/spotstack/llm/cache-token"
+    assert plan.find("random:index/randomPassword:RandomPassword", "llm-cache-token")
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    read = next(s for s in doc["Statement"] if s["Sid"] == "ReadCacheToken")
+    assert read["Resource"].endswith(":parameter/spotstack/llm/cache-token")
+    text = base64.b64decode(one(plan, "aws:ec2/launchTemplate:LaunchTemplate", "llm-lt")["userData"]).decode()
+    assert "plan-placeholder" not in text  # the token itself never enters user data
+    fetch = next(c for c in yaml.safe_load(text)["runcmd"] if "ssm get-parameter" in " ".join(c))
+    assert "/spotstack/llm/cache-token" in fetch[2] and "/etc/spotstack/cache-token" in fetch[2]
