@@ -38,7 +38,50 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
     return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name}
 
 
-DECLARE = {"aws": _declare_aws}
+def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
+    from spotstack.components.gcp.fleet import GcpGpuFleet, GcpGpuFleetArgs
+    from spotstack.components.gcp.model_store import GcpModelStore
+    from spotstack.components.gcp.registry import GcpImageRegistry
+
+    image_url: pulumi.Input[str] | None = None
+    repository = None
+    if fleet.image.create_registry and fleet.image.registry is None:
+        reg = GcpImageRegistry(
+            f"{fleet.name}-images",
+            {
+                "repository": fleet.image.repository,
+                "location": fleet.region,
+                "pull_through_upstream": fleet.image.pull_through_upstream,
+            },
+        )
+        image_url = pulumi.Output.concat(reg.image_prefix, "/", fleet.image.repository, ":", fleet.image.tag)
+        repository = reg.repository
+    mc = fleet.model_cache
+    store = None
+    if mc is not None and mc.create_bucket:
+        store = GcpModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "location": fleet.region})
+    gpu = GcpGpuFleet(
+        fleet.name, GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store)
+    )
+    return {"endpoint": gpu.address, "service_account": gpu.service_account_email}
+
+
+def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
+    from spotstack.components.alicloud.fleet import AlicloudGpuFleet, AlicloudGpuFleetArgs
+    from spotstack.components.alicloud.model_store import AlicloudModelStore
+    from spotstack.components.alicloud.registry import AlicloudImageRegistry
+
+    repository = None
+    if fleet.image.create_registry and fleet.image.registry is None:
+        repository = AlicloudImageRegistry(f"{fleet.name}-images", {"repository": fleet.image.repository}).repository
+    mc = fleet.model_cache
+    if mc is not None and mc.create_bucket:
+        AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
+    gpu = AlicloudGpuFleet(fleet.name, AlicloudGpuFleetArgs(spec=fleet, repository=repository))
+    return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id}
+
+
+DECLARE = {"aws": _declare_aws, "gcp": _declare_gcp, "alicloud": _declare_alicloud}
 
 
 def config_value(stack_config: dict[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Cloud = Literal["aws", "gcp", "alicloud"]
+Discovery = Literal["static", "dns", "file", "aws", "gcp", "alicloud"]
 
 # Where each cloud's metadata server lives; tests and local fleets point the agent elsewhere.
 DEFAULT_METADATA_URL: dict[str, str] = {
@@ -129,7 +130,7 @@ class CacheConfig(_Model):
     peer_port: int = Field(default=8470, ge=0, le=65535)
     token_file: str | None = None
     """File holding the fleet's shared bearer token."""
-    discovery: Literal["static", "dns", "file", "aws", "gcp", "alicloud"] = "static"
+    discovery: Discovery = "static"
     peers: list[str] = Field(default_factory=list)
     discovery_target: str | None = None
     """DNS name, peers file, or the fleet's tag value / group name, by discovery kind."""

@@ -85,6 +85,44 @@ def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> di
     return out
 
 
+PROJECT = "plan-project"
+
+
+def _gcp_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    kind = typ.rsplit(":", 1)[-1]
+    rname = inputs.get("name") or (inputs["namePrefix"] + "plan" if "namePrefix" in inputs else name)
+    link = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/{kind.lower()}s/{rname}"
+    out: dict[str, Any] = {"project": PROJECT, "name": rname, "selfLink": link, "selfLinkUnique": f"{link}?uniq=1"}
+    if kind == "Account":
+        out["email"] = f"{inputs.get('accountId', name)}@{PROJECT}.iam.gserviceaccount.com"
+    elif kind == "RegionInstanceGroupManager":
+        out["instanceGroup"] = link.replace("regioninstancegroupmanagers", "instanceGroups")
+    elif kind == "GlobalAddress":
+        out["address"] = "203.0.113.10"
+    elif kind == "Bucket":
+        out["url"] = f"gs://{rname}"
+    elif kind == "Repository":
+        out["name"] = inputs.get("repositoryId", name)
+    return out
+
+
+def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    kind = typ.rsplit(":", 1)[-1]
+    out: dict[str, Any] = {"id": f"{kind.lower()}-{name}"}
+    if kind == "ApplicationLoadBalancer":
+        out["address"] = "198.51.100.20"
+    elif kind == "Role":
+        out["name"] = inputs.get("roleName") or inputs.get("name") or name
+        out["arn"] = f"acs:ram::1234567890123456:role/{out['name']}"
+    elif kind == "Policy":
+        out["policyName"] = inputs.get("policyName") or name
+    elif kind == "Bucket":
+        out["bucket"] = inputs.get("bucket", name)
+    elif kind == "RegistryEnterpriseInstance":
+        out["id"] = "cri-plan0000000000"
+    return out
+
+
 class PlanMocks(pulumi.runtime.Mocks):
     """Placeholder outputs for resources and canned answers for the few lookups the program makes."""
 
@@ -99,7 +137,15 @@ class PlanMocks(pulumi.runtime.Mocks):
         if args.typ.startswith("pulumi:providers:"):
             self.provider_region[rid] = str(inputs.get("region", ""))
         region = self.provider_region.get((args.provider or "").rsplit("::", 1)[-1], "us-east-1")
-        extra = _aws_outputs(args.typ, args.name, inputs, region) if args.typ.startswith("aws:") else {}
+        if args.typ.startswith("aws:"):
+            extra = _aws_outputs(args.typ, args.name, inputs, region)
+        elif args.typ.startswith("gcp:"):
+            extra = _gcp_outputs(args.typ, args.name, inputs)
+        elif args.typ.startswith("alicloud:"):
+            extra = _alicloud_outputs(args.typ, args.name, inputs)
+            rid = extra["id"]
+        else:
+            extra = {}
         if args.typ == "random:index/randomPassword:RandomPassword":
             extra = {"result": "plan-placeholder-not-a-secret"}
         self.inputs[(args.typ, args.name)] = inputs

@@ -1,0 +1,268 @@
+"""AlicloudGpuFleet: an ESS scaling group of spot GPU instances behind a CLB (SLB), drained on notice.
+
+Children: VPC and vSwitches (unless the spec names a network), a security group admitting only the
+load balancer's range and the fleet's own peers, a RAM role scoped to the fleet, the scaling group
+(multi-AZ policy, on-demand base and percentage, spot remedy, on-demand compensation), its scaling
+configuration (types in order, spot price limits from the bids), a VServer group with the agent's
+readiness check, a termination lifecycle hook, target tracking on QPS, and scheduled tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_alicloud as ali
+
+from spotstack.components import node, tokens
+from spotstack.components.alicloud import mapping
+from spotstack.components.spec import FleetSpec
+
+ESS = ali.ess
+
+
+@dataclass
+class AlicloudGpuFleetArgs:
+    spec: FleetSpec
+    """The validated fleet spec (cloud must be alicloud)."""
+    image_url: pulumi.Input[str] | None = None
+    repository: str | None = None
+    """`namespace/name` of the Container Registry repository the nodes may pull."""
+
+
+class AlicloudGpuFleet(pulumi.ComponentResource):
+    address: pulumi.Output[str]
+    scaling_group_id: pulumi.Output[str]
+    role_name: pulumi.Output[str]
+    warnings: list[str]
+
+    def __init__(self, name: str, args: AlicloudGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(tokens.ALICLOUD_GPU_FLEET, name, None, opts)
+        spec = args.spec
+        if spec.cloud != "alicloud":
+            raise ValueError(f"AlicloudGpuFleet needs a spec with cloud alicloud, got {spec.cloud}")
+        if opts is not None and (opts.provider is not None or opts.providers):
+            child = pulumi.ResourceOptions(parent=self)
+        else:
+            provider = ali.Provider(f"{name}-alicloud", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
+            child = pulumi.ResourceOptions(parent=self, provider=provider)
+        self.warnings = mapping.warnings(spec)
+        for w in self.warnings:
+            pulumi.log.warn(w, resource=self)
+        svc, m = spec.service, mapping.mix(spec)
+
+        if spec.network is not None:
+            vpc_id: pulumi.Input[str] = spec.network.id
+            vswitches: list[pulumi.Input[str]] = list(spec.network.subnets)
+        else:
+            vpc = ali.vpc.Network(f"{name}-vpc", vpc_name=f"{name}-vpc", cidr_block="10.42.0.0/16", opts=child)
+            vpc_id = vpc.id
+            vswitches = [
+                ali.vpc.Switch(
+                    f"{name}-vsw-{zone}",
+                    vpc_id=vpc.id,
+                    zone_id=zone,
+                    cidr_block=f"10.42.{i}.0/24",
+                    vswitch_name=f"{name}-{zone}",
+                    opts=child,
+                ).id
+                for i, zone in enumerate(spec.zones)
+            ]
+
+        sg = ali.ecs.SecurityGroup(f"{name}-sg", vpc_id=vpc_id, security_group_name=f"{name}-nodes", opts=child)
+        for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
+            ali.ecs.SecurityGroupRule(
+                f"{name}-in-{port_name}",
+                type="ingress",
+                ip_protocol="tcp",
+                port_range=f"{port}/{port}",
+                cidr_ip=mapping.SLB_RANGE,
+                security_group_id=sg.id,
+                policy="accept",
+                nic_type="intranet",
+                opts=child,
+            )
+        if spec.model_cache is not None:
+            peer = spec.model_cache.peer_port
+            ali.ecs.SecurityGroupRule(
+                f"{name}-in-peers",
+                type="ingress",
+                ip_protocol="tcp",
+                port_range=f"{peer}/{peer}",
+                source_security_group_id=sg.id,
+                security_group_id=sg.id,
+                policy="accept",
+                nic_type="intranet",
+                opts=child,
+            )
+
+        lb = ali.slb.ApplicationLoadBalancer(
+            f"{name}-clb",
+            load_balancer_name=f"{name}-clb",
+            address_type="internet" if svc.public else "intranet",
+            vswitch_id=None if svc.public else vswitches[0],
+            load_balancer_spec="slb.s2.small",
+            payment_type="PayAsYouGo",
+            opts=child,
+        )
+        vsg = ali.slb.ServerGroup(f"{name}-vsg", load_balancer_id=lb.id, name=f"{name}-replicas", opts=child)
+        ali.slb.Listener(
+            f"{name}-http",
+            load_balancer_id=lb.id,
+            frontend_port=80,
+            backend_port=svc.port,
+            protocol="http",
+            bandwidth=-1,
+            server_group_id=vsg.id,
+            health_check="on",
+            health_check_uri=svc.readiness_path,
+            health_check_connect_port=node.AGENT_PORT,
+            health_check_http_code="http_2xx",
+            health_check_interval=2,
+            health_check_timeout=2,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+            opts=child,
+        )
+
+        cap = spec.capacity
+        group = ESS.ScalingGroup(
+            f"{name}-group",
+            scaling_group_name=f"{name}-group",
+            min_size=cap.min,
+            max_size=cap.max,
+            desired_capacity=cap.desired_or_min,
+            vswitch_ids=vswitches,
+            multi_az_policy=m.multi_az_policy,
+            on_demand_base_capacity=m.on_demand_base_capacity,
+            on_demand_percentage_above_base_capacity=m.on_demand_percentage_above_base_capacity,
+            spot_instance_pools=m.spot_instance_pools,
+            spot_instance_remedy=True,  # replace a spot instance as soon as its recycle notice arrives
+            compensate_with_on_demand=cap.dynamic_on_demand_fallback,  # on-demand when spot cannot be had
+            removal_policies=["OldestScalingConfiguration", "NewestInstance"],
+            default_cooldown=300,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
+        )
+        ESS.ScalingGroupVServerGroups(
+            f"{name}-attach-vsg",
+            scaling_group_id=group.id,
+            vserver_groups=[
+                ESS.ScalingGroupVServerGroupsVserverGroupArgs(
+                    loadbalancer_id=lb.id,
+                    vserver_attributes=[
+                        ESS.ScalingGroupVServerGroupsVserverGroupVserverAttributeArgs(
+                            vserver_group_id=vsg.id, port=svc.port, weight=100
+                        )
+                    ],
+                )
+            ],
+            opts=child,
+        )
+
+        role = ali.ram.Role(
+            f"{name}-node-role",
+            role_name=f"{name}-node",
+            assume_role_policy_document=mapping.ASSUME_ECS,
+            description=f"spotstack {name} nodes",
+            opts=child,
+        )
+        mc = spec.model_cache
+        policy = ali.ram.Policy(
+            f"{name}-node-policy",
+            policy_name=f"{name}-node",
+            policy_document=pulumi.Output.all(group.id, lb.id).apply(
+                lambda a: json.dumps(
+                    mapping.node_policy(
+                        spec.region, a[0], a[1], mc.bucket if mc else None, mc.prefix if mc else "", args.repository
+                    )
+                )
+            ),
+            opts=child,
+        )
+        ali.ram.RolePolicyAttachment(
+            f"{name}-node-policy-attach",
+            policy_name=policy.policy_name,
+            policy_type="Custom",
+            role_name=role.role_name,
+            opts=child,
+        )
+
+        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        cfg = node.agent_config(spec, "alicloud", model_scheme="oss", discovery="static")
+        user_data = pulumi.Output.from_input(image).apply(
+            lambda img: base64.b64encode(node.cloud_init(cfg, spec, img, []).encode()).decode()
+        )
+        ESS.ScalingConfiguration(
+            f"{name}-config",
+            scaling_group_id=group.id,
+            scaling_configuration_name=f"{name}-config",
+            instance_types=[i.type for i in spec.instances],  # order is priority under PRIORITY
+            image_id=spec.machine_image or mapping.DEFAULT_IMAGE,
+            security_group_id=sg.id,
+            spot_strategy=m.spot_strategy,
+            spot_price_limits=[
+                ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p)
+                for t, p in m.spot_price_limits
+            ]
+            or None,
+            role_name=role.role_name,
+            user_data=user_data,
+            system_disk_category="cloud_essd",
+            system_disk_size=200,
+            tags={**spec.tags, node.FLEET_TAG: name},
+            active=True,
+            enable=True,
+            force_delete=True,
+            opts=child,
+        )
+        ESS.LifecycleHook(
+            f"{name}-drain",
+            scaling_group_id=group.id,
+            name=f"{name}-drain",
+            lifecycle_transition="SCALE_IN",
+            heartbeat_timeout=mapping.lifecycle_heartbeat_s(svc.drain_timeout),
+            default_result="CONTINUE",
+            opts=child,
+        )
+        self._scaling(name, spec, group, child)
+
+        self.address = lb.address
+        self.scaling_group_id = group.id
+        self.role_name = role.role_name
+        self.register_outputs(
+            {"address": self.address, "scaling_group_id": self.scaling_group_id, "role_name": self.role_name}
+        )
+
+    @staticmethod
+    def _scaling(name: str, spec: FleetSpec, group: ESS.ScalingGroup, child: pulumi.ResourceOptions) -> None:
+        sc = spec.scaling
+        if sc.target_qps_per_replica is not None:
+            ESS.ScalingRule(
+                f"{name}-qps",
+                scaling_group_id=group.id,
+                scaling_rule_name=f"{name}-qps",
+                scaling_rule_type="TargetTrackingScalingRule",
+                metric_name="LoadBalancerRealServerAverageQps",
+                target_value=sc.target_qps_per_replica,
+                estimated_instance_warmup=300,
+                opts=child,
+            )
+        # Recurring tasks need a first launch time: tomorrow at midnight UTC when first deployed, then kept.
+        first = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00Z")
+        for s in sc.schedules:
+            ESS.ScheduledTask(
+                f"{name}-schedule-{s.name}",
+                scheduled_task_name=f"{name}-{s.name}",
+                scaling_group_id=group.id,
+                min_value=s.min,
+                max_value=s.max,
+                desired_capacity=s.desired,
+                recurrence_type="Cron",
+                recurrence_value=s.cron,
+                launch_time=first,
+                task_enabled=True,
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTime"])),
+            )

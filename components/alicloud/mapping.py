@@ -1,0 +1,128 @@
+"""How the spec maps onto Alibaba Cloud ESS (Auto Scaling). Pure, tested without the engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from spotstack.components.pricing import spot_cap
+from spotstack.components.spec import FleetSpec
+
+# CLB reaches backends (health checks and traffic) from this range.
+SLB_RANGE = "100.64.0.0/10"
+# Ubuntu 22.04; GPU drivers are installed by cloud-init's runcmd on first boot where the image lacks them.
+DEFAULT_IMAGE = "ubuntu_22_04_x64_20G_alibase_20240508.vhd"
+ASSUME_ECS = json.dumps(
+    {
+        "Version": "1",
+        "Statement": [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": ["ecs.aliyuncs.com"]}}],
+    }
+)
+
+
+@dataclass(frozen=True)
+class Mix:
+    multi_az_policy: str
+    on_demand_base_capacity: int
+    on_demand_percentage_above_base_capacity: int
+    spot_strategy: str
+    spot_price_limits: list[tuple[str, float]]
+    spot_instance_pools: int
+
+
+def mix(fleet: FleetSpec) -> Mix:
+    """ESS honours on-demand base / percentage / spot pools only under COST_OPTIMIZED, which picks
+    types by price rather than by our order; PRIORITY keeps the order of `instance_types` (and of
+    vSwitches) but cannot mix markets. So: COST_OPTIMIZED when the spec mixes spot and on-demand,
+    PRIORITY when it does not (all spot, or all on-demand)."""
+    cap = fleet.capacity
+    spots = fleet.spot_instances
+    mixes = bool(spots) and (cap.base_on_demand > 0 or cap.on_demand_above_base_percent > 0)
+    limits = [(i.type, spot_cap(fleet, i)) for i in spots if i.spot and (i.spot.bid or i.spot.max_price)]
+    if not spots:
+        strategy = "NoSpot"
+    elif limits and len(limits) == len(spots):
+        strategy = "SpotWithPriceLimit"
+    else:
+        strategy = "SpotAsPriceGo"  # no bid: pay the market price, capped by ESS at on-demand
+    return Mix(
+        multi_az_policy="COST_OPTIMIZED" if mixes else "PRIORITY",
+        on_demand_base_capacity=cap.base_on_demand if spots else 0,
+        on_demand_percentage_above_base_capacity=cap.on_demand_above_base_percent if spots else 100,
+        spot_strategy=strategy,
+        spot_price_limits=limits if strategy == "SpotWithPriceLimit" else [],
+        spot_instance_pools=max(1, len(spots)),
+    )
+
+
+def warnings(fleet: FleetSpec) -> list[str]:
+    out: list[str] = []
+    m = mix(fleet)
+    if m.multi_az_policy == "COST_OPTIMIZED" and len(fleet.instances) > 1:
+        out.append(
+            "ESS mixes spot and on-demand only with COST_OPTIMIZED, which orders types by price: "
+            "the spec's instance order is a preference ESS may not keep"
+        )
+    spots = fleet.spot_instances
+    capped = [i for i in spots if i.spot and (i.spot.bid or i.spot.max_price)]
+    if capped and len(capped) != len(spots):
+        out.append(
+            "some spot types have a cap and some do not: ESS takes one strategy per configuration, so "
+            "all spot types use SpotAsPriceGo (market price, capped at on-demand)"
+        )
+    od_only = [i.type for i in fleet.instances if not i.is_spot]
+    if od_only and spots:
+        out.append(f"ESS cannot keep {od_only} off spot inside one group: they may also launch as spot")
+    if fleet.scaling.queue is not None:
+        out.append("queue-backlog scaling is not mapped on Alibaba Cloud yet: scaling.queue is not applied")
+    if fleet.model_cache is not None:
+        out.append(
+            "peer discovery by scaling group is not implemented on Alibaba Cloud yet: nodes load the model "
+            "from OSS (the peer cache still serves, but nodes find no peers)"
+        )
+    return out
+
+
+def lifecycle_heartbeat_s(drain_timeout: int) -> int:
+    """ESS lifecycle hooks wait 30..21600 s; cover the drain plus a margin."""
+    return max(30, min(21600, drain_timeout + 30))
+
+
+def node_policy(
+    region: str, group_id: str, lb_id: str, bucket: str | None, prefix: str, repo: str | None
+) -> dict[str, Any]:
+    """The node role: finish its own group's lifecycle actions, leave its own load balancer, read its
+    model prefix, pull its image. Describe calls have no resource-level scoping."""
+    st: list[dict[str, Any]] = [
+        {
+            "Effect": "Allow",
+            "Action": ["ess:CompleteLifecycleAction", "ess:RecordLifecycleActionHeartbeat", "ess:ModifyScalingGroup"],
+            "Resource": [f"acs:ess:{region}:*:scalinggroup/{group_id}"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["slb:RemoveVServerGroupBackendServers", "slb:DescribeVServerGroupAttribute"],
+            "Resource": [f"acs:slb:{region}:*:loadbalancer/{lb_id}"],
+        },
+        {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ess:DescribeScalingInstances"], "Resource": ["*"]},
+    ]
+    if bucket is not None:
+        st.append({"Effect": "Allow", "Action": ["oss:GetObject"], "Resource": [f"acs:oss:*:*:{bucket}/{prefix}*"]})
+        st.append(
+            {
+                "Effect": "Allow",
+                "Action": ["oss:ListObjects"],
+                "Resource": [f"acs:oss:*:*:{bucket}"],
+                "Condition": {"StringLike": {"oss:Prefix": [f"{prefix}*"]}},
+            }
+        )
+    if repo is not None:
+        st.append(
+            {
+                "Effect": "Allow",
+                "Action": ["cr:GetAuthorizationToken", "cr:PullRepository"],
+                "Resource": [f"acs:cr:{region}:*:repository/{repo}"],
+            }
+        )
+    return {"Version": "1", "Statement": st}

@@ -1,0 +1,290 @@
+"""GcpGpuFleet: spot GPU VMs in regional managed instance groups behind a global HTTP load balancer.
+
+Groups: an on-demand base group sized to `base_on_demand`, one spot group whose instance
+flexibility policy ranks the spec's spot types in order (GCP then picks the best-ranked type it
+can obtain in each zone — the native equivalent of AWS's capacity-optimized-prioritized; a group
+per type would leave that choice to the controller), and an on-demand fallback group at 0. All
+ranked types share one template; the flexibility policy overrides its machine type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from spotstack.components import node, tokens
+from spotstack.components.gcp import mapping
+from spotstack.components.spec import FleetSpec
+
+C = gcp.compute
+
+
+@dataclass
+class GcpGpuFleetArgs:
+    spec: FleetSpec
+    """The validated fleet spec (cloud must be gcp)."""
+    image_url: pulumi.Input[str] | None = None
+    """Full image reference; default: `<registry>/<repository>:<tag>` from the spec."""
+    repository: gcp.artifactregistry.Repository | None = None
+    """Artifact Registry repository the nodes may read (scopes the reader role)."""
+    model_store: pulumi.Resource | None = None
+    """The model bucket's component, when declared alongside: its IAM binding waits for it."""
+
+
+class GcpGpuFleet(pulumi.ComponentResource):
+    address: pulumi.Output[str]
+    backend_service: pulumi.Output[str]
+    service_account_email: pulumi.Output[str]
+    warnings: list[str]
+
+    def __init__(self, name: str, args: GcpGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(tokens.GCP_GPU_FLEET, name, None, opts)
+        spec = args.spec
+        if spec.cloud != "gcp":
+            raise ValueError(f"GcpGpuFleet needs a spec with cloud gcp, got {spec.cloud}")
+        if opts is not None and (opts.provider is not None or opts.providers):
+            child = pulumi.ResourceOptions(parent=self)
+        else:
+            provider = gcp.Provider(f"{name}-gcp", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
+            child = pulumi.ResourceOptions(parent=self, provider=provider)
+        self.warnings = mapping.warnings(spec)
+        for w in self.warnings:
+            pulumi.log.warn(w, resource=self)
+        svc, g = spec.service, mapping.groups(spec)
+        network = spec.network.id if spec.network else "default"
+        subnet = spec.network.subnets[0] if spec.network and spec.network.subnets else None
+        node_tag = f"{name}-node"
+
+        # Least privilege: read this fleet's model prefix and its image repository; nothing project-wide.
+        sa = gcp.serviceaccount.Account(
+            f"{name}-node-sa", account_id=f"{name}-node"[:30], display_name=f"spotstack {name} nodes", opts=child
+        )
+        member = sa.email.apply(lambda e: f"serviceAccount:{e}")
+        mc = spec.model_cache
+        if mc is not None:
+            gcp.storage.BucketIAMMember(
+                f"{name}-read-model",
+                bucket=mc.bucket,
+                role="roles/storage.objectViewer",
+                member=member,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                    title="model prefix only",
+                    expression=f'resource.name.startsWith("projects/_/buckets/{mc.bucket}/objects/{mc.prefix}")',
+                ),
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=[args.model_store] if args.model_store else [])
+                ),
+            )
+        if args.repository is not None:
+            gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-pull-image",
+                repository=args.repository.name,
+                location=args.repository.location,
+                role="roles/artifactregistry.reader",
+                member=member,
+                opts=child,
+            )
+
+        # Traffic only from Google's load balancers and health checkers; peer cache only between nodes.
+        C.Firewall(
+            f"{name}-allow-lb",
+            network=network,
+            source_ranges=mapping.LB_RANGES,
+            target_tags=[node_tag],
+            allows=[C.FirewallAllowArgs(protocol="tcp", ports=[str(svc.port), str(node.AGENT_PORT)])],
+            opts=child,
+        )
+        if mc is not None:
+            C.Firewall(
+                f"{name}-allow-peers",
+                network=network,
+                source_tags=[node_tag],
+                target_tags=[node_tag],
+                allows=[C.FirewallAllowArgs(protocol="tcp", ports=[str(mc.peer_port)])],
+                opts=child,
+            )
+
+        hc = C.HealthCheck(
+            f"{name}-ready",
+            check_interval_sec=5,
+            timeout_sec=2,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+            http_health_check=C.HealthCheckHttpHealthCheckArgs(port=node.AGENT_PORT, request_path=svc.readiness_path),
+            opts=child,
+        )
+
+        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="static")
+        metadata = pulumi.Output.from_input(image).apply(
+            lambda img: {
+                "user-data": node.cloud_init(cfg, spec, img, mapping.docker_login(img)),
+                "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
+            }
+        )
+
+        def template(kind: str, machine_type: str, spot: bool) -> C.InstanceTemplate:
+            acc = mapping.accelerator(machine_type)
+            return C.InstanceTemplate(
+                f"{name}-{kind}-tpl",
+                name_prefix=f"{name}-{kind}-",
+                machine_type=machine_type,
+                disks=[
+                    C.InstanceTemplateDiskArgs(
+                        source_image=spec.machine_image or mapping.DEFAULT_IMAGE,
+                        disk_size_gb=200,
+                        boot=True,
+                        auto_delete=True,
+                    )
+                ],
+                guest_accelerators=[C.InstanceTemplateGuestAcceleratorArgs(type=acc[0], count=acc[1])] if acc else None,
+                scheduling=C.InstanceTemplateSchedulingArgs(
+                    provisioning_model="SPOT" if spot else "STANDARD",
+                    preemptible=spot,
+                    automatic_restart=not spot,
+                    on_host_maintenance="TERMINATE",  # GPUs cannot live-migrate
+                    instance_termination_action="DELETE" if spot else None,
+                ),
+                network_interfaces=[C.InstanceTemplateNetworkInterfaceArgs(network=network, subnetwork=subnet)],
+                service_account=C.InstanceTemplateServiceAccountArgs(email=sa.email, scopes=["cloud-platform"]),
+                metadata=metadata,
+                tags=[node_tag],
+                labels={"spotstack-fleet": name, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
+                opts=child,  # name_prefix: a changed template is created before the old one goes
+            )
+
+        def group(
+            kind: str, tpl: C.InstanceTemplate, types: list[str], size: int, managed: bool
+        ) -> C.RegionInstanceGroupManager:
+            extra = pulumi.ResourceOptions(ignore_changes=["targetSize"]) if managed else pulumi.ResourceOptions()
+            return C.RegionInstanceGroupManager(
+                f"{name}-{kind}-mig",
+                base_instance_name=f"{name}-{kind}",
+                region=spec.region,
+                distribution_policy_zones=spec.zones,
+                versions=[C.RegionInstanceGroupManagerVersionArgs(instance_template=tpl.self_link_unique)],
+                target_size=size,
+                named_ports=[C.RegionInstanceGroupManagerNamedPortArgs(name="http", port=svc.port)],
+                auto_healing_policies=C.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
+                    health_check=hc.id, initial_delay_sec=600
+                ),
+                instance_flexibility_policy=C.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs(
+                    instance_selections=[
+                        C.RegionInstanceGroupManagerInstanceFlexibilityPolicyInstanceSelectionArgs(
+                            name=f"rank-{rank}", machine_types=[t], rank=rank
+                        )
+                        for rank, t in enumerate(types)
+                    ]
+                ),
+                update_policy=C.RegionInstanceGroupManagerUpdatePolicyArgs(
+                    type="OPPORTUNISTIC",
+                    minimal_action="REPLACE",
+                    instance_redistribution_type="NONE",
+                    max_surge_fixed=0,
+                    max_unavailable_fixed=len(spec.zones),
+                ),
+                opts=pulumi.ResourceOptions.merge(child, extra),
+            )
+
+        backends: list[C.RegionInstanceGroupManager] = []
+        od_tpl = template("ondemand", g.on_demand_types[0], spot=False)
+        if g.base:
+            backends.append(group("base", od_tpl, g.on_demand_types, g.base, managed=False))
+        spot_mig = None
+        if g.spot_types:
+            spot_tpl = template("spot", g.spot_types[0], spot=True)
+            spot_mig = group("spot", spot_tpl, g.spot_types, g.spot_target, managed=True)
+            backends.append(spot_mig)
+        if spec.capacity.dynamic_on_demand_fallback:
+            backends.append(group("fallback", od_tpl, g.on_demand_types, 0, managed=True))
+
+        qps = spec.scaling.target_qps_per_replica
+        bs = C.BackendService(
+            f"{name}-backend",
+            protocol="HTTP",
+            port_name="http",
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            health_checks=hc.id,
+            # Draining: the LB lets a leaving instance finish its requests for this long.
+            connection_draining_timeout_sec=svc.drain_timeout,
+            backends=[
+                C.BackendServiceBackendArgs(
+                    group=m.instance_group,
+                    balancing_mode="RATE",
+                    max_rate_per_instance=mapping.max_rate_per_instance(qps) if qps else 1000.0,
+                )
+                for m in backends
+            ],
+            opts=child,
+        )
+        url_map = C.URLMap(f"{name}-urlmap", default_service=bs.id, opts=child)
+        proxy = C.TargetHttpProxy(f"{name}-http-proxy", url_map=url_map.id, opts=child)
+        address = C.GlobalAddress(f"{name}-ip", opts=child)
+        C.GlobalForwardingRule(
+            f"{name}-http",
+            target=proxy.id,
+            port_range="80",
+            ip_address=address.address,
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            opts=child,
+        )
+        if spot_mig is not None:
+            self._autoscaler(name, spec, g, spot_mig, child)
+
+        self.address = address.address
+        self.backend_service = bs.name
+        self.service_account_email = sa.email
+        self.register_outputs(
+            {
+                "address": self.address,
+                "backend_service": self.backend_service,
+                "service_account_email": self.service_account_email,
+            }
+        )
+
+    @staticmethod
+    def _autoscaler(
+        name: str, spec: FleetSpec, g: mapping.Groups, mig: C.RegionInstanceGroupManager, child: pulumi.ResourceOptions
+    ) -> None:
+        sc = spec.scaling
+        C.RegionAutoscaler(
+            f"{name}-autoscaler",
+            region=spec.region,
+            target=mig.id,
+            autoscaling_policy=C.RegionAutoscalerAutoscalingPolicyArgs(
+                min_replicas=g.spot_min,
+                max_replicas=g.spot_max,
+                cooldown_period=300,
+                load_balancing_utilization=C.RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs(
+                    target=mapping.LB_UTILIZATION
+                )
+                if sc.target_qps_per_replica
+                else None,
+                metrics=[
+                    C.RegionAutoscalerAutoscalingPolicyMetricArgs(
+                        name="pubsub.googleapis.com/subscription/num_undelivered_messages",
+                        filter=(
+                            "resource.type = pubsub_subscription AND "
+                            f'resource.label.subscription_id = "{sc.queue.name}"'
+                        ),
+                        single_instance_assignment=float(sc.queue.backlog_per_instance),
+                    )
+                ]
+                if sc.queue
+                else None,
+                scaling_schedules=[
+                    C.RegionAutoscalerAutoscalingPolicyScalingScheduleArgs(
+                        name=s.name,
+                        schedule=s.cron,
+                        time_zone=s.timezone,
+                        duration_sec=mapping.SCHEDULE_WINDOW_S,
+                        min_required_replicas=max(0, s.min - g.base),
+                    )
+                    for s in sc.schedules
+                ]
+                or None,
+            ),
+            opts=child,
+        )

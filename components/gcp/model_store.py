@@ -1,0 +1,39 @@
+"""GcpModelStore: the GCS bucket holding model files (uniform access, public access prevented)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import pulumi
+import pulumi_gcp as gcp
+
+from spotstack.components import tokens
+
+
+class GcpModelStoreArgs(TypedDict, total=False):
+    bucket: str
+    """Bucket name (globally unique)."""
+    location: str
+    """Region or multi-region; a fleet's region keeps reads in-region."""
+    force_destroy: bool
+
+
+class GcpModelStore(pulumi.ComponentResource):
+    bucket_name: pulumi.Output[str]
+    bucket_url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GcpModelStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(tokens.GCP_MODEL_STORE, name, None, opts)
+        bucket = gcp.storage.Bucket(
+            f"{name}-bucket",
+            name=args.get("bucket"),
+            location=args.get("location", "US"),
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            versioning=gcp.storage.BucketVersioningArgs(enabled=True),
+            force_destroy=args.get("force_destroy", False),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.bucket_name = bucket.name
+        self.bucket_url = bucket.url
+        self.register_outputs({"bucket_name": self.bucket_name, "bucket_url": self.bucket_url})

@@ -1,0 +1,73 @@
+"""What any cloud's node is told at boot: its AgentConfig and the cloud-init that starts it. Pure.
+
+Each cloud's component passes what only it knows (its load balancer, lifecycle hook, model URL
+scheme, peer discovery); everything else comes from the spec the same way on every cloud.
+"""
+
+from __future__ import annotations
+
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.bootstrap import Secret, Workload, render_cloud_init
+from spotstack.runtime.config import (
+    AgentConfig,
+    CacheConfig,
+    Cloud,
+    Discovery,
+    DrainConfig,
+    LifecycleConfig,
+    LoadBalancerConfig,
+    ReadinessConfig,
+    WorkloadConfig,
+)
+
+AGENT_PORT = 8471
+CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
+# The tag/label every node of a fleet carries; peer discovery filters on it.
+FLEET_TAG = "spotstack:fleet"
+
+
+def agent_config(
+    fleet: FleetSpec,
+    cloud: Cloud,
+    *,
+    model_scheme: str,
+    discovery: Discovery,
+    load_balancer: LoadBalancerConfig | None = None,
+    lifecycle: LifecycleConfig | None = None,
+) -> AgentConfig:
+    mc = fleet.model_cache
+    cache = (
+        CacheConfig(
+            enabled=True,
+            model_url=f"{model_scheme}://{mc.bucket}/{mc.prefix}",
+            memory_limit_bytes=int(mc.memory_cache_gib * (1 << 30)),
+            peer_port=mc.peer_port,
+            token_file=CACHE_TOKEN_PATH,
+            discovery=discovery,
+            discovery_target=fleet.name,
+        )
+        if mc is not None
+        else CacheConfig()
+    )
+    svc = fleet.service
+    return AgentConfig(
+        cloud=cloud,
+        region=fleet.region,
+        readiness=ReadinessConfig(
+            port=AGENT_PORT,
+            path=svc.readiness_path,
+            workload_health_url=f"http://127.0.0.1:{svc.port}{svc.readiness_path}",
+        ),
+        load_balancer=load_balancer or LoadBalancerConfig(),
+        workload=WorkloadConfig(port=svc.port),
+        lifecycle=lifecycle or LifecycleConfig(),
+        drain=DrainConfig(timeout_s=float(svc.drain_timeout)),
+        cache=cache,
+    )
+
+
+def cloud_init(
+    cfg: AgentConfig, fleet: FleetSpec, image_url: str, login: list[str], secrets: tuple[Secret, ...] = ()
+) -> str:
+    workload = Workload(image=image_url, port=fleet.service.port, login=login)
+    return render_cloud_init(cfg, workload, secrets=secrets)
