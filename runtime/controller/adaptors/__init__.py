@@ -1,0 +1,1 @@
+"""Carry a decision out: one adaptor per place a fleet runs."""
