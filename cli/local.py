@@ -1,0 +1,349 @@
+"""`spotstack local ...`: the whole system on this machine, before a cent is spent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+local_app = typer.Typer(
+    help="A local fleet: HAProxy, nodes with agents, a spot market replayed from a trace.", no_args_is_help=True
+)
+con, err = Console(), Console(stderr=True)
+STACK = typer.Option("local", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml (a cloud: local fleet).")
+
+
+def _plan(stack: str) -> tuple[Any, Path]:
+    from spotstack.components import catalog
+    from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
+    from spotstack.components.pricing import on_demand_price, spot_cap
+    from spotstack.components.program import config_value
+    from spotstack.components.validate import SpecError, validate_fleets
+    from spotstack.runtime.local.fleet import FleetPlan
+
+    try:
+        project = find_project(Path.cwd())
+        fleets, _ = validate_fleets(config_value(load_stack(project, stack).config))
+    except (SpecError, StackFileError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    local = [f for f in fleets if f.cloud == "local"]
+    if not local:
+        err.print(f"[red]error:[/red] stack {stack!r} has no fleet with cloud: local")
+        raise typer.Exit(2)
+    f = local[0]
+    prices = {}
+    for i in f.instances:
+        od = on_demand_price(f, i) if catalog.lookup("local", i.type) or i.on_demand_price else 1.0
+        prices[i.type] = (
+            od,
+            spot_cap(f, i) if i.spot and (catalog.lookup("local", i.type) or i.on_demand_price) else od,
+        )
+    c = f.capacity
+    plan = FleetPlan(
+        f.name,
+        tuple(i.type for i in f.spot_instances),
+        tuple(i.type for i in f.instances),
+        c.min,
+        c.max,
+        c.desired_or_min,
+        c.base_on_demand,
+        c.on_demand_above_base_percent,
+        c.dynamic_on_demand_fallback,
+        float(f.service.drain_timeout),
+        prices,
+    )
+    return plan, project / ".spotstack" / "local" / stack
+
+
+def _market(plan: Any, trace: Path | None, speed: float) -> Any:
+    from spotstack.runtime.local.market import Market, load_trace, synthetic
+
+    # Each spot type is its own pool: the built-in market shifts their outages apart; a trace file is
+    # replayed for every pool with the same shift (a tick per type), as different zones would differ.
+    if trace:
+        base = load_trace(trace)
+        traces = {t: type(base)(base.gap_s, base.data[i:] + base.data[:i]) for i, t in enumerate(plan.spot_types)}
+    else:
+        traces = {t: synthetic(phase=2 * i) for i, t in enumerate(plan.spot_types)}
+    return Market(traces, speed=speed)
+
+
+def status_table(snap: dict[str, Any]) -> Table:
+    t = Table("replica", "market", "type", "state", "endpoint", "age", title=f"local fleet at {snap['lb']}")
+    for n in snap["nodes"]:
+        state = n["state"]
+        if state == "LOADING":
+            state = (
+                f"LOADING {n['percent'] or 0:.0f}% (peers {n['from_peers'] / 1e6:.0f} MB / "
+                f"origin {n['from_origin'] / 1e6:.0f} MB)"
+            )
+        t.add_row(n["name"], n["market"], n["type"], state, n["endpoint"], f"{n['age_s']:.0f}s")
+    return t
+
+
+def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
+    saved = 1 - snap["cost_usd"] / snap["cost_all_on_demand_usd"] if snap["cost_all_on_demand_usd"] else 0.0
+    return {
+        "requests": load.sent,
+        "ok": load.ok,
+        "failed": load.failed,
+        "errors": load.errors,
+        "p50_ms": round(load.p50 * 1000, 1),
+        "p99_ms": round(load.pct(99) * 1000, 1),
+        "preemptions": snap["preemptions"],
+        "killed_without_notice": snap["killed_without_notice"],
+        "fallbacks": snap["fallbacks"],
+        "bytes_from_peers": snap["bytes_from_peers"],
+        "bytes_from_origin": snap["bytes_from_origin"],
+        "cost_usd": snap["cost_usd"],
+        "cost_all_on_demand_usd": snap["cost_all_on_demand_usd"],
+        "cost_ratio": round(1 - saved, 3),
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    t = Table("figure", "value", title="load report")
+    t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed {r['errors'] or ''})")
+    t.add_row("latency", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+    t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
+    t.add_row("on-demand fallbacks", str(r["fallbacks"]))
+    t.add_row(
+        "model bytes",
+        f"{r['bytes_from_peers'] / 1e6:.0f} MB from peers, {r['bytes_from_origin'] / 1e6:.0f} MB from the object store",
+    )
+    t.add_row(
+        "cost so far",
+        f"${r['cost_usd']:.4f} vs ${r['cost_all_on_demand_usd']:.4f} all on-demand ({r['cost_ratio']:.2f}x)",
+    )
+    con.print(t)
+
+
+@local_app.command("demo")
+def demo(
+    stack: str = STACK,
+    rps: float = typer.Option(5.0, "--rps", help="Steady request rate during the scenario."),
+    speed: float = typer.Option(60.0, "--speed", help="Trace seconds per wall second."),
+    trace: Path = typer.Option(None, "--trace", help="A spot availability trace (../shared/traces format)."),
+    kill_without_notice: bool = typer.Option(
+        True,
+        "--kill-without-notice/--no-kill-without-notice",
+        help="End the scenario by killing one node with no notice.",
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the scripted scenario end to end: preemptions from the trace, an outage with on-demand
+    fallback and return to spot, a kill without notice; then print the report and stop everything."""
+    from spotstack.runtime.local.fleet import LocalFleet
+    from spotstack.runtime.local.load import run_load
+
+    plan, workdir = _plan(stack)
+    market = _market(plan, trace, speed)
+    trace_len = max((len(t.data) * t.gap_s for t in market.traces.values()), default=600.0)
+    scenario_s = min(trace_len / speed, 50.0)
+
+    async def main() -> dict[str, Any]:
+        fleet = LocalFleet(plan, workdir, market)
+        try:
+            err.print("starting: object store, HAProxy, nodes ...")
+            await fleet.start()
+            await fleet.wait_ready(plan.desired, timeout_s=180)
+            err.print(f"{plan.desired} replicas READY; {rps} req/s for {scenario_s:.0f}s while the market plays")
+            t0 = time.time()
+            load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, scenario_s))
+            shown = 0.0
+            while not load.done():
+                await asyncio.sleep(0.5)
+                if time.time() - shown > 5:
+                    shown = time.time()
+                    err.print(status_table(fleet.snapshot()))
+                if kill_without_notice and time.time() - t0 > scenario_s - 8 and fleet.killed_without_notice == 0:
+                    victim = next(
+                        (
+                            n.name
+                            for n in fleet.nodes.values()
+                            if n.state == "ready" and n.kill_at is None and n.role != "base"
+                        ),
+                        None,
+                    )
+                    if victim:
+                        fleet.preempt(victim, notice=False)
+            result = await load
+            snap = fleet.snapshot()
+            for e in snap["events"]:
+                err.print(f"  {e}")
+            return report(result, snap)
+        finally:
+            await fleet.stop()
+
+    started = time.time()
+    r = asyncio.run(main())
+    r["wall_s"] = round(time.time() - started, 1)
+    if as_json:
+        print(json.dumps(r))
+    else:
+        print_report(r)
+        con.print(f"demo wall time {r['wall_s']}s; every process it started has been stopped")
+
+
+# -- up / status / preempt / load / down: a detached supervisor with a control API ---------------------
+def _control(stack: str) -> dict[str, Any]:
+    _, workdir = _plan(stack)
+    path = workdir / "control.json"
+    if not path.exists():
+        err.print(f"[red]error:[/red] no local fleet for stack {stack!r} is up (spotstack local up --stack {stack})")
+        raise typer.Exit(1)
+    return dict(json.loads(path.read_text()))
+
+
+def _call(ctl: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    req = urllib.request.Request(ctl["url"] + path, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return dict(json.loads(r.read()))
+
+
+@local_app.command("_serve", hidden=True)
+def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trace: Path = typer.Option(None)) -> None:
+    from aiohttp import web
+
+    from spotstack.runtime.local.fleet import LocalFleet
+    from spotstack.runtime.net import serve as serve_app
+
+    plan, workdir = _plan(stack)
+
+    async def main() -> None:
+        fleet = LocalFleet(plan, workdir, _market(plan, trace, speed))
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(fleet.snapshot())
+
+        async def preempt(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            if name not in fleet.nodes:
+                return web.json_response({"error": f"no node {name}"}, status=404)
+            fleet.preempt(name, notice=request.query.get("notice", "1") == "1")
+            return web.json_response({"preempted": name})
+
+        async def down(request: web.Request) -> web.Response:
+            stop.set()
+            return web.json_response({"stopping": True})
+
+        app = web.Application()
+        app.router.add_get("/status", status)
+        app.router.add_post("/preempt/{name}", preempt)
+        app.router.add_post("/down", down)
+        runner, port = await serve_app(app, "127.0.0.1", 0)
+        try:
+            await fleet.start()
+            (workdir / "control.json").write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": os.getpid()}))
+            await stop.wait()
+        finally:
+            await fleet.stop()
+            await runner.cleanup()
+            (workdir / "control.json").unlink(missing_ok=True)
+
+    asyncio.run(main())
+
+
+@local_app.command("up")
+def up(
+    stack: str = STACK,
+    speed: float = typer.Option(60.0, "--speed", help="Trace seconds per wall second."),
+    trace: Path = typer.Option(None, "--trace", help="A spot availability trace (../shared/traces format)."),
+) -> None:
+    """Start the local fleet in the background and wait until its replicas are READY."""
+    plan, workdir = _plan(stack)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / "control.json").exists():
+        err.print(f"a local fleet for {stack!r} is already up (spotstack local down --stack {stack})")
+        raise typer.Exit(1)
+    cmd = [sys.executable, "-m", "spotstack.cli.main", "local", "_serve", "--stack", stack, "--speed", str(speed)]
+    if trace:
+        cmd += ["--trace", str(trace)]
+    log = open(workdir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the detached child
+    subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    end = time.time() + 180
+    while time.time() < end:
+        if (workdir / "control.json").exists():
+            with contextlib.suppress(OSError, ValueError):
+                snap = _call(_control(stack), "GET", "/status")
+                if sum(n["state"] == "READY" for n in snap["nodes"]) >= plan.desired:
+                    con.print(status_table(snap))
+                    con.print(f"fleet up: send requests to {snap['lb']}/embed")
+                    return
+        time.sleep(0.5)
+    err.print(f"[red]error:[/red] the fleet did not become READY in 180 s; see {workdir / 'supervisor.log'}")
+    raise typer.Exit(1)
+
+
+@local_app.command("status")
+def status(stack: str = STACK, as_json: bool = typer.Option(False, "--json")) -> None:
+    """A live table of replicas: market, type, state (LOADING with peer/origin bytes), endpoint, age."""
+    snap = _call(_control(stack), "GET", "/status")
+    if as_json:
+        print(json.dumps(snap))
+    else:
+        con.print(status_table(snap))
+
+
+@local_app.command("preempt")
+def preempt(
+    node: str = typer.Argument(..., help="Replica name from `spotstack local status`."),
+    stack: str = STACK,
+    notice: bool = typer.Option(True, "--notice/--no-notice", help="With the cloud's notice, or a kill."),
+) -> None:
+    """Preempt one replica as the cloud would."""
+    try:
+        print(json.dumps(_call(_control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")))
+    except urllib.error.HTTPError as exc:
+        err.print(f"[red]error:[/red] {exc.read().decode()}")
+        raise typer.Exit(1) from None
+
+
+@local_app.command("load")
+def load(
+    stack: str = STACK,
+    rps: float = typer.Option(8.0, "--rps"),
+    duration: float = typer.Option(30.0, "--duration"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Send steady requests through the load balancer and print the report."""
+    from spotstack.runtime.local.load import run_load
+
+    ctl = _control(stack)
+    result = asyncio.run(run_load(_call(ctl, "GET", "/status")["lb"], rps, duration))
+    r = report(result, _call(ctl, "GET", "/status"))
+    print(json.dumps(r)) if as_json else print_report(r)
+
+
+@local_app.command("down")
+def down(stack: str = STACK) -> None:
+    """Stop everything `up` started; nothing is left running."""
+    ctl = _control(stack)
+    with contextlib.suppress(OSError):
+        _call(ctl, "POST", "/down")
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            os.kill(int(ctl["pid"]), 0)
+        except ProcessLookupError:
+            con.print("local fleet stopped")
+            return
+        time.sleep(0.2)
+    err.print(f"[red]error:[/red] supervisor {ctl['pid']} did not stop in 60 s")
+    raise typer.Exit(1)

