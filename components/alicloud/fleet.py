@@ -19,6 +19,7 @@ import pulumi_alicloud as ali
 
 from spotstack.components import node, tokens
 from spotstack.components.alicloud import mapping
+from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
 ESS = ali.ess
@@ -42,16 +43,10 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AlicloudGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.ALICLOUD_GPU_FLEET, name, None, opts)
         spec = args.spec
-        if spec.cloud != "alicloud":
-            raise ValueError(f"AlicloudGpuFleet needs a spec with cloud alicloud, got {spec.cloud}")
-        if opts is not None and (opts.provider is not None or opts.providers):
-            child = pulumi.ResourceOptions(parent=self)
-        else:
-            provider = ali.Provider(f"{name}-alicloud", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
-            child = pulumi.ResourceOptions(parent=self, provider=provider)
-        self.warnings = mapping.warnings(spec)
-        for w in self.warnings:
-            pulumi.log.warn(w, resource=self)
+        child, _ = fleet_options(
+            self, spec, "alicloud", opts, lambda o: ali.Provider(f"{name}-alicloud", region=spec.region, opts=o)
+        )
+        self.warnings = report(self, mapping.warnings(spec))
         svc, m = spec.service, mapping.mix(spec)
 
         if spec.network is not None:

@@ -18,6 +18,7 @@ import pulumi_random as random
 
 from spotstack.components import tokens
 from spotstack.components.aws import iam, mix, node
+from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
 AGENT_PORT = 8471
@@ -45,16 +46,10 @@ class AwsGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_GPU_FLEET, name, None, opts)
         spec = args.spec
-        if spec.cloud != "aws":
-            raise ValueError(f"AwsGpuFleet needs a spec with cloud aws, got {spec.cloud}")
-        if opts is not None and (opts.provider is not None or opts.providers):
-            child = pulumi.ResourceOptions(parent=self)
-            invoke = pulumi.InvokeOptions(parent=self)
-        else:
-            # The spec's region wins over ambient aws:region config: one stack may span regions.
-            provider = aws.Provider(f"{name}-aws", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
-            child = pulumi.ResourceOptions(parent=self, provider=provider)
-            invoke = pulumi.InvokeOptions(parent=self, provider=provider)
+        child, provider = fleet_options(
+            self, spec, "aws", opts, lambda o: aws.Provider(f"{name}-aws", region=spec.region, opts=o)
+        )
+        invoke = pulumi.InvokeOptions(parent=self, provider=provider)
 
         vpc_id, subnet_ids = self._network(spec, invoke)
         svc = spec.service
@@ -190,9 +185,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
 
-        main_mix, self.warnings = mix.main_group_mix(spec)
-        for w in self.warnings:
-            pulumi.log.warn(w, resource=self)
+        main_mix, mix_warnings = mix.main_group_mix(spec)
+        self.warnings = report(self, mix_warnings)
         cap = spec.capacity
         main = self._group(
             f"{name}-asg", spec, lt, main_mix, cap.min, cap.max, cap.desired_or_min, subnet_ids, tg, tags, child

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from spotstack.components import node, tokens
+from spotstack.components.component import fleet_options, report
 from spotstack.components.gcp import mapping
 from spotstack.components.spec import FleetSpec
 
@@ -42,16 +43,10 @@ class GcpGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: GcpGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.GCP_GPU_FLEET, name, None, opts)
         spec = args.spec
-        if spec.cloud != "gcp":
-            raise ValueError(f"GcpGpuFleet needs a spec with cloud gcp, got {spec.cloud}")
-        if opts is not None and (opts.provider is not None or opts.providers):
-            child = pulumi.ResourceOptions(parent=self)
-        else:
-            provider = gcp.Provider(f"{name}-gcp", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
-            child = pulumi.ResourceOptions(parent=self, provider=provider)
-        self.warnings = mapping.warnings(spec)
-        for w in self.warnings:
-            pulumi.log.warn(w, resource=self)
+        child, _ = fleet_options(
+            self, spec, "gcp", opts, lambda o: gcp.Provider(f"{name}-gcp", region=spec.region, opts=o)
+        )
+        self.warnings = report(self, mapping.warnings(spec))
         svc, g = spec.service, mapping.groups(spec)
         network = spec.network.id if spec.network else "default"
         subnet = spec.network.subnets[0] if spec.network and spec.network.subnets else None
