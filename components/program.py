@@ -100,8 +100,9 @@ def run() -> None:
         pulumi.log.warn(str(w))
     for fleet in fleets:
         declare = DECLARE.get(fleet.cloud)
-        if declare is None:
-            raise pulumi.RunError(f"cloud {fleet.cloud!r} of fleet {fleet.name!r} cannot be deployed with `pulumi up`")
+        if declare is None:  # cloud: local
+            pulumi.log.warn(f"fleet {fleet.name!r} is a local fleet: `spotstack local up` runs it; `pulumi up` skips it")
+            continue
         outputs = declare(fleet)
         for key, value in outputs.items():
             pulumi.export(f"{fleet.name}.{key}", value)

@@ -80,3 +80,10 @@ def test_missing_stack_names_the_stacks_there() -> None:
 def test_help_explains() -> None:
     out = spotstack("plan", "--help")
     assert out.returncode == 0 and "offline" in out.stdout and "--json" in out.stdout
+
+
+def test_local_stack_plans_nothing_and_says_why() -> None:
+    out = spotstack("plan", "--stack", "local", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["resources"] == [] and any("local fleet" in w for w in doc["warnings"])
