@@ -101,7 +101,9 @@ def run() -> None:
     for fleet in fleets:
         declare = DECLARE.get(fleet.cloud)
         if declare is None:  # cloud: local
-            pulumi.log.warn(f"fleet {fleet.name!r} is a local fleet: `spotstack local up` runs it; `pulumi up` skips it")
+            pulumi.log.warn(
+                f"fleet {fleet.name!r} is a local fleet: `spotstack local up` runs it; `pulumi up` skips it"
+            )
             continue
         outputs = declare(fleet)
         for key, value in outputs.items():
