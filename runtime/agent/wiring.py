@@ -1,0 +1,81 @@
+"""What an AgentConfig turns into on each cloud: the notice monitors, and the node's identity."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from spotstack.runtime.config import AgentConfig
+from spotstack.runtime.notices.base import Monitor
+from spotstack.runtime.notices.metadata import GcpMetadataClient, TokenMetadataClient, alicloud_metadata, aws_imds
+
+log = logging.getLogger("spotstack.agent")
+
+
+def build_monitors(cfg: AgentConfig, session: aiohttp.ClientSession, clock: Callable[[], float]) -> list[Monitor]:
+    md = cfg.metadata
+    if cfg.cloud == "aws":
+        from spotstack.runtime.notices import aws
+
+        imds = aws_imds(session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token)
+        monitors: list[Monitor] = [
+            aws.SpotInterruptionMonitor(imds, clock),
+            aws.RebalanceMonitor(imds, clock),
+            aws.ScheduledEventsMonitor(imds, clock),
+        ]
+        if cfg.lifecycle.enabled:
+            window = cfg.drain.timeout_s + cfg.drain.safety_margin_s + 30
+            monitors.append(aws.LifecycleStateMonitor(imds, window, clock))
+        return monitors
+    if cfg.cloud == "gcp":
+        from spotstack.runtime.notices import gcp
+
+        client = GcpMetadataClient(session, cfg.metadata_url, timeout_s=md.timeout_s)
+        return [gcp.PreemptedMonitor(client, clock=clock), gcp.MaintenanceMonitor(client, clock=clock)]
+    from spotstack.runtime.notices import alicloud
+
+    ali = alicloud_metadata(
+        session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+    )
+    return [alicloud.SpotTerminationMonitor(ali, clock)]
+
+
+class Identity:
+    """Who this node is (instance id, ASG name), read from metadata once and kept."""
+
+    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession) -> None:
+        self.cfg = cfg
+        md = cfg.metadata
+        self._client: TokenMetadataClient | None = None
+        if cfg.cloud == "aws":
+            self._client = aws_imds(
+                session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+            )
+        elif cfg.cloud == "alicloud":
+            self._client = alicloud_metadata(
+                session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
+            )
+        self.instance_id: str | None = None
+        self.group_name: str | None = cfg.lifecycle.group_name
+
+    async def resolve(self) -> None:
+        """Retry until the metadata server answers; the agent serves meanwhile."""
+        delay = 0.2
+        while self._client is not None and (self.instance_id is None or self._needs_group()):
+            try:
+                if self.instance_id is None:
+                    self.instance_id = (await self._client.get("/latest/meta-data/instance-id") or "").strip() or None
+                if self._needs_group():
+                    tag = "/latest/meta-data/tags/instance/aws:autoscaling:groupName"
+                    self.group_name = (await self._client.get(tag) or "").strip() or None
+            except Exception as exc:
+                log.warning("identity: %s", exc)
+            if self.instance_id is None or self._needs_group():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _needs_group(self) -> bool:
+        return self.cfg.cloud == "aws" and self.cfg.lifecycle.enabled and self.group_name is None

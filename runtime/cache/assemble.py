@@ -1,0 +1,127 @@
+"""Putting a file together from verified chunks: writing each in place, marking it servable, and
+checking the file's sha256 before it is renamed into the store."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+from spotstack.runtime.cache.manifest import FileEntry
+from spotstack.runtime.cache.store import Store
+
+
+class PullError(Exception):
+    """The pull could not produce a verified model; nothing partial is left in --dest."""
+
+
+class FileJob:
+    """One file being pulled: which chunks are verified, and its sha256 so far.
+
+    Chunks are written into the partial file with pwrite (bulk page-cache writes; receiving into an
+    mmap instead costs a page fault per 4 KiB, more than the transfer). sha256 must see the file in
+    order: a verified chunk's buffer waits in `pending` until every chunk before it is hashed.
+    """
+
+    def __init__(self, store: Store, entry: FileEntry, chunk_size: int, verify_sha256: bool = True) -> None:
+        self.entry, self.chunk_size, self.store = entry, chunk_size, store
+        self.verify_sha256 = verify_sha256
+        self.part = store.part_path(entry.sha256)
+        self.ok_path = store.ok_path(entry.sha256)
+        n = len(entry.chunks)
+        # Resume: a partial file of the right size keeps the chunks its .ok file vouches for.
+        marks = b""
+        if self.part.exists() and self.part.stat().st_size == entry.size and self.ok_path.exists():
+            marks = self.ok_path.read_bytes()[:n]
+        marks = marks.ljust(n, b"\x00")
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(self.fd, entry.size)
+        self.ok_fd = os.open(self.ok_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(self.ok_fd, marks, 0)
+        self.verified = bytearray(marks)
+        self.sha = hashlib.sha256()
+        self.hashed = 0
+        self.pending: dict[int, bytearray] = {}
+        self.lock = threading.Lock()
+
+    def todo(self) -> list[int]:
+        return [i for i, m in enumerate(self.verified) if m != 1]
+
+    def span(self, i: int) -> tuple[int, int]:
+        return self.entry.chunk_span(i, self.chunk_size)
+
+    def store_chunk(self, i: int, data: memoryview, buf: bytearray) -> None:
+        """Write a verified chunk in place, mark it servable, and hand its buffer to the hasher.
+
+        `verified[i]` flips last: the moment it does, another worker may hash the file's last chunk
+        and finish it (closing its descriptors), so every write for this chunk must be done by then.
+        """
+        off, _ = self.span(i)
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.fd, data[written:], off + written)
+        os.pwrite(self.ok_fd, b"\x01", i)  # one byte: atomic, and seen by a server in another process
+        self.pending[i] = buf
+        self.verified[i] = 1
+
+    def advance_hash(self, release: Callable[[bytearray], None]) -> bool:
+        """Hash every chunk now contiguous from the start; True once the whole file is hashed."""
+        if not self.lock.acquire(blocking=False):
+            return False  # another worker is hashing this file; it will take our chunk too
+        try:
+            n = len(self.entry.chunks)
+            while self.hashed < n and self.verified[self.hashed] == 1:
+                buf = self.pending.pop(self.hashed, None)
+                _, size = self.span(self.hashed)
+                if buf is None:
+                    if self.verify_sha256:  # resumed from an earlier pull: read it back
+                        self.sha.update(os.pread(self.fd, size, self.span(self.hashed)[0]))
+                else:
+                    if self.verify_sha256:
+                        self.sha.update(memoryview(buf)[:size])
+                    release(buf)
+                self.hashed += 1
+            return self.hashed == n
+        finally:
+            self.lock.release()
+
+    def finish(self) -> None:
+        """sha256 checked: move into files/ (atomic) and make it read-only."""
+        os.close(self.fd)
+        os.close(self.ok_fd)
+        if self.verify_sha256 and self.sha.hexdigest() != self.entry.sha256:
+            self.discard()
+            raise PullError(f"{self.entry.path}: sha256 mismatch after every chunk verified (manifest is wrong?)")
+        os.chmod(self.part, 0o444)
+        os.replace(self.part, self.store.file_path(self.entry.sha256))
+        self.ok_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.ok_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+        self.ok_path.unlink(missing_ok=True)
+
+
+class Buffers:
+    """A fixed pool of chunk-sized buffers: bounds memory and the lead of out-of-order chunks."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(count):
+            self._free.put(bytearray(size))
+
+    def get(self, timeout: float) -> bytearray | None:
+        try:
+            return self._free.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def put(self, buf: bytearray) -> None:
+        self._free.put(buf)

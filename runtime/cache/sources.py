@@ -1,0 +1,107 @@
+"""Where a pull's bytes come from: peers over HTTP (keep-alive, read straight into a buffer) and the
+origin object store through fsspec. A failure is a `ChunkFailed`, which the pull turns into a retry
+from another source."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import urllib.parse
+
+from spotstack.runtime.cache.manifest import Manifest
+
+
+class ChunkFailed(Exception):
+    def __init__(self, reason: str, *, fatal: bool = False, busy: bool = False) -> None:
+        super().__init__(reason)
+        self.fatal, self.busy = fatal, busy
+
+
+class Origin:
+    """The object store (or directory) the model came from, read through fsspec."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+
+    def read_into(self, rel: str, offset: int, view: memoryview) -> None:
+        data = self.fs.cat_file(f"{self.root}/{rel}", start=offset, end=offset + len(view))
+        if len(data) != len(view):
+            raise ChunkFailed(f"origin returned {len(data)} of {len(view)} bytes")
+        view[:] = data
+
+
+class Peer:
+    """Keep-alive HTTP connections to one peer, one per thread."""
+
+    def __init__(self, base: str, token: str, timeout_s: float) -> None:
+        u = urllib.parse.urlsplit(base if "://" in base else f"http://{base}")
+        self.name = f"{u.hostname}:{u.port or 80}"
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn
+        return conn
+
+    def drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def manifest(self, url: str) -> Manifest:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=min(self.timeout_s, 3.0))
+        try:
+            conn.request("GET", "/v1/manifest?" + urllib.parse.urlencode({"url": url}), headers=self.headers)
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise ChunkFailed(f"manifest: HTTP {r.status}")
+            return Manifest.model_validate_json(body)
+        finally:
+            conn.close()
+
+    def inventory(self) -> set[str]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=min(self.timeout_s, 3.0))
+        try:
+            conn.request("GET", "/v1/inventory", headers=self.headers)
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise ChunkFailed(f"inventory: HTTP {r.status}", fatal=r.status in (401, 403))
+            return set(json.loads(body))
+        finally:
+            conn.close()
+
+    def fetch_into(self, digest: str, view: memoryview) -> None:
+        conn = self._conn()
+        try:
+            conn.request("GET", f"/v1/chunks/{digest}", headers=self.headers)
+            r = conn.getresponse()
+            if r.status not in (200, 206):
+                r.read()
+                raise ChunkFailed(f"HTTP {r.status}", fatal=r.status in (401, 403), busy=r.status == 503)
+            if r.length != len(view):
+                self.drop()
+                raise ChunkFailed(f"length {r.length}, expected {len(view)}")
+            got = 0
+            while got < len(view):
+                n = r.readinto(view[got:])
+                if not n:
+                    raise ChunkFailed(f"connection closed after {got} of {len(view)} bytes")
+                got += n
+        except (OSError, http.client.HTTPException) as exc:
+            self.drop()  # a reset or a stall (socket timeout): this connection is done
+            raise ChunkFailed(f"{exc.__class__.__name__}: {exc}") from exc
+        except ChunkFailed:
+            self.drop()
+            raise

@@ -1,0 +1,23 @@
+"""What the local fleet's supervisor needs from a fleet spec (the runtime does not import components)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FleetPlan:
+    """What the supervisor needs from the spec (kept free of the components package)."""
+
+    name: str
+    spot_types: tuple[str, ...]
+    on_demand_types: tuple[str, ...]
+    min: int
+    max: int
+    desired: int
+    base_on_demand: int
+    on_demand_above_base_percent: int
+    dynamic_fallback: bool
+    drain_timeout_s: float
+    prices: dict[str, tuple[float, float]]
+    """Type -> (on-demand, spot cap) USD/h, for the cost figures."""
