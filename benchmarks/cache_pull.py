@@ -191,31 +191,20 @@ def main(gb: float, rounds: int, shards: int) -> None:
             shutil.rmtree(raw_dest)
             secs, n = raw_copy(raw_ports, None)
             discards.append(n / secs / 1e9)
-            res = pull(
-                Store(new, 1 << 40),
-                m,
-                dest,
-                peers=[f"127.0.0.1:{p}" for p in peer_ports],
-                token=TOKEN,
-                origin=None,
-                options=PullOptions(connections_per_peer=2),
-            )
-            assert res.progress.from_peers == m.total_bytes
-            pulls.append(m.total_bytes / res.seconds / 1e9)
-            shutil.rmtree(new)
-            shutil.rmtree(dest)
-            res = pull(
-                Store(new, 1 << 40),
-                m,
-                dest,
-                peers=[f"127.0.0.1:{p}" for p in peer_ports],
-                token=TOKEN,
-                origin=None,
-                options=PullOptions(connections_per_peer=2, verify_sha256=False),
-            )
-            chunk_only.append(m.total_bytes / res.seconds / 1e9)
-            shutil.rmtree(new)
-            shutil.rmtree(dest)
+            for verify, out in ((True, pulls), (False, chunk_only)):
+                res = pull(
+                    Store(new, 1 << 40),
+                    m,
+                    dest,
+                    peers=[f"127.0.0.1:{p}" for p in peer_ports],
+                    token=TOKEN,
+                    origin=None,
+                    options=PullOptions(connections_per_peer=2, verify_sha256=verify),
+                )
+                assert res.progress.from_peers == m.total_bytes
+                out.append(m.total_bytes / res.seconds / 1e9)
+                shutil.rmtree(new)
+                shutil.rmtree(dest)
             print(
                 f"round {r + 1}: pull {pulls[-1]:.2f} GB/s (chunks only {chunk_only[-1]:.2f}), "
                 f"raw copy {raws[-1]:.2f} GB/s, raw receive-only {discards[-1]:.2f} GB/s"

@@ -27,7 +27,6 @@ STACK = typer.Option("local", "--stack", "-s", help="Stack file: stacks/Pulumi.<
 
 
 def _plan(stack: str) -> tuple[Any, Path]:
-    from spotstack.components import catalog
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.pricing import on_demand_price, spot_cap
     from spotstack.components.program import config_value
@@ -45,13 +44,8 @@ def _plan(stack: str) -> tuple[Any, Path]:
         err.print(f"[red]error:[/red] stack {stack!r} has no fleet with cloud: local")
         raise typer.Exit(2)
     f = local[0]
-    prices = {}
-    for i in f.instances:
-        od = on_demand_price(f, i) if catalog.lookup("local", i.type) or i.on_demand_price else 1.0
-        prices[i.type] = (
-            od,
-            spot_cap(f, i) if i.spot and (catalog.lookup("local", i.type) or i.on_demand_price) else od,
-        )
+    # Validation guarantees a price for every type (catalog or on_demand_price), as on any cloud.
+    prices = {i.type: (on_demand_price(f, i), spot_cap(f, i)) for i in f.instances}
     c = f.capacity
     plan = FleetPlan(
         f.name,

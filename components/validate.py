@@ -108,8 +108,6 @@ def _check_instances(
         if inst.type in seen:
             errors.append(Problem(f"{ip}.type", f"{inst.type!r} is listed twice"))
         seen.add(inst.type)
-        if cloud == "local":
-            continue
         price = catalog.on_demand_price(cloud, inst.type, region, inst.on_demand_price)
         if price is None:
             known = catalog.lookup(cloud, inst.type) is not None

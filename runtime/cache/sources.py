@@ -58,29 +58,24 @@ class Peer:
             conn.close()
             self._local.conn = None
 
-    def manifest(self, url: str) -> Manifest:
+    def _get(self, path: str) -> bytes:
+        """One small request on its own short-lived connection (the chunk connections stay for chunks)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=min(self.timeout_s, 3.0))
         try:
-            conn.request("GET", "/v1/manifest?" + urllib.parse.urlencode({"url": url}), headers=self.headers)
+            conn.request("GET", path, headers=self.headers)
             r = conn.getresponse()
             body = r.read()
             if r.status != 200:
-                raise ChunkFailed(f"manifest: HTTP {r.status}")
-            return Manifest.model_validate_json(body)
+                raise ChunkFailed(f"{path.split('?')[0]}: HTTP {r.status}", fatal=r.status in (401, 403))
+            return body
         finally:
             conn.close()
 
+    def manifest(self, url: str) -> Manifest:
+        return Manifest.model_validate_json(self._get("/v1/manifest?" + urllib.parse.urlencode({"url": url})))
+
     def inventory(self) -> set[str]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=min(self.timeout_s, 3.0))
-        try:
-            conn.request("GET", "/v1/inventory", headers=self.headers)
-            r = conn.getresponse()
-            body = r.read()
-            if r.status != 200:
-                raise ChunkFailed(f"inventory: HTTP {r.status}", fatal=r.status in (401, 403))
-            return set(json.loads(body))
-        finally:
-            conn.close()
+        return set(json.loads(self._get("/v1/inventory")))
 
     def fetch_into(self, digest: str, view: memoryview) -> None:
         conn = self._conn()
