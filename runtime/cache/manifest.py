@@ -17,14 +17,36 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 MANIFEST_NAME = "spotstack-manifest.json"
 DEFAULT_CHUNK = 16 << 20
 HASH_RE = r"^[0-9a-f]{32}$"
+MANIFEST_VERSION = 1
+CHUNK_HASH = "xxh3_128"
+
+
+def check_rel_path(path: str) -> str:
+    """A manifest path must stay inside the destination: relative, normalised, plain characters.
+
+    A manifest can come from a peer (when the origin is down), so its paths are untrusted input:
+    anything that could name a place outside --dest is refused, whatever the file system would make of it.
+    """
+    if not path or len(path) > 1024:
+        raise ValueError("must be 1 to 1024 characters")
+    if "\x00" in path or "\\" in path:
+        raise ValueError(f"{path!r}: NUL and backslash are not allowed")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r}: must be relative")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{path!r}: must be normalised (no empty, '.' or '..' parts)")
+    if any(ord(c) < 32 for c in path):
+        raise ValueError(f"{path!r}: control characters are not allowed")
+    return path
 
 
 class FileEntry(BaseModel):
@@ -34,8 +56,13 @@ class FileEntry(BaseModel):
     """Path relative to the model root, with forward slashes."""
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    chunks: list[str]
+    chunks: list[Annotated[str, StringConstraints(pattern=HASH_RE)]]
     """xxh3-128 of each chunk, in order; chunk i covers [i * chunk_size, min(size, (i+1) * chunk_size))."""
+
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, v: str) -> str:
+        return check_rel_path(v)
 
     def chunk_span(self, i: int, chunk_size: int) -> tuple[int, int]:
         start = i * chunk_size
@@ -45,10 +72,32 @@ class FileEntry(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int = 1
+    version: Literal[1] = MANIFEST_VERSION
+    """Format version; a reader refuses versions it does not know rather than guess."""
     chunk_size: int = Field(ge=1 << 20, le=64 << 20)
-    chunk_hash: str = "xxh3_128"
-    files: list[FileEntry]
+    chunk_hash: Literal["xxh3_128"] = CHUNK_HASH
+    files: list[FileEntry] = Field(max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        """The manifest as a whole: every size matches its chunk list, no path twice or under another file."""
+        paths: set[str] = set()
+        for f in self.files:
+            want = -(-f.size // self.chunk_size)
+            if len(f.chunks) != want:
+                raise ValueError(
+                    f"{f.path}: size {f.size} needs {want} chunks of {self.chunk_size}, "
+                    f"the manifest lists {len(f.chunks)}"
+                )
+            if f.path in paths:
+                raise ValueError(f"{f.path}: listed twice")
+            paths.add(f.path)
+        for p in paths:
+            parts = p.split("/")
+            for k in range(1, len(parts)):
+                if "/".join(parts[:k]) in paths:
+                    raise ValueError(f"{p}: lies under {'/'.join(parts[:k])}, which is a file")
+        return self
 
     @property
     def model_id(self) -> str:

@@ -11,6 +11,7 @@ temporary name and renamed: the model server never sees a partial file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -25,8 +26,11 @@ from typing import Any
 from spotstack.runtime.cache import schedule
 from spotstack.runtime.cache.assemble import Buffers, FileJob, PullError
 from spotstack.runtime.cache.manifest import FileEntry, Manifest, chunk_hash
-from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer
+from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer, usable_peers
 from spotstack.runtime.cache.store import Store
+
+TMP_MARK = ".spotstack-tmp-"
+"""Temporary names in --dest: `.<name>.spotstack-tmp-<pid>`, renamed over <name> once complete."""
 
 __all__ = ["ChunkFailed", "Origin", "Progress", "PullError", "PullOptions", "PullResult", "pull"]
 
@@ -68,6 +72,8 @@ class PullOptions:
     chunk_timeout_s: float = 10.0
     """A peer that sends nothing for this long is a stalled peer."""
     max_attempts_per_chunk: int = 6
+    max_busy_waits: int = 100
+    """Times a chunk waits 0.1 s for a busy peer when no other source has it (a busy answer is no failure)."""
     verify_sha256: bool = True
     """Check each file's sha256 before it is renamed into place. Every chunk is always checked
     (xxh3-128); sha256 adds a cryptographic end-to-end check at ~0.7 CPU-seconds per GB."""
@@ -77,12 +83,26 @@ def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
+def _target(dest: Path, rel: str) -> Path:
+    """dest/rel, creating its folders, never through a symbolic link: the file lands inside dest or nowhere."""
+    parent = dest
+    *dirs, name = rel.split("/")
+    for part in dirs:
+        parent = parent / part
+        if parent.is_symlink():
+            raise PullError(f"refusing to write {rel}: {parent} is a symbolic link")
+        try:
+            parent.mkdir(exist_ok=True)
+        except FileExistsError:
+            raise PullError(f"cannot write {rel}: {parent} exists and is not a folder") from None
+    return parent / name
+
+
 def _materialize(store: Store, entry: FileEntry, dest: Path) -> None:
     """Put the verified store file at dest/<path>: a hard link when it can, else a copy; atomically."""
     src = store.file_path(entry.sha256)
-    final = dest / entry.path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.spotstack-tmp-{os.getpid()}"
+    final = _target(dest, entry.path)
+    tmp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}"
     tmp.unlink(missing_ok=True)
     try:
         try:
@@ -109,6 +129,34 @@ def _materialize(store: Store, entry: FileEntry, dest: Path) -> None:
         raise PullError(f"cannot write {final}: {exc}") from None
 
 
+def clean_leftovers(dest: Path) -> list[Path]:
+    """Remove temporary files a killed pull left in dest (its pid is gone); returns what went."""
+    gone: list[Path] = []
+    if not dest.is_dir():
+        return gone
+    for p in dest.rglob(f".*{TMP_MARK}*"):
+        try:
+            pid = int(p.name.rsplit(TMP_MARK, 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and _alive(pid):
+            continue  # another pull into the same dest is under way
+        with contextlib.suppress(OSError):
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def pull(
     store: Store,
     manifest: Manifest,
@@ -124,11 +172,14 @@ def pull(
     opts = options or PullOptions()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(dest)
     started = time.monotonic()
     store.add_manifest(manifest)
     store.pin(manifest.model_id)
 
-    missing = [f for f in manifest.files if not store.has_file(f)]
+    # The store is addressed by content: files with the same bytes (or two empty files) are one job.
+    unique = list({f.sha256: f for f in manifest.files}.values())
+    missing = [f for f in unique if not store.has_file(f)]
     need = sum(f.size for f in missing)
     store.make_room(need, keep={f.sha256 for f in manifest.files})
     if not _same_fs(store.root, dest):
@@ -138,15 +189,10 @@ def pull(
             raise PullError(f"destination {dest} has {free / 1e9:.2f} GB free, the model needs {to_copy / 1e9:.2f} GB")
 
     jobs = [FileJob(store, f, manifest.chunk_size, opts.verify_sha256) for f in missing]
-    try:
-        prog = _fetch_all(jobs, manifest, peers, token, origin, opts, progress)
-    except BaseException:
-        for j in jobs:
-            j.close()
-        raise
+    prog = _fetch_all(jobs, manifest, peers, token, origin, opts, progress)
     for f in manifest.files:
         _materialize(store, f, dest)
-    cached = sum(f.size for f in manifest.files) - need
+    cached = sum(f.size for f in unique) - need
     return PullResult(manifest, dest, prog, time.monotonic() - started, cached)
 
 
@@ -163,7 +209,7 @@ def _fetch_all(
     prog = Progress(total=total)
     by_name: dict[str, Peer] = {}
     holders: dict[str, set[str]] = {}
-    for base in peers:
+    for base in usable_peers(peers)[0]:
         p = Peer(base, token, opts.chunk_timeout_s)
         try:
             inv = p.inventory()
@@ -179,14 +225,14 @@ def _fetch_all(
         has_origin=origin is not None,
     )
 
-    tasks: queue.Queue[tuple[FileJob, int, frozenset[str], int]] = queue.Queue()
+    tasks: queue.Queue[tuple[FileJob, int, frozenset[str], int, int]] = queue.Queue()
     pending = 0
     # Round-robin over files: each file's sha256 advances while the others download.
     todo = [(j, j.todo()) for j in jobs]
     for k in range(max((len(t) for _, t in todo), default=0)):
         for j, t in todo:
             if k < len(t):
-                tasks.put((j, t[k], frozenset(), 0))
+                tasks.put((j, t[k], frozenset(), 0, 0))
                 pending += 1
     width = max(2, min(32, len(by_name) * opts.connections_per_peer + (opts.origin_connections if origin else 0)))
     buffers = Buffers(width * 2 + 2, manifest.chunk_size)
@@ -229,7 +275,7 @@ def _fetch_all(
                 if pending == 0 or errors:
                     return
             try:
-                job, i, tried, attempts = tasks.get(timeout=0.05)
+                job, i, tried, attempts, busy_waits = tasks.get(timeout=0.05)
             except queue.Empty:
                 continue
             digest = job.entry.chunks[i]
@@ -237,7 +283,7 @@ def _fetch_all(
             # so early chunks cannot hold every buffer while the one they wait on starves.
             buf = buffers.get(timeout=0.02) or (bytearray(manifest.chunk_size) if i == job.hashed else None)
             if buf is None:
-                tasks.put((job, i, tried, attempts))
+                tasks.put((job, i, tried, attempts, busy_waits))
                 continue
             with cond:
                 source = schedule.choose(src, digest, set(tried))
@@ -250,7 +296,7 @@ def _fetch_all(
                         cond.notify_all()
                         buffers.put(buf)
                         return
-                    tasks.put((job, i, tried, attempts))
+                    tasks.put((job, i, tried, attempts, busy_waits))
                     buffers.put(buf)
                     cond.wait(0.01)
                     continue
@@ -282,15 +328,25 @@ def _fetch_all(
                 buffers.put(buf)
                 fatal = isinstance(failure, ChunkFailed) and failure.fatal
                 busy = isinstance(failure, ChunkFailed) and failure.busy
+                wait = False
                 with cond:
                     src.busy[source] -= 1
-                    if not busy:
-                        schedule.record_failure(src, source, fatal=fatal)
                     prog.refetched += 1
-                    # The origin gets three tries per chunk; a peer that failed this chunk, none.
-                    again = tried if busy or (source == schedule.ORIGIN and attempts < 2) else tried | {source}
-                    tasks.put((job, i, frozenset(again), attempts + 1))
+                    if busy and not schedule.exhausted(src, digest, set(tried | {source})):
+                        # A peer with every transfer slot taken: another source has it, ask that one.
+                        task = (job, i, tried | {source}, attempts, busy_waits)
+                    elif busy and busy_waits < opts.max_busy_waits:
+                        # Only this busy peer has it: wait for a slot rather than fail.
+                        task, wait = (job, i, tried, attempts, busy_waits + 1), True
+                    else:
+                        schedule.record_failure(src, source, fatal=fatal)
+                        # The origin gets three tries per chunk; a peer that failed this chunk, none.
+                        again = tried if source == schedule.ORIGIN and attempts < 2 else tried | {source}
+                        task = (job, i, frozenset(again), attempts + 1, busy_waits)
                     cond.notify_all()
+                if wait:
+                    time.sleep(0.1)
+                tasks.put(task)
                 continue
             with cond:
                 src.busy[source] -= 1
@@ -304,9 +360,6 @@ def _fetch_all(
     for p in by_name.values():
         p.drop()
     if errors:
-        for j in jobs:
-            if j not in finished:
-                j.close()
         raise PullError("; ".join(errors[:3]))
     return prog
 
@@ -320,7 +373,7 @@ def resolve_manifest(url: str, peers: list[str], token: str, timeout_s: float = 
         return read_manifest(url), "origin"
     except Exception as exc:
         problems.append(f"origin: {exc.__class__.__name__}: {exc}")
-    for base in peers:
+    for base in usable_peers(peers)[0]:
         peer = Peer(base, token, timeout_s)
         try:
             return peer.manifest(url), peer.name

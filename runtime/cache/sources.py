@@ -18,6 +18,32 @@ class ChunkFailed(Exception):
         self.fatal, self.busy = fatal, busy
 
 
+def parse_peer(base: str) -> tuple[str, int]:
+    """`host:port` (or http://host:port) -> (host, port); ValueError naming the entry when it is not one."""
+    try:
+        u = urllib.parse.urlsplit(base.strip() if "://" in base else f"http://{base.strip()}")
+        port = u.port
+    except ValueError:
+        port, u = None, None  # type: ignore[assignment]
+    if u is None or not u.hostname or port is None or not 0 < port < 65536 or u.scheme != "http":
+        raise ValueError(f"peer {base!r} is not host:port")
+    return u.hostname, port
+
+
+def usable_peers(entries: list[str]) -> tuple[list[str], list[str]]:
+    """Split peer entries into those that parse and those that do not (to be skipped with a warning)."""
+    good: list[str] = []
+    bad: list[str] = []
+    for e in entries:
+        try:
+            parse_peer(e)
+        except ValueError:
+            bad.append(e)
+        else:
+            good.append(e)
+    return good, bad
+
+
 class Origin:
     """The object store (or directory) the model came from, read through fsspec."""
 
@@ -38,9 +64,8 @@ class Peer:
     """Keep-alive HTTP connections to one peer, one per thread."""
 
     def __init__(self, base: str, token: str, timeout_s: float) -> None:
-        u = urllib.parse.urlsplit(base if "://" in base else f"http://{base}")
-        self.name = f"{u.hostname}:{u.port or 80}"
-        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.host, self.port = parse_peer(base)
+        self.name = f"{self.host}:{self.port}"
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout_s = timeout_s
         self._local = threading.local()
