@@ -1,16 +1,117 @@
-"""Serving an aiohttp app on a host/port (0 = any free port) and learning which port it got."""
+"""Serving an aiohttp app on a host/port (0 = any free port), hardened for an untrusted network.
+
+aiohttp alone holds a connection that never finishes its request headers for as long as the
+client likes, accepts connections until the process runs out of descriptors, and logs a malformed
+request's raw header line (a bearer token included). `serve` adds what a node's servers need:
+- a cap on open connections (beyond it a new connection is closed at once, so the agent's
+  readiness and drain keep their descriptors);
+- a header deadline: a connection that has not sent a whole request within `header_timeout_s` of
+  connecting is closed; afterwards aiohttp's keep-alive timeout closes idle or trickling ones;
+- an error log that never carries request content (only the peer and the HTTP status).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import resource
 import socket
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 
-async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float = 2.0) -> tuple[web.AppRunner, int]:
-    """Start `app`; returns the runner (to clean up) and the bound port."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+@dataclass
+class Limits:
+    max_connections: int = 256
+    """Open connections at once; a node's servers see a few peers and a load balancer, never thousands."""
+    header_timeout_s: float = 10.0
+    """A new connection must have sent a whole request by then."""
+    keepalive_timeout_s: float = 15.0
+    """An idle (or trickling) keep-alive connection is closed after this long."""
+    refused: dict[str, int] = field(default_factory=lambda: {"over_limit": 0, "header_timeout": 0})
+
+
+class _NoRequestContent(logging.Filter):
+    """aiohttp logs a malformed request with the parser's message, which quotes the offending header
+    line. Keep the fact and the status; drop the content and the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "malformed request from %s (HTTP %s)",
+                (peer, exc.code),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_server_log = logging.getLogger("spotstack.http.server")
+_server_log.addFilter(_NoRequestContent())
+
+
+def _guard(server: web.Server, limits: Limits, started: weakref.WeakSet[asyncio.BaseTransport]) -> None:
+    """Wrap the server's connection bookkeeping with the cap and the header deadline."""
+    loop = asyncio.get_running_loop()
+    made = server.connection_made
+
+    def check(ref: weakref.ReferenceType[asyncio.BaseTransport]) -> None:
+        transport = ref()
+        if transport is not None and not transport.is_closing() and transport not in started:
+            limits.refused["header_timeout"] += 1
+            transport.abort()  # type: ignore[attr-defined]
+
+    def connection_made(handler: Any, transport: asyncio.BaseTransport) -> None:
+        made(handler, transport)
+        if len(server.connections) > limits.max_connections:
+            limits.refused["over_limit"] += 1
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        loop.call_later(limits.header_timeout_s, check, weakref.ref(transport))
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 2.0,
+    limits: Limits | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Start `app` behind the connection cap and header deadline; returns the runner and the bound port."""
+    lim = limits or Limits()
+    started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+
+    @web.middleware
+    async def mark_started(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.transport is not None:
+            started.add(request.transport)
+        return await handler(request)
+
+    app.middlewares.insert(0, mark_started)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=lim.keepalive_timeout_s,
+        logger=_server_log,
+        max_line_size=8190,
+        max_field_size=8190,
+    )
     await runner.setup()
+    assert runner.server is not None
+    _guard(runner.server, lim, started)
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = port
@@ -19,6 +120,19 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
             bound = int(sock.getsockname()[1])
             break
     return runner, bound
+
+
+def raise_fd_limit(want: int = 65536) -> int:
+    """Raise this process's soft open-file limit toward the hard one (systemd's default soft limit is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -21,16 +21,23 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
 from spotstack.runtime.cache.store import Store
-from spotstack.runtime.net import serve
+from spotstack.runtime.config import PEER_PORT
+from spotstack.runtime.net import Limits, serve
 
 HASH = re.compile(r"^[0-9a-f]{32}$")
+MIN_TOKEN_LEN = 16
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class SlowReader(ConnectionResetError):
+    """The reader took longer than the send timeout; its connection was cut and its slot freed."""
 
 
 class ChunkResponse(web.StreamResponse):
@@ -41,10 +48,11 @@ class ChunkResponse(web.StreamResponse):
     the loop has no sendfile).
     """
 
-    def __init__(self, path: Path, offset: int, size: int, headers: dict[str, str]) -> None:
+    def __init__(self, path: Path, offset: int, size: int, headers: dict[str, str], send_timeout_s: float) -> None:
         super().__init__(status=200, headers=headers)
         self.content_length = size
         self._path, self._offset, self._size = path, offset, size
+        self._send_timeout_s = send_timeout_s
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
@@ -58,32 +66,52 @@ class ChunkResponse(web.StreamResponse):
             if transport is None:
                 raise ConnectionResetError("connection lost")
             try:
-                await loop.sendfile(transport, fobj, self._offset, self._size)
-            except NotImplementedError:
-                fobj.seek(self._offset)
-                left = self._size
-                while left:
-                    data = await asyncio.to_thread(fobj.read, min(left, 1 << 20))
-                    await writer.write(data)
-                    left -= len(data)
+                await asyncio.wait_for(self._send(loop, transport, writer, fobj), self._send_timeout_s)
+            except TimeoutError:
+                # A reader this slow holds a transfer slot other nodes need: it loses the slot and the connection.
+                transport.abort()  # type: ignore[attr-defined]
+                raise SlowReader(f"chunk not sent in {self._send_timeout_s:.0f}s") from None
         finally:
             fobj.close()
         await super().write_eof()
         return writer
 
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport, writer: AbstractStreamWriter, fobj: Any
+    ) -> None:
+        try:
+            await loop.sendfile(transport, fobj, self._offset, self._size)  # type: ignore[arg-type]
+        except NotImplementedError:
+            fobj.seek(self._offset)
+            left = self._size
+            while left:
+                data = await asyncio.to_thread(fobj.read, min(left, 1 << 20))
+                await writer.write(data)
+                left -= len(data)
+
 
 class PeerServer:
     def __init__(
-        self, store: Store, token: str, host: str = "0.0.0.0", port: int = 8470, max_transfers: int = 8
+        self,
+        store: Store,
+        token: str,
+        host: str = "0.0.0.0",
+        port: int = PEER_PORT,
+        max_transfers: int = 8,
+        limits: Limits | None = None,
+        send_timeout_s: float = 30.0,
     ) -> None:
-        if len(token) < 16:
-            raise ValueError("the fleet token must be at least 16 characters")
+        if len(token) < MIN_TOKEN_LEN:
+            raise ValueError(f"the fleet token must be at least {MIN_TOKEN_LEN} characters")
         self.store, self.host, self.port = store, host, port
         self._token = f"Bearer {token}".encode()
         self._slots = asyncio.Semaphore(max_transfers)
         self.max_transfers = max_transfers
+        self.limits = limits or Limits()
+        self.send_timeout_s = send_timeout_s
+        """Most time one chunk may take to send (16 MiB in 30 s: a reader below ~0.5 MB/s loses its slot)."""
         self.served_bytes = 0
-        self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0}
+        self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0, "too_slow": 0}
         self._runner: web.AppRunner | None = None
 
     @web.middleware
@@ -91,10 +119,14 @@ class PeerServer:
         if request.path == "/healthz":
             return await handler(request)
         given = request.headers.get("Authorization")
-        if given is None:
+        try:
+            raw = given.encode("utf-8") if given is not None else None
+        except UnicodeEncodeError:
+            raw = None  # bytes that are not UTF-8 cannot be our token: answer as if none was given
+        if raw is None:
             self.refused["unauthenticated"] += 1
             return web.Response(status=401, text="token required\n", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.encode(), self._token):
+        if not hmac.compare_digest(raw, self._token):
             self.refused["forbidden"] += 1
             return web.Response(status=403, text="wrong token\n")
         return await handler(request)
@@ -114,8 +146,14 @@ class PeerServer:
             self.refused["busy"] += 1
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
         async with self._slots:
-            resp = ChunkResponse(path, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"})
-            await resp.prepare(request)  # the transfer happens here, inside the slot
+            resp = ChunkResponse(
+                path, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"}, self.send_timeout_s
+            )
+            try:
+                await resp.prepare(request)  # the transfer happens here, inside the slot
+            except SlowReader:
+                self.refused["too_slow"] += 1
+                raise
         self.served_bytes += ref.size
         self.store.touch(path)
         return resp
@@ -141,7 +179,7 @@ class PeerServer:
         return app
 
     async def start(self) -> None:
-        self._runner, self.port = await serve(self.app(), self.host, self.port)
+        self._runner, self.port = await serve(self.app(), self.host, self.port, limits=self.limits)
 
     async def stop(self) -> None:
         if self._runner is not None:
