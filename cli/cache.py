@@ -29,13 +29,28 @@ TOKEN_FILE = typer.Option(
 )
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
 def _token(path: Path | None) -> str:
+    """The fleet token from --token-file or SPOTSTACK_CACHE_TOKEN: one line and exit 1 when unusable."""
+    from spotstack.runtime.cache.server import MIN_TOKEN_LEN
+
     if path is not None:
-        return path.read_text().strip()
-    token = os.environ.get("SPOTSTACK_CACHE_TOKEN", "")
-    if not token:
-        err.print("[red]error:[/red] give --token-file or set SPOTSTACK_CACHE_TOKEN")
-        raise typer.Exit(2)
+        try:
+            token = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _fail(f"cannot read the token file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        where = str(path)
+    else:
+        token = os.environ.get("SPOTSTACK_CACHE_TOKEN", "").strip()
+        where = "SPOTSTACK_CACHE_TOKEN"
+        if not token:
+            raise _fail("give --token-file or set SPOTSTACK_CACHE_TOKEN", 2)
+    if len(token) < MIN_TOKEN_LEN:
+        raise _fail(f"the fleet token in {where} is {len(token)} characters; it must be at least {MIN_TOKEN_LEN}")
     return token
 
 
@@ -84,9 +99,14 @@ def serve(
     from spotstack.runtime.cache.server import PeerServer
     from spotstack.runtime.cache.store import Store
 
+    token = _token(token_file)
+
     async def run() -> None:
-        server = PeerServer(Store(store, int(limit_gib * 2**30)), _token(token_file), host, port, max_transfers)
-        await server.start()
+        server = PeerServer(Store(store, int(limit_gib * 2**30)), token, host, port, max_transfers)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         err.print(f"serving chunks from {store} on {host}:{server.port}")
         try:
             await asyncio.Event().wait()
@@ -118,10 +138,15 @@ def pull(
     """Fetch a model from peers' caches (the origin only for what no peer has), verify, place in --dest."""
     from spotstack.runtime.cache.discovery import from_file
     from spotstack.runtime.cache.pull import Origin, PullError, PullOptions, describe, pull, resolve_manifest
+    from spotstack.runtime.cache.sources import usable_peers
     from spotstack.runtime.cache.store import Store, StoreFull
 
     token = _token(token_file)
-    peer_list = [p for p in peers.split(",") if p.strip()] + (from_file(peers_file) if peers_file else [])
+    peer_list, bad = usable_peers(
+        [p.strip() for p in peers.split(",") if p.strip()] + (from_file(peers_file) if peers_file else [])
+    )
+    for entry in bad:
+        err.print(f"[yellow]warning:[/yellow] skipping peer {entry!r}: not host:port", highlight=False)
     try:
         manifest, got_from = resolve_manifest(model, peer_list, token)
         st = Store(store, int(limit_gib * 2**30))
@@ -151,8 +176,7 @@ def pull(
             )
         st.remember_source(model, manifest.model_id)
     except (PullError, StoreFull, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail(str(exc)) from None
     doc = describe(result) | {"manifest_from": got_from}
     if as_json:
         print(json.dumps(doc))

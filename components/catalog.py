@@ -95,3 +95,22 @@ def on_demand_price(cloud: str, name: str, region: str, override: float | None =
     if cloud == "local":
         return row.price_in("us-east-1")
     return row.price_in(region)
+
+
+def smallest_memory_gib(cloud: str, types: list[str]) -> float | None:
+    """The least memory among the catalog's rows for these types (None when the catalog knows none)."""
+    mems = [row.memory_gib for t in types if (row := lookup(cloud, t)) is not None]
+    return min(mems) if mems else None
+
+
+DEFAULT_CACHE_GIB = 16.0
+CACHE_SHARE = 0.5
+"""The peer cache may use at most this share of a node's memory: the model server needs the rest."""
+
+
+def cache_gib(cloud: str, types: list[str], given: float | None) -> float:
+    """The peer cache's size: as given, else half the smallest type's memory, at most 16 GiB."""
+    if given is not None:
+        return given
+    smallest = smallest_memory_gib(cloud, types)
+    return DEFAULT_CACHE_GIB if smallest is None else min(DEFAULT_CACHE_GIB, smallest * CACHE_SHARE)

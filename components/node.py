@@ -6,8 +6,10 @@ scheme, peer discovery); everything else comes from the spec the same way on eve
 
 from __future__ import annotations
 
+from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.bootstrap import Secret, Workload, render_cloud_init
+from spotstack.runtime.config import AGENT_PORT as AGENT_PORT
 from spotstack.runtime.config import (
     AgentConfig,
     CacheConfig,
@@ -20,7 +22,6 @@ from spotstack.runtime.config import (
     WorkloadConfig,
 )
 
-AGENT_PORT = 8471
 CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
 # The tag/label every node of a fleet carries; peer discovery filters on it.
 FLEET_TAG = "spotstack:fleet"
@@ -40,7 +41,9 @@ def agent_config(
         CacheConfig(
             enabled=True,
             model_url=f"{model_scheme}://{mc.bucket}/{mc.prefix}",
-            memory_limit_bytes=int(mc.memory_cache_gib * (1 << 30)),
+            memory_limit_bytes=int(
+                catalog.cache_gib(fleet.cloud, [i.type for i in fleet.instances], mc.memory_cache_gib) * (1 << 30)
+            ),
             peer_port=mc.peer_port,
             token_file=CACHE_TOKEN_PATH,
             discovery=discovery,

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from spotstack.runtime.config import AGENT_PORT, PEER_PORT, check_readiness_path
+
 Cloud = Literal["aws", "gcp", "alicloud", "local"]
 
 # How long each cloud warns before it reclaims a spot node (seconds). Used to warn when a
@@ -21,9 +23,71 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$
 Path = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
 
 
+# Far above any real fleet, low enough that no count overflows a cloud API's integer or a cost sum.
+MAX_REPLICAS = 1000
+MAX_PRICE = 1000.0
+"""USD per instance-hour: above every GPU type's list price."""
+
+
 class _Model(BaseModel):
     # Unknown keys are typos more often than not: reject them (the error names the key).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not the number 1, and "3" is not 3; infinities and NaN are never a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def check_cron(expr: str) -> str:
+    """Five-field Unix cron (minute hour day-of-month month day-of-week), each field in its range."""
+    names = {
+        3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+        4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    }
+    bounds = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)]
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} must have 5 fields (minute hour day-of-month month day-of-week)")
+    for k, (field, (what, lo, hi)) in enumerate(zip(fields, bounds, strict=True)):
+
+        def value(tok: str, k: int = k, what: str = what, lo: int = lo, hi: int = hi) -> int:
+            low = tok.lower()
+            if k in names and low in names[k]:
+                return names[k].index(low) + (1 if k == 3 else 0)
+            if not tok.isdigit():
+                raise ValueError(f"{expr!r}: {what} {tok!r} is not a number")
+            n = int(tok)
+            if not lo <= n <= hi:
+                raise ValueError(f"{expr!r}: {what} {n} is outside {lo}-{hi}")
+            return n
+
+        for part in field.split(","):
+            rng, _, step = part.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                raise ValueError(f"{expr!r}: {what} step {step!r} must be a positive number")
+            if rng in ("*", "?"):
+                continue
+            a, dash, b = rng.partition("-")
+            if dash and value(a) > value(b):
+                raise ValueError(f"{expr!r}: {what} range {rng!r} runs backwards")
+            value(a)
+    return expr
+
+
+def check_timezone(tz: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{tz!r} is not an IANA time zone (e.g. UTC, America/New_York)") from None
+    return tz
+
+
+def check_cidr(cidr: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(cidr, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{cidr!r} is not a CIDR block ({exc})") from None
 
 
 class SpotMarket(_Model):
@@ -31,7 +95,7 @@ class SpotMarket(_Model):
 
     bid: float | None = None
     """Cap as a fraction of the type's on-demand price (0.2 = pay at most 20%)."""
-    max_price: float | None = Field(default=None, gt=0)
+    max_price: float | None = Field(default=None, gt=0, le=MAX_PRICE)
     """Cap as an absolute price per instance-hour, in the catalog's currency."""
 
     @field_validator("bid")
@@ -61,7 +125,7 @@ class InstanceSpec(_Model):
     """Allow spot for this type, with an optional price cap."""
     on_demand: OnDemandMarket | None = None
     """Use this type only on-demand."""
-    on_demand_price: float | None = Field(default=None, gt=0)
+    on_demand_price: float | None = Field(default=None, gt=0, le=MAX_PRICE)
     """Override the catalog's hourly on-demand price (needed for types the catalog lacks)."""
 
     @model_validator(mode="after")
@@ -76,13 +140,13 @@ class InstanceSpec(_Model):
 
 
 class CapacitySpec(_Model):
-    min: int = Field(default=0, ge=0)
+    min: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Fewest replicas."""
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=MAX_REPLICAS)
     """Most replicas (spot and on-demand together, fallback included)."""
-    desired: int | None = Field(default=None, ge=0)
+    desired: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     """Replicas to start with; defaults to min."""
-    base_on_demand: int = Field(default=0, ge=0)
+    base_on_demand: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Replicas always kept on-demand, whatever spot does."""
     on_demand_above_base_percent: int = Field(default=0, ge=0, le=100)
     """Share of the replicas above the base that run on-demand."""
@@ -99,33 +163,61 @@ class ServiceSpec(_Model):
     """Port the model server listens on."""
     readiness_path: Path = "/ready"
     """Path the load balancer probes; the agent serves it and flips it to 503 when draining."""
+
+    @field_validator("readiness_path")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        return check_readiness_path(v)
+
+    @field_validator("port")
+    @classmethod
+    def _not_agent_port(cls, v: int) -> int:
+        if v == AGENT_PORT:
+            raise ValueError(f"{v} is the node agent's port; pick another")
+        return v
+
     drain_timeout: int = Field(default=90, ge=1, le=3600)
     """Seconds to wait for in-flight requests after the node leaves rotation."""
     public: bool = True
     """Whether the load balancer faces the internet (else internal)."""
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=50)
     """Who may reach the load balancer."""
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return [check_cidr(c) for c in v]
 
 
 class ScheduleSpec(_Model):
     name: Name
-    cron: Annotated[str, StringConstraints(pattern=r"^\S+( \S+){4}$")]
+    cron: str
     """Five-field cron expression, in `timezone`."""
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
-    desired: int | None = Field(default=None, ge=0)
+    min: int = Field(ge=0, le=MAX_REPLICAS)
+    max: int = Field(ge=1, le=MAX_REPLICAS)
+    desired: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return check_timezone(v)
 
 
 class QueueScalingSpec(_Model):
     name: Annotated[str, StringConstraints(min_length=1)]
     """Queue whose backlog drives scaling (SQS queue name on AWS)."""
-    backlog_per_instance: int = Field(ge=1)
+    backlog_per_instance: int = Field(ge=1, le=1_000_000)
     """Messages one replica should have waiting, at most."""
 
 
 class ScalingSpec(_Model):
-    target_qps_per_replica: float | None = Field(default=None, gt=0)
+    target_qps_per_replica: float | None = Field(default=None, gt=0, le=1_000_000)
     """Requests per second one replica should serve; drives target tracking."""
     queue: QueueScalingSpec | None = None
     """Scale on queue backlog per instance instead of (or besides) QPS."""
@@ -148,14 +240,21 @@ class ImageSpec(_Model):
 class ModelCacheSpec(_Model):
     bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     """Object-store bucket holding the model files."""
-    prefix: str = ""
-    """Key prefix of the model inside the bucket."""
+    prefix: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9._=+-]+/)*[A-Za-z0-9._=+-]*$", max_length=512)] = ""
+    """Key prefix of the model inside the bucket: plain path segments, so the IAM grant on it stays narrow."""
     create_bucket: bool = True
     """Declare the bucket (model store) along with the fleet."""
-    memory_cache_gib: float = Field(default=16, gt=0)
-    """Memory the node's peer cache may use."""
-    peer_port: int = Field(default=8470, ge=1, le=65535)
+    memory_cache_gib: float | None = Field(default=None, gt=0, le=4096)
+    """Memory the node's peer cache may use; default: half the smallest instance type's memory, at most 16."""
+    peer_port: int = Field(default=PEER_PORT, ge=1, le=65535)
     """Port the agent serves cached chunks to peers on."""
+
+    @field_validator("peer_port")
+    @classmethod
+    def _not_agent_port(cls, v: int) -> int:
+        if v == AGENT_PORT:
+            raise ValueError(f"{v} is the node agent's port; pick another")
+        return v
 
 
 class NetworkSpec(_Model):

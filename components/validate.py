@@ -7,6 +7,7 @@ beside the specs; `spotstack plan` prints them and `pulumi up` logs them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -84,11 +85,12 @@ def _check_capacity(cap: CapacitySpec, at: str) -> list[Problem]:
     return errors
 
 
-def _check_zones(region: str, zones: list[str], at: str) -> list[Problem]:
+def _check_zones(cloud: str, region: str, zones: list[str], at: str) -> list[Problem]:
+    form = _ZONE_FORMS.get(cloud, "{region}.*").format(region=re.escape(region))
     errors = [
         Problem(f"{at}.zones[{z}]", f"zone {zone!r} is not in region {region!r}")
         for z, zone in enumerate(zones)
-        if not zone.startswith(region)
+        if not re.fullmatch(form, zone)
     ]
     if len(set(zones)) != len(zones):
         errors.append(Problem(f"{at}.zones", "lists a zone twice"))
@@ -140,6 +142,32 @@ def _check_schedules(scaling: ScalingSpec, cap_max: int | None, at: str) -> list
     return errors
 
 
+def _check_cache_memory(fleet: FleetSpec, at: str) -> list[Problem]:
+    mc = fleet.model_cache
+    if mc is None or mc.memory_cache_gib is None:
+        return []
+    types = [i.type for i in fleet.instances]
+    smallest = catalog.smallest_memory_gib(fleet.cloud, types)
+    if smallest is None or mc.memory_cache_gib <= smallest * catalog.CACHE_SHARE:
+        return []
+    return [
+        Problem(
+            f"{at}.model_cache.memory_cache_gib",
+            f"{mc.memory_cache_gib} GiB does not fit: the smallest type has {smallest:g} GiB of memory and the cache "
+            f"may take at most {catalog.CACHE_SHARE:.0%} of it ({smallest * catalog.CACHE_SHARE:g} GiB)",
+        )
+    ]
+
+
+_ZONE_FORMS = {
+    # us-east-1 -> us-east-1a; us-central1 -> us-central1-a; cn-hangzhou -> cn-hangzhou-h
+    "aws": "{region}[a-z]",
+    "gcp": "{region}-[a-z]",
+    "alicloud": "{region}-?[a-z]",
+    "local": "{region}(-[a-z0-9]+)?",
+}
+
+
 def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) -> list[Problem]:
     if cache is not None and cache.peer_port == service.port:
         return [Problem(f"{at}.model_cache.peer_port", f"must differ from service.port ({service.port})")]
@@ -149,7 +177,8 @@ def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) ->
 def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Rules that span fields or need the catalog. Returns (errors, warnings)."""
     cap = fleet.capacity
-    errors = _check_capacity(cap, at) + _check_zones(fleet.region, fleet.zones, at)
+    errors = _check_capacity(cap, at) + _check_zones(fleet.cloud, fleet.region, fleet.zones, at)
+    errors += _check_cache_memory(fleet, at)
     inst_errors, warnings = _check_instances(fleet.cloud, fleet.region, list(fleet.instances), at)
     errors += inst_errors
     errors += _check_schedules(fleet.scaling, cap.max, at)
@@ -174,6 +203,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _try(model: type[M], raw: Any) -> M | None:
+    """The block parsed, ignoring unknown keys (already reported), so a typo hides no other problem in it."""
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k in model.model_fields}
     try:
         return model.model_validate(raw)
     except ValidationError:
@@ -187,10 +219,11 @@ def _partial_checks(item: dict[str, Any], at: str) -> list[Problem]:
     if cap is not None:
         errors += _check_capacity(cap, at)
     region, zones, cloud = item.get("region"), item.get("zones"), item.get("cloud")
-    if isinstance(region, str) and isinstance(zones, list) and all(isinstance(z, str) for z in zones):
-        errors += _check_zones(region, zones, at)
+    cloud = cloud if isinstance(cloud, str) and cloud in NOTICE_WINDOW_S else None
+    if cloud and isinstance(region, str) and isinstance(zones, list) and all(isinstance(z, str) for z in zones):
+        errors += _check_zones(cloud, region, zones, at)
     raw_instances = item.get("instances")
-    if isinstance(region, str) and cloud in NOTICE_WINDOW_S and isinstance(raw_instances, list):
+    if isinstance(region, str) and cloud and isinstance(raw_instances, list):
         errors += _check_instances(str(cloud), region, [_try(InstanceSpec, i) for i in raw_instances], at)[0]
     scaling = _try(ScalingSpec, item.get("scaling", {}))
     if scaling is not None:

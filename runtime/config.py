@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Cloud = Literal["aws", "gcp", "alicloud"]
 Discovery = Literal["static", "dns", "file", "aws", "gcp", "alicloud"]
@@ -27,6 +27,22 @@ DEFAULT_METADATA_URL: dict[str, str] = {
 NOTICE_WINDOW_S: dict[str, float] = {"aws": 120.0, "gcp": 30.0, "alicloud": 300.0}
 
 ENV_PREFIX = "SPOTSTACK_AGENT__"
+AGENT_PORT = 8471
+"""The agent's own server (readiness, health, metrics, status): what load balancers probe."""
+PEER_PORT = 8470
+"""The peer cache's default port."""
+RESERVED_PATHS = ("/healthz", "/metrics", "/status")
+"""The agent serves these itself: a readiness path may not take one of them."""
+
+
+def check_readiness_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must start with /")
+    if path.rstrip("/") in RESERVED_PATHS:
+        raise ValueError(
+            f"{path!r} is the agent's own endpoint ({', '.join(RESERVED_PATHS)} are taken); use e.g. /ready"
+        )
+    return path
 
 
 class _Model(BaseModel):
@@ -48,9 +64,15 @@ class MetadataConfig(_Model):
 
 class ReadinessConfig(_Model):
     host: str = "0.0.0.0"
-    port: int = Field(default=8471, ge=0, le=65535)
+    port: int = Field(default=AGENT_PORT, ge=0, le=65535)
     """Port of the agent's own HTTP server (readiness, health, metrics, status); 0 picks a free one."""
     path: str = "/ready"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_readiness_path(v)
+
     workload_health_url: str | None = None
     """If set, readiness is also 503 while the workload's own health check fails."""
 
@@ -127,7 +149,7 @@ class CacheConfig(_Model):
     dest: str = "/var/lib/spotstack/model"
     store_dir: str = "/dev/shm/spotstack"
     memory_limit_bytes: int = Field(default=16 << 30, gt=0)
-    peer_port: int = Field(default=8470, ge=0, le=65535)
+    peer_port: int = Field(default=PEER_PORT, ge=0, le=65535)
     token_file: str | None = None
     """File holding the fleet's shared bearer token."""
     discovery: Discovery = "static"
@@ -159,6 +181,16 @@ class AgentConfig(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> AgentConfig:
+        ports = {"readiness.port": self.readiness.port, "workload.port": self.workload.port}
+        if self.cache.enabled:
+            ports["cache.peer_port"] = self.cache.peer_port
+        if self.inflight.proxy_listen_port is not None:
+            ports["inflight.proxy_listen_port"] = self.inflight.proxy_listen_port
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port and port in seen:
+                raise ValueError(f"{name} ({port}) is the same port as {seen[port]}: each server needs its own")
+            seen[port] = name
         if self.lifecycle.enabled and self.cloud != "aws":
             raise ValueError("lifecycle.enabled is for AWS Auto Scaling groups only")
         if self.load_balancer.kind == "elbv2" and self.cloud != "aws":

@@ -21,7 +21,6 @@ from spotstack.components.aws import iam, mix, node
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
-AGENT_PORT = 8471
 ASG = aws.autoscaling
 
 
@@ -77,7 +76,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             to_port=65535,
             opts=child,
         )
-        for port_name, port in (("service", svc.port), ("readiness", AGENT_PORT)):
+        for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-node-in-{port_name}",
                 security_group_id=node_sg.id,
@@ -120,7 +119,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             deregistration_delay=svc.drain_timeout,
             health_check=aws.lb.TargetGroupHealthCheckArgs(
                 path=svc.readiness_path,
-                port=str(AGENT_PORT),
+                port=str(node.AGENT_PORT),
                 protocol="HTTP",
                 matcher="200",
                 interval=5,
@@ -157,7 +156,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         param_name = token_param.name if token_param is not None else None
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         user_data = pulumi.Output.all(tg.arn, image, param_name).apply(
-            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], AGENT_PORT, a[2]).encode()).decode()
+            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], node.AGENT_PORT, a[2]).encode()).decode()
         )
         tags = {**spec.tags, node.FLEET_TAG: spec.name}
         lt = aws.ec2.LaunchTemplate(

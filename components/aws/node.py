@@ -8,6 +8,7 @@ from spotstack.runtime.bootstrap import Secret
 from spotstack.runtime.config import AgentConfig, LifecycleConfig, LoadBalancerConfig
 
 FLEET_TAG = node.FLEET_TAG
+AGENT_PORT = node.AGENT_PORT
 CACHE_TOKEN_PATH = node.CACHE_TOKEN_PATH
 # Deep Learning Base AMI (NVIDIA driver, Docker, NVIDIA container toolkit), resolved at launch.
 DEFAULT_AMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"

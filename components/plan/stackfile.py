@@ -13,6 +13,63 @@ class StackFileError(Exception):
     """The project or stack file is missing or unreadable."""
 
 
+MAX_DEPTH = 32
+"""No stack config nests deeper; a deeper document is a mistake or an attack on the parser."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last silently, as the Pulumi CLI would not)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key must be a plain value, not {type(key).__name__}", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _depth(node: yaml.Node, limit: int) -> int:
+    """Nesting depth of a composed YAML node, iteratively (a recursive walk is what overflows)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(n, yaml.MappingNode):
+            stack.extend((v, d + 1) for _, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend((v, d + 1) for v in n.value)
+    return deepest
+
+
+def load_yaml(text: str, where: Path) -> Any:
+    """Parse one YAML document strictly: no duplicate keys, no absurd nesting; StackFileError otherwise."""
+    try:
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _depth(node, MAX_DEPTH) > MAX_DEPTH:
+                raise StackFileError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{where}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise StackFileError(f"{where}: nested too deeply to read") from None
+
+
 @dataclass(frozen=True)
 class StackFile:
     project: str
@@ -29,20 +86,25 @@ def find_project(start: Path) -> Path:
 
 
 def load_stack(project_dir: Path, stack: str) -> StackFile:
-    try:
-        meta = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{project_dir / 'Pulumi.yaml'}: not valid YAML: {exc}") from None
+    meta = load_yaml(_read(project_dir / "Pulumi.yaml"), project_dir / "Pulumi.yaml") or {}
+    if not isinstance(meta, dict):
+        raise StackFileError(f"{project_dir / 'Pulumi.yaml'}: must be a mapping")
     config_dir = project_dir / str(meta.get("stackConfigDir", "."))
     path = config_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         have = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in config_dir.glob("Pulumi.*.yaml"))
         raise StackFileError(f"no stack file {path}; stacks here: {', '.join(have) or 'none'}")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{path}: not valid YAML: {exc}") from None
+    doc = load_yaml(_read(path), path) or {}
+    if not isinstance(doc, dict):
+        raise StackFileError(f"{path}: must be a mapping with a `config` key")
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise StackFileError(f"{path}: `config` must be a mapping")
     return StackFile(str(meta.get("name", "spotstack")), stack, path, config)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackFileError(f"{path}: cannot read: {exc}") from None

@@ -216,7 +216,7 @@ class Agent:
         )
         self.supervisor.start()
         if cfg.cache.enabled:
-            await self._start_cache()
+            self._cache_task = asyncio.create_task(self._run_cache())
         if self.proxy is not None:
             self._inflight_task = asyncio.create_task(self._track_inflight())
         log.info(
@@ -227,28 +227,61 @@ class Agent:
             cfg.readiness.path,
         )
 
-    async def _start_cache(self) -> None:
-        """Serve this node's chunks to peers and pull the model (from peers first) in the background."""
+    async def _read_token(self) -> str:
+        """The fleet token, waiting for it: a node's boot may deliver it after the agent starts.
+
+        Fail closed: until a usable token is there, /ready answers 503 and the reason is logged.
+        """
+        from spotstack.runtime.cache.server import MIN_TOKEN_LEN
+
+        c = self.cfg.cache
+        delay, logged_at = 0.5, 0.0
+        while True:
+            token, problem = os.environ.get("SPOTSTACK_CACHE_TOKEN", "").strip(), ""
+            if c.token_file:
+                try:
+                    token = (await asyncio.to_thread(Path(c.token_file).read_text)).strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    problem = f"cannot read the cache token file {c.token_file}: {exc}"
+            if not problem and len(token) < MIN_TOKEN_LEN:
+                problem = (
+                    f"no usable peer-cache token ({c.token_file or 'SPOTSTACK_CACHE_TOKEN'}: "
+                    f"{len(token)} characters, need {MIN_TOKEN_LEN})"
+                )
+            if not problem:
+                if self.state.blocked:
+                    log.warning("peer-cache token is there now; the cache starts")
+                self.state.blocked = None
+                return token
+            self.state.blocked = problem
+            if time.monotonic() - logged_at > 60:
+                log.error("not ready: %s; retrying (the cache is enabled, so the node waits for it)", problem)
+                logged_at = time.monotonic()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _run_cache(self) -> None:
+        """Serve this node's chunks to peers and pull the model (from peers first)."""
         from spotstack.runtime.cache.server import PeerServer
         from spotstack.runtime.cache.store import Store
 
         c = self.cfg.cache
-        token = os.environ.get("SPOTSTACK_CACHE_TOKEN", "")
-        if c.token_file:
-            try:
-                token = (await asyncio.to_thread(Path(c.token_file).read_text)).strip()
-            except OSError as exc:
-                log.error("cache disabled: cannot read token file %s: %s", c.token_file, exc)
-                return
-        if not token:
-            log.error("cache disabled: no fleet token (cache.token_file or SPOTSTACK_CACHE_TOKEN)")
-            return
-        store = Store(c.store_dir, c.memory_limit_bytes)
-        self.peer_server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
-        await self.peer_server.start()
         if c.model_url:
-            self.state.model = {"state": "loading", "url": c.model_url, "percent": 0.0}
-            self._cache_task = asyncio.create_task(self._load_model(store, token))
+            self.state.model = {"state": "waiting", "url": c.model_url, "percent": 0.0}
+        token = await self._read_token()
+        store = await asyncio.to_thread(Store, c.store_dir, c.memory_limit_bytes)
+        self.peer_server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
+        try:
+            await self.peer_server.start()
+        except OSError as exc:
+            self.state.blocked = f"the peer cache cannot listen on port {c.peer_port}: {exc.strerror or exc}"
+            log.error("not ready: %s", self.state.blocked)
+            self.peer_server = None
+            return
+        if c.model_url:
+            assert self.state.model is not None
+            self.state.model["state"] = "loading"
+            await self._load_model(store, token)
 
     async def _load_model(self, store: Any, token: str) -> None:
         from spotstack.runtime.cache.discovery import discover

@@ -48,6 +48,8 @@ class AgentServer:
     async def ready(self, request: web.Request) -> web.Response:
         if self.state.draining:
             return web.Response(status=503, text="draining\n")
+        if self.state.blocked:
+            return web.Response(status=503, text=f"not ready: {self.state.blocked}\n")
         if self.state.model_pending:
             return web.Response(status=503, text="model loading\n")
         if not await self._workload_healthy():

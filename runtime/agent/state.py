@@ -20,6 +20,9 @@ class AgentState:
     model: dict[str, Any] | None = None
     """The model pull: state (loading/ready/failed), percent, bytes from peers and origin."""
 
+    blocked: str | None = None
+    """Why the node must not take traffic although nothing is draining (e.g. the cache has no token yet)."""
+
     @property
     def model_pending(self) -> bool:
         return self.model is not None and self.model.get("state") != "ready"

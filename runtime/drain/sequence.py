@@ -62,6 +62,9 @@ class DrainSettings:
     inflight_poll_s: float = 0.1
     signal_reserve_s: float = 3.0
     """Time kept back from the in-flight wait for signalling the workload and completing the hook."""
+    action_floor_s: float = 2.0
+    """Steps that act (readiness off, leaving a balancer, signalling, completing the hook) always get at
+    least this long, even when a notice came late or its deadline has passed: only waits are cut short."""
     dry_run: bool = False
 
 
@@ -151,9 +154,10 @@ class Drainer:
             async def readiness() -> None:
                 self._readiness_off()
 
-            await self._step(report, "readiness_off", readiness, b.left(self._clock()))
+            floor = self.s.action_floor_s
+            await self._step(report, "readiness_off", readiness, max(b.left(self._clock()), floor))
             for rot in self._rotations:
-                await self._step(report, f"leave_{rot.name}", rot.leave, b.left(self._clock(), b.inflight_until))
+                await self._step(report, f"leave_{rot.name}", rot.leave, max(b.left(self._clock()), floor))
             report.out_of_rotation_at = self._clock()
             if self.s.grace_s:
                 grace = min(self.s.grace_s, b.left(self._clock(), b.inflight_until))
@@ -168,14 +172,21 @@ class Drainer:
                 )
                 if report.inflight_left:
                     log.warning("drain budget spent with %d requests in flight", report.inflight_left)
-            await self._step(report, f"stop_workload_{self._workload.name}", self._workload.stop, b.left(self._clock()))
+            await self._step(
+                report, f"stop_workload_{self._workload.name}", self._workload.stop, max(b.left(self._clock()), floor)
+            )
         finally:
             if hb is not None:
                 hb.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hb
         if self._lifecycle is not None:
-            await self._step(report, "complete_lifecycle", self._lifecycle.complete, max(b.left(self._clock()), 2.0))
+            await self._step(
+                report,
+                "complete_lifecycle",
+                self._lifecycle.complete,
+                max(b.left(self._clock()), self.s.action_floor_s),
+            )
         report.finished_at = self._clock()
         log.warning("drain finished in %.2fs (ok=%s)", report.finished_at - b.started, report.ok)
         return report

@@ -101,7 +101,7 @@ BAD: list[tuple[str, Mut, str, str]] = [
         "bad cron",
         _set("scaling.schedules.0.cron", "every day"),
         "fleets[0].scaling.schedules[0].cron",
-        "does not match",
+        "must have 5 fields",
     ),
     (
         "schedule above capacity",
