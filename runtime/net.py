@@ -3,8 +3,9 @@
 aiohttp alone holds a connection that never finishes its request headers for as long as the
 client likes, accepts connections until the process runs out of descriptors, and logs a malformed
 request's raw header line (a bearer token included). `serve` adds what a node's servers need:
-- a cap on open connections (beyond it a new connection is closed at once, so the agent's
-  readiness and drain keep their descriptors);
+- a cap on open connections, so the agent's readiness and drain keep their descriptors; over it
+  the stalest idle connection makes room (a flood of idle connections cannot lock out the load
+  balancer's probe);
 - a header deadline: a connection that has not sent a whole request within `header_timeout_s` of
   connecting is closed; afterwards aiohttp's keep-alive timeout closes idle or trickling ones;
 - an error log that never carries request content (only the peer and the HTTP status).
@@ -58,26 +59,69 @@ _server_log = logging.getLogger("spotstack.http.server")
 _server_log.addFilter(_NoRequestContent())
 
 
-def _guard(server: web.Server, limits: Limits, started: weakref.WeakSet[asyncio.BaseTransport]) -> None:
-    """Wrap the server's connection bookkeeping with the cap and the header deadline."""
-    loop = asyncio.get_running_loop()
-    made = server.connection_made
+class _Guard:
+    """Connection bookkeeping for the cap and the header deadline.
 
-    def check(ref: weakref.ReferenceType[asyncio.BaseTransport]) -> None:
+    Over the cap, the connection idle the longest (connected or done with its last request, and not
+    serving one now) is closed to make room, and the new one is refused only when every connection
+    is mid-request. So a flood of idle connections cannot lock out the load balancer's next probe:
+    each new connection pushes out the stalest idle one.
+    """
+
+    def __init__(self, server: web.Server, limits: Limits) -> None:
+        self.server, self.limits = server, limits
+        self.loop = asyncio.get_running_loop()
+        self.idle: dict[asyncio.BaseTransport, None] = {}
+        """Connections not serving a request, stalest first (dicts keep insertion order)."""
+        self.active: set[asyncio.BaseTransport] = set()
+        self.started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.BaseTransport) -> None:
+            made(handler, transport)
+            if len(self.idle) + len(self.active) >= limits.max_connections:
+                victim = next(iter(self.idle), None)
+                if victim is None:
+                    limits.refused["over_limit"] += 1
+                    # Not from inside connection_made: aiohttp's handler must start before it is torn down.
+                    self.loop.call_soon(transport.abort)  # type: ignore[attr-defined]
+                    return
+                limits.refused["over_limit"] += 1
+                self._forget(victim)
+                victim.abort()  # type: ignore[attr-defined]
+            self.idle[transport] = None
+            self.loop.call_later(limits.header_timeout_s, self._check, weakref.ref(transport))
+
+        def connection_lost(handler: Any, exc: BaseException | None) -> None:
+            transport = getattr(handler, "transport", None)
+            if transport is not None:
+                self._forget(transport)
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _forget(self, transport: asyncio.BaseTransport) -> None:
+        self.idle.pop(transport, None)
+        self.active.discard(transport)
+
+    def _check(self, ref: weakref.ReferenceType[asyncio.BaseTransport]) -> None:
         transport = ref()
-        if transport is not None and not transport.is_closing() and transport not in started:
-            limits.refused["header_timeout"] += 1
+        if transport is not None and not transport.is_closing() and transport not in self.started:
+            self.limits.refused["header_timeout"] += 1
+            self._forget(transport)
             transport.abort()  # type: ignore[attr-defined]
 
-    def connection_made(handler: Any, transport: asyncio.BaseTransport) -> None:
-        made(handler, transport)
-        if len(server.connections) > limits.max_connections:
-            limits.refused["over_limit"] += 1
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        loop.call_later(limits.header_timeout_s, check, weakref.ref(transport))
+    def begin(self, transport: asyncio.BaseTransport) -> None:
+        self.started.add(transport)
+        if transport in self.idle:  # an evicted connection stays forgotten
+            del self.idle[transport]
+            self.active.add(transport)
 
-    server.connection_made = connection_made  # type: ignore[method-assign]
+    def end(self, transport: asyncio.BaseTransport) -> None:
+        if transport in self.active:
+            self.active.discard(transport)
+            self.idle[transport] = None
 
 
 async def serve(
@@ -89,17 +133,22 @@ async def serve(
 ) -> tuple[web.AppRunner, int]:
     """Start `app` behind the connection cap and header deadline; returns the runner and the bound port."""
     lim = limits or Limits()
-    started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+    guard: list[_Guard] = []
 
     @web.middleware
-    async def mark_started(
+    async def track(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.transport is not None:
-            started.add(request.transport)
-        return await handler(request)
+        transport = request.transport
+        if transport is None or not guard:
+            return await handler(request)
+        guard[0].begin(transport)
+        try:
+            return await handler(request)
+        finally:
+            guard[0].end(transport)
 
-    app.middlewares.insert(0, mark_started)
+    app.middlewares.insert(0, track)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -111,7 +160,7 @@ async def serve(
     )
     await runner.setup()
     assert runner.server is not None
-    _guard(runner.server, lim, started)
+    guard.append(_Guard(runner.server, lim))
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = port
