@@ -20,6 +20,7 @@ from spotstack.runtime.cache.pull import PullError, pull
 from spotstack.runtime.cache.store import Store
 from spotstack.runtime.net import free_port, serve
 from tests.runtime.cachekit import TOKEN, MiB, digest_tree, do_pull, make_model, peer
+from tests.waits import wait_until
 
 SIZES = {"model-00001.safetensors": 9 * MiB + 123, "model-00002.safetensors": 6 * MiB, "config.json": 700}
 
@@ -46,6 +47,16 @@ async def test_pull_from_two_peers_uses_both_and_no_origin(seeded: tuple[Manifes
     assert digest_tree(tmp / "out") == expected(tmp / "model")
     assert r.progress.from_peers == m.total_bytes and r.progress.from_origin == 0
     assert len(r.progress.by_source) == 2 and min(r.progress.by_source.values()) > 2 * MiB
+
+
+def healthy(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def corrupt(path: Path, size: int) -> None:
@@ -136,14 +147,7 @@ def test_peer_killed_mid_transfer(big_model: tuple[Manifest, Path]) -> None:
     ]
     try:
         for p in ports:
-            for _ in range(100):
-                try:
-                    import urllib.request
-
-                    urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_until(lambda p=p: healthy(p), what=f"the peer on {p}")
         killed = []
 
         def kill_a_when_busy(prog: object) -> None:

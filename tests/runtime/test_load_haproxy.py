@@ -17,6 +17,7 @@ from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.local.haproxy import HAProxy, Server, render_config
 from spotstack.runtime.net import free_port
 from tests.runtime.workload import FakeWorkload
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.haproxy
 
@@ -82,15 +83,16 @@ async def test_preempting_one_of_two_replicas_loses_no_request(tmp_path: Path) -
 
         async with aiohttp.ClientSession() as session:
             workers = [asyncio.create_task(client(session)) for _ in range(8)]
-            await asyncio.sleep(1.0)
+            await wait_for(lambda: ok >= 50, what="traffic through both replicas")
             served_before = replicas[0][0].served
             deadline = replicas[0][1].post_spot_notice(in_s=4)
-            await asyncio.wait_for(agents[0].drained.wait(), 6)
+            await asyncio.wait_for(agents[0].drained.wait(), 60)
             # The cloud reclaims the node at its deadline: its workload, proxy and agent vanish.
             await asyncio.sleep(max(0.0, deadline - time.time()))
             await agents[0].stop()
             await replicas[0][0].stop()
-            await asyncio.sleep(1.0)
+            after = ok
+            await wait_for(lambda: ok >= after + 50, what="traffic after the node is gone")
             stop.set()
             await asyncio.gather(*workers)
 

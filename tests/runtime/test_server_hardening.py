@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,20 +23,7 @@ from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.net import Limits, serve
 from spotstack.runtime.notices.event import InterruptionEvent, Kind
 from tests.runtime.cachekit import TOKEN, MiB, do_pull
-
-
-async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll `cond` until true or the deadline: tests wait for what they assert, never for a fixed time."""
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if not isinstance(got, bool):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+from tests.waits import wait_for
 
 
 async def raw(port: int, data: bytes) -> bytes:

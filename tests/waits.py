@@ -1,0 +1,33 @@
+"""Waiting for a condition with a deadline: tests wait for what they assert, never for a fixed time.
+
+A busy CI machine makes every step slower; a deadline only bounds how long a broken build takes to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+DEFAULT_S = 30.0
+
+
+async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = DEFAULT_S, what: str = "it") -> None:
+    end = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if not isinstance(got, bool):
+            got = await got
+        if got:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = DEFAULT_S, what: str = "it") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
