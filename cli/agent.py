@@ -19,7 +19,7 @@ from rich.table import Table
 
 agent_app = typer.Typer(help="The node agent: preemption notices, drain, peer model cache.", no_args_is_help=True)
 emulator_app = typer.Typer(help="Cloud metadata server emulators, for tests and local fleets.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 cache_app = typer.Typer(
     help="Peer model cache: manifests, serving chunks to peers, pulling models.", no_args_is_help=True
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 STORE = typer.Option(
     "/dev/shm/spotstack", "--store", envvar="SPOTSTACK_CACHE_STORE", help="The node's memory-backed chunk store."

@@ -22,7 +22,7 @@ from rich.table import Table
 local_app = typer.Typer(
     help="A local fleet: HAProxy, nodes with agents, a spot market replayed from a trace.", no_args_is_help=True
 )
-con, err = Console(), Console(stderr=True)
+con, err = Console(), Console(stderr=True, soft_wrap=True)
 STACK = typer.Option("local", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml (a cloud: local fleet).")
 
 

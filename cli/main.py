@@ -3,6 +3,7 @@ agent installed never imports Pulumi, and `spotstack plan` never imports the age
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -39,6 +40,7 @@ def plan(
     no network. Exits 2 with every problem and its config path if the stack config is invalid.
     """
     from spotstack.components.plan import plan_stack
+    from spotstack.components.plan.engine import release_event_loop
     from spotstack.components.plan.render import document, print_plan
     from spotstack.components.plan.stackfile import StackFileError, find_project
     from spotstack.components.validate import SpecError
@@ -49,8 +51,13 @@ def plan(
     except (SpecError, StackFileError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    finally:
+        # At exit, not now: a later plan in the same process (tests) still needs the loop.
+        atexit.unregister(release_event_loop)
+        atexit.register(release_event_loop)
     if as_json:
-        sys.stdout.write(json.dumps(document(stack, result.run, result.costs, result.warnings), indent=2) + "\n")
+        doc = document(stack, result.run, result.costs, result.warnings)
+        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
         print_plan(Console(), stack, result.run, result.costs, result.warnings)
 

@@ -223,3 +223,23 @@ def run_offline(
         for urn, typ, name, parent, custom in monitor.order
     ]
     return PlanRun(resources, collect.messages)
+
+
+def release_event_loop() -> None:
+    """Close the event loop Pulumi's runtime left set for this thread.
+
+    Left to the garbage collector at interpreter exit, its finaliser can run after its self-pipe is
+    gone and print "Exception ignored in BaseEventLoop.__del__ ... Invalid file descriptor: -1".
+    Call once the process is done planning (the CLI registers it with atexit), not between runs.
+    """
+    import asyncio
+    import contextlib
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.suppress(RuntimeError):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop()
+        if not loop.is_running() and not loop.is_closed():
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+    asyncio.set_event_loop(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,10 @@ def _depth(node: yaml.Node, limit: int) -> int:
 
 def load_yaml(text: str, where: Path) -> Any:
     """Parse one YAML document strictly: no duplicate keys, no absurd nesting; StackFileError otherwise."""
+    stream = io.StringIO(text)
+    stream.name = str(where)  # YAML's error marks then name the file, not "<unicode string>"
     try:
-        loader = _StrictLoader(text)
+        loader = _StrictLoader(stream)
         try:
             node = loader.get_single_node()
             if node is None:
