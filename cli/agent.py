@@ -59,7 +59,9 @@ def run(
         envvar="SPOTSTACK_AGENT_DRY_RUN",
         help="Log every mutating step (readiness, deregister, signal, lifecycle) instead.",
     ),
-    log_level: str = typer.Option("info", "--log-level", envvar="SPOTSTACK_AGENT_LOG_LEVEL"),
+    log_level: str = typer.Option(
+        "info", "--log-level", envvar="SPOTSTACK_AGENT_LOG_LEVEL", help="debug, info, warning or error."
+    ),
 ) -> None:
     """Watch this node's preemption notices and drain it before it dies."""
     from pydantic import ValidationError
@@ -75,6 +77,10 @@ def run(
         raise typer.Exit(2) from None
     if dry_run:
         cfg = cfg.model_copy(update={"dry_run": True})
+    from spotstack.runtime.net import raise_fd_limit
+
+    # systemd's default soft limit (1024) is what a connection flood or a many-file model runs into.
+    logging.getLogger("spotstack.agent").info("open-file limit: %d", raise_fd_limit())
     asyncio.run(Agent(cfg).run_until_signalled())
 
 

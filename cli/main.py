@@ -21,8 +21,44 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)
 
 
+# Which extra brings which import: a node installs `spotstack[agent]` alone, a deployer `spotstack[aws]`.
+EXTRAS = {
+    "aiohttp": "agent",
+    "prometheus_client": "agent",
+    "xxhash": "agent",
+    "fsspec": "agent",
+    "s3fs": "agent",
+    "boto3": "agent",
+    "botocore": "agent",
+    "pulumi": "aws",
+    "pulumi_random": "aws",
+    "pulumi_aws": "aws",
+    "pulumi_gcp": "gcp",
+    "pulumi_alicloud": "alicloud",
+    "numpy": "local",
+    "tokenizers": "local",
+    "safetensors": "local",
+    "moto": "dev",
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"spotstack {version('spotstack')}")
+        except PackageNotFoundError:
+            print("spotstack (not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Deploy spot GPU fleets (plan), and run the node agent and peer model cache on each node."""
 
 
@@ -78,7 +114,20 @@ _register_node_commands()
 
 
 def main() -> None:
-    app()
+    """The console script: `app` with a word instead of a traceback when an extra is missing."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        if extra is None:
+            raise
+        err.print(
+            f'error: this command needs {top}, which comes with the `{extra}` extra: pip install "spotstack[{extra}]"',
+            highlight=False,
+            markup=False,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

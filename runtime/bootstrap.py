@@ -77,6 +77,25 @@ class Secret:
     """Shell command printing the secret on stdout, e.g. reading a cloud secret store."""
 
 
+SECRET_TRIES = 60
+"""A secret fetch is retried with growing pauses (up to 10 s) for about 8 minutes: the node's permission
+may reach the cloud's IAM after the node boots (eventual consistency, or a policy created after the group)."""
+
+
+def fetch_secret(s: Secret) -> str:
+    """Shell that fetches a secret into its file atomically, retrying in the background.
+
+    It runs detached so boot goes on; the agent waits for the file and stays unready until it is there.
+    """
+    path = shlex.quote(s.path)
+    loop = (
+        f"i=0; while [ $i -lt {SECRET_TRIES} ]; do i=$((i+1)); "
+        f"if ({s.command}) > {path}.tmp 2>/dev/null && [ -s {path}.tmp ]; then mv {path}.tmp {path}; exit 0; fi; "
+        f'sleep $(( i < 10 ? i : 10 )); done; echo "spotstack: could not fetch {s.path}" >&2; exit 1'
+    )
+    return f"umask 077; nohup sh -c {shlex.quote(loop)} >{shlex.quote(s.path + '.log')} 2>&1 &"
+
+
 def render_cloud_init(
     config: AgentConfig, workload: Workload, package: str = "spotstack[agent]", secrets: tuple[Secret, ...] = ()
 ) -> str:
@@ -88,16 +107,8 @@ def render_cloud_init(
             {"path": f"/etc/systemd/system/{WORKLOAD_UNIT}", "content": workload_unit(workload)},
         ],
         "runcmd": [
-            ["mkdir", "-p", "/var/lib/spotstack", "/run/spotstack"],
-            *(
-                [
-                    "sh",
-                    "-c",
-                    f"umask 077 && {s.command} > {shlex.quote(s.path)}.tmp && mv {shlex.quote(s.path)}.tmp "
-                    f"{shlex.quote(s.path)}",
-                ]
-                for s in secrets
-            ),
+            ["mkdir", "-p", "/var/lib/spotstack", "/etc/spotstack"],
+            *(["sh", "-c", fetch_secret(s)] for s in secrets),
             ["python3", "-m", "venv", VENV],
             [f"{VENV}/bin/pip", "install", "--quiet", package],
             ["systemctl", "daemon-reload"],

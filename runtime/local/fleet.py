@@ -40,9 +40,12 @@ from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan
+from spotstack.runtime.local.reaper import Ledger, die_with_parent
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
+SNAPSHOT_EVENTS = 30
+"""A snapshot carries the latest events only (it is polled often); the count of older ones says so."""
 
 
 @dataclass
@@ -98,6 +101,8 @@ class LocalFleet:
         self._retired: list[Node] = []
         self._prev_tick = 0.0
         self._filled: set[str] = set()
+        self.ledger = Ledger(workdir)
+        """Every child process, so `local down` can reap them after a crash."""
         self.market_live = False
         """The market plays from the moment the fleet first has its desired replicas READY."""
 
@@ -108,9 +113,13 @@ class LocalFleet:
         (self.workdir / "token").write_text(secrets.token_urlsafe(32))
         (self.workdir / "peers").write_text("")
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
+        for p in self._procs:
+            self.ledger.record(p.pid, "object store")
         self.lb_port = free_port()
         self._haproxy = HAProxy(self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots])
         await self._haproxy.start()
+        if self._haproxy.pid is not None:
+            self.ledger.record(self._haproxy.pid, "haproxy")
         self._task = asyncio.create_task(self._loop())
 
     # -- nodes -------------------------------------------------------------------------------
@@ -162,7 +171,9 @@ class LocalFleet:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a node dies with its supervisor, even a SIGKILLed one
         )
+        self.ledger.record(proc.pid, f"node {name}", group=True)
         node = Node(name, launch.role, launch.type, slot, ports, proc, time.time())
         self.nodes[name] = node
         if launch.role == "fallback":
@@ -238,6 +249,7 @@ class LocalFleet:
             with contextlib.suppress(OSError):
                 await self._haproxy.empty(node.slot)
         node.ended_at = time.time()
+        self._filled.discard(node.slot)  # the slot is free again: a node launched into it must be filled anew
         self._retired.append(self.nodes.pop(node.name))
         shutil.rmtree(self._shm / node.name, ignore_errors=True)
 
@@ -359,7 +371,8 @@ class LocalFleet:
             "cost_usd": round(spent, 6),
             "cost_all_on_demand_usd": round(all_od, 6),
             "spot_obtainable": {t: self.market.obtainable(t, time.time()) for t in self.plan.spot_types},
-            "events": self.events[-30:],
+            "events": self.events[-SNAPSHOT_EVENTS:],
+            "events_not_shown": max(0, len(self.events) - SNAPSHOT_EVENTS),
         }
 
     async def wait_ready(self, count: int, timeout_s: float = 120) -> None:
@@ -385,3 +398,4 @@ class LocalFleet:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
         shutil.rmtree(self._shm, ignore_errors=True)
+        self.ledger.reap()  # anything that did not stop when asked

@@ -8,11 +8,14 @@ Retries with redispatch cover a replica that dies without notice (idempotent req
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from spotstack.runtime.drain.haproxy import runtime_command
+from spotstack.runtime.local.reaper import die_with_parent
 
 BACKEND = "replicas"
 
@@ -76,12 +79,24 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+MAX_SOCKET_PATH = 90
+"""HAProxy refuses a runtime socket path longer than 97 bytes (sun_path); deep project folders exceed it."""
+
+
+def _socket_path(workdir: Path) -> Path:
+    path = workdir / "haproxy.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"spotstack-{digest}" / "haproxy.sock"
+
+
 class HAProxy:
     def __init__(self, workdir: Path, listen_port: int, servers: list[Server]) -> None:
         self.workdir = workdir
         self.listen_port = listen_port
         self.servers = servers
-        self.socket = workdir / "haproxy.sock"
+        self.socket = _socket_path(workdir)
         self.config_path = workdir / "haproxy.cfg"
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -98,10 +113,10 @@ class HAProxy:
         binary = self.binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.listen_port, self.socket, self.servers))
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
         check = await asyncio.create_subprocess_exec(
             binary,
             "-c",
-            "-q",
             "-f",
             str(self.config_path),
             stdout=asyncio.subprocess.PIPE,
@@ -109,7 +124,8 @@ class HAProxy:
         )
         _, check_err = await check.communicate()
         if check.returncode != 0:
-            raise RuntimeError(f"haproxy rejected {self.config_path}: {check_err.decode().strip()}")
+            alerts = [ln for ln in check_err.decode().splitlines() if "ALERT" in ln]
+            raise RuntimeError(f"haproxy rejected {self.config_path}: {' / '.join(alerts) or 'no reason given'}")
         self._proc = await asyncio.create_subprocess_exec(
             binary,
             "-db",
@@ -117,6 +133,7 @@ class HAProxy:
             str(self.config_path),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         for _ in range(100):
             if self.socket.exists():
@@ -130,6 +147,10 @@ class HAProxy:
                 raise RuntimeError(f"haproxy exited: {err.decode().strip()}")
             await asyncio.sleep(0.05)
         raise RuntimeError("haproxy did not open its runtime socket within 5 s")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     async def server_states(self) -> dict[str, str]:
         """Server name -> operational/admin state, from `show servers state`."""

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from spotstack.runtime.local.reaper import die_with_parent
 from spotstack.runtime.net import free_port
 
 BUCKET = "spotstack-local"
@@ -37,10 +37,13 @@ def start_object_store(given: Path | None, procs: list[subprocess.Popen[bytes]])
     Returns the model's URL and the environment nodes need to reach the store. Blocking: run it in a thread.
     """
     port = free_port()
-    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    # This interpreter's moto, not whatever `moto_server` is first on PATH (another version, another venv).
     procs.append(
         subprocess.Popen(
-            [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
     )
     url = f"http://127.0.0.1:{port}"

@@ -84,3 +84,24 @@ def test_cloud_init_writes_config_and_starts_both_units() -> None:
         "spotstack-workload.service",
     ]
     assert ["/opt/spotstack/bin/pip", "install", "--quiet", "spotstack[agent]"] in doc["runcmd"]
+
+
+def test_a_secret_fetch_retries_until_the_permission_arrives(tmp_path: Path) -> None:
+    """The boot's secret fetch, run as cloud-init runs it: it fails while the node lacks the permission,
+    then lands the secret atomically (never a partial file) and boot was never held up."""
+    import subprocess
+
+    from spotstack.runtime.bootstrap import Secret, fetch_secret
+    from tests.waits import wait_until
+
+    calls, target = tmp_path / "calls", tmp_path / "cache-token"
+    # Denied twice (as an IAM policy not yet in force), then the value.
+    command = (
+        f"echo x >> {calls}; [ $(wc -l < {calls}) -ge 3 ] || {{ echo AccessDenied >&2; exit 1; }}; echo s3cret-token"
+    )
+    subprocess.run(["sh", "-c", fetch_secret(Secret(str(target), command))], check=True, timeout=30)
+    assert not target.exists()  # detached: boot went on while the fetch waits for its permission
+    wait_until(lambda: target.exists(), what="the secret after two denials")
+    assert target.read_text().strip() == "s3cret-token"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert len(calls.read_text().splitlines()) == 3

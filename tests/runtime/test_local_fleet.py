@@ -16,11 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 def our_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [
-        a
-        for a in out
-        if "spotstack.runtime.local.node" in a or "moto_server" in a or ("haproxy" in a and ".spotstack/local" in a)
-    ]
+    marks = ("spotstack.runtime.local.node", "moto.server", "moto_server")
+    return [a for a in out if any(m in a for m in marks) or ("haproxy" in a and ".spotstack/local" in a)]
 
 
 def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
