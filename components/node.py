@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import Secret, Workload, render_cloud_init
+from spotstack.runtime.bootstrap import VENV, Workload, render_cloud_init
+from spotstack.runtime.bootstrap import Secret as Secret
 from spotstack.runtime.config import AGENT_PORT as AGENT_PORT
 from spotstack.runtime.config import (
     AgentConfig,
@@ -74,3 +75,24 @@ def cloud_init(
 ) -> str:
     workload = Workload(image=image_url, port=fleet.service.port, login=login)
     return render_cloud_init(cfg, workload, secrets=secrets)
+
+
+def secret_id(fleet: FleetSpec, what: str) -> str:
+    """A name unique per project, stack and fleet (a fixed name collides across stacks in one account)."""
+    import re
+
+    import pulumi
+
+    raw = f"spotstack-{pulumi.get_project()}-{pulumi.get_stack()}-{fleet.name}-{what}"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:200]
+
+
+def fetch_secret_command(cloud: Cloud, name: str, region: str | None = None) -> str:
+    """The boot's command that prints a secret with the node's identity (the agent's own fetcher, so it
+    runs once the agent is installed; the boot's retry loop covers the time before)."""
+    import shlex
+
+    cmd = [f"{VENV}/bin/spotstack", "agent", "fetch-secret", "--cloud", cloud, "--name", name]
+    if region:
+        cmd += ["--region", region]
+    return shlex.join(cmd)

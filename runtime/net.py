@@ -71,24 +71,24 @@ class _Guard:
     def __init__(self, server: web.Server, limits: Limits) -> None:
         self.server, self.limits = server, limits
         self.loop = asyncio.get_running_loop()
-        self.idle: dict[asyncio.BaseTransport, None] = {}
+        self.idle: dict[asyncio.Transport, None] = {}
         """Connections not serving a request, stalest first (dicts keep insertion order)."""
-        self.active: set[asyncio.BaseTransport] = set()
-        self.started: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self.active: set[asyncio.Transport] = set()
+        self.started: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
         made, lost = server.connection_made, server.connection_lost
 
-        def connection_made(handler: Any, transport: asyncio.BaseTransport) -> None:
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
             if len(self.idle) + len(self.active) >= limits.max_connections:
                 victim = next(iter(self.idle), None)
                 if victim is None:
                     limits.refused["over_limit"] += 1
                     # Not from inside connection_made: aiohttp's handler must start before it is torn down.
-                    self.loop.call_soon(transport.abort)  # type: ignore[attr-defined]
+                    self.loop.call_soon(transport.abort)
                     return
                 limits.refused["over_limit"] += 1
                 self._forget(victim)
-                victim.abort()  # type: ignore[attr-defined]
+                victim.abort()
             self.idle[transport] = None
             self.loop.call_later(limits.header_timeout_s, self._check, weakref.ref(transport))
 
@@ -99,26 +99,26 @@ class _Guard:
             lost(handler, exc)
 
         server.connection_made = connection_made  # type: ignore[method-assign]
-        server.connection_lost = connection_lost  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
 
-    def _forget(self, transport: asyncio.BaseTransport) -> None:
+    def _forget(self, transport: asyncio.Transport) -> None:
         self.idle.pop(transport, None)
         self.active.discard(transport)
 
-    def _check(self, ref: weakref.ReferenceType[asyncio.BaseTransport]) -> None:
+    def _check(self, ref: weakref.ReferenceType[asyncio.Transport]) -> None:
         transport = ref()
         if transport is not None and not transport.is_closing() and transport not in self.started:
             self.limits.refused["header_timeout"] += 1
             self._forget(transport)
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()
 
-    def begin(self, transport: asyncio.BaseTransport) -> None:
+    def begin(self, transport: asyncio.Transport) -> None:
         self.started.add(transport)
         if transport in self.idle:  # an evicted connection stays forgotten
             del self.idle[transport]
             self.active.add(transport)
 
-    def end(self, transport: asyncio.BaseTransport) -> None:
+    def end(self, transport: asyncio.Transport) -> None:
         if transport in self.active:
             self.active.discard(transport)
             self.idle[transport] = None

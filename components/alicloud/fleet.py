@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_alicloud as ali
+import pulumi_random as random
 
 from spotstack.components import node, tokens
 from spotstack.components.alicloud import mapping
@@ -165,13 +166,33 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
         mc = spec.model_cache
+        # The peer-cache token: an OOS secret parameter (KMS-encrypted) only this fleet's role may read;
+        # the node fetches it at boot with the role's STS credentials, so it never enters user data.
+        token_param: str | None = None
+        if mc is not None:
+            token = random.RandomPassword(f"{name}-cache-token", length=48, special=False, opts=child)
+            token_param = node.secret_id(spec, "cache-token")
+            ali.oos.SecretParameter(
+                f"{name}-cache-token",
+                secret_parameter_name=token_param,
+                value=token.result,
+                type="Secret",
+                description=f"spotstack {name}: peer-cache token",
+                opts=child,
+            )
         policy = ali.ram.Policy(
             f"{name}-node-policy",
             policy_name=f"{name}-node",
             policy_document=pulumi.Output.all(group.id, lb.id).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
-                        spec.region, a[0], a[1], mc.bucket if mc else None, mc.prefix if mc else "", args.repository
+                        spec.region,
+                        a[0],
+                        a[1],
+                        mc.bucket if mc else None,
+                        mc.prefix if mc else "",
+                        args.repository,
+                        token_param,
                     )
                 )
             ),
@@ -187,8 +208,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         cfg = node.agent_config(spec, "alicloud", model_scheme="oss", discovery="static")
+        secrets = (
+            (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("alicloud", token_param, spec.region)),)
+            if token_param
+            else ()
+        )
         user_data = pulumi.Output.from_input(image).apply(
-            lambda img: base64.b64encode(node.cloud_init(cfg, spec, img, []).encode()).decode()
+            lambda img: base64.b64encode(node.cloud_init(cfg, spec, img, [], secrets).encode()).decode()
         )
         ESS.ScalingConfiguration(
             f"{name}-config",
@@ -232,7 +258,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _scaling(name: str, spec: FleetSpec, group: ESS.ScalingGroup, child: pulumi.ResourceOptions) -> None:
+    def _scaling(name: str, spec: FleetSpec, group: ali.ess.ScalingGroup, child: pulumi.ResourceOptions) -> None:
         sc = spec.scaling
         if sc.target_qps_per_replica is not None:
             ESS.ScalingRule(

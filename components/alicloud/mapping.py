@@ -90,7 +90,13 @@ def lifecycle_heartbeat_s(drain_timeout: int) -> int:
 
 
 def node_policy(
-    region: str, group_id: str, lb_id: str, bucket: str | None, prefix: str, repo: str | None
+    region: str,
+    group_id: str,
+    lb_id: str,
+    bucket: str | None,
+    prefix: str,
+    repo: str | None,
+    token_parameter: str | None = None,
 ) -> dict[str, Any]:
     """The node role: finish its own group's lifecycle actions, leave its own load balancer, read its
     model prefix, pull its image. Describe calls have no resource-level scoping."""
@@ -125,4 +131,14 @@ def node_policy(
                 "Resource": [f"acs:cr:{region}:*:repository/{repo}"],
             }
         )
+    if token_parameter is not None:
+        # GetSecretParameter with decryption also needs kms:Decrypt on the key OOS encrypts with.
+        st.append(
+            {
+                "Effect": "Allow",
+                "Action": ["oos:GetSecretParameter"],
+                "Resource": [f"acs:oos:{region}:*:secretparameter/{token_parameter}"],
+            }
+        )
+        st.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]})
     return {"Version": "1", "Statement": st}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from spotstack.components import node, tokens
 from spotstack.components.component import fleet_options, report
@@ -111,16 +112,48 @@ class GcpGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The peer-cache token: in Secret Manager, readable by this fleet's service account alone; the
+        # node fetches it at boot with its own identity, so it never enters the instance metadata.
+        token_secret: pulumi.Output[str] | None = None
+        if mc is not None:
+            token = random.RandomPassword(f"{name}-cache-token", length=48, special=False, opts=child)
+            secret = gcp.secretmanager.Secret(
+                f"{name}-cache-token",
+                secret_id=node.secret_id(spec, "cache-token"),
+                replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+                labels={"spotstack-fleet": name},
+                opts=child,
+            )
+            gcp.secretmanager.SecretVersion(
+                f"{name}-cache-token-v1", secret=secret.id, secret_data=token.result, opts=child
+            )
+            gcp.secretmanager.SecretIamMember(
+                f"{name}-read-cache-token",
+                secret_id=secret.secret_id,
+                project=secret.project,
+                role="roles/secretmanager.secretAccessor",
+                member=member,
+                opts=child,
+            )
+            token_secret = secret.name
+
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="static")
-        metadata = pulumi.Output.from_input(image).apply(
-            lambda img: {
-                "user-data": node.cloud_init(cfg, spec, img, mapping.docker_login(img)),
+
+        def boot(img: str, secret_name: str | None) -> dict[str, str]:
+            secrets = (
+                (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("gcp", secret_name)),)
+                if secret_name
+                else ()
+            )
+            return {
+                "user-data": node.cloud_init(cfg, spec, img, mapping.docker_login(img), secrets),
                 "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
             }
-        )
 
-        def template(kind: str, machine_type: str, spot: bool) -> C.InstanceTemplate:
+        metadata = pulumi.Output.all(image, token_secret).apply(lambda a: boot(a[0], a[1]))
+
+        def template(kind: str, machine_type: str, spot: bool) -> gcp.compute.InstanceTemplate:
             acc = mapping.accelerator(machine_type)
             return C.InstanceTemplate(
                 f"{name}-{kind}-tpl",
@@ -151,8 +184,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
             )
 
         def group(
-            kind: str, tpl: C.InstanceTemplate, types: list[str], size: int, managed: bool
-        ) -> C.RegionInstanceGroupManager:
+            kind: str, tpl: gcp.compute.InstanceTemplate, types: list[str], size: int, managed: bool
+        ) -> gcp.compute.RegionInstanceGroupManager:
             extra = pulumi.ResourceOptions(ignore_changes=["targetSize"]) if managed else pulumi.ResourceOptions()
             return C.RegionInstanceGroupManager(
                 f"{name}-{kind}-mig",
@@ -183,7 +216,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(child, extra),
             )
 
-        backends: list[C.RegionInstanceGroupManager] = []
+        backends: list[gcp.compute.RegionInstanceGroupManager] = []
         od_tpl = template("ondemand", g.on_demand_types[0], spot=False)
         if g.base:
             backends.append(group("base", od_tpl, g.on_demand_types, g.base, managed=False))
@@ -241,7 +274,11 @@ class GcpGpuFleet(pulumi.ComponentResource):
 
     @staticmethod
     def _autoscaler(
-        name: str, spec: FleetSpec, g: mapping.Groups, mig: C.RegionInstanceGroupManager, child: pulumi.ResourceOptions
+        name: str,
+        spec: FleetSpec,
+        g: mapping.Groups,
+        mig: gcp.compute.RegionInstanceGroupManager,
+        child: pulumi.ResourceOptions,
     ) -> None:
         sc = spec.scaling
         C.RegionAutoscaler(

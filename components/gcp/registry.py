@@ -21,7 +21,7 @@ class GcpImageRegistryArgs(TypedDict, total=False):
 
 
 class GcpImageRegistry(pulumi.ComponentResource):
-    repository: AR.Repository
+    repository: gcp.artifactregistry.Repository
     image_prefix: pulumi.Output[str]
 
     def __init__(self, name: str, args: GcpImageRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:

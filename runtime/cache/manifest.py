@@ -72,10 +72,10 @@ class FileEntry(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1] = MANIFEST_VERSION
+    version: Literal[1] = 1
     """Format version; a reader refuses versions it does not know rather than guess."""
     chunk_size: int = Field(ge=1 << 20, le=64 << 20)
-    chunk_hash: Literal["xxh3_128"] = CHUNK_HASH
+    chunk_hash: Literal["xxh3_128"] = "xxh3_128"
     files: list[FileEntry] = Field(max_length=1_000_000)
 
     @model_validator(mode="after")

@@ -20,12 +20,12 @@ class ChunkFailed(Exception):
 
 def parse_peer(base: str) -> tuple[str, int]:
     """`host:port` (or http://host:port) -> (host, port); ValueError naming the entry when it is not one."""
+    u = urllib.parse.urlsplit(base.strip() if "://" in base else f"http://{base.strip()}")
     try:
-        u = urllib.parse.urlsplit(base.strip() if "://" in base else f"http://{base.strip()}")
         port = u.port
     except ValueError:
-        port, u = None, None  # type: ignore[assignment]
-    if u is None or not u.hostname or port is None or not 0 < port < 65536 or u.scheme != "http":
+        port = None
+    if not u.hostname or port is None or not 0 < port < 65536 or u.scheme != "http":
         raise ValueError(f"peer {base!r} is not host:port")
     return u.hostname, port
 

@@ -181,6 +181,8 @@ def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
                     or "loadbalancer/applicationloadbalancer-llm-clb" in res
                     or res.startswith("acs:oss:*:*:acme-models")
                     or "repository/" in res
+                    or res.endswith("secretparameter/spotstack-spotstack-test-llm-cache-token")
+                    or res == "acs:kms:us-west-1:*:key/*"
                 ), res
     oss = next(s for s in doc["Statement"] if s["Action"] == ["oss:GetObject"])
     assert oss["Resource"] == ["acs:oss:*:*:acme-models/llama/*"]
@@ -286,3 +288,41 @@ def test_example_stacks_plan_with_costs(stack: str) -> None:
     result = plan_stack(ROOT, stack)
     (cost,) = result.costs
     assert 0 < cost.all_spot <= cost.expected <= cost.all_on_demand
+
+
+def plain(value: Any) -> str:
+    """A secret output as the mock engine records it ({sig, value}) or a plain string."""
+    return str(value.get("value", value) if isinstance(value, dict) else value)
+
+
+def boot_doc(user_data: str) -> dict[str, Any]:
+    import base64
+
+    text = user_data if user_data.startswith("#cloud-config") else base64.b64decode(user_data).decode()
+    return dict(yaml.safe_load(text))
+
+
+def test_gcp_cache_token_is_a_secret_only_the_node_reads(gcp: PlanRun) -> None:
+    """Hardening item 5: GCP nodes get their peer-cache token (they had none, so the cache was off)."""
+    secret = one(gcp, "gcp:secretmanager/secret:Secret", "llm-cache-token")
+    assert secret["secretId"] == "spotstack-spotstack-test-llm-cache-token"  # project, stack, fleet: no collisions
+    version = one(gcp, "gcp:secretmanager/secretVersion:SecretVersion", "llm-cache-token-v1")
+    assert version["secretData"]  # the generated token
+    grant = one(gcp, "gcp:secretmanager/secretIamMember:SecretIamMember", "llm-read-cache-token")
+    assert grant["role"] == "roles/secretmanager.secretAccessor" and grant["member"].startswith("serviceAccount:")
+    md = one(gcp, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")["metadata"]
+    assert plain(version["secretData"]) not in md["user-data"]  # never in instance metadata
+    fetch = [c for c in boot_doc(md["user-data"])["runcmd"] if "fetch-secret" in " ".join(c)]
+    assert len(fetch) == 1 and "--cloud gcp" in fetch[0][2] and "/etc/spotstack/cache-token" in fetch[0][2]
+
+
+def test_alicloud_cache_token_is_an_oos_secret_parameter(ali: PlanRun) -> None:
+    param = one(ali, "alicloud:oos/secretParameter:SecretParameter", "llm-cache-token")
+    assert param["type"] == "Secret" and param["secretParameterName"] == "spotstack-spotstack-test-llm-cache-token"
+    doc = json.loads(one(ali, "alicloud:ram/policy:Policy", "llm-node-policy")["policyDocument"])
+    read = next(s for s in doc["Statement"] if s["Action"] == ["oos:GetSecretParameter"])
+    assert read["Resource"] == ["acs:oos:us-west-1:*:secretparameter/spotstack-spotstack-test-llm-cache-token"]
+    ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
+    assert plain(param["value"]) not in repr(boot_doc(ud))
+    fetch = [c for c in boot_doc(ud)["runcmd"] if "fetch-secret" in " ".join(c)]
+    assert len(fetch) == 1 and "--cloud alicloud" in fetch[0][2] and "--region us-west-1" in fetch[0][2]

@@ -1,0 +1,117 @@
+"""Fetching the fleet's peer-cache token at boot from the cloud's secret store, with the node's own identity.
+
+The token never enters user data (anyone who may describe an instance reads that). Each cloud keeps it
+where only the node's identity may read it:
+- AWS: an SSM SecureString parameter (fetched with the AWS CLI the GPU images ship; see components/aws/node.py);
+- GCP: a Secret Manager secret; the node's service account token from the metadata server authorises the
+  `versions/latest:access` call;
+- Alibaba Cloud: an OOS secret parameter (KMS-encrypted); the RAM role's STS credentials from the metadata
+  server sign a `GetSecretParameter` call (RPC signature v1, HMAC-SHA1).
+
+Standard library only: this runs in the boot's background retry loop, possibly before anything else is
+installed. Base URLs are parameters so tests point them at loopback servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+GCP_METADATA = "http://metadata.google.internal"
+GCP_SECRETS_API = "https://secretmanager.googleapis.com"
+ALICLOUD_METADATA = "http://100.100.100.200"
+TIMEOUT_S = 5.0
+
+
+class SecretError(Exception):
+    """The secret could not be read (not yet permitted, not there, or the store did not answer)."""
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
+            return bytes(r.read())
+    except urllib.error.HTTPError as exc:
+        raise SecretError(f"{url.split('?')[0]}: HTTP {exc.code}") from None
+    except OSError as exc:
+        raise SecretError(f"{url.split('?')[0]}: {exc}") from None
+
+
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise SecretError(f"{what}: not JSON") from None
+
+
+def gcp_secret(name: str, metadata_url: str = GCP_METADATA, api_url: str = GCP_SECRETS_API) -> str:
+    """The latest version of a Secret Manager secret (`projects/P/secrets/S`)."""
+    tok = _json(
+        _get(
+            f"{metadata_url}/computeMetadata/v1/instance/service-accounts/default/token",
+            {"Metadata-Flavor": "Google"},
+        ),
+        "metadata token",
+    )
+    body = _json(
+        _get(f"{api_url}/v1/{name}/versions/latest:access", {"Authorization": f"Bearer {tok['access_token']}"}),
+        "secret",
+    )
+    try:
+        return base64.b64decode(body["payload"]["data"]).decode()
+    except (KeyError, TypeError, ValueError):
+        raise SecretError("secret: no payload.data in the answer") from None
+
+
+def percent(s: str) -> str:
+    """Alibaba's RPC encoding: RFC 3986 unreserved characters kept, everything else %XX (space is %20)."""
+    return urllib.parse.quote(s, safe="-_.~")
+
+
+def rpc_signature(method: str, params: dict[str, str], secret: str) -> str:
+    """Alibaba Cloud RPC signature v1: HMAC-SHA1 over METHOD&%2F&encode(sorted, encoded query), keyed secret&."""
+    canonical = "&".join(f"{percent(k)}={percent(v)}" for k, v in sorted(params.items()))
+    to_sign = f"{method}&{percent('/')}&{percent(canonical)}"
+    digest = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def alicloud_oos_secret(
+    name: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
+) -> str:
+    """An OOS secret parameter's decrypted value, read with the instance RAM role's STS credentials."""
+    base = f"{metadata_url}/latest/meta-data/ram/security-credentials/"
+    role = _get(base).decode().strip().splitlines()[0:1]
+    if not role:
+        raise SecretError("no RAM role is attached to this instance")
+    creds = _json(_get(base + role[0]), "RAM role credentials")
+    params = {
+        "Action": "GetSecretParameter",
+        "Name": name,
+        "WithDecryption": "true",
+        "RegionId": region,
+        "Format": "JSON",
+        "Version": "2019-06-01",
+        "AccessKeyId": str(creds["AccessKeyId"]),
+        "SecurityToken": str(creds["SecurityToken"]),
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureVersion": "1.0",
+        "SignatureNonce": uuid.uuid4().hex,
+        "Timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    params["Signature"] = rpc_signature("GET", params, str(creds["AccessKeySecret"]))
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+    url = f"{endpoint or f'https://oos.{region}.aliyuncs.com'}/?{query}"
+    body = _json(_get(url), "OOS answer")
+    try:
+        return str(body["Parameter"]["Value"])
+    except (KeyError, TypeError):
+        raise SecretError(f"OOS answer has no Parameter.Value: {str(body)[:200]}") from None
