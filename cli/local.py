@@ -282,6 +282,8 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
 
         async def preempt(request: web.Request) -> web.Response:
             name = request.match_info["name"]
+            if name in ("spot", "fallback", "base"):  # any READY replica of that role
+                name = next((n.name for n in fleet.nodes.values() if n.role == name and n.state == "ready"), name)
             if name not in fleet.nodes:
                 have = ", ".join(sorted(fleet.nodes)) or "none"
                 return web.json_response({"error": f"no replica named {name!r}; replicas now: {have}"}, status=404)
@@ -418,7 +420,9 @@ def status(
 
 @local_app.command("preempt")
 def preempt(
-    node: str = typer.Argument(..., help="Replica name from `spotstack local status`."),
+    node: str = typer.Argument(
+        ..., help="Replica name from `spotstack local status`, or spot / fallback / base for any READY one."
+    ),
     stack: str = STACK,
     notice: bool = typer.Option(True, "--notice/--no-notice", help="With the cloud's notice, or a kill."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

@@ -95,7 +95,8 @@ def plan(
         doc = document(stack, result.run, result.costs, result.warnings)
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
-        print_plan(Console(), stack, result.run, result.costs, result.warnings)
+        # Piped: no wrapping at 80 columns (a resource name split mid-word is no use to grep).
+        print_plan(Console(soft_wrap=not sys.stdout.isatty()), stack, result.run, result.costs, result.warnings)
 
 
 def _register_node_commands() -> None:

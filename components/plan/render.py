@@ -40,6 +40,22 @@ def _asg(i: dict[str, Any]) -> str:
     )
 
 
+# What a target-tracking policy's target value counts, by its predefined metric.
+METRIC_UNITS = {
+    "ALBRequestCountPerTarget": "requests per target per minute",
+    "ASGAverageCPUUtilization": "% CPU",
+    "ASGAverageNetworkIn": "bytes in per instance",
+    "ASGAverageNetworkOut": "bytes out per instance",
+}
+
+
+def _policy(i: dict[str, Any]) -> str:
+    ttc = i.get("targetTrackingConfiguration") or {}
+    metric = _dig(ttc, "predefinedMetricSpecification", "predefinedMetricType")
+    unit = METRIC_UNITS.get(str(metric), "messages per instance" if ttc.get("customizedMetricSpecification") else "")
+    return f"{i.get('policyType')} target {_dig(ttc, 'targetValue')}{' ' + unit if unit else ''}"
+
+
 SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "aws:autoscaling/group:Group": _asg,
     "aws:ec2/launchTemplate:LaunchTemplate": lambda i: (
@@ -49,9 +65,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
         f"port {_dig(i, 'port')}; health {_dig(i, 'healthCheck', 'path')} on {_dig(i, 'healthCheck', 'port')}; "
         f"deregistration delay {_dig(i, 'deregistrationDelay')}s"
     ),
-    "aws:autoscaling/policy:Policy": lambda i: (
-        f"{i.get('policyType')} target {_dig(i, 'targetTrackingConfiguration', 'targetValue')}"
-    ),
+    "aws:autoscaling/policy:Policy": lambda i: _policy(i),
     "aws:autoscaling/schedule:Schedule": lambda i: (
         f"{i.get('recurrence')} ({i.get('timeZone')}) -> min {_dig(i, 'minSize')} max {_dig(i, 'maxSize')}"
     ),
@@ -89,16 +103,17 @@ def tree(plan: PlanRun, title: str) -> Tree:
 
 def cost_table(costs: list[CostRange]) -> Table:
     t = Table(title="Estimated cost at desired size (USD, catalog on-demand prices; spot at its cap)")
-    for col in ("fleet", "replicas", "all spot /h", "expected mix /h", "all on-demand /h", "expected /month"):
-        t.add_column(col, justify="right" if col != "fleet" else "left")
+    for col in ("fleet", "replicas", "", "all spot", "expected mix", "all on-demand"):
+        t.add_column(col, justify="left" if col in ("fleet", "") else "right")
     for c in costs:
+        t.add_row(c.fleet, str(c.replicas), "/h", f"{c.all_spot:.2f}", f"{c.expected:.2f}", f"{c.all_on_demand:.2f}")
         t.add_row(
-            c.fleet,
-            str(c.replicas),
-            f"{c.all_spot:.2f}",
-            f"{c.expected:.2f}",
-            f"{c.all_on_demand:.2f}",
+            "",
+            "",
+            "/month",
+            f"{c.monthly(c.all_spot):,.0f}",
             f"{c.monthly(c.expected):,.0f}",
+            f"{c.monthly(c.all_on_demand):,.0f}",
         )
     return t
 
@@ -129,7 +144,10 @@ def document(stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[s
 
 
 def print_plan(console: Console, stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[str]) -> None:
-    console.print(tree(plan, f"stack {stack}: {sum(r.custom for r in plan.resources)} resources to create"))
+    custom = sum(r.custom for r in plan.resources)
+    n = len(plan.resources)
+    title = f"stack {stack}: {n} resources ({custom} in the cloud, {n - custom} components)"
+    console.print(tree(plan, title))
     console.print(cost_table(costs))
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

@@ -33,7 +33,16 @@ def test_plan_dev_prints_tree_and_costs() -> None:
     assert out.returncode == 0, out.stderr
     assert "spotstack:index:AwsGpuFleet llm" in out.stdout
     assert "aws:autoscaling/group:Group llm-asg" in out.stdout
-    assert "all on-demand /h" in out.stdout
+    assert "all on-demand" in out.stdout and "/month" in out.stdout
+    assert "requests per target per minute" in out.stdout  # a target says what it counts
+
+
+def test_plan_text_and_json_count_the_same_resources_and_do_not_wrap_when_piped() -> None:
+    env_free = spotstack("plan", "--stack", "dev")
+    doc = json.loads(spotstack("plan", "--stack", "dev", "--json").stdout)
+    assert f"{len(doc['resources'])} resources" in env_free.stdout
+    # Piped output keeps every resource line whole, however long.
+    assert "aws:autoscaling/group:Group llm-fallback-asg" in env_free.stdout
 
 
 def test_plan_json_is_machine_readable() -> None:
