@@ -28,6 +28,15 @@ CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
 FLEET_TAG = "spotstack:fleet"
 
 
+# What a node installs: the agent plus the fsspec backend its cloud's object store needs
+# (gs:// and oss:// model URLs failed with the plain `agent` extra).
+AGENT_PACKAGE: dict[str, str] = {
+    "aws": "spotstack[agent]",
+    "gcp": "spotstack[agent-gcp]",
+    "alicloud": "spotstack[agent-alicloud]",
+}
+
+
 def agent_config(
     fleet: FleetSpec,
     cloud: Cloud,
@@ -74,7 +83,7 @@ def cloud_init(
     cfg: AgentConfig, fleet: FleetSpec, image_url: str, login: list[str], secrets: tuple[Secret, ...] = ()
 ) -> str:
     workload = Workload(image=image_url, port=fleet.service.port, login=login)
-    return render_cloud_init(cfg, workload, secrets=secrets)
+    return render_cloud_init(cfg, workload, package=AGENT_PACKAGE[cfg.cloud], secrets=secrets)
 
 
 def secret_id(fleet: FleetSpec, what: str) -> str:
@@ -85,6 +94,16 @@ def secret_id(fleet: FleetSpec, what: str) -> str:
 
     raw = f"spotstack-{pulumi.get_project()}-{pulumi.get_stack()}-{fleet.name}-{what}"
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:200]
+
+
+def parameter_path(fleet: FleetSpec, what: str) -> str:
+    """A hierarchical name (SSM parameters) scoped like `secret_id`: /spotstack/<project>/<stack>/<fleet>/<what>."""
+    import re
+
+    import pulumi
+
+    parts = [pulumi.get_project(), pulumi.get_stack(), fleet.name, what]
+    return "/spotstack/" + "/".join(re.sub(r"[^A-Za-z0-9_.-]", "-", p) for p in parts)
 
 
 def fetch_secret_command(cloud: Cloud, name: str, region: str | None = None) -> str:

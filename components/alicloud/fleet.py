@@ -272,7 +272,11 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
         # Recurring tasks need a first launch time: tomorrow at midnight UTC when first deployed, then kept.
-        first = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00Z")
+        # ESS requires RecurrenceEndTime with a recurrence, at most 365 days after creation: 364 days
+        # out (a `pulumi up` within the year moves it on; the plan warns that schedules expire).
+        today = dt.datetime.now(dt.timezone.utc)
+        first = (today + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00Z")
+        ends = (today + dt.timedelta(days=364)).strftime("%Y-%m-%dT00:00:00Z")
         for s in sc.schedules:
             ESS.ScheduledTask(
                 f"{name}-schedule-{s.name}",
@@ -283,6 +287,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 desired_capacity=s.desired,
                 recurrence_type="Cron",
                 recurrence_value=s.cron,
+                recurrence_end_time=ends,
                 launch_time=first,
                 task_enabled=True,
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTime"])),

@@ -148,7 +148,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
             token = random.RandomPassword(f"{name}-cache-token", length=48, special=False, opts=child)
             token_param = aws.ssm.Parameter(
                 f"{name}-cache-token",
-                name=f"/spotstack/{name}/cache-token",
+                # Project, stack and fleet: a fixed name collided across stacks in one account.
+                name=node.parameter_path(spec, "cache-token"),
                 type="SecureString",
                 value=token.result,
                 opts=child,
@@ -187,37 +188,55 @@ class AwsGpuFleet(pulumi.ComponentResource):
         main_mix, mix_warnings = mix.main_group_mix(spec)
         self.warnings = report(self, mix_warnings)
         cap = spec.capacity
-        main = self._group(
-            f"{name}-asg", spec, lt, main_mix, cap.min, cap.max, cap.desired_or_min, subnet_ids, tg, tags, child
+        # Group names are known before the groups exist, so the node policy can name them and be in
+        # place before the first node boots (it referenced the groups' ARNs, so Pulumi created it after
+        # the groups, after waiting for their capacity: the first nodes booted without permissions).
+        group_names = {"main": node.secret_id(spec, "asg"), "fallback": node.secret_id(spec, "fallback-asg")}
+        wanted = ["main", "fallback"] if cap.dynamic_on_demand_fallback else ["main"]
+        repo_arn = args.repository_arn
+        mc = spec.model_cache
+        param_arn = token_param.arn if token_param is not None else None
+        group_arns = [iam.group_arn(spec.region, group_names[k]) for k in wanted]
+        policy_doc = pulumi.Output.all(tg.arn, repo_arn, param_arn).apply(
+            lambda a: json.dumps(
+                iam.node_policy(a[0], group_arns, mc.bucket if mc else None, mc.prefix if mc else "", a[1], a[2])
+            )
         )
-        groups = [main]
+        node_policy = aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy_doc, opts=child)
+        before_nodes = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[node_policy]))
+
+        main = self._group(
+            f"{name}-asg",
+            group_names["main"],
+            spec,
+            lt,
+            main_mix,
+            cap.min,
+            cap.max,
+            cap.desired_or_min,
+            subnet_ids,
+            tg,
+            tags,
+            before_nodes,
+        )
         self.fallback_group_name = None
         if cap.dynamic_on_demand_fallback:
             fallback = self._group(
                 f"{name}-fallback-asg",
+                group_names["fallback"],
                 spec,
                 lt,
                 mix.fallback_group_mix(spec),
                 0,
-                cap.max,
+                # It stands in for missing spot replicas only: never more than the spec's spot share.
+                max(1, cap.max - cap.base_on_demand),
                 0,
                 subnet_ids,
                 tg,
                 tags,
-                child,
+                before_nodes,
             )
-            groups.append(fallback)
             self.fallback_group_name = fallback.name
-
-        repo_arn = args.repository_arn
-        mc = spec.model_cache
-        param_arn = token_param.arn if token_param is not None else None
-        policy = pulumi.Output.all(tg.arn, repo_arn, param_arn, *[g.arn for g in groups]).apply(
-            lambda a: json.dumps(
-                iam.node_policy(a[0], a[3:], mc.bucket if mc else None, mc.prefix if mc else "", a[1], a[2])
-            )
-        )
-        aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy, opts=child)
 
         self._scaling(name, spec, main, lb, tg, child)
 
@@ -253,6 +272,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
     @staticmethod
     def _group(
         rname: str,
+        group_name: str,
         spec: FleetSpec,
         lt: aws.ec2.LaunchTemplate,
         m: mix.AsgMix,
@@ -266,13 +286,19 @@ class AwsGpuFleet(pulumi.ComponentResource):
     ) -> aws.autoscaling.Group:
         return ASG.Group(
             rname,
+            name=group_name,
             min_size=min_size,
             max_size=max_size,
             desired_capacity=desired,
             vpc_zone_identifiers=subnet_ids,
             target_group_arns=[tg.arn],
-            health_check_type="ELB",
-            health_check_grace_period=600,  # model download and load before the first ready
+            # Liveness, not readiness: the target group routes on /ready (503 while draining or loading),
+            # and an ELB health check type made the group replace every node that drained or lagged.
+            health_check_type="EC2",
+            health_check_grace_period=600,
+            # pulumi up does not wait for GPU capacity (a spot shortfall must not fail a deployment);
+            # the fleet's readiness is the controller's and the load balancer's business.
+            wait_for_capacity_timeout="0",
             capacity_rebalance=True,
             mixed_instances_policy=ASG.GroupMixedInstancesPolicyArgs(
                 instances_distribution=ASG.GroupMixedInstancesPolicyInstancesDistributionArgs(

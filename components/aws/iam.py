@@ -23,6 +23,11 @@ ASSUME_EC2 = json.dumps(
 )
 
 
+def group_arn(region: str, group_name: str) -> str:
+    """An Auto Scaling group's ARN from its name alone (its UUID is unknown until it exists)."""
+    return f"arn:aws:autoscaling:{region}:*:autoScalingGroup:*:autoScalingGroupName/{group_name}"
+
+
 def node_policy(
     target_group_arn: str,
     group_arns: Sequence[str],

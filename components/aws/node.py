@@ -8,6 +8,8 @@ from spotstack.runtime.bootstrap import Secret
 from spotstack.runtime.config import AgentConfig, LifecycleConfig, LoadBalancerConfig
 
 FLEET_TAG = node.FLEET_TAG
+secret_id = node.secret_id
+parameter_path = node.parameter_path
 AGENT_PORT = node.AGENT_PORT
 CACHE_TOKEN_PATH = node.CACHE_TOKEN_PATH
 # Deep Learning Base AMI (NVIDIA driver, Docker, NVIDIA container toolkit), resolved at launch.

@@ -45,7 +45,17 @@ class GcpGpuFleet(pulumi.ComponentResource):
         super().__init__(tokens.GCP_GPU_FLEET, name, None, opts)
         spec = args.spec
         child, _ = fleet_options(
-            self, spec, "gcp", opts, lambda o: gcp.Provider(f"{name}-gcp", region=spec.region, opts=o)
+            self,
+            spec,
+            "gcp",
+            opts,
+            lambda o: gcp.Provider(
+                # An explicit provider reads no stack config: pass gcp:project on, or the fleet lands elsewhere.
+                f"{name}-gcp",
+                region=spec.region,
+                project=pulumi.Config("gcp").get("project"),
+                opts=o,
+            ),
         )
         self.warnings = report(self, mapping.warnings(spec))
         svc, g = spec.service, mapping.groups(spec)
@@ -137,6 +147,16 @@ class GcpGpuFleet(pulumi.ComponentResource):
             )
             token_secret = secret.name
 
+        live = C.HealthCheck(
+            f"{name}-live",
+            check_interval_sec=10,
+            timeout_sec=5,
+            healthy_threshold=1,
+            unhealthy_threshold=3,
+            http_health_check=C.HealthCheckHttpHealthCheckArgs(port=node.AGENT_PORT, request_path="/healthz"),
+            opts=child,
+        )
+
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="static")
 
@@ -195,9 +215,14 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 versions=[C.RegionInstanceGroupManagerVersionArgs(instance_template=tpl.self_link_unique)],
                 target_size=size,
                 named_ports=[C.RegionInstanceGroupManagerNamedPortArgs(name="http", port=svc.port)],
+                # Auto-healing judges liveness (/healthz): readiness is 503 while draining or loading, and
+                # healing on it recreated every VM that drained or lagged.
                 auto_healing_policies=C.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                    health_check=hc.id, initial_delay_sec=600
+                    health_check=live.id, initial_delay_sec=600
                 ),
+                # BALANCED: spread over the zones but let a zone short of a type take fewer; instance
+                # flexibility is not supported with the default EVEN shape.
+                distribution_policy_target_shape="BALANCED",
                 instance_flexibility_policy=C.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs(
                     instance_selections=[
                         C.RegionInstanceGroupManagerInstanceFlexibilityPolicyInstanceSelectionArgs(

@@ -133,10 +133,10 @@ def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -
     doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
     own = (
         "llm-tg",
-        "autoScalingGroupName/llm-asg",
-        "autoScalingGroupName/llm-fallback-asg",
+        "autoScalingGroupName/spotstack-spotstack-test-llm-asg",
+        "autoScalingGroupName/spotstack-spotstack-test-llm-fallback-asg",
         "arn:aws:s3:::acme-models",
-        ":parameter/spotstack/llm/cache-token",
+        ":parameter/spotstack/spotstack/test/llm/cache-token",
     )
     for st in doc["Statement"]:
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
@@ -184,12 +184,35 @@ def test_model_store_and_registry_from_the_program() -> None:
 
 def test_cache_token_is_a_secure_parameter_fetched_at_boot(plan: PlanRun) -> None:
     param = one(plan, "aws:ssm/parameter:Parameter", "llm-cache-token")
-    assert param["type"] == "SecureString" and param["name"] == "/spotstack/llm/cache-token"
+    assert param["type"] == "SecureString" and param["name"] == "/spotstack/spotstack/test/llm/cache-token"
     assert plan.find("random:index/randomPassword:RandomPassword", "llm-cache-token")
     doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
     read = next(s for s in doc["Statement"] if s["Sid"] == "ReadCacheToken")
-    assert read["Resource"].endswith(":parameter/spotstack/llm/cache-token")
+    assert read["Resource"].endswith(":parameter/spotstack/spotstack/test/llm/cache-token")
     text = base64.b64decode(one(plan, "aws:ec2/launchTemplate:LaunchTemplate", "llm-lt")["userData"]).decode()
     assert "plan-placeholder" not in text  # the token itself never enters user data
     fetch = next(c for c in yaml.safe_load(text)["runcmd"] if "ssm get-parameter" in " ".join(c))
-    assert "/spotstack/llm/cache-token" in fetch[2] and "/etc/spotstack/cache-token" in fetch[2]
+    assert "/spotstack/spotstack/test/llm/cache-token" in fetch[2] and "/etc/spotstack/cache-token" in fetch[2]
+
+
+def test_node_permissions_exist_before_the_first_node_boots(plan: PlanRun) -> None:
+    """Deployability finding 1: the policy named the groups' ARNs, so it was created after the groups
+    (after Pulumi waited for their capacity) and the first nodes booted without permissions."""
+    order = [(r.type, r.name) for r in plan.resources]
+    policy_at = order.index(("aws:iam/rolePolicy:RolePolicy", "llm-node-policy"))
+    groups_at = [i for i, (t, _) in enumerate(order) if t == "aws:autoscaling/group:Group"]
+    assert groups_at and policy_at < min(groups_at)
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    names = {one(plan, "aws:autoscaling/group:Group", n)["name"] for n in ("llm-asg", "llm-fallback-asg")}
+    arns = next(s for s in doc["Statement"] if s["Sid"] == "FinishLifecycleAndResize")["Resource"]
+    assert {a.rsplit("/", 1)[1] for a in arns} == names  # ARNs from names, before the groups exist
+
+
+def test_groups_judge_liveness_route_on_readiness_and_do_not_block_up(plan: PlanRun) -> None:
+    """Findings 2-4: a draining node is not replaced, pulumi up does not wait for GPU capacity, and the
+    fallback group stands in for the spot share only."""
+    for n in ("llm-asg", "llm-fallback-asg"):
+        g = one(plan, "aws:autoscaling/group:Group", n)
+        assert g["healthCheckType"] == "EC2" and g["waitForCapacityTimeout"] == "0"
+    assert one(plan, "aws:lb/targetGroup:TargetGroup", "llm-tg")["healthCheck"]["path"] == "/ready"
+    assert one(plan, "aws:autoscaling/group:Group", "llm-fallback-asg")["maxSize"] == 5  # max 6 - base 1

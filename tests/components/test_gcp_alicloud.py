@@ -326,3 +326,47 @@ def test_alicloud_cache_token_is_an_oos_secret_parameter(ali: PlanRun) -> None:
     assert plain(param["value"]) not in repr(boot_doc(ud))
     fetch = [c for c in boot_doc(ud)["runcmd"] if "fetch-secret" in " ".join(c)]
     assert len(fetch) == 1 and "--cloud alicloud" in fetch[0][2] and "--region us-west-1" in fetch[0][2]
+
+
+def test_gcp_groups_heal_on_liveness_spread_balanced_and_use_the_stack_project(gcp: PlanRun) -> None:
+    """Deployability findings 7, 8 and 11."""
+    live = one(gcp, "gcp:compute/healthCheck:HealthCheck", "llm-live")
+    assert live["httpHealthCheck"]["requestPath"] == "/healthz"
+    ready = one(gcp, "gcp:compute/healthCheck:HealthCheck", "llm-ready")
+    assert ready["httpHealthCheck"]["requestPath"] == "/ready"
+    for kind in ("base", "spot", "fallback"):
+        mig = one(gcp, "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", f"llm-{kind}-mig")
+        assert mig["distributionPolicyTargetShape"] == "BALANCED"
+        assert mig["autoHealingPolicies"]["healthCheck"] == "llm-live-id"  # not the readiness check
+    assert one(gcp, "gcp:compute/backendService:BackendService", "llm-backend")["healthChecks"] == "llm-ready-id"
+
+
+def test_gcp_provider_takes_the_stacks_project() -> None:
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+
+    plan = run_offline(program.run, {"gcp:project": "acme-ml", "spotstack:fleets": [as_cloud("gcp")]}, stack="t")
+    assert one(plan, "pulumi:providers:gcp", "llm-gcp")["project"] == "acme-ml"
+
+
+def test_alicloud_recurring_schedules_carry_their_end_time(ali: PlanRun) -> None:
+    """Finding 14: ESS needs RecurrenceEndTime with a recurrence, at most 365 days out."""
+    import datetime as dt
+
+    task = one(ali, "alicloud:ess/scheduledTask:ScheduledTask", "llm-schedule-day")
+    assert task["recurrenceType"] == "Cron" and task["recurrenceValue"] == "0 8 * * *"
+    ends = dt.datetime.strptime(task["recurrenceEndTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert dt.timedelta(days=300) < ends - dt.datetime.now(dt.timezone.utc) <= dt.timedelta(days=365)
+
+
+def test_nodes_install_their_clouds_object_store_backend(gcp: PlanRun, ali: PlanRun) -> None:
+    """Finding 13: gs:// and oss:// model URLs need gcsfs / ossfs on the node."""
+    md = one(gcp, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")["metadata"]
+    assert any("spotstack[agent-gcp]" in c for c in boot_doc(md["user-data"])["runcmd"])
+    ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
+    assert any("spotstack[agent-alicloud]" in c for c in boot_doc(ud)["runcmd"])
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("gcsfs") for d in extras["agent-gcp"])
+    assert any(d.startswith("ossfs") for d in extras["agent-alicloud"])
