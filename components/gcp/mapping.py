@@ -26,11 +26,31 @@ LB_UTILIZATION = 0.8
 SCHEDULE_WINDOW_S = 12 * 3600
 
 
+# Accelerator-optimized families come with their GPUs attached by the machine type; only general-purpose
+# types (N1 with T4/V100) take guest accelerators on the template.
+AUTO_ATTACHED = ("a2-", "a3-", "a4-", "g2-", "g4-")
+
+
 def accelerator(cloud_type: str) -> tuple[str, int] | None:
+    """The guest accelerator a template must declare for this type (None: none, or attached by the type)."""
+    if cloud_type.startswith(AUTO_ATTACHED):
+        return None
     row = catalog.lookup("gcp", cloud_type)
     if row is None or row.gpu not in ACCELERATORS:
         return None
     return ACCELERATORS[row.gpu], row.gpu_count
+
+
+def same_attachment(types: list[str]) -> tuple[list[str], list[str]]:
+    """Split ranked types into those that can share the first type's template and the rest.
+
+    Instance flexibility overrides only the machine type: a type that needs other guest accelerators
+    than the template declares would boot with the wrong GPUs (or none)."""
+    if not types:
+        return [], []
+    first = accelerator(types[0])
+    kept = [t for t in types if accelerator(t) == first]
+    return kept, [t for t in types if t not in kept]
 
 
 @dataclass(frozen=True)
@@ -50,10 +70,10 @@ def groups(fleet: FleetSpec) -> Groups:
     and (with dynamic fallback) an on-demand MIG at 0 that the controller grows."""
     cap = fleet.capacity
     base = min(cap.base_on_demand, cap.max)
-    spot = [i.type for i in fleet.spot_instances]
+    spot = same_attachment([i.type for i in fleet.spot_instances])[0]
     return Groups(
         spot_types=spot,
-        on_demand_types=[i.type for i in fleet.instances],
+        on_demand_types=same_attachment([i.type for i in fleet.instances])[0],
         base=base,
         spot_min=max(0, cap.min - base),
         spot_max=max(0, cap.max - base),
@@ -69,6 +89,16 @@ def max_rate_per_instance(qps: float) -> float:
 def warnings(fleet: FleetSpec) -> list[str]:
     """Spec fields GCP cannot honour as written: reported, never dropped silently."""
     out: list[str] = []
+    for what, types in (
+        ("spot", [i.type for i in fleet.spot_instances]),
+        ("on-demand", [i.type for i in fleet.instances]),
+    ):
+        kept, left = same_attachment(types)
+        if left:
+            out.append(
+                f"GCP ranks types in one {what} group only when they attach the same GPUs: {left} need other guest "
+                f"accelerators than {kept[0]} and are left out of it"
+            )
     capped = [
         i.type for i in fleet.spot_instances if i.spot and (i.spot.bid is not None or i.spot.max_price is not None)
     ]

@@ -61,7 +61,7 @@ def test_gcp_spot_template_and_ranked_types(gcp: PlanRun) -> None:
     s = tpl["scheduling"]
     assert (s["provisioningModel"], s["preemptible"], s["automaticRestart"]) == ("SPOT", True, False)
     assert s["instanceTerminationAction"] == "DELETE" and s["onHostMaintenance"] == "TERMINATE"
-    assert tpl["guestAccelerators"] == [{"type": "nvidia-l4", "count": 1}]
+    assert not tpl.get("guestAccelerators")  # g2 types come with their L4 attached (GCE docs: About GPUs)
     mig = one(gcp, "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", "llm-spot-mig")
     sel = mig["instanceFlexibilityPolicy"]["instanceSelections"]
     assert [(x["machineTypes"], x["rank"]) for x in sel] == [(["g2-standard-4"], 0), (["a2-highgpu-1g"], 1)]
@@ -370,3 +370,24 @@ def test_nodes_install_their_clouds_object_store_backend(gcp: PlanRun, ali: Plan
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(d.startswith("gcsfs") for d in extras["agent-gcp"])
     assert any(d.startswith("ossfs") for d in extras["agent-alicloud"])
+
+
+def test_gcp_groups_rank_only_types_that_attach_the_same_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 10: flexibility overrides only the machine type, so an L4 template cannot rank an N1 + T4 type;
+    accelerator-optimized types (g2, a2) carry their GPUs and declare none."""
+    from spotstack.components.gcp import mapping
+    from spotstack.components.validate import validate_fleets
+
+    assert mapping.accelerator("g2-standard-4") is None and mapping.accelerator("a2-highgpu-1g") is None
+    real = mapping.accelerator
+    monkeypatch.setattr(mapping, "accelerator", lambda t: ("nvidia-tesla-t4", 1) if t.startswith("n1-") else real(t))
+    raw = as_cloud("gcp")
+    raw["instances"] = [
+        {"type": "g2-standard-4", "spot": {}},
+        {"type": "n1-standard-8", "spot": {}, "on_demand_price": 1.0},
+        {"type": "a2-highgpu-1g", "on_demand": {}},
+    ]
+    (spec,), _ = validate_fleets([raw])
+    g = mapping.groups(spec)
+    assert g.spot_types == ["g2-standard-4"] and g.on_demand_types == ["g2-standard-4", "a2-highgpu-1g"]
+    assert any("['n1-standard-8'] need other guest accelerators" in w for w in mapping.warnings(spec))
