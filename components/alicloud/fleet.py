@@ -67,6 +67,38 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 ).id
                 for i, zone in enumerate(spec.zones)
             ]
+            # Egress for boot (agent install, image pull) and the model store: an enhanced NAT gateway with one
+            # pay-by-traffic EIP and an SNAT entry per vSwitch. A network the spec names brings its own.
+            nat = ali.vpc.NatGateway(
+                f"{name}-nat",
+                vpc_id=vpc.id,
+                vswitch_id=vswitches[0],
+                nat_type="Enhanced",
+                network_type="internet",
+                payment_type="PayAsYouGo",
+                internet_charge_type="PayByLcu",
+                nat_gateway_name=f"{name}-nat",
+                opts=child,
+            )
+            eip = ali.ecs.EipAddress(
+                f"{name}-nat-eip",
+                address_name=f"{name}-nat",
+                payment_type="PayAsYouGo",
+                internet_charge_type="PayByTraffic",
+                bandwidth="100",
+                opts=child,
+            )
+            assoc = ali.ecs.EipAssociation(
+                f"{name}-nat-eip-assoc", allocation_id=eip.id, instance_id=nat.id, instance_type="Nat", opts=child
+            )
+            for i, vsw in enumerate(vswitches):
+                ali.vpc.SnatEntry(
+                    f"{name}-snat-{i}",
+                    snat_table_id=nat.snat_table_ids,
+                    source_vswitch_id=vsw,
+                    snat_ip=eip.ip_address,
+                    opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[assoc])),
+                )
 
         sg = ali.ecs.SecurityGroup(f"{name}-sg", vpc_id=vpc_id, security_group_name=f"{name}-nodes", opts=child)
         for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):

@@ -81,6 +81,11 @@ def warnings(fleet: FleetSpec) -> list[str]:
             "peer discovery by scaling group is not implemented on Alibaba Cloud yet: nodes load the model "
             "from OSS (the peer cache still serves, but nodes find no peers)"
         )
+    if fleet.network is not None:
+        out.append(
+            f"network {fleet.network.id} is yours: its vSwitches need egress (a NAT gateway with SNAT) or nodes "
+            "cannot install the agent or pull the image"
+        )
     return out
 
 

@@ -93,6 +93,21 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # Egress: nodes have no external address, and boot installs the agent and pulls the image and the
+        # model (GCS, Artifact Registry): on the default network the fleet declares a Cloud NAT for its
+        # region. A network the spec names is the user's: its egress is theirs (the plan says so).
+        if spec.network is None:
+            router = C.Router(f"{name}-router", network=network, region=spec.region, opts=child)
+            C.RouterNat(
+                f"{name}-nat",
+                router=router.name,
+                region=spec.region,
+                nat_ip_allocate_option="AUTO_ONLY",
+                source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+                log_config=C.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
+                opts=child,
+            )
+
         # Traffic only from Google's load balancers and health checkers; peer cache only between nodes.
         C.Firewall(
             f"{name}-allow-lb",

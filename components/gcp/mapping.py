@@ -120,6 +120,11 @@ def warnings(fleet: FleetSpec) -> list[str]:
             f"GCP scaling schedules raise the minimum for a window ({SCHEDULE_WINDOW_S // 3600} h here); "
             "a schedule's max is not applied"
         )
+    if fleet.network is not None:
+        out.append(
+            f"network {fleet.network.id} is yours: its subnets need egress (Cloud NAT, or Private Google Access "
+            "for Google APIs) or nodes cannot install the agent or reach GCS and Artifact Registry"
+        )
     if fleet.model_cache is not None:
         out.append(
             "peer discovery by instance group is not implemented on GCP yet: nodes load the model from the "

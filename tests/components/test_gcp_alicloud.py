@@ -391,3 +391,23 @@ def test_gcp_groups_rank_only_types_that_attach_the_same_gpus(monkeypatch: pytes
     g = mapping.groups(spec)
     assert g.spot_types == ["g2-standard-4"] and g.on_demand_types == ["g2-standard-4", "a2-highgpu-1g"]
     assert any("['n1-standard-8'] need other guest accelerators" in w for w in mapping.warnings(spec))
+
+
+def test_gcp_default_network_gets_egress(gcp: PlanRun) -> None:
+    """Finding 9: without an external IP or a NAT, boot could not install the agent nor reach GCS."""
+    nat = one(gcp, "gcp:compute/routerNat:RouterNat", "llm-nat")
+    assert nat["natIpAllocateOption"] == "AUTO_ONLY" and nat["region"] == "us-central1"
+    assert nat["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+    assert one(gcp, "gcp:compute/router:Router", "llm-router")["network"] == "default"
+
+
+def test_alicloud_new_vpc_gets_a_nat_gateway(ali: PlanRun) -> None:
+    """Finding 18: a new VPC with no NAT and no public bandwidth had no egress."""
+    nat = one(ali, "alicloud:vpc/natGateway:NatGateway", "llm-nat")
+    assert nat["natType"] == "Enhanced" and nat["paymentType"] == "PayAsYouGo"
+    eip = one(ali, "alicloud:ecs/eipAddress:EipAddress", "llm-nat-eip")
+    assert eip["paymentType"] == "PayAsYouGo" and eip["internetChargeType"] == "PayByTraffic"
+    assoc = one(ali, "alicloud:ecs/eipAssociation:EipAssociation", "llm-nat-eip-assoc")
+    assert assoc["instanceType"] == "Nat"
+    snats = [r for r in ali.resources if r.type == "alicloud:vpc/snatEntry:SnatEntry"]
+    assert len(snats) == len(as_cloud("alicloud")["zones"])
