@@ -58,7 +58,7 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
         assert second.returncode == 1 and "already running" in second.stderr, second.stderr
 
         load = subprocess.Popen(
-            [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "5", "--duration", "100", "--json"],
+            [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "5", "--duration", "150", "--json"],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -79,6 +79,7 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
             assert r.returncode == 0, r.stderr
             assert ("killed" if k == 5 else "preempted") in r.stdout
             preempted.append(name)
+            assert load.poll() is None, "every preemption must fall inside the load window"
             if k < 5:
                 time.sleep(16)  # the scenario's pacing (16 s apart), not a wait for a condition
         out, errs = load.communicate(timeout=200)
