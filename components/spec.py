@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from spotstack.runtime.config import AGENT_PORT, PEER_PORT, check_readiness_path
 
@@ -81,6 +81,12 @@ def check_timezone(tz: str) -> str:
     return tz
 
 
+def not_agent_port(port: int) -> int:
+    if port == AGENT_PORT:
+        raise ValueError(f"{port} is the node agent's port; pick another")
+    return port
+
+
 def check_cidr(cidr: str) -> str:
     import ipaddress
 
@@ -88,6 +94,10 @@ def check_cidr(cidr: str) -> str:
         return str(ipaddress.ip_network(cidr, strict=True))
     except ValueError as exc:
         raise ValueError(f"{cidr!r} is not a CIDR block ({exc})") from None
+
+
+NodePort = Annotated[int, Field(ge=1, le=65535), AfterValidator(not_agent_port)]
+"""A port on the node besides the agent's own."""
 
 
 class SpotMarket(_Model):
@@ -159,54 +169,29 @@ class CapacitySpec(_Model):
 
 
 class ServiceSpec(_Model):
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: NodePort = 8080
     """Port the model server listens on."""
-    readiness_path: Path = "/ready"
+    readiness_path: Annotated[Path, AfterValidator(check_readiness_path)] = "/ready"
     """Path the load balancer probes; the agent serves it and flips it to 503 when draining."""
-
-    @field_validator("readiness_path")
-    @classmethod
-    def _not_reserved(cls, v: str) -> str:
-        return check_readiness_path(v)
-
-    @field_validator("port")
-    @classmethod
-    def _not_agent_port(cls, v: int) -> int:
-        if v == AGENT_PORT:
-            raise ValueError(f"{v} is the node agent's port; pick another")
-        return v
 
     drain_timeout: int = Field(default=90, ge=1, le=3600)
     """Seconds to wait for in-flight requests after the node leaves rotation."""
     public: bool = True
     """Whether the load balancer faces the internet (else internal)."""
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=50)
+    allowed_cidrs: list[Annotated[str, AfterValidator(check_cidr)]] = Field(
+        default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=50
+    )
     """Who may reach the load balancer."""
-
-    @field_validator("allowed_cidrs")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        return [check_cidr(c) for c in v]
 
 
 class ScheduleSpec(_Model):
     name: Name
-    cron: str
+    cron: Annotated[str, AfterValidator(check_cron)]
     """Five-field cron expression, in `timezone`."""
     min: int = Field(ge=0, le=MAX_REPLICAS)
     max: int = Field(ge=1, le=MAX_REPLICAS)
     desired: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
-    timezone: str = "UTC"
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        return check_cron(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return check_timezone(v)
+    timezone: Annotated[str, AfterValidator(check_timezone)] = "UTC"
 
 
 class QueueScalingSpec(_Model):
@@ -246,15 +231,8 @@ class ModelCacheSpec(_Model):
     """Declare the bucket (model store) along with the fleet."""
     memory_cache_gib: float | None = Field(default=None, gt=0, le=4096)
     """Memory the node's peer cache may use; default: half the smallest instance type's memory, at most 16."""
-    peer_port: int = Field(default=PEER_PORT, ge=1, le=65535)
+    peer_port: NodePort = PEER_PORT
     """Port the agent serves cached chunks to peers on."""
-
-    @field_validator("peer_port")
-    @classmethod
-    def _not_agent_port(cls, v: int) -> int:
-        if v == AGENT_PORT:
-            raise ValueError(f"{v} is the node agent's port; pick another")
-        return v
 
 
 class NetworkSpec(_Model):
