@@ -71,13 +71,22 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
     from spotstack.components.alicloud.model_store import AlicloudModelStore
     from spotstack.components.alicloud.registry import AlicloudImageRegistry
 
-    repository = None
+    repository, instance_id = None, None
+    # The registry and the bucket use the stack's provider: its region must be the fleet's.
+    if pulumi.Config("alicloud").get("region") != fleet.region:
+        pulumi.log.warn(
+            f"alicloud:region in the stack config is not {fleet.region!r}: the registry and the model bucket "
+            "would land in another region than the fleet (set alicloud:region)"
+        )
     if fleet.image.create_registry and fleet.image.registry is None:
-        repository = AlicloudImageRegistry(f"{fleet.name}-images", {"repository": fleet.image.repository}).repository
+        registry = AlicloudImageRegistry(f"{fleet.name}-images", {"repository": fleet.image.repository})
+        repository, instance_id = registry.repository, registry.instance_id
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
         AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
-    gpu = AlicloudGpuFleet(fleet.name, AlicloudGpuFleetArgs(spec=fleet, repository=repository))
+    gpu = AlicloudGpuFleet(
+        fleet.name, AlicloudGpuFleetArgs(spec=fleet, repository=repository, registry_instance_id=instance_id)
+    )
     return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id}
 
 

@@ -33,6 +33,8 @@ class AlicloudGpuFleetArgs:
     image_url: pulumi.Input[str] | None = None
     repository: str | None = None
     """`namespace/name` of the Container Registry repository the nodes may pull."""
+    registry_instance_id: pulumi.Input[str] | None = None
+    """The ACR Enterprise Edition instance holding `repository` (its RAM ARN names the instance)."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
@@ -215,7 +217,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         policy = ali.ram.Policy(
             f"{name}-node-policy",
             policy_name=f"{name}-node",
-            policy_document=pulumi.Output.all(group.id, lb.id).apply(
+            policy_document=pulumi.Output.all(group.id, lb.id, args.registry_instance_id).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
                         spec.region,
@@ -223,7 +225,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                         a[1],
                         mc.bucket if mc else None,
                         mc.prefix if mc else "",
-                        args.repository,
+                        f"{a[2]}/{args.repository}" if args.repository and a[2] else args.repository,
                         token_param,
                     )
                 )

@@ -129,13 +129,15 @@ def node_policy(
             }
         )
     if repo is not None:
+        # ACR EE repositories are named <instance id>/<namespace>/<name>; the login token has no resource scope.
         st.append(
             {
                 "Effect": "Allow",
-                "Action": ["cr:GetAuthorizationToken", "cr:PullRepository"],
+                "Action": ["cr:PullRepository", "cr:GetRepository"],
                 "Resource": [f"acs:cr:{region}:*:repository/{repo}"],
             }
         )
+        st.append({"Effect": "Allow", "Action": ["cr:GetAuthorizationToken"], "Resource": ["*"]})
     if token_parameter is not None:
         # GetSecretParameter with decryption also needs kms:Decrypt on the key OOS encrypts with.
         st.append(

@@ -174,7 +174,11 @@ def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
     for st in doc["Statement"]:
         for res in st["Resource"]:
             if res == "*":
-                assert all(a.startswith(("ecs:Describe", "ess:Describe")) for a in st["Action"]), st
+                # Describe calls and ACR's login token have no resource-level scoping.
+                assert all(
+                    a.startswith(("ecs:Describe", "ess:Describe")) or a == "cr:GetAuthorizationToken"
+                    for a in st["Action"]
+                ), st
             else:
                 assert (
                     "scalinggroup/scalinggroup-llm-group" in res
@@ -411,3 +415,12 @@ def test_alicloud_new_vpc_gets_a_nat_gateway(ali: PlanRun) -> None:
     assert assoc["instanceType"] == "Nat"
     snats = [r for r in ali.resources if r.type == "alicloud:vpc/snatEntry:SnatEntry"]
     assert len(snats) == len(as_cloud("alicloud")["zones"])
+
+
+def test_alicloud_pull_rights_name_the_acr_instance(ali: PlanRun) -> None:
+    """Finding 20: an ACR EE repository's ARN includes its instance id; the login token needs `*`."""
+    doc = json.loads(one(ali, "alicloud:ram/policy:Policy", "llm-node-policy")["policyDocument"])
+    pull = next(s for s in doc["Statement"] if "cr:PullRepository" in s["Action"])
+    assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-plan0000000000/spotstack/llm-server"]
+    token = next(s for s in doc["Statement"] if s["Action"] == ["cr:GetAuthorizationToken"])
+    assert token["Resource"] == ["*"]
