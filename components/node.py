@@ -30,11 +30,19 @@ FLEET_TAG = "spotstack:fleet"
 
 # What a node installs: the agent plus the fsspec backend its cloud's object store needs
 # (gs:// and oss:// model URLs failed with the plain `agent` extra).
-AGENT_PACKAGE: dict[str, str] = {
-    "aws": "spotstack[agent]",
-    "gcp": "spotstack[agent-gcp]",
-    "alicloud": "spotstack[agent-alicloud]",
-}
+AGENT_EXTRA: dict[str, str] = {"aws": "agent", "gcp": "agent-gcp", "alicloud": "agent-alicloud"}
+
+
+def agent_package(cloud: str) -> str:
+    """The agent a node installs, pinned to the version that deployed it: a new release must not change
+    a running fleet's next boot (its config schema forbids unknown keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pin = f"=={version('spotstack')}"
+    except PackageNotFoundError:
+        pin = ""
+    return f"spotstack[{AGENT_EXTRA[cloud]}]{pin}"
 
 
 def agent_config(
@@ -83,7 +91,7 @@ def cloud_init(
     cfg: AgentConfig, fleet: FleetSpec, image_url: str, login: list[str], secrets: tuple[Secret, ...] = ()
 ) -> str:
     workload = Workload(image=image_url, port=fleet.service.port, login=login)
-    return render_cloud_init(cfg, workload, package=AGENT_PACKAGE[cfg.cloud], secrets=secrets)
+    return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets)
 
 
 def secret_id(fleet: FleetSpec, what: str) -> str:

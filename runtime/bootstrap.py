@@ -77,6 +77,11 @@ class Secret:
     """Shell command printing the secret on stdout, e.g. reading a cloud secret store."""
 
 
+ENSURE_VENV = (
+    "python3 -c 'import venv, ensurepip' 2>/dev/null || "
+    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)"
+)
+
 SECRET_TRIES = 60
 """A secret fetch is retried with growing pauses (up to 10 s) for about 8 minutes: the node's permission
 may reach the cloud's IAM after the node boots (eventual consistency, or a policy created after the group)."""
@@ -109,6 +114,8 @@ def render_cloud_init(
         "runcmd": [
             ["mkdir", "-p", "/var/lib/spotstack", "/etc/spotstack"],
             *(["sh", "-c", fetch_secret(s)] for s in secrets),
+            # Stock Debian/Ubuntu images may lack the venv module (python3-venv).
+            ["sh", "-c", ENSURE_VENV],
             ["python3", "-m", "venv", VENV],
             [f"{VENV}/bin/pip", "install", "--quiet", package],
             ["systemctl", "daemon-reload"],

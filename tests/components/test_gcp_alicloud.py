@@ -366,9 +366,10 @@ def test_alicloud_recurring_schedules_carry_their_end_time(ali: PlanRun) -> None
 def test_nodes_install_their_clouds_object_store_backend(gcp: PlanRun, ali: PlanRun) -> None:
     """Finding 13: gs:// and oss:// model URLs need gcsfs / ossfs on the node."""
     md = one(gcp, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")["metadata"]
-    assert any("spotstack[agent-gcp]" in c for c in boot_doc(md["user-data"])["runcmd"])
+    words = [w for c in boot_doc(md["user-data"])["runcmd"] for w in c]
+    assert any(w.startswith("spotstack[agent-gcp]==") for w in words)  # pinned to the deploying version
     ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
-    assert any("spotstack[agent-alicloud]" in c for c in boot_doc(ud)["runcmd"])
+    assert any(w.startswith("spotstack[agent-alicloud]==") for c in boot_doc(ud)["runcmd"] for w in c)
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -105,3 +105,12 @@ def test_a_secret_fetch_retries_until_the_permission_arrives(tmp_path: Path) -> 
     assert target.read_text().strip() == "s3cret-token"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert len(calls.read_text().splitlines()) == 3
+
+
+def test_the_venv_check_runs_and_installs_nothing_where_venv_exists() -> None:
+    import subprocess
+
+    from spotstack.runtime.bootstrap import ENSURE_VENV
+
+    r = subprocess.run(["sh", "-c", ENSURE_VENV + " && echo ok"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "ok" and "apt" not in r.stderr
