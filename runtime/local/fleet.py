@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ from spotstack.runtime.controller.decide import (
     Observed,
     Policy,
     Replica,
-    Role,
-    State,
     decide,
     track_obtainability,
 )
@@ -41,32 +38,12 @@ from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan
 from spotstack.runtime.local.reaper import Ledger, die_with_parent
+from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
 SNAPSHOT_EVENTS = 30
 """A snapshot carries the latest events only (it is polled often); the count of older ones says so."""
-
-
-@dataclass
-class Node:
-    name: str
-    role: Role
-    type: str
-    slot: str
-    ports: dict[str, int]
-    proc: subprocess.Popen[bytes]
-    launched_at: float
-    state: State = "provisioning"
-    ready_since: float | None = None
-    kill_at: float | None = None
-    preempted: bool = False
-    model: dict[str, Any] = field(default_factory=dict)
-    ended_at: float | None = None
-
-    @property
-    def market(self) -> str:
-        return "spot" if self.role == "spot" else "on_demand"
 
 
 class LocalFleet:

@@ -1,0 +1,69 @@
+"""What `spotstack local` shows a person: the replica table and the load report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+con = Console()
+
+
+def status_table(snap: dict[str, Any]) -> Table:
+    t = Table("replica", "market", "type", "state", "endpoint", "age", title=f"local fleet at {snap['lb']}")
+    for n in snap["nodes"]:
+        state = n["state"]
+        if state == "LOADING":
+            state = (
+                f"LOADING {n['percent'] or 0:.0f}% (peers {n['from_peers'] / 1e6:.0f} MB / "
+                f"origin {n['from_origin'] / 1e6:.0f} MB)"
+            )
+        t.add_row(n["name"], n["market"], n["type"], state, n["endpoint"], f"{n['age_s']:.0f}s")
+    return t
+
+
+COUNTERS = ("preemptions", "killed_without_notice", "fallbacks", "bytes_from_peers", "bytes_from_origin")
+
+
+def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's counters over a load window only (a fleet's snapshot counts since `up`)."""
+    return after | {k: after[k] - before[k] for k in (*COUNTERS, "cost_usd", "cost_all_on_demand_usd")}
+
+
+def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
+    saved = 1 - snap["cost_usd"] / snap["cost_all_on_demand_usd"] if snap["cost_all_on_demand_usd"] else 0.0
+    return {
+        "requests": load.sent,
+        "ok": load.ok,
+        "failed": load.failed,
+        "errors": load.errors,
+        "p50_ms": round(load.p50 * 1000, 1),
+        "p99_ms": round(load.pct(99) * 1000, 1),
+        "preemptions": snap["preemptions"],
+        "killed_without_notice": snap["killed_without_notice"],
+        "fallbacks": snap["fallbacks"],
+        "bytes_from_peers": snap["bytes_from_peers"],
+        "bytes_from_origin": snap["bytes_from_origin"],
+        "cost_usd": snap["cost_usd"],
+        "cost_all_on_demand_usd": snap["cost_all_on_demand_usd"],
+        "cost_ratio": round(1 - saved, 3),
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    t = Table("figure", "value", title="load report")
+    errors = ", ".join(f"{n} {kind}" for kind, n in sorted(r["errors"].items()))
+    t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed{': ' + errors if errors else ''})")
+    t.add_row("latency", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+    t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
+    t.add_row("on-demand fallbacks", str(r["fallbacks"]))
+    t.add_row(
+        "model bytes",
+        f"{r['bytes_from_peers'] / 1e6:.0f} MB from peers, {r['bytes_from_origin'] / 1e6:.0f} MB from the object store",
+    )
+    t.add_row(
+        "cost so far",
+        f"${r['cost_usd']:.4f} vs ${r['cost_all_on_demand_usd']:.4f} all on-demand ({r['cost_ratio']:.2f}x)",
+    )
+    con.print(t)

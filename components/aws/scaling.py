@@ -1,0 +1,98 @@
+"""An AWS fleet's autoscaling: target tracking on QPS per replica or queue backlog per instance, and schedules."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from spotstack.components.aws import mix
+from spotstack.components.spec import FleetSpec
+
+ASG = aws.autoscaling
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    group: aws.autoscaling.Group,
+    lb: aws.lb.LoadBalancer,
+    tg: aws.lb.TargetGroup,
+    child: pulumi.ResourceOptions,
+) -> None:
+    sc = spec.scaling
+    if sc.target_qps_per_replica is not None:
+        ASG.Policy(
+            f"{name}-qps",
+            autoscaling_group_name=group.name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=300,
+            target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
+                predefined_metric_specification=ASG.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(
+                    predefined_metric_type="ALBRequestCountPerTarget",
+                    resource_label=pulumi.Output.concat(lb.arn_suffix, "/", tg.arn_suffix),
+                ),
+                target_value=mix.requests_per_target_per_minute(sc.target_qps_per_replica),
+            ),
+            opts=child,
+        )
+    if sc.queue is not None:
+        metric = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricArgs
+        stat = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatArgs
+        m = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs
+        dim = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs
+        ASG.Policy(
+            f"{name}-backlog",
+            autoscaling_group_name=group.name,
+            policy_type="TargetTrackingScaling",
+            target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
+                # Backlog per instance = visible messages / in-service instances (AWS's recipe).
+                customized_metric_specification=ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs(
+                    metrics=[
+                        metric(
+                            id="queue",
+                            return_data=False,
+                            metric_stat=stat(
+                                stat="Sum",
+                                metric=m(
+                                    namespace="AWS/SQS",
+                                    metric_name="ApproximateNumberOfMessagesVisible",
+                                    dimensions=[dim(name="QueueName", value=sc.queue.name)],
+                                ),
+                            ),
+                        ),
+                        metric(
+                            id="replicas",
+                            return_data=False,
+                            metric_stat=stat(
+                                stat="Average",
+                                metric=m(
+                                    namespace="AWS/AutoScaling",
+                                    metric_name="GroupInServiceInstances",
+                                    dimensions=[dim(name="AutoScalingGroupName", value=group.name)],
+                                ),
+                            ),
+                        ),
+                        metric(
+                            id="backlog",
+                            expression="queue / replicas",
+                            label="backlog per instance",
+                            return_data=True,
+                        ),
+                    ]
+                ),
+                target_value=float(sc.queue.backlog_per_instance),
+            ),
+            opts=child,
+        )
+    for s in sc.schedules:
+        ASG.Schedule(
+            f"{name}-schedule-{s.name}",
+            scheduled_action_name=f"{name}-{s.name}",
+            autoscaling_group_name=group.name,
+            recurrence=s.cron,
+            time_zone=s.timezone,
+            min_size=s.min,
+            max_size=s.max,
+            desired_capacity=s.desired if s.desired is not None else -1,
+            opts=child,
+        )

@@ -1,0 +1,30 @@
+"""One node of a local fleet as its supervisor tracks it: role, type, HAProxy slot, ports, process, state."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotstack.runtime.controller.decide import Role, State
+
+
+@dataclass
+class Node:
+    name: str
+    role: Role
+    type: str
+    slot: str
+    ports: dict[str, int]
+    proc: subprocess.Popen[bytes]
+    launched_at: float
+    state: State = "provisioning"
+    ready_since: float | None = None
+    kill_at: float | None = None
+    preempted: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+    ended_at: float | None = None
+
+    @property
+    def market(self) -> str:
+        return "spot" if self.role == "spot" else "on_demand"
