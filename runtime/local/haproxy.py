@@ -194,3 +194,5 @@ class HAProxy:
                 self._proc.kill()
                 await self._proc.wait()
         self._proc = None
+        if self.socket.parent != self.workdir:  # the short path in the temp folder: ours alone
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
