@@ -24,17 +24,20 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
 
     image_url: pulumi.Input[str] | None = None
     repo_arn: pulumi.Input[str] | None = None
+    cache_prefix: str | None = None
     if fleet.image.create_registry and fleet.image.registry is None:
         reg = AwsImageRegistry(
             f"{fleet.name}-images",
             {"repository": fleet.image.repository, "pull_through_upstream": fleet.image.pull_through_upstream},
         )
         image_url = pulumi.Output.concat(reg.repository_url, ":", fleet.image.tag)
-        repo_arn = reg.repository_arn
+        repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
         AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
-    gpu = AwsGpuFleet(fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn))
+    gpu = AwsGpuFleet(
+        fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix)
+    )
     return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name}
 
 

@@ -31,6 +31,9 @@ class AwsGpuFleetArgs:
     image_url: pulumi.Input[str] | None = None
     """Full image reference; default: `<registry>/<repository>:<tag>` from the spec."""
     repository_arn: pulumi.Input[str] | None = None
+    cache_prefix: str | None = None
+    """The ECR pull-through cache's repository prefix, when the registry declares one: nodes may pull
+    (and so create and import) repositories under it."""
     """ECR repository the nodes may pull from (scopes the pull permission)."""
 
 
@@ -199,7 +202,16 @@ class AwsGpuFleet(pulumi.ComponentResource):
         group_arns = [iam.group_arn(spec.region, group_names[k]) for k in wanted]
         policy_doc = pulumi.Output.all(tg.arn, repo_arn, param_arn).apply(
             lambda a: json.dumps(
-                iam.node_policy(a[0], group_arns, mc.bucket if mc else None, mc.prefix if mc else "", a[1], a[2])
+                iam.node_policy(
+                    a[0],
+                    group_arns,
+                    mc.bucket if mc else None,
+                    mc.prefix if mc else "",
+                    a[1],
+                    a[2],
+                    cache_prefix=args.cache_prefix,
+                    region=spec.region,
+                )
             )
         )
         node_policy = aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy_doc, opts=child)

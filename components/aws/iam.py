@@ -35,6 +35,8 @@ def node_policy(
     prefix: str,
     repository_arn: str | None,
     token_parameter_arn: str | None = None,
+    cache_prefix: str | None = None,
+    region: str = "*",
 ) -> dict[str, Any]:
     """What a node's agent may do: leave its own target group, finish its own groups' lifecycle
     actions, resize its own groups (the controller), read its model prefix, pull its image."""
@@ -82,6 +84,22 @@ def node_policy(
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter"],
                 "Resource": token_parameter_arn,
+            }
+        )
+    if cache_prefix is not None:
+        # Pulling through the cache creates the cached repository and imports the image on first pull.
+        statements.append(
+            {
+                "Sid": "PullThroughCache",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchImportUpstreamImage",
+                    "ecr:CreateRepository",
+                ],
+                "Resource": f"arn:aws:ecr:{region}:*:repository/{cache_prefix}/*",
             }
         )
     if repository_arn is not None:

@@ -39,6 +39,19 @@ class AwsImageRegistryArgs(TypedDict, total=False):
     """Repository name."""
     pull_through_upstream: str | None
     """Upstream registry URL to cache through ECR (e.g. public.ecr.aws); None for no rule."""
+    pull_through_credential_arn: str | None
+    """Secrets Manager secret (named `ecr-pullthroughcache/...`) holding the upstream's credentials; ECR
+    requires one for Docker Hub, GHCR, GitLab and Azure; without it no rule is declared (warned)."""
+
+
+# Upstreams ECR pull-through caches only with credentials (ECR's docs: Docker Hub, GitHub Container Registry,
+# GitLab Container Registry, Azure Container Registry); ECR Public, Quay and k8s need none.
+CREDENTIAL_UPSTREAMS = ("registry-1.docker.io", "docker.io", "ghcr.io", "registry.gitlab.com", ".azurecr.io")
+
+
+def needs_credential(upstream: str) -> bool:
+    host = upstream.split("://")[-1].split("/")[0]
+    return any(host == u or (u.startswith(".") and host.endswith(u)) for u in CREDENTIAL_UPSTREAMS)
 
 
 class AwsImageRegistry(pulumi.ComponentResource):
@@ -58,11 +71,23 @@ class AwsImageRegistry(pulumi.ComponentResource):
         )
         aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repo.name, policy=json.dumps(LIFECYCLE), opts=child)
         upstream = args.get("pull_through_upstream")
-        if upstream:
+        credential = args.get("pull_through_credential_arn")
+        self.cache_prefix: str | None = None
+        self.warnings: list[str] = []
+        if upstream and needs_credential(upstream) and not credential:
+            self.warnings.append(
+                f"ECR caches {upstream} only with a credential: create a Secrets Manager secret named "
+                "ecr-pullthroughcache/<name> with its username and accessToken and pass its ARN as "
+                "pull_through_credential_arn; no pull-through rule is declared without it"
+            )
+            pulumi.log.warn(self.warnings[-1], resource=self)
+        elif upstream:
+            self.cache_prefix = f"{name}-cache"
             aws.ecr.PullThroughCacheRule(
                 f"{name}-pull-through",
-                ecr_repository_prefix=f"{name}-cache",
+                ecr_repository_prefix=self.cache_prefix,
                 upstream_registry_url=upstream,
+                credential_arn=credential,
                 opts=child,
             )
         self.repository_url = repo.repository_url

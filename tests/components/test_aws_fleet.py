@@ -216,3 +216,27 @@ def test_groups_judge_liveness_route_on_readiness_and_do_not_block_up(plan: Plan
         assert g["healthCheckType"] == "EC2" and g["waitForCapacityTimeout"] == "0"
     assert one(plan, "aws:lb/targetGroup:TargetGroup", "llm-tg")["healthCheck"]["path"] == "/ready"
     assert one(plan, "aws:autoscaling/group:Group", "llm-fallback-asg")["maxSize"] == 5  # max 6 - base 1
+
+
+@pytest.mark.parametrize(
+    ("upstream", "rule"),
+    [("public.ecr.aws", True), ("registry-1.docker.io", False), ("ghcr.io", False), ("acme.azurecr.io", False)],
+)
+def test_pull_through_needs_a_credential_where_ecr_does_and_nodes_may_pull_through(
+    fleet: dict[str, Any], upstream: str, rule: bool
+) -> None:
+    """Deployability finding 5: Docker Hub / GHCR / GitLab / ACR upstreams need a Secrets Manager credential,
+    and the nodes need rights on the cache's repositories (created on first pull)."""
+    from spotstack.components import program
+
+    fleet["image"]["pull_through_upstream"] = upstream
+    plan = run_offline(program.run, {"spotstack:fleets": [fleet]}, stack="test")
+    rules = plan.find("aws:ecr/pullThroughCacheRule:PullThroughCacheRule")
+    assert bool(rules) is rule
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    cache = [s for s in doc["Statement"] if s["Sid"] == "PullThroughCache"]
+    if rule:
+        assert cache[0]["Resource"] == "arn:aws:ecr:us-east-1:*:repository/llm-images-cache/*"
+        assert "ecr:BatchImportUpstreamImage" in cache[0]["Action"]
+    else:
+        assert not cache and any("ecr-pullthroughcache/" in w for w in plan.warnings)
