@@ -34,12 +34,18 @@ class AlicloudImageRegistry(pulumi.ComponentResource):
             f"{name}-instance",
             instance_name=f"{name}-acr",
             instance_type="Advanced",
-            payment_type="Subscription",
+            payment_type="Subscription",  # ACR EE is sold by subscription only
             period=1,
-            renewal_status="AutoRenewal",
-            renew_period=1,
+            # Manual renewal: a forgotten dev stack must not renew itself; protect: `pulumi destroy` cannot
+            # release a prepaid instance anyway, so it refuses instead of pretending.
+            renewal_status="ManualRenewal",
             image_scanner="ACR",
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
+        )
+        pulumi.log.warn(
+            f"{name}: an ACR Enterprise Edition instance is a monthly subscription (manual renewal, protected); "
+            "set image.create_registry: false and image.registry to reuse an existing one",
+            resource=self,
         )
         ns = ali.cs.RegistryEnterpriseNamespace(
             f"{name}-namespace",

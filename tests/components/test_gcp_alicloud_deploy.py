@@ -155,3 +155,10 @@ def test_alicloud_pull_rights_name_the_acr_instance(ali: PlanRun) -> None:
     assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-plan0000000000/spotstack/llm-server"]
     token = next(s for s in doc["Statement"] if s["Action"] == ["cr:GetAuthorizationToken"])
     assert token["Resource"] == ["*"]
+
+
+def test_alicloud_registry_subscription_is_manual_and_protected(ali: PlanRun) -> None:
+    """Finding 16 (part): no auto-renewing prepaid instance, and the plan says it is a subscription."""
+    inst = one(ali, "alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance", "llm-images-instance")
+    assert inst["renewalStatus"] == "ManualRenewal" and "renewPeriod" not in inst
+    assert any("subscription" in w for w in ali.warnings)
