@@ -25,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 MANIFEST_NAME = "spotstack-manifest.json"
 DEFAULT_CHUNK = 16 << 20
 HASH_RE = r"^[0-9a-f]{32}$"
-MANIFEST_VERSION = 1
-CHUNK_HASH = "xxh3_128"
 
 
 def check_rel_path(path: str) -> str:
