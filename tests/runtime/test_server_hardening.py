@@ -168,3 +168,17 @@ async def test_a_slow_reader_loses_its_transfer_slot(tmp_path: Path) -> None:
         for s in slow:
             s.close()
         await server.stop()
+
+
+def test_the_agent_raises_its_open_file_limit() -> None:
+    """systemd's default soft limit is 1024; the agent lifts it toward the hard limit at start."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))\n"
+        "from spotstack.runtime.net import raise_fd_limit\n"
+        "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["4096", "4096"], out.stderr
