@@ -57,6 +57,10 @@ def render_config(
         "defaults",
         "    mode http",
         "    timeout connect 1s",
+        # Without it a check's whole budget is `inter` (200 ms): on a busy machine every replica's /ready
+        # answered late at once, all were marked down, and a request met "503 no server available".
+        # Planned drains do not wait for checks (the agent drains through the runtime API).
+        "    timeout check 2s",
         "    timeout client 60s",
         f"    timeout server {timeout_server_s}s",
         f"    retries {retries}",
@@ -70,7 +74,7 @@ def render_config(
         "    balance leastconn",
         f"    option httpchk GET {servers[0].ready_path if servers else '/ready'}",
         "    http-check expect status 200",
-        f"    default-server inter {check_ms}ms fastinter {check_ms}ms fall 2 rise 2",
+        f"    default-server inter {check_ms}ms fastinter {check_ms}ms fall 3 rise 2",
     ]
     lines += [
         f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}{' disabled' if s.disabled else ''}"

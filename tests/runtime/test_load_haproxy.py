@@ -31,6 +31,8 @@ def test_config_renders_checks_on_the_readiness_port(tmp_path: Path) -> None:
     text = render_config(8000, tmp_path / "s.sock", [Server("r0", 9000, 9100)])
     assert "server r0 127.0.0.1:9000 check port 9100" in text
     assert "option httpchk GET /ready" in text and "level admin" in text
+    # A check may take 2 s: with only `inter` (200 ms) a busy machine marked every replica down at once.
+    assert "timeout check 2s" in text and "fall 3" in text
 
 
 async def test_preempting_one_of_two_replicas_loses_no_request(tmp_path: Path) -> None:
