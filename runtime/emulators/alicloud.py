@@ -24,7 +24,18 @@ class AlicloudMetadataEmulator(EmulatorServer):
         region: str = "us-west-1",
         zone: str = "us-west-1a",
         tokens_required: bool = False,
+        ram_role: str | None = "spotstack-node",
     ) -> None:
+        # The instance RAM role's STS credentials, as ECS serves them (rotated by the cloud; fixed here).
+        self.ram_role = ram_role
+        self.credentials = {
+            "AccessKeyId": "STS.emulatedkey",
+            "AccessKeySecret": "emulated-secret",
+            "SecurityToken": "emulated-security-token",
+            "Expiration": "2099-01-01T00:00:00Z",
+            "LastUpdated": "2026-01-01T00:00:00Z",
+            "Code": "Success",
+        }
         self.instance_id, self.region, self.zone = instance_id, region, zone
         self.tokens_required = tokens_required
         self.issuer = TokenIssuer("X-aliyun-ecs-metadata-token-ttl-seconds", "X-aliyun-ecs-metadata-token")
@@ -55,6 +66,12 @@ class AlicloudMetadataEmulator(EmulatorServer):
         if auth == "invalid":
             return web.Response(status=401, text="Unauthorized")
         path = request.match_info["path"]
+        creds = "ram/security-credentials/"
+        if path.startswith(creds) and self.ram_role is not None:
+            if path == creds:
+                return web.Response(text=self.ram_role, content_type="text/plain")
+            if path == creds + self.ram_role:
+                return web.json_response(self.credentials)
         value = {
             "instance-id": self.instance_id,
             "region-id": self.region,

@@ -26,7 +26,19 @@ class AwsImdsEmulator(EmulatorServer):
         zone: str = "us-east-1a",
         tokens_required: bool = True,
         tags: dict[str, str] | None = None,
+        instance_profile_role: str | None = "spotstack-node",
     ) -> None:
+        # The instance profile's role and the temporary credentials IMDS serves for it (SDKs read them here).
+        self.role = instance_profile_role
+        self.credentials = {
+            "Code": "Success",
+            "LastUpdated": "2026-01-01T00:00:00Z",
+            "Type": "AWS-HMAC",
+            "AccessKeyId": "ASIAEMULATEDNODEKEY0",
+            "SecretAccessKey": "emulated-node-secret",
+            "Token": "emulated-session-token",
+            "Expiration": "2099-01-01T00:00:00Z",
+        }
         self.instance_id, self.region, self.zone = instance_id, region, zone
         self.tokens_required = tokens_required
         self.tags = dict(tags or {})
@@ -107,6 +119,11 @@ class AwsImdsEmulator(EmulatorServer):
             return self.tags.get(path[len("tags/instance/") :])
         if path == "tags/instance":
             return "\n".join(sorted(self.tags)) or None
+        creds = "iam/security-credentials/"
+        if self.role is not None and path in (creds, creds.rstrip("/")):
+            return self.role
+        if self.role is not None and path == creds + self.role:
+            return json.dumps(self.credentials)
         return None
 
     async def _meta(self, request: web.Request) -> web.Response:

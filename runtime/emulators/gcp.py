@@ -30,7 +30,10 @@ class GcpMetadataEmulator(EmulatorServer):
         name: str = "spot-node-1",
         zone: str = "us-central1-a",
         project_number: str = "123456789012",
+        service_account: str = "spotstack-node@acme-ml.iam.gserviceaccount.com",
     ) -> None:
+        self.service_account = service_account
+        self.access_token = "ya29.emulated-node-token"
         self.values: dict[str, str] = {}
         self.meta = {
             "id": instance_id,
@@ -82,9 +85,35 @@ class GcpMetadataEmulator(EmulatorServer):
         return dict(self.values)
 
     def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._root)
+        app.router.add_get(PREFIX + "/instance/service-accounts/{account}/{what:.*}", self._account)
         app.router.add_get(PREFIX + "/instance/{path:.*}", self._instance)
         app.router.add_post(f"{CONTROL}/notice", self._ctl_notice)
         app.router.add_post(f"{CONTROL}/maintenance", self._ctl_maintenance)
+
+    async def _root(self, request: web.Request) -> web.Response:
+        # Client libraries (google-auth) probe the server's root and look for this header.
+        return web.Response(text="computeMetadata/\n", headers={"Metadata-Flavor": "Google"})
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """The node's service account: its info (`?recursive=true`), email, and an OAuth access token."""
+        if request.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in request.headers:
+            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
+        if request.match_info["account"] not in ("default", self.service_account):
+            return web.Response(status=404, text="Not Found", headers={"Metadata-Flavor": "Google"})
+        what = request.match_info["what"].rstrip("/")
+        scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+        if what == "token":
+            body = {"access_token": self.access_token, "expires_in": 3599, "token_type": "Bearer"}
+            return web.json_response(body, headers={"Metadata-Flavor": "Google"})
+        if what == "" and request.query.get("recursive") == "true":
+            info = {"aliases": ["default"], "email": self.service_account, "scopes": scopes}
+            return web.json_response(info, headers={"Metadata-Flavor": "Google"})
+        if what == "email":
+            return self._answer(self.service_account)
+        if what == "scopes":
+            return self._answer("\n".join(scopes))
+        return web.Response(status=404, text="Not Found", headers={"Metadata-Flavor": "Google"})
 
     async def _instance(self, request: web.Request) -> web.Response:
         if request.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in request.headers:
