@@ -91,17 +91,28 @@ def fetch_status(url: str) -> dict[str, Any]:
 
 @agent_app.command("fetch-secret")
 def fetch_secret(
-    cloud: str = typer.Option(..., "--cloud", help="gcp (Secret Manager) or alicloud (OOS secret parameter)."),
-    name: str = typer.Option(..., "--name", help="GCP: projects/P/secrets/S. Alibaba: the parameter's name."),
-    region: str = typer.Option("", "--region", help="Alibaba Cloud region of the parameter."),
-    metadata_url: str = typer.Option("", "--metadata-url", help="Override the metadata server (tests)."),
-    api_url: str = typer.Option("", "--api-url", help="Override the secret store's endpoint (tests)."),
+    cloud: str = typer.Option(
+        ..., "--cloud", help="aws (SSM parameter), gcp (Secret Manager) or alicloud (OOS secret parameter)."
+    ),
+    name: str = typer.Option(..., "--name", help="AWS: the parameter. GCP: projects/P/secrets/S. Alibaba: the name."),
+    region: str = typer.Option("", "--region", help="Region of the parameter (AWS, Alibaba Cloud)."),
+    metadata_url: str = typer.Option(
+        "", "--metadata-url", envvar="SPOTSTACK_AGENT__METADATA__BASE_URL", help="Override the metadata server."
+    ),
+    api_url: str = typer.Option(
+        "", "--api-url", envvar="SPOTSTACK_SECRETS_API_URL", help="Override the secret store's endpoint."
+    ),
 ) -> None:
     """Print a secret read with this node's own identity (boot writes the cache token with it)."""
     from spotstack.runtime import secrets
 
     try:
-        if cloud == "gcp":
+        if cloud == "aws":
+            if not region:
+                err.print("[red]error:[/red] --region is required for aws")
+                raise typer.Exit(2)
+            value = secrets.aws_parameter(name, region, api_url or None)
+        elif cloud == "gcp":
             value = secrets.gcp_secret(name, metadata_url or secrets.GCP_METADATA, api_url or secrets.GCP_SECRETS_API)
         elif cloud == "alicloud":
             if not region:
@@ -110,7 +121,7 @@ def fetch_secret(
             meta = metadata_url or secrets.ALICLOUD_METADATA
             value = secrets.alicloud_oos_secret(name, region, meta, api_url or None)
         else:
-            err.print(f"[red]error:[/red] --cloud must be gcp or alicloud, not {cloud!r}")
+            err.print(f"[red]error:[/red] --cloud must be aws, gcp or alicloud, not {cloud!r}")
             raise typer.Exit(2)
     except secrets.SecretError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -91,11 +91,12 @@ def fetch_secret(s: Secret) -> str:
     """Shell that fetches a secret into its file atomically, retrying in the background.
 
     It runs detached so boot goes on; the agent waits for the file and stays unready until it is there.
+    Each failed try's error goes to `<path>.log`, where an operator looks when a node stays unready.
     """
     path = shlex.quote(s.path)
     loop = (
         f"i=0; while [ $i -lt {SECRET_TRIES} ]; do i=$((i+1)); "
-        f"if ({s.command}) > {path}.tmp 2>/dev/null && [ -s {path}.tmp ]; then mv {path}.tmp {path}; exit 0; fi; "
+        f"if ({s.command}) > {path}.tmp && [ -s {path}.tmp ]; then mv {path}.tmp {path}; exit 0; fi; "
         f'sleep $(( i < 10 ? i : 10 )); done; echo "spotstack: could not fetch {s.path}" >&2; exit 1'
     )
     return f"umask 077; nohup sh -c {shlex.quote(loop)} >{shlex.quote(s.path + '.log')} 2>&1 &"

@@ -2,14 +2,16 @@
 
 The token never enters user data (anyone who may describe an instance reads that). Each cloud keeps it
 where only the node's identity may read it:
-- AWS: an SSM SecureString parameter (fetched with the AWS CLI the GPU images ship; see components/aws/node.py);
+- AWS: an SSM SecureString parameter, read with boto3 (the agent's own dependency) and the instance profile;
 - GCP: a Secret Manager secret; the node's service account token from the metadata server authorises the
   `versions/latest:access` call;
 - Alibaba Cloud: an OOS secret parameter (KMS-encrypted); the RAM role's STS credentials from the metadata
   server sign a `GetSecretParameter` call (RPC signature v1, HMAC-SHA1).
 
-Standard library only: this runs in the boot's background retry loop, possibly before anything else is
-installed. Base URLs are parameters so tests point them at loopback servers.
+GCP and Alibaba use the standard library only; AWS uses boto3, which signs with the instance profile's
+credentials (SigV4). The boot's background retry loop calls this through `spotstack agent fetch-secret` and
+keeps trying until the agent is installed and the node's permission has reached the cloud's IAM. Base URLs are
+parameters so tests point them at loopback servers.
 """
 
 from __future__ import annotations
@@ -84,15 +86,37 @@ def rpc_signature(method: str, params: dict[str, str], secret: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def alicloud_oos_secret(
-    name: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
-) -> str:
-    """An OOS secret parameter's decrypted value, read with the instance RAM role's STS credentials."""
+def aws_parameter(name: str, region: str, endpoint: str | None = None) -> str:
+    """An SSM SecureString parameter's decrypted value (the instance profile's credentials, from IMDS)."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        client = boto3.client("ssm", region_name=region, endpoint_url=endpoint)
+        answer = client.get_parameter(Name=name, WithDecryption=True)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise SecretError(f"SSM parameter {name}: {exc}") from None
+    return str(answer["Parameter"]["Value"])
+
+
+def alicloud_ram_credentials(metadata_url: str = ALICLOUD_METADATA) -> dict[str, str]:
+    """The instance RAM role's STS credentials (AccessKeyId, AccessKeySecret, SecurityToken) from metadata."""
     base = f"{metadata_url}/latest/meta-data/ram/security-credentials/"
     role = _get(base).decode().strip().splitlines()[0:1]
     if not role:
         raise SecretError("no RAM role is attached to this instance")
     creds = _json(_get(base + role[0]), "RAM role credentials")
+    try:
+        return {k: str(creds[k]) for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken")}
+    except (KeyError, TypeError):
+        raise SecretError("RAM role credentials: AccessKeyId/AccessKeySecret/SecurityToken missing") from None
+
+
+def alicloud_oos_secret(
+    name: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
+) -> str:
+    """An OOS secret parameter's decrypted value, read with the instance RAM role's STS credentials."""
+    creds = alicloud_ram_credentials(metadata_url)
     params = {
         "Action": "GetSecretParameter",
         "Name": name,

@@ -43,11 +43,9 @@ def ecr_login(image_url: str, region: str) -> list[str]:
 
 
 def token_fetch(parameter_name: str, region: str) -> Secret:
-    return Secret(
-        CACHE_TOKEN_PATH,
-        f"aws ssm get-parameter --region {region} --name {parameter_name} --with-decryption "
-        "--query Parameter.Value --output text",
-    )
+    # The agent's own fetcher (boto3), not the AWS CLI: a custom AMI may lack the CLI, and the same
+    # command shape on every cloud keeps the boot path one thing to test.
+    return Secret(CACHE_TOKEN_PATH, node.fetch_secret_command("aws", parameter_name, region))
 
 
 def user_data(

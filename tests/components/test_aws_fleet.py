@@ -191,7 +191,7 @@ def test_cache_token_is_a_secure_parameter_fetched_at_boot(plan: PlanRun) -> Non
     assert read["Resource"].endswith(":parameter/spotstack/spotstack/test/llm/cache-token")
     text = base64.b64decode(one(plan, "aws:ec2/launchTemplate:LaunchTemplate", "llm-lt")["userData"]).decode()
     assert "plan-placeholder" not in text  # the token itself never enters user data
-    fetch = next(c for c in yaml.safe_load(text)["runcmd"] if "ssm get-parameter" in " ".join(c))
+    fetch = next(c for c in yaml.safe_load(text)["runcmd"] if "fetch-secret --cloud aws" in " ".join(c))
     assert "/spotstack/spotstack/test/llm/cache-token" in fetch[2] and "/etc/spotstack/cache-token" in fetch[2]
 
 
