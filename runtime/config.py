@@ -156,6 +156,8 @@ class CacheConfig(_Model):
     peers: list[str] = Field(default_factory=list)
     discovery_target: str | None = None
     """DNS name, peers file, or the fleet's tag value / group name, by discovery kind."""
+    origin_endpoint: str | None = None
+    """The object store's endpoint, where not the cloud's default (oss://: the region's internal endpoint)."""
 
 
 class AgentConfig(_Model):

@@ -25,6 +25,7 @@ from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings
 from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.event import InterruptionEvent
+from spotstack.runtime.secrets import SecretError
 
 log = logging.getLogger("spotstack.agent")
 
@@ -284,6 +285,7 @@ class Agent:
             await self._load_model(store, token)
 
     async def _load_model(self, store: Any, token: str) -> None:
+        from spotstack.runtime.cache import origin_auth
         from spotstack.runtime.cache.discovery import discover
         from spotstack.runtime.cache.pull import Origin, Progress, PullError, describe, pull, resolve_manifest
 
@@ -311,6 +313,13 @@ class Agent:
                     exclude=me,
                     instance_id=instance,
                 )
+                await asyncio.to_thread(
+                    origin_auth.configure,
+                    c.model_url,
+                    region=self.cfg.region,
+                    metadata_url=self.cfg.metadata_url,
+                    endpoint=c.origin_endpoint,
+                )
                 manifest, _ = await asyncio.to_thread(resolve_manifest, c.model_url, peers, token)
                 result = await asyncio.to_thread(
                     pull, store, manifest, c.dest, peers=peers, token=token, origin=Origin(c.model_url), progress=show
@@ -325,7 +334,7 @@ class Agent:
                     result.progress.from_origin / 1e9,
                 )
                 return
-            except (PullError, OSError, ValueError) as exc:
+            except (PullError, OSError, ValueError, SecretError) as exc:
                 self.state.model.update(state="retrying", error=str(exc))
                 log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
                 await asyncio.sleep(delay)

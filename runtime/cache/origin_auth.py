@@ -1,0 +1,36 @@
+"""The node's identity for the model's origin store, where fsspec does not find it on its own.
+
+s3:// (s3fs, botocore's credential chain: the instance profile through IMDS) and gs:// (gcsfs, google-auth: the
+service account through the metadata server) read with the node's identity unaided. ossfs does not: without a
+key it reads anonymously, and it needs an endpoint. So on Alibaba Cloud the agent reads the instance RAM role's
+STS credentials from the metadata server and sets them, with the region's VPC-internal endpoint (no egress, no
+traffic charge), as fsspec's defaults for oss:// (`fsspec.config.conf`), which every oss:// filesystem takes.
+"""
+
+from __future__ import annotations
+
+from spotstack.runtime import secrets
+
+
+def oss_endpoint(region: str) -> str:
+    """The region's OSS endpoint reachable from inside its VPCs."""
+    return f"https://oss-{region}-internal.aliyuncs.com"
+
+
+def configure(url: str, *, region: str | None, metadata_url: str, endpoint: str | None = None) -> None:
+    """Prepare fsspec to read `url` as this node. Raises `secrets.SecretError` while no credentials are served."""
+    if not url.startswith("oss://"):
+        return
+    import fsspec.config
+
+    if endpoint is None:
+        if not region:
+            raise ValueError("an oss:// model needs the agent's region (or cache.origin_endpoint)")
+        endpoint = oss_endpoint(region)
+    creds = secrets.alicloud_ram_credentials(metadata_url)
+    fsspec.config.conf["oss"] = {
+        "endpoint": endpoint,
+        "key": creds["AccessKeyId"],
+        "secret": creds["AccessKeySecret"],
+        "token": creds["SecurityToken"],
+    }
