@@ -103,6 +103,9 @@ def _gcp_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         out["url"] = f"gs://{rname}"
     elif kind == "Repository":
         out["name"] = inputs.get("repositoryId", name)
+    elif typ == "gcp:secretmanager/secret:Secret":
+        # The provider's `name` is the API resource name that clients read versions under.
+        out["name"] = f"projects/{PROJECT}/secrets/{inputs.get('secretId', name)}"
     return out
 
 
@@ -206,6 +209,12 @@ def run_offline(
     program: Callable[[], None], config: dict[str, Any], project: str = "spotstack", stack: str = "dev"
 ) -> PlanRun:
     """Run `program` with `config` (stack-file keys) under the mock engine and return what it declared."""
+    import asyncio
+
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # a caller's asyncio.run() closed and unset this thread's loop; Pulumi's runtime needs one
+        asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = PlanMocks()
     monitor = RecordingMonitor(mocks)
     logger = logging.getLogger(f"spotstack.plan.{stack}")
