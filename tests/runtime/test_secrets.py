@@ -5,11 +5,8 @@ store, which refuses a request without the right credentials (or, for Alibaba, a
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +14,7 @@ from aiohttp import web
 
 from spotstack.runtime.net import serve
 from spotstack.runtime.secrets import SecretError, rpc_signature
+from tests.clouds.alicloud_api import independent_signature
 
 TOKEN = "peer-cache-token-0123456789abcdef"
 
@@ -74,18 +72,6 @@ async def test_gcp_secret_with_the_nodes_service_account(gcp_fake: str) -> None:
         gcp_fake,
     )
     assert denied.returncode == 1 and "HTTP 404" in denied.stderr and "Traceback" not in denied.stderr
-
-
-def independent_signature(query: dict[str, str], secret: str) -> str:
-    """Alibaba's documented algorithm, written out step by step (not through the code under test)."""
-
-    def enc(s: str) -> str:
-        return urllib.parse.quote(s, safe="~").replace("+", "%20").replace("*", "%2A").replace("%7E", "~")
-
-    pairs = sorted((enc(k), enc(v)) for k, v in query.items() if k != "Signature")
-    canonical = "&".join(f"{k}={v}" for k, v in pairs)
-    string_to_sign = "GET&" + enc("/") + "&" + enc(canonical)
-    return base64.b64encode(hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()).decode()
 
 
 @pytest.fixture

@@ -1,0 +1,218 @@
+"""Each cloud as a booting node sees it, on loopback: its metadata server, its secret store holding the
+fleet's cache token, and its object store holding the model (with the manifest beside it)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest
+from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+from spotstack.runtime.emulators.aws import AwsImdsEmulator
+from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
+from spotstack.runtime.net import free_port, serve
+from tests.clouds.alicloud_api import OosFake, OssFake
+from tests.clouds.gcp_api import SecretManagerFake
+from tests.waits import wait_for
+
+TOKEN = "fleet-cache-token-0123456789abcdef0123"
+
+
+def secret_name(fetch_command: str) -> str:
+    m = re.search(r"--name ([^\s)]+)", fetch_command)
+    assert m, f"no --name in the boot's secret fetch: {fetch_command}"
+    return m.group(1)
+
+
+def split_url(model_url: str) -> tuple[str, str]:
+    bucket, _, prefix = model_url.split("://", 1)[1].partition("/")
+    return bucket, prefix.rstrip("/")
+
+
+class Cloud(ABC):
+    def __init__(self, model: dict[str, bytes], manifest: Manifest, model_url: str, secret: str, delay_s: float):
+        self.model, self.manifest, self.secret = model, manifest, secret
+        self.bucket, self.prefix = split_url(model_url)
+        self.allowed_from = time.time() + delay_s
+        """When the node's permission to read the token has reached the cloud's IAM."""
+        self._runners: list[web.AppRunner] = []
+
+    def objects(self) -> dict[str, bytes]:
+        keys = {f"{self.prefix}/{rel}": data for rel, data in self.model.items()}
+        keys[f"{self.prefix}/{MANIFEST_NAME}"] = self.manifest.to_json().encode()
+        return keys
+
+    async def serve(self, app: web.Application) -> str:
+        runner, port = await serve(app, "127.0.0.1", 0)
+        self._runners.append(runner)
+        return f"http://127.0.0.1:{port}"
+
+    @abstractmethod
+    async def start(self) -> dict[str, str]:
+        """Start the cloud's servers; return the node environment that points at them."""
+
+    async def stop(self) -> None:
+        for r in self._runners:
+            await r.cleanup()
+
+    @abstractmethod
+    def denied(self) -> int:
+        """How many token reads the store refused (a delayed permission must have refused some)."""
+
+
+class Aws(Cloud):
+    """moto (SSM, S3, EC2) as one server process; IMDSv2 with tokens required and the instance profile."""
+
+    async def start(self) -> dict[str, str]:
+        port = free_port()
+        self.moto = subprocess.Popen(  # noqa: ASYNC220 - starts at once; waited for below
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        await wait_for(lambda: asyncio.to_thread(_up, self.url + "/moto-api/"), 60, "moto server")
+        import boto3
+
+        kw: dict[str, Any] = {
+            "endpoint_url": self.url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "test",
+            "aws_secret_access_key": "test",
+        }
+        s3 = boto3.client("s3", **kw)
+        s3.create_bucket(Bucket=self.bucket)
+        for key, data in self.objects().items():
+            s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        self.ssm = boto3.client("ssm", **kw)
+        self._late: asyncio.Task[None] | None = None
+        if time.time() >= self.allowed_from:
+            self._put_token()
+        else:
+            # moto cannot hold back a permission; a parameter that is not readable until then fails the
+            # node's read the same way (an error answer) and exercises the same retry path.
+            self._late = asyncio.create_task(self._put_token_later())
+        self.imds = AwsImdsEmulator(tags={"spotstack:fleet": "llm", "aws:autoscaling:groupName": "llm-spot"})
+        await self.imds.start()
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            # botocore reads the instance profile's credentials from IMDS, as on a node.
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url + "/",
+            "SPOTSTACK_AGENT__METADATA__BASE_URL": self.imds.url,
+        }
+
+    def _put_token(self) -> None:
+        self.ssm.put_parameter(Name=self.secret, Value=TOKEN, Type="SecureString")
+
+    async def _put_token_later(self) -> None:
+        await asyncio.sleep(max(0.0, self.allowed_from - time.time()))
+        await asyncio.to_thread(self._put_token)
+
+    def denied(self) -> int:
+        # The node's reads before the parameter was there: moto records no refusals, so count by time.
+        return 1 if self._late is not None else 0
+
+    async def stop(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+        await self.imds.stop()
+        self.moto.terminate()
+        self.moto.wait(30)
+        await super().stop()
+
+
+class Gcp(Cloud):
+    """The metadata server (service-account token), Secret Manager, and GCS (gcp-storage-emulator)."""
+
+    async def start(self) -> dict[str, str]:
+        from gcp_storage_emulator.server import create_server
+
+        self.meta = GcpMetadataEmulator()
+        await self.meta.start()
+        self.secrets = SecretManagerFake({self.secret: TOKEN}, self.meta.access_token, allowed_from=self.allowed_from)
+        app = web.Application()
+        self.secrets.routes(app)
+        api = await self.serve(app)
+        port = free_port()
+        self.gcs = create_server("127.0.0.1", port, in_memory=True, default_bucket=self.bucket)
+        self.gcs.start()
+        gcs = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(self._upload, gcs)
+        host = self.meta.url.removeprefix("http://")
+        return {
+            "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
+            "SPOTSTACK_SECRETS_API_URL": api,
+            "STORAGE_EMULATOR_HOST": gcs,
+            # google-auth finds the node's service account through these (gcsfs's credentials).
+            "GCE_METADATA_HOST": host,
+            "GCE_METADATA_IP": host,
+            # gcsfs's newer client asks for the bucket type over gRPC, which the emulator does not speak.
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
+
+    def _upload(self, gcs: str) -> None:
+        import urllib.parse
+
+        for key, data in self.objects().items():
+            q = urllib.parse.urlencode({"uploadType": "media", "name": key})
+            req = urllib.request.Request(f"{gcs}/upload/storage/v1/b/{self.bucket}/o?{q}", data=data, method="POST")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+
+    def denied(self) -> int:
+        return self.secrets.denied
+
+    async def stop(self) -> None:
+        self.gcs.stop()
+        await self.meta.stop()
+        await super().stop()
+
+
+class Alicloud(Cloud):
+    """ECS metadata (the RAM role's STS credentials), OOS (secret parameter) and OSS, both checking signatures."""
+
+    async def start(self) -> dict[str, str]:
+        self.meta = AlicloudMetadataEmulator()
+        await self.meta.start()
+        creds = self.meta.credentials
+        self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from)
+        self.oss = OssFake({self.bucket: self.objects()}, creds)
+        oos_app, oss_app = web.Application(), web.Application()
+        self.oos.routes(oos_app)
+        self.oss.routes(oss_app)
+        return {
+            "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
+            "SPOTSTACK_SECRETS_API_URL": await self.serve(oos_app),
+            "SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT": await self.serve(oss_app),
+        }
+
+    def denied(self) -> int:
+        return self.oos.denied
+
+    async def stop(self) -> None:
+        await self.meta.stop()
+        await super().stop()
+
+
+CLOUDS: dict[str, type[Cloud]] = {"aws": Aws, "gcp": Gcp, "alicloud": Alicloud}
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def model_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,197 @@
+"""A node boots from the document the plan renders and reaches READY, on each cloud (deployability).
+
+For each dev stack in `stacks/`, the boot document is taken from the planned launch template (AWS), instance
+template (GCP) or scaling configuration (Alibaba) exactly as the plan renders it, and run in a scratch root
+(tests/boot/scratch.py, which lists what it substitutes and why). The node must reach READY: the cache token
+fetched with the node's own identity, the model pulled from the cloud's object store into the model folder,
+and `/ready` answering 200. Then again with the node's permission to read the token arriving 60 s late (IAM
+propagation, or a policy created after the group): the boot's retry loop must still get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from spotstack.runtime.cache.manifest import build_manifest
+from spotstack.runtime.net import free_port, serve
+from tests.boot.clouds import CLOUDS, TOKEN, Alicloud, model_files, secret_name
+from tests.boot.scratch import BootDoc, ScratchNode, build_wheel, dependency_view
+from tests.conftest import ROOT
+from tests.waits import wait_for
+
+STACKS = {"aws": "dev", "gcp": "dev-gcp", "alicloud": "dev-alicloud"}
+BOOT_RESOURCES = {
+    "aws": ("aws:ec2/launchTemplate:LaunchTemplate", "userData"),
+    "gcp": ("gcp:compute/instanceTemplate:InstanceTemplate", "metadata"),
+    "alicloud": ("alicloud:ess/scalingConfiguration:ScalingConfiguration", "userData"),
+}
+PERMISSION_DELAY_S = 60.0
+
+
+def rendered_boot_document(cloud: str) -> str:
+    """The first node boot document in the stack's plan, decoded as the cloud hands it to cloud-init."""
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+    from spotstack.components.plan.stackfile import load_stack
+
+    sf = load_stack(ROOT, STACKS[cloud])
+    plan = run_offline(program.run, sf.config, project=sf.project, stack=sf.stack)
+    typ, key = BOOT_RESOURCES[cloud]
+    value: Any = next(r.inputs[key] for r in plan.resources if r.type == typ)
+    if cloud == "gcp":
+        value = value["user-data"]  # GCE passes the `user-data` metadata key to cloud-init
+    value = value.get("value", value) if isinstance(value, dict) else value
+    text = str(value)
+    return text if text.startswith("#cloud-config") else base64.b64decode(text).decode()
+
+
+@pytest.fixture(scope="session")
+def agent_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("agent-wheel")
+    return build_wheel(out), dependency_view(out)
+
+
+@pytest.fixture(scope="module")
+def documents() -> dict[str, str]:
+    return {cloud: rendered_boot_document(cloud) for cloud in STACKS}
+
+
+def make_model(root: Path) -> Path:
+    """A small model: weights in two files (one in a folder) and a config."""
+    d = root / "model-src"
+    (d / "weights").mkdir(parents=True)
+    (d / "config.json").write_text('{"hidden": 384}')
+    (d / "weights" / "part-0.safetensors").write_bytes(os.urandom(3 << 20) + b"tail")
+    (d / "tokenizer.json").write_bytes(os.urandom(200_000))
+    return d
+
+
+class StandInWorkload:
+    """Where the model server container runs on a node: ready once the model's files are all in place."""
+
+    def __init__(self, dest: Path, files: dict[str, bytes]) -> None:
+        self.dest, self.sizes = dest, {k: len(v) for k, v in files.items()}
+
+    async def ready(self, request: web.Request) -> web.Response:
+        have = all((self.dest / k).is_file() and (self.dest / k).stat().st_size == n for k, n in self.sizes.items())
+        return web.Response(status=200 if have else 503)
+
+    async def start(self) -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_get("/ready", self.ready)
+        return await serve(app, "127.0.0.1", 0)
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def booted_node(
+    cloud: str, delay: float, tmp_path: Path, agent_wheel: tuple[Path, Path], text: str
+) -> AsyncIterator[dict[str, Any]]:
+    doc = BootDoc.parse(text)
+    cfg_text = next(str(f["content"]) for f in doc.files if f["path"] == "/etc/spotstack/agent.json")
+    import json
+
+    cfg = json.loads(cfg_text)
+    fetch = next(c[2] for c in doc.runcmd if "fetch-secret" in " ".join(c))
+    src = make_model(tmp_path)
+    files = model_files(src)
+    setup = CLOUDS[cloud](files, build_manifest(str(src)), cfg["cache"]["model_url"], secret_name(fetch), delay)
+    root = tmp_path / "node"
+    wheels, deps = agent_wheel
+    node = ScratchNode(root, wheels, deps, {})
+    dest = Path(node.path("/var/lib/spotstack/model"))
+    runner, wport = await StandInWorkload(dest, files).start()
+    try:
+        env = await setup.start()
+        rport = free_port()
+        node.env = {
+            **env,
+            "SPOTSTACK_AGENT__READINESS__HOST": "127.0.0.1",
+            "SPOTSTACK_AGENT__READINESS__PORT": str(rport),
+            "SPOTSTACK_AGENT__READINESS__WORKLOAD_HEALTH_URL": f"http://127.0.0.1:{wport}/ready",
+            "SPOTSTACK_AGENT__CACHE__PEER_PORT": str(free_port()),
+            "SPOTSTACK_AGENT__CACHE__DEST": str(dest),
+            "SPOTSTACK_AGENT__CACHE__STORE_DIR": node.path("/dev/shm/spotstack"),
+        }
+        started = time.time()
+        await node.boot(text)
+        yield {
+            "node": node,
+            "cloud": setup,
+            "files": files,
+            "dest": dest,
+            "ready_url": f"http://127.0.0.1:{rport}/ready",
+            "started": started,
+        }
+    finally:
+        await node.stop()
+        await setup.stop()
+        await runner.cleanup()
+
+
+async def reach_ready(b: dict[str, Any], timeout: float) -> float:
+    node: ScratchNode = b["node"]
+    try:
+        await wait_for(lambda: asyncio.to_thread(ready, b["ready_url"]), timeout, "the node's /ready to answer 200")
+    except AssertionError:
+        name = b["cloud"].__class__.__name__
+        fetch, agent = node.unit_log("cache-token.log")[-2000:], node.unit_log()[-3000:]
+        raise AssertionError(f"{name} node not READY; token fetch log:\n{fetch}\nagent:\n{agent}") from None
+    return time.time()
+
+
+def check_node(b: dict[str, Any]) -> None:
+    node: ScratchNode = b["node"]
+    for rel, data in b["files"].items():
+        got = (b["dest"] / rel).read_bytes()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), rel
+    assert Path(node.path("/etc/spotstack/cache-token")).read_text().strip() == TOKEN
+    assert oct(Path(node.path("/etc/spotstack/cache-token")).stat().st_mode & 0o777) == "0o600"
+    assert "cache disabled" not in node.unit_log()
+    if isinstance(b["cloud"], Alicloud):
+        assert b["cloud"].oss.reads > 0  # the model came through OSS with the RAM role's signed requests
+    unit = node.workload_unit
+    assert "/usr/bin/docker run" in unit and "--gpus all" in unit and "/var/lib/spotstack/model:/model:ro" in unit
+
+
+@pytest.mark.parametrize("cloud", list(STACKS))
+async def test_node_boots_to_ready(
+    cloud: str, tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
+) -> None:
+    async with booted_node(cloud, 0.0, tmp_path, agent_wheel, documents[cloud]) as b:
+        await reach_ready(b, 300)
+        check_node(b)
+
+
+async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
+    tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
+) -> None:
+    """All three clouds at once (each waits out the same 60 s, so together they take one wait)."""
+
+    async def one(cloud: str) -> None:
+        async with booted_node(cloud, PERMISSION_DELAY_S, tmp_path / cloud, agent_wheel, documents[cloud]) as b:
+            at = await reach_ready(b, PERMISSION_DELAY_S + 300)
+            assert at >= b["cloud"].allowed_from, cloud  # not ready before it could read the token
+            assert b["cloud"].denied() > 0, cloud  # it did try, and was refused, before that
+            check_node(b)
+
+    await asyncio.gather(*(one(c) for c in STACKS))

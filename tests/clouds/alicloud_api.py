@@ -1,0 +1,178 @@
+"""Alibaba Cloud APIs a node calls, as documented, checking the caller's signature with the STS credentials
+the metadata server handed out: OOS `GetSecretParameter` (RPC style, signature v1 HMAC-SHA1) and the OSS
+object API (ListObjects v1, HeadObject/GetObjectMeta, ranged GetObject; `Authorization: OSS id:signature`
+with `x-oss-security-token`). Path-style addressing, which OSS SDKs use when the endpoint is an IP address."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import time
+import urllib.parse
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+
+def independent_signature(query: dict[str, str], secret: str) -> str:
+    """The RPC signature, written out step by step from Alibaba's documentation (not the code under test)."""
+
+    def enc(s: str) -> str:
+        return urllib.parse.quote(s, safe="~").replace("+", "%20").replace("*", "%2A").replace("%7E", "~")
+
+    pairs = sorted((enc(k), enc(v)) for k, v in query.items() if k != "Signature")
+    canonical = "&".join(f"{k}={v}" for k, v in pairs)
+    string_to_sign = "GET&" + enc("/") + "&" + enc(canonical)
+    return base64.b64encode(hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()).decode()
+
+
+class OosFake:
+    def __init__(self, parameters: dict[str, str], credentials: dict[str, str], *, allowed_from: float = 0.0) -> None:
+        self.parameters = parameters
+        self.credentials = credentials
+        self.allowed_from = allowed_from
+        self.denied = 0
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._rpc)
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        if q.get("Signature") != independent_signature(q, self.credentials["AccessKeySecret"]):
+            return web.json_response({"Code": "IncompleteSignature"}, status=400)
+        if (
+            q.get("AccessKeyId") != self.credentials["AccessKeyId"]
+            or q.get("SecurityToken") != self.credentials["SecurityToken"]
+        ):
+            return web.json_response({"Code": "InvalidAccessKeyId.NotFound"}, status=404)
+        if q.get("Action") != "GetSecretParameter" or time.time() < self.allowed_from:
+            self.denied += 1
+            return web.json_response({"Code": "Forbidden.RAM", "Message": "User not authorized"}, status=403)
+        if q.get("WithDecryption") != "true" or q.get("Name") not in self.parameters:
+            return web.json_response({"Code": "EntityNotExists.Parameter"}, status=404)
+        value = self.parameters[q["Name"]]
+        return web.json_response({"RequestId": "r", "Parameter": {"Name": q["Name"], "Value": value}})
+
+
+# OSS signs these query parameters (sub-resources); the rest (prefix, marker, ...) are not signed.
+SIGNED_SUBRESOURCES = {"acl", "bucketInfo", "location", "objectMeta", "security-token", "tagging", "uploadId"}
+
+
+class OssFake:
+    def __init__(self, buckets: dict[str, dict[str, bytes]], credentials: dict[str, str]) -> None:
+        self.buckets = buckets
+        self.credentials = credentials
+        self.reads = 0
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{bucket}/{key:.*}", self._object)
+        app.router.add_route("*", "/{bucket}", self._object)
+
+    @staticmethod
+    def _error(status: int, code: str) -> web.Response:
+        body = f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code><Message>{code}</Message>"
+        body += "<RequestId>r</RequestId><HostId>oss.emulated</HostId></Error>"
+        return web.Response(status=status, body=body.encode(), content_type="application/xml", headers=_rid())
+
+    def _signed(self, request: web.Request, bucket: str, key: str) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("OSS ") or ":" not in auth:
+            return False
+        key_id, signature = auth[4:].split(":", 1)
+        if key_id != self.credentials["AccessKeyId"]:
+            return False
+        if request.headers.get("x-oss-security-token") != self.credentials["SecurityToken"]:
+            return False
+        oss_headers = sorted(
+            (k.lower(), v.strip()) for k, v in request.headers.items() if k.lower().startswith("x-oss-")
+        )
+        canonical_headers = "".join(f"{k}:{v}\n" for k, v in oss_headers)
+        sub = sorted((k, v) for k, v in request.query.items() if k in SIGNED_SUBRESOURCES)
+        resource = f"/{bucket}/{key}"
+        if sub:
+            resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in sub)
+        to_sign = "\n".join(
+            [
+                request.method,
+                request.headers.get("Content-MD5", ""),
+                request.headers.get("Content-Type", ""),
+                request.headers.get("Date", ""),
+                canonical_headers + resource,
+            ]
+        )
+        digest = hmac.new(self.credentials["AccessKeySecret"].encode(), to_sign.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(base64.b64encode(digest).decode(), signature)
+
+    async def _object(self, request: web.Request) -> web.Response:
+        bucket, key = request.match_info["bucket"], request.match_info.get("key", "")
+        if not self._signed(request, bucket, key):
+            return self._error(403, "SignatureDoesNotMatch")
+        if bucket not in self.buckets:
+            return self._error(404, "NoSuchBucket")
+        objects = self.buckets[bucket]
+        if request.method == "GET" and not key:
+            return self._list(bucket, objects, request.query)
+        if key not in objects:
+            return self._error(404, "NoSuchKey")
+        data = objects[key]
+        head = {
+            "ETag": f'"{hashlib.md5(data).hexdigest().upper()}"',
+            "Last-Modified": email.utils.formatdate(usegmt=True),
+            "x-oss-object-type": "Normal",
+            **_rid(),
+        }
+        if request.method == "HEAD":
+            return web.Response(headers={**head, "Content-Length": str(len(data))})
+        if request.method != "GET":
+            return self._error(405, "MethodNotAllowed")
+        self.reads += 1
+        rng = request.headers.get("Range", "")
+        if rng.startswith("bytes="):
+            lo, _, hi = rng[6:].partition("-")
+            start, end = int(lo), min(int(hi) if hi else len(data) - 1, len(data) - 1)
+            part = data[start : end + 1]
+            head["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            return web.Response(status=206, body=part, headers=head, content_type="application/octet-stream")
+        return web.Response(body=data, headers=head, content_type="application/octet-stream")
+
+    @staticmethod
+    def _list(bucket: str, objects: dict[str, bytes], q: dict[str, str]) -> web.Response:
+        prefix, delim, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
+        url = q.get("encoding-type") == "url"
+
+        def enc(s: str) -> str:
+            return escape(urllib.parse.quote(s) if url else s)
+
+        keys, prefixes = [], set()
+        for k in sorted(objects):
+            if not k.startswith(prefix) or k <= marker:
+                continue
+            rest = k[len(prefix) :]
+            if delim and delim in rest:
+                prefixes.add(prefix + rest.split(delim, 1)[0] + delim)
+            else:
+                keys.append(k)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        parts = [
+            "<?xml version='1.0' encoding='UTF-8'?>\n<ListBucketResult>",
+            f"<Name>{bucket}</Name><Prefix>{enc(prefix)}</Prefix><Marker>{enc(marker)}</Marker>",
+            f"<MaxKeys>{q.get('max-keys', '100')}</MaxKeys><Delimiter>{enc(delim)}</Delimiter>",
+            "<EncodingType>url</EncodingType>" if url else "",
+            "<IsTruncated>false</IsTruncated>",
+        ]
+        for k in keys:
+            etag = hashlib.md5(objects[k]).hexdigest().upper()
+            parts.append(
+                f'<Contents><Key>{enc(k)}</Key><LastModified>{stamp}</LastModified><ETag>"{etag}"</ETag>'
+                f"<Type>Normal</Type><Size>{len(objects[k])}</Size><StorageClass>Standard</StorageClass>"
+                "<Owner><ID>1</ID><DisplayName>1</DisplayName></Owner></Contents>"
+            )
+        parts += [f"<CommonPrefixes><Prefix>{enc(p)}</Prefix></CommonPrefixes>" for p in sorted(prefixes)]
+        parts.append("</ListBucketResult>")
+        return web.Response(body="".join(parts).encode(), content_type="application/xml", headers=_rid())
+
+
+def _rid() -> dict[str, str]:
+    return {"x-oss-request-id": "5C3D9A0C3B0E4B3F8D7E6A51"}
