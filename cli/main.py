@@ -92,11 +92,12 @@ def plan(
         atexit.unregister(release_event_loop)
         atexit.register(release_event_loop)
     if as_json:
-        doc = document(stack, result.run, result.costs, result.warnings)
+        doc = document(stack, result.run, result.costs, result.warnings, result.before_up)
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
         # Piped: no wrapping at 80 columns (a resource name split mid-word is no use to grep).
-        print_plan(Console(soft_wrap=not sys.stdout.isatty()), stack, result.run, result.costs, result.warnings)
+        console = Console(soft_wrap=not sys.stdout.isatty())
+        print_plan(console, stack, result.run, result.costs, result.warnings, result.before_up)
 
 
 def _register_node_commands() -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from spotstack.components.plan.engine import Declared, PlanRun
+from spotstack.components.plan.prereqs import Item
 from spotstack.components.pricing import HOURS_PER_MONTH, CostRange
 
 
@@ -118,7 +119,9 @@ def cost_table(costs: list[CostRange]) -> Table:
     return t
 
 
-def document(stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[str]) -> dict[str, Any]:
+def document(
+    stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[str], before_up: list[Item] | None = None
+) -> dict[str, Any]:
     return {
         "stack": stack,
         "resources": [
@@ -140,14 +143,28 @@ def document(stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[s
             for c in costs
         ],
         "warnings": warnings,
+        "before_up": [{"fleet": i.fleet, "cloud": i.cloud, "kind": i.kind, "text": i.text} for i in before_up or []],
     }
 
 
-def print_plan(console: Console, stack: str, plan: PlanRun, costs: list[CostRange], warnings: list[str]) -> None:
+def print_plan(
+    console: Console,
+    stack: str,
+    plan: PlanRun,
+    costs: list[CostRange],
+    warnings: list[str],
+    before_up: list[Item] | None = None,
+) -> None:
     custom = sum(r.custom for r in plan.resources)
     n = len(plan.resources)
     title = f"stack {stack}: {n} resources ({custom} in the cloud, {n - custom} components)"
     console.print(tree(plan, title))
     console.print(cost_table(costs))
+    for kind, title in (("needs", "Before `pulumi up`, create or request"), ("billed", "Billed while idle")):
+        items = [i for i in before_up or [] if i.kind == kind]
+        if items:
+            console.print(f"[bold]{title}:[/bold]")
+            for i in items:
+                console.print(f"  - {i.fleet} ({i.cloud}): {i.text}", highlight=False)
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

@@ -1,0 +1,143 @@
+"""What a stack needs that `pulumi up` does not create, and what it bills while the fleet is idle. Pure.
+
+A first `pulumi up` fails (or leaves nodes that never serve) when a GPU quota is zero, an API is off, or the
+image and model are not where the fleet reads them; and a dev stack left running bills its NAT gateways,
+load balancers and subscriptions even at zero traffic. The plan prints both lists per cloud.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from spotstack.components import catalog
+from spotstack.components.plan.engine import PlanRun
+from spotstack.components.spec import FleetSpec
+
+Kind = Literal["needs", "billed"]
+
+
+@dataclass(frozen=True)
+class Item:
+    fleet: str
+    cloud: str
+    kind: Kind
+    text: str
+
+
+def _gpus(f: FleetSpec) -> tuple[dict[str, int], int]:
+    """Per GPU model, the most GPUs the fleet may run at its maximum size; and the most vCPUs."""
+    gpus: dict[str, int] = {}
+    vcpu = 0
+    for i in f.instances:
+        t = catalog.lookup(f.cloud, i.type)
+        if t is None:
+            continue
+        gpus[t.gpu] = max(gpus.get(t.gpu, 0), t.gpu_count * f.capacity.max)
+        vcpu = max(vcpu, t.vcpu * f.capacity.max)
+    return gpus, vcpu
+
+
+def _model(f: FleetSpec, scheme: str) -> list[Item]:
+    mc = f.model_cache
+    if mc is None:
+        return []
+    url = f"{scheme}://{mc.bucket}/{mc.prefix}"
+    return [Item(f.name, f.cloud, "needs", f"the model's files and its manifest (`spotstack cache manifest {url}`)")]
+
+
+def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
+    _, vcpu = _gpus(f)
+    families = sorted({i.type[0].upper() for i in f.instances})
+    quota = " and ".join(
+        {"G": "G and VT", "P": "P"}.get(fam, fam) for fam in families
+    )  # EC2 counts GPU quotas in vCPUs per instance family group
+    out = [
+        Item(
+            f.name,
+            "aws",
+            "needs",
+            f"EC2 vCPU quotas in {f.region} for {quota} instances, spot and on-demand: up to {vcpu} vCPUs "
+            f"({f.capacity.max} replicas of the largest type); new accounts start at 0",
+        ),
+        Item(f.name, "aws", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
+        *_model(f, "s3"),
+    ]
+    upstream = f.image.pull_through_upstream
+    if upstream:
+        from spotstack.components.aws.registry import needs_credential
+
+        if needs_credential(upstream):
+            text = f"a Secrets Manager secret named `ecr-pullthroughcache/...` with credentials for {upstream}"
+            out.append(Item(f.name, "aws", "needs", text))
+    if run.find("aws:lb/loadBalancer:LoadBalancer"):
+        out.append(Item(f.name, "aws", "billed", "an Application Load Balancer (hourly, plus capacity units)"))
+    if f.capacity.base_on_demand:
+        out.append(Item(f.name, "aws", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
+    return out
+
+
+def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
+    gpus, _ = _gpus(f)
+    quota = ", ".join(
+        f"NVIDIA_{g.replace('-', '_').upper()}_GPUS and PREEMPTIBLE_NVIDIA_{g.replace('-', '_').upper()}_GPUS ≥ {n}"
+        for g, n in sorted(gpus.items())
+    )
+    out = [
+        Item(
+            f.name, "gcp", "needs", f"GPU quotas in {f.region}: {quota} (and GPUS_ALL_REGIONS); new projects start at 0"
+        ),
+        Item(
+            f.name,
+            "gcp",
+            "needs",
+            "APIs enabled in the project: compute, secretmanager, artifactregistry, storage, iam",
+        ),
+        Item(f.name, "gcp", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
+        *_model(f, "gs"),
+    ]
+    if run.find("gcp:compute/routerNat:RouterNat"):
+        out.append(Item(f.name, "gcp", "billed", "a Cloud NAT gateway (hourly per VM using it, plus data processed)"))
+    if run.find("gcp:compute/globalForwardingRule:GlobalForwardingRule"):
+        out.append(Item(f.name, "gcp", "billed", "an external HTTP load balancer forwarding rule (hourly)"))
+    if f.capacity.base_on_demand:
+        out.append(Item(f.name, "gcp", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
+    return out
+
+
+def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
+    gpus, _ = _gpus(f)
+    kinds = ", ".join(f"{n} x {g}" for g, n in sorted(gpus.items()))
+    out = [
+        Item(f.name, "alicloud", "needs", f"ECS GPU instance quota in {f.region} (Quota Center): up to {kinds}"),
+        Item(
+            f.name,
+            "alicloud",
+            "needs",
+            "the Auto Scaling service-linked role (AliyunServiceRoleForAutoScaling), created on first use of ESS",
+        ),
+        Item(f.name, "alicloud", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
+        *_model(f, "oss"),
+    ]
+    if run.find("alicloud:vpc/natGateway:NatGateway"):
+        out.append(Item(f.name, "alicloud", "billed", "an enhanced NAT gateway and its EIP (hourly, plus traffic)"))
+    if run.find("alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer") or run.find(
+        "alicloud:alb/loadBalancer:LoadBalancer"
+    ):
+        out.append(Item(f.name, "alicloud", "billed", "a load balancer instance (hourly, plus capacity units)"))
+    if run.find("alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance"):
+        out.append(
+            Item(
+                f.name, "alicloud", "billed", "a Container Registry Enterprise Edition instance: a monthly subscription"
+            )
+        )
+    if f.capacity.base_on_demand:
+        out.append(
+            Item(f.name, "alicloud", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on")
+        )
+    return out
+
+
+def prerequisites(fleets: list[FleetSpec], run: PlanRun) -> list[Item]:
+    by_cloud = {"aws": _aws, "gcp": _gcp, "alicloud": _alicloud}
+    return [item for f in fleets if f.cloud in by_cloud for item in by_cloud[f.cloud](f, run)]
