@@ -174,6 +174,22 @@ def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) ->
     return []
 
 
+def _check_alicloud_alb(fleet: FleetSpec, at: str) -> list[Problem]:
+    """An Alibaba fleet sits behind an ALB, which spans two zones or more, one vSwitch per zone."""
+    if fleet.cloud != "alicloud":
+        return []
+    if len(fleet.zones) < 2:
+        return [Problem(f"{at}.zones", "Alibaba Cloud fleets need two zones or more (an ALB spans at least two)")]
+    if fleet.network is not None and fleet.network.subnets and len(fleet.network.subnets) != len(fleet.zones):
+        return [
+            Problem(
+                f"{at}.network.subnets",
+                f"give one vSwitch per zone, in the zones' order ({len(fleet.zones)}); the ALB maps each zone to one",
+            )
+        ]
+    return []
+
+
 def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Rules that span fields or need the catalog. Returns (errors, warnings)."""
     cap = fleet.capacity
@@ -185,6 +201,7 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors += _check_ports(fleet.model_cache, fleet.service, at)
     if fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
+    errors += _check_alicloud_alb(fleet, at)
     if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
         warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
     window = NOTICE_WINDOW_S[fleet.cloud]

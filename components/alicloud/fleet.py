@@ -1,9 +1,9 @@
-"""AlicloudGpuFleet: an ESS scaling group of spot GPU instances behind a CLB (SLB), drained on notice.
+"""AlicloudGpuFleet: an ESS scaling group of spot GPU instances behind an ALB, drained on notice.
 
 Children: VPC and vSwitches (unless the spec names a network), a security group admitting only the
-load balancer's range and the fleet's own peers, a RAM role scoped to the fleet, the scaling group
+VPC's range (where the ALB's addresses are) and the fleet's own peers, a RAM role scoped to the fleet, the scaling group
 (multi-AZ policy, on-demand base and percentage, spot remedy, on-demand compensation), its scaling
-configuration (types in order, spot price limits from the bids), a VServer group with the agent's
+configuration (types in order, spot price limits from the bids), an ALB server group with the agent's
 readiness check, a termination lifecycle hook, target tracking on QPS, and scheduled tasks.
 """
 
@@ -55,8 +55,12 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         if spec.network is not None:
             vpc_id: pulumi.Input[str] = spec.network.id
             vswitches: list[pulumi.Input[str]] = list(spec.network.subnets)
+            # The ALB reaches nodes from its addresses in its vSwitches: admit the VPC's range.
+            found = ali.vpc.get_networks_output(ids=[spec.network.id], opts=pulumi.InvokeOutputOptions(parent=self))
+            vpc_cidr: pulumi.Input[str] = found.vpcs.apply(lambda v: v[0].cidr_block)
         else:
-            vpc = ali.vpc.Network(f"{name}-vpc", vpc_name=f"{name}-vpc", cidr_block="10.42.0.0/16", opts=child)
+            vpc_cidr = mapping.VPC_CIDR
+            vpc = ali.vpc.Network(f"{name}-vpc", vpc_name=f"{name}-vpc", cidr_block=vpc_cidr, opts=child)
             vpc_id = vpc.id
             vswitches = [
                 ali.vpc.Switch(
@@ -109,7 +113,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 type="ingress",
                 ip_protocol="tcp",
                 port_range=f"{port}/{port}",
-                cidr_ip=mapping.SLB_RANGE,
+                cidr_ip=vpc_cidr,
                 security_group_id=sg.id,
                 policy="accept",
                 nic_type="intranet",
@@ -129,32 +133,64 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
 
-        lb = ali.slb.ApplicationLoadBalancer(
-            f"{name}-clb",
-            load_balancer_name=f"{name}-clb",
-            address_type="internet" if svc.public else "intranet",
-            vswitch_id=None if svc.public else vswitches[0],
-            load_balancer_spec="slb.s2.small",
-            payment_type="PayAsYouGo",
+        # An ALB, not a CLB: ESS tracks per-server QPS (LoadBalancerRealServerAverageQps) only for ALB server
+        # groups, and an ALB spans the fleet's zones (one vSwitch per zone; ALB requires two or more).
+        alb = ali.alb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_name=f"{name}-alb",
+            vpc_id=vpc_id,
+            address_type="Internet" if svc.public else "Intranet",
+            address_allocated_mode="Dynamic",
+            load_balancer_edition="Standard",
+            load_balancer_billing_config=ali.alb.LoadBalancerLoadBalancerBillingConfigArgs(pay_type="PayAsYouGo"),
+            zone_mappings=[
+                ali.alb.LoadBalancerZoneMappingArgs(zone_id=z, vswitch_id=v)
+                for z, v in zip(spec.zones, vswitches, strict=True)
+            ],
+            tags={**spec.tags, node.FLEET_TAG: name},
             opts=child,
         )
-        vsg = ali.slb.ServerGroup(f"{name}-vsg", load_balancer_id=lb.id, name=f"{name}-replicas", opts=child)
-        ali.slb.Listener(
+        servers = ali.alb.ServerGroup(
+            f"{name}-servers",
+            server_group_name=f"{name}-replicas",
+            server_group_type="Instance",
+            protocol="HTTP",
+            vpc_id=vpc_id,
+            # Route on the agent's readiness (off while draining or loading the model); ESS judges the
+            # instance itself on ECS status, so a drain never gets a node replaced.
+            health_check_config=ali.alb.ServerGroupHealthCheckConfigArgs(
+                health_check_enabled=True,
+                health_check_protocol="HTTP",
+                health_check_method="GET",
+                health_check_path=svc.readiness_path,
+                health_check_connect_port=node.AGENT_PORT,
+                health_check_codes=["http_2xx"],
+                health_check_interval=2,
+                health_check_timeout=2,
+                healthy_threshold=2,
+                unhealthy_threshold=2,
+            ),
+            sticky_session_config=ali.alb.ServerGroupStickySessionConfigArgs(sticky_session_enabled=False),
+            tags={**spec.tags, node.FLEET_TAG: name},
+            opts=child,
+        )
+        ali.alb.Listener(
             f"{name}-http",
-            load_balancer_id=lb.id,
-            frontend_port=80,
-            backend_port=svc.port,
-            protocol="http",
-            bandwidth=-1,
-            server_group_id=vsg.id,
-            health_check="on",
-            health_check_uri=svc.readiness_path,
-            health_check_connect_port=node.AGENT_PORT,
-            health_check_http_code="http_2xx",
-            health_check_interval=2,
-            health_check_timeout=2,
-            healthy_threshold=2,
-            unhealthy_threshold=2,
+            load_balancer_id=alb.id,
+            listener_protocol="HTTP",
+            listener_port=80,
+            default_actions=[
+                ali.alb.ListenerDefaultActionArgs(
+                    type="ForwardGroup",
+                    forward_group_config=ali.alb.ListenerDefaultActionForwardGroupConfigArgs(
+                        server_group_tuples=[
+                            ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(
+                                server_group_id=servers.id
+                            )
+                        ]
+                    ),
+                )
+            ],
             opts=child,
         )
 
@@ -174,24 +210,12 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             compensate_with_on_demand=cap.dynamic_on_demand_fallback,  # on-demand when spot cannot be had
             removal_policies=["OldestScalingConfiguration", "NewestInstance"],
             default_cooldown=300,
+            # ESS registers each instance it launches in the ALB server group, and removes it on scale-in.
+            alb_server_groups=[
+                ESS.ScalingGroupAlbServerGroupArgs(alb_server_group_id=servers.id, port=svc.port, weight=100)
+            ],
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
         )
-        ESS.ScalingGroupVServerGroups(
-            f"{name}-attach-vsg",
-            scaling_group_id=group.id,
-            vserver_groups=[
-                ESS.ScalingGroupVServerGroupsVserverGroupArgs(
-                    loadbalancer_id=lb.id,
-                    vserver_attributes=[
-                        ESS.ScalingGroupVServerGroupsVserverGroupVserverAttributeArgs(
-                            vserver_group_id=vsg.id, port=svc.port, weight=100
-                        )
-                    ],
-                )
-            ],
-            opts=child,
-        )
-
         role = ali.ram.Role(
             f"{name}-node-role",
             role_name=f"{name}-node",
@@ -217,7 +241,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         policy = ali.ram.Policy(
             f"{name}-node-policy",
             policy_name=f"{name}-node",
-            policy_document=pulumi.Output.all(group.id, lb.id, args.registry_instance_id).apply(
+            policy_document=pulumi.Output.all(group.id, servers.id, args.registry_instance_id).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
                         spec.region,
@@ -282,9 +306,9 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             default_result="CONTINUE",
             opts=child,
         )
-        self._scaling(name, spec, group, child)
+        self._scaling(name, spec, group, servers, child)
 
-        self.address = lb.address
+        self.address = alb.dns_name
         self.scaling_group_id = group.id
         self.role_name = role.role_name
         self.register_outputs(
@@ -292,7 +316,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _scaling(name: str, spec: FleetSpec, group: ali.ess.ScalingGroup, child: pulumi.ResourceOptions) -> None:
+    def _scaling(
+        name: str,
+        spec: FleetSpec,
+        group: ali.ess.ScalingGroup,
+        servers: ali.alb.ServerGroup,
+        child: pulumi.ResourceOptions,
+    ) -> None:
         sc = spec.scaling
         if sc.target_qps_per_replica is not None:
             ESS.ScalingRule(
@@ -301,6 +331,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 scaling_rule_name=f"{name}-qps",
                 scaling_rule_type="TargetTrackingScalingRule",
                 metric_name="LoadBalancerRealServerAverageQps",
+                # The metric is per ALB server group, named by the `rulePool` dimension (CreateScalingRule).
+                alarm_dimension=ESS.ScalingRuleAlarmDimensionArgs(dimension_key="rulePool", dimension_value=servers.id),
                 target_value=sc.target_qps_per_replica,
                 estimated_instance_warmup=300,
                 opts=child,

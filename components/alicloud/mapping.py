@@ -10,7 +10,8 @@ from spotstack.components.pricing import spot_cap
 from spotstack.components.spec import FleetSpec
 
 # CLB reaches backends (health checks and traffic) from this range.
-SLB_RANGE = "100.64.0.0/10"
+# The range of the VPC a fleet creates for itself (one /24 vSwitch per zone).
+VPC_CIDR = "10.42.0.0/16"
 # Ubuntu 22.04; GPU drivers are installed by cloud-init's runcmd on first boot where the image lacks them.
 DEFAULT_IMAGE = "ubuntu_22_04_x64_20G_alibase_20240508.vhd"
 ASSUME_ECS = json.dumps(
@@ -113,8 +114,8 @@ def node_policy(
         },
         {
             "Effect": "Allow",
-            "Action": ["slb:RemoveVServerGroupBackendServers", "slb:DescribeVServerGroupAttribute"],
-            "Resource": [f"acs:slb:{region}:*:loadbalancer/{lb_id}"],
+            "Action": ["alb:RemoveServersFromServerGroup", "alb:ListServerGroupServers"],
+            "Resource": [f"acs:alb:{region}:*:servergroup/{lb_id}"],
         },
         {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ess:DescribeScalingInstances"], "Resource": ["*"]},
     ]

@@ -114,6 +114,8 @@ def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, 
     out: dict[str, Any] = {"id": f"{kind.lower()}-{name}"}
     if kind == "ApplicationLoadBalancer":
         out["address"] = "198.51.100.20"
+    elif typ == "alicloud:alb/loadBalancer:LoadBalancer":
+        out["dnsName"] = f"alb-plan{name}.us-west-1.alb.aliyuncs.com"
     elif kind == "Role":
         out["name"] = inputs.get("roleName") or inputs.get("name") or name
         out["arn"] = f"acs:ram::1234567890123456:role/{out['name']}"
@@ -165,6 +167,9 @@ class PlanMocks(pulumi.runtime.Mocks):
                 if f.get("name") == "availability-zone":
                     zones = list(f.get("values", []))
             return {"id": "subnets", "ids": [f"subnet-{z}" for z in zones]}
+        if args.token == "alicloud:vpc/getNetworks:getNetworks":
+            ids = list(args.args.get("ids") or [])
+            return {"id": "vpcs", "ids": ids, "vpcs": [{"id": i, "cidrBlock": "10.0.0.0/8"} for i in ids]}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/plan", "userId": "plan"}
         return {}

@@ -157,8 +157,17 @@ def test_alicloud_types_in_order_with_price_limits_from_bids(ali: PlanRun) -> No
 
 
 def test_alicloud_draining_health_check_and_lifecycle(ali: PlanRun) -> None:
-    lst = one(ali, "alicloud:slb/listener:Listener", "llm-http")
-    assert (lst["healthCheckUri"], lst["healthCheckConnectPort"], lst["backendPort"]) == ("/ready", 8471, 8080)
+    hc = one(ali, "alicloud:alb/serverGroup:ServerGroup", "llm-servers")["healthCheckConfig"]
+    assert (hc["healthCheckPath"], hc["healthCheckConnectPort"], hc["healthCheckCodes"]) == (
+        "/ready",
+        8471,
+        ["http_2xx"],
+    )
+    group = one(ali, "alicloud:ess/scalingGroup:ScalingGroup", "llm-group")
+    assert group["albServerGroups"] == [{"albServerGroupId": "servergroup-llm-servers", "port": 8080, "weight": 100}]
+    lst = one(ali, "alicloud:alb/listener:Listener", "llm-http")
+    tuples = lst["defaultActions"][0]["forwardGroupConfig"]["serverGroupTuples"]
+    assert lst["listenerPort"] == 80 and tuples == [{"serverGroupId": "servergroup-llm-servers"}]
     hook = one(ali, "alicloud:ess/lifecycleHook:LifecycleHook", "llm-drain")
     assert (hook["lifecycleTransition"], hook["heartbeatTimeout"], hook["defaultResult"]) == (
         "SCALE_IN",
@@ -167,6 +176,9 @@ def test_alicloud_draining_health_check_and_lifecycle(ali: PlanRun) -> None:
     )
     rule = one(ali, "alicloud:ess/scalingRule:ScalingRule", "llm-qps")
     assert rule["scalingRuleType"] == "TargetTrackingScalingRule" and rule["targetValue"] == 10
+    # Deployability finding 15: per-server QPS is an ALB server group metric, named by `rulePool`.
+    assert rule["metricName"] == "LoadBalancerRealServerAverageQps"
+    assert rule["alarmDimension"] == {"dimensionKey": "rulePool", "dimensionValue": "servergroup-llm-servers"}
 
 
 def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
@@ -182,7 +194,7 @@ def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
             else:
                 assert (
                     "scalinggroup/scalinggroup-llm-group" in res
-                    or "loadbalancer/applicationloadbalancer-llm-clb" in res
+                    or res == "acs:alb:us-west-1:*:servergroup/servergroup-llm-servers"
                     or res.startswith("acs:oss:*:*:acme-models")
                     or "repository/" in res
                     or res.endswith("secretparameter/spotstack-spotstack-test-llm-cache-token")

@@ -162,3 +162,41 @@ def test_alicloud_registry_subscription_is_manual_and_protected(ali: PlanRun) ->
     inst = one(ali, "alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance", "llm-images-instance")
     assert inst["renewalStatus"] == "ManualRenewal" and "renewPeriod" not in inst
     assert any("subscription" in w for w in ali.warnings)
+
+
+def test_alicloud_nodes_admit_the_albs_addresses_in_their_vpc(ali: PlanRun) -> None:
+    """Finding 15: the ALB reaches nodes from addresses in its vSwitches, not from the CLB range."""
+    for port in ("service", "readiness"):
+        rule = one(ali, "alicloud:ecs/securityGroupRule:SecurityGroupRule", f"llm-in-{port}")
+        assert rule["cidrIp"] == "10.42.0.0/16"
+    alb = one(ali, "alicloud:alb/loadBalancer:LoadBalancer", "llm-alb")
+    assert [m["zoneId"] for m in alb["zoneMappings"]] == ["us-west-1a", "us-west-1b"]
+    assert alb["loadBalancerBillingConfig"] == {"payType": "PayAsYouGo"}
+
+
+def test_alicloud_fleet_in_a_given_vpc_admits_that_vpcs_range() -> None:
+    raw = as_cloud("alicloud")
+    raw["network"] = {"id": "vpc-given", "subnets": ["vsw-a", "vsw-b"]}
+    from tests.components.test_gcp_alicloud import plan_of
+
+    plan = plan_of(raw)
+    assert one(plan, "alicloud:ecs/securityGroupRule:SecurityGroupRule", "llm-in-service")["cidrIp"] == "10.0.0.0/8"
+    alb = one(plan, "alicloud:alb/loadBalancer:LoadBalancer", "llm-alb")
+    pairs = [(m["zoneId"], m["vswitchId"]) for m in alb["zoneMappings"]]
+    assert pairs == [("us-west-1a", "vsw-a"), ("us-west-1b", "vsw-b")]
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"zones": ["us-west-1a"]}, "fleets[0].zones"),
+        ({"network": {"id": "vpc-given", "subnets": ["vsw-a"]}}, "fleets[0].network.subnets"),
+    ],
+)
+def test_alicloud_fleet_needs_two_zones_and_a_vswitch_each(change: dict[str, Any], path: str) -> None:
+    from spotstack.components.validate import SpecError, validate_fleets
+
+    raw = {**as_cloud("alicloud"), **change}
+    with pytest.raises(SpecError) as e:
+        validate_fleets([raw], prefix="fleets")
+    assert path in str(e.value)

@@ -249,7 +249,6 @@ def test_every_resource_keeps_its_clouds_rules(plans: dict[str, Plan], stack: st
     assert len(pairs) >= 8  # the stack's resources were checked, not skipped
 
 
-@pytest.mark.xfail(strict=True, reason="deployability finding 15 is open: the Alibaba fleet has a CLB, not an ALB")
 def test_alicloud_qps_rule_tracks_a_metric_its_load_balancer_reports(plans: dict[str, Plan]) -> None:
     """ESS's LoadBalancerRealServerAverageQps exists for ALB server groups only, named by a `rulePool`
     alarm dimension (CreateScalingRule API reference); a CLB VServer group reports no such metric."""
