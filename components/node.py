@@ -88,10 +88,15 @@ def agent_config(
 
 
 def cloud_init(
-    cfg: AgentConfig, fleet: FleetSpec, image_url: str, login: list[str], secrets: tuple[Secret, ...] = ()
+    cfg: AgentConfig,
+    fleet: FleetSpec,
+    image_url: str,
+    login: list[str],
+    secrets: tuple[Secret, ...] = (),
+    gpu_setup: bool = False,
 ) -> str:
     workload = Workload(image=image_url, port=fleet.service.port, login=login)
-    return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets)
+    return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets, gpu_setup=gpu_setup)
 
 
 def secret_id(fleet: FleetSpec, what: str) -> str:

@@ -82,6 +82,28 @@ ENSURE_VENV = (
     "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)"
 )
 
+GPU_SETUP = """set -e
+export DEBIAN_FRONTEND=noninteractive
+command -v docker >/dev/null || { apt-get update -qq; apt-get install -y -qq docker.io; }
+if ! command -v nvidia-smi >/dev/null; then
+  apt-get update -qq; apt-get install -y -qq ubuntu-drivers-common
+  ubuntu-drivers install --gpgpu
+  modprobe nvidia
+fi
+if ! command -v nvidia-ctk >/dev/null; then
+  k=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --batch --yes --dearmor -o $k
+  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+    | sed "s#deb https://#deb [signed-by=$k] https://#g" > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get update -qq; apt-get install -y -qq nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker
+  systemctl restart docker
+fi
+"""
+"""First boot on a stock Ubuntu image (no NVIDIA driver, no container runtime): Docker from Ubuntu, the
+datacenter driver through `ubuntu-drivers --gpgpu` (Ubuntu's signed prebuilt modules, no reboot), and NVIDIA's
+container toolkit from NVIDIA's repository, as NVIDIA documents. Each part is skipped where the image has it."""
+
 SECRET_TRIES = 60
 """A secret fetch is retried with growing pauses (up to 10 s) for about 8 minutes: the node's permission
 may reach the cloud's IAM after the node boots (eventual consistency, or a policy created after the group)."""
@@ -103,9 +125,15 @@ def fetch_secret(s: Secret) -> str:
 
 
 def render_cloud_init(
-    config: AgentConfig, workload: Workload, package: str = "spotstack[agent]", secrets: tuple[Secret, ...] = ()
+    config: AgentConfig,
+    workload: Workload,
+    package: str = "spotstack[agent]",
+    secrets: tuple[Secret, ...] = (),
+    gpu_setup: bool = False,
 ) -> str:
-    """A `#cloud-config` document: write the config and units, fetch secrets, install the agent, start both."""
+    """A `#cloud-config` document: write the config and units, fetch secrets, install the agent, start both.
+
+    `gpu_setup` installs what a GPU workload needs where the machine image lacks it (see GPU_SETUP)."""
     doc = {
         "write_files": [
             {"path": CONFIG_PATH, "permissions": "0600", "owner": "root:root", "content": config.to_json()},
@@ -119,6 +147,7 @@ def render_cloud_init(
             ["sh", "-c", ENSURE_VENV],
             ["python3", "-m", "venv", VENV],
             [f"{VENV}/bin/pip", "install", "--quiet", package],
+            *([["sh", "-c", GPU_SETUP]] if gpu_setup else []),
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", AGENT_UNIT, WORKLOAD_UNIT],
         ],

@@ -272,7 +272,10 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             else ()
         )
         user_data = pulumi.Output.from_input(image).apply(
-            lambda img: base64.b64encode(node.cloud_init(cfg, spec, img, [], secrets).encode()).decode()
+            lambda img: base64.b64encode(
+                # The default image is stock Ubuntu: the node installs the driver, Docker and NVIDIA's toolkit.
+                node.cloud_init(cfg, spec, img, [], secrets, gpu_setup=spec.machine_image is None).encode()
+            ).decode()
         )
         ESS.ScalingConfiguration(
             f"{name}-config",

@@ -114,3 +114,69 @@ def test_the_venv_check_runs_and_installs_nothing_where_venv_exists() -> None:
 
     r = subprocess.run(["sh", "-c", ENSURE_VENV + " && echo ok"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == "ok" and "apt" not in r.stderr
+
+
+def _stubs(tmp_path: Path, present: list[str], recorded: list[str]) -> dict[str, str]:
+    """A PATH where `present` commands exist (doing nothing) and `recorded` ones log their arguments."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    for name in present:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+    for name in recorded:
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+    for p in bin_dir.iterdir():
+        p.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": os.environ.get("LANG", "C.UTF-8")}
+
+
+def test_gpu_setup_installs_nothing_where_the_image_has_it_all(tmp_path: Path) -> None:
+    """Deployability finding 17: the same step must be harmless on a GPU image (and on a reboot)."""
+    import subprocess
+
+    from spotstack.runtime.bootstrap import GPU_SETUP
+
+    assert subprocess.run(["sh", "-n", "-c", GPU_SETUP], timeout=10).returncode == 0
+    env = _stubs(tmp_path, ["docker", "nvidia-smi", "nvidia-ctk"], ["apt-get", "ubuntu-drivers", "modprobe", "curl"])
+    r = subprocess.run(["sh", "-c", GPU_SETUP], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "calls").exists()
+
+
+def test_gpu_setup_installs_the_driver_where_the_image_lacks_it(tmp_path: Path) -> None:
+    import subprocess
+
+    from spotstack.runtime.bootstrap import GPU_SETUP
+
+    env = _stubs(tmp_path, ["docker", "nvidia-ctk"], ["apt-get", "ubuntu-drivers", "modprobe"])
+    r = subprocess.run(["sh", "-c", GPU_SETUP], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [
+        "apt-get update -qq",
+        "apt-get install -y -qq ubuntu-drivers-common",
+        "ubuntu-drivers install --gpgpu",
+        "modprobe nvidia",
+    ]
+
+
+def test_only_alibabas_stock_image_gets_the_gpu_setup() -> None:
+    import base64
+
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+    from spotstack.runtime.bootstrap import GPU_SETUP
+    from tests.components.test_gcp_alicloud import as_cloud
+
+    def steps(raw: dict[str, object]) -> list[list[str]]:
+        plan = run_offline(program.run, {"spotstack:fleets": [raw]}, stack="t")
+        typ = "alicloud:ess/scalingConfiguration:ScalingConfiguration"
+        ud = next(r.inputs["userData"] for r in plan.resources if r.type == typ)
+        return list(yaml.safe_load(base64.b64decode(ud).decode())["runcmd"])
+
+    stock = steps(as_cloud("alicloud"))
+    assert ["sh", "-c", GPU_SETUP] in stock
+    assert stock.index(["sh", "-c", GPU_SETUP]) < stock.index(["systemctl", "daemon-reload"])
+    assert ["sh", "-c", GPU_SETUP] not in steps({**as_cloud("alicloud"), "machine_image": "m-gpu-image"})
