@@ -129,6 +129,45 @@ def fetch_secret(
     print(value)
 
 
+@agent_app.command("registry-login")
+def registry_login(
+    instance_id: str = typer.Option(..., "--instance-id", help="The ACR Enterprise Edition instance (cri-...)."),
+    region: str = typer.Option(..., "--region", help="The instance's region."),
+    registry: str = typer.Option(..., "--registry", help="The registry host Docker pulls from."),
+    metadata_url: str = typer.Option(
+        "", "--metadata-url", envvar="SPOTSTACK_AGENT__METADATA__BASE_URL", help="Override the metadata server."
+    ),
+    api_url: str = typer.Option("", "--api-url", envvar="SPOTSTACK_REGISTRY_API_URL", help="Override ACR's endpoint."),
+    docker: str = typer.Option("docker", "--docker", help="The Docker CLI to log in with."),
+) -> None:
+    """Log Docker in to the fleet's Alibaba Cloud registry with this node's RAM role (a temporary token).
+
+    The workload unit runs this before each start, so a restarted container never meets an expired login.
+    """
+    import subprocess
+
+    from spotstack.runtime import secrets
+
+    try:
+        user, password = secrets.alicloud_registry_login(
+            instance_id, region, metadata_url or secrets.ALICLOUD_METADATA, api_url or None
+        )
+    except secrets.SecretError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    r = subprocess.run(
+        [docker, "login", "--username", user, "--password-stdin", registry],
+        input=password,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    if r.returncode != 0:
+        err.print(f"[red]error:[/red] docker login {registry} failed: {r.stderr.strip()[-500:]}", highlight=False)
+        raise typer.Exit(1)
+    print(f"logged in to {registry}")
+
+
 @agent_app.command("status")
 def status(
     url: str = typer.Option(

@@ -72,9 +72,9 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
 def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
     from spotstack.components.alicloud.fleet import AlicloudGpuFleet, AlicloudGpuFleetArgs
     from spotstack.components.alicloud.model_store import AlicloudModelStore
-    from spotstack.components.alicloud.registry import AlicloudImageRegistry
+    from spotstack.components.alicloud.registry import AlicloudImageRegistry, AlicloudImageRegistryArgs
 
-    repository, instance_id = None, None
+    repository, instance_id, image_url = None, None, None
     # The registry and the bucket use the stack's provider: its region must be the fleet's.
     if pulumi.Config("alicloud").get("region") != fleet.region:
         pulumi.log.warn(
@@ -82,13 +82,21 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
             "would land in another region than the fleet (set alicloud:region)"
         )
     if fleet.image.create_registry and fleet.image.registry is None:
-        registry = AlicloudImageRegistry(f"{fleet.name}-images", {"repository": fleet.image.repository})
+        reg_args: AlicloudImageRegistryArgs = {"repository": fleet.image.repository}
+        if fleet.image.registry_instance is not None:
+            reg_args["instance_id"] = fleet.image.registry_instance
+        registry = AlicloudImageRegistry(f"{fleet.name}-images", reg_args)
         repository, instance_id = registry.repository, registry.instance_id
+        # Nodes pull through the instance's VPC endpoint (the fleet links its VPC): no NAT traffic, no internet.
+        image_url = registry.instance_name.apply(
+            lambda n: f"{n}-registry-vpc.{fleet.region}.cr.aliyuncs.com/{repository}:{fleet.image.tag}"
+        )
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
         AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
     gpu = AlicloudGpuFleet(
-        fleet.name, AlicloudGpuFleetArgs(spec=fleet, repository=repository, registry_instance_id=instance_id)
+        fleet.name,
+        AlicloudGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id),
     )
     return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id}
 

@@ -220,6 +220,11 @@ class ImageSpec(_Model):
     """Declare the image registry (repository) along with the fleet."""
     pull_through_upstream: str | None = None
     """Upstream registry to cache (e.g. public.ecr.aws), where the cloud supports it."""
+    registry_instance: Annotated[str, StringConstraints(pattern=r"^cri-[a-z0-9]+$")] | None = None
+    """Alibaba Cloud: the existing Container Registry Enterprise Edition instance (`cri-...`) to hold the
+    repository. ACR EE is sold by monthly subscription, so spotstack reuses one unless told to buy one."""
+    create_registry_instance: bool = False
+    """Alibaba Cloud: buy a new ACR EE instance for this fleet (a monthly subscription; manual renewal, protected)."""
 
 
 class ModelCacheSpec(_Model):

@@ -174,6 +174,24 @@ def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) ->
     return []
 
 
+def _check_alicloud_registry(fleet: FleetSpec, at: str) -> list[Problem]:
+    """An Alibaba repository lives in an ACR EE instance, which is a subscription: reuse one, or ask to buy one."""
+    img = fleet.image
+    if fleet.cloud != "alicloud" or not img.create_registry or img.registry is not None:
+        return []
+    if img.registry_instance is None and not img.create_registry_instance:
+        return [
+            Problem(
+                f"{at}.image.registry_instance",
+                "name your ACR Enterprise Edition instance (cri-...) to hold the repository, or set "
+                "image.create_registry_instance: true to buy one (a monthly subscription), or give image.registry",
+            )
+        ]
+    if img.registry_instance is not None and img.create_registry_instance:
+        return [Problem(f"{at}.image.create_registry_instance", "give registry_instance or create one, not both")]
+    return []
+
+
 def _check_alicloud_alb(fleet: FleetSpec, at: str) -> list[Problem]:
     """An Alibaba fleet sits behind an ALB, which spans two zones or more, one vSwitch per zone."""
     if fleet.cloud != "alicloud":
@@ -202,6 +220,7 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     if fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     errors += _check_alicloud_alb(fleet, at)
+    errors += _check_alicloud_registry(fleet, at)
     if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
         warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
     window = NOTICE_WINDOW_S[fleet.cloud]

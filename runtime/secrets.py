@@ -112,30 +112,48 @@ def alicloud_ram_credentials(metadata_url: str = ALICLOUD_METADATA) -> dict[str,
         raise SecretError("RAM role credentials: AccessKeyId/AccessKeySecret/SecurityToken missing") from None
 
 
-def alicloud_oos_secret(
-    name: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
-) -> str:
-    """An OOS secret parameter's decrypted value, read with the instance RAM role's STS credentials."""
+def alicloud_rpc(
+    base: str, action: str, version: str, params: dict[str, str], region: str, metadata_url: str = ALICLOUD_METADATA
+) -> Any:
+    """One signed RPC-style API call with the instance RAM role's STS credentials; the JSON answer."""
     creds = alicloud_ram_credentials(metadata_url)
-    params = {
-        "Action": "GetSecretParameter",
-        "Name": name,
-        "WithDecryption": "true",
+    query = {
+        "Action": action,
+        **params,
         "RegionId": region,
         "Format": "JSON",
-        "Version": "2019-06-01",
-        "AccessKeyId": str(creds["AccessKeyId"]),
-        "SecurityToken": str(creds["SecurityToken"]),
+        "Version": version,
+        "AccessKeyId": creds["AccessKeyId"],
+        "SecurityToken": creds["SecurityToken"],
         "SignatureMethod": "HMAC-SHA1",
         "SignatureVersion": "1.0",
         "SignatureNonce": uuid.uuid4().hex,
         "Timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    params["Signature"] = rpc_signature("GET", params, str(creds["AccessKeySecret"]))
-    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
-    url = f"{endpoint or f'https://oos.{region}.aliyuncs.com'}/?{query}"
-    body = _json(_get(url), "OOS answer")
+    query["Signature"] = rpc_signature("GET", query, creds["AccessKeySecret"])
+    return _json(_get(f"{base}/?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"), f"{action} answer")
+
+
+def alicloud_oos_secret(
+    name: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
+) -> str:
+    """An OOS secret parameter's decrypted value, read with the instance RAM role's STS credentials."""
+    base = endpoint or f"https://oos.{region}.aliyuncs.com"
+    params = {"Name": name, "WithDecryption": "true"}
+    body = alicloud_rpc(base, "GetSecretParameter", "2019-06-01", params, region, metadata_url)
     try:
         return str(body["Parameter"]["Value"])
     except (KeyError, TypeError):
         raise SecretError(f"OOS answer has no Parameter.Value: {str(body)[:200]}") from None
+
+
+def alicloud_registry_login(
+    instance_id: str, region: str, metadata_url: str = ALICLOUD_METADATA, endpoint: str | None = None
+) -> tuple[str, str]:
+    """A temporary (username, password) for an ACR Enterprise Edition instance (GetAuthorizationToken)."""
+    base = endpoint or f"https://cr.{region}.aliyuncs.com"
+    body = alicloud_rpc(base, "GetAuthorizationToken", "2018-12-01", {"InstanceId": instance_id}, region, metadata_url)
+    try:
+        return str(body["TempUsername"]), str(body["AuthorizationToken"])
+    except (KeyError, TypeError):
+        raise SecretError(f"ACR answer has no TempUsername/AuthorizationToken: {str(body)[:200]}") from None

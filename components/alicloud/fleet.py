@@ -271,12 +271,25 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             if token_param
             else ()
         )
-        user_data = pulumi.Output.from_input(image).apply(
-            lambda img: base64.b64encode(
-                # The default image is stock Ubuntu: the node installs the driver, Docker and NVIDIA's toolkit.
-                node.cloud_init(cfg, spec, img, [], secrets, gpu_setup=spec.machine_image is None).encode()
-            ).decode()
-        )
+        if args.registry_instance_id is not None:
+            # The nodes' VPC reaches the registry's VPC endpoint; PrivateZone resolves its -registry-vpc name.
+            ali.cr.VpcEndpointLinkedVpc(
+                f"{name}-registry-vpc",
+                instance_id=args.registry_instance_id,
+                vpc_id=vpc_id,
+                vswitch_id=vswitches[0],
+                module_name="Registry",
+                enable_create_dns_record_in_pvzt=True,
+                opts=child,
+            )
+
+        def boot(img: str, instance: str | None) -> str:
+            login = [mapping.registry_login(instance, spec.region, img)] if instance else []
+            # The default image is stock Ubuntu: the node installs the driver, Docker and NVIDIA's toolkit.
+            text = node.cloud_init(cfg, spec, img, login, secrets, gpu_setup=spec.machine_image is None)
+            return base64.b64encode(text.encode()).decode()
+
+        user_data = pulumi.Output.all(image, args.registry_instance_id).apply(lambda a: boot(a[0], a[1]))
         ESS.ScalingConfiguration(
             f"{name}-config",
             scaling_group_id=group.id,

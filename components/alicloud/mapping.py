@@ -156,3 +156,14 @@ def node_policy(
         )
         st.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]})
     return {"Version": "1", "Statement": st}
+
+
+def registry_login(instance_id: str, region: str, image_url: str) -> str:
+    """The workload unit's login before each start: a temporary ACR token for the node's RAM role."""
+    import shlex
+
+    from spotstack.runtime.bootstrap import VENV
+
+    host = image_url.split("/", 1)[0]
+    cmd = [f"{VENV}/bin/spotstack", "agent", "registry-login", "--instance-id", instance_id, "--region", region]
+    return shlex.join([*cmd, "--registry", host])

@@ -19,10 +19,14 @@ from spotstack.components import tokens
 class AlicloudImageRegistryArgs(TypedDict, total=False):
     namespace: str
     repository: str
+    instance_id: str
+    """An existing ACR EE instance to hold the namespace and repository; without it, one is bought."""
 
 
 class AlicloudImageRegistry(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
+    instance_name: pulumi.Output[str]
+    """The instance's name: its registry domains are `<name>-registry[-vpc].<region>.cr.aliyuncs.com`."""
     repository: str
 
     def __init__(self, name: str, args: AlicloudImageRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -30,26 +34,36 @@ class AlicloudImageRegistry(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ns_name = args.get("namespace", "spotstack")
         repo_name = args.get("repository", name).replace("/", "-")
-        inst = ali.cr.RegistryEnterpriseInstance(
-            f"{name}-instance",
-            instance_name=f"{name}-acr",
-            instance_type="Advanced",
-            payment_type="Subscription",  # ACR EE is sold by subscription only
-            period=1,
-            # Manual renewal: a forgotten dev stack must not renew itself; protect: `pulumi destroy` cannot
-            # release a prepaid instance anyway, so it refuses instead of pretending.
-            renewal_status="ManualRenewal",
-            image_scanner="ACR",
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
-        )
-        pulumi.log.warn(
-            f"{name}: an ACR Enterprise Edition instance is a monthly subscription (manual renewal, protected); "
-            "set image.create_registry: false and image.registry to reuse an existing one",
-            resource=self,
-        )
+        existing = args.get("instance_id")
+        if existing is not None:
+            found = ali.cs.get_registry_enterprise_instances_output(
+                ids=[existing], enable_details=False, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            instance_id: pulumi.Output[str] = pulumi.Output.from_input(existing)
+            self.instance_name = found.instances.apply(lambda found: found[0].name)
+        else:
+            inst = ali.cr.RegistryEnterpriseInstance(
+                f"{name}-instance",
+                instance_name=f"{name}-acr",
+                instance_type="Advanced",
+                payment_type="Subscription",  # ACR EE is sold by subscription only
+                period=1,
+                # Manual renewal: a forgotten stack must not renew itself; protect: `pulumi destroy` cannot
+                # release a prepaid instance anyway, so it refuses instead of pretending.
+                renewal_status="ManualRenewal",
+                image_scanner="ACR",
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
+            )
+            pulumi.log.warn(
+                f"{name}: buys an ACR Enterprise Edition instance, a monthly subscription (manual renewal, "
+                "protected); set image.registry_instance to reuse an existing one instead",
+                resource=self,
+            )
+            instance_id = inst.id
+            self.instance_name = inst.instance_name
         ns = ali.cs.RegistryEnterpriseNamespace(
             f"{name}-namespace",
-            instance_id=inst.id,
+            instance_id=instance_id,
             name=ns_name,
             auto_create=False,
             default_visibility="PRIVATE",
@@ -57,7 +71,7 @@ class AlicloudImageRegistry(pulumi.ComponentResource):
         )
         ali.cs.RegistryEnterpriseRepo(
             f"{name}-repo",
-            instance_id=inst.id,
+            instance_id=instance_id,
             namespace=ns.name,
             name=repo_name,
             repo_type="PRIVATE",
@@ -65,6 +79,6 @@ class AlicloudImageRegistry(pulumi.ComponentResource):
             tag_immutability=True,
             opts=child,
         )
-        self.instance_id = inst.id
+        self.instance_id = instance_id
         self.repository = f"{ns_name}/{repo_name}"
-        self.register_outputs({"instance_id": self.instance_id})
+        self.register_outputs({"instance_id": self.instance_id, "instance_name": self.instance_name})

@@ -167,6 +167,10 @@ class PlanMocks(pulumi.runtime.Mocks):
                 if f.get("name") == "availability-zone":
                     zones = list(f.get("values", []))
             return {"id": "subnets", "ids": [f"subnet-{z}" for z in zones]}
+        if args.token == "alicloud:cs/getRegistryEnterpriseInstances:getRegistryEnterpriseInstances":
+            ids = list(args.args.get("ids") or [])
+            found = [{"id": i, "name": "plan-acr", "region": "us-west-1"} for i in ids]
+            return {"id": "instances", "ids": ids, "instances": found}
         if args.token == "alicloud:vpc/getNetworks:getNetworks":
             ids = list(args.args.get("ids") or [])
             return {"id": "vpcs", "ids": ids, "vpcs": [{"id": i, "cidrBlock": "10.0.0.0/8"} for i in ids]}

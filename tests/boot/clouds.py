@@ -20,11 +20,12 @@ from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
 from spotstack.runtime.net import free_port, serve
-from tests.clouds.alicloud_api import OosFake, OssFake
+from tests.clouds.alicloud_api import AcrFake, OosFake, OssFake
 from tests.clouds.gcp_api import SecretManagerFake
 from tests.waits import wait_for
 
 TOKEN = "fleet-cache-token-0123456789abcdef0123"
+REGISTRY_INSTANCE = "cri-acme0dev0registry"  # stacks/Pulumi.dev-alicloud.yaml
 
 
 def secret_name(fetch_command: str) -> str:
@@ -186,13 +187,16 @@ class Alicloud(Cloud):
         creds = self.meta.credentials
         self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from)
         self.oss = OssFake({self.bucket: self.objects()}, creds)
-        oos_app, oss_app = web.Application(), web.Application()
+        self.acr = AcrFake(REGISTRY_INSTANCE, creds)
+        oos_app, oss_app, acr_app = web.Application(), web.Application(), web.Application()
         self.oos.routes(oos_app)
         self.oss.routes(oss_app)
+        self.acr.routes(acr_app)
         return {
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
             "SPOTSTACK_SECRETS_API_URL": await self.serve(oos_app),
             "SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT": await self.serve(oss_app),
+            "SPOTSTACK_REGISTRY_API_URL": await self.serve(acr_app),
         }
 
     def denied(self) -> int:

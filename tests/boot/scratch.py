@@ -33,6 +33,8 @@ SUBSTITUTED = {
     "itself (the agent unit's command line as written); sandboxing directives are not applied",
     "the workload unit (docker run --gpus all <image>)": "no Docker or GPU here: a stand-in model server, "
     "ready once the model's files are in the model folder, runs on a free port; the unit's command is checked",
+    "registry logins (ExecStartPre)": "Alibaba's runs against an ACR emulator with a stand-in docker CLI; AWS's "
+    "(aws ecr get-login-password) and GCP's (gcloud auth configure-docker) need those CLIs, not installed here",
     "pip install spotstack[...]==<version> from an index": "no index in tests: the wheel built from this "
     "checkout (--no-index --find-links), its dependencies seen through a .pth into this test environment",
     "ports 8080 (workload), 8471 (agent), 8470 (peers)": "moved to free ports through the agent's documented "
@@ -103,6 +105,8 @@ class ScratchNode:
     log: list[str] = field(default_factory=list)
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     workload_unit: str = ""
+    workload_pre: list[str] = field(default_factory=list)
+    """The workload unit's ExecStartPre commands (registry logins), for a test to run with a stand-in Docker."""
 
     def path(self, p: str) -> str:
         for prefix in NODE_PATHS:
@@ -178,6 +182,8 @@ class ScratchNode:
         exec_start = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStart="))
         if unit == "spotstack-workload.service":
             self.workload_unit = text
+            pre = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStartPre=")]
+            self.workload_pre = [shlex.split(p)[-1] for p in pre]  # /bin/sh -c <line>, written remapped
             return  # the stand-in model server is the test's (see SUBSTITUTED)
         out = open(self.root / f"{unit}.log", "wb")  # noqa: SIM115, ASYNC230 - a local file, written until stopped
         proc = await asyncio.create_subprocess_exec(

@@ -169,8 +169,26 @@ def check_node(b: dict[str, Any]) -> None:
     assert "cache disabled" not in node.unit_log()
     if isinstance(b["cloud"], Alicloud):
         assert b["cloud"].oss.reads > 0  # the model came through OSS with the RAM role's signed requests
+        registry_login(node, b["cloud"].acr.password)
     unit = node.workload_unit
     assert "/usr/bin/docker run" in unit and "--gpus all" in unit and "/var/lib/spotstack/model:/model:ro" in unit
+
+
+def registry_login(node: ScratchNode, password: str) -> None:
+    """Run the workload unit's login as systemd would before starting the container (a stand-in docker CLI)."""
+    import subprocess
+
+    assert len(node.workload_pre) == 1
+    bin_dir = node.root / "docker-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$*" > {bin_dir}/args\ncat > {bin_dir}/stdin\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = node.node_env()
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    r = subprocess.run(["/bin/sh", "-c", node.workload_pre[0]], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (bin_dir / "args").read_text().split()[:4] == ["login", "--username", "cr_temp_user", "--password-stdin"]
+    assert (bin_dir / "stdin").read_text() == password
 
 
 @pytest.mark.parametrize("cloud", list(STACKS))
@@ -179,7 +197,7 @@ async def test_node_boots_to_ready(
 ) -> None:
     async with booted_node(cloud, 0.0, tmp_path, agent_wheel, documents[cloud]) as b:
         await reach_ready(b, 300)
-        check_node(b)
+        await asyncio.to_thread(check_node, b)  # its login's servers run on this loop
 
 
 async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
@@ -192,6 +210,6 @@ async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
             at = await reach_ready(b, PERMISSION_DELAY_S + 300)
             assert at >= b["cloud"].allowed_from, cloud  # not ready before it could read the token
             assert b["cloud"].denied() > 0, cloud  # it did try, and was refused, before that
-            check_node(b)
+            await asyncio.to_thread(check_node, b)  # its login's servers run on this loop
 
     await asyncio.gather(*(one(c) for c in STACKS))

@@ -56,6 +56,28 @@ class OosFake:
         return web.json_response({"RequestId": "r", "Parameter": {"Name": q["Name"], "Value": value}})
 
 
+class AcrFake:
+    """Container Registry's `GetAuthorizationToken` (2018-12-01): a temporary login for one EE instance."""
+
+    def __init__(self, instance_id: str, credentials: dict[str, str]) -> None:
+        self.instance_id, self.credentials = instance_id, credentials
+        self.password = "temp-registry-password-0123"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._rpc)
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        if q.get("Signature") != independent_signature(q, self.credentials["AccessKeySecret"]):
+            return web.json_response({"Code": "IncompleteSignature"}, status=400)
+        if q.get("SecurityToken") != self.credentials["SecurityToken"] or q.get("Version") != "2018-12-01":
+            return web.json_response({"Code": "Forbidden.RAM"}, status=403)
+        if q.get("Action") != "GetAuthorizationToken" or q.get("InstanceId") != self.instance_id:
+            return web.json_response({"Code": "INSTANCE_NOT_EXIST"}, status=404)
+        body = {"TempUsername": "cr_temp_user", "AuthorizationToken": self.password, "IsSuccess": True}
+        return web.json_response({**body, "ExpireTime": 1795450000000, "Code": "success", "RequestId": "r"})
+
+
 # OSS signs these query parameters (sub-resources); the rest (prefix, marker, ...) are not signed.
 SIGNED_SUBRESOURCES = {"acl", "bucketInfo", "location", "objectMeta", "security-token", "tagging", "uploadId"}
 

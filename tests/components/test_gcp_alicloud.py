@@ -37,6 +37,7 @@ def as_cloud(cloud: str) -> dict[str, Any]:
         f["service"]["drain_timeout"] = 25
     else:
         f.update(cloud="alicloud", region="us-west-1", zones=["us-west-1a", "us-west-1b"], instances=ALI_TYPES)
+        f["image"] = {**f["image"], "registry_instance": "cri-acmeplan0001"}
     return f
 
 
@@ -253,6 +254,7 @@ def test_one_spec_plans_on_all_three_clouds() -> None:
                 {"type": "ecs.gn7i-c8g1.2xlarge", "spot": {"bid": 0.4}},
                 {"type": "ecs.gn6i-c4g1.xlarge", "on_demand": {}},
             ],
+            "image": {**raw["image"], "registry_instance": "cri-acmeplan0001"},
         },
     }
     tokens = {

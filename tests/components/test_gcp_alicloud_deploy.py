@@ -152,16 +152,40 @@ def test_alicloud_pull_rights_name_the_acr_instance(ali: PlanRun) -> None:
     """Finding 20: an ACR EE repository's ARN includes its instance id; the login token needs `*`."""
     doc = json.loads(one(ali, "alicloud:ram/policy:Policy", "llm-node-policy")["policyDocument"])
     pull = next(s for s in doc["Statement"] if "cr:PullRepository" in s["Action"])
-    assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-plan0000000000/spotstack/llm-server"]
+    assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-acmeplan0001/spotstack/llm-server"]
     token = next(s for s in doc["Statement"] if s["Action"] == ["cr:GetAuthorizationToken"])
     assert token["Resource"] == ["*"]
 
 
-def test_alicloud_registry_subscription_is_manual_and_protected(ali: PlanRun) -> None:
-    """Finding 16 (part): no auto-renewing prepaid instance, and the plan says it is a subscription."""
-    inst = one(ali, "alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance", "llm-images-instance")
+def test_alicloud_registry_subscription_only_when_asked_and_then_manual_and_protected() -> None:
+    """Finding 16: no prepaid instance unless the spec asks for one; then no auto-renewal, and the plan says so."""
+    from spotstack.components.validate import SpecError, validate_fleets
+    from tests.components.test_gcp_alicloud import plan_of
+
+    raw = as_cloud("alicloud")
+    raw["image"] = {"repository": "llm-server", "tag": "v1"}
+    with pytest.raises(SpecError) as e:
+        validate_fleets([raw], prefix="fleets")
+    assert "fleets[0].image.registry_instance" in str(e.value)
+    raw["image"]["create_registry_instance"] = True
+    bought = plan_of(raw)
+    inst = one(bought, "alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance", "llm-images-instance")
     assert inst["renewalStatus"] == "ManualRenewal" and "renewPeriod" not in inst
-    assert any("subscription" in w for w in ali.warnings)
+    assert any("subscription" in w for w in bought.warnings)
+
+
+def test_alicloud_nodes_pull_from_the_fleets_registry_over_its_vpc_endpoint_with_a_login(ali: PlanRun) -> None:
+    """Finding 16: nodes ran docker.io/<repository> with no login; now the instance's VPC endpoint, logged in
+    with the node's RAM role before each start."""
+    assert not ali.find("alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance")  # reused, not bought
+    link = one(ali, "alicloud:cr/vpcEndpointLinkedVpc:VpcEndpointLinkedVpc", "llm-registry-vpc")
+    assert link["instanceId"] == "cri-acmeplan0001" and link["moduleName"] == "Registry"
+    assert link["enableCreateDnsRecordInPvzt"] is True
+    ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
+    unit = next(f["content"] for f in boot_doc(ud)["write_files"] if f["path"].endswith("spotstack-workload.service"))
+    host = "plan-acr-registry-vpc.us-west-1.cr.aliyuncs.com"
+    assert f" {host}/spotstack/llm-server:v1\n" in unit
+    assert f"agent registry-login --instance-id cri-acmeplan0001 --region us-west-1 --registry {host}" in unit
 
 
 def test_alicloud_nodes_admit_the_albs_addresses_in_their_vpc(ali: PlanRun) -> None:

@@ -8,6 +8,7 @@ import base64
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -122,3 +123,42 @@ def test_unreachable_store_is_a_secret_error() -> None:
 
     with pytest.raises(SecretError):
         gcp_secret("projects/p/secrets/s", metadata_url="http://127.0.0.1:9", api_url="http://127.0.0.1:9")
+
+
+async def test_alicloud_registry_login_hands_docker_a_temporary_token(tmp_path: Path) -> None:
+    """Finding 16: nodes log Docker in to the fleet's ACR EE instance with their RAM role before each start."""
+    import asyncio
+    import os
+
+    from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+    from tests.clouds.alicloud_api import AcrFake
+
+    async with AlicloudMetadataEmulator() as meta:
+        acr = AcrFake("cri-acme0001", meta.credentials)  # type: ignore[attr-defined]
+        app = web.Application()
+        acr.routes(app)
+        runner, port = await serve(app, "127.0.0.1", 0)
+        docker = tmp_path / "docker"
+        docker.write_text(f'#!/bin/sh\necho "$*" > {tmp_path}/args\ncat > {tmp_path}/stdin\n')
+        docker.chmod(0o755)
+        env = {**os.environ, "SPOTSTACK_AGENT__METADATA__BASE_URL": meta.url}
+        env["SPOTSTACK_REGISTRY_API_URL"] = f"http://127.0.0.1:{port}"
+        host = "acme-registry-vpc.us-west-1.cr.aliyuncs.com"
+        args = ["--instance-id", "cri-acme0001", "--region", "us-west-1", "--registry", host, "--docker", str(docker)]
+        cmd = [sys.executable, "-m", "spotstack.cli.main", "agent", "registry-login", *args]
+        try:
+            r = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert (tmp_path / "args").read_text().split() == [
+                "login",
+                "--username",
+                "cr_temp_user",
+                "--password-stdin",
+                host,
+            ]
+            assert (tmp_path / "stdin").read_text() == acr.password  # on stdin, never on the command line
+            bad = [*cmd[:-8], "--instance-id", "cri-other", *cmd[-6:]]
+            r = await asyncio.to_thread(subprocess.run, bad, env=env, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and "HTTP 404" in r.stderr and "Traceback" not in r.stderr
+        finally:
+            await runner.cleanup()
