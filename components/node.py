@@ -109,6 +109,24 @@ def secret_id(fleet: FleetSpec, what: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:200]
 
 
+def stack_name(what: str, limit: int) -> str:
+    """`<project>-<stack>-<what>`, lowercase letters, digits and hyphens, starting with a letter, at most `limit`
+    characters (cut with a hash of the whole so two long names stay apart). For names a cloud keeps unique per
+    account or project (IAM roles, service accounts, registries): a fixed name collides with another stack's."""
+    import hashlib
+    import re
+
+    import pulumi
+
+    raw = f"{pulumi.get_project()}-{pulumi.get_stack()}-{what}"
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw.lower())).strip("-")
+    if not name[:1].isalpha():
+        name = "s-" + name
+    if len(name) > limit:
+        name = name[: limit - 7].rstrip("-") + "-" + hashlib.sha1(raw.encode()).hexdigest()[:6]
+    return name
+
+
 def parameter_path(fleet: FleetSpec, what: str) -> str:
     """A hierarchical name (SSM parameters) scoped like `secret_id`: /spotstack/<project>/<stack>/<fleet>/<what>."""
     import re

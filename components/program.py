@@ -10,6 +10,7 @@ from typing import Any
 
 import pulumi
 
+from spotstack.components import node
 from spotstack.components.spec import FleetSpec
 from spotstack.components.validate import SpecError, validate_fleets
 
@@ -28,7 +29,11 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
     if fleet.image.create_registry and fleet.image.registry is None:
         reg = AwsImageRegistry(
             f"{fleet.name}-images",
-            {"repository": fleet.image.repository, "pull_through_upstream": fleet.image.pull_through_upstream},
+            {
+                # Namespaced per stack: ECR names are unique per account and region.
+                "repository": f"{node.stack_name('', 200)}/{fleet.image.repository}",
+                "pull_through_upstream": fleet.image.pull_through_upstream,
+            },
         )
         image_url = pulumi.Output.concat(reg.repository_url, ":", fleet.image.tag)
         repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
@@ -52,7 +57,8 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
         reg = GcpImageRegistry(
             f"{fleet.name}-images",
             {
-                "repository": fleet.image.repository,
+                # Artifact Registry ids are unique per project and location: one per stack.
+                "repository": node.stack_name(fleet.image.repository.replace("/", "-"), 63),
                 "location": fleet.region,
                 "pull_through_upstream": fleet.image.pull_through_upstream,
             },
@@ -82,7 +88,11 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
             "would land in another region than the fleet (set alicloud:region)"
         )
     if fleet.image.create_registry and fleet.image.registry is None:
-        reg_args: AlicloudImageRegistryArgs = {"repository": fleet.image.repository}
+        # One namespace per stack: two stacks may share an ACR EE instance.
+        reg_args: AlicloudImageRegistryArgs = {
+            "repository": fleet.image.repository,
+            "namespace": node.stack_name("", 120),
+        }
         if fleet.image.registry_instance is not None:
             reg_args["instance_id"] = fleet.image.registry_instance
         registry = AlicloudImageRegistry(f"{fleet.name}-images", reg_args)

@@ -218,7 +218,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
         role = ali.ram.Role(
             f"{name}-node-role",
-            role_name=f"{name}-node",
+            role_name=node.stack_name(f"{name}-node", 64),  # RAM names are unique per account
             assume_role_policy_document=mapping.ASSUME_ECS,
             description=f"spotstack {name} nodes",
             opts=child,
@@ -240,7 +240,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             )
         policy = ali.ram.Policy(
             f"{name}-node-policy",
-            policy_name=f"{name}-node",
+            policy_name=node.stack_name(f"{name}-node", 128),
             policy_document=pulumi.Output.all(group.id, servers.id, args.registry_instance_id).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(

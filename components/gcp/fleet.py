@@ -65,7 +65,10 @@ class GcpGpuFleet(pulumi.ComponentResource):
 
         # Least privilege: read this fleet's model prefix and its image repository; nothing project-wide.
         sa = gcp.serviceaccount.Account(
-            f"{name}-node-sa", account_id=f"{name}-node"[:30], display_name=f"spotstack {name} nodes", opts=child
+            f"{name}-node-sa",
+            account_id=node.stack_name(f"{name}-node", 30),
+            display_name=f"spotstack {name} nodes",
+            opts=child,
         )
         member = sa.email.apply(lambda e: f"serviceAccount:{e}")
         mc = spec.model_cache

@@ -179,7 +179,7 @@ def test_model_store_and_registry_from_the_program() -> None:
     # The node may pull only from its own repository.
     doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
     pull = next(s for s in doc["Statement"] if s["Sid"] == "PullImage")
-    assert pull["Resource"].endswith(":repository/llm-server")
+    assert pull["Resource"].endswith(":repository/spotstack-test/llm-server")  # namespaced per stack (finding 6)
 
 
 def test_cache_token_is_a_secure_parameter_fetched_at_boot(plan: PlanRun) -> None:

@@ -152,7 +152,7 @@ def test_alicloud_pull_rights_name_the_acr_instance(ali: PlanRun) -> None:
     """Finding 20: an ACR EE repository's ARN includes its instance id; the login token needs `*`."""
     doc = json.loads(one(ali, "alicloud:ram/policy:Policy", "llm-node-policy")["policyDocument"])
     pull = next(s for s in doc["Statement"] if "cr:PullRepository" in s["Action"])
-    assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-acmeplan0001/spotstack/llm-server"]
+    assert pull["Resource"] == ["acs:cr:us-west-1:*:repository/cri-acmeplan0001/spotstack-test/llm-server"]
     token = next(s for s in doc["Statement"] if s["Action"] == ["cr:GetAuthorizationToken"])
     assert token["Resource"] == ["*"]
 
@@ -184,7 +184,7 @@ def test_alicloud_nodes_pull_from_the_fleets_registry_over_its_vpc_endpoint_with
     ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
     unit = next(f["content"] for f in boot_doc(ud)["write_files"] if f["path"].endswith("spotstack-workload.service"))
     host = "plan-acr-registry-vpc.us-west-1.cr.aliyuncs.com"
-    assert f" {host}/spotstack/llm-server:v1\n" in unit
+    assert f" {host}/spotstack-test/llm-server:v1\n" in unit
     assert f"agent registry-login --instance-id cri-acmeplan0001 --region us-west-1 --registry {host}" in unit
 
 
@@ -224,3 +224,31 @@ def test_alicloud_fleet_needs_two_zones_and_a_vswitch_each(change: dict[str, Any
     with pytest.raises(SpecError) as e:
         validate_fleets([raw], prefix="fleets")
     assert path in str(e.value)
+
+
+def test_names_unique_per_account_or_project_carry_the_stack() -> None:
+    """Finding 6: a second stack in the same account/project collided on fixed names (RAM role and policy,
+    service account, registries). They now carry project and stack; a long one is cut with a hash."""
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+
+    def names(stack: str) -> set[str]:
+        out: set[str] = set()
+        for cloud in ("gcp", "alicloud"):
+            plan = run_offline(program.run, {"spotstack:fleets": [as_cloud(cloud)]}, stack=stack)
+            for r in plan.resources:
+                for key in ("roleName", "policyName", "accountId", "repositoryId", "secretId"):
+                    if (
+                        r.custom
+                        and key in r.inputs
+                        and r.type != "alicloud:ram/rolePolicyAttachment:RolePolicyAttachment"
+                    ):
+                        out.add(f"{r.type}:{r.inputs[key]}")
+        return out
+
+    dev, prod = names("dev"), names("production-eu-west-with-a-long-name")
+    assert dev and not dev & prod
+    for n in prod:
+        value = n.rsplit(":", 1)[1]
+        if "serviceaccount" in n:
+            assert len(value) <= 30 and value[0].isalpha()
