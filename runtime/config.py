@@ -193,8 +193,8 @@ class AgentConfig(_Model):
             if port and port in seen:
                 raise ValueError(f"{name} ({port}) is the same port as {seen[port]}: each server needs its own")
             seen[port] = name
-        if self.lifecycle.enabled and self.cloud != "aws":
-            raise ValueError("lifecycle.enabled is for AWS Auto Scaling groups only")
+        if self.lifecycle.enabled and self.cloud not in ("aws", "alicloud"):
+            raise ValueError("lifecycle.enabled is for AWS Auto Scaling and Alibaba ESS groups only")
         if self.load_balancer.kind == "elbv2" and self.cloud != "aws":
             raise ValueError("load_balancer.kind elbv2 is for AWS only")
         return self

@@ -22,6 +22,7 @@ from spotstack.components import node, tokens
 from spotstack.components.alicloud import mapping
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
+from spotstack.runtime.config import LifecycleConfig
 
 ESS = ali.ess
 
@@ -265,7 +266,14 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
 
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        cfg = node.agent_config(spec, "alicloud", model_scheme="oss", discovery="static")
+        cfg = node.agent_config(
+            spec,
+            "alicloud",
+            model_scheme="oss",
+            discovery="static",
+            # The agent watches ESS for its own removal (Removing:Wait) and drains inside the hook's heartbeat.
+            lifecycle=LifecycleConfig(enabled=True, hook_name=f"{name}-drain", region=spec.region),
+        )
         secrets = (
             (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("alicloud", token_param, spec.region)),)
             if token_param

@@ -84,7 +84,9 @@ class Agent:
         if "lifecycle" in self.overrides:
             return self.overrides["lifecycle"]  # type: ignore[no-any-return]
         lc = self.cfg.lifecycle
-        if not lc.enabled:
+        if not lc.enabled or self.cfg.cloud != "aws":
+            # Alibaba: the SCALE_IN hook's default result (CONTINUE) ends its wait at the heartbeat timeout,
+            # which is sized to outlast the drain; completing it early needs the scaling activity's action token.
             return None
         from spotstack.runtime.drain.lifecycle import AsgLifecycle
 

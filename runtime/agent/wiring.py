@@ -40,7 +40,16 @@ def build_monitors(cfg: AgentConfig, session: aiohttp.ClientSession, clock: Call
     ali = alicloud_metadata(
         session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
     )
-    return [alicloud.SpotTerminationMonitor(ali, clock)]
+    monitors = [alicloud.SpotTerminationMonitor(ali, clock)]
+    lc = cfg.lifecycle
+    if lc.enabled:
+        # The hook's heartbeat is the drain plus 30 s (components/alicloud/mapping.py).
+        window = cfg.drain.timeout_s + cfg.drain.safety_margin_s + 30
+        region = lc.region or cfg.region
+        assert region, "an Alibaba scale-in hook needs the agent's region"
+        describe = alicloud.ess_describe(region, cfg.metadata_url, lc.endpoint_url)
+        monitors.append(alicloud.ScaleInMonitor(ali, describe, window, clock=clock))
+    return monitors
 
 
 class Identity:

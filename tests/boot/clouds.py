@@ -20,7 +20,7 @@ from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
 from spotstack.runtime.net import free_port, serve
-from tests.clouds.alicloud_api import AcrFake, OosFake, OssFake
+from tests.clouds.alicloud_api import AcrFake, EssFake, OosFake, OssFake
 from tests.clouds.gcp_api import SecretManagerFake
 from tests.waits import wait_for
 
@@ -188,15 +188,16 @@ class Alicloud(Cloud):
         self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from)
         self.oss = OssFake({self.bucket: self.objects()}, creds)
         self.acr = AcrFake(REGISTRY_INSTANCE, creds)
-        oos_app, oss_app, acr_app = web.Application(), web.Application(), web.Application()
-        self.oos.routes(oos_app)
-        self.oss.routes(oss_app)
-        self.acr.routes(acr_app)
+        self.ess = EssFake({self.meta.instance_id: "InService"}, creds)
+        apps = oos_app, oss_app, acr_app, ess_app = [web.Application() for _ in range(4)]
+        for fake, app in zip((self.oos, self.oss, self.acr, self.ess), apps, strict=True):
+            fake.routes(app)
         return {
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
             "SPOTSTACK_SECRETS_API_URL": await self.serve(oos_app),
             "SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT": await self.serve(oss_app),
             "SPOTSTACK_REGISTRY_API_URL": await self.serve(acr_app),
+            "SPOTSTACK_AGENT__LIFECYCLE__ENDPOINT_URL": await self.serve(ess_app),
         }
 
     def denied(self) -> int:

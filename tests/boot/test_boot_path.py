@@ -169,6 +169,7 @@ def check_node(b: dict[str, Any]) -> None:
     assert "cache disabled" not in node.unit_log()
     if isinstance(b["cloud"], Alicloud):
         assert b["cloud"].oss.reads > 0  # the model came through OSS with the RAM role's signed requests
+        assert b["cloud"].ess.calls > 0  # the agent watches ESS for its own scale-in
         registry_login(node, b["cloud"].acr.password)
     unit = node.workload_unit
     assert "/usr/bin/docker run" in unit and "--gpus all" in unit and "/var/lib/spotstack/model:/model:ro" in unit

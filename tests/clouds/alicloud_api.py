@@ -78,6 +78,28 @@ class AcrFake:
         return web.json_response({**body, "ExpireTime": 1795450000000, "Code": "success", "RequestId": "r"})
 
 
+class EssFake:
+    """Auto Scaling's `DescribeScalingInstances` (2014-08-28): each instance's lifecycle state."""
+
+    def __init__(self, states: dict[str, str], credentials: dict[str, str]) -> None:
+        self.states, self.credentials = states, credentials
+        self.calls = 0
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._rpc)
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        if q.get("Signature") != independent_signature(q, self.credentials["AccessKeySecret"]):
+            return web.json_response({"Code": "IncompleteSignature"}, status=400)
+        if q.get("Action") != "DescribeScalingInstances" or q.get("Version") != "2014-08-28":
+            return web.json_response({"Code": "InvalidAction.NotFound"}, status=404)
+        self.calls += 1
+        wanted = [v for k, v in q.items() if k.startswith("InstanceIds.")]
+        found = [{"InstanceId": i, "LifecycleState": self.states[i]} for i in wanted if i in self.states]
+        return web.json_response({"ScalingInstances": {"ScalingInstance": found}, "TotalCount": len(found)})
+
+
 # OSS signs these query parameters (sub-resources); the rest (prefix, marker, ...) are not signed.
 SIGNED_SUBRESOURCES = {"acl", "bucketInfo", "location", "objectMeta", "security-token", "tagging", "uploadId"}
 

@@ -77,3 +77,31 @@ async def test_alicloud_monitor() -> None:
         emu.inject(Fault("/latest/meta-data/instance/spot", status=200, body="soon"))
         with pytest.raises(BadNotice):
             await mon.poll()
+
+
+async def test_alicloud_scale_in_is_read_from_ess() -> None:
+    """Deployability finding 19: a SCALE_IN hook held busy nodes undrained; the agent now sees Removing:Wait."""
+    from aiohttp import web
+
+    from spotstack.runtime.net import serve
+    from tests.clouds.alicloud_api import EssFake
+
+    async with AlicloudMetadataEmulator() as emu, aiohttp.ClientSession() as s:
+        ess = EssFake({"i-bp67acfmxazb4p": "InService"}, emu.credentials)  # type: ignore[attr-defined]
+        app = web.Application()
+        ess.routes(app)
+        runner, port = await serve(app, "127.0.0.1", 0)
+        try:
+            describe = alicloud.ess_describe("us-west-1", emu.url, f"http://127.0.0.1:{port}")
+            mon = alicloud.ScaleInMonitor(alicloud_metadata(s, emu.url), describe, window_s=120, every_s=0)
+            assert await mon.poll() is None and ess.calls == 1
+            ess.states["i-bp67acfmxazb4p"] = "Removing:Wait"
+            ev = await mon.poll()
+            assert ev is not None and ev.kind == Kind.SCALE_IN and ev.cloud == "alicloud"
+            assert 100 < ev.deadline - time.time() <= 120
+            throttled = alicloud.ScaleInMonitor(alicloud_metadata(s, emu.url), describe, window_s=120, every_s=3600)
+            await throttled.poll()
+            await throttled.poll()  # within its interval: no second API call
+            assert ess.calls == 3
+        finally:
+            await runner.cleanup()
