@@ -38,7 +38,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"cloud": "gcp", "lifecycle": {"enabled": True, "hook_name": "h"}}, "AWS Auto Scaling and Alibaba ESS groups only"),
+        ({"cloud": "gcp", "lifecycle": {"enabled": True, "hook_name": "h"}}, "and Alibaba ESS groups only"),
         ({"cloud": "aws", "lifecycle": {"enabled": True}}, "enabled needs hook_name"),
         ({"cloud": "aws", "load_balancer": {"kind": "elbv2"}}, "needs target_group_arn"),
         ({"cloud": "aws", "load_balancer": {"kind": "haproxy", "haproxy_socket": "/x"}}, "needs haproxy_socket"),
