@@ -70,6 +70,20 @@ def test_fallback_group_is_on_demand_from_zero_with_all_types(plan: PlanRun) -> 
     assert overrides == ["g6.xlarge", "g5.xlarge", "g6e.xlarge"]
 
 
+def test_nothing_in_the_cloud_grows_the_fallback_group_past_the_spec(plan: PlanRun) -> None:
+    """Finding 4: the two groups' maxima add up to more than the spec's max, which AWS cannot cap across
+    groups. So no scaling policy, schedule or warm pool acts on the fallback group: it stays at 0 unless
+    the controller grows it, and the controller keeps the sum within `capacity.max` (issue 11)."""
+    fb = one(plan, "aws:autoscaling/group:Group", "llm-fallback-asg")
+    assert fb["maxSize"] == 6 - 1  # max - base_on_demand: it stands in for spot replicas only
+    acting = ("aws:autoscaling/policy:Policy", "aws:autoscaling/schedule:Schedule")
+    assert all(plan.find(t) for t in acting)  # the spec has QPS tracking and a schedule: they act on main
+    for typ in acting:
+        for r in plan.find(typ):
+            assert "fallback" not in str(r.inputs.get("autoscalingGroupName", "")), r.name
+    assert not plan.find("aws:autoscaling/warmPool:WarmPool")
+
+
 def test_no_fallback_group_unless_asked(fleet: dict[str, Any]) -> None:
     fleet["capacity"]["dynamic_on_demand_fallback"] = False
     plan = declare(fleet)
