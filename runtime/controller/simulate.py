@@ -1,0 +1,386 @@
+"""Replay spot traces through a fleet policy: how often are N replicas READY, and at what cost? Pure.
+
+Each trace is one pool (a zone and instance type): `data[i]` is what could be had at `i * gap_s` (1-node traces:
+1 = a spot instance launches and stays up, 0 = none, and a running one is preempted). A 1 -> 0 edge gives each of
+the pool's spot replicas its notice; it dies `notice_s` later, as in the local fleet's market. A replica spends
+`provision_s`, then loads the model (`peer_load_s` when another replica is READY to copy from at that moment,
+else `cold_load_s`), then is READY. On-demand always launches. Every `tick_s` the controller sees what a cloud would
+tell it and decides; launches into a pool with nothing to give fail at once and are counted.
+
+What a controller knows of a pool is what the cloud says: a failed launch or a preemption marks it
+unobtainable for `retry_s`, a successful launch obtainable; other pools are assumed obtainable. Controllers:
+- `Ours`: the same `decide()` the local fleet and the cloud controllers run; a notice takes the replica out of
+  rotation at once (today's agent), and the replacement is launched at the notice.
+- `SkyServe`: SkyServe as its code behaves (`sky/serve/autoscalers.py` FallbackRequestRateAutoscaler and
+  `sky/serve/spot_placer.py` DynamicFallbackSpotPlacer): spot replicas = target - base on-demand; on-demand =
+  base + (spot wanted - spot READY); a zone is marked preempted when a replica there is preempted or fails to
+  launch, active when one becomes READY, all reset when fewer than two are active; the next spot replica goes
+  to a current replica's zone that is marked preempted if there is one, else to the first active zone (the
+  placer's cheapest; every pool here costs the same). It does not act on notices: a replica serves until it
+  dies, and is replaced at the next tick after.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from spotstack.runtime.controller.decide import Observed, Policy, Replica, decide
+
+WARMUP_S = 15 * 60.0
+"""Availability is measured after the first 15 minutes (the fleet's own start is not what is compared)."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    gap_s: float
+    data: tuple[int, ...]
+
+    def at(self, t: float) -> int:
+        i = int(t // self.gap_s)
+        return self.data[min(i, len(self.data) - 1)]
+
+
+def load_traces(folder: Path) -> list[Trace]:
+    """Every `*.json` trace under `folder` (recursively), in path order; a malformed file is an error."""
+    out: list[Trace] = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            gap = float(doc["metadata"]["gap_seconds"])
+            data = tuple(int(v) for v in doc["data"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
+        if gap <= 0 or not data:
+            raise ValueError(f"{path}: gap_seconds must be > 0 and data non-empty")
+        out.append(Trace(str(path.relative_to(folder).with_suffix("")), gap, data))
+    if not out:
+        raise ValueError(f"{folder}: no *.json traces")
+    return out
+
+
+@dataclass(frozen=True)
+class Timings:
+    provision_s: float = 180.0
+    cold_load_s: float = 120.0
+    peer_load_s: float = 20.0
+    notice_s: float = 120.0
+    tick_s: float = 20.0
+    spot_price_ratio: float = 0.3
+    retry_s: float = 300.0
+    """How long a pool the cloud refused stays known-unobtainable before the controller may try it again."""
+
+
+@dataclass
+class SimReplica:
+    id: str
+    pool: str | None
+    """The spot pool it runs in; None for on-demand."""
+    role: str
+    launched_at: float
+    booted_at: float
+    loaded_at: float = math.inf
+    """When it is READY, unless it dies first (known once it has booted and chosen where to load from)."""
+    dies_at: float | None = None
+    notice_at: float | None = None
+    ended_at: float | None = None
+
+    def ready(self, t: float) -> bool:
+        return self.ended_at is None and self.loaded_at <= t and (self.dies_at is None or t < self.dies_at)
+
+
+@dataclass
+class World:
+    """What the controller may see: the replicas and what the cloud has said about each pool."""
+
+    now: float
+    replicas: list[SimReplica]
+    known_obtainable: dict[str, bool]
+    last_unobtainable: dict[str, float]
+    pools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Act:
+    launch: tuple[tuple[str, str | None], ...]
+    """(role, pool); pool None = on-demand."""
+    terminate: tuple[str, ...]
+
+
+class Controller(Protocol):
+    name: str
+    serves_notice: bool
+    """Whether a replica keeps serving after its notice (until it dies)."""
+
+    def act(self, world: World, n: int) -> Act: ...
+
+    def observe_ready(self, r: SimReplica) -> None: ...
+
+    def observe_lost(self, pool: str) -> None: ...
+
+
+@dataclass
+class Ours:
+    """The fleet's `decide()`, with spot pools as its ordered spot types."""
+
+    base_on_demand: int = 0
+    stable_s: float = 30.0
+    flap_cooldown_s: float = 60.0
+    name: str = "spotstack"
+    serves_notice: bool = False  # today's agent leaves rotation at the notice
+
+    def act(self, world: World, n: int) -> Act:
+        policy = Policy(
+            spot_types=world.pools,
+            on_demand_types=("on-demand",),
+            min=n,
+            max=n,
+            base_on_demand=self.base_on_demand,
+            dynamic_fallback=True,
+            stable_s=self.stable_s,
+            flap_cooldown_s=self.flap_cooldown_s,
+        )
+        now = world.now
+        replicas = []
+        for r in world.replicas:
+            if r.notice_at is not None and r.notice_at <= now:
+                state = "draining"  # today's agent leaves rotation at the notice
+            elif r.loaded_at <= now:
+                state = "ready"
+            else:
+                state = "provisioning"
+            replicas.append(
+                Replica(r.id, r.role, r.pool or "on-demand", state, r.launched_at, r.loaded_at)  # type: ignore[arg-type]
+            )
+        obs = Observed(
+            now=now,
+            replicas=tuple(replicas),
+            target=n,
+            spot_obtainable={p: world.known_obtainable.get(p, True) for p in world.pools},
+            last_unobtainable=dict(world.last_unobtainable),
+        )
+        d = decide(policy, obs)
+        launch = tuple((x.role, None if x.role != "spot" else x.type) for x in d.launch)
+        return Act(launch, d.terminate)
+
+    def observe_ready(self, r: SimReplica) -> None:
+        pass
+
+    def observe_lost(self, pool: str) -> None:
+        pass
+
+
+@dataclass
+class SkyServe:
+    """SkyServe's FallbackRequestRateAutoscaler with its DynamicFallbackSpotPlacer (see the module doc)."""
+
+    base_on_demand: int = 0
+    overprovision: int = 0
+    name: str = "skyserve"
+    serves_notice: bool = True  # it ignores notices: a replica serves until it dies
+    preempted: set[str] = field(default_factory=set)
+    _pools: tuple[str, ...] = ()
+
+    def act(self, world: World, n: int) -> Act:
+        self._pools = world.pools
+        now = world.now
+        # SkyServe sees a replica until it dies (no notices).
+        alive = [r for r in world.replicas if r.dies_at is None or now < r.dies_at]
+        target = n + self.overprovision
+        spot = [r for r in alive if r.role == "spot"]
+        od = [r for r in alive if r.role != "spot"]
+        ready_spot = sum(1 for r in spot if r.loaded_at <= now)
+        want_spot = target - self.base_on_demand
+        launch: list[tuple[str, str | None]] = []
+        terminate: list[str] = []
+        if len(spot) < want_spot:
+            current = [r.pool for r in spot if r.pool is not None]
+            for _ in range(want_spot - len(spot)):
+                pool = self._select(current)
+                launch.append(("spot", pool))
+                current.append(pool)
+        elif len(spot) > want_spot:
+            terminate += [r.id for r in _scale_down_order(spot, now)[: len(spot) - want_spot]]
+        want_od = self.base_on_demand + max(0, want_spot - ready_spot)
+        if want_od > len(od):
+            launch += [("fallback", None)] * (want_od - len(od))
+        elif want_od < len(od):
+            terminate += [r.id for r in _scale_down_order(od, now)[: len(od) - want_od]]
+        return Act(tuple(launch), tuple(terminate))
+
+    def _select(self, current: list[str]) -> str:
+        active = [p for p in self._pools if p not in self.preempted]
+        candidates = [p for p in current if p not in active]  # as the placer's code reads
+        return (candidates or active)[0]
+
+    def observe_ready(self, r: SimReplica) -> None:
+        if r.pool is not None:
+            self.preempted.discard(r.pool)
+
+    def observe_lost(self, pool: str) -> None:
+        self.preempted.add(pool)
+        if len([p for p in self._pools if p not in self.preempted]) < 2:
+            self.preempted.clear()
+
+
+def _scale_down_order(rs: list[SimReplica], now: float) -> list[SimReplica]:
+    # Not yet READY first, then the newest (SkyServe's _select_replicas_to_scale_down ranks by status, then age).
+    return sorted(rs, key=lambda r: (r.loaded_at <= now, -r.launched_at))
+
+
+@dataclass(frozen=True)
+class Result:
+    policy: str
+    replicas: int
+    hours: float
+    availability: float
+    """Share of time (after the warm-up) with at least N replicas READY."""
+    degraded: float
+    """Share of time with at least ceil(N/2) READY."""
+    mean_ready: float
+    cost_vs_on_demand: float
+    """Spot and on-demand hours paid, over N on-demand replicas for the whole time."""
+    preemptions: int
+    launches: int
+    launch_failures: int
+    spot_share: float
+    """Share of paid replica-hours that were spot."""
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return dict(self.__dict__)
+
+
+def simulate(
+    traces: list[Trace],
+    n: int,
+    controller: Controller,
+    timings: Timings = Timings(),
+    progress: Callable[[float], None] | None = None,
+) -> Result:
+    tm = timings
+    by_name = {t.name: t for t in traces}
+    pools = tuple(by_name)
+    end = min(len(t.data) * t.gap_s for t in traces)
+    world = World(0.0, [], {}, {}, pools)
+    replicas: list[SimReplica] = []
+    ended: list[SimReplica] = []
+    seq = preemptions = launches = failures = 0
+    samples = at_n = at_half = 0
+    ready_sum = 0
+    prev_up = {p: by_name[p].at(0.0) for p in pools}
+    half = math.ceil(n / 2)
+    steps = int(end // tm.tick_s)
+    for step in range(steps + 1):
+        now = step * tm.tick_s
+        world.now = now
+        # The market: a pool's 1 -> 0 edge gives its spot replicas their notice (once).
+        for p in pools:
+            up = by_name[p].at(now)
+            if prev_up[p] and not up:
+                for r in replicas:
+                    if r.pool == p and r.notice_at is None:
+                        r.notice_at, r.dies_at = now, now + tm.notice_s
+                        preemptions += 1
+                world.known_obtainable[p] = False
+                world.last_unobtainable[p] = now
+            prev_up[p] = up
+        # What the cloud said of a pool goes stale: after retry_s the controller may try it again.
+        for p, ok in list(world.known_obtainable.items()):
+            if not ok and now - world.last_unobtainable.get(p, now) >= tm.retry_s:
+                del world.known_obtainable[p]
+        # Deaths.
+        still: list[SimReplica] = []
+        for r in replicas:
+            if r.dies_at is not None and r.dies_at <= now:
+                r.ended_at = r.dies_at
+                ended.append(r)
+                if r.pool is not None:
+                    controller.observe_lost(r.pool)
+            else:
+                still.append(r)
+        replicas = still
+        world.replicas = replicas
+        # A booted replica loads the model from a READY peer if there is one (a draining node still serves its
+        # cache until it dies), else from the object store.
+        peers = any(r.ready(now) for r in replicas)
+        for r in replicas:
+            if r.loaded_at == math.inf and r.booted_at <= now:
+                r.loaded_at = now + (tm.peer_load_s if peers else tm.cold_load_s)
+        # Readiness news for the controller.
+        for r in replicas:
+            if now - tm.tick_s < r.loaded_at <= now:
+                controller.observe_ready(r)
+        act = controller.act(world, n)
+        gone = set(act.terminate)
+        if gone:
+            for r in replicas:
+                if r.id in gone:
+                    r.ended_at = now
+                    ended.append(r)
+            replicas = [r for r in replicas if r.id not in gone]
+        for role, pool in act.launch:
+            launches += 1
+            if pool is not None and not by_name[pool].at(now):
+                failures += 1
+                world.known_obtainable[pool] = False
+                world.last_unobtainable[pool] = now
+                controller.observe_lost(pool)
+                continue
+            if pool is not None:
+                world.known_obtainable[pool] = True
+            seq += 1
+            replicas.append(SimReplica(f"r{seq}", pool, role, now, now + tm.provision_s))
+        world.replicas = replicas
+        # Measure.
+        if now >= WARMUP_S:
+            ready = sum(1 for r in replicas if r.ready(now) and (controller.serves_notice or r.notice_at is None))
+            samples += 1
+            ready_sum += ready
+            at_n += ready >= n
+            at_half += ready >= half
+        if progress is not None and step % 2000 == 0:
+            progress(now / end)
+    for r in replicas:
+        r.ended_at = end
+        ended.append(r)
+    paid = spot_paid = 0.0
+    for r in ended:
+        hours = (min(r.ended_at or end, end) - r.launched_at) / 3600
+        if r.pool is not None:
+            spot_paid += hours * tm.spot_price_ratio
+            paid += hours * tm.spot_price_ratio
+        else:
+            paid += hours
+    total_h = end / 3600
+    spot_hours = sum((min(r.ended_at or end, end) - r.launched_at) / 3600 for r in ended if r.pool is not None)
+    all_hours = sum((min(r.ended_at or end, end) - r.launched_at) / 3600 for r in ended)
+    if progress is not None:
+        progress(1.0)
+    return Result(
+        controller.name,
+        n,
+        round(total_h, 1),
+        at_n / max(samples, 1),
+        at_half / max(samples, 1),
+        ready_sum / max(samples, 1),
+        paid / (n * total_h),
+        preemptions,
+        launches,
+        failures,
+        spot_hours / all_hours if all_hours else 0.0,
+    )
+
+
+def controllers(names: Iterable[str], base_on_demand: int = 0) -> list[Controller]:
+    """`spotstack` (ours), `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1)."""
+    made: dict[str, Controller] = {
+        "spotstack": Ours(base_on_demand=base_on_demand),
+        "skyserve": SkyServe(base_on_demand=base_on_demand),
+        "skyserve+1": SkyServe(base_on_demand=base_on_demand, overprovision=1, name="skyserve+1"),
+    }
+    return [made[n] for n in names]
