@@ -140,6 +140,12 @@ class DrainConfig(_Model):
     """Finish this long before the notice's deadline."""
     deregistration_grace_s: float = Field(default=0.0, ge=0)
     """Wait after deregistering, for the load balancer to stop routing (its health check interval)."""
+    serve_through_notice: bool = True
+    """After a spot notice, keep serving until the deadline less the drain (timeout, margin, grace and
+    `lead_s`), then drain as usual: the controller launches the replacement at the notice, and this node
+    carries traffic meanwhile. A notice shorter than the drain (GCP's 30 s) drains at once either way."""
+    lead_s: float = Field(default=5.0, ge=0)
+    """Extra time before the drain must start, for the load balancer to see readiness go (health checks)."""
 
 
 class CacheConfig(_Model):

@@ -20,7 +20,7 @@ from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.supervisor import Supervisor
 from spotstack.runtime.agent.wiring import Identity, build_monitors
 from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
-from spotstack.runtime.drain.decide import Verdict, horizon
+from spotstack.runtime.drain.decide import Verdict, horizon, spot_horizon
 from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
 from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
 from spotstack.runtime.notices.base import Monitor
@@ -212,6 +212,12 @@ class Agent:
             self._drain,
             poll_interval_s=cfg.metadata.poll_interval_s,
             horizon_s=horizon(cfg.drain.timeout_s, cfg.drain.safety_margin_s, NOTICE_WINDOW_S[cfg.cloud]),
+            # GCP's 30 s notice is all a drain has: no window there.
+            spot_horizon_s=(
+                spot_horizon(d.timeout_s, d.safety_margin_s, d.deregistration_grace_s, d.lead_s)
+                if (d := cfg.drain).serve_through_notice and cfg.cloud != "gcp"
+                else None
+            ),
             drain_on_rebalance=cfg.watch_rebalance,
             on_notice=self._on_notice,
             on_error=lambda m, e: self.metrics.monitor_errors.labels(m.name).inc(),

@@ -15,7 +15,7 @@ from typing import Any
 
 from spotstack.runtime.drain.decide import Verdict, verdict
 from spotstack.runtime.notices.base import Monitor
-from spotstack.runtime.notices.event import InterruptionEvent
+from spotstack.runtime.notices.event import InterruptionEvent, Kind
 
 log = logging.getLogger("spotstack.agent")
 
@@ -30,6 +30,7 @@ class Supervisor:
         *,
         poll_interval_s: float,
         horizon_s: float,
+        spot_horizon_s: float | None = None,
         drain_on_rebalance: bool = False,
         on_notice: Callable[[InterruptionEvent, Monitor, Verdict], None] = lambda e, m, v: None,
         on_error: Callable[[Monitor, Exception], None] = lambda m, e: None,
@@ -39,6 +40,9 @@ class Supervisor:
         self._on_drain = on_drain
         self._poll = poll_interval_s
         self._horizon = horizon_s
+        self._spot_horizon = spot_horizon_s
+        self.deferred: set[str] = set()
+        self._timers: list[asyncio.Task[None]] = []
         self._drain_on_rebalance = drain_on_rebalance
         self._on_notice, self._on_error, self._clock = on_notice, on_error, clock
         self.seen: set[str] = set()
@@ -54,9 +58,16 @@ class Supervisor:
             draining=self.draining,
             horizon_s=self._horizon,
             drain_on_rebalance=self._drain_on_rebalance,
+            spot_horizon_s=self._spot_horizon,
         )
-        if v is not Verdict.DUPLICATE:
+        # A deferred notice is polled again every interval until due: report it once, not every poll.
+        if v is not Verdict.DUPLICATE and not (v is Verdict.DEFER and event.id in self.deferred):
             self._on_notice(event, monitor, v)
+        if v is Verdict.DEFER and event.id not in self.deferred:
+            log.info("%s: %s; serving until the drain is due", monitor.name, event.detail)
+            self.deferred.add(event.id)
+            # A long-poll monitor reports a notice once: come back to it when due, whatever the monitor does.
+            self._timers.append(asyncio.create_task(self._when_due(event, monitor)))
         if v in (Verdict.DRAIN, Verdict.OBSERVE):
             self.seen.add(event.id)  # DEFER is not remembered: the same notice is acted on once it is due
         if v is Verdict.OBSERVE:
@@ -65,6 +76,14 @@ class Supervisor:
             self.draining = True
             self.drain_task = asyncio.create_task(self._on_drain(event))
         return v
+
+    async def _when_due(self, event: InterruptionEvent, monitor: Monitor) -> None:
+        spot = event.kind is Kind.SPOT_INTERRUPTION and self._spot_horizon is not None
+        due = event.deadline - (self._spot_horizon if spot and self._spot_horizon is not None else self._horizon)
+        while not self.draining and event.id not in self.seen:
+            await asyncio.sleep(max(0.05, min(due - self._clock(), self._poll)))
+            if self._clock() >= due and self.handle(event, monitor) is not Verdict.DEFER:
+                return
 
     async def _loop(self, monitor: Monitor) -> None:
         backoff = self._poll
@@ -89,7 +108,7 @@ class Supervisor:
         self._tasks = [asyncio.create_task(self._loop(m), name=m.name) for m in self.monitors]
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        for t in self._tasks + self._timers:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
+        self._tasks, self._timers = [], []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from spotstack.runtime.notices.event import DRAINING_KINDS, InterruptionEvent
+from spotstack.runtime.notices.event import DRAINING_KINDS, InterruptionEvent, Kind
 
 
 class Verdict(str, Enum):
@@ -23,12 +23,17 @@ def verdict(
     draining: bool,
     horizon_s: float,
     drain_on_rebalance: bool = False,
+    spot_horizon_s: float | None = None,
 ) -> Verdict:
-    """One drain per node life: any later notice, of any kind, is a duplicate."""
+    """One drain per node life: any later notice, of any kind, is a duplicate.
+
+    With `spot_horizon_s` (serving through the notice), a spot notice is deferred until its deadline is that
+    close: the node serves on while its replacement starts."""
     if event.id in seen or draining:
         return Verdict.DUPLICATE
     if event.kind not in DRAINING_KINDS and not drain_on_rebalance:
         return Verdict.OBSERVE
+    horizon_s = spot_horizon_s if event.kind is Kind.SPOT_INTERRUPTION and spot_horizon_s is not None else horizon_s
     if event.deadline - now > horizon_s:
         return Verdict.DEFER
     return Verdict.DRAIN
@@ -55,6 +60,11 @@ def budget(deadline: float, now: float, *, margin_s: float, drain_timeout_s: flo
     reserve = min(signal_reserve_s, (finish_by - now) * 0.25)
     inflight_until = max(now, min(now + drain_timeout_s, finish_by - reserve))
     return Budget(now, finish_by, inflight_until)
+
+
+def spot_horizon(drain_timeout_s: float, margin_s: float, grace_s: float, lead_s: float) -> float:
+    """When serving through a spot notice: start the drain once the deadline is this close."""
+    return drain_timeout_s + margin_s + grace_s + lead_s
 
 
 def horizon(drain_timeout_s: float, margin_s: float, notice_window_s: float) -> float:

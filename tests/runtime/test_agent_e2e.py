@@ -124,6 +124,8 @@ async def test_aws_notice_drains_deregisters_signals_and_completes(
                     pid_file,
                     load_balancer={"kind": "elbv2", "target_group_arn": tg, "target_port": 8080},
                     lifecycle={"enabled": True, "hook_name": "llm-drain"},
+                    # The drain itself, at once (serving through the notice has its own test).
+                    drain={"timeout_s": 10, "safety_margin_s": 5, "serve_through_notice": False},
                 )
             )
             agent.overrides["autoscaling_client"] = asg
@@ -149,6 +151,38 @@ async def test_aws_notice_drains_deregisters_signals_and_completes(
             ]
 
 
+async def test_a_spot_notice_is_served_through_until_the_drain_is_due(
+    workload: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """The policy issue's notice window: the node keeps serving after the notice (its replacement is starting)
+    and leaves rotation once the deadline is the drain away (timeout + margin + grace + lead), then drains
+    as ever: workload signalled, done before the deadline."""
+    marker, pid_file = workload
+    async with AwsImdsEmulator() as emu:
+        drain = {"timeout_s": 2, "safety_margin_s": 1, "lead_s": 1}  # the drain is due 4 s before the deadline
+        agent = Agent(config("aws", emu.url, pid_file, drain=drain))
+        await agent.start()
+        agents.append(agent)
+        assert await ready_status(agent) == 200
+        deadline = emu.post_spot_notice(12)
+        due = int(deadline) - 4  # AWS gives the time to the second
+        await wait_for(lambda: any(n["verdict"] == "defer" for n in agent.state.notices), what="the notice seen")
+        statuses: list[tuple[float, int]] = []
+
+        async def out_of_rotation() -> bool:
+            statuses.append((time.time(), await ready_status(agent)))
+            return statuses[-1][1] == 503
+
+        await wait_for(out_of_rotation, 30, "readiness to go off")
+        served = [t for t, code in statuses if code == 200]
+        assert served and max(served) > due - 1.5  # it served through most of the window...
+        assert statuses[-1][0] >= due - 0.5  # ...and left only when the drain was due
+        await asyncio.wait_for(agent.drained.wait(), 30)
+        await signalled(marker)
+        assert agent.report is not None and agent.report.ok and agent.report.finished_at < deadline
+        assert [n["verdict"] for n in agent.state.notices] == ["defer", "drain"]  # reported once each
+
+
 async def test_gcp_preemption_drains_within_its_30_seconds(workload: tuple[Path, Path], agents: list[Agent]) -> None:
     marker, pid_file = workload
     async with GcpMetadataEmulator() as emu:
@@ -170,7 +204,8 @@ async def test_gcp_preemption_drains_within_its_30_seconds(workload: tuple[Path,
 async def test_alicloud_notice_drains_with_hardened_metadata(workload: tuple[Path, Path], agents: list[Agent]) -> None:
     marker, pid_file = workload
     async with AlicloudMetadataEmulator(tokens_required=True) as emu:
-        agent = Agent(config("alicloud", emu.url, pid_file))
+        drain = {"timeout_s": 10, "safety_margin_s": 5, "serve_through_notice": False}
+        agent = Agent(config("alicloud", emu.url, pid_file, drain=drain))
         await agent.start()
         agents.append(agent)
         deadline = emu.post_spot_notice(300)

@@ -174,3 +174,25 @@ async def test_past_deadline_still_completes_quickly() -> None:
     assert time.monotonic() - started < 0.5
     assert rec.calls[0] == "readiness_off" and rec.calls[-1] == "complete" and report.inflight_left == 4
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (ev(in_s=120), Verdict.DEFER),  # AWS: 120 s ahead, the drain needs 35 s: serve on
+        (ev(in_s=35), Verdict.DRAIN),  # due now
+        (ev(in_s=300), Verdict.DEFER),  # Alibaba's 5 minutes
+        (ev(in_s=30), Verdict.DRAIN),  # GCP's 30 s is shorter than the drain: at once, as before
+        (ev(in_s=-5), Verdict.DRAIN),  # late notices as today
+        (ev(Kind.SCALE_IN, in_s=120), Verdict.DRAIN),  # the group is removing it: no window
+        (ev(Kind.MAINTENANCE, in_s=100), Verdict.DRAIN),
+    ],
+)
+def test_serving_through_a_spot_notice_defers_only_spot_notices_until_the_drain_is_due(
+    event: InterruptionEvent, expected: Verdict
+) -> None:
+    """The policy issue's notice window (drain timeout 25 + margin 5 + grace 0 + lead 5 = 35 s)."""
+    from spotstack.runtime.drain.decide import spot_horizon
+
+    got = verdict(event, NOW, seen=frozenset(), draining=False, horizon_s=125, spot_horizon_s=spot_horizon(25, 5, 0, 5))
+    assert got is expected
