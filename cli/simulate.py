@@ -14,7 +14,7 @@ from rich.table import Table
 
 err = Console(stderr=True, soft_wrap=True)
 
-POLICIES = ("spotstack", "skyserve", "skyserve+1")
+POLICIES = ("spotstack", "spotstack-v1", "skyserve", "skyserve+1")
 
 
 def simulate(
@@ -29,6 +29,9 @@ def simulate(
     cold_load_s: float = typer.Option(120.0, "--cold-load-s", help="Seconds to load the model from the store."),
     peer_load_s: float = typer.Option(20.0, "--peer-load-s", help="Seconds to load it from a READY peer."),
     notice_s: float = typer.Option(120.0, "--notice-s", help="Preemption notice (AWS 120, GCP 30, Alibaba 300)."),
+    drain_s: float = typer.Option(
+        30.0, "--drain-s", help="The drain's timeout (a noticed node leaves this + 10 s early)."
+    ),
     tick_s: float = typer.Option(20.0, "--tick-s", help="Seconds between controller decisions."),
     spot_price_ratio: float = typer.Option(0.3, "--spot-price-ratio", help="Spot price over on-demand price."),
     retry_s: float = typer.Option(300.0, "--retry-s", help="Seconds a refused pool is avoided before a retry."),
@@ -39,8 +42,9 @@ def simulate(
 ) -> None:
     """How often N replicas are READY, and at what share of the on-demand cost, on real spot traces.
 
-    Runs the same `decide()` the local fleet and the cloud controllers run, and SkyServe's policy
-    (over-provision 0 and 1) in the same run, on the same traces and timings. Availability counts the
+    Runs the same `decide()` the local fleet and the cloud controllers run (with the agent's notice window,
+    and without it: spotstack-v1), and SkyServe's policy (over-provision 0 and 1) in the same run, on the
+    same traces and timings. Availability counts the
     time after the first 15 minutes with at least N replicas READY.
     """
     from spotstack.runtime.controller.simulate import Timings, controllers, load_traces
@@ -53,12 +57,14 @@ def simulate(
         err.print("[red]error:[/red] --replicas must be ≥ 1 and --base-on-demand between 0 and each N")
         raise typer.Exit(2)
     try:
-        timings = Timings(provision_s, cold_load_s, peer_load_s, notice_s, tick_s, spot_price_ratio, retry_s)
+        timings = Timings(
+            provision_s, cold_load_s, peer_load_s, notice_s, tick_s, spot_price_ratio, retry_s, drain_s=drain_s
+        )
         pools = load_traces(traces)
     except (ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    names = POLICIES if baseline == "skyserve" else POLICIES[:1]
+    names = POLICIES if baseline == "skyserve" else POLICIES[:2]
     results = []
     with Progress(console=err, transient=True, disable=as_json and not sys.stderr.isatty()) as bar:
         for n in replicas:

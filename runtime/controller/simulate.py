@@ -9,8 +9,9 @@ tell it and decides; launches into a pool with nothing to give fail at once and 
 
 What a controller knows of a pool is what the cloud says: a failed launch or a preemption marks it
 unobtainable for `retry_s`, a successful launch obtainable; other pools are assumed obtainable. Controllers:
-- `Ours`: the same `decide()` the local fleet and the cloud controllers run; a notice takes the replica out of
-  rotation at once (today's agent), and the replacement is launched at the notice.
+- `Ours`: the same `decide()` the local fleet and the cloud controllers run; the replacement is launched at the
+  notice, and the noticed replica serves on until its death less the drain (`drain_s` + `drain_lead_s`), as the
+  agent does by default (`drain.serve_through_notice`); a notice shorter than that takes it out at once.
 - `SkyServe`: SkyServe as its code behaves (`sky/serve/autoscalers.py` FallbackRequestRateAutoscaler and
   `sky/serve/spot_placer.py` DynamicFallbackSpotPlacer): spot replicas = target - base on-demand; on-demand =
   base + (spot wanted - spot READY); a zone is marked preempted when a replica there is preempted or fails to
@@ -74,6 +75,10 @@ class Timings:
     spot_price_ratio: float = 0.3
     retry_s: float = 300.0
     """How long a pool the cloud refused stays known-unobtainable before the controller may try it again."""
+    drain_s: float = 30.0
+    """The drain's timeout; with the margin and lead below, how long before its death a noticed node leaves."""
+    drain_lead_s: float = 10.0
+    """The agent's safety margin (5 s) and load-balancer lead (5 s) on top of the drain."""
 
 
 @dataclass
@@ -131,8 +136,12 @@ class Ours:
     base_on_demand: int = 0
     stable_s: float = 30.0
     flap_cooldown_s: float = 60.0
+    spread: bool = False
     name: str = "spotstack"
-    serves_notice: bool = False  # today's agent leaves rotation at the notice
+    serves_notice: bool = False  # it leaves before its death: see `serve_through_notice`
+    serve_through_notice: bool = True
+    """The agent's notice window: a noticed replica serves until its death less the drain (and margin and lead);
+    off, it leaves rotation at the notice."""
 
     def act(self, world: World, n: int) -> Act:
         policy = Policy(
@@ -144,12 +153,13 @@ class Ours:
             dynamic_fallback=True,
             stable_s=self.stable_s,
             flap_cooldown_s=self.flap_cooldown_s,
+            spread=self.spread,
         )
         now = world.now
         replicas = []
         for r in world.replicas:
             if r.notice_at is not None and r.notice_at <= now:
-                state = "draining"  # today's agent leaves rotation at the notice
+                state = "draining"  # the controller replaces a noticed replica at once, whether it still serves
             elif r.loaded_at <= now:
                 state = "ready"
             else:
@@ -226,6 +236,14 @@ class SkyServe:
         self.preempted.add(pool)
         if len([p for p in self._pools if p not in self.preempted]) < 2:
             self.preempted.clear()
+
+
+def _in_rotation(r: SimReplica, now: float, c: Controller, tm: Timings) -> bool:
+    if r.notice_at is None or c.serves_notice:
+        return True
+    if not getattr(c, "serve_through_notice", False) or r.dies_at is None:
+        return False
+    return now < r.dies_at - (tm.drain_s + tm.drain_lead_s)
 
 
 def _scale_down_order(rs: list[SimReplica], now: float) -> list[SimReplica]:
@@ -338,7 +356,7 @@ def simulate(
         world.replicas = replicas
         # Measure.
         if now >= WARMUP_S:
-            ready = sum(1 for r in replicas if r.ready(now) and (controller.serves_notice or r.notice_at is None))
+            ready = sum(1 for r in replicas if r.ready(now) and _in_rotation(r, now, controller, tm))
             samples += 1
             ready_sum += ready
             at_n += ready >= n
@@ -377,9 +395,11 @@ def simulate(
 
 
 def controllers(names: Iterable[str], base_on_demand: int = 0) -> list[Controller]:
-    """`spotstack` (ours), `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1)."""
+    """`spotstack` (ours), `spotstack-v1` (leaving rotation at the notice, as before the notice window),
+    `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1)."""
     made: dict[str, Controller] = {
         "spotstack": Ours(base_on_demand=base_on_demand),
+        "spotstack-v1": Ours(base_on_demand=base_on_demand, serve_through_notice=False, name="spotstack-v1"),
         "skyserve": SkyServe(base_on_demand=base_on_demand),
         "skyserve+1": SkyServe(base_on_demand=base_on_demand, overprovision=1, name="skyserve+1"),
     }
