@@ -54,6 +54,9 @@ class Policy:
     """A spot replica must be READY this long before a fallback replica makes way for it."""
     flap_cooldown_s: float = 60.0
     """A spot type unobtainable within this window is not chosen for new launches."""
+    spread: bool = False
+    """Spread spot launches over the usable pools (fewest replicas first, then priority), so one pool's
+    preemption takes a share of the fleet, not all of it."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,15 @@ class Decision:
     reasons: tuple[str, ...]
 
 
-def _pick_spot_type(policy: Policy, obs: Observed) -> str | None:
+def _usable_spot_types(policy: Policy, obs: Observed) -> list[str]:
+    """Spot types obtainable now and not flapping, in priority order."""
+    out = []
     for t in policy.spot_types:
         recent = obs.last_unobtainable.get(t)
         flapping = recent is not None and obs.now - recent < policy.flap_cooldown_s
         if obs.spot_obtainable.get(t, False) and not flapping:
-            return t
-    return None
+            out.append(t)
+    return out
 
 
 def _newest_first(rs: Sequence[Replica]) -> list[Replica]:
@@ -129,12 +134,21 @@ def decide(policy: Policy, obs: Observed) -> Decision:
         ordered = sorted(spot, key=lambda r: (-rank.get(r.type, 99), r.state == "ready", -r.launched_at))
         terminate += [r.id for r in ordered[: len(spot) - wanted_spot]]
     elif len(spot) < wanted_spot:
-        t = _pick_spot_type(policy, obs)
-        if t is not None:
+        usable = _usable_spot_types(policy, obs)
+        if not usable:
+            reasons.append("no spot type obtainable (or all flapping): no spot launch")
+        elif policy.spread:
+            rank = {t: i for i, t in enumerate(policy.spot_types)}
+            counts = {t: sum(1 for r in spot if r.type == t) for t in usable}
+            for _ in range(wanted_spot - len(spot)):
+                t = min(usable, key=lambda u: (counts[u], rank[u]))
+                counts[t] += 1
+                launch.append(Launch("spot", t))
+            reasons.append(f"launch {wanted_spot - len(spot)} spot over {len(usable)} pools")
+        else:
+            t = usable[0]
             launch += [Launch("spot", t)] * (wanted_spot - len(spot))
             reasons.append(f"launch {wanted_spot - len(spot)} spot {t}")
-        else:
-            reasons.append("no spot type obtainable (or all flapping): no spot launch")
 
     # Fallback: cover every wanted spot replica that has not been READY for stable_s.
     stable = [

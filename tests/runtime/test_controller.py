@@ -248,3 +248,14 @@ def test_aws_adaptor_sets_both_groups_on_moto(monkeypatch: pytest.MonkeyPatch) -
             for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]
         }
         assert sizes == got == {"llm-asg": 4, "llm-fallback-asg": 3}
+
+
+def test_spread_puts_each_launch_in_the_pool_with_the_fewest_replicas_then_by_priority() -> None:
+    """The policy issue's weakness 1: every launch in a tick went to one pool, so one preemption took them all."""
+    from dataclasses import replace
+
+    policy = replace(P, spot_types=("a", "b", "c"), base_on_demand=0, dynamic_fallback=False, spread=True)
+    obs = Observed(NOW, (r("s1", "spot", "b"),), 5, {"a": True, "b": True, "c": False})
+    d = decide(policy, obs)
+    assert [x.type for x in d.launch] == ["a", "a", "b", "a"]  # c is unobtainable; b already holds one
+    assert [x.type for x in decide(replace(policy, spread=False), obs).launch] == ["a"] * 4
