@@ -32,6 +32,11 @@ def simulate(
     drain_s: float = typer.Option(
         30.0, "--drain-s", help="The drain's timeout (a noticed node leaves this + 10 s early)."
     ),
+    warm_start_s: float = typer.Option(
+        0.0,
+        "--warm-start-s",
+        help="Model a warm pool for the on-demand fallback: READY this many seconds after launch (0: none).",
+    ),
     tick_s: float = typer.Option(20.0, "--tick-s", help="Seconds between controller decisions."),
     spot_price_ratio: float = typer.Option(0.3, "--spot-price-ratio", help="Spot price over on-demand price."),
     retry_s: float = typer.Option(300.0, "--retry-s", help="Seconds a refused pool is avoided before a retry."),
@@ -58,7 +63,15 @@ def simulate(
         raise typer.Exit(2)
     try:
         timings = Timings(
-            provision_s, cold_load_s, peer_load_s, notice_s, tick_s, spot_price_ratio, retry_s, drain_s=drain_s
+            provision_s,
+            cold_load_s,
+            peer_load_s,
+            notice_s,
+            tick_s,
+            spot_price_ratio,
+            retry_s,
+            drain_s=drain_s,
+            warm_start_s=warm_start_s or None,
         )
         pools = load_traces(traces)
     except (ValueError, OSError) as exc:

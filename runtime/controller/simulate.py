@@ -79,6 +79,13 @@ class Timings:
     """The drain's timeout; with the margin and lead below, how long before its death a noticed node leaves."""
     drain_lead_s: float = 10.0
     """The agent's safety margin (5 s) and load-balancer lead (5 s) on top of the drain."""
+    warm_start_s: float | None = None
+    """A warm pool for the on-demand fallback (stopped instances with the model on disk): such a replica is
+    READY this long after its launch. None: no warm pool. (Modelled here; the components do not declare one yet.)"""
+    warm_pool_size: int = 0
+    """Stopped instances kept (0: N); paid as disks at `warm_disk_ratio` of an on-demand hour each."""
+    warm_disk_ratio: float = 0.03
+    """A stopped instance's disks per hour over the on-demand price (e.g. 200 GB gp3 against a g6.xlarge)."""
 
 
 @dataclass
@@ -139,6 +146,8 @@ class Ours:
     spread: bool = False
     name: str = "spotstack"
     serves_notice: bool = False  # it leaves before its death: see `serve_through_notice`
+    uses_warm_pool: bool = True
+    """Start fallback replicas from the warm pool when the timings model one."""
     serve_through_notice: bool = True
     """The agent's notice window: a noticed replica serves until its death less the drain (and margin and lead);
     off, it leaves rotation at the notice."""
@@ -281,6 +290,8 @@ def simulate(
     progress: Callable[[float], None] | None = None,
 ) -> Result:
     tm = timings
+    # SkyServe has no warm pool: only a controller that declares one starts fallback replicas warm.
+    warm = tm.warm_start_s if getattr(controller, "uses_warm_pool", False) else None
     by_name = {t.name: t for t in traces}
     pools = tuple(by_name)
     end = min(len(t.data) * t.gap_s for t in traces)
@@ -352,6 +363,10 @@ def simulate(
             if pool is not None:
                 world.known_obtainable[pool] = True
             seq += 1
+            if pool is None and role == "fallback" and warm is not None:
+                # Started from the warm pool: booted with the model on its disk.
+                replicas.append(SimReplica(f"r{seq}", None, role, now, now, now + warm))
+                continue
             replicas.append(SimReplica(f"r{seq}", pool, role, now, now + tm.provision_s))
         world.replicas = replicas
         # Measure.
@@ -375,6 +390,8 @@ def simulate(
         else:
             paid += hours
     total_h = end / 3600
+    if warm is not None:
+        paid += (tm.warm_pool_size or n) * total_h * tm.warm_disk_ratio
     spot_hours = sum((min(r.ended_at or end, end) - r.launched_at) / 3600 for r in ended if r.pool is not None)
     all_hours = sum((min(r.ended_at or end, end) - r.launched_at) / 3600 for r in ended)
     if progress is not None:

@@ -68,6 +68,16 @@ def test_serving_through_the_notice_shortens_the_gap() -> None:
     assert simulate(traces, 1, Ours(), gcp) == simulate(traces, 1, Ours(serve_through_notice=False), gcp)
 
 
+def test_a_warm_pool_starts_fallback_replicas_in_seconds_for_the_price_of_disks() -> None:
+    a = [1] * HOUR + [0] * 30 + [1] * (2 * HOUR - 30)
+    traces = [pool("a", a), pool("b", [0] * 3 * HOUR)]  # nothing to move to: the fallback must cover
+    cold, warm = simulate(traces, 1, Ours()), simulate(traces, 1, Ours(), Timings(warm_start_s=45))
+    assert warm.availability > cold.availability
+    assert warm.cost_vs_on_demand > cold.cost_vs_on_demand - 0.05  # disks paid all the time
+    # SkyServe has no warm pool: the same timings change nothing for it.
+    assert simulate(traces, 1, SkyServe(), Timings(warm_start_s=45)) == simulate(traces, 1, SkyServe())
+
+
 def test_same_input_same_result() -> None:
     a = [1, 1, 0, 1] * 60
     traces = [pool("a", a), pool("b", list(reversed(a)))]
