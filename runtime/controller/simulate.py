@@ -23,46 +23,17 @@ unobtainable for `retry_s`, a successful launch obtainable; other pools are assu
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from spotstack.runtime.controller.decide import Observed, Policy, Replica, decide
+from spotstack.runtime.controller.sim_policies import Controller, SimReplica, World
+from spotstack.runtime.controller.sim_policies import controllers as controllers
+from spotstack.runtime.controller.traces import Trace
+from spotstack.runtime.controller.traces import load_traces as load_traces
 
 WARMUP_S = 15 * 60.0
 """Availability is measured after the first 15 minutes (the fleet's own start is not what is compared)."""
-
-
-@dataclass(frozen=True)
-class Trace:
-    name: str
-    gap_s: float
-    data: tuple[int, ...]
-
-    def at(self, t: float) -> int:
-        i = int(t // self.gap_s)
-        return self.data[min(i, len(self.data) - 1)]
-
-
-def load_traces(folder: Path) -> list[Trace]:
-    """Every `*.json` trace under `folder` (recursively), in path order; a malformed file is an error."""
-    out: list[Trace] = []
-    for path in sorted(folder.rglob("*.json")):
-        try:
-            doc = json.loads(path.read_text())
-            gap = float(doc["metadata"]["gap_seconds"])
-            data = tuple(int(v) for v in doc["data"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
-        if gap <= 0 or not data:
-            raise ValueError(f"{path}: gap_seconds must be > 0 and data non-empty")
-        out.append(Trace(str(path.relative_to(folder).with_suffix("")), gap, data))
-    if not out:
-        raise ValueError(f"{folder}: no *.json traces")
-    return out
 
 
 @dataclass(frozen=True)
@@ -88,176 +59,12 @@ class Timings:
     """A stopped instance's disks per hour over the on-demand price (e.g. 200 GB gp3 against a g6.xlarge)."""
 
 
-@dataclass
-class SimReplica:
-    id: str
-    pool: str | None
-    """The spot pool it runs in; None for on-demand."""
-    role: str
-    launched_at: float
-    booted_at: float
-    loaded_at: float = math.inf
-    """When it is READY, unless it dies first (known once it has booted and chosen where to load from)."""
-    dies_at: float | None = None
-    notice_at: float | None = None
-    ended_at: float | None = None
-
-    def ready(self, t: float) -> bool:
-        return self.ended_at is None and self.loaded_at <= t and (self.dies_at is None or t < self.dies_at)
-
-
-@dataclass
-class World:
-    """What the controller may see: the replicas and what the cloud has said about each pool."""
-
-    now: float
-    replicas: list[SimReplica]
-    known_obtainable: dict[str, bool]
-    last_unobtainable: dict[str, float]
-    pools: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Act:
-    launch: tuple[tuple[str, str | None], ...]
-    """(role, pool); pool None = on-demand."""
-    terminate: tuple[str, ...]
-
-
-class Controller(Protocol):
-    name: str
-    serves_notice: bool
-    """Whether a replica keeps serving after its notice (until it dies)."""
-
-    def act(self, world: World, n: int) -> Act: ...
-
-    def observe_ready(self, r: SimReplica) -> None: ...
-
-    def observe_lost(self, pool: str) -> None: ...
-
-
-@dataclass
-class Ours:
-    """The fleet's `decide()`, with spot pools as its ordered spot types."""
-
-    base_on_demand: int = 0
-    stable_s: float = 30.0
-    flap_cooldown_s: float = 60.0
-    spread: bool = False
-    name: str = "spotstack"
-    serves_notice: bool = False  # it leaves before its death: see `serve_through_notice`
-    uses_warm_pool: bool = True
-    """Start fallback replicas from the warm pool when the timings model one."""
-    serve_through_notice: bool = True
-    """The agent's notice window: a noticed replica serves until its death less the drain (and margin and lead);
-    off, it leaves rotation at the notice."""
-
-    def act(self, world: World, n: int) -> Act:
-        policy = Policy(
-            spot_types=world.pools,
-            on_demand_types=("on-demand",),
-            min=n,
-            max=n,
-            base_on_demand=self.base_on_demand,
-            dynamic_fallback=True,
-            stable_s=self.stable_s,
-            flap_cooldown_s=self.flap_cooldown_s,
-            spread=self.spread,
-        )
-        now = world.now
-        replicas = []
-        for r in world.replicas:
-            if r.notice_at is not None and r.notice_at <= now:
-                state = "draining"  # the controller replaces a noticed replica at once, whether it still serves
-            elif r.loaded_at <= now:
-                state = "ready"
-            else:
-                state = "provisioning"
-            replicas.append(
-                Replica(r.id, r.role, r.pool or "on-demand", state, r.launched_at, r.loaded_at)  # type: ignore[arg-type]
-            )
-        obs = Observed(
-            now=now,
-            replicas=tuple(replicas),
-            target=n,
-            spot_obtainable={p: world.known_obtainable.get(p, True) for p in world.pools},
-            last_unobtainable=dict(world.last_unobtainable),
-        )
-        d = decide(policy, obs)
-        launch = tuple((x.role, None if x.role != "spot" else x.type) for x in d.launch)
-        return Act(launch, d.terminate)
-
-    def observe_ready(self, r: SimReplica) -> None:
-        pass
-
-    def observe_lost(self, pool: str) -> None:
-        pass
-
-
-@dataclass
-class SkyServe:
-    """SkyServe's FallbackRequestRateAutoscaler with its DynamicFallbackSpotPlacer (see the module doc)."""
-
-    base_on_demand: int = 0
-    overprovision: int = 0
-    name: str = "skyserve"
-    serves_notice: bool = True  # it ignores notices: a replica serves until it dies
-    preempted: set[str] = field(default_factory=set)
-    _pools: tuple[str, ...] = ()
-
-    def act(self, world: World, n: int) -> Act:
-        self._pools = world.pools
-        now = world.now
-        # SkyServe sees a replica until it dies (no notices).
-        alive = [r for r in world.replicas if r.dies_at is None or now < r.dies_at]
-        target = n + self.overprovision
-        spot = [r for r in alive if r.role == "spot"]
-        od = [r for r in alive if r.role != "spot"]
-        ready_spot = sum(1 for r in spot if r.loaded_at <= now)
-        want_spot = target - self.base_on_demand
-        launch: list[tuple[str, str | None]] = []
-        terminate: list[str] = []
-        if len(spot) < want_spot:
-            current = [r.pool for r in spot if r.pool is not None]
-            for _ in range(want_spot - len(spot)):
-                pool = self._select(current)
-                launch.append(("spot", pool))
-                current.append(pool)
-        elif len(spot) > want_spot:
-            terminate += [r.id for r in _scale_down_order(spot, now)[: len(spot) - want_spot]]
-        want_od = self.base_on_demand + max(0, want_spot - ready_spot)
-        if want_od > len(od):
-            launch += [("fallback", None)] * (want_od - len(od))
-        elif want_od < len(od):
-            terminate += [r.id for r in _scale_down_order(od, now)[: len(od) - want_od]]
-        return Act(tuple(launch), tuple(terminate))
-
-    def _select(self, current: list[str]) -> str:
-        active = [p for p in self._pools if p not in self.preempted]
-        candidates = [p for p in current if p not in active]  # as the placer's code reads
-        return (candidates or active)[0]
-
-    def observe_ready(self, r: SimReplica) -> None:
-        if r.pool is not None:
-            self.preempted.discard(r.pool)
-
-    def observe_lost(self, pool: str) -> None:
-        self.preempted.add(pool)
-        if len([p for p in self._pools if p not in self.preempted]) < 2:
-            self.preempted.clear()
-
-
 def _in_rotation(r: SimReplica, now: float, c: Controller, tm: Timings) -> bool:
     if r.notice_at is None or c.serves_notice:
         return True
     if not getattr(c, "serve_through_notice", False) or r.dies_at is None:
         return False
     return now < r.dies_at - (tm.drain_s + tm.drain_lead_s)
-
-
-def _scale_down_order(rs: list[SimReplica], now: float) -> list[SimReplica]:
-    # Not yet READY first, then the newest (SkyServe's _select_replicas_to_scale_down ranks by status, then age).
-    return sorted(rs, key=lambda r: (r.loaded_at <= now, -r.launched_at))
 
 
 @dataclass(frozen=True)
@@ -409,15 +216,3 @@ def simulate(
         failures,
         spot_hours / all_hours if all_hours else 0.0,
     )
-
-
-def controllers(names: Iterable[str], base_on_demand: int = 0) -> list[Controller]:
-    """`spotstack` (ours), `spotstack-v1` (leaving rotation at the notice, as before the notice window),
-    `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1)."""
-    made: dict[str, Controller] = {
-        "spotstack": Ours(base_on_demand=base_on_demand),
-        "spotstack-v1": Ours(base_on_demand=base_on_demand, serve_through_notice=False, name="spotstack-v1"),
-        "skyserve": SkyServe(base_on_demand=base_on_demand),
-        "skyserve+1": SkyServe(base_on_demand=base_on_demand, overprovision=1, name="skyserve+1"),
-    }
-    return [made[n] for n in names]

@@ -28,12 +28,14 @@ def independent_signature(query: dict[str, str], secret: str) -> str:
     return base64.b64encode(hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()).decode()
 
 
-class OosFake:
-    def __init__(self, parameters: dict[str, str], credentials: dict[str, str], *, allowed_from: float = 0.0) -> None:
-        self.parameters = parameters
+class RpcFake:
+    """One RPC-style API on `/`: the caller's signature and STS credentials are checked, then `answer`."""
+
+    action = ""
+    version = ""
+
+    def __init__(self, credentials: dict[str, str]) -> None:
         self.credentials = credentials
-        self.allowed_from = allowed_from
-        self.denied = 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._rpc)
@@ -47,7 +49,27 @@ class OosFake:
             or q.get("SecurityToken") != self.credentials["SecurityToken"]
         ):
             return web.json_response({"Code": "InvalidAccessKeyId.NotFound"}, status=404)
-        if q.get("Action") != "GetSecretParameter" or time.time() < self.allowed_from:
+        if q.get("Action") != self.action or q.get("Version") != self.version:
+            return web.json_response({"Code": "InvalidAction.NotFound"}, status=404)
+        return self.answer(q)
+
+    def answer(self, q: dict[str, str]) -> web.Response:
+        raise NotImplementedError
+
+
+class OosFake(RpcFake):
+    """OOS `GetSecretParameter` (2019-06-01): 403 until the node's permission has arrived."""
+
+    action, version = "GetSecretParameter", "2019-06-01"
+
+    def __init__(self, parameters: dict[str, str], credentials: dict[str, str], *, allowed_from: float = 0.0) -> None:
+        super().__init__(credentials)
+        self.parameters = parameters
+        self.allowed_from = allowed_from
+        self.denied = 0
+
+    def answer(self, q: dict[str, str]) -> web.Response:
+        if time.time() < self.allowed_from:
             self.denied += 1
             return web.json_response({"Code": "Forbidden.RAM", "Message": "User not authorized"}, status=403)
         if q.get("WithDecryption") != "true" or q.get("Name") not in self.parameters:
@@ -56,44 +78,34 @@ class OosFake:
         return web.json_response({"RequestId": "r", "Parameter": {"Name": q["Name"], "Value": value}})
 
 
-class AcrFake:
+class AcrFake(RpcFake):
     """Container Registry's `GetAuthorizationToken` (2018-12-01): a temporary login for one EE instance."""
 
+    action, version = "GetAuthorizationToken", "2018-12-01"
+
     def __init__(self, instance_id: str, credentials: dict[str, str]) -> None:
-        self.instance_id, self.credentials = instance_id, credentials
+        super().__init__(credentials)
+        self.instance_id = instance_id
         self.password = "temp-registry-password-0123"
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_get("/", self._rpc)
-
-    async def _rpc(self, request: web.Request) -> web.Response:
-        q = dict(request.query)
-        if q.get("Signature") != independent_signature(q, self.credentials["AccessKeySecret"]):
-            return web.json_response({"Code": "IncompleteSignature"}, status=400)
-        if q.get("SecurityToken") != self.credentials["SecurityToken"] or q.get("Version") != "2018-12-01":
-            return web.json_response({"Code": "Forbidden.RAM"}, status=403)
-        if q.get("Action") != "GetAuthorizationToken" or q.get("InstanceId") != self.instance_id:
+    def answer(self, q: dict[str, str]) -> web.Response:
+        if q.get("InstanceId") != self.instance_id:
             return web.json_response({"Code": "INSTANCE_NOT_EXIST"}, status=404)
         body = {"TempUsername": "cr_temp_user", "AuthorizationToken": self.password, "IsSuccess": True}
         return web.json_response({**body, "ExpireTime": 1795450000000, "Code": "success", "RequestId": "r"})
 
 
-class EssFake:
+class EssFake(RpcFake):
     """Auto Scaling's `DescribeScalingInstances` (2014-08-28): each instance's lifecycle state."""
 
+    action, version = "DescribeScalingInstances", "2014-08-28"
+
     def __init__(self, states: dict[str, str], credentials: dict[str, str]) -> None:
-        self.states, self.credentials = states, credentials
+        super().__init__(credentials)
+        self.states = states
         self.calls = 0
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_get("/", self._rpc)
-
-    async def _rpc(self, request: web.Request) -> web.Response:
-        q = dict(request.query)
-        if q.get("Signature") != independent_signature(q, self.credentials["AccessKeySecret"]):
-            return web.json_response({"Code": "IncompleteSignature"}, status=400)
-        if q.get("Action") != "DescribeScalingInstances" or q.get("Version") != "2014-08-28":
-            return web.json_response({"Code": "InvalidAction.NotFound"}, status=404)
+    def answer(self, q: dict[str, str]) -> web.Response:
         self.calls += 1
         wanted = [v for k, v in q.items() if k.startswith("InstanceIds.")]
         found = [{"InstanceId": i, "LifecycleState": self.states[i]} for i in wanted if i in self.states]

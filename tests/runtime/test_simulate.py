@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from spotstack.runtime.controller.simulate import Ours, SkyServe, Timings, Trace, load_traces, simulate
+from spotstack.runtime.controller.sim_policies import Ours, SkyServe
+from spotstack.runtime.controller.simulate import Timings, simulate
+from spotstack.runtime.controller.traces import Trace, load_traces
 
 HOUR = 60  # ticks of 60 s
 
