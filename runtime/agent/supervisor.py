@@ -15,7 +15,7 @@ from typing import Any
 
 from spotstack.runtime.drain.decide import Verdict, verdict
 from spotstack.runtime.notices.base import Monitor
-from spotstack.runtime.notices.event import InterruptionEvent, Kind
+from spotstack.runtime.notices.event import InterruptionEvent
 
 log = logging.getLogger("spotstack.agent")
 
@@ -78,11 +78,9 @@ class Supervisor:
         return v
 
     async def _when_due(self, event: InterruptionEvent, monitor: Monitor) -> None:
-        spot = event.kind is Kind.SPOT_INTERRUPTION and self._spot_horizon is not None
-        due = event.deadline - (self._spot_horizon if spot and self._spot_horizon is not None else self._horizon)
         while not self.draining and event.id not in self.seen:
-            await asyncio.sleep(max(0.05, min(due - self._clock(), self._poll)))
-            if self._clock() >= due and self.handle(event, monitor) is not Verdict.DEFER:
+            await asyncio.sleep(self._poll)
+            if self.handle(event, monitor) is not Verdict.DEFER:
                 return
 
     async def _loop(self, monitor: Monitor) -> None:

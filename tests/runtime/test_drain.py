@@ -196,3 +196,37 @@ def test_serving_through_a_spot_notice_defers_only_spot_notices_until_the_drain_
 
     got = verdict(event, NOW, seen=frozenset(), draining=False, horizon_s=125, spot_horizon_s=spot_horizon(25, 5, 0, 5))
     assert got is expected
+
+
+async def test_a_deferred_notice_from_a_long_poll_monitor_still_drains_when_due() -> None:
+    """A long-poll monitor reports a notice once; the supervisor must come back to it itself."""
+    from spotstack.runtime.agent.supervisor import Supervisor
+    from tests.waits import wait_for
+
+    class OnceThenBlock:
+        name, long_poll = "once", True
+
+        def __init__(self) -> None:
+            self.sent = False
+
+        async def poll(self) -> InterruptionEvent | None:
+            if not self.sent:
+                self.sent = True
+                return InterruptionEvent(Kind.SPOT_INTERRUPTION, "aws", time.time() + 3, "n1", "spot", time.time())
+            await asyncio.Event().wait()  # nothing changes again
+            return None
+
+    drained: list[InterruptionEvent] = []
+
+    async def on_drain(e: InterruptionEvent) -> None:
+        drained.append(e)
+
+    sup = Supervisor([OnceThenBlock()], on_drain, poll_interval_s=0.05, horizon_s=125, spot_horizon_s=1.0)
+    sup.start()
+    try:
+        await wait_for(lambda: sup.deferred == {"n1"}, what="the notice deferred")
+        assert not drained
+        await wait_for(lambda: bool(drained), 10, "the drain once the deadline is 1 s away")
+        assert drained[0].deadline - time.time() <= 1.2
+    finally:
+        await sup.stop()
