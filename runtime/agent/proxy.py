@@ -28,6 +28,10 @@ HOP = {
 }
 
 
+WHOLE_BODY_MAX = 1 << 20
+"""Answers up to this size (with a Content-Length) are read whole and sent in one piece; larger ones stream."""
+
+
 class CountingProxy:
     name = "proxy"
 
@@ -72,6 +76,12 @@ class CountingProxy:
                 data=body,
                 allow_redirects=False,
             ) as up:
+                if up.content_length is not None and up.content_length <= WHOLE_BODY_MAX:
+                    # A small answer (an inference result) goes out in one write, headers and body together:
+                    # a node killed mid-answer then leaves no half-sent response behind for the client.
+                    small = web.Response(status=up.status, reason=up.reason, body=await up.read())
+                    small.headers.extend((k, v) for k, v in up.headers.items() if k.lower() not in HOP)
+                    return small
                 resp = web.StreamResponse(status=up.status, reason=up.reason)
                 for k, v in up.headers.items():
                     if k.lower() not in HOP:
