@@ -38,12 +38,21 @@ def _gpus(f: FleetSpec) -> tuple[dict[str, int], int]:
     return gpus, vcpu
 
 
-def _model(f: FleetSpec, scheme: str) -> list[Item]:
+SCHEME = {"aws": "s3", "gcp": "gs", "alicloud": "oss"}
+
+
+def _common(f: FleetSpec) -> list[Item]:
+    """What every cloud's fleet needs (its image, its model) and bills (its base replicas)."""
+    out = [Item(f.name, f.cloud, "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry")]
     mc = f.model_cache
-    if mc is None:
-        return []
-    url = f"{scheme}://{mc.bucket}/{mc.prefix}"
-    return [Item(f.name, f.cloud, "needs", f"the model's files and its manifest (`spotstack cache manifest {url}`)")]
+    if mc is not None:
+        url = f"{SCHEME[f.cloud]}://{mc.bucket}/{mc.prefix}"
+        out.append(
+            Item(f.name, f.cloud, "needs", f"the model's files and its manifest (`spotstack cache manifest {url}`)")
+        )
+    if f.capacity.base_on_demand:
+        out.append(Item(f.name, f.cloud, "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
+    return out
 
 
 def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
@@ -60,8 +69,6 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
             f"EC2 vCPU quotas in {f.region} for {quota} instances, spot and on-demand: up to {vcpu} vCPUs "
             f"({f.capacity.max} replicas of the largest type); new accounts start at 0",
         ),
-        Item(f.name, "aws", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
-        *_model(f, "s3"),
     ]
     upstream = f.image.pull_through_upstream
     if upstream:
@@ -72,8 +79,6 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
             out.append(Item(f.name, "aws", "needs", text))
     if run.find("aws:lb/loadBalancer:LoadBalancer"):
         out.append(Item(f.name, "aws", "billed", "an Application Load Balancer (hourly, plus capacity units)"))
-    if f.capacity.base_on_demand:
-        out.append(Item(f.name, "aws", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
     return out
 
 
@@ -93,15 +98,11 @@ def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
             "needs",
             "APIs enabled in the project: compute, secretmanager, artifactregistry, storage, iam",
         ),
-        Item(f.name, "gcp", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
-        *_model(f, "gs"),
     ]
     if run.find("gcp:compute/routerNat:RouterNat"):
         out.append(Item(f.name, "gcp", "billed", "a Cloud NAT gateway (hourly per VM using it, plus data processed)"))
     if run.find("gcp:compute/globalForwardingRule:GlobalForwardingRule"):
         out.append(Item(f.name, "gcp", "billed", "an external HTTP load balancer forwarding rule (hourly)"))
-    if f.capacity.base_on_demand:
-        out.append(Item(f.name, "gcp", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
     return out
 
 
@@ -116,14 +117,10 @@ def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
             "needs",
             "the Auto Scaling service-linked role (AliyunServiceRoleForAutoScaling), created on first use of ESS",
         ),
-        Item(f.name, "alicloud", "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry"),
-        *_model(f, "oss"),
     ]
     if run.find("alicloud:vpc/natGateway:NatGateway"):
         out.append(Item(f.name, "alicloud", "billed", "an enhanced NAT gateway and its EIP (hourly, plus traffic)"))
-    if run.find("alicloud:slb/applicationLoadBalancer:ApplicationLoadBalancer") or run.find(
-        "alicloud:alb/loadBalancer:LoadBalancer"
-    ):
+    if run.find("alicloud:alb/loadBalancer:LoadBalancer"):
         out.append(Item(f.name, "alicloud", "billed", "a load balancer instance (hourly, plus capacity units)"))
     if run.find("alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance"):
         out.append(
@@ -131,13 +128,9 @@ def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
                 f.name, "alicloud", "billed", "a Container Registry Enterprise Edition instance: a monthly subscription"
             )
         )
-    if f.capacity.base_on_demand:
-        out.append(
-            Item(f.name, "alicloud", "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on")
-        )
     return out
 
 
 def prerequisites(fleets: list[FleetSpec], run: PlanRun) -> list[Item]:
     by_cloud = {"aws": _aws, "gcp": _gcp, "alicloud": _alicloud}
-    return [item for f in fleets if f.cloud in by_cloud for item in by_cloud[f.cloud](f, run)]
+    return [item for f in fleets if f.cloud in by_cloud for item in by_cloud[f.cloud](f, run) + _common(f)]
