@@ -55,6 +55,10 @@ class Controller(Protocol):
     name: str
     serves_notice: bool
     """Whether a replica keeps serving after its notice (until it dies)."""
+    serve_through_notice: bool
+    """Whether a noticed replica serves until its death less the drain (the agent's notice window)."""
+    uses_warm_pool: bool
+    """Whether fallback replicas start from a warm pool when the timings model one."""
 
     def act(self, world: World, n: int) -> Act: ...
 
@@ -129,6 +133,8 @@ class SkyServe:
     overprovision: int = 0
     name: str = "skyserve"
     serves_notice: bool = True  # it ignores notices: a replica serves until it dies
+    serve_through_notice: bool = False
+    uses_warm_pool: bool = False  # SkyServe has none
     preempted: set[str] = field(default_factory=set)
     _pools: tuple[str, ...] = ()
 

@@ -62,7 +62,7 @@ class Timings:
 def _in_rotation(r: SimReplica, now: float, c: Controller, tm: Timings) -> bool:
     if r.notice_at is None or c.serves_notice:
         return True
-    if not getattr(c, "serve_through_notice", False) or r.dies_at is None:
+    if not c.serve_through_notice or r.dies_at is None:
         return False
     return now < r.dies_at - (tm.drain_s + tm.drain_lead_s)
 
@@ -97,8 +97,7 @@ def simulate(
     progress: Callable[[float], None] | None = None,
 ) -> Result:
     tm = timings
-    # SkyServe has no warm pool: only a controller that declares one starts fallback replicas warm.
-    warm = tm.warm_start_s if getattr(controller, "uses_warm_pool", False) else None
+    warm = tm.warm_start_s if controller.uses_warm_pool else None
     by_name = {t.name: t for t in traces}
     pools = tuple(by_name)
     end = min(len(t.data) * t.gap_s for t in traces)
