@@ -26,6 +26,8 @@ from spotstack.runtime.config import (
 CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
 # The tag/label every node of a fleet carries; peer discovery filters on it.
 FLEET_TAG = "spotstack:fleet"
+ROOT_VOLUME_GB = 200
+"""Every node's boot disk: the image, the Docker image and the model on disk (what a warm pool keeps)."""
 
 
 # What a node installs: the agent plus the fsspec backend its cloud's object store needs

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spotstack.components import catalog
+from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.spec import FleetSpec, InstanceSpec
 
 HOURS_PER_MONTH = 730.0
+DISK_USD_PER_GB_MONTH: dict[str, float] = {"aws": 0.08, "gcp": 0.04, "alicloud": 0.14, "local": 0.0}
+"""List prices of each cloud's boot disk as the nodes declare it (gp3, pd-standard, ESSD PL1), us regions,
+2026: what a stopped warm-pool instance costs."""
 
 
 def on_demand_price(fleet: FleetSpec, inst: InstanceSpec) -> float:
@@ -37,6 +41,8 @@ class CostRange:
     expected: float
     all_on_demand: float
     """Hourly USD at the fleet's desired size: every replica spot at its cap, the spec's mix, all on-demand."""
+    warm_pool_idle: float = 0.0
+    """Hourly USD of the warm pool while it waits: disks if stopped, instances if running (AWS)."""
 
     def monthly(self, hourly: float) -> float:
         return round(hourly * HOURS_PER_MONTH, 2)
@@ -62,4 +68,16 @@ def cost_range(fleet: FleetSpec) -> CostRange:
         else on_demand_count(n, fleet.capacity.base_on_demand, fleet.capacity.on_demand_above_base_percent)
     )
     expected = on_demand * od + (n - on_demand) * spot_price
-    return CostRange(fleet.name, n, round(n * spot_price, 4), round(expected, 4), round(n * od, 4))
+    return CostRange(
+        fleet.name, n, round(n * spot_price, 4), round(expected, 4), round(n * od, 4), warm_pool_idle(fleet)
+    )
+
+
+def warm_pool_idle(fleet: FleetSpec) -> float:
+    """A waiting warm pool: its disks when stopped (priced at the boot disk's size), its instances when running."""
+    wp = fleet.capacity.warm_pool
+    if wp is None:
+        return 0.0
+    if wp.state == "running":
+        return round(wp.size * on_demand_price(fleet, fleet.instances[0]), 4)
+    return round(wp.size * ROOT_VOLUME_GB * DISK_USD_PER_GB_MONTH[fleet.cloud] / HOURS_PER_MONTH, 4)

@@ -82,6 +82,16 @@ def _check_capacity(cap: CapacitySpec, at: str) -> list[Problem]:
         errors.append(Problem(f"{at}.capacity.desired", f"must be between min ({cap.min}) and max ({cap.max})"))
     if cap.base_on_demand > cap.max:
         errors.append(Problem(f"{at}.capacity.base_on_demand", f"must be <= max ({cap.max})"))
+    if cap.warm_pool is not None:
+        if not cap.dynamic_on_demand_fallback:
+            errors.append(
+                Problem(
+                    f"{at}.capacity.warm_pool",
+                    "keeps instances for the on-demand fallback: set dynamic_on_demand_fallback: true",
+                )
+            )
+        if cap.warm_pool.size > cap.max:
+            errors.append(Problem(f"{at}.capacity.warm_pool.size", f"must be <= max ({cap.max})"))
     return errors
 
 
@@ -221,6 +231,16 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     errors += _check_alicloud_alb(fleet, at)
     errors += _check_alicloud_registry(fleet, at)
+    wp = cap.warm_pool
+    if wp is not None and wp.state == "running" and fleet.cloud != "aws":
+        errors.append(
+            Problem(
+                f"{at}.capacity.warm_pool.state",
+                f"{fleet.cloud} keeps standby instances stopped only (AWS alone keeps a running warm pool)",
+            )
+        )
+    if wp is not None and fleet.cloud == "local":
+        errors.append(Problem(f"{at}.capacity.warm_pool", "the local fleet has no warm pool"))
     if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
         warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
     window = NOTICE_WINDOW_S[fleet.cloud]

@@ -217,6 +217,29 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
         )
+        warm_group: ali.ess.ScalingGroup | None = None
+        if cap.warm_pool is not None:
+            # ESS's economical reclaim mode (`recycle`) stops a scaled-in instance instead of releasing it and
+            # starts stopped ones first on scale-out. The pool is for the on-demand fallback, so it is a group of
+            # its own (the spot group keeps releasing what it scales in), grown by the controller when spot is
+            # short. ESS keeps what it scales in rather than a set number: it fills as the fallback makes way.
+            warm_group = ESS.ScalingGroup(
+                f"{name}-fallback-group",
+                scaling_group_name=f"{name}-fallback-group",
+                min_size=0,
+                max_size=max(1, cap.max - cap.base_on_demand),
+                desired_capacity=0,
+                vswitch_ids=vswitches,
+                multi_az_policy="PRIORITY",
+                scaling_policy="recycle",
+                removal_policies=["OldestScalingConfiguration", "NewestInstance"],
+                default_cooldown=300,
+                alb_server_groups=[
+                    ESS.ScalingGroupAlbServerGroupArgs(alb_server_group_id=servers.id, port=svc.port, weight=100)
+                ],
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
+            )
+        groups = [group] + ([warm_group] if warm_group is not None else [])
         role = ali.ram.Role(
             f"{name}-node-role",
             role_name=node.stack_name(f"{name}-node", 64),  # RAM names are unique per account
@@ -242,15 +265,17 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         policy = ali.ram.Policy(
             f"{name}-node-policy",
             policy_name=node.stack_name(f"{name}-node", 128),
-            policy_document=pulumi.Output.all(group.id, servers.id, args.registry_instance_id).apply(
+            policy_document=pulumi.Output.all(
+                servers.id, args.registry_instance_id, pulumi.Output.all(*[g.id for g in groups])
+            ).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
                         spec.region,
+                        a[2],
                         a[0],
-                        a[1],
                         mc.bucket if mc else None,
                         mc.prefix if mc else "",
-                        f"{a[2]}/{args.repository}" if args.repository and a[2] else args.repository,
+                        f"{a[1]}/{args.repository}" if args.repository and a[1] else args.repository,
                         token_param,
                     )
                 )
@@ -298,38 +323,43 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             return base64.b64encode(text.encode()).decode()
 
         user_data = pulumi.Output.all(image, args.registry_instance_id).apply(lambda a: boot(a[0], a[1]))
-        ESS.ScalingConfiguration(
-            f"{name}-config",
-            scaling_group_id=group.id,
-            scaling_configuration_name=f"{name}-config",
-            instance_types=[i.type for i in spec.instances],  # order is priority under PRIORITY
-            image_id=spec.machine_image or mapping.DEFAULT_IMAGE,
-            security_group_id=sg.id,
-            spot_strategy=m.spot_strategy,
-            spot_price_limits=[
-                ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p)
-                for t, p in m.spot_price_limits
-            ]
-            or None,
-            role_name=role.role_name,
-            user_data=user_data,
-            system_disk_category="cloud_essd",
-            system_disk_size=200,
-            tags={**spec.tags, node.FLEET_TAG: name},
-            active=True,
-            enable=True,
-            force_delete=True,
-            opts=child,
-        )
-        ESS.LifecycleHook(
-            f"{name}-drain",
-            scaling_group_id=group.id,
-            name=f"{name}-drain",
-            lifecycle_transition="SCALE_IN",
-            heartbeat_timeout=mapping.lifecycle_heartbeat_s(svc.drain_timeout),
-            default_result="CONTINUE",
-            opts=child,
-        )
+        for kind, g in zip(("", "fallback-"), groups, strict=False):
+            on_demand_only = kind == "fallback-"
+            ESS.ScalingConfiguration(
+                f"{name}-{kind}config",
+                scaling_group_id=g.id,
+                scaling_configuration_name=f"{name}-{kind}config",
+                # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
+                instance_types=[spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances],
+                image_id=spec.machine_image or mapping.DEFAULT_IMAGE,
+                security_group_id=sg.id,
+                spot_strategy="NoSpot" if on_demand_only else m.spot_strategy,
+                spot_price_limits=None
+                if on_demand_only
+                else [
+                    ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p)
+                    for t, p in m.spot_price_limits
+                ]
+                or None,
+                role_name=role.role_name,
+                user_data=user_data,
+                system_disk_category="cloud_essd",
+                system_disk_size=node.ROOT_VOLUME_GB,
+                tags={**spec.tags, node.FLEET_TAG: name},
+                active=True,
+                enable=True,
+                force_delete=True,
+                opts=child,
+            )
+            ESS.LifecycleHook(
+                f"{name}-{kind}drain",
+                scaling_group_id=g.id,
+                name=f"{name}-drain",
+                lifecycle_transition="SCALE_IN",
+                heartbeat_timeout=mapping.lifecycle_heartbeat_s(svc.drain_timeout),
+                default_result="CONTINUE",
+                opts=child,
+            )
         self._scaling(name, spec, group, servers, child)
 
         self.address = alb.dns_name

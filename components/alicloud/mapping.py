@@ -81,6 +81,13 @@ def warnings(fleet: FleetSpec) -> list[str]:
     od_only = [i.type for i in fleet.instances if not i.is_spot]
     if od_only and spots:
         out.append(f"ESS cannot keep {od_only} off spot inside one group: they may also launch as spot")
+    if fleet.capacity.warm_pool is not None:
+        out.append(
+            "the warm pool is ESS's economical mode on the fallback group: it fills as the fallback scales in "
+            f"(the first fallback after deploy starts cold) and keeps every instance it stops, up to "
+            f"{max(1, fleet.capacity.max - fleet.capacity.base_on_demand)}, not warm_pool.size; stopped instances "
+            "cost their disks only where the type supports no-charge stop"
+        )
     if fleet.scaling.queue is not None:
         out.append("queue-backlog scaling is not mapped on Alibaba Cloud yet: scaling.queue is not applied")
     if fleet.model_cache is not None:
@@ -103,7 +110,7 @@ def lifecycle_heartbeat_s(drain_timeout: int) -> int:
 
 def node_policy(
     region: str,
-    group_id: str,
+    group_id: str | list[str],
     lb_id: str,
     bucket: str | None,
     prefix: str,
@@ -116,7 +123,9 @@ def node_policy(
         {
             "Effect": "Allow",
             "Action": ["ess:CompleteLifecycleAction", "ess:RecordLifecycleActionHeartbeat", "ess:ModifyScalingGroup"],
-            "Resource": [f"acs:ess:{region}:*:scalinggroup/{group_id}"],
+            "Resource": [
+                f"acs:ess:{region}:*:scalinggroup/{g}" for g in ([group_id] if isinstance(group_id, str) else group_id)
+            ],
         },
         {
             "Effect": "Allow",

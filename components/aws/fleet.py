@@ -19,7 +19,7 @@ import pulumi_random as random
 from spotstack.components import tokens
 from spotstack.components.aws import iam, mix, node, scaling
 from spotstack.components.component import fleet_options, report
-from spotstack.components.spec import FleetSpec
+from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 ASG = aws.autoscaling
 
@@ -159,34 +159,47 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
         param_name = token_param.name if token_param is not None else None
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        user_data = pulumi.Output.all(tg.arn, image, param_name).apply(
-            lambda a: base64.b64encode(node.user_data(spec, a[0], a[1], node.AGENT_PORT, a[2]).encode()).decode()
-        )
         tags = {**spec.tags, node.FLEET_TAG: spec.name}
-        lt = aws.ec2.LaunchTemplate(
-            f"{name}-lt",
-            image_id=spec.machine_image or node.DEFAULT_AMI,
-            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
-            vpc_security_group_ids=[node_sg.id],
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled",
-                http_tokens="required",  # IMDSv2 only
-                http_put_response_hop_limit=2,  # the workload container is one hop further
-                instance_metadata_tags="enabled",  # the agent reads its group name from tags
-            ),
-            block_device_mappings=[
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name="/dev/sda1",
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=200, volume_type="gp3", encrypted="true", delete_on_termination="true"
-                    ),
-                )
-            ],
-            user_data=user_data,
-            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=tags)],
-            update_default_version=True,
-            opts=child,
-        )
+
+        def launch_template(
+            rname: str, instance_type: str | None = None, launch_hook: str | None = None
+        ) -> aws.ec2.LaunchTemplate:
+            user_data = pulumi.Output.all(tg.arn, image, param_name).apply(
+                lambda a: base64.b64encode(
+                    node.user_data(spec, a[0], a[1], node.AGENT_PORT, a[2], launch_hook=launch_hook).encode()
+                ).decode()
+            )
+            return aws.ec2.LaunchTemplate(
+                rname,
+                image_id=spec.machine_image or node.DEFAULT_AMI,
+                # A mixed-instances group names its types in overrides; a warm-pool group cannot have one.
+                instance_type=instance_type,
+                iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+                vpc_security_group_ids=[node_sg.id],
+                metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                    http_endpoint="enabled",
+                    http_tokens="required",  # IMDSv2 only
+                    http_put_response_hop_limit=2,  # the workload container is one hop further
+                    instance_metadata_tags="enabled",  # the agent reads its group name from tags
+                ),
+                block_device_mappings=[
+                    aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                        device_name="/dev/sda1",
+                        ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                            volume_size=node.ROOT_VOLUME_GB,
+                            volume_type="gp3",
+                            encrypted="true",
+                            delete_on_termination="true",
+                        ),
+                    )
+                ],
+                user_data=user_data,
+                tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=tags)],
+                update_default_version=True,
+                opts=child,
+            )
+
+        lt = launch_template(f"{name}-lt")
 
         main_mix, mix_warnings = mix.main_group_mix(spec)
         self.warnings = report(self, mix_warnings)
@@ -232,7 +245,29 @@ class AwsGpuFleet(pulumi.ComponentResource):
             before_nodes,
         )
         self.fallback_group_name = None
-        if cap.dynamic_on_demand_fallback:
+        warm = cap.warm_pool
+        if cap.dynamic_on_demand_fallback and warm is not None:
+            # PutWarmPool refuses a group with a mixed instances policy or spot: the warm fallback is a
+            # single-type on-demand group with its own launch template (the type fixed, the launching hook known).
+            fb_type = mix.warm_fallback_type(spec)
+            hook = node.launch_hook_name(spec)
+            fallback = self._group(
+                f"{name}-fallback-asg",
+                group_names["fallback"],
+                spec,
+                launch_template(f"{name}-warm-lt", instance_type=fb_type, launch_hook=hook),
+                None,
+                0,
+                max(1, cap.max - cap.base_on_demand),
+                0,
+                subnet_ids,
+                tg,
+                tags,
+                before_nodes,
+                warm=(warm, hook),
+            )
+            self.fallback_group_name = fallback.name
+        elif cap.dynamic_on_demand_fallback:
             fallback = self._group(
                 f"{name}-fallback-asg",
                 group_names["fallback"],
@@ -287,7 +322,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         group_name: str,
         spec: FleetSpec,
         lt: aws.ec2.LaunchTemplate,
-        m: mix.AsgMix,
+        m: mix.AsgMix | None,
         min_size: int,
         max_size: int,
         desired: int,
@@ -295,7 +330,44 @@ class AwsGpuFleet(pulumi.ComponentResource):
         tg: aws.lb.TargetGroup,
         tags: dict[str, str],
         child: pulumi.ResourceOptions,
+        warm: tuple[WarmPoolSpec, str] | None = None,
     ) -> aws.autoscaling.Group:
+        hooks = [
+            ASG.GroupInitialLifecycleHookArgs(
+                name=node.lifecycle_hook_name(spec),
+                lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+                heartbeat_timeout=mix.lifecycle_heartbeat_s(spec.service.drain_timeout),
+                default_result="CONTINUE",
+            )
+        ]
+        warm_pool = None
+        if warm is not None:
+            pool, hook = warm
+            # The launching hook holds a node until its agent reports READY: into the pool, so AWS stops it
+            # only once the model and image are on its disk; out of it, so it goes InService serving. If the
+            # agent never reports, the node goes on after the timeout (CONTINUE) as it would without the hook.
+            hooks.append(
+                ASG.GroupInitialLifecycleHookArgs(
+                    name=hook,
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                    heartbeat_timeout=mix.LAUNCH_HOOK_TIMEOUT_S,
+                    default_result="CONTINUE",
+                )
+            )
+            warm_pool = ASG.GroupWarmPoolArgs(
+                pool_state="Stopped" if pool.state == "stopped" else "Running",
+                min_size=pool.size,
+                # The pool holds max(prepared - desired, min_size): prepared = min_size keeps it at `size`
+                # whatever the fallback runs (unset, AWS would fill it up to the group's max size).
+                max_group_prepared_capacity=pool.size,
+                # A fallback node that makes way for spot goes back to the pool (its disk keeps the model).
+                instance_reuse_policy=ASG.GroupWarmPoolInstanceReusePolicyArgs(reuse_on_scale_in=True),
+            )
+        launch: dict[str, object] = (
+            {"launch_template": ASG.GroupLaunchTemplateArgs(id=lt.id, version="$Latest")}
+            if m is None
+            else {"mixed_instances_policy": _mixed(lt, m)}
+        )
         return ASG.Group(
             rname,
             name=group_name,
@@ -312,33 +384,29 @@ class AwsGpuFleet(pulumi.ComponentResource):
             # the fleet's readiness is the controller's and the load balancer's business.
             wait_for_capacity_timeout="0",
             capacity_rebalance=True,
-            mixed_instances_policy=ASG.GroupMixedInstancesPolicyArgs(
-                instances_distribution=ASG.GroupMixedInstancesPolicyInstancesDistributionArgs(
-                    on_demand_base_capacity=m.on_demand_base_capacity,
-                    on_demand_percentage_above_base_capacity=m.on_demand_percentage_above_base_capacity,
-                    on_demand_allocation_strategy=m.on_demand_allocation_strategy,
-                    spot_allocation_strategy=m.spot_allocation_strategy,
-                    spot_max_price=m.spot_max_price,
-                ),
-                launch_template=ASG.GroupMixedInstancesPolicyLaunchTemplateArgs(
-                    launch_template_specification=ASG.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
-                        launch_template_id=lt.id, version="$Latest"
-                    ),
-                    overrides=[
-                        ASG.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t) for t in m.overrides
-                    ],
-                ),
-            ),
-            # Created with the group, so instances launched at creation already have the hook.
-            initial_lifecycle_hooks=[
-                ASG.GroupInitialLifecycleHookArgs(
-                    name=node.lifecycle_hook_name(spec),
-                    lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
-                    heartbeat_timeout=mix.lifecycle_heartbeat_s(spec.service.drain_timeout),
-                    default_result="CONTINUE",
-                )
-            ],
+            warm_pool=warm_pool,
+            # Created with the group, so instances launched at creation already have the hooks.
+            initial_lifecycle_hooks=hooks,
             tags=[ASG.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
             # Autoscaling and the controller own the desired size after creation.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
+            **launch,
         )
+
+
+def _mixed(lt: aws.ec2.LaunchTemplate, m: mix.AsgMix) -> aws.autoscaling.GroupMixedInstancesPolicyArgs:
+    return ASG.GroupMixedInstancesPolicyArgs(
+        instances_distribution=ASG.GroupMixedInstancesPolicyInstancesDistributionArgs(
+            on_demand_base_capacity=m.on_demand_base_capacity,
+            on_demand_percentage_above_base_capacity=m.on_demand_percentage_above_base_capacity,
+            on_demand_allocation_strategy=m.on_demand_allocation_strategy,
+            spot_allocation_strategy=m.spot_allocation_strategy,
+            spot_max_price=m.spot_max_price,
+        ),
+        launch_template=ASG.GroupMixedInstancesPolicyLaunchTemplateArgs(
+            launch_template_specification=ASG.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                launch_template_id=lt.id, version="$Latest"
+            ),
+            overrides=[ASG.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t) for t in m.overrides],
+        ),
+    )

@@ -81,6 +81,16 @@ def fallback_group_mix(fleet: FleetSpec) -> AsgMix:
     )
 
 
+LAUNCH_HOOK_TIMEOUT_S = 1800
+"""How long the warm-pool group's launching hook waits for the agent's READY: a cold start (boot, image pull,
+model load from the object store) fits in it; a node whose agent never reports goes on after it."""
+
+
+def warm_fallback_type(fleet: FleetSpec) -> str:
+    """The warm-pool fallback group's one type: the first of the ordered list (a warm pool allows one type)."""
+    return fleet.instances[0].type
+
+
 def lifecycle_heartbeat_s(drain_timeout: int, margin: int = 30) -> int:
     """Heartbeat timeout of the termination hook: the drain plus a margin, within AWS's 30..7200 s."""
     return max(30, min(7200, drain_timeout + margin))

@@ -12,6 +12,7 @@ secret_id = node.secret_id
 parameter_path = node.parameter_path
 AGENT_PORT = node.AGENT_PORT
 CACHE_TOKEN_PATH = node.CACHE_TOKEN_PATH
+ROOT_VOLUME_GB = node.ROOT_VOLUME_GB
 # Deep Learning Base AMI (NVIDIA driver, Docker, NVIDIA container toolkit), resolved at launch.
 DEFAULT_AMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
@@ -20,7 +21,13 @@ def lifecycle_hook_name(fleet: FleetSpec) -> str:
     return f"{fleet.name}-drain"
 
 
-def agent_config(fleet: FleetSpec, target_group_arn: str, agent_port: int = node.AGENT_PORT) -> AgentConfig:
+def launch_hook_name(fleet: FleetSpec) -> str:
+    return f"{fleet.name}-warm"
+
+
+def agent_config(
+    fleet: FleetSpec, target_group_arn: str, agent_port: int = node.AGENT_PORT, launch_hook: str | None = None
+) -> AgentConfig:
     return node.agent_config(
         fleet,
         "aws",
@@ -31,7 +38,9 @@ def agent_config(fleet: FleetSpec, target_group_arn: str, agent_port: int = node
         ),
         # The group name is read from the instance's aws:autoscaling:groupName tag: one launch
         # template serves both the spot group and the on-demand fallback group.
-        lifecycle=LifecycleConfig(enabled=True, hook_name=lifecycle_hook_name(fleet), region=fleet.region),
+        lifecycle=LifecycleConfig(
+            enabled=True, hook_name=lifecycle_hook_name(fleet), launch_hook_name=launch_hook, region=fleet.region
+        ),
     )
 
 
@@ -54,7 +63,10 @@ def user_data(
     image_url: str,
     agent_port: int = node.AGENT_PORT,
     token_parameter: str | None = None,
+    launch_hook: str | None = None,
 ) -> str:
-    cfg = agent_config(fleet, target_group_arn, agent_port)
+    """`launch_hook`: the warm-pool group's launching hook, which the agent completes once the node is READY
+    (into the warm pool: model and image on disk, then AWS stops it; out of it: then it goes InService)."""
+    cfg = agent_config(fleet, target_group_arn, agent_port, launch_hook)
     secrets = (token_fetch(token_parameter, fleet.region),) if token_parameter else ()
     return node.cloud_init(cfg, fleet, image_url, ecr_login(image_url, fleet.region), secrets)

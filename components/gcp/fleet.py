@@ -18,7 +18,7 @@ import pulumi_random as random
 from spotstack.components import node, tokens
 from spotstack.components.component import fleet_options, report
 from spotstack.components.gcp import mapping
-from spotstack.components.spec import FleetSpec
+from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
 
@@ -200,7 +200,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 disks=[
                     C.InstanceTemplateDiskArgs(
                         source_image=spec.machine_image or mapping.DEFAULT_IMAGE,
-                        disk_size_gb=200,
+                        disk_size_gb=node.ROOT_VOLUME_GB,
                         boot=True,
                         auto_delete=True,
                     )
@@ -222,9 +222,25 @@ class GcpGpuFleet(pulumi.ComponentResource):
             )
 
         def group(
-            kind: str, tpl: gcp.compute.InstanceTemplate, types: list[str], size: int, managed: bool
+            kind: str,
+            tpl: gcp.compute.InstanceTemplate,
+            types: list[str],
+            size: int,
+            managed: bool,
+            standby: WarmPoolSpec | None = None,
         ) -> gcp.compute.RegionInstanceGroupManager:
             extra = pulumi.ResourceOptions(ignore_changes=["targetSize"]) if managed else pulumi.ResourceOptions()
+            pool: dict[str, object] = {}
+            if standby is not None:
+                # The standby pool: stopped VMs whose disks hold the agent, the image and the model. In
+                # SCALE_OUT_POOL mode a resize up starts them first and the MIG refills the pool itself; a new
+                # VM serves `initial_delay_sec` (boot and model load) before it is stopped into the pool.
+                pool = {
+                    "standby_policy": C.RegionInstanceGroupManagerStandbyPolicyArgs(
+                        mode="SCALE_OUT_POOL", initial_delay_sec=mapping.STANDBY_INITIAL_DELAY_S
+                    ),
+                    "target_stopped_size": standby.size,
+                }
             return C.RegionInstanceGroupManager(
                 f"{name}-{kind}-mig",
                 base_instance_name=f"{name}-{kind}",
@@ -257,6 +273,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                     max_unavailable_fixed=len(spec.zones),
                 ),
                 opts=pulumi.ResourceOptions.merge(child, extra),
+                **pool,
             )
 
         backends: list[gcp.compute.RegionInstanceGroupManager] = []
@@ -268,8 +285,11 @@ class GcpGpuFleet(pulumi.ComponentResource):
             spot_tpl = template("spot", g.spot_types[0], spot=True)
             spot_mig = group("spot", spot_tpl, g.spot_types, g.spot_target, managed=True)
             backends.append(spot_mig)
+        warm = spec.capacity.warm_pool
         if spec.capacity.dynamic_on_demand_fallback:
-            backends.append(group("fallback", od_tpl, g.on_demand_types, 0, managed=True))
+            # With a standby pool the group keeps one type: a stopped VM restarts as the type it was made.
+            types = g.on_demand_types[:1] if warm is not None else g.on_demand_types
+            backends.append(group("fallback", od_tpl, types, 0, managed=True, standby=warm))
 
         qps = spec.scaling.target_qps_per_replica
         bs = C.BackendService(

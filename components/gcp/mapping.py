@@ -53,6 +53,10 @@ def same_attachment(types: list[str]) -> tuple[list[str], list[str]]:
     return kept, [t for t in types if t not in kept]
 
 
+STANDBY_INITIAL_DELAY_S = 900
+"""A VM made for the standby pool runs this long (boot, image pull, model load) before the MIG stops it."""
+
+
 @dataclass(frozen=True)
 class Groups:
     spot_types: list[str]

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from spotstack.components import catalog
+from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.plan.engine import PlanRun
+from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle
 from spotstack.components.spec import FleetSpec
 
 Kind = Literal["needs", "billed"]
@@ -52,6 +54,17 @@ def _common(f: FleetSpec) -> list[Item]:
         )
     if f.capacity.base_on_demand:
         out.append(Item(f.name, f.cloud, "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
+    wp = f.capacity.warm_pool
+    if wp is not None:
+        what = "running instance(s)" if wp.state == "running" else f"stopped instance(s)' {ROOT_VOLUME_GB} GB disks"
+        out.append(
+            Item(
+                f.name,
+                f.cloud,
+                "billed",
+                f"the warm pool: {wp.size} {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month",
+            )
+        )
     return out
 
 

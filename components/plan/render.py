@@ -116,6 +116,8 @@ def cost_table(costs: list[CostRange]) -> Table:
             f"{c.monthly(c.expected):,.0f}",
             f"{c.monthly(c.all_on_demand):,.0f}",
         )
+        if c.warm_pool_idle:
+            t.add_row("", "warm pool", "/month", "", f"+{c.monthly(c.warm_pool_idle):,.0f}", "")
     return t
 
 
@@ -132,11 +134,17 @@ def document(
             {
                 "fleet": c.fleet,
                 "replicas": c.replicas,
-                "hourly": {"all_spot": c.all_spot, "expected": c.expected, "all_on_demand": c.all_on_demand},
+                "hourly": {
+                    "all_spot": c.all_spot,
+                    "expected": c.expected,
+                    "all_on_demand": c.all_on_demand,
+                    "warm_pool_idle": c.warm_pool_idle,
+                },
                 "monthly": {
                     "all_spot": c.monthly(c.all_spot),
                     "expected": c.monthly(c.expected),
                     "all_on_demand": c.monthly(c.all_on_demand),
+                    "warm_pool_idle": c.monthly(c.warm_pool_idle),
                 },
                 "hours_per_month": HOURS_PER_MONTH,
             }
