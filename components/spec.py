@@ -166,7 +166,8 @@ class CapacitySpec(_Model):
     min: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Fewest replicas."""
     max: int = Field(ge=1, le=MAX_REPLICAS)
-    """Most replicas (spot and on-demand together, fallback included)."""
+    """Most replicas serving the target (base and spot together). The on-demand fallback stands in for spot
+    replicas that are not READY, on top of this: at most `max - base_on_demand` more, and only while spot is short."""
     desired: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     """Replicas to start with; defaults to min."""
     base_on_demand: int = Field(default=0, ge=0, le=MAX_REPLICAS)

@@ -120,6 +120,9 @@ class LifecycleConfig(_Model):
     enabled: bool = False
     """Complete the ASG termination lifecycle action once drained (AWS)."""
     hook_name: str | None = None
+    launch_hook_name: str | None = None
+    """A launching hook to complete once the node is READY (AWS warm pools: the node finishes loading before
+    AWS stops it into the pool, and goes InService only once it serves)."""
     group_name: str | None = None
     """Auto Scaling group; default: read from the instance tag aws:autoscaling:groupName."""
     heartbeat_interval_s: float = Field(default=30.0, gt=0)

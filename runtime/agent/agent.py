@@ -50,6 +50,9 @@ class Agent:
         self._identity_task: asyncio.Task[None] | None = None
         self._inflight_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
+        self._launch_task: asyncio.Task[None] | None = None
+        self.fleet_token: str | None = None
+        """The peer-cache token, once read: it also authenticates the controller's release calls."""
         self.peer_server: Any = None
         # Test and benchmark hooks: adaptors may be injected instead of built from the config.
         self.overrides: dict[str, Any] = {}
@@ -204,6 +207,8 @@ class Agent:
             cfg.readiness.path,
             cfg.readiness.workload_health_url,
             self._session,
+            release=lambda: self.supervisor is not None and self.supervisor.release() is not None,
+            token=lambda: self.fleet_token,
         )
         await self.server.start()
         monitors = self.overrides.get("monitors") or build_monitors(cfg, self._session, self.clock)
@@ -228,6 +233,8 @@ class Agent:
             self._cache_task = asyncio.create_task(self._run_cache())
         if self.proxy is not None:
             self._inflight_task = asyncio.create_task(self._track_inflight())
+        if cfg.cloud == "aws" and cfg.lifecycle.launch_hook_name:
+            self._launch_task = asyncio.create_task(self._complete_launch(cfg.lifecycle.launch_hook_name))
         log.info(
             "agent up: cloud=%s metadata=%s ready=:%d%s",
             cfg.cloud,
@@ -261,6 +268,7 @@ class Agent:
                 if self.state.blocked:
                     log.warning("peer-cache token is there now; the cache starts")
                 self.state.blocked = None
+                self.fleet_token = token
                 return token
             self.state.blocked = problem
             if time.monotonic() - logged_at > 60:
@@ -348,6 +356,40 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def _complete_launch(self, hook: str) -> None:
+        """AWS warm pool: complete the group's launching hook once this node is READY. Into the pool, AWS then
+        stops it with the model and image on its disk; out of the pool, it goes InService already serving."""
+        from spotstack.runtime.drain.lifecycle import AsgLifecycle
+
+        assert self.server is not None and self._identity_task is not None and self.identity is not None
+        await self._identity_task
+        while (why := await self.server.not_ready()) is not None:
+            if why == "draining":
+                return  # a node drained before it was ever READY: the hook times out to its default
+            await asyncio.sleep(1.0)
+        lc = self.cfg.lifecycle
+        assert self.identity.instance_id and self.identity.group_name
+        action = AsgLifecycle(
+            self.identity.group_name,
+            hook,
+            self.identity.instance_id,
+            lc.region or self.cfg.region,
+            lc.endpoint_url,
+            client=self.overrides.get("autoscaling_client"),
+        )
+        delay = 1.0
+        while True:
+            try:
+                await action.complete()
+                log.info("READY: completed the launching hook %s", hook)
+                self.state.launch_hook = "completed"
+                return
+            except Exception as exc:  # throttling or a passing network fault: the hook waits up to its timeout
+                self.state.launch_hook = f"retrying: {exc}"
+                log.warning("launching hook %s: %s; retrying in %.0fs", hook, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def _track_inflight(self) -> None:
         while self.proxy is not None:
             self.state.inflight = self.proxy.inflight
@@ -359,7 +401,7 @@ class Agent:
             await self.supervisor.stop()
         if self.peer_server is not None:
             await self.peer_server.stop()
-        for task in (self._identity_task, self._inflight_task, self._cache_task):
+        for task in (self._identity_task, self._inflight_task, self._cache_task, self._launch_task):
             if task is not None:
                 task.cancel()
         if self.server is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -23,7 +25,12 @@ class AgentServer:
         ready_path: str,
         workload_health_url: str | None,
         session: aiohttp.ClientSession,
+        release: Callable[[], bool] = lambda: False,
+        token: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`release`: drain now for a deferred notice (True if one was); `token`: the fleet token that a
+        release must carry (None: releases are refused, as nobody could prove they are the controller)."""
+        self._release, self._token = release, token
         self.state, self.metrics = state, metrics
         self.host, self.port, self.ready_path = host, port, ready_path
         self.workload_health_url = workload_health_url
@@ -45,15 +52,22 @@ class AgentServer:
         self._health_cache = (time.monotonic(), ok)
         return ok
 
-    async def ready(self, request: web.Request) -> web.Response:
+    async def not_ready(self) -> str | None:
+        """Why this node is not READY, or None when it is (what /ready answers)."""
         if self.state.draining:
-            return web.Response(status=503, text="draining\n")
+            return "draining"
         if self.state.blocked:
-            return web.Response(status=503, text=f"not ready: {self.state.blocked}\n")
+            return f"not ready: {self.state.blocked}"
         if self.state.model_pending:
-            return web.Response(status=503, text="model loading\n")
+            return "model loading"
         if not await self._workload_healthy():
-            return web.Response(status=503, text="workload not ready\n")
+            return "workload not ready"
+        return None
+
+    async def ready(self, request: web.Request) -> web.Response:
+        why = await self.not_ready()
+        if why is not None:
+            return web.Response(status=503, text=f"{why}\n")
         if self.state.state == "starting":
             self.state.state = "serving"
             self.metrics.state.state("serving")
@@ -69,12 +83,27 @@ class AgentServer:
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.to_dict())
 
+    async def release(self, request: web.Request) -> web.Response:
+        """POST /release, from the fleet's controller once a noticed node's replacement is READY: the node
+        leaves rotation now instead of at its deadline less the drain. Bearer-authenticated with the fleet
+        token, since anyone else able to reach the port could otherwise take nodes out of rotation."""
+        token = self._token()
+        if token is None:
+            return web.Response(status=403, text="no fleet token on this node: release is off\n")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.Response(status=401, text="a release needs the fleet token\n")
+        if self._release():
+            return web.json_response({"released": True}, status=202)
+        return web.json_response({"released": False, "reason": "no deferred notice"}, status=409)
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get(self.ready_path, self.ready)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/status", self.status)
+        app.router.add_post("/release", self.release)
         self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:

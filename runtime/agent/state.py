@@ -20,6 +20,8 @@ class AgentState:
     model: dict[str, Any] | None = None
     """The model pull: state (loading/ready/failed), percent, bytes from peers and origin."""
 
+    launch_hook: str | None = None
+    """AWS warm pool: the launching hook's completion (None: no hook, or not READY yet)."""
     blocked: str | None = None
     """Why the node must not take traffic although nothing is draining (e.g. the cache has no token yet)."""
 

@@ -42,6 +42,7 @@ class Supervisor:
         self._horizon = horizon_s
         self._spot_horizon = spot_horizon_s
         self.deferred: set[str] = set()
+        self._deferred_events: dict[str, tuple[InterruptionEvent, Monitor]] = {}
         self._timers: list[asyncio.Task[None]] = []
         self._drain_on_rebalance = drain_on_rebalance
         self._on_notice, self._on_error, self._clock = on_notice, on_error, clock
@@ -66,6 +67,7 @@ class Supervisor:
         if v is Verdict.DEFER and event.id not in self.deferred:
             log.info("%s: %s; serving until the drain is due", monitor.name, event.detail)
             self.deferred.add(event.id)
+            self._deferred_events[event.id] = (event, monitor)
             # A long-poll monitor reports a notice once: come back to it when due, whatever the monitor does.
             self._timers.append(asyncio.create_task(self._when_due(event, monitor)))
         if v in (Verdict.DRAIN, Verdict.OBSERVE):
@@ -76,6 +78,23 @@ class Supervisor:
             self.draining = True
             self.drain_task = asyncio.create_task(self._on_drain(event))
         return v
+
+    def release(self) -> InterruptionEvent | None:
+        """The controller says this node's replacement is READY: drain now for the deferred notice whose
+        deadline is nearest, rather than serve on until it is due. None when no notice is deferred (or a
+        drain is already under way): nothing to release."""
+        if self.draining:
+            return None
+        waiting = [(e, m) for i, (e, m) in self._deferred_events.items() if i not in self.seen]
+        if not waiting:
+            return None
+        event, monitor = min(waiting, key=lambda em: em[0].deadline)
+        log.info("%s: the replacement is READY; leaving rotation now (%s)", monitor.name, event.detail)
+        self._on_notice(event, monitor, Verdict.DRAIN)
+        self.seen.add(event.id)
+        self.draining = True
+        self.drain_task = asyncio.create_task(self._on_drain(event))
+        return event
 
     async def _when_due(self, event: InterruptionEvent, monitor: Monitor) -> None:
         while not self.draining and event.id not in self.seen:

@@ -87,4 +87,5 @@ class Identity:
                 delay = min(delay * 2, 5.0)
 
     def _needs_group(self) -> bool:
-        return self.cfg.cloud == "aws" and self.cfg.lifecycle.enabled and self.group_name is None
+        lc = self.cfg.lifecycle
+        return self.cfg.cloud == "aws" and (lc.enabled or lc.launch_hook_name is not None) and self.group_name is None

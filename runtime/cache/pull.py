@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import queue
 import shutil
@@ -30,6 +31,10 @@ from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer, usable_pe
 from spotstack.runtime.cache.store import Store
 
 TMP_MARK = ".spotstack-tmp-"
+PLACED = ".spotstack-placed.json"
+"""In dest: each file this pull placed and verified, with what its inode said then. A node stopped and started
+again (a warm pool) finds its model on disk and keeps the files whose inode says the same, instead of
+fetching the model again into a memory cache that the stop emptied."""
 """Temporary names in --dest: `.<name>.spotstack-tmp-<pid>`, renamed over <name> once complete."""
 
 __all__ = ["ChunkFailed", "Origin", "Progress", "PullError", "PullOptions", "PullResult", "pull"]
@@ -59,6 +64,8 @@ class PullResult:
     progress: Progress
     seconds: float
     already_cached: int
+    on_disk: int = 0
+    """Bytes kept from an earlier pull into the same dest (a restarted node), not fetched again."""
 
     @property
     def gbps(self) -> float:
@@ -129,6 +136,36 @@ def _materialize(store: Store, entry: FileEntry, dest: Path) -> None:
         raise PullError(f"cannot write {final}: {exc}") from None
 
 
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def placed_files(dest: Path, manifest: Manifest) -> set[str]:
+    """Paths in dest placed by an earlier pull of these bytes and untouched since (size, mtime, inode the same)."""
+    try:
+        record = json.loads((dest / PLACED).read_text())
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    keep = set()
+    for f in manifest.files:
+        was = files.get(f.path) if isinstance(files, dict) else None
+        if was is not None and was[0] == f.sha256 and was[1:] == _stamp(_target(dest, f.path)):
+            keep.add(f.path)
+    return keep
+
+
+def _record_placed(dest: Path, manifest: Manifest) -> None:
+    files = {f.path: [f.sha256, *(_stamp(_target(dest, f.path)) or [])] for f in manifest.files}
+    tmp = dest / f".{PLACED}{TMP_MARK}{os.getpid()}"
+    tmp.write_text(json.dumps({"model_id": manifest.model_id, "files": files}))
+    os.replace(tmp, dest / PLACED)
+
+
 def clean_leftovers(dest: Path) -> list[Path]:
     """Remove temporary files a killed pull left in dest (its pid is gone); returns what went."""
     gone: list[Path] = []
@@ -176,14 +213,18 @@ def pull(
     started = time.monotonic()
     store.add_manifest(manifest)
     store.pin(manifest.model_id)
+    kept = placed_files(dest, manifest)
+    (dest / PLACED).unlink(missing_ok=True)  # rewritten once every file is in place again
+    # Bytes whose every copy in dest is already in place need no fetch.
+    still_needed = {f.sha256 for f in manifest.files if f.path not in kept}
 
     # The store is addressed by content: files with the same bytes (or two empty files) are one job.
-    unique = list({f.sha256: f for f in manifest.files}.values())
+    unique = list({f.sha256: f for f in manifest.files if f.sha256 in still_needed}.values())
     missing = [f for f in unique if not store.has_file(f)]
     need = sum(f.size for f in missing)
     store.make_room(need, keep={f.sha256 for f in manifest.files})
     if not _same_fs(store.root, dest):
-        to_copy = sum(f.size for f in manifest.files)
+        to_copy = sum(f.size for f in manifest.files if f.path not in kept)
         free = free_bytes(dest)
         if free < to_copy:
             raise PullError(f"destination {dest} has {free / 1e9:.2f} GB free, the model needs {to_copy / 1e9:.2f} GB")
@@ -191,9 +232,12 @@ def pull(
     jobs = [FileJob(store, f, manifest.chunk_size, opts.verify_sha256) for f in missing]
     prog = _fetch_all(jobs, manifest, peers, token, origin, opts, progress)
     for f in manifest.files:
-        _materialize(store, f, dest)
+        if f.path not in kept:
+            _materialize(store, f, dest)
+    _record_placed(dest, manifest)
     cached = sum(f.size for f in unique) - need
-    return PullResult(manifest, dest, prog, time.monotonic() - started, cached)
+    on_disk = sum(f.size for f in manifest.files if f.path in kept)
+    return PullResult(manifest, dest, prog, time.monotonic() - started, cached, on_disk)
 
 
 def _fetch_all(
@@ -391,6 +435,7 @@ def describe(result: PullResult) -> dict[str, Any]:
         "from_peers": p.from_peers,
         "from_origin": p.from_origin,
         "already_cached": result.already_cached,
+        "on_disk": result.on_disk,
         "refetched_chunks": p.refetched,
         "seconds": round(result.seconds, 3),
         "gbps": round(result.gbps, 3),

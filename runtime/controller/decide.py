@@ -7,6 +7,11 @@ Policies (after SkyServe's spot placer and fallback, fixing its issue #3245):
 - dynamic on-demand fallback: one on-demand replica for each wanted spot replica that is not READY;
 - return to spot: a fallback replica goes only once a spot replica has been READY for `stable_s`
   to replace it, so a spot replica that is preempted again at once does not leave a gap.
+
+Invariants (property-tested in tests/runtime/test_decide_properties.py): never more than `max` base and spot
+replicas alive, besides READY ones `held` until their replacement serves, and fallback replicas only as stand-ins
+for spot replicas not READY (never more than the spot share); never fewer than `base_on_demand` on-demand;
+never a READY replica ended while READY replicas would fall below the target; the same input, the same output.
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ class Decision:
     launch: tuple[Launch, ...]
     terminate: tuple[str, ...]
     reasons: tuple[str, ...]
+    held: tuple[str, ...] = ()
+    """READY replicas the fleet no longer wants, kept until READY would not fall below the target (a surge
+    above `max` of these alone, as a rolling update's max surge: availability first)."""
 
 
 def _usable_spot_types(policy: Policy, obs: Observed) -> list[str]:
@@ -159,15 +167,40 @@ def decide(policy: Policy, obs: Observed) -> Decision:
     wanted_fallback = max(0, wanted_spot - len(stable)) if policy.dynamic_fallback else 0
     fb = by_role["fallback"]
     if len(fb) < wanted_fallback:
+        # Within `max`: what stays alive (less what this tick ends) plus what it launches.
         launch += [Launch("fallback", od_type)] * (wanted_fallback - len(fb))
         reasons.append(f"fallback: {wanted_fallback} wanted spot replicas are not stably READY")
     elif len(fb) > wanted_fallback:
         terminate += [r.id for r in _newest_first(fb)[: len(fb) - wanted_fallback]]
         reasons.append(f"return to spot: {len(stable)} spot replicas READY for {policy.stable_s:.0f}s")
 
+    ending = _keep_ready(alive, terminate, n, reasons)
+    held = tuple(r for r in terminate if r not in ending)
     return Decision(
-        wanted_spot, fixed_od + wanted_fallback, wanted_fallback, tuple(launch), tuple(terminate), tuple(reasons)
+        wanted_spot,
+        fixed_od + wanted_fallback,
+        wanted_fallback,
+        tuple(launch),
+        tuple(ending),
+        tuple(reasons),
+        held,
     )
+
+
+def _keep_ready(alive: list[Replica], terminate: list[str], n: int, reasons: list[str]) -> list[str]:
+    """Never end a READY replica while the READY ones would fall below the target: a scale-in or a return to
+    spot waits (a tick or more) until the replacement serves. Ending a replica that is not READY costs nothing."""
+    ready = {r.id for r in alive if r.state == "ready"}
+    left = len(ready)
+    kept: list[str] = []
+    for rid in terminate:
+        if rid in ready:
+            if left - 1 < n:
+                reasons.append(f"keep {rid}: READY would fall below {n}")
+                continue
+            left -= 1
+        kept.append(rid)
+    return kept
 
 
 def track_obtainability(prev: dict[str, float], now: float, obtainable: dict[str, bool]) -> dict[str, float]:

@@ -252,3 +252,134 @@ async def test_garbage_from_metadata_never_crashes_and_never_drains_twice(
         drains = [n for n in agent.state.notices if n["verdict"] == "drain"]
         assert len(drains) == 1
         assert errors() >= 5
+
+
+TOKEN = "t" * 40
+
+
+def cache_with_token(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "token").write_text(TOKEN)
+    return {
+        "enabled": True,
+        "token_file": str(tmp_path / "token"),
+        "store_dir": str(tmp_path / "store"),
+        "peer_port": 0,
+    }
+
+
+async def release(agent: Agent, token: str | None = TOKEN) -> int:
+    assert agent.server is not None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"http://127.0.0.1:{agent.server.port}/release", headers=headers) as r,
+    ):
+        return r.status
+
+
+async def test_a_noticed_node_leaves_rotation_once_the_controller_says_its_replacement_is_ready(
+    tmp_path: Path, workload: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """The notice window ends early when the replacement is READY: the controller's POST /release (with the
+    fleet token) takes the node out of rotation within a second, then the drain runs as ever."""
+    marker, pid_file = workload
+    async with AwsImdsEmulator() as emu:
+        drain = {"timeout_s": 2, "safety_margin_s": 1, "lead_s": 1}
+        agent = Agent(config("aws", emu.url, pid_file, drain=drain, cache=cache_with_token(tmp_path)))
+        await agent.start()
+        agents.append(agent)
+        await wait_for(lambda: agent.fleet_token is not None, what="the fleet token read")
+        assert await release(agent) == 409  # nothing to release before a notice
+        deadline = emu.post_spot_notice(120)
+        await wait_for(lambda: any(n["verdict"] == "defer" for n in agent.state.notices), what="the notice seen")
+        assert await ready_status(agent) == 200  # serving through the notice
+        # Nobody else may end the window: no token, or the wrong one, is refused and changes nothing.
+        assert await release(agent, None) == 401
+        assert await release(agent, "x" * 40) == 401
+        assert await ready_status(agent) == 200
+        released = time.time()
+        assert await release(agent) == 202
+
+        async def out() -> bool:
+            return await ready_status(agent) == 503
+
+        await wait_for(out, 5, "readiness off after the release")
+        assert time.time() - released < 1.0
+        await asyncio.wait_for(agent.drained.wait(), 30)
+        await signalled(marker)
+        assert agent.report is not None and agent.report.ok and agent.report.finished_at < deadline
+        assert [n["verdict"] for n in agent.state.notices] == ["defer", "drain"]
+        assert await release(agent) == 409  # once only
+
+
+async def test_release_is_off_without_a_fleet_token(workload: tuple[Path, Path], agents: list[Agent]) -> None:
+    _, pid_file = workload
+    async with AwsImdsEmulator() as emu:
+        agent = Agent(config("aws", emu.url, pid_file))
+        await agent.start()
+        agents.append(agent)
+        emu.post_spot_notice(120)
+        await wait_for(lambda: bool(agent.state.notices), what="the notice seen")
+        assert await release(agent) == 403
+        assert await ready_status(agent) == 200
+
+
+async def test_warm_pool_node_completes_its_launching_hook_once_ready(
+    aws_env: None, workload: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """AWS warm pool: the launching hook holds the node until its agent says READY (model and workload up), so
+    AWS stops it into the pool only with everything on disk. Not before: the workload is down at first."""
+    from aiohttp import web
+
+    _, pid_file = workload
+    healthy = {"ok": False}
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200 if healthy["ok"] else 503)
+
+    app = web.Application()
+    app.router.add_get("/ready", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        asg = boto3.client("autoscaling")
+        # moto has no CompleteLifecycleAction: check the call against botocore's real API model instead.
+        stub = Stubber(asg)
+        stub.add_client_error("complete_lifecycle_action", "Throttling", http_status_code=400)  # retried
+        stub.add_response(
+            "complete_lifecycle_action",
+            {},
+            {
+                "AutoScalingGroupName": "llm-fallback-asg",
+                "LifecycleHookName": "llm-warm",
+                "InstanceId": "i-0123456789abcdef0",
+                "LifecycleActionResult": "CONTINUE",
+            },
+        )
+        stub.activate()
+        async with AwsImdsEmulator(
+            instance_id="i-0123456789abcdef0", tags={"aws:autoscaling:groupName": "llm-fallback-asg"}
+        ) as emu:
+            agent = Agent(
+                config(
+                    "aws",
+                    emu.url,
+                    pid_file,
+                    readiness={"host": "127.0.0.1", "port": 0, "workload_health_url": f"http://127.0.0.1:{port}/ready"},
+                    lifecycle={"enabled": True, "hook_name": "llm-drain", "launch_hook_name": "llm-warm"},
+                )
+            )
+            agent.overrides["autoscaling_client"] = asg
+            await agent.start()
+            agents.append(agent)
+            await wait_for(lambda: agent.identity is not None and agent.identity.group_name is not None, what="group")
+            assert agent.state.launch_hook is None and await ready_status(agent) == 503
+            assert len(stub._queue) == 2  # nothing called while the workload is not READY
+            healthy["ok"] = True
+            await wait_for(lambda: agent.state.launch_hook == "completed", 15, "the launching hook completed")
+            stub.assert_no_pending_responses()
+    finally:
+        await runner.cleanup()

@@ -116,3 +116,28 @@ def test_origin_only_pull_is_byte_identical_and_hard_linked(tmp_path: Path) -> N
     assert not list((tmp_path / "store" / "partial").iterdir())
     again = do_pull(tmp_path / "store", m, tmp_path / "dest2", [], tmp_path / "model")
     assert again.already_cached == m.total_bytes and again.progress.done == 0
+
+
+def test_a_restarted_node_keeps_the_model_it_placed_on_disk(tmp_path: Path) -> None:
+    """A warm-pool node is stopped and started: its memory store is empty, its disk still holds the model. The
+    next pull keeps the placed files (same bytes, untouched since) and fetches only what changed on disk."""
+    m = make_model(tmp_path / "model", {"a.bin": 3 * MiB + 5, "nested/b.bin": 700_000, "c.bin": 1 * MiB})
+    dest = tmp_path / "dest"
+    first = do_pull(tmp_path / "store", m, dest, [], tmp_path / "model")
+    assert first.on_disk == 0 and first.progress.from_origin == m.total_bytes
+
+    # The stop empties the memory store; the disk is as it was.
+    again = do_pull(tmp_path / "store-after-stop", m, dest, [], tmp_path / "model")
+    assert again.on_disk == m.total_bytes and again.progress.done == 0
+
+    # A file changed on disk (or half-written by something else) is not trusted: fetched again, the rest kept.
+    (dest / "c.bin").write_bytes(b"tampered")
+    third = do_pull(tmp_path / "store-3", m, dest, [], tmp_path / "model")
+    size_c = next(f.size for f in m.files if f.path == "c.bin")
+    assert third.progress.from_origin == size_c and third.on_disk == m.total_bytes - size_c
+    assert digest_tree(dest) == {k: v for k, v in digest_tree(tmp_path / "model").items() if k != MANIFEST_NAME}
+
+    # A record that is not ours (or garbage) keeps nothing.
+    (dest / ".spotstack-placed.json").write_text("{not json")
+    fourth = do_pull(tmp_path / "store-4", m, dest, [], tmp_path / "model")
+    assert fourth.on_disk == 0 and fourth.progress.from_origin == m.total_bytes
