@@ -60,6 +60,11 @@ class Controller(Protocol):
     uses_warm_pool: bool
     """Whether fallback replicas start from a warm pool when the timings model one."""
 
+    @property
+    def quiet_after_s(self) -> float:
+        """How long after the world last changed its decisions may still change by time alone."""
+        ...
+
     def act(self, world: World, n: int) -> Act: ...
 
     def observe_ready(self, r: SimReplica) -> None: ...
@@ -82,6 +87,10 @@ class Ours:
     serve_through_notice: bool = True
     """The agent's notice window: a noticed replica serves until its death less the drain (and margin and lead);
     off, it leaves rotation at the notice."""
+
+    @property
+    def quiet_after_s(self) -> float:
+        return max(self.stable_s, self.flap_cooldown_s)
 
     def act(self, world: World, n: int) -> Act:
         policy = Policy(
@@ -137,6 +146,10 @@ class SkyServe:
     uses_warm_pool: bool = False  # SkyServe has none
     preempted: set[str] = field(default_factory=set)
     _pools: tuple[str, ...] = ()
+
+    @property
+    def quiet_after_s(self) -> float:
+        return 0.0  # its decisions follow from the replicas' states alone
 
     def act(self, world: World, n: int) -> Act:
         self._pools = world.pools

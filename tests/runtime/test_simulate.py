@@ -80,6 +80,35 @@ def test_a_warm_pool_starts_fallback_replicas_in_seconds_for_the_price_of_disks(
     assert simulate(traces, 1, SkyServe(), Timings(warm_start_s=45)) == simulate(traces, 1, SkyServe())
 
 
+def test_an_empty_warm_pool_starts_cold_until_it_refills() -> None:
+    """One stopped instance: the first fallback starts warm, the pool boots a new one (provisioning plus a
+    cold load); an outage that needs more than the pool has starts the rest cold."""
+    out = [1] * HOUR + [0] * 30 + [1] * (2 * HOUR - 30)
+    traces = [pool("a", out), pool("b", [0] * 3 * HOUR)]  # both of N = 2 in a: both need the fallback at once
+    one = simulate(traces, 2, Ours(), Timings(warm_start_s=45, warm_pool_size=1))
+    two = simulate(traces, 2, Ours(), Timings(warm_start_s=45, warm_pool_size=2))
+    assert one.warm_starts >= 1 and two.warm_starts >= 2
+    assert two.availability > one.availability
+    assert two.cost_vs_on_demand > one.cost_vs_on_demand  # one more disk
+
+
+class Restless(Ours):
+    """Ours, never skipping a tick: what the quiet-tick shortcut must not change."""
+
+    @property
+    def quiet_after_s(self) -> float:
+        return float("inf")
+
+
+@pytest.mark.parametrize("timings", [Timings(), Timings(warm_start_s=45, warm_pool_size=1), Timings(notice_s=30)])
+def test_skipping_quiet_ticks_changes_no_result(timings: Timings) -> None:
+    a = ([1] * 50 + [0] * 7 + [1] * 13 + [0] * 2) * 8
+    traces = [pool("a", a), pool("b", a[17:] + a[:17]), pool("c", [1] * 200 + [0] * 50 + [1] * 326)]
+    for n in (1, 3):
+        fast, slow = simulate(traces, n, Ours(), timings), simulate(traces, n, Restless(), timings)
+        assert fast == slow, (fast, slow)
+
+
 def test_same_input_same_result() -> None:
     a = [1, 1, 0, 1] * 60
     traces = [pool("a", a), pool("b", list(reversed(a)))]
