@@ -63,7 +63,7 @@ class Controller(Protocol):
     @property
     def quiet_after_s(self) -> float:
         """How long after the world last changed its decisions may still change by time alone."""
-        ...
+        return 0.0
 
     def act(self, world: World, n: int) -> Act: ...
 
