@@ -21,6 +21,7 @@ from spotstack.runtime.agent.supervisor import Supervisor
 from spotstack.runtime.agent.wiring import Identity, build_monitors
 from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
 from spotstack.runtime.drain.decide import Verdict, horizon, spot_horizon
+from spotstack.runtime.drain.lifecycle import AsgLifecycle
 from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
 from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
 from spotstack.runtime.notices.base import Monitor
@@ -91,12 +92,16 @@ class Agent:
             # Alibaba: the SCALE_IN hook's default result (CONTINUE) ends its wait at the heartbeat timeout,
             # which is sized to outlast the drain; completing it early needs the scaling activity's action token.
             return None
-        from spotstack.runtime.drain.lifecycle import AsgLifecycle
+        assert lc.hook_name
+        return self._asg_action(lc.hook_name)
 
-        assert lc.hook_name and self.identity and self.identity.instance_id and self.identity.group_name
+    def _asg_action(self, hook: str) -> AsgLifecycle:
+        """This node's lifecycle action on `hook` in its own Auto Scaling group (known once identity resolved)."""
+        lc = self.cfg.lifecycle
+        assert self.identity and self.identity.instance_id and self.identity.group_name
         return AsgLifecycle(
             self.identity.group_name,
-            lc.hook_name,
+            hook,
             self.identity.instance_id,
             lc.region or self.cfg.region,
             lc.endpoint_url,
@@ -359,24 +364,13 @@ class Agent:
     async def _complete_launch(self, hook: str) -> None:
         """AWS warm pool: complete the group's launching hook once this node is READY. Into the pool, AWS then
         stops it with the model and image on its disk; out of the pool, it goes InService already serving."""
-        from spotstack.runtime.drain.lifecycle import AsgLifecycle
-
-        assert self.server is not None and self._identity_task is not None and self.identity is not None
+        assert self.server is not None and self._identity_task is not None
         await self._identity_task
         while (why := await self.server.not_ready()) is not None:
             if why == "draining":
                 return  # a node drained before it was ever READY: the hook times out to its default
             await asyncio.sleep(1.0)
-        lc = self.cfg.lifecycle
-        assert self.identity.instance_id and self.identity.group_name
-        action = AsgLifecycle(
-            self.identity.group_name,
-            hook,
-            self.identity.instance_id,
-            lc.region or self.cfg.region,
-            lc.endpoint_url,
-            client=self.overrides.get("autoscaling_client"),
-        )
+        action = self._asg_action(hook)
         delay = 1.0
         while True:
             try:

@@ -41,8 +41,8 @@ class Supervisor:
         self._poll = poll_interval_s
         self._horizon = horizon_s
         self._spot_horizon = spot_horizon_s
-        self.deferred: set[str] = set()
-        self._deferred_events: dict[str, tuple[InterruptionEvent, Monitor]] = {}
+        self._deferred: dict[str, tuple[InterruptionEvent, Monitor]] = {}
+        """Notices served through until due (or released), by id."""
         self._timers: list[asyncio.Task[None]] = []
         self._drain_on_rebalance = drain_on_rebalance
         self._on_notice, self._on_error, self._clock = on_notice, on_error, clock
@@ -62,12 +62,11 @@ class Supervisor:
             spot_horizon_s=self._spot_horizon,
         )
         # A deferred notice is polled again every interval until due: report it once, not every poll.
-        if v is not Verdict.DUPLICATE and not (v is Verdict.DEFER and event.id in self.deferred):
+        if v is not Verdict.DUPLICATE and not (v is Verdict.DEFER and event.id in self._deferred):
             self._on_notice(event, monitor, v)
-        if v is Verdict.DEFER and event.id not in self.deferred:
+        if v is Verdict.DEFER and event.id not in self._deferred:
             log.info("%s: %s; serving until the drain is due", monitor.name, event.detail)
-            self.deferred.add(event.id)
-            self._deferred_events[event.id] = (event, monitor)
+            self._deferred[event.id] = (event, monitor)
             # A long-poll monitor reports a notice once: come back to it when due, whatever the monitor does.
             self._timers.append(asyncio.create_task(self._when_due(event, monitor)))
         if v in (Verdict.DRAIN, Verdict.OBSERVE):
@@ -75,9 +74,16 @@ class Supervisor:
         if v is Verdict.OBSERVE:
             log.info("%s: %s (observed, no drain)", monitor.name, event.detail)
         if v is Verdict.DRAIN:
-            self.draining = True
-            self.drain_task = asyncio.create_task(self._on_drain(event))
+            self._start_drain(event)
         return v
+
+    @property
+    def deferred(self) -> set[str]:
+        return set(self._deferred)
+
+    def _start_drain(self, event: InterruptionEvent) -> None:
+        self.draining = True
+        self.drain_task = asyncio.create_task(self._on_drain(event))
 
     def release(self) -> InterruptionEvent | None:
         """The controller says this node's replacement is READY: drain now for the deferred notice whose
@@ -85,15 +91,14 @@ class Supervisor:
         drain is already under way): nothing to release."""
         if self.draining:
             return None
-        waiting = [(e, m) for i, (e, m) in self._deferred_events.items() if i not in self.seen]
+        waiting = [(e, m) for i, (e, m) in self._deferred.items() if i not in self.seen]
         if not waiting:
             return None
         event, monitor = min(waiting, key=lambda em: em[0].deadline)
         log.info("%s: the replacement is READY; leaving rotation now (%s)", monitor.name, event.detail)
         self._on_notice(event, monitor, Verdict.DRAIN)
         self.seen.add(event.id)
-        self.draining = True
-        self.drain_task = asyncio.create_task(self._on_drain(event))
+        self._start_drain(event)
         return event
 
     async def _when_due(self, event: InterruptionEvent, monitor: Monitor) -> None:

@@ -31,11 +31,11 @@ from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer, usable_pe
 from spotstack.runtime.cache.store import Store
 
 TMP_MARK = ".spotstack-tmp-"
+"""Temporary names in --dest: `.<name>.spotstack-tmp-<pid>`, renamed over <name> once complete."""
 PLACED = ".spotstack-placed.json"
 """In dest: each file this pull placed and verified, with what its inode said then. A node stopped and started
 again (a warm pool) finds its model on disk and keeps the files whose inode says the same, instead of
 fetching the model again into a memory cache that the stop emptied."""
-"""Temporary names in --dest: `.<name>.spotstack-tmp-<pid>`, renamed over <name> once complete."""
 
 __all__ = ["ChunkFailed", "Origin", "Progress", "PullError", "PullOptions", "PullResult", "pull"]
 

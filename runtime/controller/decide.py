@@ -167,7 +167,6 @@ def decide(policy: Policy, obs: Observed) -> Decision:
     wanted_fallback = max(0, wanted_spot - len(stable)) if policy.dynamic_fallback else 0
     fb = by_role["fallback"]
     if len(fb) < wanted_fallback:
-        # Within `max`: what stays alive (less what this tick ends) plus what it launches.
         launch += [Launch("fallback", od_type)] * (wanted_fallback - len(fb))
         reasons.append(f"fallback: {wanted_fallback} wanted spot replicas are not stably READY")
     elif len(fb) > wanted_fallback:
