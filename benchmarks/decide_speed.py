@@ -10,7 +10,7 @@ import argparse
 import statistics
 import time
 
-from spotstack.runtime.controller.decide import Observed, Policy, Replica, decide
+from spotstack.runtime.controller.decide import Observed, Policy, PoolHistory, Replica, decide
 
 
 def fleet(n: int, now: float) -> Observed:
@@ -18,9 +18,21 @@ def fleet(n: int, now: float) -> Observed:
     replicas = [Replica("b0", "base", "od", "ready", 0.0, 10.0)]
     for i in range(n - 1):
         st = states[i % len(states)]
-        replicas.append(Replica(f"s{i}", "spot", f"t{i % 3}", st, float(i), 50.0 if st == "ready" else None))  # type: ignore[arg-type]
+        deadline = now + 100 if st == "draining" else None
+        replicas.append(
+            Replica(f"s{i}", "spot", f"t{i % 3}", st, float(i), 50.0 if st != "provisioning" else None, deadline)  # type: ignore[arg-type]
+        )
     replicas += [Replica(f"f{i}", "fallback", "od", "ready", 5.0, 60.0) for i in range(2)]
-    return Observed(now, tuple(replicas), n, {"t0": True, "t1": False, "t2": True}, {"t1": now - 10})
+    # A day's history per pool, as the controller keeps it: a few preemptions and refused launches, a price.
+    pools = {
+        f"t{k}": PoolHistory(
+            preempted_at=tuple(now - 3000.0 * j for j in (2, 1, 0)),
+            failed_at=tuple(now - 700.0 * j for j in (4, 3, 2, 1, 0)),
+            price=0.9,
+        )
+        for k in range(3)
+    }
+    return Observed(now, tuple(replicas), n, {"t0": True, "t1": False, "t2": True}, {"t1": now - 10}, pools)
 
 
 def main() -> None:
@@ -29,7 +41,17 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=7)
     a = ap.parse_args()
-    policy = Policy(("t0", "t1", "t2"), ("od",), a.n, a.n, base_on_demand=1, dynamic_fallback=True, spread=True)
+    policy = Policy(
+        ("t0", "t1", "t2"),
+        ("od",),
+        a.n,
+        a.n + 1,
+        base_on_demand=1,
+        dynamic_fallback=True,
+        spare_spot=1,
+        hold_per_preemption_s=60.0,
+        spot_ready_s=200.0,
+    )
     obs = fleet(a.n, 1000.0)
     per_call, baseline = [], []
     for _ in range(a.rounds):

@@ -1,12 +1,19 @@
 """What the fleet should run, from what it runs now. Pure: state in, decision out, no clock reads.
 
-Policies (after SkyServe's spot placer and fallback, fixing its issue #3245):
+A spot type stands for a pool (a zone and an instance type: what the cloud preempts together). Policies (after
+SkyServe's spot placer and fallback, fixing its issue #3245):
 - base on-demand: `base_on_demand` replicas are always on-demand, whatever spot does;
-- priority order: new spot replicas use the first spot type that is obtainable now and has not
-  flapped recently (a type that was unobtainable within `flap_cooldown_s` is skipped);
-- dynamic on-demand fallback: one on-demand replica for each wanted spot replica that is not READY;
-- return to spot: a fallback replica goes only once a spot replica has been READY for `stable_s`
-  to replace it, so a spot replica that is preempted again at once does not leave a gap.
+- pools by score: new spot replicas go to pools obtainable now and not flapping (unobtainable within
+  `flap_cooldown_s`), the best score first: fewest recent preemptions and failed launches (within `history_s`),
+  then the lowest known price, then the user's order; with `spread`, at most `pool_share` of the spot replicas
+  in one pool while another pool can take them, so one pool's preemption takes a share of the fleet;
+- spare spot: `spare_spot` replicas above the target (within `max`), so a preemption is covered at once;
+- dynamic on-demand fallback: one on-demand replica for each wanted spot replica short of READY (spares count),
+  never above the target; a noticed replica that will serve until a spot replacement is READY (its deadline,
+  less `leave_before_s`, after the replacement's expected `spot_ready_s`) needs none;
+- return to spot: a fallback replica goes only once a spot replica has been READY for the hold: `stable_s`, plus
+  `hold_per_preemption_s` for each preemption the fleet saw within `hold_window_s` (up to `hold_max_s`), so the fleet
+  stays on-demand while the market is turbulent and leaves it soon once it is calm.
 
 Invariants (property-tested in tests/runtime/test_decide_properties.py): never more than `max` base and spot
 replicas alive, besides READY ones `held` until their replacement serves, and fallback replicas only as stand-ins
@@ -16,6 +23,7 @@ never a READY replica ended while READY replicas would fall below the target; th
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +43,8 @@ class Replica:
     state: State
     launched_at: float
     ready_since: float | None = None
+    deadline: float | None = None
+    """A noticed (draining) replica: when the cloud takes it."""
 
     @property
     def market(self) -> Market:
@@ -59,9 +69,40 @@ class Policy:
     """A spot replica must be READY this long before a fallback replica makes way for it."""
     flap_cooldown_s: float = 60.0
     """A spot type unobtainable within this window is not chosen for new launches."""
-    spread: bool = False
-    """Spread spot launches over the usable pools (fewest replicas first, then priority), so one pool's
-    preemption takes a share of the fleet, not all of it."""
+    spread: bool = True
+    """Spread spot launches over the usable pools (at most `pool_share` of the spot replicas in one while another
+    can take them), so one pool's preemption takes a share of the fleet, not all of it."""
+    pool_share: float = 0.5
+    """With `spread`: the most of the spot replicas one pool holds (rounded up, at least one)."""
+    spare_spot: int = 0
+    """Spot replicas above the target (within `max`): a preemption is covered at once instead of by fallback."""
+    history_s: float = 3 * 24 * 3600.0
+    """How far back preemptions and failed launches count, in the pools' scores and in the hold."""
+    hold_per_preemption_s: float = 0.0
+    """Added to `stable_s` for each preemption within `hold_window_s`: the hold grows with the preemption rate."""
+    hold_window_s: float = 3600.0
+    """How far back preemptions lengthen the hold (the market's recent mood, not the pools' record)."""
+    hold_max_s: float = 3600.0
+    """The most the hold grows to."""
+    spot_ready_s: float | None = None
+    """Expected seconds from a spot launch to READY (provision + load); None: a noticed replica always needs a
+    fallback stand-in."""
+    leave_before_s: float = 40.0
+    """A noticed replica leaves rotation this long before its deadline (the drain, margin and lead)."""
+
+
+@dataclass(frozen=True)
+class PoolHistory:
+    """What the controller has seen of one spot pool."""
+
+    preempted_at: tuple[float, ...] = ()
+    """When its replicas got notices (one entry each), oldest first."""
+    failed_at: tuple[float, ...] = ()
+    """When launches into it were refused, oldest first."""
+    price: float | None = None
+    """Per hour, when known."""
+    capacity: int | None = None
+    """How many more replicas it can take now, when the cloud says."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +115,8 @@ class Observed:
     """Per spot type: can one be launched right now?"""
     last_unobtainable: dict[str, float] = field(default_factory=dict)
     """Per spot type: when it was last seen unobtainable."""
+    pools: dict[str, PoolHistory] = field(default_factory=dict)
+    """Per spot type: its recent preemptions, failed launches, price and capacity, when known."""
 
 
 @dataclass(frozen=True)
@@ -96,14 +139,63 @@ class Decision:
     above `max` of these alone, as a rolling update's max surge: availability first)."""
 
 
-def _usable_spot_types(policy: Policy, obs: Observed) -> list[str]:
-    """Spot types obtainable now and not flapping, in priority order."""
-    out = []
-    for t in policy.spot_types:
+def _recent(times: tuple[float, ...], now: float, window: float) -> int:
+    return bisect.bisect_right(times, now) - bisect.bisect_left(times, now - window)
+
+
+def _ranked_pools(policy: Policy, obs: Observed) -> list[str]:
+    """Spot pools obtainable now and not flapping, best first: fewest recent preemptions and failed launches, then
+    the lowest known price, then the user's order."""
+    scored = []
+    for rank, t in enumerate(policy.spot_types):
         recent = obs.last_unobtainable.get(t)
         flapping = recent is not None and obs.now - recent < policy.flap_cooldown_s
-        if obs.spot_obtainable.get(t, False) and not flapping:
-            out.append(t)
+        h = obs.pools.get(t)
+        if not obs.spot_obtainable.get(t, False) or flapping or (h is not None and h.capacity == 0):
+            continue
+        trouble = 0.0
+        price = math.inf
+        if h is not None:
+            trouble = _recent(h.preempted_at, obs.now, policy.history_s) + 0.5 * _recent(
+                h.failed_at, obs.now, policy.history_s
+            )
+            price = h.price if h.price is not None else math.inf
+        scored.append((trouble, price, rank, t))
+    return [t for *_, t in sorted(scored)]
+
+
+def _place_spot(policy: Policy, obs: Observed, spot: list[Replica], count: int, reasons: list[str]) -> list[Launch]:
+    pools = _ranked_pools(policy, obs)
+    if not pools:
+        reasons.append("no spot type obtainable (or all flapping): no spot launch")
+        return []
+    room: dict[str, int] = {t: h.capacity for t, h in obs.pools.items() if h.capacity is not None}
+    held = dict.fromkeys(pools, 0)
+    for r in spot:
+        if r.type in held:
+            held[r.type] += 1
+    cap = max(1, math.ceil((len(spot) + count) * policy.pool_share)) if policy.spread else math.inf
+    out: list[Launch] = []
+    for _ in range(count):
+        # The best pool under the cap; if every pool is at the cap, the best pool with the fewest.
+        best: str | None = None
+        for t in pools:
+            if room.get(t, 1) <= 0:
+                continue
+            if held[t] < cap:
+                best = t
+                break
+            if best is None or held[t] < held[best]:
+                best = t
+        if best is None:
+            reasons.append("every obtainable pool is full")
+            break
+        held[best] += 1
+        if best in room:
+            room[best] -= 1
+        out.append(Launch("spot", best))
+    used = sorted({x.type for x in out})
+    reasons.append(f"launch {len(out)} spot in {', '.join(used)}" if out else "no spot launch")
     return out
 
 
@@ -112,13 +204,46 @@ def _newest_first(rs: Sequence[Replica]) -> list[Replica]:
     return sorted(rs, key=lambda r: (r.state == "ready", -r.launched_at))
 
 
+def _hold_s(policy: Policy, obs: Observed) -> float:
+    if not policy.hold_per_preemption_s:
+        return policy.stable_s
+    # Preemption events, not replicas: one pool taking several replicas at once is one sign of a rough market.
+    n = 0
+    for h in obs.pools.values():
+        lo = bisect.bisect_left(h.preempted_at, obs.now - policy.hold_window_s)
+        n += len(set(h.preempted_at[lo : bisect.bisect_right(h.preempted_at, obs.now)]))
+    return policy.stable_s + min(policy.hold_max_s, n * policy.hold_per_preemption_s)
+
+
+def _covered_by_notice(policy: Policy, obs: Observed, spot: list[Replica]) -> int:
+    """Noticed replicas that serve until a spot replacement (launched, not yet READY) is expected READY: each
+    covers one such replacement, so neither needs a fallback stand-in."""
+    if policy.spot_ready_s is None:
+        return 0
+    leaving = sorted(
+        r.deadline - policy.leave_before_s
+        for r in obs.replicas
+        if r.role == "spot" and r.state == "draining" and r.deadline is not None and r.ready_since is not None
+    )
+    coming = sorted(r.launched_at + policy.spot_ready_s for r in spot if r.state != "ready")
+    covered = 0
+    for due in coming:  # earliest replacement with the noticed replica that leaves first
+        if covered < len(leaving) and due <= leaving[covered]:
+            covered += 1
+    return covered
+
+
 def decide(policy: Policy, obs: Observed) -> Decision:
     n = max(policy.min, min(policy.max, obs.target))
     base = min(policy.base_on_demand, n)
     above = n - base
     od_split = math.ceil(above * policy.on_demand_above_base_percent / 100) if policy.spot_types else above
     wanted_spot = above - od_split
-    reasons: list[str] = [f"target {n} = {base} base + {od_split} on-demand share + {wanted_spot} spot"]
+    spare = min(policy.spare_spot, policy.max - n) if wanted_spot and policy.spot_types else 0
+    reasons: list[str] = [
+        f"target {n} = {base} base + {od_split} on-demand share + {wanted_spot} spot"
+        + (f" (+{spare} spare)" if spare else "")
+    ]
 
     alive = [r for r in obs.replicas if r.alive]
     by_role = {role: [r for r in alive if r.role == role] for role in ("base", "spot", "fallback")}
@@ -134,44 +259,29 @@ def decide(policy: Policy, obs: Observed) -> Decision:
     elif len(have) > fixed_od:
         terminate += [r.id for r in _newest_first(have)[: len(have) - fixed_od]]
 
-    # Spot, in priority order; alive spot replicas of any type count, so nothing churns needlessly.
+    # Spot; alive spot replicas of any pool count, so nothing churns needlessly.
     spot = by_role["spot"]
-    if len(spot) > wanted_spot:
+    want = wanted_spot + spare
+    if len(spot) > want:
         # Drop the lowest-priority types first, then the newest.
         rank = {t: i for i, t in enumerate(policy.spot_types)}
         ordered = sorted(spot, key=lambda r: (-rank.get(r.type, 99), r.state == "ready", -r.launched_at))
-        terminate += [r.id for r in ordered[: len(spot) - wanted_spot]]
-    elif len(spot) < wanted_spot:
-        usable = _usable_spot_types(policy, obs)
-        if not usable:
-            reasons.append("no spot type obtainable (or all flapping): no spot launch")
-        elif policy.spread:
-            rank = {t: i for i, t in enumerate(policy.spot_types)}
-            counts = {t: sum(1 for r in spot if r.type == t) for t in usable}
-            for _ in range(wanted_spot - len(spot)):
-                t = min(usable, key=lambda u: (counts[u], rank[u]))
-                counts[t] += 1
-                launch.append(Launch("spot", t))
-            reasons.append(f"launch {wanted_spot - len(spot)} spot over {len(usable)} pools")
-        else:
-            t = usable[0]
-            launch += [Launch("spot", t)] * (wanted_spot - len(spot))
-            reasons.append(f"launch {wanted_spot - len(spot)} spot {t}")
+        terminate += [r.id for r in ordered[: len(spot) - want]]
+    elif len(spot) < want:
+        launch += _place_spot(policy, obs, spot, want - len(spot), reasons)
 
-    # Fallback: cover every wanted spot replica that has not been READY for stable_s.
-    stable = [
-        r
-        for r in spot
-        if r.state == "ready" and r.ready_since is not None and obs.now - r.ready_since >= policy.stable_s
-    ]
-    wanted_fallback = max(0, wanted_spot - len(stable)) if policy.dynamic_fallback else 0
+    # Fallback: cover the wanted spot replicas short of READY for the hold (spares count; never above the target).
+    hold = _hold_s(policy, obs)
+    stable = [r for r in spot if r.state == "ready" and r.ready_since is not None and obs.now - r.ready_since >= hold]
+    short = wanted_spot - len(stable) - _covered_by_notice(policy, obs, spot)
+    wanted_fallback = max(0, short) if policy.dynamic_fallback else 0
     fb = by_role["fallback"]
     if len(fb) < wanted_fallback:
         launch += [Launch("fallback", od_type)] * (wanted_fallback - len(fb))
         reasons.append(f"fallback: {wanted_fallback} wanted spot replicas are not stably READY")
     elif len(fb) > wanted_fallback:
         terminate += [r.id for r in _newest_first(fb)[: len(fb) - wanted_fallback]]
-        reasons.append(f"return to spot: {len(stable)} spot replicas READY for {policy.stable_s:.0f}s")
+        reasons.append(f"return to spot: {len(stable)} spot replicas READY for {hold:.0f}s")
 
     ending = _keep_ready(alive, terminate, n, reasons)
     held = tuple(r for r in terminate if r not in ending)

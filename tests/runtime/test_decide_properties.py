@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spotstack.runtime.controller.decide import ALIVE, Decision, Observed, Policy, Replica, decide
+from spotstack.runtime.controller.decide import ALIVE, Decision, Observed, Policy, PoolHistory, Replica, decide
 
 NOW = 10_000.0
 TYPES = ("a", "b", "c")
@@ -28,6 +28,10 @@ def policies(draw: st.DrawFn) -> Policy:
         dynamic_fallback=draw(st.booleans()),
         stable_s=draw(st.sampled_from([0.0, 30.0, 600.0])),
         spread=draw(st.booleans()),
+        pool_share=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        spare_spot=draw(st.integers(0, 2)),
+        hold_per_preemption_s=draw(st.sampled_from([0.0, 120.0])),
+        spot_ready_s=draw(st.sampled_from([None, 60.0, 200.0])),
     )
 
 
@@ -39,7 +43,10 @@ def replicas(draw: st.DrawFn) -> tuple[Replica, ...]:
         state = draw(st.sampled_from(["provisioning", "loading", "ready", "ready", "draining", "preempted", "failed"]))
         launched = draw(st.floats(0, NOW, allow_nan=False))
         ready_since = draw(st.floats(launched, NOW, allow_nan=False)) if state in ("ready", "draining") else None
-        out.append(Replica(f"r{i}", role, draw(st.sampled_from((*TYPES, "od"))), state, launched, ready_since))
+        deadline = draw(st.one_of(st.none(), st.floats(NOW, NOW + 400))) if state == "draining" else None
+        out.append(
+            Replica(f"r{i}", role, draw(st.sampled_from((*TYPES, "od"))), state, launched, ready_since, deadline)
+        )
     return tuple(out)
 
 
@@ -51,6 +58,16 @@ def observations(draw: st.DrawFn) -> Observed:
         target=draw(st.integers(0, 16)),
         spot_obtainable={t: draw(st.booleans()) for t in TYPES},
         last_unobtainable={t: draw(st.floats(0, NOW)) for t in TYPES if draw(st.booleans())},
+        pools={
+            t: PoolHistory(
+                preempted_at=tuple(sorted(draw(st.lists(st.floats(0, NOW), max_size=3)))),
+                failed_at=tuple(sorted(draw(st.lists(st.floats(0, NOW), max_size=3)))),
+                price=draw(st.one_of(st.none(), st.floats(0.1, 3.0))),
+                capacity=draw(st.one_of(st.none(), st.integers(0, 4))),
+            )
+            for t in TYPES
+            if draw(st.booleans())
+        },
     )
 
 
@@ -94,6 +111,11 @@ def test_decide_invariants(policy: Policy, obs: Observed) -> None:
 
     # Fallback only for what spot lacks: never more wanted than the spot share.
     assert d.wanted_fallback <= d.wanted_spot
+
+    # A pool gets no more launches than the cloud says it has room for.
+    for t, h in obs.pools.items():
+        if h.capacity is not None:
+            assert sum(1 for x in d.launch if x.role == "spot" and x.type == t) <= h.capacity
 
     # Pure: the same input, the same output.
     assert decide(policy, obs) == d
