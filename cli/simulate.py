@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,14 +24,33 @@ def simulate(
         "--traces",
         help="Folder of trace files (searched recursively; each file is one pool: a zone and instance type).",
     ),
-    replicas: list[int] = typer.Option([2], "--replicas", "-n", help="N, the READY replicas wanted; repeatable."),
-    base_on_demand: int = typer.Option(0, "--base-on-demand", help="Replicas that are always on-demand."),
+    replicas: list[int] = typer.Option(
+        None, "--replicas", "-n", help="N, the READY replicas wanted; repeatable. Default: the stack's, else 2."
+    ),
+    stack: str | None = typer.Option(
+        None,
+        "--stack",
+        "-s",
+        help="Take the fleet's policy from stacks/Pulumi.<stack>.yaml: base on-demand, warm pool, the cloud's "
+        "notice, the drain timeout and the desired replicas (flags given here win).",
+    ),
+    fleet: str | None = typer.Option(None, "--fleet", help="With --stack: which fleet (default: the first)."),
+    base_on_demand: int = typer.Option(
+        None, "--base-on-demand", help="Replicas that are always on-demand. Default: the stack's, else 0."
+    ),
     provision_s: float = typer.Option(180.0, "--provision-s", help="Seconds from launch to a booted node."),
     cold_load_s: float = typer.Option(120.0, "--cold-load-s", help="Seconds to load the model from the store."),
     peer_load_s: float = typer.Option(20.0, "--peer-load-s", help="Seconds to load it from a READY peer."),
-    notice_s: float = typer.Option(120.0, "--notice-s", help="Preemption notice (AWS 120, GCP 30, Alibaba 300)."),
+    notice_s: float = typer.Option(
+        None,
+        "--notice-s",
+        help="Preemption notice (AWS 120, GCP 30, Alibaba 300). Default: the stack's cloud's, else 120.",
+    ),
     drain_s: float = typer.Option(
-        30.0, "--drain-s", help="The drain's timeout (a noticed node leaves this + 10 s early)."
+        None,
+        "--drain-s",
+        help="The drain's timeout (a noticed node leaves this + 10 s early). Default: 30 (the stack's "
+        "service.drain_timeout with --stack).",
     ),
     warm_start_s: float = typer.Option(
         45.0,
@@ -39,7 +59,10 @@ def simulate(
         "its start (AWS ~45 s). 0: no warm pool.",
     ),
     warm_pool_size: int = typer.Option(
-        0, "--warm-pool-size", help="Stopped instances in the warm pool (capacity.warm_pool.size); 0: N, one each."
+        None,
+        "--warm-pool-size",
+        help="Instances in the warm pool (capacity.warm_pool.size); 0: N, one each. With --stack: the stack's "
+        "(a stack without one: no warm pool).",
     ),
     warm_disk_ratio: float = typer.Option(
         0.01,
@@ -50,6 +73,18 @@ def simulate(
     tick_s: float = typer.Option(20.0, "--tick-s", help="Seconds between controller decisions."),
     spot_price_ratio: float = typer.Option(0.3, "--spot-price-ratio", help="Spot price over on-demand price."),
     retry_s: float = typer.Option(300.0, "--retry-s", help="Seconds a refused pool is avoided before a retry."),
+    spare_spot: int = typer.Option(0, "--spare-spot", help="Spot replicas above N (ours): cover a preemption at once."),
+    pool_share: float = typer.Option(
+        0.5, "--pool-share", help="The most of the spot replicas one pool holds while another can take them (ours)."
+    ),
+    hold_per_preemption_s: float = typer.Option(
+        0.0,
+        "--hold-per-preemption-s",
+        help="Seconds added to the return-to-spot hold per preemption in the last 3 days (ours; capped at 1 h).",
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write a PNG: READY replicas, spot/on-demand mix and pools up over time (first N)."
+    ),
     baseline: str = typer.Option(
         "skyserve", "--baseline", help="Also run SkyServe as its code behaves (skyserve), or none."
     ),
@@ -62,9 +97,23 @@ def simulate(
     same traces and timings. Availability counts the
     time after the first 15 minutes with at least N replicas READY.
     """
-    from spotstack.runtime.controller.simulate import Timings, controllers, load_traces
+    from spotstack.runtime.controller.simulate import Timeline, Timings, controllers, load_traces
     from spotstack.runtime.controller.simulate import simulate as run
 
+    if stack is not None:
+        got = _from_stack(stack, fleet)
+        replicas = replicas or got["replicas"]
+        base_on_demand = got["base_on_demand"] if base_on_demand is None else base_on_demand
+        notice_s = got["notice_s"] if notice_s is None else notice_s
+        drain_s = got["drain_s"] if drain_s is None else drain_s
+        if warm_pool_size is None and got["warm_pool_size"] is None:
+            warm_start_s = 0.0
+        warm_pool_size = got["warm_pool_size"] or 0 if warm_pool_size is None else warm_pool_size
+    replicas = replicas or [2]
+    base_on_demand = base_on_demand or 0
+    notice_s = 120.0 if notice_s is None else notice_s
+    drain_s = 30.0 if drain_s is None else drain_s
+    warm_pool_size = warm_pool_size or 0
     if baseline not in ("skyserve", "none"):
         err.print(f"[red]error:[/red] --baseline must be skyserve or none, not {baseline!r}")
         raise typer.Exit(2)
@@ -73,6 +122,12 @@ def simulate(
         raise typer.Exit(2)
     if any(n < 1 for n in replicas) or base_on_demand < 0 or any(base_on_demand > n for n in replicas):
         err.print("[red]error:[/red] --replicas must be ≥ 1 and --base-on-demand between 0 and each N")
+        raise typer.Exit(2)
+    if spare_spot < 0 or not 0 < pool_share <= 1 or hold_per_preemption_s < 0:
+        err.print("[red]error:[/red] --spare-spot ≥ 0, --pool-share in (0, 1] and --hold-per-preemption-s ≥ 0")
+        raise typer.Exit(2)
+    if plot is not None and not plot.parent.resolve().is_dir():
+        err.print(f"[red]error:[/red] --plot: no folder {plot.parent}")
         raise typer.Exit(2)
     try:
         timings = Timings(
@@ -94,14 +149,41 @@ def simulate(
         raise typer.Exit(2) from None
     names = POLICIES if baseline == "skyserve" else POLICIES[:2]
     results = []
+    lines: dict[str, Timeline] = {}
+    ours: dict[str, float] = {
+        "spare_spot": spare_spot,
+        "pool_share": pool_share,
+        "hold_per_preemption_s": hold_per_preemption_s,
+        "leave_before_s": drain_s + timings.drain_lead_s,
+    }
     with Progress(console=err, transient=True, disable=as_json and not sys.stderr.isatty()) as bar:
         for n in replicas:
-            for c in controllers(names, base_on_demand):
+            made = controllers(
+                names,
+                base_on_demand,
+                spare_spot=spare_spot,
+                pool_share=pool_share,
+                hold_per_preemption_s=hold_per_preemption_s,
+                leave_before_s=drain_s + timings.drain_lead_s,
+            )
+            for c in made:
                 task = bar.add_task(f"N={n} {c.name}", total=1.0)
-                results.append(run(pools, n, c, timings, progress=functools.partial(_advance, bar, task)))
+                tl = lines.setdefault(c.name, Timeline()) if plot is not None and n == replicas[0] else None
+                results.append(run(pools, n, c, timings, functools.partial(_advance, bar, task), tl))
+    if plot is not None:
+        from spotstack.runtime.controller.plot import plot as draw
+
+        try:
+            draw(plot, replicas[0], lines, len(pools))
+        except (OSError, ImportError) as exc:
+            err.print(f"[red]error:[/red] --plot {plot}: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        err.print(f"plot: {plot}")
     if as_json:
         doc = {
             "traces": str(traces),
+            "stack": stack,
+            "policy": {"base_on_demand": base_on_demand, **ours},
             "pools": [p.name for p in pools],
             "timings": timings.__dict__,
             "results": [r.as_dict() for r in results],
@@ -126,6 +208,33 @@ def simulate(
         )
     Console(width=None if sys.stdout.isatty() else 120).print(t)
     print("cost: spot and on-demand hours paid over N on-demand replicas; refused: launches the pool had no room for")
+
+
+def _from_stack(stack: str, fleet: str | None) -> dict[str, Any]:
+    """What a stack's fleet says of the policy: its base, warm pool, cloud notice, drain and desired replicas."""
+    from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
+    from spotstack.components.program import config_value
+    from spotstack.components.validate import SpecError, validate_fleets
+    from spotstack.runtime.config import NOTICE_WINDOW_S
+
+    try:
+        fleets, _ = validate_fleets(config_value(load_stack(find_project(Path.cwd()), stack).config))
+    except (SpecError, StackFileError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    chosen = [f for f in fleets if fleet is None or f.name == fleet]
+    if not chosen:
+        err.print(f"[red]error:[/red] stack {stack!r} has no fleet {fleet!r}: {', '.join(f.name for f in fleets)}")
+        raise typer.Exit(2)
+    f = chosen[0]
+    c = f.capacity
+    return {
+        "replicas": [max(1, c.desired_or_min)],
+        "base_on_demand": min(c.base_on_demand, max(1, c.desired_or_min)),
+        "notice_s": NOTICE_WINDOW_S.get(f.cloud, 120.0),
+        "drain_s": float(f.service.drain_timeout),
+        "warm_pool_size": c.warm_pool.size if c.warm_pool is not None else None,
+    }
 
 
 def _advance(bar: Progress, task: TaskID, done: float) -> None:

@@ -157,7 +157,8 @@ class WarmPoolSpec(_Model):
     economical mode (instances stopped on scale-in, started first on scale-out)."""
 
     size: int = Field(default=1, ge=1, le=MAX_REPLICAS)
-    """Stopped instances to keep (more start cold, as without a pool)."""
+    """Instances prepared, stopped or serving as fallback: a fallback replica takes one (more start cold, as
+    without a pool) and gives it back, stopped with the model on disk, when it makes way for spot."""
     state: Literal["stopped", "running"] = "stopped"
     """`stopped` pays for disks only; `running` (AWS only) pays for the instances, for a start in seconds."""
 

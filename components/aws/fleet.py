@@ -356,11 +356,13 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
             warm_pool = ASG.GroupWarmPoolArgs(
                 pool_state="Stopped" if pool.state == "stopped" else "Running",
-                min_size=pool.size,
-                # The pool holds max(prepared - desired, min_size): prepared = min_size keeps it at `size`
-                # whatever the fallback runs (unset, AWS would fill it up to the group's max size).
+                # The pool holds max(prepared - desired, min_size): `size` instances prepared in all, stopped
+                # or running as fallback. A fallback node takes one out and nothing boots to refill it; one
+                # that makes way for spot goes back (reuse on scale-in, its disk keeps the model). With
+                # min_size = size AWS would boot a refill for every warm start (~5 on-demand minutes each);
+                # unset, it would fill the pool up to the group's max size.
+                min_size=0,
                 max_group_prepared_capacity=pool.size,
-                # A fallback node that makes way for spot goes back to the pool (its disk keeps the model).
                 instance_reuse_policy=ASG.GroupWarmPoolInstanceReusePolicyArgs(reuse_on_scale_in=True),
             )
         launch: dict[str, object] = (

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from spotstack.runtime.controller.decide import Observed, Policy, Replica, decide
+from spotstack.runtime.controller.decide import Observed, Policy, PoolHistory, Replica, decide
 
 
 @dataclass
@@ -42,6 +43,10 @@ class World:
     known_obtainable: dict[str, bool]
     last_unobtainable: dict[str, float]
     pools: tuple[str, ...]
+    preempted_at: dict[str, list[float]] = field(default_factory=dict)
+    """Per pool: when its replicas got notices (the cloud's preemption events)."""
+    failed_at: dict[str, list[float]] = field(default_factory=dict)
+    """Per pool: when launches into it were refused."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,13 @@ class Ours:
     base_on_demand: int = 0
     stable_s: float = 30.0
     flap_cooldown_s: float = 60.0
-    spread: bool = False
+    spread: bool = True
+    spare_spot: int = 0
+    hold_per_preemption_s: float = 0.0
+    history_s: float = Policy.history_s
+    pool_share: float = Policy.pool_share
+    leave_before_s: float = 40.0
+    """The agents' drain timeout, margin and lead: how long before its deadline a noticed node leaves."""
     name: str = "spotstack"
     serves_notice: bool = False  # it leaves before its death: see `serve_through_notice`
     uses_warm_pool: bool = True
@@ -88,21 +99,32 @@ class Ours:
     """The agent's notice window: a noticed replica serves until its death less the drain (and margin and lead);
     off, it leaves rotation at the notice."""
 
+    _ready_after: list[float] = field(default_factory=list)
+    """Launch-to-READY of the last spot replicas: the controller's measure of how soon a replacement serves."""
+
     @property
     def quiet_after_s(self) -> float:
-        return max(self.stable_s, self.flap_cooldown_s)
+        # A hold shrinks as preemptions age out of the history: time alone may then end a fallback.
+        hold = Policy.hold_window_s + self.stable_s if self.hold_per_preemption_s else self.stable_s
+        return max(hold, self.flap_cooldown_s)
 
     def act(self, world: World, n: int) -> Act:
         policy = Policy(
             spot_types=world.pools,
             on_demand_types=("on-demand",),
             min=n,
-            max=n,
+            max=n + self.spare_spot,
             base_on_demand=self.base_on_demand,
             dynamic_fallback=True,
             stable_s=self.stable_s,
             flap_cooldown_s=self.flap_cooldown_s,
             spread=self.spread,
+            spare_spot=self.spare_spot,
+            hold_per_preemption_s=self.hold_per_preemption_s,
+            history_s=self.history_s,
+            pool_share=self.pool_share,
+            spot_ready_s=max(self._ready_after) if self._ready_after else None,
+            leave_before_s=self.leave_before_s,
         )
         now = world.now
         replicas = []
@@ -113,22 +135,30 @@ class Ours:
                 state = "ready"
             else:
                 state = "provisioning"
+            deadline = r.dies_at if r.notice_at is not None else None
             replicas.append(
-                Replica(r.id, r.role, r.pool or "on-demand", state, r.launched_at, r.loaded_at)  # type: ignore[arg-type]
+                Replica(r.id, r.role, r.pool or "on-demand", state, r.launched_at, r.loaded_at, deadline)  # type: ignore[arg-type]
             )
+        window = now - policy.history_s
+        history = {
+            p: PoolHistory(_since(world.preempted_at.get(p, []), window), _since(world.failed_at.get(p, []), window))
+            for p in world.pools
+        }
         obs = Observed(
             now=now,
             replicas=tuple(replicas),
             target=n,
             spot_obtainable={p: world.known_obtainable.get(p, True) for p in world.pools},
             last_unobtainable=dict(world.last_unobtainable),
+            pools=history,
         )
         d = decide(policy, obs)
         launch = tuple((x.role, None if x.role != "spot" else x.type) for x in d.launch)
         return Act(launch, d.terminate)
 
     def observe_ready(self, r: SimReplica) -> None:
-        pass
+        if r.pool is not None:
+            self._ready_after = [*self._ready_after[-4:], r.loaded_at - r.launched_at]
 
     def observe_lost(self, pool: str) -> None:
         pass
@@ -193,17 +223,37 @@ class SkyServe:
             self.preempted.clear()
 
 
+def _since(times: list[float], start: float) -> tuple[float, ...]:
+    # The world's lists are in time order.
+    return tuple(times[bisect.bisect_left(times, start) :])
+
+
 def _scale_down_order(rs: list[SimReplica], now: float) -> list[SimReplica]:
     # Not yet READY first, then the newest (SkyServe's _select_replicas_to_scale_down ranks by status, then age).
     return sorted(rs, key=lambda r: (r.loaded_at <= now, -r.launched_at))
 
 
-def controllers(names: Iterable[str], base_on_demand: int = 0) -> list[Controller]:
+def controllers(
+    names: Iterable[str],
+    base_on_demand: int = 0,
+    *,
+    spare_spot: int = 0,
+    pool_share: float = Policy.pool_share,
+    hold_per_preemption_s: float = 0.0,
+    leave_before_s: float = 40.0,
+) -> list[Controller]:
     """`spotstack` (ours), `spotstack-v1` (leaving rotation at the notice, as before the notice window),
-    `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1)."""
+    `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1). The keywords set ours."""
+    ours = Ours(
+        base_on_demand=base_on_demand,
+        spare_spot=spare_spot,
+        pool_share=pool_share,
+        hold_per_preemption_s=hold_per_preemption_s,
+        leave_before_s=leave_before_s,
+    )
     made: dict[str, Controller] = {
-        "spotstack": Ours(base_on_demand=base_on_demand),
-        "spotstack-v1": Ours(base_on_demand=base_on_demand, serve_through_notice=False, name="spotstack-v1"),
+        "spotstack": ours,
+        "spotstack-v1": replace(ours, serve_through_notice=False, name="spotstack-v1", _ready_after=[]),
         "skyserve": SkyServe(base_on_demand=base_on_demand),
         "skyserve+1": SkyServe(base_on_demand=base_on_demand, overprovision=1, name="skyserve+1"),
     }

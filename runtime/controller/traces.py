@@ -1,8 +1,13 @@
-"""Spot traces: one file per pool (a zone and instance type), what could be had at each tick."""
+"""Spot traces: one file per pool (a zone and instance type), what could be had at each tick.
+
+A file named `<zone>_<gpu>_<count>.json` with a count above 1 (the N-node traces) holds how many nodes the pool
+could give; with a count of 1, 1 means a node launches and stays up and 0 that none can be had."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +17,19 @@ class Trace:
     name: str
     gap_s: float
     data: tuple[int, ...]
+    nodes: int = 1
+    """1: a 1-node trace (up or down); more: an N-node trace, each value the replicas the pool can hold."""
 
     def at(self, t: float) -> int:
         i = int(t // self.gap_s)
         return self.data[min(i, len(self.data) - 1)]
+
+    def room(self, t: float) -> float:
+        """How many replicas the pool can hold at `t` (a 1-node trace that is up: no limit)."""
+        v = self.at(t)
+        if self.nodes == 1:
+            return math.inf if v else 0
+        return v
 
 
 def load_traces(folder: Path) -> list[Trace]:
@@ -28,9 +42,13 @@ def load_traces(folder: Path) -> list[Trace]:
             data = tuple(int(v) for v in doc["data"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
-        if gap <= 0 or not data:
-            raise ValueError(f"{path}: gap_seconds must be > 0 and data non-empty")
-        out.append(Trace(str(path.relative_to(folder).with_suffix("")), gap, data))
+        if gap <= 0 or not data or min(data) < 0:
+            raise ValueError(f"{path}: gap_seconds must be > 0 and data non-empty and ≥ 0")
+        count = re.search(r"_(\d+)$", path.stem)
+        nodes = int(count.group(1)) if count else 1
+        if nodes == 1 and max(data) > 1:
+            raise ValueError(f"{path}: a 1-node trace holds 0 or 1; name an N-node trace <zone>_<gpu>_<N>.json")
+        out.append(Trace(str(path.relative_to(folder).with_suffix("")), gap, data, max(nodes, 1)))
     if not out:
         raise ValueError(f"{folder}: no *.json traces")
     return out

@@ -49,7 +49,8 @@ def test_aws_warm_pool_is_a_single_type_on_demand_group(aws: PlanRun) -> None:
     assert fb["launchTemplate"]["version"] == "$Latest"
     pool = fb["warmPool"]
     assert pool["poolState"] == "Stopped"
-    assert pool["minSize"] == 2 and pool["maxGroupPreparedCapacity"] == 2
+    # Two prepared in all (stopped, or running as fallback): no refill boots, returned on scale-in.
+    assert pool["minSize"] == 0 and pool["maxGroupPreparedCapacity"] == 2
     assert pool["instanceReusePolicy"]["reuseOnScaleIn"] is True
     # The main group is as before: mixed, no pool.
     main = one(aws, GROUP, "llm-asg")

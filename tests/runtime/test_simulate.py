@@ -80,9 +80,9 @@ def test_a_warm_pool_starts_fallback_replicas_in_seconds_for_the_price_of_disks(
     assert simulate(traces, 1, SkyServe(), Timings(warm_start_s=45)) == simulate(traces, 1, SkyServe())
 
 
-def test_an_empty_warm_pool_starts_cold_until_it_refills() -> None:
-    """One stopped instance: the first fallback starts warm, the pool boots a new one (provisioning plus a
-    cold load); an outage that needs more than the pool has starts the rest cold."""
+def test_a_warm_pool_smaller_than_the_outage_starts_the_rest_cold() -> None:
+    """One prepared instance: the first fallback starts warm, the second cold; the one that makes way for spot
+    goes back to the pool stopped (nothing boots to refill it)."""
     out = [1] * HOUR + [0] * 30 + [1] * (2 * HOUR - 30)
     traces = [pool("a", out), pool("b", [0] * 3 * HOUR)]  # both of N = 2 in a: both need the fallback at once
     one = simulate(traces, 2, Ours(), Timings(warm_start_s=45, warm_pool_size=1))
@@ -107,6 +107,33 @@ def test_skipping_quiet_ticks_changes_no_result(timings: Timings) -> None:
     for n in (1, 3):
         fast, slow = simulate(traces, n, Ours(), timings), simulate(traces, n, Restless(), timings)
         assert fast == slow, (fast, slow)
+    # A hold that shrinks as preemptions age out of the history: time alone may end a fallback.
+    held = {"hold_per_preemption_s": 120.0, "history_s": 3600.0}
+    fast, slow = simulate(traces, 2, Ours(**held), timings), simulate(traces, 2, Restless(**held), timings)
+    assert fast == slow, (fast, slow)
+
+
+def test_an_n_node_pool_preempts_what_it_can_no_longer_hold_newest_first() -> None:
+    """An N-node trace holds how many replicas the pool can give: a drop from 4 to 1 preempts the two newest of
+    three; launches beyond what it holds are refused."""
+    big = Trace("z_a100_4", 60.0, tuple([4] * HOUR + [1] * 30 + [4] * (2 * HOUR - 30)), nodes=4)
+    traces = [big, pool("b", [0] * 3 * HOUR)]
+    r = simulate(traces, 3, Ours(pool_share=1.0))
+    assert r.preemptions == 2, r
+    assert r.launch_failures >= 1  # the replacements find the pool full until it recovers
+    assert r.availability > 0.9
+    # The same capacity as a 1-node trace would be all-or-nothing: nothing is preempted while it is up.
+    one = Trace("z_a100_1", 60.0, tuple(min(v, 1) for v in big.data))
+    assert simulate([one, traces[1]], 3, Ours(pool_share=1.0)).preemptions == 0
+
+
+def test_a_spare_spot_replica_covers_a_preemption_without_fallback() -> None:
+    a = [1] * HOUR + [0] * 30 + [1] * (2 * HOUR - 30)
+    traces = [pool("a", a), pool("b", [1] * 3 * HOUR)]
+    spare = simulate(traces, 2, Ours(spare_spot=1, pool_share=1.0))
+    plain = simulate(traces, 2, Ours(pool_share=1.0))
+    assert spare.mean_ready > plain.mean_ready and spare.availability >= plain.availability
+    assert spare.cost_vs_on_demand > plain.cost_vs_on_demand  # a third spot replica all the time
 
 
 def test_same_input_same_result() -> None:
@@ -127,13 +154,23 @@ def test_traces_load_recursively_and_bad_files_name_themselves(tmp_path: Path) -
     write(tmp_path / "y", "broken", {"data": [1]})
     with pytest.raises(ValueError, match=r"broken\.json"):
         load_traces(tmp_path)
+    write(tmp_path / "y", "broken", {"metadata": {"gap_seconds": 60}, "data": [2]})
+    with pytest.raises(ValueError, match=r"1-node trace holds 0 or 1"):
+        load_traces(tmp_path)
+    (tmp_path / "y" / "broken.json").unlink()
+    write(tmp_path / "n", "us-east-1a_a100_8", {"metadata": {"gap_seconds": 60}, "data": [8, 3, 0]})
+    assert {t.name: t.nodes for t in load_traces(tmp_path)}["n/us-east-1a_a100_8"] == 8
+    (tmp_path / "n" / "us-east-1a_a100_8.json").unlink()
     with pytest.raises(ValueError, match=r"no \*\.json traces"):
         load_traces(tmp_path / "x" / "none")
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "spotstack.cli.main", "simulate", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 def test_cli_prints_one_json_document_with_every_policy(tmp_path: Path) -> None:
@@ -155,8 +192,34 @@ def test_cli_prints_one_json_document_with_every_policy(tmp_path: Path) -> None:
         (["--baseline", "k8s"], "--baseline must be skyserve or none"),
         (["-n", "0"], "--replicas must be ≥ 1"),
         (["--tick-s", "20"], "no *.json traces"),
+        (["--pool-share", "0"], "--pool-share in (0, 1]"),
+        (["--stack", "nope"], "no stack file"),
+        (["--stack", "dev", "--fleet", "nope"], "has no fleet 'nope'"),
+        (["--plot", "/no/such/folder/x.png"], "--plot: no folder"),
     ],
 )
 def test_cli_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     r = cli("--traces", str(tmp_path), *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_takes_the_policy_from_a_stack_and_flags_win(tmp_path: Path) -> None:
+    write(tmp_path, "a", {"metadata": {"gap_seconds": 60}, "data": [1] * 120})
+    dev = json.loads(cli("--traces", str(tmp_path), "--stack", "dev", "--baseline", "none", "--json").stdout)
+    # stacks/Pulumi.dev.yaml: AWS (120 s notice), drain_timeout 90, base 1, warm pool of 1, desired 3.
+    assert dev["stack"] == "dev" and dev["policy"]["base_on_demand"] == 1
+    assert dev["timings"]["notice_s"] == 120.0 and dev["timings"]["drain_s"] == 90.0
+    assert dev["timings"]["warm_pool_size"] == 1 and dev["timings"]["warm_start_s"] == 45.0
+    assert {r["replicas"] for r in dev["results"]} == {3}
+    gcp = json.loads(cli("--traces", str(tmp_path), "-s", "dev-gcp", "-n", "2", "--notice-s", "25", "--json").stdout)
+    assert gcp["timings"]["notice_s"] == 25.0 and {r["replicas"] for r in gcp["results"]} == {2}
+
+
+def test_cli_plots_the_replay_to_a_png(tmp_path: Path) -> None:
+    write(tmp_path / "t", "a", {"metadata": {"gap_seconds": 60}, "data": [1] * 60 + [0] * 30 + [1] * 60})
+    write(tmp_path / "t", "b", {"metadata": {"gap_seconds": 60}, "data": [0] * 150})
+    out = tmp_path / "replay.png"
+    r = cli("--traces", str(tmp_path / "t"), "-n", "2", "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay.png", "t"]  # no temporary file left
