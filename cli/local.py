@@ -60,6 +60,7 @@ def _plan(stack: str) -> tuple[Any, Path]:
         c.dynamic_on_demand_fallback,
         float(f.service.drain_timeout),
         prices,
+        c.warm_pool.size if c.warm_pool is not None else 0,
     )
     return plan, project / ".spotstack" / "local" / stack
 

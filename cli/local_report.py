@@ -23,7 +23,17 @@ def status_table(snap: dict[str, Any]) -> Table:
     return t
 
 
-COUNTERS = ("preemptions", "killed_without_notice", "fallbacks", "bytes_from_peers", "bytes_from_origin")
+COUNTERS = (
+    "preemptions",
+    "killed_without_notice",
+    "fallbacks",
+    "warm_starts",
+    "bytes_from_peers",
+    "bytes_from_origin",
+    "bytes_on_disk",
+    "below_target_s",
+    "below_target_unnoticed_s",
+)
 
 
 def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -43,8 +53,12 @@ def report(load: Any, snap: dict[str, Any]) -> dict[str, Any]:
         "preemptions": snap["preemptions"],
         "killed_without_notice": snap["killed_without_notice"],
         "fallbacks": snap["fallbacks"],
+        "warm_starts": snap["warm_starts"],
+        "below_target_s": round(snap["below_target_s"], 1),
+        "below_target_unnoticed_s": round(snap["below_target_unnoticed_s"], 1),
         "bytes_from_peers": snap["bytes_from_peers"],
         "bytes_from_origin": snap["bytes_from_origin"],
+        "bytes_on_disk": snap["bytes_on_disk"],
         "cost_usd": snap["cost_usd"],
         "cost_all_on_demand_usd": snap["cost_all_on_demand_usd"],
         "cost_ratio": round(1 - saved, 3),
@@ -57,10 +71,16 @@ def print_report(r: dict[str, Any]) -> None:
     t.add_row("requests", f"{r['requests']} ({r['ok']} ok, {r['failed']} failed{': ' + errors if errors else ''})")
     t.add_row("latency", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
-    t.add_row("on-demand fallbacks", str(r["fallbacks"]))
+    noticed = r["below_target_s"] - r["below_target_unnoticed_s"]
+    t.add_row(
+        "below target",
+        f"{noticed:.1f} s through notices, {r['below_target_unnoticed_s']:.1f} s after kills without notice",
+    )
+    t.add_row("on-demand fallbacks", f"{r['fallbacks']} ({r['warm_starts']} from the warm pool)")
     t.add_row(
         "model bytes",
-        f"{r['bytes_from_peers'] / 1e6:.0f} MB from peers, {r['bytes_from_origin'] / 1e6:.0f} MB from the object store",
+        f"{r['bytes_from_peers'] / 1e6:.0f} MB from peers, {r['bytes_from_origin'] / 1e6:.0f} MB from the object "
+        f"store, {r['bytes_on_disk'] / 1e6:.0f} MB already on disk",
     )
     t.add_row(
         "cost so far",

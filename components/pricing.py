@@ -80,4 +80,5 @@ def warm_pool_idle(fleet: FleetSpec) -> float:
         return 0.0
     if wp.state == "running":
         return round(wp.size * on_demand_price(fleet, fleet.instances[0]), 4)
-    return round(wp.size * ROOT_VOLUME_GB * DISK_USD_PER_GB_MONTH[fleet.cloud] / HOURS_PER_MONTH, 4)
+    disk = DISK_USD_PER_GB_MONTH.get(fleet.cloud, 0.0)  # a local fleet pays nothing
+    return round(wp.size * ROOT_VOLUME_GB * disk / HOURS_PER_MONTH, 4)

@@ -239,8 +239,6 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
                 f"{fleet.cloud} keeps standby instances stopped only (AWS alone keeps a running warm pool)",
             )
         )
-    if wp is not None and fleet.cloud == "local":
-        errors.append(Problem(f"{at}.capacity.warm_pool", "the local fleet has no warm pool"))
     if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
         warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
     window = NOTICE_WINDOW_S[fleet.cloud]

@@ -5,7 +5,11 @@ Parts and their cloud counterparts:
 - load balancer: HAProxy, one server slot per possible node (ALB target group / backend service / CLB);
 - nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM);
 - market: a trace replay that refuses spot launches and preempts spot nodes (the spot market);
-- controller: `controller.decide` every tick, carried out by launching and ending node processes.
+- controller: `controller.decide` every tick, carried out by launching and ending node processes; it tells a
+  noticed node to leave rotation (POST /release) once the replicas serving without it reach the target;
+- warm pool: a fallback node that makes way for spot keeps its model on disk, stopped (its process ends, its
+  placed files stay); the next fallback node starts on that disk and serves without fetching (AWS warm pool).
+  The pool fills as fallback nodes return (AWS boots its pool at creation instead).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from spotstack.runtime.controller.decide import (
     Launch,
     Observed,
     Policy,
+    PoolHistory,
     Replica,
     decide,
     track_obtainability,
@@ -42,6 +47,10 @@ from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
+DRAIN_MARGIN_S = 0.5
+"""The local agents' drain safety margin (their config below)."""
+DRAIN_LEAD_S = 1.0
+"""The local agents' load-balancer lead: how long before the drain a noticed node leaves rotation."""
 SNAPSHOT_EVENTS = 30
 """A snapshot carries the latest events only (it is polled often); the count of older ones says so."""
 
@@ -53,7 +62,7 @@ class LocalFleet:
         workdir: Path,
         market: Market,
         *,
-        notice_s: float = 4.0,
+        notice_s: float = 10.0,
         tick_s: float = 0.5,
         model_dir: Path | None = None,
         stable_s: float = 3.0,
@@ -82,6 +91,20 @@ class LocalFleet:
         """Every child process, so `local down` can reap them after a crash."""
         self.market_live = False
         """The market plays from the moment the fleet first has its desired replicas READY."""
+        self._stopped: list[Path] = []
+        """The warm pool: disks of stopped fallback nodes, their model placed."""
+        self._preparing: list[Node] = []
+        """Warm pool instances on their first boot."""
+        self.warm_starts = 0
+        self._preempted_at: dict[str, list[float]] = {}
+        self._ready_after: list[float] = []
+        """Launch-to-READY of the latest spot nodes: how soon a replacement serves."""
+        self.below_target_s = 0.0
+        """Seconds, since the market started, with fewer READY replicas in rotation than desired."""
+        self.below_target_unnoticed_s = 0.0
+        """The part of it after a kill without notice, until the fleet was back at its target."""
+        self._unnoticed = False
+        self._measured_at: float | None = None
 
     # -- start -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,17 +120,24 @@ class LocalFleet:
         await self._haproxy.start()
         if self._haproxy.pid is not None:
             self.ledger.record(self._haproxy.pid, "haproxy")
+        # The warm pool's instances boot once, load the model and stop (AWS: into the pool at creation).
+        for _ in range(self.plan.warm_pool):
+            self._preparing.append(self._launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
         self._task = asyncio.create_task(self._loop())
 
     # -- nodes -------------------------------------------------------------------------------
-    def _launch(self, launch: Launch) -> Node:
+    def _launch(self, launch: Launch, *, prepare: bool = False) -> Node:
+        """Start a node process. `prepare`: a warm pool instance's first boot, outside the load balancer: it
+        loads the model onto its disk and is stopped (`_prepared`)."""
         self.counter += 1
-        name = f"{launch.role[:4]}-{self.counter}"
+        name = f"{'warm' if prepare else launch.role[:4]}-{self.counter}"
         used = {n.slot for n in self.nodes.values()}
-        slot = next(s for s in self.slots if s not in used)
+        slot = "" if prepare else next(s for s in self.slots if s not in used)
         ports = {k: free_port() for k in ("emulator", "agent", "proxy", "model", "peer")}
         ndir = self.workdir / "nodes" / name
         ndir.mkdir(parents=True, exist_ok=True)
+        warm = launch.role == "fallback" and bool(self._stopped)
+        disk = self._stopped.pop(0) if warm else self._shm / "disks" / name
         agent = {
             "cloud": "aws",
             "node_name": name,
@@ -115,17 +145,23 @@ class LocalFleet:
             "readiness": {"host": "127.0.0.1", "port": ports["agent"]},
             "inflight": {"proxy_listen_port": ports["proxy"]},
             "workload": {"port": ports["model"], "pid_file": str(ndir / "node.pid"), "signal": "SIGUSR1"},
-            "load_balancer": {
+            "load_balancer": {"kind": "none"}
+            if prepare
+            else {
                 "kind": "haproxy",
                 "haproxy_socket": str(self._haproxy.socket if self._haproxy else ""),
                 "haproxy_backend": "replicas",
                 "haproxy_server": slot,
             },
-            "drain": {"timeout_s": self.plan.drain_timeout_s, "safety_margin_s": 0.5},
+            "drain": {
+                "timeout_s": self.plan.drain_timeout_s,
+                "safety_margin_s": DRAIN_MARGIN_S,
+                "lead_s": DRAIN_LEAD_S,
+            },
             "cache": {
                 "enabled": True,
                 "model_url": self.model_url,
-                "dest": str(self._shm / name / "model"),
+                "dest": str(disk),
                 "store_dir": str(self._shm / name / "store"),
                 "memory_limit_bytes": 1 << 30,
                 "peer_port": ports["peer"],
@@ -151,11 +187,16 @@ class LocalFleet:
             preexec_fn=die_with_parent,  # a node dies with its supervisor, even a SIGKILLed one
         )
         self.ledger.record(proc.pid, f"node {name}", group=True)
-        node = Node(name, launch.role, launch.type, slot, ports, proc, time.time())
+        node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm)
+        if prepare:
+            self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} into the warm pool")
+            return node
         self.nodes[name] = node
         if launch.role == "fallback":
             self.fallbacks_launched += 1
-        self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type})")
+        self.warm_starts += warm
+        how = ", from the warm pool" if warm else ""
+        self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{how})")
         return node
 
     def _status(self, node: Node) -> dict[str, Any] | None:
@@ -173,6 +214,7 @@ class LocalFleet:
         if st is None:
             return
         node.model = st.get("model") or {}
+        node.seen_notice = bool(st.get("notices"))
         if st["state"] in ("draining", "drained"):
             node.state = "draining"
         elif node.model.get("state") != "ready":
@@ -181,10 +223,13 @@ class LocalFleet:
             ready = await asyncio.to_thread(self._ready, node)
             if ready and node.state != "ready":
                 node.state, node.ready_since = "ready", now
+                if node.role == "spot":
+                    self._ready_after = [*self._ready_after[-4:], now - node.launched_at]
                 self.events.append(
                     f"{time.strftime('%H:%M:%S')} {node.name} READY "
                     f"({node.model.get('from_peers', 0) / 1e6:.0f} MB from peers, "
-                    f"{node.model.get('from_origin', 0) / 1e6:.0f} MB from origin)"
+                    f"{node.model.get('from_origin', 0) / 1e6:.0f} MB from origin, "
+                    f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
                 )
 
     @staticmethod
@@ -202,6 +247,7 @@ class LocalFleet:
             return
         node.preempted = True
         self.preemptions += 1
+        self._preempted_at.setdefault(node.type, []).append(time.time())
         if notice:
             body = json.dumps({"in_s": self.notice_s}).encode()
             req = urllib.request.Request(
@@ -215,6 +261,7 @@ class LocalFleet:
             node.kill_at = time.time() + self.notice_s
         else:
             self.killed_without_notice += 1
+            self._unnoticed = True
             node.kill_at = time.time()
         self.events.append(f"{time.strftime('%H:%M:%S')} preempt {name}{'' if notice else ' WITHOUT notice'}")
 
@@ -229,6 +276,18 @@ class LocalFleet:
         self._filled.discard(node.slot)  # the slot is free again: a node launched into it must be filled anew
         self._retired.append(self.nodes.pop(node.name))
         shutil.rmtree(self._shm / node.name, ignore_errors=True)
+        running = sum(1 for n in self.nodes.values() if n.role == "fallback")
+        keep = (
+            node.role == "fallback"
+            and not node.preempted
+            and node.model.get("state") == "ready"
+            and len(self._stopped) + running < self.plan.warm_pool  # `size` prepared in all, as on AWS
+        )
+        if keep and node.disk is not None:
+            self._stopped.append(node.disk)  # stopped, its model on disk
+            self.events.append(f"{time.strftime('%H:%M:%S')} {node.name} back to the warm pool, stopped")
+        elif node.disk is not None:
+            shutil.rmtree(node.disk, ignore_errors=True)
 
     # -- the controller loop -------------------------------------------------------------------
     async def tick(self) -> None:
@@ -252,6 +311,18 @@ class LocalFleet:
             elif n.state == "ready" and self._haproxy is not None and n.slot not in self._filled:
                 await self._haproxy.fill(n.slot, n.ports["proxy"], n.ports["agent"])
                 self._filled.add(n.slot)
+        serving = sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled)
+        if self.market_live:
+            dt = now - (self._measured_at or now)
+            if serving < self.plan.desired:
+                self.below_target_s += dt
+                if self._unnoticed:
+                    self.below_target_unnoticed_s += dt
+            else:
+                self._unnoticed = False
+            self._measured_at = now
+        await self._release_covered()
+        await self._prepared(now)
         peers = "\n".join(
             f"127.0.0.1:{n.ports['peer']}" for n in self.nodes.values() if n.state in ("ready", "draining")
         )
@@ -261,10 +332,17 @@ class LocalFleet:
         self.last_unobtainable = track_obtainability(self.last_unobtainable, now, obtainable)
         replicas = tuple(
             Replica(
-                n.name, n.role, n.type, "draining" if n.kill_at is not None else n.state, n.launched_at, n.ready_since
+                n.name,
+                n.role,
+                n.type,
+                "draining" if n.kill_at is not None else n.state,
+                n.launched_at,
+                n.ready_since,
+                n.kill_at if n.preempted else None,
             )
             for n in self.nodes.values()
         )
+        pools = {t: PoolHistory(preempted_at=tuple(ts)) for t, ts in self._preempted_at.items()}
         policy = Policy(
             self.plan.spot_types,
             self.plan.on_demand_types,
@@ -275,14 +353,63 @@ class LocalFleet:
             self.plan.dynamic_fallback,
             stable_s=self.stable_s,
             flap_cooldown_s=self.stable_s * 2,
+            spot_ready_s=max(self._ready_after) if self._ready_after else None,
+            leave_before_s=self.plan.drain_timeout_s + DRAIN_MARGIN_S + DRAIN_LEAD_S,
         )
-        d = decide(policy, Observed(now, replicas, self.plan.desired, obtainable, self.last_unobtainable))
+        obs = Observed(now, replicas, self.plan.desired, obtainable, self.last_unobtainable, pools)
+        d = decide(policy, obs)
         for name in d.terminate:
             self._scale_in(name)
         for launch in d.launch:
             if launch.role == "spot" and not obtainable.get(launch.type, False):
                 continue  # the market refuses the launch
             self._launch(launch)
+
+    async def _prepared(self, now: float) -> None:
+        """Warm pool instances whose model is on disk are stopped: their disks join the pool."""
+        await asyncio.gather(*(self._observe(n, now) for n in self._preparing))
+        for n in list(self._preparing):
+            if n.model.get("state") == "ready" or n.proc.poll() is not None:
+                self._preparing.remove(n)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(n.proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(n.proc.wait)
+                n.ended_at = time.time()
+                self._retired.append(n)  # paid while it booted, as AWS bills a warm pool instance's first boot
+                shutil.rmtree(self._shm / n.name, ignore_errors=True)
+                if n.model.get("state") == "ready" and n.disk is not None:
+                    self._stopped.append(n.disk)
+                    self.events.append(f"{time.strftime('%H:%M:%S')} {n.name} stopped in the warm pool, model on disk")
+
+    async def _release_covered(self) -> None:
+        """A noticed node serves through its notice (the agent's window) until the replicas serving without it
+        reach the target; then the controller releases it: it leaves rotation and drains at once."""
+        serving = [n for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled]
+        without = sum(1 for n in serving if n.kill_at is None)
+        leave = self.plan.drain_timeout_s + DRAIN_MARGIN_S + DRAIN_LEAD_S
+        for n in serving:
+            in_window = n.kill_at is not None and n.kill_at - time.time() > leave  # still serving its notice
+            if n.preempted and n.seen_notice and in_window and not n.released and without >= self.plan.desired:
+                n.released = True
+                ok = await asyncio.to_thread(self._post_release, n)
+                self.events.append(
+                    f"{time.strftime('%H:%M:%S')} release {n.name}: its replacement serves"
+                    + ("" if ok else " (the node had no notice waiting)")
+                )
+
+    def _post_release(self, node: Node) -> bool:
+        token = (self.workdir / "token").read_text().strip()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{node.ports['agent']}/release",
+            data=b"",
+            headers={"Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=1) as r:
+                return bool(r.status == 202)
+        except OSError:
+            return False
 
     def _scale_in(self, name: str) -> None:
         """The controller ends a node: like an ASG scale-in, it drains first (lifecycle Terminated)."""
@@ -342,6 +469,11 @@ class LocalFleet:
             ],
             "preemptions": self.preemptions,
             "fallbacks": self.fallbacks_launched,
+            "warm_starts": self.warm_starts,
+            "warm_pool_stopped": len(self._stopped),
+            "below_target_s": round(self.below_target_s, 1),
+            "below_target_unnoticed_s": round(self.below_target_unnoticed_s, 1),
+            "bytes_on_disk": sum(n.model.get("on_disk", 0) for n in [*nodes, *self._retired]),
             "killed_without_notice": self.killed_without_notice,
             "bytes_from_peers": sum(n.model.get("from_peers", 0) for n in [*nodes, *self._retired]),
             "bytes_from_origin": sum(n.model.get("from_origin", 0) for n in [*nodes, *self._retired]),
@@ -367,6 +499,10 @@ class LocalFleet:
                 await self._task
         for n in list(self.nodes.values()):
             await self._retire(n)
+        for n in self._preparing:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(n.proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(n.proc.wait)
         if self._haproxy is not None:
             await self._haproxy.stop()
         for p in self._procs:

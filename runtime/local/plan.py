@@ -21,3 +21,5 @@ class FleetPlan:
     drain_timeout_s: float
     prices: dict[str, tuple[float, float]]
     """Type -> (on-demand, spot cap) USD/h, for the cost figures."""
+    warm_pool: int = 0
+    """`capacity.warm_pool.size`: fallback nodes that make way for spot keep their model on disk, stopped."""

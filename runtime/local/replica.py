@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.decide import Role, State
@@ -24,6 +25,14 @@ class Node:
     preempted: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
+    disk: Path | None = None
+    """Where its model is placed: kept when a fallback node goes back to the warm pool (stopped)."""
+    warm: bool = False
+    """Started from the warm pool: its disk already held the model."""
+    seen_notice: bool = False
+    """Its agent has seen its notice (and, within the window, serves on until released)."""
+    released: bool = False
+    """The controller told it (POST /release) that its replacement serves: leave rotation now."""
 
     @property
     def market(self) -> str:
