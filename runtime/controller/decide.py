@@ -176,6 +176,7 @@ def _place_spot(policy: Policy, obs: Observed, spot: list[Replica], count: int, 
             held[r.type] += 1
     cap = max(1, math.ceil((len(spot) + count) * policy.pool_share)) if policy.spread else math.inf
     out: list[Launch] = []
+    launches = {t: Launch("spot", t) for t in pools}  # immutable: one per pool serves every launch into it
     for _ in range(count):
         # The best pool under the cap; if every pool is at the cap, the best pool with the fewest.
         best: str | None = None
@@ -193,7 +194,7 @@ def _place_spot(policy: Policy, obs: Observed, spot: list[Replica], count: int, 
         held[best] += 1
         if best in room:
             room[best] -= 1
-        out.append(Launch("spot", best))
+        out.append(launches[best])
     used = sorted({x.type for x in out})
     reasons.append(f"launch {len(out)} spot in {', '.join(used)}" if out else "no spot launch")
     return out
@@ -218,7 +219,7 @@ def _hold_s(policy: Policy, obs: Observed) -> float:
 def _covered_by_notice(policy: Policy, obs: Observed, spot: list[Replica]) -> int:
     """Noticed replicas that serve until a spot replacement (launched, not yet READY) is expected READY: each
     covers one such replacement, so neither needs a fallback stand-in."""
-    if policy.spot_ready_s is None:
+    if policy.spot_ready_s is None or not spot:
         return 0
     leaving = sorted(
         r.deadline - policy.leave_before_s
@@ -245,8 +246,10 @@ def decide(policy: Policy, obs: Observed) -> Decision:
         + (f" (+{spare} spare)" if spare else "")
     ]
 
-    alive = [r for r in obs.replicas if r.alive]
-    by_role = {role: [r for r in alive if r.role == role] for role in ("base", "spot", "fallback")}
+    alive = [r for r in obs.replicas if r.state in ALIVE]
+    by_role: dict[str, list[Replica]] = {"base": [], "spot": [], "fallback": []}
+    for r in alive:
+        by_role[r.role].append(r)
     launch: list[Launch] = []
     terminate: list[str] = []
     od_type = policy.on_demand_types[0]
@@ -271,17 +274,20 @@ def decide(policy: Policy, obs: Observed) -> Decision:
         launch += _place_spot(policy, obs, spot, want - len(spot), reasons)
 
     # Fallback: cover the wanted spot replicas short of READY for the hold (spares count; never above the target).
-    hold = _hold_s(policy, obs)
-    stable = [r for r in spot if r.state == "ready" and r.ready_since is not None and obs.now - r.ready_since >= hold]
-    short = wanted_spot - len(stable) - _covered_by_notice(policy, obs, spot)
-    wanted_fallback = max(0, short) if policy.dynamic_fallback else 0
+    wanted_fallback, stable, hold = 0, 0, policy.stable_s
+    if policy.dynamic_fallback:
+        hold = _hold_s(policy, obs)
+        stable = sum(
+            1 for r in spot if r.state == "ready" and r.ready_since is not None and obs.now - r.ready_since >= hold
+        )
+        wanted_fallback = max(0, wanted_spot - stable - _covered_by_notice(policy, obs, spot))
     fb = by_role["fallback"]
     if len(fb) < wanted_fallback:
         launch += [Launch("fallback", od_type)] * (wanted_fallback - len(fb))
         reasons.append(f"fallback: {wanted_fallback} wanted spot replicas are not stably READY")
     elif len(fb) > wanted_fallback:
         terminate += [r.id for r in _newest_first(fb)[: len(fb) - wanted_fallback]]
-        reasons.append(f"return to spot: {len(stable)} spot replicas READY for {hold:.0f}s")
+        reasons.append(f"return to spot: {stable} spot replicas READY for {hold:.0f}s")
 
     ending = _keep_ready(alive, terminate, n, reasons)
     held = tuple(r for r in terminate if r not in ending)
