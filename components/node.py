@@ -101,26 +101,33 @@ def cloud_init(
     return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets, gpu_setup=gpu_setup)
 
 
-def secret_id(fleet: FleetSpec, what: str) -> str:
-    """A name unique per project, stack and fleet (a fixed name collides across stacks in one account)."""
+def secret_id(fleet: FleetSpec, what: str, project: str | None = None, stack: str | None = None) -> str:
+    """A name unique per project, stack and fleet (a fixed name collides across stacks in one account). Outside a
+    Pulumi program (`spotstack controller`), pass the project and stack to get the same name."""
     import re
 
-    import pulumi
-
-    raw = f"spotstack-{pulumi.get_project()}-{pulumi.get_stack()}-{fleet.name}-{what}"
+    project, stack = _where(project, stack)
+    raw = f"spotstack-{project}-{stack}-{fleet.name}-{what}"
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:200]
 
 
-def stack_name(what: str, limit: int) -> str:
+def _where(project: str | None, stack: str | None) -> tuple[str, str]:
+    if project is not None and stack is not None:
+        return project, stack
+    import pulumi
+
+    return pulumi.get_project(), pulumi.get_stack()
+
+
+def stack_name(what: str, limit: int, project: str | None = None, stack: str | None = None) -> str:
     """`<project>-<stack>-<what>`, lowercase letters, digits and hyphens, starting with a letter, at most `limit`
     characters (cut with a hash of the whole so two long names stay apart). For names a cloud keeps unique per
     account or project (IAM roles, service accounts, registries): a fixed name collides with another stack's."""
     import hashlib
     import re
 
-    import pulumi
-
-    raw = f"{pulumi.get_project()}-{pulumi.get_stack()}-{what}"
+    project, stack = _where(project, stack)
+    raw = f"{project}-{stack}-{what}"
     name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw.lower())).strip("-")
     if not name[:1].isalpha():
         name = "s-" + name

@@ -17,7 +17,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import tokens
-from spotstack.components.aws import iam, mix, node, scaling
+from spotstack.components.aws import controller, iam, mix, node, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
@@ -286,6 +286,12 @@ class AwsGpuFleet(pulumi.ComponentResource):
             self.fallback_group_name = fallback.name
 
         scaling.declare(name, spec, main, lb, tg, child)
+        self.controller_function = None
+        if cap.dynamic_on_demand_fallback:
+            # The fallback group moves only when the controller moves it: it runs decide() every minute and at
+            # each spot event (components/aws/controller.py).
+            fn = controller.declare(name, spec, group_names["main"], group_names["fallback"], tg, tags, child)
+            self.controller_function = fn.name
 
         self.load_balancer_dns = lb.dns_name
         self.target_group_arn = tg.arn
@@ -297,6 +303,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 "target_group_arn": self.target_group_arn,
                 "group_name": self.group_name,
                 "fallback_group_name": self.fallback_group_name,
+                "controller_function": self.controller_function,
                 "role_arn": self.role_arn,
             }
         )

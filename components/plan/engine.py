@@ -128,6 +128,21 @@ def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, 
     return out
 
 
+def _plain(value: Any) -> Any:
+    """Assets and archives (a function's code) as what they hold: the plan is a JSON document."""
+    if isinstance(value, pulumi.FileAsset | pulumi.FileArchive):
+        return {"file": str(value.path)}
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {k: _plain(v) for k, v in sorted(value.assets.items())}}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 class PlanMocks(pulumi.runtime.Mocks):
     """Placeholder outputs for resources and canned answers for the few lookups the program makes."""
 
@@ -153,7 +168,7 @@ class PlanMocks(pulumi.runtime.Mocks):
             extra = {}
         if args.typ == "random:index/randomPassword:RandomPassword":
             extra = {"result": "plan-placeholder-not-a-secret"}
-        self.inputs[(args.typ, args.name)] = inputs
+        self.inputs[(args.typ, args.name)] = {k: _plain(v) for k, v in inputs.items()}
         self.outputs[(args.typ, args.name)] = extra
         return rid, {**inputs, **extra}
 

@@ -92,6 +92,17 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
             out.append(Item(f.name, "aws", "needs", text))
     if run.find("aws:lb/loadBalancer:LoadBalancer"):
         out.append(Item(f.name, "aws", "billed", "an Application Load Balancer (hourly, plus capacity units)"))
+    if any(r.name == f"{f.name}-controller" for r in run.find("aws:lambda/function:Function")):
+        # 43,200 one-second rounds a month at 256 MB (~10,800 GB-s) plus one read and one write each, at list
+        # prices: Lambda ~$0.19, DynamoDB on-demand ~$0.07, logs a few cents.
+        out.append(
+            Item(
+                f.name,
+                "aws",
+                "billed",
+                "the fleet controller: a Lambda round every minute and a DynamoDB item (~$0.3/month)",
+            )
+        )
     return out
 
 

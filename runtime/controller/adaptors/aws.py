@@ -1,4 +1,5 @@
-"""AWS: a decision becomes the desired sizes of the fleet's two Auto Scaling groups.
+"""AWS: a decision becomes the desired sizes of the fleet's two Auto Scaling groups (`AsgAdaptor`), and the
+cloud controller observes, sizes and remembers a fleet (`AwsFleet`, `DynamoStore`).
 
 The main group's mixed-instances policy already keeps the base and the percentage on-demand and
 picks spot types in priority order, so it gets base + share + spot; the fallback group (100%
@@ -8,9 +9,12 @@ on-demand) gets the fallback count. boto3 is imported lazily.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
-from spotstack.runtime.controller.decide import Decision
+from spotstack.runtime.controller.decide import Decision, Replica, Role, State
+from spotstack.runtime.controller.round import Seen
+from spotstack.runtime.controller.state import ControllerState
 
 
 class AsgAdaptor:
@@ -44,3 +48,189 @@ class AsgAdaptor:
                 self._client.set_desired_capacity, AutoScalingGroupName=group, DesiredCapacity=size, HonorCooldown=False
             )
         return sizes
+
+
+# -- the cloud controller's AWS side: observe the fleet, act on the fallback group, remember in DynamoDB ---------
+PENDING = ("Pending", "Pending:Wait", "Pending:Proceed")
+FAILED_LAUNCH = re.compile(
+    r"InsufficientInstanceCapacity|SpotMaxPriceTooLow|MaxSpotInstanceCountExceeded|capacity", re.I
+)
+NOTICE_S = 120.0
+"""AWS gives a spot instance two minutes."""
+RETRY_S = 300.0
+"""A spot type that refused a launch is treated as unobtainable this long."""
+
+
+class AwsFleet:
+    """One fleet's two groups and target group, as the controller sees and sizes them.
+
+    The main group (mixed instances: base, percentage and spot in priority order) is sized by its own scaling
+    policies and schedules, and replaces what spot takes; its desired size is the target. The controller owns
+    the fallback group: it grows it for the READY shortfall (the warm pool, when declared, starts those in
+    seconds) and shrinks it instance by instance once spot serves (`TerminateInstanceInAutoScalingGroup` with the
+    desired size decremented, so the group removes exactly the replica decide() chose, never one still needed).
+    """
+
+    def __init__(
+        self,
+        main_group: str,
+        fallback_group: str | None,
+        target_group_arn: str,
+        spot_types: tuple[str, ...],
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        clients: dict[str, Any] | None = None,
+    ) -> None:
+        self.main_group, self.fallback_group, self.tg = main_group, fallback_group, target_group_arn
+        self.spot_types = spot_types
+        if clients is None:
+            import boto3
+
+            clients = {
+                k: boto3.client(k, region_name=region, endpoint_url=endpoint_url)
+                for k in ("autoscaling", "ec2", "elbv2")
+            }
+        self.asg, self.ec2, self.elb = clients["autoscaling"], clients["ec2"], clients["elbv2"]
+
+    # -- observe ---------------------------------------------------------------------------------------------
+    def observe(self, state: ControllerState, now: float) -> Seen:
+        names = [g for g in (self.main_group, self.fallback_group) if g]
+        groups = {
+            g["AutoScalingGroupName"]: g
+            for g in self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=names)["AutoScalingGroups"]
+        }
+        missing = [g for g in names if g not in groups]
+        if missing:
+            raise LookupError(f"Auto Scaling groups not found: {', '.join(missing)}")
+        members = [(name, i) for name in names for i in groups[name]["Instances"]]
+        ids = [i["InstanceId"] for _, i in members]
+        details: dict[str, dict[str, Any]] = {}
+        if ids:
+            for page in self.ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
+                for res in page["Reservations"]:
+                    details.update({x["InstanceId"]: x for x in res["Instances"]})
+        health = {
+            d["Target"]["Id"]: d["TargetHealth"]["State"]
+            for d in self.elb.describe_target_health(TargetGroupArn=self.tg)["TargetHealthDescriptions"]
+        }
+        notes = self._failed_launches(state, now)
+        replicas = []
+        for group, inst in members:
+            iid = inst["InstanceId"]
+            ec2 = details.get(iid, {})
+            spot = ec2.get("InstanceLifecycle") == "spot"
+            role: Role = "fallback" if group == self.fallback_group else ("spot" if spot else "base")
+            launched = ec2["LaunchTime"].timestamp() if "LaunchTime" in ec2 else now
+            life = inst["LifecycleState"]
+            notice = state.notices.get(iid)
+            deadline = notice.deadline if notice else None
+            ready_since = None
+            st: State
+            if notice is not None or life.startswith("Terminating") or health.get(iid) == "draining":
+                st = "draining"
+            elif life in PENDING:
+                st = "provisioning"
+            elif health.get(iid) == "healthy":
+                st = "ready"
+                ready_since = state.seen_ready(iid, now, launched, spot)
+            else:
+                st = "loading"
+            if st == "draining" and iid in state.ready_since:
+                ready_since = state.ready_since[iid]
+            replicas.append(Replica(iid, role, inst["InstanceType"], st, launched, ready_since, deadline))
+        recent = {p: ts[-1] for p, ts in state.failed_at.items() if ts}
+        obtainable = {t: now - recent.get(t, -RETRY_S) >= RETRY_S for t in self.spot_types}
+        sizes = {g: int(groups[g]["DesiredCapacity"]) for g in names}
+        return Seen(tuple(replicas), sizes[self.main_group], obtainable, sizes, tuple(notes))
+
+    def _failed_launches(self, state: ControllerState, now: float) -> list[str]:
+        """Refused spot launches from the main group's recent scaling activities, each recorded once."""
+        seen = set(state.last.get("activities", []))
+        notes = []
+        acts = self.asg.describe_scaling_activities(AutoScalingGroupName=self.main_group, MaxRecords=20)["Activities"]
+        for a in acts:
+            if a["ActivityId"] in seen or a.get("StatusCode") != "Failed":
+                continue
+            seen.add(a["ActivityId"])
+            message = a.get("StatusMessage", "")
+            if not FAILED_LAUNCH.search(message):
+                continue
+            at = a["StartTime"].timestamp() if hasattr(a.get("StartTime"), "timestamp") else now
+            for t in self.failed_types(message):
+                state.failed(t, at)
+            notes.append(f"refused launch: {message[:160]}")
+        state.last["activities"] = sorted(seen)[-50:]
+        return notes
+
+    def failed_types(self, message: str) -> list[str]:
+        """The spot types a failure message names; none named: all of them (AWS often does not say)."""
+        named = [t for t in self.spot_types if t in message]
+        return named or list(self.spot_types)
+
+    def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
+        """An EC2 Spot Instance Interruption Warning: the instance's pool and deadline, remembered once."""
+        res = self.ec2.describe_instances(InstanceIds=[instance])["Reservations"]
+        pool = res[0]["Instances"][0]["InstanceType"] if res and res[0]["Instances"] else "unknown"
+        return state.preempted(instance, pool, at, at + NOTICE_S)
+
+    # -- act -------------------------------------------------------------------------------------------------
+    def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
+        """Size the fallback group only (the main group is its scaling policies'): grow by at most
+        `max_launches` a round; shrink by ending exactly the fallback replicas decide() chose."""
+        sizes = dict(seen.sizes)
+        if self.fallback_group is None:
+            return sizes
+        fb = self.fallback_group
+        alive = {r.id for r in seen.replicas if r.role == "fallback" and r.alive}
+        ending = [i for i in d.terminate if i in alive]
+        current = sizes[fb]
+        if d.wanted_fallback > current:
+            sizes[fb] = min(d.wanted_fallback, current + max_launches)
+            # HonorCooldown=False: the controller acts on spot events, which do not wait for cooldowns.
+            self.asg.set_desired_capacity(AutoScalingGroupName=fb, DesiredCapacity=sizes[fb], HonorCooldown=False)
+        for iid in ending:
+            self.asg.terminate_instance_in_auto_scaling_group(InstanceId=iid, ShouldDecrementDesiredCapacity=True)
+            sizes[fb] -= 1
+        if not ending and d.wanted_fallback < current and len(alive) <= d.wanted_fallback:
+            # Desired above what runs (launches that never came): trim it without ending anything.
+            sizes[fb] = d.wanted_fallback
+            self.asg.set_desired_capacity(AutoScalingGroupName=fb, DesiredCapacity=sizes[fb], HonorCooldown=False)
+        return sizes
+
+
+class DynamoStore:
+    """The controller's memory: one DynamoDB item per fleet, written only if its version is unchanged."""
+
+    def __init__(
+        self, table: str, fleet: str, *, region: str | None = None, endpoint_url: str | None = None, client: Any = None
+    ) -> None:
+        self.table, self.fleet = table, fleet
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+        self._c = client
+
+    def load(self) -> ControllerState:
+        item = self._c.get_item(TableName=self.table, Key={"fleet": {"S": self.fleet}}, ConsistentRead=True).get("Item")
+        if not item:
+            return ControllerState()
+        return ControllerState.from_json(item["state"]["S"], int(item["version"]["N"]))
+
+    def save(self, state: ControllerState) -> bool:
+        try:
+            self._c.put_item(
+                TableName=self.table,
+                Item={
+                    "fleet": {"S": self.fleet},
+                    "version": {"N": str(state.version + 1)},
+                    "state": {"S": state.to_json()},
+                },
+                ConditionExpression="attribute_not_exists(fleet) OR version = :v",
+                ExpressionAttributeValues={":v": {"N": str(state.version)}},
+            )
+        except self._c.exceptions.ConditionalCheckFailedException:
+            return False
+        state.version += 1
+        return True

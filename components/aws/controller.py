@@ -1,0 +1,225 @@
+"""The fleet controller on AWS: a Lambda function running `decide()` every minute and at each spot event.
+
+Declared by the fleet whenever its spec needs a controller (the on-demand fallback). Resources: a DynamoDB table
+(its memory, one item, conditional writes), a role allowed exactly what a round does (describe the fleet, size and
+trim the fallback group, read and write its item, write its logs), the function (this package's controller
+modules as its code: `spotstack.runtime.controller.package`), EventBridge rules (a 1-minute schedule, EC2 spot
+interruption warnings and rebalance recommendations, the main group's failed launches), their permissions to
+invoke it, a log group kept 14 days and an alarm on its errors. With the controller down the groups keep their
+last sizes: the main group still replaces spot, only the fallback stops moving.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from spotstack.components import node
+from spotstack.components.aws import iam
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.controller.package import HANDLER, lambda_files
+
+SCHEDULE = "rate(1 minute)"
+TIMEOUT_S = 60
+MEMORY_MB = 256
+LOG_RETENTION_DAYS = 14
+ASSUME_LAMBDA = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
+EVENTS: dict[str, dict[str, Any]] = {
+    "interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+    "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
+}
+
+
+def controller_policy(region: str, fallback_group: str, table_arn: str, log_group_arn: str) -> dict[str, Any]:
+    """What one round does, and nothing more. Pure: names and ARNs in, the policy document out."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "SizeTheFallback",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                "Resource": iam.group_arn(region, fallback_group),
+            },
+            {
+                # AWS offers no resource-level permissions for these: "*" is the only legal resource.
+                "Sid": "DescribeTheFleet",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeScalingActivities",
+                    "ec2:DescribeInstances",
+                    "elasticloadbalancing:DescribeTargetHealth",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "Memory",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+                "Resource": table_arn,
+            },
+            {
+                "Sid": "Logs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{log_group_arn}:*",
+            },
+        ],
+    }
+
+
+def config(spec: FleetSpec, main_group: str, fallback_group: str, table: str, tg_arn: str) -> dict[str, Any]:
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `aws_lambda.handler`)."""
+    cap = spec.capacity
+    return {
+        "fleet": spec.name,
+        "region": spec.region,
+        "main_group": main_group,
+        "fallback_group": fallback_group,
+        "target_group_arn": tg_arn,
+        "table": table,
+        "max_launches": 4,
+        "policy": {
+            "spot_types": [i.type for i in spec.spot_instances],
+            "on_demand_types": [i.type for i in spec.instances],
+            "min": cap.min,
+            "max": cap.max,
+            "base_on_demand": cap.base_on_demand,
+            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
+            "dynamic_fallback": cap.dynamic_on_demand_fallback,
+        },
+    }
+
+
+def names(spec: FleetSpec, project: str | None = None, stack: str | None = None) -> dict[str, str]:
+    """The fleet's group, table and function names (the same inside `pulumi up` and in `spotstack controller`)."""
+    return {
+        "main_group": node.secret_id(spec, "asg", project, stack),
+        "fallback_group": node.secret_id(spec, "fallback-asg", project, stack),
+        "table": node.stack_name(f"{spec.name}-controller", 255, project, stack),
+        "function": node.stack_name(f"{spec.name}-controller", 64, project, stack),
+    }
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    main_group: str,
+    fallback_group: str,
+    tg: aws.lb.TargetGroup,
+    tags: dict[str, str],
+    child: pulumi.ResourceOptions,
+) -> aws.lambda_.Function:
+    fn_name = names(spec)["function"]
+    table = aws.dynamodb.Table(
+        f"{name}-controller-state",
+        name=names(spec)["table"],
+        billing_mode="PAY_PER_REQUEST",
+        hash_key="fleet",
+        attributes=[aws.dynamodb.TableAttributeArgs(name="fleet", type="S")],
+        tags=tags,
+        opts=child,
+    )
+    logs = aws.cloudwatch.LogGroup(
+        f"{name}-controller-logs",
+        name=f"/aws/lambda/{fn_name}",
+        retention_in_days=LOG_RETENTION_DAYS,
+        tags=tags,
+        opts=child,
+    )
+    role = aws.iam.Role(
+        f"{name}-controller-role",
+        name=node.stack_name(f"{spec.name}-controller", 64),
+        assume_role_policy=ASSUME_LAMBDA,
+        tags=tags,
+        opts=child,
+    )
+    policy = aws.iam.RolePolicy(
+        f"{name}-controller-policy",
+        role=role.id,
+        policy=pulumi.Output.all(table.arn, logs.arn).apply(
+            lambda a: json.dumps(controller_policy(spec.region, fallback_group, a[0], a[1]))
+        ),
+        opts=child,
+    )
+    code = pulumi.AssetArchive({k: pulumi.FileAsset(str(v)) for k, v in lambda_files().items()})
+    fn = aws.lambda_.Function(
+        f"{name}-controller",
+        name=fn_name,
+        runtime="python3.12",
+        handler=HANDLER,
+        code=code,
+        role=role.arn,
+        timeout=TIMEOUT_S,
+        memory_size=MEMORY_MB,
+        # One round at a time: overlapping rounds would race for the state item (the loser acts on nothing).
+        reserved_concurrent_executions=1,
+        environment=aws.lambda_.FunctionEnvironmentArgs(
+            variables={
+                "SPOTSTACK_CONTROLLER": pulumi.Output.all(table.name, tg.arn).apply(
+                    lambda a: json.dumps(config(spec, main_group, fallback_group, a[0], a[1]))
+                )
+            }
+        ),
+        tags=tags,
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[policy, logs])),
+    )
+    rules: dict[str, dict[str, Any]] = {
+        **{k: {"event_pattern": json.dumps(v)} for k, v in EVENTS.items()},
+        "launch-failed": {
+            "event_pattern": json.dumps(
+                {
+                    "source": ["aws.autoscaling"],
+                    "detail-type": ["EC2 Instance Launch Unsuccessful"],
+                    "detail": {"AutoScalingGroupName": [main_group]},
+                }
+            )
+        },
+        "schedule": {"schedule_expression": SCHEDULE},
+    }
+    for key, trigger in rules.items():
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-controller-{key}",
+            name=node.stack_name(f"{spec.name}-ctl-{key}", 64),
+            description=f"spotstack: run {spec.name}'s fleet controller ({key})",
+            tags=tags,
+            opts=child,
+            **trigger,
+        )
+        aws.cloudwatch.EventTarget(f"{name}-controller-{key}-target", rule=rule.name, arn=fn.arn, opts=child)
+        aws.lambda_.Permission(
+            f"{name}-controller-{key}-invoke",
+            action="lambda:InvokeFunction",
+            function=fn.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=child,
+        )
+    aws.cloudwatch.MetricAlarm(
+        f"{name}-controller-errors",
+        name=node.stack_name(f"{spec.name}-controller-errors", 255),
+        alarm_description="spotstack: the fleet controller failed (the groups keep their last sizes)",
+        namespace="AWS/Lambda",
+        metric_name="Errors",
+        dimensions={"FunctionName": fn.name},
+        statistic="Sum",
+        period=300,
+        evaluation_periods=1,
+        threshold=1,
+        comparison_operator="GreaterThanOrEqualToThreshold",
+        treat_missing_data="notBreaching",
+        tags=tags,
+        opts=child,
+    )
+    return fn

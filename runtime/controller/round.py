@@ -1,0 +1,111 @@
+"""One controller round, the same on every cloud: load memory, observe, decide, act, save. The cloud parts are
+behind three small protocols (a thin adaptor per cloud); the decision is `decide()`'s.
+
+Safety rules (the issue's): a failed observation raises before anything is acted on, so a broken API or
+throttling never scales anything down; growth is bounded per round (`max_launches`); a round that lost the race
+for the state store (another invocation saved first) acts on nothing it has not already done, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from spotstack.runtime.controller.decide import Decision, Observed, Policy, Replica, decide
+from spotstack.runtime.controller.state import ControllerState
+
+log = logging.getLogger("spotstack.controller")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the cloud says now."""
+
+    replicas: tuple[Replica, ...]
+    target: int
+    """What the autoscaler wants (the main group's desired size, set by its scaling policies and schedules)."""
+    spot_obtainable: dict[str, bool]
+    sizes: dict[str, int]
+    """Each group's desired size now."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class RoundResult:
+    decision: Decision
+    seen: Seen
+    sizes: dict[str, int]
+    """What the groups were set to (empty in a dry run or a lost race)."""
+    acted: bool
+    saved: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "target": self.seen.target,
+            "replicas": [
+                {"id": r.id, "role": r.role, "pool": r.type, "state": r.state, "deadline": r.deadline}
+                for r in self.seen.replicas
+            ],
+            "sizes_before": self.seen.sizes,
+            "sizes_after": self.sizes,
+            "wanted": {"spot": d.wanted_spot, "on_demand": d.wanted_on_demand, "fallback": d.wanted_fallback},
+            "terminate": list(d.terminate),
+            "held": list(d.held),
+            "acted": self.acted,
+            "saved": self.saved,
+            "reasons": [*d.reasons, *self.seen.notes, *self.reasons],
+        }
+
+
+class CloudFleet(Protocol):
+    def observe(self, state: ControllerState, now: float) -> Seen: ...
+
+    def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]: ...
+
+
+class Store(Protocol):
+    def load(self) -> ControllerState: ...
+
+    def save(self, state: ControllerState) -> bool:
+        """Write if nobody wrote since `state.version` was read; False if someone did."""
+        ...
+
+
+def run_round(
+    fleet: CloudFleet,
+    store: Store,
+    policy: Policy,
+    now: float,
+    *,
+    state: ControllerState | None = None,
+    dry_run: bool = False,
+    max_launches: int = 4,
+) -> RoundResult:
+    """Observe, decide, act, remember. `state`: already loaded (and updated with this invocation's events)."""
+    state = state if state is not None else store.load()
+    seen = fleet.observe(state, now)  # raises on any API error: nothing below runs
+    obs = Observed(
+        now,
+        seen.replicas,
+        seen.target,
+        seen.spot_obtainable,
+        {p: ts[-1] for p, ts in state.failed_at.items() if ts},
+        state.history(),
+    )
+    measured = max(state.spot_ready_after) if state.spot_ready_after else policy.spot_ready_s
+    d = decide(replace(policy, spot_ready_s=measured), obs)
+    state.prune(now, {r.id for r in seen.replicas})
+    reasons: list[str] = []
+    if dry_run:
+        return RoundResult(d, seen, {}, False, False, ["dry run: nothing changed"])
+    # Save first: a round that lost the race must not act on a decision made from stale memory.
+    state.last = {**state.last, "at": now, "target": seen.target, "fallback": d.wanted_fallback}
+    if not store.save(state):
+        log.warning("another controller round saved first: this one acts on nothing")
+        return RoundResult(d, seen, {}, False, False, ["lost the state store race: no action"])
+    sizes = fleet.act(d, seen, max_launches)
+    log.info("round: target %d, sizes %s -> %s; %s", seen.target, seen.sizes, sizes, "; ".join(d.reasons))
+    return RoundResult(d, seen, sizes, True, True, reasons)
