@@ -39,7 +39,7 @@ def node_policy(
     region: str = "*",
 ) -> dict[str, Any]:
     """What a node's agent may do: leave its own target group, finish its own groups' lifecycle
-    actions, resize its own groups (the controller), read its model prefix, pull its image."""
+    actions, read its model prefix, pull its image. Sizing the groups is the controller's (its own role)."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "LeaveRotation",
@@ -48,13 +48,9 @@ def node_policy(
             "Resource": target_group_arn,
         },
         {
-            "Sid": "FinishLifecycleAndResize",
+            "Sid": "FinishLifecycle",
             "Effect": "Allow",
-            "Action": [
-                "autoscaling:CompleteLifecycleAction",
-                "autoscaling:RecordLifecycleActionHeartbeat",
-                "autoscaling:SetDesiredCapacity",
-            ],
+            "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
             "Resource": list(group_arns),
         },
         {"Sid": "DescribeOnly", "Effect": "Allow", "Action": list(DESCRIBE_ONLY_STAR), "Resource": "*"},

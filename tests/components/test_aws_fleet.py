@@ -161,7 +161,9 @@ def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -
             assert any(o in res for o in own), (st["Sid"], res)
     by_sid = {st["Sid"]: st for st in doc["Statement"]}
     assert by_sid["ReadModel"]["Resource"] == "arn:aws:s3:::acme-models/llama/*"
-    assert "autoscaling:CompleteLifecycleAction" in by_sid["FinishLifecycleAndResize"]["Action"]
+    assert "autoscaling:CompleteLifecycleAction" in by_sid["FinishLifecycle"]["Action"]
+    # Nodes never size their groups: that is the controller's, under its own role.
+    assert not any("SetDesiredCapacity" in a for st in doc["Statement"] for a in st["Action"])
     assert by_sid["LeaveRotation"]["Resource"].endswith("targetgroup/llm-tg/0123456789abcdef")
 
 
@@ -218,7 +220,7 @@ def test_node_permissions_exist_before_the_first_node_boots(plan: PlanRun) -> No
     assert groups_at and policy_at < min(groups_at)
     doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
     names = {one(plan, "aws:autoscaling/group:Group", n)["name"] for n in ("llm-asg", "llm-fallback-asg")}
-    arns = next(s for s in doc["Statement"] if s["Sid"] == "FinishLifecycleAndResize")["Resource"]
+    arns = next(s for s in doc["Statement"] if s["Sid"] == "FinishLifecycle")["Resource"]
     assert {a.rsplit("/", 1)[1] for a in arns} == names  # ARNs from names, before the groups exist
 
 
