@@ -24,12 +24,12 @@ ENDPOINT = typer.Option(None, "--endpoint-url", help="Another AWS endpoint (moto
 
 
 def _setup(stack: str, fleet: str | None, endpoint_url: str | None) -> tuple[Any, Any, Any, Any]:
-    from spotstack.components.aws.controller import names
+    from spotstack.components.aws.controller import config, names
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
     from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
-    from spotstack.runtime.controller.decide import Policy
+    from spotstack.runtime.controller.aws_lambda import policy_of
 
     try:
         sf = load_stack(find_project(Path.cwd()), stack)
@@ -64,16 +64,8 @@ def _setup(stack: str, fleet: str | None, endpoint_url: str | None) -> tuple[Any
         endpoint_url=endpoint_url,
     )
     store = DynamoStore(n["table"], f.name, region=f.region, endpoint_url=endpoint_url)
-    c = f.capacity
-    policy = Policy(
-        tuple(i.type for i in f.spot_instances),
-        tuple(i.type for i in f.instances),
-        c.min,
-        c.max,
-        c.base_on_demand,
-        c.on_demand_above_base_percent,
-        c.dynamic_on_demand_fallback,
-    )
+    # The same spec -> policy path as the deployed function's: its config document, read by its handler.
+    policy = policy_of(config(f, n["main_group"], n["fallback_group"], n["table"], cloud.tg))
     return f, cloud, store, policy
 
 

@@ -71,7 +71,6 @@ class Store(Protocol):
 
     def save(self, state: ControllerState) -> bool:
         """Write if nobody wrote since `state.version` was read; False if someone did."""
-        ...
 
 
 def run_round(

@@ -47,37 +47,44 @@ CFG: dict[str, Any] = {
 }
 
 
+def deploy(ec2: Any, asg: Any, elb: Any, ddb: Any, main: str, fallback: str, table: str) -> str:
+    """What `pulumi up` leaves for the controller: the two groups (main at 3, fallback at 0) behind one target
+    group, and the memory table. Returns the target group's ARN."""
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    subnets = ",".join(s["SubnetId"] for s in ec2.describe_subnets()["Subnets"][:2])
+    lt = ec2.create_launch_template(
+        LaunchTemplateName=f"{main}-lt", LaunchTemplateData={"ImageId": "ami-12345678", "InstanceType": "g6.xlarge"}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    tg = str(
+        elb.create_target_group(Name="tg", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    )
+    for name, desired in ((main, 3), (fallback, 0)):
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MinSize=0,
+            MaxSize=6,
+            DesiredCapacity=desired,
+            LaunchTemplate={"LaunchTemplateId": lt, "Version": "$Latest"},
+            VPCZoneIdentifier=subnets,
+            TargetGroupARNs=[tg],
+        )
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "fleet", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "fleet", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return tg
+
+
 class Cloud:
     def __init__(self) -> None:
         self.ec2, self.asg = boto3.client("ec2"), boto3.client("autoscaling")
         self.elb, self.ddb = boto3.client("elbv2"), boto3.client("dynamodb")
         self.base: set[str] = set()
         self.ec2.meta.events.register("after-call.ec2.DescribeInstances", self._mark_spot)
-        vpc = self.ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
-        subnets = ",".join(s["SubnetId"] for s in self.ec2.describe_subnets()["Subnets"][:2])
-        lt = self.ec2.create_launch_template(
-            LaunchTemplateName="llm-lt", LaunchTemplateData={"ImageId": "ami-12345678", "InstanceType": "g6.xlarge"}
-        )["LaunchTemplate"]["LaunchTemplateId"]
-        self.tg = self.elb.create_target_group(Name="llm-tg", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0][
-            "TargetGroupArn"
-        ]
-        for name, desired in (("llm-asg", 3), ("llm-fallback-asg", 0)):
-            self.asg.create_auto_scaling_group(
-                AutoScalingGroupName=name,
-                MinSize=0,
-                MaxSize=6,
-                DesiredCapacity=desired,
-                LaunchTemplate={"LaunchTemplateId": lt, "Version": "$Latest"},
-                VPCZoneIdentifier=subnets,
-                TargetGroupARNs=[self.tg],
-            )
+        self.tg = deploy(self.ec2, self.asg, self.elb, self.ddb, "llm-asg", "llm-fallback-asg", "llm-controller")
         self.base = {self.members("llm-asg")[0]}  # the on-demand base
-        self.ddb.create_table(
-            TableName="llm-controller",
-            KeySchema=[{"AttributeName": "fleet", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "fleet", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
         clients = {"autoscaling": self.asg, "ec2": self.ec2, "elbv2": self.elb}
         self.fleet = AwsFleet("llm-asg", "llm-fallback-asg", self.tg, ("g6.xlarge", "g5.xlarge"), clients=clients)
         self.store = DynamoStore("llm-controller", "llm", client=self.ddb)
@@ -271,28 +278,7 @@ def test_controller_once_reads_the_stack_and_explains_its_round(monkeypatch: pyt
     with mock_aws():
         ec2, asg, elb = (boto3.client(s, region_name=spec.region) for s in ("ec2", "autoscaling", "elbv2"))
         ddb = boto3.client("dynamodb", region_name=spec.region)
-        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
-        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-        lt = ec2.create_launch_template(
-            LaunchTemplateName="lt", LaunchTemplateData={"ImageId": "ami-12345678", "InstanceType": "g6.xlarge"}
-        )["LaunchTemplate"]["LaunchTemplateId"]
-        tg = elb.create_target_group(Name="tg", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0]
-        for group, desired in ((n["main_group"], 3), (n["fallback_group"], 0)):
-            asg.create_auto_scaling_group(
-                AutoScalingGroupName=group,
-                MinSize=0,
-                MaxSize=8,
-                DesiredCapacity=desired,
-                LaunchTemplate={"LaunchTemplateId": lt, "Version": "$Latest"},
-                VPCZoneIdentifier=subnet,
-                TargetGroupARNs=[tg["TargetGroupArn"]],
-            )
-        ddb.create_table(
-            TableName=n["table"],
-            KeySchema=[{"AttributeName": "fleet", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "fleet", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        deploy(ec2, asg, elb, ddb, n["main_group"], n["fallback_group"], n["table"])
         runner = CliRunner()
         dry = runner.invoke(app, ["controller", "once", "--stack", "dev", "--dry-run", "--json"])
         assert dry.exit_code == 0, dry.output
