@@ -29,6 +29,9 @@ class Seen:
     sizes: dict[str, int]
     """Each group's desired size now."""
     notes: tuple[str, ...] = ()
+    last_unobtainable: dict[str, float] | None = None
+    """When each spot type was last seen unobtainable, where the cloud says so directly (the local market);
+    None: from the refused launches the controller remembers."""
 
 
 @dataclass
@@ -86,12 +89,13 @@ def run_round(
     """Observe, decide, act, remember. `state`: already loaded (and updated with this invocation's events)."""
     state = state if state is not None else store.load()
     seen = fleet.observe(state, now)  # raises on any API error: nothing below runs
+    refused = {p: ts[-1] for p, ts in state.failed_at.items() if ts}
     obs = Observed(
         now,
         seen.replicas,
         seen.target,
         seen.spot_obtainable,
-        {p: ts[-1] for p, ts in state.failed_at.items() if ts},
+        refused if seen.last_unobtainable is None else {**refused, **seen.last_unobtainable},
         state.history(),
     )
     measured = max(state.spot_ready_after) if state.spot_ready_after else policy.spot_ready_s

@@ -5,7 +5,8 @@ Parts and their cloud counterparts:
 - load balancer: HAProxy, one server slot per possible node (ALB target group / backend service / CLB);
 - nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM);
 - market: a trace replay that refuses spot launches and preempts spot nodes (the spot market);
-- controller: `controller.decide` every tick, carried out by launching and ending node processes; it tells a
+- controller: the clouds' round (`controller.round`) every tick through a local adaptor
+  (`controller/adaptors/local.py`), carried out by launching and ending node processes; it tells a
   noticed node to leave rotation (POST /release) once the replicas serving without it reach the target;
 - warm pool: a fallback node that makes way for spot keeps its model on disk, stopped (its process ends, its
   placed files stay); the next fallback node starts on that disk and serves without fetching (AWS warm pool).
@@ -29,15 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from spotstack.runtime.controller.decide import (
-    Launch,
-    Observed,
-    Policy,
-    PoolHistory,
-    Replica,
-    decide,
-    track_obtainability,
-)
+from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
+from spotstack.runtime.controller.decide import Launch, Policy
+from spotstack.runtime.controller.round import run_round
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.objectstore import start_object_store
@@ -96,9 +91,9 @@ class LocalFleet:
         self._preparing: list[Node] = []
         """Warm pool instances on their first boot."""
         self.warm_starts = 0
-        self._preempted_at: dict[str, list[float]] = {}
-        self._ready_after: list[float] = []
-        """Launch-to-READY of the latest spot nodes: how soon a replacement serves."""
+        self._cloud = LocalCloud(self)
+        self._store = MemoryStore()
+        """The controller's memory: pool history, notices, start times (`controller.state`)."""
         self.below_target_s = 0.0
         """Seconds, since the market started, with fewer READY replicas in rotation than desired."""
         self.below_target_unnoticed_s = 0.0
@@ -223,8 +218,6 @@ class LocalFleet:
             ready = await asyncio.to_thread(self._ready, node)
             if ready and node.state != "ready":
                 node.state, node.ready_since = "ready", now
-                if node.role == "spot":
-                    self._ready_after = [*self._ready_after[-4:], now - node.launched_at]
                 self.events.append(
                     f"{time.strftime('%H:%M:%S')} {node.name} READY "
                     f"({node.model.get('from_peers', 0) / 1e6:.0f} MB from peers, "
@@ -247,7 +240,6 @@ class LocalFleet:
             return
         node.preempted = True
         self.preemptions += 1
-        self._preempted_at.setdefault(node.type, []).append(time.time())
         if notice:
             body = json.dumps({"in_s": self.notice_s}).encode()
             req = urllib.request.Request(
@@ -328,21 +320,6 @@ class LocalFleet:
         )
         (self.workdir / "peers").write_text(peers + "\n")
 
-        obtainable = {t: not self.market_live or self.market.obtainable(t, now) for t in self.plan.spot_types}
-        self.last_unobtainable = track_obtainability(self.last_unobtainable, now, obtainable)
-        replicas = tuple(
-            Replica(
-                n.name,
-                n.role,
-                n.type,
-                "draining" if n.kill_at is not None else n.state,
-                n.launched_at,
-                n.ready_since,
-                n.kill_at if n.preempted else None,
-            )
-            for n in self.nodes.values()
-        )
-        pools = {t: PoolHistory(preempted_at=tuple(ts)) for t, ts in self._preempted_at.items()}
         policy = Policy(
             self.plan.spot_types,
             self.plan.on_demand_types,
@@ -353,17 +330,11 @@ class LocalFleet:
             self.plan.dynamic_fallback,
             stable_s=self.stable_s,
             flap_cooldown_s=self.stable_s * 2,
-            spot_ready_s=max(self._ready_after) if self._ready_after else None,
             leave_before_s=self.plan.drain_timeout_s + DRAIN_MARGIN_S + DRAIN_LEAD_S,
         )
-        obs = Observed(now, replicas, self.plan.desired, obtainable, self.last_unobtainable, pools)
-        d = decide(policy, obs)
-        for name in d.terminate:
-            self._scale_in(name)
-        for launch in d.launch:
-            if launch.role == "spot" and not obtainable.get(launch.type, False):
-                continue  # the market refuses the launch
-            self._launch(launch)
+        # The clouds' round: observe (the adaptor reads this supervisor's nodes), decide, act (it starts and
+        # scales in node processes). Every launch a decision asks for is carried out (the bound is the cloud's).
+        run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
 
     async def _prepared(self, now: float) -> None:
         """Warm pool instances whose model is on disk are stopped: their disks join the pool."""

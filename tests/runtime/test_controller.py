@@ -355,3 +355,59 @@ def test_a_noticed_replica_that_serves_until_its_replacement_needs_no_fallback(
     assert (
         decide(replace(policy, spot_ready_s=None), Observed(NOW, (noticed, replacement), 1, ALL3)).wanted_fallback == 1
     )
+
+
+def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
+    """The local adaptor: a preempted node is remembered with its deadline, a launch the market refuses is
+    remembered against its pool at the next round, and the same run_round() as the clouds' drives it."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
+    from spotstack.runtime.controller.round import run_round
+
+    launched: list[Launch] = []
+    ended: list[str] = []
+    market = SimpleNamespace(obtainable=lambda t, now: t == "g5")
+    nodes = {
+        "base-1": SimpleNamespace(
+            name="base-1",
+            role="base",
+            type="g6",
+            state="ready",
+            launched_at=0.0,
+            ready_since=5.0,
+            kill_at=None,
+            preempted=False,
+        ),
+        "spot-2": SimpleNamespace(
+            name="spot-2",
+            role="spot",
+            type="g6",
+            state="ready",
+            launched_at=0.0,
+            ready_since=6.0,
+            kill_at=NOW + 8,
+            preempted=True,
+        ),
+    }
+    plan = SimpleNamespace(spot_types=("g6", "g5"), desired=3)
+    fleet: Any = SimpleNamespace(
+        nodes=nodes,
+        plan=plan,
+        market_live=True,
+        market=market,
+        last_unobtainable={},
+        notice_s=10.0,
+        _scale_in=ended.append,
+        _launch=launched.append,
+    )
+    cloud, store = LocalCloud(fleet), MemoryStore()
+    policy = replace(P, spread=True)
+    r = run_round(cloud, store, policy, NOW)
+    assert store.state.notices["spot-2"].deadline == NOW + 8 and store.state.preempted_at["g6"] == [NOW - 2]
+    assert r.acted and {x.type for x in launched if x.role == "spot"} == {"g5"}  # g6 is unobtainable
+    # A decision for g6 (say the market turned between observing and acting) is refused and remembered.
+    cloud.act(replace(r.decision, launch=(Launch("spot", "g6"),)), r.seen, 8)
+    run_round(cloud, store, policy, NOW + 1)
+    assert store.state.failed_at["g6"]
