@@ -26,15 +26,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
 from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
+from spotstack.runtime.local import node_api
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.market import Market
+from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
 from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan
 from spotstack.runtime.local.reaper import Ledger, die_with_parent
@@ -42,10 +43,6 @@ from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
-DRAIN_MARGIN_S = 0.5
-"""The local agents' drain safety margin (their config below)."""
-DRAIN_LEAD_S = 1.0
-"""The local agents' load-balancer lead: how long before the drain a noticed node leaves rotation."""
 SNAPSHOT_EVENTS = 30
 """A snapshot carries the latest events only (it is polled often); the count of older ones says so."""
 
@@ -133,38 +130,17 @@ class LocalFleet:
         ndir.mkdir(parents=True, exist_ok=True)
         warm = launch.role == "fallback" and bool(self._stopped)
         disk = self._stopped.pop(0) if warm else self._shm / "disks" / name
-        agent = {
-            "cloud": "aws",
-            "node_name": name,
-            "metadata": {"base_url": f"http://127.0.0.1:{ports['emulator']}", "poll_interval_s": 0.25},
-            "readiness": {"host": "127.0.0.1", "port": ports["agent"]},
-            "inflight": {"proxy_listen_port": ports["proxy"]},
-            "workload": {"port": ports["model"], "pid_file": str(ndir / "node.pid"), "signal": "SIGUSR1"},
-            "load_balancer": {"kind": "none"}
-            if prepare
-            else {
-                "kind": "haproxy",
-                "haproxy_socket": str(self._haproxy.socket if self._haproxy else ""),
-                "haproxy_backend": "replicas",
-                "haproxy_server": slot,
-            },
-            "drain": {
-                "timeout_s": self.plan.drain_timeout_s,
-                "safety_margin_s": DRAIN_MARGIN_S,
-                "lead_s": DRAIN_LEAD_S,
-            },
-            "cache": {
-                "enabled": True,
-                "model_url": self.model_url,
-                "dest": str(disk),
-                "store_dir": str(self._shm / name / "store"),
-                "memory_limit_bytes": 1 << 30,
-                "peer_port": ports["peer"],
-                "token_file": str(self.workdir / "token"),
-                "discovery": "file",
-                "discovery_target": str(self.workdir / "peers"),
-            },
-        }
+        agent = agent_config(
+            name,
+            ports,
+            ndir,
+            disk,
+            self._shm / name / "store",
+            lb=None if prepare else (str(self._haproxy.socket if self._haproxy else ""), slot),
+            drain_timeout_s=self.plan.drain_timeout_s,
+            model_url=self.model_url,
+            workdir=self.workdir,
+        )
         spec = {"name": name, "emulator_port": ports["emulator"], "agent": agent}
         cfg_path = ndir / "node.json"
         cfg_path.write_text(json.dumps(spec))
@@ -194,18 +170,11 @@ class LocalFleet:
         self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{how})")
         return node
 
-    def _status(self, node: Node) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['agent']}/status", timeout=0.5) as r:
-                return dict(json.loads(r.read()))
-        except (OSError, ValueError):
-            return None
-
     async def _observe(self, node: Node, now: float) -> None:
         if node.proc.poll() is not None:
             node.state = "preempted" if node.preempted else "failed"
             return
-        st = await asyncio.to_thread(self._status, node)
+        st = await asyncio.to_thread(node_api.status, node)
         if st is None:
             return
         node.model = st.get("model") or {}
@@ -215,7 +184,7 @@ class LocalFleet:
         elif node.model.get("state") != "ready":
             node.state = "loading"
         else:
-            ready = await asyncio.to_thread(self._ready, node)
+            ready = await asyncio.to_thread(node_api.ready, node)
             if ready and node.state != "ready":
                 node.state, node.ready_since = "ready", now
                 self.events.append(
@@ -225,14 +194,6 @@ class LocalFleet:
                     f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
                 )
 
-    @staticmethod
-    def _ready(node: Node) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['agent']}/ready", timeout=0.5) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
     def preempt(self, name: str, notice: bool = True) -> None:
         """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once."""
         node = self.nodes[name]
@@ -241,15 +202,7 @@ class LocalFleet:
         node.preempted = True
         self.preemptions += 1
         if notice:
-            body = json.dumps({"in_s": self.notice_s}).encode()
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{node.ports['emulator']}/_emulator/notice",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                method="POST",
-            )
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(req, timeout=1)
+            node_api.notice(node, self.notice_s)
             node.kill_at = time.time() + self.notice_s
         else:
             self.killed_without_notice += 1
@@ -362,39 +315,19 @@ class LocalFleet:
             in_window = n.kill_at is not None and n.kill_at - time.time() > leave  # still serving its notice
             if n.preempted and n.seen_notice and in_window and not n.released and without >= self.plan.desired:
                 n.released = True
-                ok = await asyncio.to_thread(self._post_release, n)
+                token = (self.workdir / "token").read_text().strip()
+                ok = await asyncio.to_thread(node_api.release, n, token)
                 self.events.append(
                     f"{time.strftime('%H:%M:%S')} release {n.name}: its replacement serves"
                     + ("" if ok else " (the node had no notice waiting)")
                 )
-
-    def _post_release(self, node: Node) -> bool:
-        token = (self.workdir / "token").read_text().strip()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{node.ports['agent']}/release",
-            data=b"",
-            headers={"Authorization": f"Bearer {token}"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=1) as r:
-                return bool(r.status == 202)
-        except OSError:
-            return False
 
     def _scale_in(self, name: str) -> None:
         """The controller ends a node: like an ASG scale-in, it drains first (lifecycle Terminated)."""
         node = self.nodes[name]
         if node.kill_at is not None:
             return
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{node.ports['emulator']}/_emulator/lifecycle",
-            data=b'{"state": "Terminated"}',
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(req, timeout=1)
+        node_api.terminating(node)
         node.kill_at = time.time() + self.notice_s
         self.events.append(f"{time.strftime('%H:%M:%S')} scale in {name} ({node.role})")
 
