@@ -22,6 +22,10 @@ from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 ASG = aws.autoscaling
+REFRESH_WARMUP_S = 600
+"""An instance refresh counts a replacement healthy this long after launch (boot, image pull, model load)."""
+REFRESH_CHECKPOINT_S = 600
+"""The roll waits this long at each checkpoint (half the group, then all)."""
 
 
 @dataclass
@@ -373,7 +377,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 instance_reuse_policy=ASG.GroupWarmPoolInstanceReusePolicyArgs(reuse_on_scale_in=True),
             )
         launch: dict[str, object] = (
-            {"launch_template": ASG.GroupLaunchTemplateArgs(id=lt.id, version="$Latest")}
+            {"launch_template": ASG.GroupLaunchTemplateArgs(id=lt.id, version=_version(lt))}
             if m is None
             else {"mixed_instances_policy": _mixed(lt, m)}
         )
@@ -393,6 +397,20 @@ class AwsGpuFleet(pulumi.ComponentResource):
             # the fleet's readiness is the controller's and the load balancer's business.
             wait_for_capacity_timeout="0",
             capacity_rebalance=True,
+            # A new image, agent or setting (a new template version) rolls through the group spot-safely: a
+            # replacement launches and must pass the warm-up before an old node goes (min 100%, max 200%),
+            # nodes already on the new version are skipped, and the roll pauses at half for a look.
+            instance_refresh=ASG.GroupInstanceRefreshArgs(
+                strategy="Rolling",
+                preferences=ASG.GroupInstanceRefreshPreferencesArgs(
+                    min_healthy_percentage=100,
+                    max_healthy_percentage=200,
+                    instance_warmup=str(REFRESH_WARMUP_S),
+                    skip_matching=True,
+                    checkpoint_percentages=[50, 100],
+                    checkpoint_delay=str(REFRESH_CHECKPOINT_S),
+                ),
+            ),
             warm_pool=warm_pool,
             # Created with the group, so instances launched at creation already have the hooks.
             initial_lifecycle_hooks=hooks,
@@ -401,6 +419,12 @@ class AwsGpuFleet(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["desiredCapacity"])),
             **launch,
         )
+
+
+def _version(lt: aws.ec2.LaunchTemplate) -> pulumi.Output[str]:
+    # The template's number, not "$Latest": a new version then changes the group, which starts its instance
+    # refresh (with "$Latest" the group never changes, and running nodes keep the old image for good).
+    return lt.latest_version.apply(str)
 
 
 def _mixed(lt: aws.ec2.LaunchTemplate, m: mix.AsgMix) -> aws.autoscaling.GroupMixedInstancesPolicyArgs:
@@ -414,7 +438,7 @@ def _mixed(lt: aws.ec2.LaunchTemplate, m: mix.AsgMix) -> aws.autoscaling.GroupMi
         ),
         launch_template=ASG.GroupMixedInstancesPolicyLaunchTemplateArgs(
             launch_template_specification=ASG.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
-                launch_template_id=lt.id, version="$Latest"
+                launch_template_id=lt.id, version=_version(lt)
             ),
             overrides=[ASG.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t) for t in m.overrides],
         ),

@@ -256,3 +256,21 @@ def test_pull_through_needs_a_credential_where_ecr_does_and_nodes_may_pull_throu
         assert "ecr:BatchImportUpstreamImage" in cache[0]["Action"]
     else:
         assert not cache and any("ecr-pullthroughcache/" in w for w in plan.warnings)
+
+
+def test_a_new_template_version_rolls_through_both_groups_spot_safely(fleet: dict[str, Any]) -> None:
+    """A new image or agent reaches running nodes: the groups follow the template's version number (with
+    "$Latest" a group never changes, so no refresh would start) and refresh launch-before-terminate."""
+    plan = declare(fleet)
+    for g in plan.find("aws:autoscaling/group:Group"):
+        spec = (
+            g.inputs.get("launchTemplate")
+            or g.inputs["mixedInstancesPolicy"]["launchTemplate"]["launchTemplateSpecification"]
+        )
+        assert spec["version"] == "1", g.name
+        refresh = g.inputs["instanceRefresh"]
+        prefs = refresh["preferences"]
+        assert refresh["strategy"] == "Rolling"
+        assert prefs["minHealthyPercentage"] == 100 and prefs["maxHealthyPercentage"] == 200  # surge, never dip
+        assert prefs["skipMatching"] is True and prefs["checkpointPercentages"][-1] == 100
+        assert int(prefs["instanceWarmup"]) >= 300  # a GPU node needs minutes to serve

@@ -46,7 +46,7 @@ def test_aws_warm_pool_is_a_single_type_on_demand_group(aws: PlanRun) -> None:
     assert "mixedInstancesPolicy" not in fb
     lt = one(aws, "aws:ec2/launchTemplate:LaunchTemplate", "llm-warm-lt")
     assert lt["instanceType"] == "g6.xlarge"  # the first of the ordered list
-    assert fb["launchTemplate"]["version"] == "$Latest"
+    assert fb["launchTemplate"]["version"] == "1"  # the template's number: a new one starts an instance refresh
     pool = fb["warmPool"]
     assert pool["poolState"] == "Stopped"
     # Two prepared in all (stopped, or running as fallback): no refill boots, returned on scale-in.
