@@ -424,7 +424,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
 def _version(lt: aws.ec2.LaunchTemplate) -> pulumi.Output[str]:
     # The template's number, not "$Latest": a new version then changes the group, which starts its instance
     # refresh (with "$Latest" the group never changes, and running nodes keep the old image for good).
-    return lt.latest_version.apply(str)
+    version: pulumi.Output[str] = lt.latest_version.apply(lambda v: str(v))
+    return version
 
 
 def _mixed(lt: aws.ec2.LaunchTemplate, m: mix.AsgMix) -> aws.autoscaling.GroupMixedInstancesPolicyArgs:
