@@ -13,35 +13,13 @@ import json
 import logging
 import os
 import time
-from datetime import datetime
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
-from spotstack.runtime.controller.decide import Policy
+from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
 from spotstack.runtime.controller.round import run_round
 
-log = logging.getLogger("spotstack.controller")
-ENV = "SPOTSTACK_CONTROLLER"
-
-
-def policy_of(cfg: dict[str, Any]) -> Policy:
-    p = cfg["policy"]
-    return Policy(
-        spot_types=tuple(p["spot_types"]),
-        on_demand_types=tuple(p["on_demand_types"]),
-        min=int(p["min"]),
-        max=int(p["max"]),
-        base_on_demand=int(p["base_on_demand"]),
-        on_demand_above_base_percent=int(p["on_demand_above_base_percent"]),
-        dynamic_fallback=bool(p["dynamic_fallback"]),
-    )
-
-
-def _when(event: dict[str, Any]) -> float:
-    try:
-        return datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        return time.time()
+__all__ = ["handle", "handler", "policy_of"]
 
 
 def handle(
@@ -53,18 +31,15 @@ def handle(
     kind = str(event.get("detail-type", "Scheduled Event"))
     detail = event.get("detail") or {}
     if kind == "EC2 Spot Instance Interruption Warning" and detail.get("instance-id"):
-        new = fleet.record_interruption(state, str(detail["instance-id"]), _when(event))
+        new = fleet.record_interruption(state, str(detail["instance-id"]), when(event.get("time")))
         log.info("interruption warning for %s (%s)", detail["instance-id"], "new" if new else "seen before")
     elif (
         kind.startswith("EC2 Instance Launch Unsuccessful") and detail.get("AutoScalingGroupName") == cfg["main_group"]
     ):
         for t in fleet.failed_types(str(detail.get("StatusMessage", ""))):
-            state.failed(t, _when(event))
+            state.failed(t, when(event.get("time")))
     result = run_round(fleet, store, policy_of(cfg), now, state=state, max_launches=int(cfg.get("max_launches", 4)))
-    out = result.as_dict()
-    out["event"] = kind
-    log.info("%s", json.dumps(out, default=str))
-    return out
+    return report(result, kind)
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -9,10 +9,11 @@ for the state store (another invocation saved first) acts on nothing it has not 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from spotstack.runtime.controller.decide import Decision, Observed, Policy, Replica, decide
+from spotstack.runtime.controller.decide import Decision, Observed, Policy, Replica, Role, State, decide
 from spotstack.runtime.controller.state import ControllerState
 
 log = logging.getLogger("spotstack.controller")
@@ -61,6 +62,37 @@ class RoundResult:
             "saved": self.saved,
             "reasons": [*d.reasons, *self.seen.notes, *self.reasons],
         }
+
+
+def replica(
+    state: ControllerState,
+    now: float,
+    instance: str,
+    role: Role,
+    pool: str,
+    launched: float,
+    *,
+    leaving: bool,
+    starting: bool,
+    healthy: bool,
+) -> Replica:
+    """One instance as decide() sees it, from what every cloud can say of it: leaving (a notice the controller was
+    told of, or the group or load balancer already taking it out), starting (not yet running), healthy (in
+    rotation). READY time is the controller's own memory: no cloud keeps it."""
+    notice = state.notices.get(instance)
+    ready_since = None
+    st: State
+    if notice is not None or leaving:
+        st = "draining"
+        ready_since = state.ready_since.get(instance)
+    elif starting:
+        st = "provisioning"
+    elif healthy:
+        st = "ready"
+        ready_since = state.seen_ready(instance, now, launched, role == "spot")
+    else:
+        st = "loading"
+    return Replica(instance, role, pool, st, launched, ready_since, notice.deadline if notice else None)
 
 
 class CloudFleet(Protocol):
@@ -112,3 +144,31 @@ def run_round(
     sizes = fleet.act(d, seen, max_launches)
     log.info("round: target %d, sizes %s -> %s; %s", seen.target, seen.sizes, sizes, "; ".join(d.reasons))
     return RoundResult(d, seen, sizes, True, True, reasons)
+
+
+def size_fallback(
+    d: Decision,
+    seen: Seen,
+    group: str,
+    max_launches: int,
+    set_size: Callable[[int], None],
+    end: Callable[[str], None],
+) -> dict[str, int]:
+    """The clouds' one act: size the on-demand fallback group (the main groups are their autoscalers'). Grow by at
+    most `max_launches` a round; shrink by ending exactly the fallback replicas decide() chose (`end` must take the
+    group's target size down with it), so the group never picks a replica still needed; trim a target above what
+    runs (launches that never came) without ending anything."""
+    sizes = dict(seen.sizes)
+    alive = {r.id for r in seen.replicas if r.role == "fallback" and r.alive}
+    ending = [i for i in d.terminate if i in alive]
+    current = sizes[group]
+    if d.wanted_fallback > current:
+        sizes[group] = min(d.wanted_fallback, current + max_launches)
+        set_size(sizes[group])
+    for instance in ending:
+        end(instance)
+        sizes[group] -= 1
+    if not ending and d.wanted_fallback < current and len(alive) <= d.wanted_fallback:
+        sizes[group] = d.wanted_fallback
+        set_size(sizes[group])
+    return sizes

@@ -64,6 +64,11 @@ class ControllerState:
     def failed(self, pool: str, at: float) -> None:
         _add(self.failed_at, pool, at)
 
+    def obtainable(self, pools: tuple[str, ...], now: float, retry_s: float) -> dict[str, bool]:
+        """A pool that refused a launch in the last `retry_s` counts as unobtainable; the rest as obtainable."""
+        recent = {p: ts[-1] for p, ts in self.failed_at.items() if ts}
+        return {p: now - recent.get(p, -retry_s) >= retry_s for p in pools}
+
     def history(self) -> dict[str, PoolHistory]:
         pools = set(self.preempted_at) | set(self.failed_at)
         return {

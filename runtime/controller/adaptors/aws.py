@@ -12,8 +12,8 @@ import asyncio
 import re
 from typing import Any
 
-from spotstack.runtime.controller.decide import Decision, Replica, Role, State
-from spotstack.runtime.controller.round import Seen
+from spotstack.runtime.controller.decide import Decision, Role
+from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 
 
@@ -123,24 +123,20 @@ class AwsFleet:
             role: Role = "fallback" if group == self.fallback_group else ("spot" if spot else "base")
             launched = ec2["LaunchTime"].timestamp() if "LaunchTime" in ec2 else now
             life = inst["LifecycleState"]
-            notice = state.notices.get(iid)
-            deadline = notice.deadline if notice else None
-            ready_since = None
-            st: State
-            if notice is not None or life.startswith("Terminating") or health.get(iid) == "draining":
-                st = "draining"
-            elif life in PENDING:
-                st = "provisioning"
-            elif health.get(iid) == "healthy":
-                st = "ready"
-                ready_since = state.seen_ready(iid, now, launched, spot)
-            else:
-                st = "loading"
-            if st == "draining" and iid in state.ready_since:
-                ready_since = state.ready_since[iid]
-            replicas.append(Replica(iid, role, inst["InstanceType"], st, launched, ready_since, deadline))
-        recent = {p: ts[-1] for p, ts in state.failed_at.items() if ts}
-        obtainable = {t: now - recent.get(t, -RETRY_S) >= RETRY_S for t in self.spot_types}
+            replicas.append(
+                replica(
+                    state,
+                    now,
+                    iid,
+                    role,
+                    inst["InstanceType"],
+                    launched,
+                    leaving=life.startswith("Terminating") or health.get(iid) == "draining",
+                    starting=life in PENDING,
+                    healthy=health.get(iid) == "healthy",
+                )
+            )
+        obtainable = state.obtainable(self.spot_types, now, RETRY_S)
         sizes = {g: int(groups[g]["DesiredCapacity"]) for g in names}
         return Seen(tuple(replicas), sizes[self.main_group], obtainable, sizes, tuple(notes))
 
@@ -178,25 +174,20 @@ class AwsFleet:
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
         """Size the fallback group only (the main group is its scaling policies'): grow by at most
         `max_launches` a round; shrink by ending exactly the fallback replicas decide() chose."""
-        sizes = dict(seen.sizes)
         if self.fallback_group is None:
-            return sizes
+            return dict(seen.sizes)
         fb = self.fallback_group
-        alive = {r.id for r in seen.replicas if r.role == "fallback" and r.alive}
-        ending = [i for i in d.terminate if i in alive]
-        current = sizes[fb]
-        if d.wanted_fallback > current:
-            sizes[fb] = min(d.wanted_fallback, current + max_launches)
+        return size_fallback(
+            d,
+            seen,
+            fb,
+            max_launches,
             # HonorCooldown=False: the controller acts on spot events, which do not wait for cooldowns.
-            self.asg.set_desired_capacity(AutoScalingGroupName=fb, DesiredCapacity=sizes[fb], HonorCooldown=False)
-        for iid in ending:
-            self.asg.terminate_instance_in_auto_scaling_group(InstanceId=iid, ShouldDecrementDesiredCapacity=True)
-            sizes[fb] -= 1
-        if not ending and d.wanted_fallback < current and len(alive) <= d.wanted_fallback:
-            # Desired above what runs (launches that never came): trim it without ending anything.
-            sizes[fb] = d.wanted_fallback
-            self.asg.set_desired_capacity(AutoScalingGroupName=fb, DesiredCapacity=sizes[fb], HonorCooldown=False)
-        return sizes
+            lambda n: self.asg.set_desired_capacity(AutoScalingGroupName=fb, DesiredCapacity=n, HonorCooldown=False),
+            lambda i: self.asg.terminate_instance_in_auto_scaling_group(
+                InstanceId=i, ShouldDecrementDesiredCapacity=True
+            ),
+        )
 
 
 class DynamoStore:

@@ -1,0 +1,72 @@
+"""The fleet controller as a Google Cloud Run function (2nd gen, HTTP): `handler` runs one round per request.
+
+Requested by Cloud Scheduler every minute and at once by Pub/Sub pushes of the fleet's spot preemptions (a log
+sink routes `compute.instances.preempted` audit entries to a topic whose push subscription calls this function):
+the notice is remembered with its pool and 30 s deadline before the round, so the round replaces the VM now.
+Both callers authenticate with an OIDC token of the invoker account the component declares. Configuration: one
+JSON document in `SPOTSTACK_CONTROLLER`. Imports this package's controller modules and Google's client libraries
+(`requirements.txt` in the function's source).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from spotstack.runtime.controller.adaptors.gcp import GcpFleet, GcsStore
+from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
+from spotstack.runtime.controller.round import Store, run_round
+
+PREEMPTED = "compute.instances.preempted"
+
+
+def log_entry(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The Cloud Logging entry a Pub/Sub push carries (`message.data`, base64 JSON); None for a schedule tick."""
+    data = (body.get("message") or {}).get("data")
+    if not data:
+        return None
+    entry = json.loads(base64.b64decode(data))
+    return entry if isinstance(entry, dict) else None
+
+
+def handle(
+    body: dict[str, Any], cfg: dict[str, Any], fleet: GcpFleet, store: Store, now: float | None = None
+) -> dict[str, Any]:
+    """One request: remember the preemption it reports (if any), then one round. Testable without Cloud Run."""
+    now = time.time() if now is None else now
+    state = store.load()
+    entry = log_entry(body)
+    kind = "schedule"
+    if entry is not None:
+        payload = entry.get("protoPayload") or {}
+        kind = str(payload.get("methodName", "log entry"))
+        if kind == PREEMPTED and payload.get("resourceName"):
+            new = fleet.record_preemption(state, str(payload["resourceName"]), when(entry.get("timestamp")))
+            log.info("preemption of %s (%s)", payload["resourceName"], "new" if new else "seen before")
+    result = run_round(fleet, store, policy_of(cfg), now, state=state, max_launches=int(cfg.get("max_launches", 4)))
+    return report(result, kind)
+
+
+def fleet_of(cfg: dict[str, Any], **kw: Any) -> GcpFleet:
+    return GcpFleet(
+        cfg["project"],
+        cfg["region"],
+        {k: v for k, v in cfg["groups"].items() if v},
+        cfg["backend_service"],
+        tuple(cfg["policy"]["spot_types"]),
+        **kw,
+    )
+
+
+def handler(request: Any) -> tuple[str, int, dict[str, str]]:
+    """The functions framework's entry point: a Flask request in, (body, status, headers) out. An error is a 500,
+    so Pub/Sub redelivers the preemption and the error alert counts it."""
+    logging.getLogger().setLevel(logging.INFO)
+    cfg = json.loads(os.environ[ENV])
+    body = request.get_json(silent=True) or {}
+    out = handle(body, cfg, fleet_of(cfg), GcsStore(cfg["bucket"], cfg["object"]))
+    return json.dumps(out, default=str), 200, {"Content-Type": "application/json"}
