@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from spotstack.components import node, tokens
 from spotstack.components.component import fleet_options, report
-from spotstack.components.gcp import mapping
+from spotstack.components.gcp import controller, mapping
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -276,20 +276,20 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 **pool,
             )
 
-        backends: list[gcp.compute.RegionInstanceGroupManager] = []
+        migs: dict[str, gcp.compute.RegionInstanceGroupManager] = {}
         od_tpl = template("ondemand", g.on_demand_types[0], spot=False)
         if g.base:
-            backends.append(group("base", od_tpl, g.on_demand_types, g.base, managed=False))
+            migs["base"] = group("base", od_tpl, g.on_demand_types, g.base, managed=False)
         spot_mig = None
         if g.spot_types:
             spot_tpl = template("spot", g.spot_types[0], spot=True)
-            spot_mig = group("spot", spot_tpl, g.spot_types, g.spot_target, managed=True)
-            backends.append(spot_mig)
+            spot_mig = migs["spot"] = group("spot", spot_tpl, g.spot_types, g.spot_target, managed=True)
         warm = spec.capacity.warm_pool
         if spec.capacity.dynamic_on_demand_fallback:
             # With a standby pool the group keeps one type: a stopped VM restarts as the type it was made.
             types = g.on_demand_types[:1] if warm is not None else g.on_demand_types
-            backends.append(group("fallback", od_tpl, types, 0, managed=True, standby=warm))
+            migs["fallback"] = group("fallback", od_tpl, types, 0, managed=True, standby=warm)
+        backends = list(migs.values())
 
         qps = spec.scaling.target_qps_per_replica
         bs = C.BackendService(
@@ -323,6 +323,12 @@ class GcpGpuFleet(pulumi.ComponentResource):
         )
         if spot_mig is not None:
             self._autoscaler(name, spec, g, spot_mig, child)
+        self.controller_function: pulumi.Output[str] | None = None
+        if "fallback" in migs:
+            # The fallback group moves only when the controller moves it: it runs decide() every minute and at
+            # each preemption of a spot VM (components/gcp/controller.py).
+            fn = controller.declare(name, spec, migs, {k: f"{name}-{k}" for k in migs}, bs, child)
+            self.controller_function = fn.name
 
         self.address = address.address
         self.backend_service = bs.name
@@ -332,6 +338,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "address": self.address,
                 "backend_service": self.backend_service,
                 "service_account_email": self.service_account_email,
+                "controller_function": self.controller_function,
             }
         )
 

@@ -116,8 +116,8 @@ def warnings(fleet: FleetSpec) -> list[str]:
         )
     if fleet.capacity.on_demand_above_base_percent:
         out.append(
-            "GCP instance groups cannot split a percentage on-demand: on_demand_above_base_percent is left to "
-            "the fleet controller; the groups declare only the base and the fallback"
+            "GCP instance groups cannot split a percentage on-demand: on_demand_above_base_percent is not applied "
+            "(the groups declare the base, spot and the fallback; the fleet controller sizes only the fallback)"
         )
     if any(s.max for s in fleet.scaling.schedules):
         out.append(

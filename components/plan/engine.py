@@ -105,6 +105,14 @@ def _gcp_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         out["url"] = f"gs://{rname}"
     elif kind == "Repository":
         out["name"] = inputs.get("repositoryId", name)
+    elif typ == "gcp:cloudfunctionsv2/function:Function":
+        out["url"] = f"https://{inputs.get('location', 'region')}-{PROJECT}.cloudfunctions.net/{rname}"
+    elif kind == "ProjectSink":
+        out["writerIdentity"] = "serviceAccount:service-123456789@gcp-sa-logging.iam.gserviceaccount.com"
+    elif kind == "IAMCustomRole":
+        out["name"] = f"projects/{PROJECT}/roles/{inputs.get('roleId', name)}"
+    elif typ == "gcp:pubsub/topic:Topic":
+        out["id"] = f"projects/{PROJECT}/topics/{rname}"
     elif typ == "gcp:secretmanager/secret:Secret":
         # The provider's `name` is the API resource name that clients read versions under.
         out["name"] = f"projects/{PROJECT}/secrets/{inputs.get('secretId', name)}"

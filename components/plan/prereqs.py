@@ -127,6 +127,27 @@ def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
         out.append(Item(f.name, "gcp", "billed", "a Cloud NAT gateway (hourly per VM using it, plus data processed)"))
     if run.find("gcp:compute/globalForwardingRule:GlobalForwardingRule"):
         out.append(Item(f.name, "gcp", "billed", "an external HTTP load balancer forwarding rule (hourly)"))
+    if any(r.name == f"{f.name}-controller" for r in run.find("gcp:cloudfunctionsv2/function:Function")):
+        out.append(
+            Item(
+                f.name,
+                "gcp",
+                "needs",
+                "APIs enabled for the fleet controller: cloudfunctions, run, cloudbuild, cloudscheduler, pubsub, "
+                "logging, monitoring",
+            )
+        )
+        # 43,200 short requests a month at 0.167 vCPU / 256 MB (inside Cloud Run's free tier for most
+        # accounts), one Cloud Scheduler job ($0.10 beyond the free three), ~43,200 GCS writes ($0.22) and reads.
+        out.append(
+            Item(
+                f.name,
+                "gcp",
+                "billed",
+                "the fleet controller: a Cloud Run function round every minute, a scheduler job and a GCS object "
+                "(~$0.4/month)",
+            )
+        )
     return out
 
 

@@ -112,7 +112,9 @@ def test_gcp_service_account_is_least_privilege(gcp: PlanRun) -> None:
     assert 'objects/llama/"' in read["condition"]["expression"]
     pull = one(gcp, "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "llm-pull-image")
     assert pull["role"] == "roles/artifactregistry.reader"
-    assert not gcp.find("gcp:projects/iAMMember:IAMMember")  # nothing project-wide
+    node_sa = one(gcp, "gcp:serviceaccount/account:Account", "llm-node-sa")["accountId"]
+    project_wide = [r.inputs["member"] for r in gcp.find("gcp:projects/iAMMember:IAMMember")]
+    assert project_wide and not [m for m in project_wide if node_sa in m]  # only the controller's, none the node's
 
 
 def test_gcp_bucket_and_registry(gcp: PlanRun) -> None:

@@ -1,0 +1,301 @@
+"""The fleet controller on GCP: a Cloud Run function (2nd gen) running `decide()` every minute and at each
+preemption of the fleet's spot VMs.
+
+Declared by the fleet whenever its spec has an on-demand fallback group. Resources: a bucket (the function's source
+and its memory, one object written with a generation precondition), the function (this package's controller
+modules, `main.py` and `requirements.txt`; one instance, one request at a time; internal ingress, no public
+invoker), an invoker service account that Cloud Scheduler (every minute) and a Pub/Sub push subscription sign
+their calls with, a log sink routing the fleet's `compute.instances.preempted` audit entries to that topic, and an
+alert on the function's 5xx answers. Its own service account may read the fleet (two custom roles: one read-only,
+one to resize and delete instances bound with an IAM condition to the fallback group alone) and its bucket. With
+the controller down the groups keep their last sizes: the spot group still replaces spot, the fallback stops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from spotstack.components import node
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.controller.package import GCP_ENTRY_POINT, GCP_MAIN, GCP_REQUIREMENTS, function_files
+
+SCHEDULE = "* * * * *"
+RUNTIME = "python312"
+TIMEOUT_S = 60
+MEMORY = "256M"
+OBSERVE = [
+    # Read the fleet: its groups, their VMs and errors, the VMs' details, the backend service's health.
+    "compute.instanceGroupManagers.get",
+    "compute.instanceGroupManagers.list",
+    "compute.instances.get",
+    "compute.instances.list",
+    "compute.backendServices.get",
+    "compute.instanceGroups.get",
+]
+SIZE = [
+    # resize and deleteInstances on the fallback group (bound with a condition naming that group alone).
+    "compute.instanceGroupManagers.update",
+    "compute.instances.delete",
+]
+
+
+def preemption_filter(base_instance_name: str) -> str:
+    """The Cloud Logging filter for this fleet's spot preemptions (the spot group's VMs are `<base>-xxxx`)."""
+    return (
+        'resource.type="gce_instance" AND protoPayload.methodName="compute.instances.preempted" '
+        f'AND protoPayload.resourceName:"/instances/{base_instance_name}-"'
+    )
+
+
+def config(spec: FleetSpec, project: str, groups: dict[str, str], backend_service: str, bucket: str) -> dict[str, Any]:
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `gcp_function.handler`)."""
+    cap = spec.capacity
+    return {
+        "fleet": spec.name,
+        "project": project,
+        "region": spec.region,
+        "groups": groups,
+        "backend_service": backend_service,
+        "bucket": bucket,
+        "object": f"controller/{spec.name}.json",
+        "max_launches": 4,
+        "policy": {
+            "spot_types": [i.type for i in spec.spot_instances],
+            "on_demand_types": [i.type for i in spec.instances],
+            "min": cap.min,
+            "max": cap.max,
+            "base_on_demand": cap.base_on_demand,
+            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
+            "dynamic_fallback": cap.dynamic_on_demand_fallback,
+        },
+    }
+
+
+def role_id(spec: FleetSpec, what: str) -> str:
+    """A custom role id (`[a-zA-Z0-9_.]{3,64}`), unique per stack and fleet."""
+    return node.stack_name(f"{spec.name}-ctl-{what}", 64).replace("-", "_")
+
+
+def source_archive() -> pulumi.AssetArchive:
+    files: dict[str, pulumi.Asset | pulumi.Archive] = {
+        k: pulumi.FileAsset(str(v)) for k, v in function_files("gcp").items()
+    }
+    files["main.py"] = pulumi.StringAsset(GCP_MAIN)
+    files["requirements.txt"] = pulumi.StringAsset(GCP_REQUIREMENTS)
+    return pulumi.AssetArchive(files)
+
+
+def source_digest() -> str:
+    """The source's content hash: a changed controller uploads a new object, so the function redeploys."""
+    h = hashlib.sha256(GCP_MAIN.encode() + GCP_REQUIREMENTS.encode())
+    for k, v in sorted(function_files("gcp").items()):
+        h.update(k.encode() + v.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    migs: dict[str, gcp.compute.RegionInstanceGroupManager],
+    base_names: dict[str, str],
+    backend: gcp.compute.BackendService,
+    child: pulumi.ResourceOptions,
+) -> gcp.cloudfunctionsv2.Function:
+    project = migs["fallback"].project
+    labels = {"spotstack-fleet": name}
+    bucket = gcp.storage.Bucket(
+        f"{name}-controller",
+        location=spec.region.upper(),
+        uniform_bucket_level_access=True,
+        public_access_prevention="enforced",
+        force_destroy=True,
+        labels=labels,
+        opts=child,
+    )
+    source = gcp.storage.BucketObject(
+        f"{name}-controller-source",
+        bucket=bucket.name,
+        name=f"source/controller-{source_digest()}.zip",
+        source=source_archive(),
+        opts=child,
+    )
+    sa = gcp.serviceaccount.Account(
+        f"{name}-controller-sa",
+        account_id=node.stack_name(f"{name}-ctl", 30),
+        display_name=f"spotstack {name} fleet controller",
+        opts=child,
+    )
+    member = sa.email.apply(lambda e: f"serviceAccount:{e}")
+    observe = gcp.projects.IAMCustomRole(
+        f"{name}-controller-observe",
+        role_id=role_id(spec, "observe"),
+        title=f"spotstack {name}: read the fleet",
+        permissions=OBSERVE,
+        opts=child,
+    )
+    size = gcp.projects.IAMCustomRole(
+        f"{name}-controller-size",
+        role_id=role_id(spec, "size"),
+        title=f"spotstack {name}: size the fallback group",
+        permissions=SIZE,
+        opts=child,
+    )
+    gcp.projects.IAMMember(f"{name}-controller-observe", project=project, role=observe.name, member=member, opts=child)
+    fallback = migs["fallback"]
+    gcp.projects.IAMMember(
+        f"{name}-controller-size",
+        project=project,
+        role=size.name,
+        member=member,
+        condition=gcp.projects.IAMMemberConditionArgs(
+            title="the fallback group and its VMs only",
+            expression=pulumi.Output.all(project, fallback.name).apply(
+                lambda a: (
+                    f'resource.name == "projects/{a[0]}/regions/{spec.region}/instanceGroupManagers/{a[1]}" || '
+                    f'(resource.type == "compute.googleapis.com/Instance" && resource.name.extract('
+                    f'"/instances/{{name}}").startsWith("{base_names["fallback"]}-"))'
+                )
+            ),
+        ),
+        opts=child,
+    )
+    gcp.storage.BucketIAMMember(
+        f"{name}-controller-memory",
+        bucket=bucket.name,
+        role="roles/storage.objectUser",
+        member=member,
+        opts=child,
+    )
+    groups = pulumi.Output.all(**{k: m.name for k, m in migs.items()})
+    env = pulumi.Output.all(project, groups, backend.name, bucket.name).apply(
+        lambda a: json.dumps(config(spec, a[0], a[1], a[2], a[3]))
+    )
+    fn = gcp.cloudfunctionsv2.Function(
+        f"{name}-controller",
+        name=node.stack_name(f"{name}-controller", 63),
+        location=spec.region,
+        description=f"spotstack: {spec.name}'s fleet controller",
+        build_config=gcp.cloudfunctionsv2.FunctionBuildConfigArgs(
+            runtime=RUNTIME,
+            entry_point=GCP_ENTRY_POINT,
+            source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceArgs(
+                storage_source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
+                    bucket=bucket.name, object=source.name
+                )
+            ),
+        ),
+        service_config=gcp.cloudfunctionsv2.FunctionServiceConfigArgs(
+            # One round at a time: overlapping rounds would race for the state object (the loser acts on nothing).
+            max_instance_count=1,
+            max_instance_request_concurrency=1,
+            timeout_seconds=TIMEOUT_S,
+            available_memory=MEMORY,
+            service_account_email=sa.email,
+            # Cloud Scheduler and Pub/Sub in the same project count as internal callers.
+            ingress_settings="ALLOW_INTERNAL_ONLY",
+            environment_variables={"SPOTSTACK_CONTROLLER": env},
+        ),
+        labels=labels,
+        opts=child,
+    )
+    invoker = gcp.serviceaccount.Account(
+        f"{name}-controller-invoker",
+        account_id=node.stack_name(f"{name}-ctl-call", 30),
+        display_name=f"spotstack {name}: calls the fleet controller",
+        opts=child,
+    )
+    gcp.cloudrunv2.ServiceIamMember(
+        f"{name}-controller-invoke",
+        project=project,
+        location=spec.region,
+        name=fn.name,  # a 2nd-gen function runs as the Cloud Run service of its name
+        role="roles/run.invoker",
+        member=invoker.email.apply(lambda e: f"serviceAccount:{e}"),
+        opts=child,
+    )
+    gcp.cloudscheduler.Job(
+        f"{name}-controller-schedule",
+        region=spec.region,
+        schedule=SCHEDULE,
+        attempt_deadline=f"{TIMEOUT_S + 30}s",
+        description=f"spotstack: run {spec.name}'s fleet controller every minute",
+        http_target=gcp.cloudscheduler.JobHttpTargetArgs(
+            uri=fn.url,
+            http_method="POST",
+            headers={"Content-Type": "application/json"},
+            body="e30=",  # base64 of "{}": a tick, no event
+            oidc_token=gcp.cloudscheduler.JobHttpTargetOidcTokenArgs(
+                service_account_email=invoker.email, audience=fn.url
+            ),
+        ),
+        opts=child,
+    )
+    if "spot" in base_names:
+        topic = gcp.pubsub.Topic(f"{name}-preemptions", labels=labels, opts=child)
+        sink = gcp.logging.ProjectSink(
+            f"{name}-preemptions",
+            name=node.stack_name(f"{name}-preemptions", 100),
+            destination=topic.id.apply(lambda t: f"pubsub.googleapis.com/{t}"),
+            filter=preemption_filter(base_names["spot"]),
+            unique_writer_identity=True,
+            opts=child,
+        )
+        gcp.pubsub.TopicIAMMember(
+            f"{name}-preemptions-publish",
+            topic=topic.name,
+            role="roles/pubsub.publisher",
+            member=sink.writer_identity,
+            opts=child,
+        )
+        gcp.pubsub.Subscription(
+            f"{name}-preemptions-push",
+            topic=topic.name,
+            ack_deadline_seconds=TIMEOUT_S,
+            # A preemption is worth acting on for its 30 s: older ones only add to history the next tick reads.
+            message_retention_duration="600s",
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+            retry_policy=gcp.pubsub.SubscriptionRetryPolicyArgs(minimum_backoff="1s", maximum_backoff="10s"),
+            push_config=gcp.pubsub.SubscriptionPushConfigArgs(
+                push_endpoint=fn.url,
+                oidc_token=gcp.pubsub.SubscriptionPushConfigOidcTokenArgs(
+                    service_account_email=invoker.email, audience=fn.url
+                ),
+            ),
+            labels=labels,
+            opts=child,
+        )
+    gcp.monitoring.AlertPolicy(
+        f"{name}-controller-errors",
+        display_name=f"spotstack {spec.name}: the fleet controller failed (the groups keep their last sizes)",
+        combiner="OR",
+        conditions=[
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name="controller answered 5xx",
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=fn.name.apply(
+                        lambda n: (
+                            'resource.type = "cloud_run_revision" AND '
+                            f'resource.labels.service_name = "{n}" AND '
+                            'metric.type = "run.googleapis.com/request_count" AND '
+                            'metric.labels.response_code_class = "5xx"'
+                        )
+                    ),
+                    comparison="COMPARISON_GT",
+                    threshold_value=0,
+                    duration="0s",
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                            alignment_period="300s", per_series_aligner="ALIGN_SUM"
+                        )
+                    ],
+                ),
+            )
+        ],
+        opts=child,
+    )
+    return fn
