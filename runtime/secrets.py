@@ -42,7 +42,12 @@ def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
             return bytes(r.read())
     except urllib.error.HTTPError as exc:
-        raise SecretError(f"{url.split('?')[0]}: HTTP {exc.code}") from None
+        try:  # Alibaba's and Google's errors say why in the body: {"Code": ...} / {"error": {"status": ...}}
+            doc = json.loads(exc.read(4096))
+            why = f" {doc.get('Code') or doc.get('error', {}).get('status', '')}".rstrip()
+        except (ValueError, AttributeError, OSError):
+            why = ""
+        raise SecretError(f"{url.split('?')[0]}: HTTP {exc.code}{why}") from None
     except OSError as exc:
         raise SecretError(f"{url.split('?')[0]}: {exc}") from None
 
@@ -116,7 +121,13 @@ def alicloud_rpc(
     base: str, action: str, version: str, params: dict[str, str], region: str, metadata_url: str = ALICLOUD_METADATA
 ) -> Any:
     """One signed RPC-style API call with the instance RAM role's STS credentials; the JSON answer."""
-    creds = alicloud_ram_credentials(metadata_url)
+    return alicloud_call(base, action, version, params, region, alicloud_ram_credentials(metadata_url))
+
+
+def alicloud_call(
+    base: str, action: str, version: str, params: dict[str, str], region: str, creds: dict[str, str]
+) -> Any:
+    """One RPC-style call signed (v1, HMAC-SHA1) with `creds` (AccessKeyId, AccessKeySecret, SecurityToken)."""
     query = {
         "Action": action,
         **params,
@@ -124,12 +135,13 @@ def alicloud_rpc(
         "Format": "JSON",
         "Version": version,
         "AccessKeyId": creds["AccessKeyId"],
-        "SecurityToken": creds["SecurityToken"],
         "SignatureMethod": "HMAC-SHA1",
         "SignatureVersion": "1.0",
         "SignatureNonce": uuid.uuid4().hex,
         "Timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if creds.get("SecurityToken"):
+        query["SecurityToken"] = creds["SecurityToken"]
     query["Signature"] = rpc_signature("GET", query, creds["AccessKeySecret"])
     return _json(_get(f"{base}/?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"), f"{action} answer")
 

@@ -19,7 +19,7 @@ import pulumi_alicloud as ali
 import pulumi_random as random
 
 from spotstack.components import node, tokens
-from spotstack.components.alicloud import mapping
+from spotstack.components.alicloud import controller, mapping
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import LifecycleConfig
@@ -175,7 +175,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             tags={**spec.tags, node.FLEET_TAG: name},
             opts=child,
         )
-        ali.alb.Listener(
+        listener = ali.alb.Listener(
             f"{name}-http",
             load_balancer_id=alb.id,
             listener_protocol="HTTP",
@@ -361,12 +361,23 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
         self._scaling(name, spec, group, servers, child)
+        self.controller_function: pulumi.Output[str] | None = None
+        if warm_group is not None:
+            # The fallback group moves only when the controller moves it: it runs decide() every minute and at
+            # each spot interruption notice (components/alicloud/controller.py).
+            fn = controller.declare(name, spec, group, warm_group, servers, listener, child)
+            self.controller_function = fn.function_name
 
         self.address = alb.dns_name
         self.scaling_group_id = group.id
         self.role_name = role.role_name
         self.register_outputs(
-            {"address": self.address, "scaling_group_id": self.scaling_group_id, "role_name": self.role_name}
+            {
+                "address": self.address,
+                "scaling_group_id": self.scaling_group_id,
+                "role_name": self.role_name,
+                "controller_function": self.controller_function,
+            }
         )
 
     @staticmethod

@@ -122,7 +122,7 @@ def node_policy(
     st: list[dict[str, Any]] = [
         {
             "Effect": "Allow",
-            "Action": ["ess:CompleteLifecycleAction", "ess:RecordLifecycleActionHeartbeat", "ess:ModifyScalingGroup"],
+            "Action": ["ess:CompleteLifecycleAction", "ess:RecordLifecycleActionHeartbeat"],
             "Resource": [
                 f"acs:ess:{region}:*:scalinggroup/{g}" for g in ([group_id] if isinstance(group_id, str) else group_id)
             ],

@@ -167,6 +167,25 @@ def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
         out.append(Item(f.name, "alicloud", "billed", "an enhanced NAT gateway and its EIP (hourly, plus traffic)"))
     if run.find("alicloud:alb/loadBalancer:LoadBalancer"):
         out.append(Item(f.name, "alicloud", "billed", "a load balancer instance (hourly, plus capacity units)"))
+    if any(r.name == f"{f.name}-controller" for r in run.find("alicloud:fc/v3Function:V3Function")):
+        out.append(
+            Item(
+                f.name,
+                "alicloud",
+                "needs",
+                "Function Compute, EventBridge and Simple Log Service activated in the account (the fleet controller)",
+            )
+        )
+        # 43,200 one-second calls a month at 0.35 vCPU / 512 MB (mostly inside FC's free quota), a log project's
+        # few MB, ~43,200 OSS writes and lists (OSS request fees are cents).
+        out.append(
+            Item(
+                f.name,
+                "alicloud",
+                "billed",
+                "the fleet controller: a Function Compute round every minute, its logs and OSS objects (~$0.5/month)",
+            )
+        )
     if run.find("alicloud:cr/registryEnterpriseInstance:RegistryEnterpriseInstance"):
         out.append(
             Item(

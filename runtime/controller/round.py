@@ -151,8 +151,8 @@ def size_fallback(
     seen: Seen,
     group: str,
     max_launches: int,
-    set_size: Callable[[int], None],
-    end: Callable[[str], None],
+    set_size: Callable[[int], object],
+    end: Callable[[str], object],
 ) -> dict[str, int]:
     """The clouds' one act: size the on-demand fallback group (the main groups are their autoscalers'). Grow by at
     most `max_launches` a round; shrink by ending exactly the fallback replicas decide() chose (`end` must take the

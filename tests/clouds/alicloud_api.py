@@ -1,7 +1,8 @@
 """Alibaba Cloud APIs a node calls, as documented, checking the caller's signature with the STS credentials
 the metadata server handed out: OOS `GetSecretParameter` (RPC style, signature v1 HMAC-SHA1) and the OSS
-object API (ListObjects v1, HeadObject/GetObjectMeta, ranged GetObject; `Authorization: OSS id:signature`
-with `x-oss-security-token`). Path-style addressing, which OSS SDKs use when the endpoint is an IP address."""
+object API (ListObjects v1, HeadObject/GetObjectMeta, ranged GetObject, PutObject with `x-oss-forbid-overwrite`
+(409 FileAlreadyExists), DeleteObject; `Authorization: OSS id:signature` with `x-oss-security-token`).
+Path-style addressing, which OSS SDKs use when the endpoint is an IP address."""
 
 from __future__ import annotations
 
@@ -170,6 +171,15 @@ class OssFake:
         objects = self.buckets[bucket]
         if request.method == "GET" and not key:
             return self._list(bucket, objects, request.query)
+        if request.method == "PUT" and key:
+            data = await request.read()
+            if key in objects and request.headers.get("x-oss-forbid-overwrite", "").lower() == "true":
+                return self._error(409, "FileAlreadyExists")
+            objects[key] = data
+            return web.Response(headers={"ETag": f'"{hashlib.md5(data).hexdigest().upper()}"', **_rid()})
+        if request.method == "DELETE" and key:
+            objects.pop(key, None)
+            return web.Response(status=204, headers=_rid())
         if key not in objects:
             return self._error(404, "NoSuchKey")
         data = objects[key]

@@ -1,0 +1,261 @@
+"""The fleet controller on Alibaba Cloud: a Function Compute (3.0) function running `decide()` every minute and at
+each ECS spot interruption notice.
+
+Declared by the fleet whenever it has an on-demand fallback group of its own (the warm pool: ESS's economical
+mode); without one, ESS's `compensate_with_on_demand` is the fallback and no controller is needed. Resources: an
+OSS bucket (its memory: numbered state objects, each created once), a log project and store for its logs, a RAM
+role Function Compute assumes (read the fleet; size and remove instances of the fallback group alone; its own
+bucket), the function (this package's controller modules, standard library only), one reserved instance (one
+round at a time), a timer trigger (every minute), an EventBridge trigger (spot interruptions, five minutes before
+the instance goes), and a CloudMonitor alarm on the function's errors with a contact group to subscribe to. With
+the controller down the groups keep their last sizes: the spot group still replaces spot, the fallback stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from typing import Any
+
+import pulumi
+import pulumi_alicloud as ali
+
+from spotstack.components import node
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.controller.package import ALICLOUD_HANDLER, function_files
+
+RUNTIME = "python3.10"
+TIMEOUT_S = 60
+MEMORY_MB = 512
+CPU = 0.35  # FC 3.0 wants memory (GB) between 1x and 4x the vCPUs: 0.35 vCPU fits 512 MB
+TIMER = {"cronExpression": "@every 1m", "enable": True, "payload": ""}
+INTERRUPTION = {"source": ["acs.ecs"], "type": ["ecs:Instance:PreemptibleInstanceInterruption"]}
+ASSUME_FC = json.dumps(
+    {
+        "Version": "1",
+        "Statement": [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": ["fc.aliyuncs.com"]}}],
+    }
+)
+
+
+def controller_policy(
+    region: str, main_group: str, fallback_group: str, server_group: str, listener: str, bucket: str, logs: str
+) -> dict[str, Any]:
+    """What one round does, and nothing more. Pure: ids in, the RAM policy document out."""
+
+    def group(g: str) -> str:
+        return f"acs:ess:{region}:*:scalinggroup/{g}"
+
+    return {
+        "Version": "1",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ess:ModifyScalingGroup", "ess:RemoveInstances"],
+                "Resource": [group(fallback_group)],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["ess:DescribeScalingInstances", "ess:DescribeScalingActivities"],
+                "Resource": [group(main_group), group(fallback_group)],
+            },
+            {
+                # Describe calls that take no resource in RAM: "*" is the only resource they accept.
+                "Effect": "Allow",
+                "Action": ["ess:DescribeScalingGroups", "ecs:DescribeInstances"],
+                "Resource": ["*"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["alb:ListServerGroupServers", "alb:GetListenerHealthStatus"],
+                "Resource": [
+                    f"acs:alb:{region}:*:servergroup/{server_group}",
+                    f"acs:alb:{region}:*:listener/{listener}",
+                ],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["oss:GetObject", "oss:PutObject", "oss:DeleteObject"],
+                "Resource": [f"acs:oss:*:*:{bucket}/controller/*"],
+            },
+            {"Effect": "Allow", "Action": ["oss:ListObjects"], "Resource": [f"acs:oss:*:*:{bucket}"]},
+            {
+                # Function Compute writes the function's logs with its role.
+                "Effect": "Allow",
+                "Action": ["log:PostLogStoreLogs"],
+                "Resource": [f"acs:log:{region}:*:project/{logs}/logstore/controller"],
+            },
+        ],
+    }
+
+
+def config(
+    spec: FleetSpec, main_group: str, fallback_group: str, server_group: str, listener: str, bucket: str
+) -> dict[str, Any]:
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`)."""
+    cap = spec.capacity
+    return {
+        "fleet": spec.name,
+        "region": spec.region,
+        "main_group": main_group,
+        "fallback_group": fallback_group,
+        "server_group": server_group,
+        "listener": listener,
+        "bucket": bucket,
+        "max_launches": 4,
+        "policy": {
+            "spot_types": [i.type for i in spec.spot_instances],
+            "on_demand_types": [i.type for i in spec.instances],
+            "min": cap.min,
+            "max": cap.max,
+            "base_on_demand": cap.base_on_demand,
+            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
+            "dynamic_fallback": cap.dynamic_on_demand_fallback,
+        },
+    }
+
+
+def code_zip() -> str:
+    """The function's code, base64 of a zip made the same way each time (fixed times, sorted): an unchanged
+    controller plans no update."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, path in sorted(function_files("alicloud").items()):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    main_group: ali.ess.ScalingGroup,
+    fallback_group: ali.ess.ScalingGroup,
+    servers: ali.alb.ServerGroup,
+    listener: ali.alb.Listener,
+    child: pulumi.ResourceOptions,
+) -> ali.fc.V3Function:
+    fn_name = node.stack_name(f"{name}-controller", 64)
+    tags = {"spotstack-fleet": name}
+    bucket = ali.oss.Bucket(
+        f"{name}-controller",
+        bucket=node.stack_name(f"{name}-controller", 63),
+        acl="private",
+        server_side_encryption_rule=ali.oss.BucketServerSideEncryptionRuleArgs(sse_algorithm="AES256"),
+        force_destroy=True,
+        tags=tags,
+        opts=child,
+    )
+    logs = ali.log.Project(
+        f"{name}-controller-logs",
+        project_name=node.stack_name(f"{name}-controller", 63),
+        description=f"spotstack {name}: fleet controller logs",
+        opts=child,
+    )
+    store = ali.log.Store(
+        f"{name}-controller-logs",
+        project_name=logs.project_name,
+        logstore_name="controller",
+        retention_period=14,
+        shard_count=1,
+        opts=child,
+    )
+    role = ali.ram.Role(
+        f"{name}-controller-role",
+        role_name=node.stack_name(f"{name}-controller", 64),
+        assume_role_policy_document=ASSUME_FC,
+        description=f"spotstack {name}: fleet controller",
+        opts=child,
+    )
+    policy = ali.ram.Policy(
+        f"{name}-controller-policy",
+        policy_name=node.stack_name(f"{name}-controller", 128),
+        policy_document=pulumi.Output.all(
+            main_group.id, fallback_group.id, servers.id, listener.id, bucket.bucket, logs.project_name
+        ).apply(lambda a: json.dumps(controller_policy(spec.region, *a))),
+        opts=child,
+    )
+    attach = ali.ram.RolePolicyAttachment(
+        f"{name}-controller-policy-attach",
+        policy_name=policy.policy_name,
+        policy_type="Custom",
+        role_name=role.role_name,
+        opts=child,
+    )
+    env = pulumi.Output.all(main_group.id, fallback_group.id, servers.id, listener.id, bucket.bucket).apply(
+        lambda a: json.dumps(config(spec, *a))
+    )
+    fn = ali.fc.V3Function(
+        f"{name}-controller",
+        function_name=fn_name,
+        description=f"spotstack: {spec.name}'s fleet controller",
+        runtime=RUNTIME,
+        handler=ALICLOUD_HANDLER,
+        code=ali.fc.V3FunctionCodeArgs(zip_file=code_zip()),
+        role=role.arn,
+        timeout=TIMEOUT_S,
+        memory_size=MEMORY_MB,
+        cpu=CPU,
+        disk_size=512,
+        instance_concurrency=1,
+        internet_access=True,  # the ESS, ECS and ALB APIs are public endpoints
+        environment_variables={"SPOTSTACK_CONTROLLER": env},
+        log_config=ali.fc.V3FunctionLogConfigArgs(
+            project=logs.project_name, logstore=store.logstore_name, enable_request_metrics=True
+        ),
+        tags=tags,
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[attach])),
+    )
+    # One round at a time: overlapping rounds would race for the state (the loser acts on nothing).
+    ali.fc.V3ConcurrencyConfig(
+        f"{name}-controller-concurrency", function_name=fn.function_name, reserved_concurrency=1, opts=child
+    )
+    ali.fc.V3Trigger(
+        f"{name}-controller-schedule",
+        function_name=fn.function_name,
+        trigger_name="every-minute",
+        trigger_type="timer",
+        qualifier="LATEST",
+        trigger_config=json.dumps(TIMER),
+        opts=child,
+    )
+    ali.fc.V3Trigger(
+        f"{name}-controller-interruption",
+        function_name=fn.function_name,
+        trigger_name="spot-interruption",
+        trigger_type="eventbridge",
+        qualifier="LATEST",
+        trigger_config=json.dumps(
+            {
+                "triggerEnable": True,
+                "asyncInvocationType": False,
+                "eventRuleFilterPattern": json.dumps(INTERRUPTION),
+                "eventSourceConfig": {"eventSourceType": "Default"},
+            }
+        ),
+        opts=child,
+    )
+    contacts = ali.cms.AlarmContactGroup(
+        f"{name}-controller-alarm",
+        alarm_contact_group_name=node.stack_name(f"{name}-controller", 64),
+        describe=f"spotstack {name}: subscribe here to hear when the fleet controller fails",
+        opts=child,
+    )
+    ali.cms.Alarm(
+        f"{name}-controller-errors",
+        name=node.stack_name(f"{name}-controller-errors", 128),
+        project="acs_fc",
+        # Function-level errors (Function Compute's CloudMonitor metrics, project acs_fc).
+        metric="FunctionFunctionErrors",
+        metric_dimensions=fn.function_name.apply(lambda n: json.dumps([{"regionId": spec.region, "functionName": n}])),
+        period=300,
+        escalations_critical=ali.cms.AlarmEscalationsCriticalArgs(
+            statistics="Sum", comparison_operator=">", threshold="0", times=1
+        ),
+        contact_groups=[contacts.alarm_contact_group_name],
+        opts=child,
+    )
+    return fn

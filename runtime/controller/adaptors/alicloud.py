@@ -1,0 +1,243 @@
+"""Alibaba Cloud: the cloud controller observes a fleet's two ESS scaling groups, their ECS instances and the ALB
+server group's health, sizes the on-demand fallback group (the one with the economical-mode warm pool), and
+remembers in OSS.
+
+Calls are RPC-style, signed (v1) with the function's STS credentials (`runtime.secrets.alicloud_call`): the
+standard library only, so the Function Compute package needs no dependencies. The spot group is ESS's own (its
+scaling rules and `compensate_with_on_demand`); the controller sizes the fallback group with `ModifyScalingGroup`
+and ends exactly the instance decide() chose with `RemoveInstances` (desired capacity decreased with it; the group's
+lifecycle hook lets the agent drain first).
+
+Memory: OSS has no compare-and-swap on an object's content, but it refuses to overwrite when asked
+(`x-oss-forbid-overwrite`): each save creates the next numbered object (`state-00000042.json`), so of two rounds
+that read version 41 only one can create 42. Load reads the highest number; old ones are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime
+from typing import Any
+
+from spotstack.runtime.controller.decide import Decision, Replica, Role
+from spotstack.runtime.controller.round import Seen, replica, size_fallback
+from spotstack.runtime.controller.state import ControllerState
+from spotstack.runtime.secrets import alicloud_call
+
+NOTICE_S = 300.0
+"""Alibaba gives a spot instance five minutes."""
+RETRY_S = 300.0
+NO_STOCK = re.compile(r"NoStock|sold out|OutOfStock|InsufficientBalance|not enough (stock|resource)", re.I)
+VERSIONS = {"ess": "2014-08-28", "ecs": "2014-05-26", "alb": "2020-06-16"}
+STARTING = {"Pending", "Adding", "Pending:Wait"}
+LEAVING = {"Removing", "Removing:Wait", "Detaching", "EnteringStandby", "Stopping"}
+PARKED = {"Standby", "Stopped"}
+"""The economical-mode pool's stopped instances (and a user's standby): not replicas."""
+KEEP_VERSIONS = 5
+
+
+def credentials_from_env() -> dict[str, str]:
+    """Function Compute hands a function its role's STS credentials in these variables."""
+    return {
+        "AccessKeyId": os.environ["ALIBABA_CLOUD_ACCESS_KEY_ID"],
+        "AccessKeySecret": os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"],
+        "SecurityToken": os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN", ""),
+    }
+
+
+def _ts(text: str, default: float) -> float:
+    """ESS and ECS times: `2027-01-15T08:00Z` or with seconds."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return default
+
+
+def _items(doc: dict[str, Any], outer: str, inner: str) -> list[dict[str, Any]]:
+    """Alibaba's JSON lists: `{"ScalingInstances": {"ScalingInstance": [...]}}`."""
+    return list((doc.get(outer) or {}).get(inner) or [])
+
+
+class Api:
+    """Signed calls to one region's ESS, ECS and ALB (endpoints overridable for tests)."""
+
+    def __init__(self, region: str, creds: dict[str, str], endpoints: dict[str, str] | None = None) -> None:
+        self.region, self.creds = region, creds
+        self.endpoints = {
+            "ess": f"https://ess.{region}.aliyuncs.com",
+            "ecs": f"https://ecs.{region}.aliyuncs.com",
+            "alb": f"https://alb.{region}.aliyuncs.com",
+            **(endpoints or {}),
+        }
+
+    def __call__(self, product: str, action: str, **params: Any) -> dict[str, Any]:
+        flat = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
+        out = alicloud_call(self.endpoints[product], action, VERSIONS[product], flat, self.region, self.creds)
+        return dict(out)
+
+
+class AlicloudFleet:
+    def __init__(
+        self,
+        main_group: str,
+        fallback_group: str | None,
+        server_group: str,
+        listener: str,
+        spot_types: tuple[str, ...],
+        api: Api,
+    ) -> None:
+        """Groups by scaling group id; `server_group`: the ALB server group both register in, behind `listener`."""
+        self.main_group, self.fallback_group, self.server_group = main_group, fallback_group, server_group
+        self.listener = listener
+        self.spot_types, self.api = spot_types, api
+
+    # -- observe ---------------------------------------------------------------------------------------------
+    def observe(self, state: ControllerState, now: float) -> Seen:
+        ids = [g for g in (self.main_group, self.fallback_group) if g]
+        params = {f"ScalingGroupId.{i + 1}": g for i, g in enumerate(ids)}
+        groups = {
+            g["ScalingGroupId"]: g
+            for g in _items(self.api("ess", "DescribeScalingGroups", **params), "ScalingGroups", "ScalingGroup")
+        }
+        missing = [g for g in ids if g not in groups]
+        if missing:
+            raise LookupError(f"scaling groups not found: {', '.join(missing)}")
+        members: list[tuple[str, dict[str, Any]]] = []
+        for g in ids:
+            page = 1
+            while True:
+                doc = self.api("ess", "DescribeScalingInstances", ScalingGroupId=g, PageSize=50, PageNumber=page)
+                batch = _items(doc, "ScalingInstances", "ScalingInstance")
+                members += [(g, i) for i in batch]
+                if len(batch) < 50:
+                    break
+                page += 1
+        details: dict[str, dict[str, Any]] = {}
+        ids_ = [i["InstanceId"] for _, i in members]
+        for k in range(0, len(ids_), 100):
+            doc = self.api("ecs", "DescribeInstances", InstanceIds=json.dumps(ids_[k : k + 100]), PageSize=100)
+            details.update({x["InstanceId"]: x for x in _items(doc, "Instances", "Instance")})
+        servers = self.api("alb", "ListServerGroupServers", ServerGroupId=self.server_group, MaxResults=100)
+        available = {s["ServerId"] for s in servers.get("Servers", []) if s.get("Status") == "Available"}
+        # ALB lists only the servers that are not healthy, per listener and server group.
+        health = self.api("alb", "GetListenerHealthStatus", ListenerId=self.listener)
+        unhealthy = {
+            bad["ServerId"]
+            for lsn in health.get("ListenerHealthStatus", [])
+            for sg in lsn.get("ServerGroupInfos", [])
+            if sg.get("ServerGroupId") == self.server_group
+            for bad in sg.get("NonNormalServers", [])
+        }
+        notes = self._refusals(state, now)
+        replicas: list[Replica] = []
+        for group, inst in members:
+            iid, life = inst["InstanceId"], inst.get("LifecycleState", "")
+            if life in PARKED:
+                continue
+            ecs = details.get(iid, {})
+            spot = ecs.get("SpotStrategy", inst.get("SpotStrategy", "NoSpot")) != "NoSpot"
+            role: Role = "fallback" if group == self.fallback_group else ("spot" if spot else "base")
+            replicas.append(
+                replica(
+                    state,
+                    now,
+                    iid,
+                    role,
+                    ecs.get("InstanceType", "unknown"),
+                    _ts(ecs.get("CreationTime") or inst.get("CreationTime", ""), now),
+                    leaving=life in LEAVING or ecs.get("Status") == "Stopping",
+                    starting=life in STARTING or ecs.get("Status") in ("Pending", "Starting"),
+                    # Registered in the server group and its health check passing.
+                    healthy=iid in available and iid not in unhealthy,
+                )
+            )
+        sizes = {g: int(groups[g].get("DesiredCapacity", groups[g].get("TotalCapacity", 0))) for g in ids}
+        obtainable = state.obtainable(self.spot_types, now, RETRY_S)
+        return Seen(tuple(replicas), sizes[self.main_group], obtainable, sizes, tuple(notes))
+
+    def _refusals(self, state: ControllerState, now: float) -> list[str]:
+        """The spot group's failed scaling activities (`NoStock` and the like), each recorded once."""
+        seen = set(state.last.get("activities", []))
+        notes = []
+        doc = self.api("ess", "DescribeScalingActivities", ScalingGroupId=self.main_group, PageSize=20)
+        for a in _items(doc, "ScalingActivities", "ScalingActivity"):
+            if a["ScalingActivityId"] in seen:
+                continue
+            seen.add(a["ScalingActivityId"])
+            text = " ".join(str(a.get(k, "")) for k in ("StatusMessage", "Cause", "Description"))
+            if a.get("StatusCode") not in ("Failed", "Warning") or not NO_STOCK.search(text):
+                continue
+            for t in [t for t in self.spot_types if t in text] or list(self.spot_types):
+                state.failed(t, _ts(str(a.get("StartTime", "")), now))
+            notes.append(f"refused launch: {text.strip()[:160]}")
+        state.last["activities"] = sorted(seen)[-50:]
+        return notes
+
+    def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
+        """An `ecs:Instance:PreemptibleInstanceInterruption` event: the instance's pool and deadline, once."""
+        doc = self.api("ecs", "DescribeInstances", InstanceIds=json.dumps([instance]))
+        found = _items(doc, "Instances", "Instance")
+        return state.preempted(instance, found[0]["InstanceType"] if found else "unknown", at, at + NOTICE_S)
+
+    # -- act -------------------------------------------------------------------------------------------------
+    def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
+        if self.fallback_group is None:
+            return dict(seen.sizes)
+        fb = self.fallback_group
+        return size_fallback(
+            d,
+            seen,
+            fb,
+            max_launches,
+            lambda n: self.api("ess", "ModifyScalingGroup", ScalingGroupId=fb, DesiredCapacity=n),
+            lambda i: self.api(
+                "ess", "RemoveInstances", ScalingGroupId=fb, **{"InstanceIds.1": i}, DecreaseDesiredCapacity=True
+            ),
+        )
+
+
+class OssStore:
+    """The controller's memory in OSS: numbered objects, each created once (see the module's docstring)."""
+
+    def __init__(self, bucket: Any, prefix: str) -> None:
+        """`bucket`: an `oss2.Bucket` (Function Compute's Python runtime ships oss2)."""
+        self.bucket, self.prefix = bucket, prefix.rstrip("/") + "/"
+
+    def _versions(self) -> list[tuple[int, str]]:
+        import oss2
+
+        out = []
+        for obj in oss2.ObjectIterator(self.bucket, prefix=self.prefix + "state-"):
+            m = re.fullmatch(re.escape(self.prefix) + r"state-(\d+)\.json", obj.key)
+            if m:
+                out.append((int(m.group(1)), obj.key))
+        return sorted(out)
+
+    def load(self) -> ControllerState:
+        versions = self._versions()
+        if not versions:
+            return ControllerState()
+        version, key = versions[-1]
+        return ControllerState.from_json(self.bucket.get_object(key).read().decode(), version)
+
+    def save(self, state: ControllerState) -> bool:
+        import oss2
+
+        key = f"{self.prefix}state-{state.version + 1:08d}.json"
+        try:
+            self.bucket.put_object(key, state.to_json().encode(), headers={"x-oss-forbid-overwrite": "true"})
+        except oss2.exceptions.ServerError as exc:
+            if exc.status == 409 and exc.code == "FileAlreadyExists":
+                return False
+            raise
+        versions = self._versions()
+        if versions[-1][0] > state.version + 1:
+            # Read so long ago that its number had been pruned and was free again: a newer state exists, so
+            # this round lost all the same (its object is never read: load takes the highest).
+            return False
+        state.version += 1
+        for _, old in versions[:-KEEP_VERSIONS]:
+            self.bucket.delete_object(old)
+        return True

@@ -1,0 +1,72 @@
+"""The fleet controller as an Alibaba Cloud Function Compute (3.0) function: `handler` runs one round per call.
+
+Called by a timer trigger every minute and at once by an EventBridge trigger on ECS spot interruption events
+(`ecs:Instance:PreemptibleInstanceInterruption`, five minutes before the instance goes): the notice is remembered
+with its pool and deadline before the round. Credentials: the function role's STS token, which Function Compute
+puts in the environment. Configuration: one JSON document in `SPOTSTACK_CONTROLLER`. Standard library only,
+plus oss2 (Function Compute's Python runtime ships it) for the memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from spotstack.runtime.controller.adaptors.alicloud import AlicloudFleet, Api, OssStore, credentials_from_env
+from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
+from spotstack.runtime.controller.round import Store, run_round
+
+INTERRUPTION = "ecs:Instance:PreemptibleInstanceInterruption"
+
+
+def event_of(raw: Any) -> dict[str, Any]:
+    """Function Compute passes the event as bytes: a timer's `{"triggerTime", "triggerName", "payload"}` or an
+    EventBridge CloudEvent (`type`, `time`, `data`)."""
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode() or "{}"
+    doc = json.loads(raw) if isinstance(raw, str) else raw
+    return doc if isinstance(doc, dict) else {}
+
+
+def handle(
+    event: dict[str, Any], cfg: dict[str, Any], fleet: AlicloudFleet, store: Store, now: float | None = None
+) -> dict[str, Any]:
+    """One call: remember the interruption it reports (if any), then one round. Testable without FC."""
+    now = time.time() if now is None else now
+    state = store.load()
+    kind = str(event.get("type") or ("timer" if "triggerTime" in event else "call"))
+    data = event.get("data") or {}
+    if kind == INTERRUPTION and isinstance(data, dict) and data.get("instanceId"):
+        new = fleet.record_interruption(state, str(data["instanceId"]), when(event.get("time")))
+        log.info("interruption notice for %s (%s)", data["instanceId"], "new" if new else "seen before")
+    result = run_round(fleet, store, policy_of(cfg), now, state=state, max_launches=int(cfg.get("max_launches", 4)))
+    return report(result, kind)
+
+
+def fleet_of(cfg: dict[str, Any], api: Api) -> AlicloudFleet:
+    return AlicloudFleet(
+        cfg["main_group"],
+        cfg.get("fallback_group"),
+        cfg["server_group"],
+        cfg["listener"],
+        tuple(cfg["policy"]["spot_types"]),
+        api,
+    )
+
+
+def handler(event: Any, context: Any = None) -> str:
+    logging.getLogger().setLevel(logging.INFO)
+    import oss2
+
+    cfg = json.loads(os.environ[ENV])
+    creds = credentials_from_env()
+    region = cfg["region"]
+    auth = oss2.StsAuth(creds["AccessKeyId"], creds["AccessKeySecret"], creds["SecurityToken"])
+    # The internal endpoint: Function Compute reaches OSS in its region without the internet.
+    bucket = oss2.Bucket(auth, f"https://oss-{region}-internal.aliyuncs.com", cfg["bucket"])
+    store = OssStore(bucket, f"controller/{cfg['fleet']}")
+    out = handle(event_of(event), cfg, fleet_of(cfg, Api(region, creds)), store)
+    return json.dumps(out, default=str)
