@@ -148,6 +148,13 @@ def test_a_spot_stockout_grows_the_fallback_from_its_pool_and_it_shrinks_only_af
     assert all(e.warm_starts == 1 for e in pool.values())
 
 
+def test_another_fleets_interruption_is_not_ours(cloud: Cloud) -> None:
+    cloud.api.add_group("asg-other-fleet", CFG["policy"]["spot_types"], spot=True, desired=1)
+    other = next(iter(cloud.api.groups["asg-other-fleet"].members))
+    r = handle(event_of(notice(other, T0)), CFG, cloud.fleet, cloud.store, now=T0)
+    assert cloud.store.load().notices == {} and r["wanted"]["fallback"] == 0
+
+
 def test_a_broken_observation_scales_nothing_down(cloud: Cloud) -> None:
     cloud.api.groups["asg-fallback"].desired = 1
     cloud.api.reconcile()

@@ -172,6 +172,16 @@ def test_a_spot_stockout_grows_the_fallback_and_it_shrinks_only_after_the_hold(c
     assert cloud.desired("llm-fallback-asg") == 0 and cloud.desired("llm-asg") == 3
 
 
+def test_another_fleets_interruption_is_not_ours(cloud: Cloud) -> None:
+    """The interruption rule is account-wide: a warning for an instance of no group of this fleet changes nothing."""
+    vpc_subnet = cloud.ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    other = cloud.ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=vpc_subnet)
+    iid = other["Instances"][0]["InstanceId"]
+    r = handle(warning(iid, T0), CFG, cloud.fleet, cloud.store, now=T0)
+    assert cloud.store.load().notices == {} and cloud.store.load().preempted_at == {}
+    assert r["wanted"]["fallback"] == 0 and cloud.desired("llm-fallback-asg") == 0
+
+
 def test_a_broken_observation_scales_nothing_down(cloud: Cloud) -> None:
     handle(warning(cloud.spot()[0], T0), CFG, cloud.fleet, cloud.store, now=T0)
     assert cloud.desired("llm-fallback-asg") == 1

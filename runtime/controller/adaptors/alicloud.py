@@ -177,6 +177,12 @@ class AlicloudFleet:
 
     def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
         """An `ecs:Instance:PreemptibleInstanceInterruption` event: the instance's pool and deadline, once."""
+        # The EventBridge rule is account-wide (the event names no group): another fleet's notice is not ours.
+        member = self.api(
+            "ess", "DescribeScalingInstances", ScalingGroupId=self.main_group, **{"InstanceIds.1": instance}
+        )
+        if not _items(member, "ScalingInstances", "ScalingInstance"):
+            return False
         doc = self.api("ecs", "DescribeInstances", InstanceIds=json.dumps([instance]))
         found = _items(doc, "Instances", "Instance")
         return state.preempted(instance, found[0]["InstanceType"] if found else "unknown", at, at + NOTICE_S)

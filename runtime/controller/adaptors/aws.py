@@ -165,7 +165,12 @@ class AwsFleet:
         return named or list(self.spot_types)
 
     def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
-        """An EC2 Spot Instance Interruption Warning: the instance's pool and deadline, remembered once."""
+        """An EC2 Spot Instance Interruption Warning for one of this fleet's instances: its pool and deadline,
+        remembered once. False for a notice seen before or for an instance of no group of this fleet."""
+        # The EventBridge rule is account-wide (the warning names no group): another fleet's notice is not ours.
+        found = self.asg.describe_auto_scaling_instances(InstanceIds=[instance])["AutoScalingInstances"]
+        if not found or found[0]["AutoScalingGroupName"] not in (self.main_group, self.fallback_group):
+            return False
         res = self.ec2.describe_instances(InstanceIds=[instance])["Reservations"]
         pool = res[0]["Instances"][0]["InstanceType"] if res and res[0]["Instances"] else "unknown"
         return state.preempted(instance, pool, at, at + NOTICE_S)
