@@ -57,6 +57,7 @@ def controller_policy(region: str, fallback_group: str, table_arn: str, log_grou
                 "Effect": "Allow",
                 "Action": [
                     "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
                     "autoscaling:DescribeScalingActivities",
                     "ec2:DescribeInstances",
                     "elasticloadbalancing:DescribeTargetHealth",

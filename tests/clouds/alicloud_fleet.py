@@ -54,6 +54,7 @@ class AlicloudFleetFake:
         self.groups: dict[str, Group] = {}
         self.stocked_out: set[str] = set()
         self.calls: list[str] = []
+        self.versioned_calls: set[tuple[str, str]] = set()
         self.fail: dict[str, str] = {}
         """Action -> error code to answer with (a broken observation)."""
         self._n = 0
@@ -118,6 +119,7 @@ class AlicloudFleetFake:
             return web.json_response({"Code": "InvalidRegionId.NotFound"}, status=404)
         action = q.get("Action", "")
         self.calls.append(action)
+        self.versioned_calls.add((q.get("Version", ""), action))
         if action in self.fail:
             return web.json_response({"Code": self.fail[action], "Message": "Request was denied."}, status=400)
         handler = {

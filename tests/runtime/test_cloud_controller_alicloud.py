@@ -148,6 +148,18 @@ def test_a_spot_stockout_grows_the_fallback_from_its_pool_and_it_shrinks_only_af
     assert all(e.warm_starts == 1 for e in pool.values())
 
 
+def test_every_call_the_scenario_makes_is_one_its_role_allows(cloud: Cloud) -> None:
+    from spotstack.components.alicloud.controller import controller_policy
+
+    test_a_spot_stockout_grows_the_fallback_from_its_pool_and_it_shrinks_only_after_the_hold(cloud)
+    products = {"2014-08-28": "ess", "2014-05-26": "ecs", "2020-06-16": "alb"}
+    made = {f"{products[v]}:{a}" for v, a in cloud.api.versioned_calls}
+    doc = controller_policy("us-west-1", "asg-main", "asg-fallback", "sgp-llm", "lsn-llm", "llm-controller", "logs")
+    allowed = {a for st in doc["Statement"] for a in st["Action"]}
+    assert {"ess:ModifyScalingGroup", "ess:RemoveInstances", "alb:GetListenerHealthStatus"} <= made
+    assert made <= allowed, made - allowed
+
+
 def test_another_fleets_interruption_is_not_ours(cloud: Cloud) -> None:
     cloud.api.add_group("asg-other-fleet", CFG["policy"]["spot_types"], spot=True, desired=1)
     other = next(iter(cloud.api.groups["asg-other-fleet"].members))

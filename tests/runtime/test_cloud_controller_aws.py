@@ -172,6 +172,32 @@ def test_a_spot_stockout_grows_the_fallback_and_it_shrinks_only_after_the_hold(c
     assert cloud.desired("llm-fallback-asg") == 0 and cloud.desired("llm-asg") == 3
 
 
+def test_every_call_a_round_makes_is_one_its_role_allows(cloud: Cloud) -> None:
+    """The component's IAM policy against the calls the scenario's rounds actually make (botocore's own names)."""
+    from spotstack.components.aws.controller import controller_policy
+
+    made: set[str] = set()
+    recording = [True]
+
+    def record(model: Any, **_: Any) -> None:
+        if recording[0]:
+            made.add(f"{model.service_model.signing_name}:{model.name}")
+
+    for client in (cloud.asg, cloud.ec2, cloud.elb):
+        client.meta.events.register("before-call", record)
+    doomed = cloud.spot()
+    handle(warning(doomed[0], T0), CFG, cloud.fleet, cloud.store, now=T0)
+    recording[0] = False  # the spot instance's death is the cloud's doing, not the round's
+    cloud.asg.terminate_instance_in_auto_scaling_group(InstanceId=doomed[0], ShouldDecrementDesiredCapacity=False)
+    recording[0] = True
+    for at in (T0 + 400, T0 + 440):
+        run_round(cloud.fleet, cloud.store, policy_of(CFG), at)
+    assert {"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"} <= made
+    doc = controller_policy("us-east-1", "llm-fallback-asg", "arn:table", "arn:logs")
+    allowed = {a for st in doc["Statement"] for a in st["Action"]}
+    assert made <= allowed, made - allowed
+
+
 def test_another_fleets_interruption_is_not_ours(cloud: Cloud) -> None:
     """The interruption rule is account-wide: a warning for an instance of no group of this fleet changes nothing."""
     vpc_subnet = cloud.ec2.describe_subnets()["Subnets"][0]["SubnetId"]
