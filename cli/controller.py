@@ -1,6 +1,7 @@
 """`spotstack controller`: the fleet controller's round from your machine (or your own VM / Kubernetes
 Deployment): observe the fleet in the cloud, decide, act, and say why. The deployed controller (a Lambda function
-on AWS) runs the same round every minute; this is for looking at it, and for users who prefer to run it."""
+on AWS, a Cloud Run function on GCP, a Function Compute function on Alibaba Cloud) runs the same round every
+minute; this is for looking at it, and for users who prefer to run it."""
 
 from __future__ import annotations
 
@@ -18,12 +19,87 @@ controller_app = typer.Typer(
     help="The fleet controller: one round (once) or a loop (run), against the cloud.", no_args_is_help=True
 )
 err = Console(stderr=True, soft_wrap=True)
-STACK = typer.Option(..., "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml.")
+STACK = typer.Option(None, "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml (AWS fleets).")
+CONFIG = typer.Option(
+    None,
+    "--config",
+    help="The deployed controller's configuration document, any cloud: a file, or - for stdin "
+    "(`pulumi stack output <fleet>.controller_config`).",
+)
 FLEET = typer.Option(None, "--fleet", help="Which fleet (default: the first with an on-demand fallback).")
-ENDPOINT = typer.Option(None, "--endpoint-url", help="Another AWS endpoint (moto, LocalStack).", hidden=True)
+ENDPOINT = typer.Option(
+    None, "--endpoint-url", help="Another API endpoint (moto, LocalStack, an emulator).", hidden=True
+)
 
 
-def _setup(stack: str, fleet: str | None, endpoint_url: str | None) -> tuple[Any, Any, Any, Any]:
+def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
+    """Adaptor, store and policy from a controller's configuration document, as its function builds them.
+    Credentials from each cloud's usual chain (AWS: boto3's; GCP: application default credentials; Alibaba:
+    ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET / _SECURITY_TOKEN)."""
+    from spotstack.runtime.controller.invocation import policy_of
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        cfg = json.loads(text)
+        cloud = cfg["cloud"]
+        policy = policy_of(cfg)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        err.print(f"[red]error:[/red] --config {source}: not a controller configuration ({exc})", highlight=False)
+        raise typer.Exit(2) from None
+    if cloud == "aws":
+        from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
+
+        region = cfg.get("region")
+        fleet = AwsFleet(
+            cfg["main_group"],
+            cfg.get("fallback_group"),
+            cfg["target_group_arn"],
+            tuple(cfg["policy"]["spot_types"]),
+            region=region,
+            endpoint_url=endpoint_url,
+        )
+        return fleet, DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url), policy
+    if cloud == "gcp":
+        from spotstack.runtime.controller.adaptors.gcp import GcsStore
+        from spotstack.runtime.controller.gcp_function import fleet_of
+
+        opts = {"api_endpoint": endpoint_url} if endpoint_url else None
+        return fleet_of(cfg, client_options=opts), GcsStore(cfg["bucket"], cfg["object"]), policy
+    if cloud == "alicloud":
+        import os
+
+        import oss2
+
+        from spotstack.runtime.controller.adaptors.alicloud import Api, OssStore, credentials_from_env
+        from spotstack.runtime.controller.alicloud_function import fleet_of as ali_fleet
+
+        try:
+            creds = credentials_from_env()
+        except KeyError as exc:
+            err.print(f"[red]error:[/red] Alibaba Cloud credentials: {exc} is not set", highlight=False)
+            raise typer.Exit(2) from None
+        region = cfg["region"]
+        endpoints = dict.fromkeys(("ess", "ecs", "alb"), endpoint_url) if endpoint_url else None
+        oss_endpoint = os.environ.get("SPOTSTACK_OSS_ENDPOINT", f"https://oss-{region}.aliyuncs.com")
+        auth = (
+            oss2.StsAuth(creds["AccessKeyId"], creds["AccessKeySecret"], creds["SecurityToken"])
+            if creds["SecurityToken"]
+            else oss2.Auth(creds["AccessKeyId"], creds["AccessKeySecret"])
+        )
+        store = OssStore(oss2.Bucket(auth, oss_endpoint, cfg["bucket"]), f"controller/{cfg['fleet']}")
+        return ali_fleet(cfg, Api(region, creds, endpoints)), store, policy
+    err.print(f"[red]error:[/red] --config {source}: unknown cloud {cloud!r}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _setup(
+    stack: str | None, fleet: str | None, endpoint_url: str | None, config_file: str | None = None
+) -> tuple[Any, Any, Any, Any]:
+    if config_file is not None:
+        return (None, *_from_config(config_file, endpoint_url))
+    if stack is None:
+        err.print("[red]error:[/red] give --stack NAME (AWS fleets) or --config FILE (any cloud)")
+        raise typer.Exit(2)
     from spotstack.components.aws.controller import config, names
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
@@ -69,14 +145,39 @@ def _setup(stack: str, fleet: str | None, endpoint_url: str | None) -> tuple[Any
     return f, cloud, store, policy
 
 
-def _round(cloud: Any, store: Any, policy: Any, dry_run: bool) -> dict[str, Any]:
-    from botocore.exceptions import BotoCoreError, ClientError
+def _cloud_errors() -> tuple[type[BaseException], ...]:
+    """What a cloud's API raises when it refuses or fails (each SDK where installed)."""
+    from spotstack.runtime.secrets import SecretError
 
+    found: list[type[BaseException]] = [LookupError, SecretError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found += [BotoCoreError, ClientError]
+    except ImportError:
+        pass
+    try:
+        from google.api_core.exceptions import GoogleAPIError
+        from google.auth.exceptions import GoogleAuthError
+
+        found += [GoogleAPIError, GoogleAuthError]
+    except ImportError:
+        pass
+    try:
+        from oss2.exceptions import OssError
+
+        found.append(OssError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _round(cloud: Any, store: Any, policy: Any, dry_run: bool) -> dict[str, Any]:
     from spotstack.runtime.controller.round import run_round
 
     try:
         return run_round(cloud, store, policy, time.time(), dry_run=dry_run).as_dict()
-    except (BotoCoreError, ClientError, LookupError) as exc:
+    except _cloud_errors() as exc:
         err.print(f"[red]error:[/red] the round observed nothing and changed nothing: {exc}", highlight=False)
         raise typer.Exit(1) from None
 
@@ -100,9 +201,10 @@ def once(
     dry_run: bool = typer.Option(False, "--dry-run", help="Observe and decide; change nothing, save nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     endpoint_url: str | None = ENDPOINT,
+    config: str | None = CONFIG,
 ) -> None:
     """One round against the cloud: what the controller sees, what it decides, and why."""
-    _, cloud, store, policy = _setup(stack, fleet, endpoint_url)
+    _, cloud, store, policy = _setup(stack, fleet, endpoint_url, config)
     r = _round(cloud, store, policy, dry_run)
     if as_json:
         sys.stdout.write(json.dumps(r, default=str) + "\n")
@@ -116,9 +218,10 @@ def run(
     fleet: str | None = FLEET,
     interval_s: float = typer.Option(60.0, "--interval-s", help="Seconds between rounds."),
     endpoint_url: str | None = ENDPOINT,
+    config: str | None = CONFIG,
 ) -> None:
-    """Rounds in a loop, one line each (for your own VM or a Kubernetes Deployment instead of the Lambda)."""
-    _, cloud, store, policy = _setup(stack, fleet, endpoint_url)
+    """Rounds in a loop, one line each (for your own VM or a Kubernetes Deployment instead of the function)."""
+    _, cloud, store, policy = _setup(stack, fleet, endpoint_url, config)
     while True:
         try:
             r = _round(cloud, store, policy, False)

@@ -43,7 +43,7 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
     gpu = AwsGpuFleet(
         fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix)
     )
-    return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name}
+    return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name, "controller_config": gpu.controller_config}
 
 
 def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
@@ -72,7 +72,11 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
     gpu = GcpGpuFleet(
         fleet.name, GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store)
     )
-    return {"endpoint": gpu.address, "service_account": gpu.service_account_email}
+    return {
+        "endpoint": gpu.address,
+        "service_account": gpu.service_account_email,
+        "controller_config": gpu.controller_config,
+    }
 
 
 def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
@@ -108,7 +112,7 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
         fleet.name,
         AlicloudGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id),
     )
-    return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id}
+    return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id, "controller_config": gpu.controller_config}
 
 
 DECLARE = {"aws": _declare_aws, "gcp": _declare_gcp, "alicloud": _declare_alicloud}
@@ -137,4 +141,5 @@ def run() -> None:
             continue
         outputs = declare(fleet)
         for key, value in outputs.items():
-            pulumi.export(f"{fleet.name}.{key}", value)
+            if value is not None:  # controller_config: only where the fleet has a controller
+                pulumi.export(f"{fleet.name}.{key}", value)

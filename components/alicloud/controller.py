@@ -97,6 +97,7 @@ def config(
     """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`)."""
     cap = spec.capacity
     return {
+        "cloud": "alicloud",
         "fleet": spec.name,
         "region": spec.region,
         "main_group": main_group,
@@ -137,7 +138,8 @@ def declare(
     servers: ali.alb.ServerGroup,
     listener: ali.alb.Listener,
     child: pulumi.ResourceOptions,
-) -> ali.fc.V3Function:
+) -> tuple[ali.fc.V3Function, pulumi.Output[str]]:
+    """The controller's resources; returns the function and its configuration document."""
     fn_name = node.stack_name(f"{name}-controller", 64)
     tags = {"spotstack-fleet": name}
     bucket = ali.oss.Bucket(
@@ -258,4 +260,4 @@ def declare(
         contact_groups=[contacts.alarm_contact_group_name],
         opts=child,
     )
-    return fn
+    return fn, env

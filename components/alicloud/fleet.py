@@ -362,11 +362,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             )
         self._scaling(name, spec, group, servers, child)
         self.controller_function: pulumi.Output[str] | None = None
+        self.controller_config: pulumi.Output[str] | None = None
+        """The controller's configuration document (`spotstack controller once --config`)."""
         if warm_group is not None:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each spot interruption notice (components/alicloud/controller.py).
-            fn = controller.declare(name, spec, group, warm_group, servers, listener, child)
-            self.controller_function = fn.function_name
+            fn, doc = controller.declare(name, spec, group, warm_group, servers, listener, child)
+            self.controller_function, self.controller_config = fn.function_name, doc
 
         self.address = alb.dns_name
         self.scaling_group_id = group.id
@@ -377,6 +379,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 "scaling_group_id": self.scaling_group_id,
                 "role_name": self.role_name,
                 "controller_function": self.controller_function,
+                "controller_config": self.controller_config,
             }
         )
 

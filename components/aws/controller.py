@@ -84,6 +84,7 @@ def config(spec: FleetSpec, main_group: str, fallback_group: str, table: str, tg
     """The function's `SPOTSTACK_CONTROLLER` document (read by `aws_lambda.handler`)."""
     cap = spec.capacity
     return {
+        "cloud": "aws",
         "fleet": spec.name,
         "region": spec.region,
         "main_group": main_group,
@@ -121,7 +122,9 @@ def declare(
     tg: aws.lb.TargetGroup,
     tags: dict[str, str],
     child: pulumi.ResourceOptions,
-) -> aws.lambda_.Function:
+) -> tuple[aws.lambda_.Function, pulumi.Output[str]]:
+    """The controller's resources; returns the function and its configuration document (for
+    `spotstack controller once --config`)."""
     fn_name = names(spec)["function"]
     table = aws.dynamodb.Table(
         f"{name}-controller-state",
@@ -155,6 +158,9 @@ def declare(
         opts=child,
     )
     code = pulumi.AssetArchive({k: pulumi.FileAsset(str(v)) for k, v in lambda_files().items()})
+    doc = pulumi.Output.all(table.name, tg.arn).apply(
+        lambda a: json.dumps(config(spec, main_group, fallback_group, a[0], a[1]))
+    )
     fn = aws.lambda_.Function(
         f"{name}-controller",
         name=fn_name,
@@ -168,9 +174,7 @@ def declare(
         reserved_concurrent_executions=1,
         environment=aws.lambda_.FunctionEnvironmentArgs(
             variables={
-                "SPOTSTACK_CONTROLLER": pulumi.Output.all(table.name, tg.arn).apply(
-                    lambda a: json.dumps(config(spec, main_group, fallback_group, a[0], a[1]))
-                )
+                "SPOTSTACK_CONTROLLER": doc,
             }
         ),
         tags=tags,
@@ -223,4 +227,4 @@ def declare(
         tags=tags,
         opts=child,
     )
-    return fn
+    return fn, doc

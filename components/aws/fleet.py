@@ -287,11 +287,14 @@ class AwsGpuFleet(pulumi.ComponentResource):
 
         scaling.declare(name, spec, main, lb, tg, child)
         self.controller_function = None
+        self.controller_config: pulumi.Output[str] | None = None
+        """The controller's configuration document (`spotstack controller once --config`)."""
         if cap.dynamic_on_demand_fallback:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each spot event (components/aws/controller.py).
-            fn = controller.declare(name, spec, group_names["main"], group_names["fallback"], tg, tags, child)
+            fn, doc = controller.declare(name, spec, group_names["main"], group_names["fallback"], tg, tags, child)
             self.controller_function = fn.name
+            self.controller_config = doc
 
         self.load_balancer_dns = lb.dns_name
         self.target_group_arn = tg.arn
@@ -304,6 +307,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 "group_name": self.group_name,
                 "fallback_group_name": self.fallback_group_name,
                 "controller_function": self.controller_function,
+                "controller_config": self.controller_config,
                 "role_arn": self.role_arn,
             }
         )

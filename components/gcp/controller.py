@@ -56,6 +56,7 @@ def config(spec: FleetSpec, project: str, groups: dict[str, str], backend_servic
     """The function's `SPOTSTACK_CONTROLLER` document (read by `gcp_function.handler`)."""
     cap = spec.capacity
     return {
+        "cloud": "gcp",
         "fleet": spec.name,
         "project": project,
         "region": spec.region,
@@ -105,7 +106,8 @@ def declare(
     base_names: dict[str, str],
     backend: gcp.compute.BackendService,
     child: pulumi.ResourceOptions,
-) -> gcp.cloudfunctionsv2.Function:
+) -> tuple[gcp.cloudfunctionsv2.Function, pulumi.Output[str]]:
+    """The controller's resources; returns the function and its configuration document."""
     project = migs["fallback"].project
     labels = {"spotstack-fleet": name}
     bucket = gcp.storage.Bucket(
@@ -298,4 +300,4 @@ def declare(
         ],
         opts=child,
     )
-    return fn
+    return fn, env

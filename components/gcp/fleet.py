@@ -324,11 +324,13 @@ class GcpGpuFleet(pulumi.ComponentResource):
         if spot_mig is not None:
             self._autoscaler(name, spec, g, spot_mig, child)
         self.controller_function: pulumi.Output[str] | None = None
+        self.controller_config: pulumi.Output[str] | None = None
+        """The controller's configuration document (`spotstack controller once --config`)."""
         if "fallback" in migs:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each preemption of a spot VM (components/gcp/controller.py).
-            fn = controller.declare(name, spec, migs, {k: f"{name}-{k}" for k in migs}, bs, child)
-            self.controller_function = fn.name
+            fn, doc = controller.declare(name, spec, migs, {k: f"{name}-{k}" for k in migs}, bs, child)
+            self.controller_function, self.controller_config = fn.name, doc
 
         self.address = address.address
         self.backend_service = bs.name
@@ -339,6 +341,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "backend_service": self.backend_service,
                 "service_account_email": self.service_account_email,
                 "controller_function": self.controller_function,
+                "controller_config": self.controller_config,
             }
         )
 

@@ -61,11 +61,12 @@ class Cloud:
         rpc.router.add_get("/", self.api.rpc)
         oss_app = web.Application()
         self.oss.routes(oss_app)
-        url = self.servers.serve(rpc)
+        self.rpc_url = url = self.servers.serve(rpc)
         endpoints = {"ess": url, "ecs": url, "alb": url}
         self.fleet = fleet_of(CFG, Api("us-west-1", CREDS, endpoints))
         auth = oss2.StsAuth(CREDS["AccessKeyId"], CREDS["AccessKeySecret"], CREDS["SecurityToken"])
-        self.store = OssStore(oss2.Bucket(auth, self.servers.serve(oss_app), "llm-controller"), "controller/llm")
+        self.oss_url = self.servers.serve(oss_app)
+        self.store = OssStore(oss2.Bucket(auth, self.oss_url, "llm-controller"), "controller/llm")
 
     def desired(self, gid: str) -> int:
         return self.api.groups[gid].desired
@@ -194,6 +195,37 @@ def test_of_two_overlapping_rounds_only_one_acts(cloud: Cloud) -> None:
     keys = sorted(cloud.oss.buckets["llm-controller"])
     assert len(keys) == 5 and keys[-1] == "controller/llm/state-00000009.json"
     assert cloud.store.load().version == 9
+
+
+def test_controller_once_from_the_deployed_config(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`spotstack controller once --config FILE`: the document the component exports, credentials from the usual
+    environment variables; a dry run changes nothing and saves nothing, a real round saves its memory."""
+    from typer.testing import CliRunner
+
+    from spotstack.cli.main import app
+
+    doc = tmp_path / "controller.json"
+    doc.write_text(json.dumps({**CFG, "cloud": "alicloud"}))
+    for k, v in {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": CREDS["AccessKeyId"],
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": CREDS["AccessKeySecret"],
+        "ALIBABA_CLOUD_SECURITY_TOKEN": CREDS["SecurityToken"],
+        "SPOTSTACK_OSS_ENDPOINT": cloud.oss_url,
+    }.items():
+        monkeypatch.setenv(k, v)
+    args = ["controller", "once", "--config", str(doc), "--endpoint-url", cloud.rpc_url, "--json"]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    out = json.loads(dry.stdout)
+    assert len(out["replicas"]) == 3 and not out["acted"] and cloud.oss.buckets["llm-controller"] == {}
+    real = CliRunner().invoke(app, args)
+    assert real.exit_code == 0 and json.loads(real.stdout)["saved"], real.output
+    assert list(cloud.oss.buckets["llm-controller"]) == ["controller/llm/state-00000001.json"]
+    monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code == 2 and "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in missing.output
 
 
 def test_the_function_package_imports_with_the_standard_library_alone(tmp_path: Path) -> None:
