@@ -86,6 +86,32 @@ def manifest(
     print(m.model_id)
 
 
+@cache_app.command("verify")
+def verify(
+    root: Path = typer.Argument(..., help="The model's files: a pulled --dest, or the model's own directory."),
+    manifest_url: str = typer.Option(
+        None, "--manifest", help="The model's URL (where its manifest is); default: the manifest in ROOT."
+    ),
+) -> None:
+    """Check every file against the manifest: size, each chunk's digest and each file's sha256. Exit 1 on a
+    mismatch (each is named), 2 when the manifest cannot be read."""
+    from spotstack.runtime.cache.manifest import read_manifest, verify_tree
+
+    try:
+        m = read_manifest(manifest_url or str(root))
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] manifest of {manifest_url or root}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    with _bar() as bar:
+        task = bar.add_task("verifying", total=m.total_bytes, mix="")
+        problems = verify_tree(root, m, progress=lambda n: bar.advance(task, n))
+    for p in problems:
+        err.print(f"[red]mismatch:[/red] {p}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"{len(m.files)} files, {m.total_bytes / 1e9:.2f} GB: every chunk and file matches the manifest")
+
+
 @cache_app.command("serve")
 def serve(
     store: Path = STORE,
@@ -128,10 +154,11 @@ def pull(
     token_file: Path = TOKEN_FILE,
     no_origin: bool = typer.Option(False, "--no-origin", help="Fail rather than read the object store."),
     connections: int = typer.Option(2, "--connections-per-peer", min=1, max=16),
-    verify_sha256: bool = typer.Option(
-        True,
+    verify_sha256: bool | None = typer.Option(
+        None,
         "--verify-sha256/--chunks-only",
-        help="Check each file's sha256 (default), or trust the per-chunk xxh3-128.",
+        help="Also check each file's sha256, or trust the chunk hashes. Default: only for version 1 manifests "
+        "(xxh3 chunks); BLAKE3 chunks (version 2) are cryptographic.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -26,6 +26,7 @@ EXTRAS = {
     "aiohttp": "agent",
     "prometheus_client": "agent",
     "xxhash": "agent",
+    "blake3": "agent",
     "fsspec": "agent",
     "s3fs": "agent",
     "boto3": "agent",

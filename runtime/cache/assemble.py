@@ -39,8 +39,8 @@ class FileJob:
     def __init__(self, store: Store, entry: FileEntry, chunk_size: int, verify_sha256: bool = True) -> None:
         self.entry, self.chunk_size, self.store = entry, chunk_size, store
         self.verify_sha256 = verify_sha256
-        self.part = store.part_path(entry.sha256)
-        self.ok_path = store.ok_path(entry.sha256)
+        self.part = store.part_path(entry.key)
+        self.ok_path = store.ok_path(entry.key)
         n = len(entry.chunks)
         # Resume: a partial file of the right size keeps the chunks its .ok file vouches for.
         marks = b""
@@ -110,7 +110,7 @@ class FileJob:
             self.discard()
             raise PullError(f"{self.entry.path}: sha256 mismatch after every chunk verified (manifest is wrong?)")
         os.chmod(self.part, 0o444)
-        os.replace(self.part, self.store.file_path(self.entry.sha256))
+        os.replace(self.part, self.store.file_path(self.entry.key))
         self.ok_path.unlink(missing_ok=True)
 
     def discard(self) -> None:

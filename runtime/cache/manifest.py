@@ -1,12 +1,15 @@
-"""A model's manifest: its files, their sizes and sha256, and a fast hash per fixed-size chunk.
+"""A model's manifest: its files, their sizes and sha256, and a cryptographic hash per fixed-size chunk.
 
 Chunk size: 16 MiB. A request costs ~0.3 ms of overhead, under 5% of a 16 MiB transfer at
 loopback speed; a 2 GB model still has ~128 chunks to spread over peers and connections; a
 failed or corrupt chunk costs at most 16 MiB to fetch again; and 16 MiB ranged GETs are what
 object stores serve best. Chunks never span files, so each chunk maps to one (file, offset).
 
-Chunk hash: xxh3-128 (16 GB/s per core here) so verifying every chunk costs almost nothing;
-sha256 per file gives the end-to-end check before a file is renamed into place.
+Chunk hash (format version 2): BLAKE3-256. Cryptographic, so a verified chunk is the manifest's chunk whoever
+sent it, and each chunk is hashed on its own (in parallel on the pull's worker threads: the binding releases
+the GIL): a pull needs no per-file sha256, which had to run in file order on one core. The file sha256s stay in
+the manifest for external tools and `spotstack cache verify`. Version 1 manifests (xxh3-128 chunks, not
+cryptographic) are still read; a pull of one checks each file's sha256 as before.
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import blake3
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 MANIFEST_NAME = "spotstack-manifest.json"
 DEFAULT_CHUNK = 16 << 20
-HASH_RE = r"^[0-9a-f]{32}$"
+HASH_RE = r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$"
+"""xxh3-128 (version 1) or BLAKE3-256 (version 2) hex digests."""
+DIGEST_LEN = {"xxh3_128": 32, "blake3": 64}
 
 
 def check_rel_path(path: str) -> str:
@@ -55,12 +62,21 @@ class FileEntry(BaseModel):
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     chunks: list[Annotated[str, StringConstraints(pattern=HASH_RE)]]
-    """xxh3-128 of each chunk, in order; chunk i covers [i * chunk_size, min(size, (i+1) * chunk_size))."""
+    """The chunk hash of each chunk, in order; chunk i covers [i * chunk_size, min(size, (i+1) * chunk_size))."""
 
     @field_validator("path")
     @classmethod
     def _safe_path(cls, v: str) -> str:
         return check_rel_path(v)
+
+    @cached_property
+    def key(self) -> str:
+        """The file's name in a store: something a pull has verified. With xxh3 chunks (version 1) its sha256,
+        which such a pull checks; with BLAKE3 chunks a BLAKE3 over its size and chunk digests (the chunks prove
+        the bytes; the sha256 is not checked, so a manifest that lies about it cannot alias another file)."""
+        if self.size and len(self.chunks[0]) == DIGEST_LEN["xxh3_128"]:
+            return self.sha256
+        return "b3-" + str(blake3.blake3(f"{self.size}:{','.join(self.chunks)}".encode()).hexdigest())
 
     def chunk_span(self, i: int, chunk_size: int) -> tuple[int, int]:
         start = i * chunk_size
@@ -70,17 +86,25 @@ class FileEntry(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1] = 1
-    """Format version; a reader refuses versions it does not know rather than guess."""
+    version: Literal[1, 2] = 2
+    """Format version; a reader refuses versions it does not know rather than guess. 1: xxh3-128 chunks;
+    2: BLAKE3 chunks."""
     chunk_size: int = Field(ge=1 << 20, le=64 << 20)
-    chunk_hash: Literal["xxh3_128"] = "xxh3_128"
+    chunk_hash: Literal["xxh3_128", "blake3"] = "blake3"
     files: list[FileEntry] = Field(max_length=1_000_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        """The manifest as a whole: every size matches its chunk list, no path twice or under another file."""
+        """The manifest as a whole: its version's chunk hash and digest length, every size matching its chunk
+        list, no path twice or under another file."""
+        want_hash = {1: "xxh3_128", 2: "blake3"}[self.version]
+        if self.chunk_hash != want_hash:
+            raise ValueError(f"a version {self.version} manifest hashes chunks with {want_hash}, not {self.chunk_hash}")
         paths: set[str] = set()
+        width = DIGEST_LEN[self.chunk_hash]
         for f in self.files:
+            if any(len(c) != width for c in f.chunks):
+                raise ValueError(f"{f.path}: {self.chunk_hash} chunk digests are {width} hex digits")
             want = -(-f.size // self.chunk_size)
             if len(f.chunks) != want:
                 raise ValueError(
@@ -100,18 +124,29 @@ class Manifest(BaseModel):
     @property
     def model_id(self) -> str:
         """Identifies the model by content: the same files give the same id wherever they live."""
-        canon = json.dumps([[f.path, f.size, f.sha256] for f in sorted(self.files, key=lambda f: f.path)])
+        canon = json.dumps([[f.path, f.size, f.key] for f in sorted(self.files, key=lambda f: f.path)])
         return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def cryptographic(self) -> bool:
+        """Whether a verified chunk proves its bytes (BLAKE3), or only catches accidents (xxh3)."""
+        return self.chunk_hash == "blake3"
+
+    def digest(self, data: Any) -> str:
+        return chunk_hash(data, self.chunk_hash)
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
 
 
-def chunk_hash(data: Any) -> str:
+def chunk_hash(data: Any, algorithm: str = "blake3") -> str:
+    """A chunk's hex digest. BLAKE3 releases the GIL on large buffers, so pull workers hash in parallel."""
+    if algorithm == "blake3":
+        return str(blake3.blake3(data).hexdigest())
     return xxhash.xxh3_128_hexdigest(data)
 
 
@@ -147,6 +182,33 @@ def build_manifest(
                 progress(len(data))
         entries.append(FileEntry(path=rel, size=size, sha256=sha.hexdigest(), chunks=chunks))
     return Manifest(chunk_size=chunk_size, files=entries)
+
+
+def verify_tree(root: Path, manifest: Manifest, progress: Callable[[int], None] = lambda n: None) -> list[str]:
+    """Check the files under `root` against `manifest`: size, every chunk digest and the file's sha256 (the
+    end-to-end check a pull leaves out with BLAKE3 chunks). The problems found; empty when all match."""
+    problems: list[str] = []
+    for f in manifest.files:
+        path = root / f.path
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            problems.append(f"{f.path}: {exc.strerror or exc}")
+            continue
+        if size != f.size:
+            problems.append(f"{f.path}: {size} bytes, the manifest says {f.size}")
+            continue
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for i, want in enumerate(f.chunks):
+                data = fh.read(manifest.chunk_size)
+                sha.update(data)
+                progress(len(data))
+                if manifest.digest(data) != want:
+                    problems.append(f"{f.path}: chunk {i} does not match its {manifest.chunk_hash} digest")
+        if sha.hexdigest() != f.sha256:
+            problems.append(f"{f.path}: sha256 {sha.hexdigest()} is not the manifest's {f.sha256}")
+    return problems
 
 
 def write_manifest(url: str, manifest: Manifest) -> str:

@@ -1,6 +1,6 @@
 """The peer server: verified chunks by content hash, over HTTP, with sendfile.
 
-    GET  /v1/chunks/<xxh3-128 hex>   the chunk's bytes (sent with sendfile from the store)
+    GET  /v1/chunks/<BLAKE3 hex>     the chunk's bytes (sent with sendfile from the store)
     HEAD /v1/chunks/<hash>           whether this node has it
     GET  /v1/inventory               every chunk hash this node can serve, as a JSON list
     GET  /v1/manifest?url=<model>    the manifest this node pulled from that URL (when the origin is down)
@@ -31,7 +31,8 @@ from spotstack.runtime.cache.store import Store
 from spotstack.runtime.config import PEER_PORT
 from spotstack.runtime.net import Limits, serve
 
-HASH = re.compile(r"^[0-9a-f]{32}$")
+HASH = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{32})$")
+"""BLAKE3-256 (manifest version 2) or xxh3-128 (version 1) hex digests."""
 MIN_TOKEN_LEN = 16
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,7 +136,7 @@ class PeerServer:
         digest = request.match_info["digest"]
         if not HASH.match(digest):
             self.refused["bad_hash"] += 1
-            return web.Response(status=400, text="chunks are addressed by their xxh3-128 hex digest\n")
+            return web.Response(status=400, text="chunks are addressed by their BLAKE3 (or xxh3-128) hex digest\n")
         found = self.store.locate(digest)
         if found is None:
             return web.Response(status=404, text="not here\n")

@@ -2,9 +2,10 @@
 
 Layout under the store directory (default /dev/shm/spotstack):
 
-    files/<sha256>            complete, verified files (read-only; hard-linked into --dest)
-    partial/<sha256>.part     a file being pulled: chunks land here in place, by offset
-    partial/<sha256>.ok       one byte per chunk, 1 once that chunk is verified (so a server in
+    files/<key>               complete, verified files (read-only; hard-linked into --dest); the key is
+                              `FileEntry.key`: what a pull verified (BLAKE3 of the chunk list, or the sha256)
+    partial/<key>.part        a file being pulled: chunks land here in place, by offset
+    partial/<key>.ok          one byte per chunk, 1 once that chunk is verified (so a server in
                               another process can serve it before the file is complete)
     manifests/<model_id>.json the manifests of models held here: they map chunk hash -> (file, offset)
     sources/<hash of url>     the model id last pulled from a URL (peers answer manifests by URL)
@@ -34,7 +35,7 @@ class StoreFull(Exception):
 
 @dataclass(frozen=True)
 class ChunkRef:
-    sha256: str
+    file_key: str
     offset: int
     size: int
     index: int
@@ -61,7 +62,7 @@ class Store:
         for f in m.files:
             for i, h in enumerate(f.chunks):
                 off, size = f.chunk_span(i, m.chunk_size)
-                self._index.setdefault(h, ChunkRef(f.sha256, off, size, i))
+                self._index.setdefault(h, ChunkRef(f.key, off, size, i))
 
     def add_manifest(self, m: Manifest) -> None:
         path = self.root / "manifests" / f"{m.model_id}.json"
@@ -104,14 +105,14 @@ class Store:
                     self._add_manifest(m)
 
     # -- paths --------------------------------------------------------------------------------
-    def file_path(self, sha256: str) -> Path:
-        return self.root / "files" / sha256
+    def file_path(self, key: str) -> Path:
+        return self.root / "files" / key
 
-    def part_path(self, sha256: str) -> Path:
-        return self.root / "partial" / f"{sha256}.part"
+    def part_path(self, key: str) -> Path:
+        return self.root / "partial" / f"{key}.part"
 
-    def ok_path(self, sha256: str) -> Path:
-        return self.root / "partial" / f"{sha256}.ok"
+    def ok_path(self, key: str) -> Path:
+        return self.root / "partial" / f"{key}.ok"
 
     # -- what peers ask for ---------------------------------------------------------------------
     def locate(self, chunk: str) -> tuple[Path, ChunkRef] | None:
@@ -122,14 +123,14 @@ class Store:
             ref = self._index.get(chunk)
             if ref is None:
                 return None
-        full = self.file_path(ref.sha256)
+        full = self.file_path(ref.file_key)
         if full.exists():
             return full, ref
         try:
-            with open(self.ok_path(ref.sha256), "rb") as f:
+            with open(self.ok_path(ref.file_key), "rb") as f:
                 f.seek(ref.index)
                 if f.read(1) == b"\x01":
-                    return self.part_path(ref.sha256), ref
+                    return self.part_path(ref.file_key), ref
         except OSError:
             pass
         return None
@@ -140,11 +141,11 @@ class Store:
         out: list[str] = []
         for m in list(self._manifests.values()):
             for f in m.files:
-                if self.file_path(f.sha256).exists():
+                if self.file_path(f.key).exists():
                     out.extend(f.chunks)
                     continue
                 try:
-                    marks = self.ok_path(f.sha256).read_bytes()
+                    marks = self.ok_path(f.key).read_bytes()
                 except OSError:
                     continue
                 out.extend(h for i, h in enumerate(f.chunks) if i < len(marks) and marks[i] == 1)
@@ -165,7 +166,7 @@ class Store:
         for pin in (self.root / "pins").iterdir():
             m = self._manifests.get(pin.name)
             if m is not None:
-                shas.update(f.sha256 for f in m.files)
+                shas.update(f.key for f in m.files)
         return shas
 
     def pin(self, model_id: str) -> None:
@@ -206,4 +207,4 @@ class Store:
             os.utime(path, (time.time(), path.stat().st_mtime))
 
     def has_file(self, f: FileEntry) -> bool:
-        return self.file_path(f.sha256).exists()
+        return self.file_path(f.key).exists()

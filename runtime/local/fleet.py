@@ -102,6 +102,7 @@ class LocalFleet:
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._shm.mkdir(parents=True, exist_ok=True)
+        self.ledger.record_dir(self._shm)  # memory: `down` frees it even after a SIGKILLed supervisor
         (self.workdir / "token").write_text(secrets.token_urlsafe(32))
         (self.workdir / "peers").write_text("")
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)

@@ -5,8 +5,9 @@ ledger of every child so `spotstack local down` can reap what a crashed supervis
   on the same stack is refused instead of sharing the workdir.
 - Each child is started with the parent-death signal set (Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`), so a
   SIGKILL of the supervisor takes moto, HAProxy and every node with it.
-- `<workdir>/children.jsonl` records each child's pid and kernel start time; `reap` kills those still
-  running (the start time guards against a recycled pid), whatever happened to the supervisor.
+- `<workdir>/children.jsonl` records each child's pid and kernel start time, and the directories the fleet made
+  outside its workdir (its /dev/shm caches); `reap` kills the children still running (the start time guards
+  against a recycled pid) and removes those directories, whatever happened to the supervisor.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ctypes
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -131,6 +133,20 @@ class Ledger:
         with open(self.path, "a") as f:
             f.write(line + "\n")
 
+    def record_dir(self, path: Path) -> None:
+        """A directory the fleet made outside its workdir (its memory-backed caches under /dev/shm): `reap`
+        removes it, so a killed supervisor does not leave RAM behind."""
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"dir": str(path)}) + "\n")
+
+    def dirs(self) -> list[Path]:
+        out: list[Path] = []
+        with contextlib.suppress(OSError):
+            for line in self.path.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    out.append(Path(json.loads(line)["dir"]))
+        return out
+
     def children(self) -> list[Child]:
         out: list[Child] = []
         try:
@@ -140,6 +156,8 @@ class Ledger:
         for line in lines:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 d = json.loads(line)
+                if "dir" in d:
+                    continue
                 out.append(Child(int(d["pid"]), d.get("start"), bool(d.get("group")), str(d.get("what", "?"))))
         return out
 
@@ -157,5 +175,7 @@ class Ledger:
                     os.killpg(c.pid, signal.SIGKILL)
                 else:
                     os.kill(c.pid, signal.SIGKILL)
+        for d in self.dirs():
+            shutil.rmtree(d, ignore_errors=True)
         self.path.unlink(missing_ok=True)
         return killed

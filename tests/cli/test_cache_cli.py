@@ -53,3 +53,21 @@ def test_serve_on_a_port_in_use(tmp_path: Path) -> None:
 def test_no_token_at_all_is_a_usage_error(tmp_path: Path) -> None:
     r = cache("serve", "--port", "0", "--store", str(tmp_path / "s"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_verify_names_each_mismatch(tmp_path: Path) -> None:
+    from tests.runtime.cachekit import MiB, make_model
+
+    make_model(tmp_path / "m", {"a.bin": 2 * MiB + 7, "b.bin": 100})
+    ok = cache("verify", str(tmp_path / "m"))
+    assert ok.returncode == 0 and "every chunk and file matches" in ok.stderr, ok.stderr
+    data = bytearray((tmp_path / "m" / "a.bin").read_bytes())
+    data[MiB + 3] ^= 0xFF  # one flipped byte in the second chunk
+    (tmp_path / "m" / "a.bin").write_bytes(bytes(data))
+    (tmp_path / "m" / "b.bin").write_bytes(b"short")
+    bad = cache("verify", str(tmp_path / "m"))
+    assert bad.returncode == 1
+    assert "a.bin: chunk 1 does not match its blake3 digest" in bad.stderr and "a.bin: sha256" in bad.stderr
+    assert "b.bin: 5 bytes, the manifest says 100" in bad.stderr
+    missing = cache("verify", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "manifest of" in missing.stderr

@@ -112,7 +112,7 @@ def test_origin_only_pull_is_byte_identical_and_hard_linked(tmp_path: Path) -> N
     }
     assert r.progress.from_origin == m.total_bytes and r.progress.from_peers == 0
     a = tmp_path / "dest" / "a.bin"
-    assert a.stat().st_ino == (tmp_path / "store" / "files" / m.files[0].sha256).stat().st_ino
+    assert a.stat().st_ino == (tmp_path / "store" / "files" / m.files[0].key).stat().st_ino
     assert not list((tmp_path / "store" / "partial").iterdir())
     again = do_pull(tmp_path / "store", m, tmp_path / "dest2", [], tmp_path / "model")
     assert again.already_cached == m.total_bytes and again.progress.done == 0
@@ -141,3 +141,60 @@ def test_a_restarted_node_keeps_the_model_it_placed_on_disk(tmp_path: Path) -> N
     (dest / ".spotstack-placed.json").write_text("{not json")
     fourth = do_pull(tmp_path / "store-4", m, dest, [], tmp_path / "model")
     assert fourth.on_disk == 0 and fourth.progress.from_origin == m.total_bytes
+
+
+def test_new_manifests_hash_chunks_with_blake3_and_old_ones_are_still_read(tmp_path: Path) -> None:
+    import blake3
+    import xxhash
+
+    from spotstack.runtime.cache.pull import PullError
+
+    m = make_model(tmp_path / "model", {"a.bin": 2 * MiB + 3})
+    data = (tmp_path / "model" / "a.bin").read_bytes()
+    assert m.version == 2 and m.chunk_hash == "blake3" and m.cryptographic
+    assert m.files[0].chunks[0] == blake3.blake3(data[:MiB]).hexdigest()
+    # A version 1 manifest (xxh3-128 chunks, not cryptographic) still pulls, and its files' sha256 are checked.
+    v1 = Manifest(
+        version=1,
+        chunk_hash="xxh3_128",
+        chunk_size=m.chunk_size,
+        files=[
+            f.model_copy(
+                update={
+                    "chunks": [xxhash.xxh3_128_hexdigest(data[i * MiB : (i + 1) * MiB]) for i in range(len(f.chunks))]
+                }
+            )
+            for f in m.files
+        ],
+    )
+    assert not v1.cryptographic
+    do_pull(tmp_path / "s1", v1, tmp_path / "d1", [], tmp_path / "model")
+    assert (tmp_path / "d1" / "a.bin").read_bytes() == data
+    wrong = v1.model_copy(update={"files": [v1.files[0].model_copy(update={"sha256": "0" * 64})]})
+    with pytest.raises(PullError, match="sha256 mismatch"):
+        do_pull(tmp_path / "s2", wrong, tmp_path / "d2", [], tmp_path / "model")
+    # With BLAKE3 chunks the per-file sha256 is left out of the hot path (the chunks prove the bytes)...
+    wrong2 = m.model_copy(update={"files": [m.files[0].model_copy(update={"sha256": "0" * 64})]})
+    do_pull(tmp_path / "s3", wrong2, tmp_path / "d3", [], tmp_path / "model")
+    # ...unless asked for.
+    with pytest.raises(PullError, match="sha256 mismatch"):
+        do_pull(tmp_path / "s4", wrong2, tmp_path / "d4", [], tmp_path / "model", verify_sha256=True)
+    # A manifest whose version and chunk hash disagree, or whose digests are the wrong width, is refused.
+    doc = m.model_dump()
+    with pytest.raises(ValueError, match="version 1 manifest hashes chunks with xxh3_128"):
+        Manifest.model_validate({**doc, "version": 1})
+    with pytest.raises(ValueError, match="64 hex digits"):
+        Manifest.model_validate({**doc, "files": [{**doc["files"][0], "chunks": ["a" * 32] * 3}]})
+
+
+def test_a_manifest_lying_about_a_sha256_cannot_alias_another_file(tmp_path: Path) -> None:
+    """With BLAKE3 chunks the sha256 is not checked on a pull, so it must not name files in the store: a manifest
+    (from a peer, say) claiming another model's sha256 for different bytes gets its own bytes, not the other's."""
+    a = make_model(tmp_path / "a", {"w.bin": 2 * MiB}, seed=1)
+    b = make_model(tmp_path / "b", {"w.bin": 2 * MiB}, seed=2)
+    liar = b.model_copy(update={"files": [b.files[0].model_copy(update={"sha256": a.files[0].sha256})]})
+    do_pull(tmp_path / "store", a, tmp_path / "da", [], tmp_path / "a")
+    do_pull(tmp_path / "store", liar, tmp_path / "db", [], tmp_path / "b")
+    assert (tmp_path / "db" / "w.bin").read_bytes() == (tmp_path / "b" / "w.bin").read_bytes()
+    assert (tmp_path / "da" / "w.bin").read_bytes() == (tmp_path / "a" / "w.bin").read_bytes()
+    assert liar.files[0].key != a.files[0].key and liar.model_id != a.model_id

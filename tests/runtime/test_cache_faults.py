@@ -71,7 +71,7 @@ def corrupt(path: Path, size: int) -> None:
 async def test_corrupting_peer_is_caught_and_banned(seeded: tuple[Manifest, Path]) -> None:
     m, tmp = seeded
     big = max(m.files, key=lambda f: f.size)
-    corrupt(Store(tmp / "a", 1 << 34).file_path(big.sha256), big.size)
+    corrupt(Store(tmp / "a", 1 << 34).file_path(big.key), big.size)
     async with peer(tmp / "a") as a, peer(tmp / "b") as b:
         peers = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
         r = await asyncio.to_thread(do_pull, tmp / "new", m, tmp / "out", peers, tmp / "model")
@@ -290,8 +290,8 @@ async def test_serves_verified_chunks_before_its_own_pull_finishes(tmp_path: Pat
     f = m.files[0]
     # Half a pull: the first four chunks verified in the partial file, the rest not yet.
     data = (tmp_path / "model" / "w.bin").read_bytes()
-    store.part_path(f.sha256).write_bytes(data[: 4 * MiB] + b"\0" * (4 * MiB))
-    store.ok_path(f.sha256).write_bytes(b"\x01" * 4 + b"\x00" * 4)
+    store.part_path(f.key).write_bytes(data[: 4 * MiB] + b"\0" * (4 * MiB))
+    store.ok_path(f.key).write_bytes(b"\x01" * 4 + b"\x00" * 4)
     async with peer(tmp_path / "mid") as srv, aiohttp.ClientSession() as s:
         hdr = {"Authorization": f"Bearer {TOKEN}"}
         async with s.get(f"http://127.0.0.1:{srv.port}/v1/inventory", headers=hdr) as r:

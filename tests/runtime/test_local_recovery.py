@@ -93,6 +93,8 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
 
         children = Ledger(workdir).alive()
         assert len(children) >= 5  # moto, HAProxy and the nodes
+        shm = Path(f"/dev/shm/spotstack-local-{supervisor}")
+        assert shm.is_dir() and shm in Ledger(workdir).dirs()
         os.kill(supervisor, signal.SIGKILL)
         wait_until(lambda: not alive(supervisor), what="the supervisor to die")
         # Its children die with it (parent-death signal); `status` says so in words.
@@ -104,5 +106,6 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
     assert down.returncode == 0, down.stderr
     assert not (workdir / "control.json").exists()
     assert Ledger(workdir).alive() == []
+    assert not shm.exists()  # the killed supervisor's memory-backed caches are freed too
     again = local(cwd, "down", timeout=60)
     assert again.returncode == 0 and "was running" in again.stdout
