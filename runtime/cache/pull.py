@@ -354,9 +354,12 @@ def _fetch_all(
                 if source == schedule.ORIGIN:
                     assert origin is not None
                     origin.read_into(job.entry.path, i * manifest.chunk_size, view)
+                    got = manifest.digest(view)
                 else:
-                    by_name[source].fetch_into(digest, view)
-                if manifest.digest(view) != digest:
+                    hasher = manifest.hasher()
+                    by_name[source].fetch_into(digest, view, hasher)
+                    got = hasher.hexdigest()
+                if got != digest:
                     raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
                 job.store_chunk(i, view, buf)
             except ChunkFailed as exc:

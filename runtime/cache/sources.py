@@ -8,8 +8,12 @@ import http.client
 import json
 import threading
 import urllib.parse
+from typing import Any
 
 from spotstack.runtime.cache.manifest import Manifest
+
+STEP = 1 << 20
+"""Bytes read (and hashed) at a time from a peer: small enough to hash while in the CPU cache."""
 
 
 class ChunkFailed(Exception):
@@ -102,7 +106,8 @@ class Peer:
     def inventory(self) -> set[str]:
         return set(json.loads(self._get("/v1/inventory")))
 
-    def fetch_into(self, digest: str, view: memoryview) -> None:
+    def fetch_into(self, digest: str, view: memoryview, hasher: Any = None) -> None:
+        """The chunk's bytes into `view`; fed to `hasher` as they arrive (in STEP pieces) when given."""
         conn = self._conn()
         try:
             conn.request("GET", f"/v1/chunks/{digest}", headers=self.headers)
@@ -114,10 +119,13 @@ class Peer:
                 self.drop()
                 raise ChunkFailed(f"length {r.length}, expected {len(view)}")
             got = 0
+            step = STEP if hasher is not None else len(view)
             while got < len(view):
-                n = r.readinto(view[got:])
+                n = r.readinto(view[got : got + step])
                 if not n:
                     raise ChunkFailed(f"connection closed after {got} of {len(view)} bytes")
+                if hasher is not None:
+                    hasher.update(view[got : got + n])
                 got += n
         except (OSError, http.client.HTTPException) as exc:
             self.drop()  # a reset or a stall (socket timeout): this connection is done
