@@ -85,6 +85,13 @@ class PullOptions:
     """Check each file's sha256 before it is renamed into place. Every chunk is always checked; None (the
     default): only when the manifest's chunk hash is not cryptographic (version 1, xxh3-128). With BLAKE3
     chunks the file sha256 adds nothing but ~0.9 CPU-seconds per GB on one core."""
+    swarm_self: str | None = None
+    """This node's name as its peers list it (host:port of its cache server): pull as one of a swarm, the
+    origin's chunks split with the peers that pull at the same time (`schedule.Swarm`). None: no swarm."""
+    swarm_wait_s: float = 30.0
+    """How long to wait for a fellow joiner's chunk before reading it from the origin."""
+    inventory_refresh_s: float = 0.25
+    """How often a swarm pull asks its peers what they hold now."""
 
 
 def _same_fs(a: Path, b: Path) -> bool:
@@ -257,6 +264,8 @@ def _fetch_all(
     holders: dict[str, set[str]] = {}
     for base in usable_peers(peers)[0]:
         p = Peer(base, token, opts.chunk_timeout_s)
+        if p.name == opts.swarm_self:
+            continue  # the peers file lists this node too
         try:
             inv = p.inventory()
         except (ChunkFailed, OSError, ValueError):
@@ -269,6 +278,9 @@ def _fetch_all(
         per_peer_limit=opts.connections_per_peer,
         origin_limit=opts.origin_connections,
         has_origin=origin is not None,
+        swarm=schedule.Swarm(opts.swarm_self, tuple(sorted({opts.swarm_self, *by_name})), opts.swarm_wait_s)
+        if opts.swarm_self
+        else None,
     )
 
     tasks: queue.Queue[tuple[FileJob, int, frozenset[str], int, int]] = queue.Queue()
@@ -332,9 +344,10 @@ def _fetch_all(
                 tasks.put((job, i, tried, attempts, busy_waits))
                 continue
             with cond:
-                source = schedule.choose(src, digest, set(tried))
+                now = time.monotonic()
+                source = schedule.choose(src, digest, set(tried), now)
                 if source is None:
-                    if schedule.exhausted(src, digest, set(tried)) or attempts >= opts.max_attempts_per_chunk:
+                    if schedule.exhausted(src, digest, set(tried), now) or attempts >= opts.max_attempts_per_chunk:
                         errors.append(
                             f"{job.entry.path} chunk {i}: no source left (peers failed"
                             f"{'' if origin else ', and no origin was given'})"
@@ -401,7 +414,31 @@ def _fetch_all(
                 src.busy[source] -= 1
             complete(job, i, source, size)
 
+    def refresh() -> None:
+        """A swarm's peers gain chunks during the pull: ask them again, until this pull is done."""
+        misses: dict[str, int] = {}
+        while True:
+            with cond:
+                if pending == 0 or errors:
+                    return
+                cond.wait(opts.inventory_refresh_s)
+            for name, peer in by_name.items():
+                try:
+                    inv = peer.inventory()
+                except (ChunkFailed, OSError, ValueError):
+                    misses[name] = misses.get(name, 0) + 1
+                    if misses[name] >= 3 and src.swarm is not None:
+                        src.swarm.gone.add(name)  # its chunks: from the origin, by whoever needs them
+                    continue
+                misses[name] = 0
+                with cond:
+                    for h in inv:
+                        holders.setdefault(h, set()).add(name)
+                    cond.notify_all()
+
     threads = [threading.Thread(target=worker, name=f"pull-{n}", daemon=True) for n in range(width)]
+    if src.swarm is not None:
+        threads.append(threading.Thread(target=refresh, name="pull-inventory", daemon=True))
     for th in threads:
         th.start()
     for th in threads:

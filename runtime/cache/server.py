@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
-from spotstack.runtime.cache.store import Store
+from spotstack.runtime.cache.store import ChunkRef, Store
 from spotstack.runtime.config import PEER_PORT
 from spotstack.runtime.net import Limits, serve
 
@@ -49,20 +49,21 @@ class ChunkResponse(web.StreamResponse):
     the loop has no sendfile).
     """
 
-    def __init__(self, path: Path, offset: int, size: int, headers: dict[str, str], send_timeout_s: float) -> None:
+    def __init__(self, fobj: Any, offset: int, size: int, headers: dict[str, str], send_timeout_s: float) -> None:
+        """`fobj`: the store file, opened by the caller (before any header is sent); closed here."""
         super().__init__(status=200, headers=headers)
         self.content_length = size
-        self._path, self._offset, self._size = path, offset, size
+        self._fobj, self._offset, self._size = fobj, offset, size
         self._send_timeout_s = send_timeout_s
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return self._payload_writer
-        writer = await super().prepare(request)
-        assert writer is not None
-        loop = asyncio.get_running_loop()
-        fobj = await asyncio.to_thread(open, self._path, "rb")
+        fobj = self._fobj
         try:
+            writer = await super().prepare(request)
+            assert writer is not None
+            loop = asyncio.get_running_loop()
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
@@ -147,8 +148,11 @@ class PeerServer:
             self.refused["busy"] += 1
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
         async with self._slots:
+            fobj = await asyncio.to_thread(self._open, path, ref)
+            if fobj is None:
+                return web.Response(status=404, text="not here\n")
             resp = ChunkResponse(
-                path, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"}, self.send_timeout_s
+                fobj, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"}, self.send_timeout_s
             )
             try:
                 await resp.prepare(request)  # the transfer happens here, inside the slot
@@ -158,6 +162,16 @@ class PeerServer:
         self.served_bytes += ref.size
         self.store.touch(path)
         return resp
+
+    def _open(self, path: Path, ref: ChunkRef) -> Any:
+        """The file holding a chunk, opened; a partial file its pull renamed into files/ meanwhile is opened
+        there (same inode, same bytes). None if it is gone altogether (evicted)."""
+        for p in (path, self.store.file_path(ref.file_key)):
+            try:
+                return open(p, "rb")
+            except FileNotFoundError:
+                continue
+        return None
 
     async def inventory(self, request: web.Request) -> web.Response:
         return web.json_response(await asyncio.to_thread(self.store.inventory))
