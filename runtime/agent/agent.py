@@ -308,7 +308,15 @@ class Agent:
     async def _load_model(self, store: Any, token: str) -> None:
         from spotstack.runtime.cache import origin_auth
         from spotstack.runtime.cache.discovery import discover
-        from spotstack.runtime.cache.pull import Origin, Progress, PullError, describe, pull, resolve_manifest
+        from spotstack.runtime.cache.pull import (
+            Origin,
+            Progress,
+            PullError,
+            PullOptions,
+            describe,
+            pull,
+            resolve_manifest,
+        )
 
         c = self.cfg.cache
         assert c.model_url is not None and self.state.model is not None and self.peer_server is not None
@@ -343,7 +351,15 @@ class Agent:
                 )
                 manifest, _ = await asyncio.to_thread(resolve_manifest, c.model_url, peers, token)
                 result = await asyncio.to_thread(
-                    pull, store, manifest, c.dest, peers=peers, token=token, origin=Origin(c.model_url), progress=show
+                    pull,
+                    store,
+                    manifest,
+                    c.dest,
+                    peers=peers,
+                    token=token,
+                    origin=Origin(c.model_url),
+                    options=PullOptions(swarm_self=c.advertise),
+                    progress=show,
                 )
                 store.remember_source(c.model_url, manifest.model_id)
                 self.state.model.update(state="ready", percent=100.0, **describe(result))

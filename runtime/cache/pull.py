@@ -92,6 +92,9 @@ class PullOptions:
     """How long to wait for a fellow joiner's chunk before reading it from the origin."""
     inventory_refresh_s: float = 0.25
     """How often a swarm pull asks its peers what they hold now."""
+    swarm_gone_after: int = 8
+    """Inventory requests a joiner may fail in a row before its chunks pass to the others (it gets them back
+    when it answers again)."""
 
 
 def _same_fs(a: Path, b: Path) -> bool:
@@ -269,7 +272,9 @@ def _fetch_all(
         try:
             inv = p.inventory()
         except (ChunkFailed, OSError, ValueError):
-            continue  # an unreachable peer at the start is simply not a source
+            if opts.swarm_self:
+                by_name[p.name] = p  # a joiner whose server is not up yet: a member, asked again while pulling
+            continue  # an unreachable peer at the start is not a source
         by_name[p.name] = p
         for h in inv:
             holders.setdefault(h, set()).add(p.name)
@@ -416,6 +421,7 @@ def _fetch_all(
 
     def refresh() -> None:
         """A swarm's peers gain chunks during the pull: ask them again, until this pull is done."""
+        assert src.swarm is not None
         misses: dict[str, int] = {}
         while True:
             with cond:
@@ -427,11 +433,13 @@ def _fetch_all(
                     inv = peer.inventory()
                 except (ChunkFailed, OSError, ValueError):
                     misses[name] = misses.get(name, 0) + 1
-                    if misses[name] >= 3 and src.swarm is not None:
-                        src.swarm.gone.add(name)  # its chunks: from the origin, by whoever needs them
+                    if misses[name] >= opts.swarm_gone_after:
+                        with cond:
+                            src.swarm.gone.add(name)  # its chunks pass to the others meanwhile
                     continue
                 misses[name] = 0
                 with cond:
+                    src.swarm.gone.discard(name)
                     for h in inv:
                         holders.setdefault(h, set()).add(name)
                     cond.notify_all()

@@ -31,13 +31,19 @@ class Swarm:
     waiting: dict[str, float] = field(default_factory=dict)
     """chunk -> when this node first deferred it to its owner."""
     gone: set[str] = field(default_factory=set)
-    """Joiners that stopped answering: their chunks are read from the origin by whoever needs them."""
+    """Joiners not answering (not up yet, or dead): their chunks pass to the others while they are gone."""
+
+    def owner_of(self, chunk: str, banned: set[str]) -> str:
+        """The chunk's owner among the joiners still answering (a joiner gone hands its chunks on: every
+        joiner that saw it go computes the same new owner)."""
+        live = tuple(m for m in self.members if m == self.me or (m not in self.gone and m not in banned))
+        return owner(live, chunk)
 
     def defers(self, chunk: str, now: float, banned: set[str], tried: set[str]) -> bool:
         """Whether to wait for `chunk`'s owner rather than read it from the origin now (not when the owner
         already failed to give this chunk)."""
-        o = owner(self.members, chunk)
-        if o == self.me or o in banned or o in self.gone or o in tried:
+        o = self.owner_of(chunk, banned)
+        if o == self.me or o in tried:
             return False
         return now - self.waiting.setdefault(chunk, now) < self.wait_s
 

@@ -269,8 +269,12 @@ class LocalFleet:
             self._measured_at = now
         await self._release_covered()
         await self._prepared(now)
+        # Nodes still starting are listed too: those that pull together form a swarm (each reads its share of the
+        # model from the object store and the rest from the others).
         peers = "\n".join(
-            f"127.0.0.1:{n.ports['peer']}" for n in self.nodes.values() if n.state in ("ready", "draining")
+            f"127.0.0.1:{n.ports['peer']}"
+            for n in self.nodes.values()
+            if n.state in ("provisioning", "loading", "ready", "draining")
         )
         (self.workdir / "peers").write_text(peers + "\n")
 

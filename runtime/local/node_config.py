@@ -47,5 +47,7 @@ def agent_config(
             "token_file": str(workdir / "token"),
             "discovery": "file",
             "discovery_target": str(workdir / "peers"),
+            # Nodes starting together split the object store's reads (the swarm); peers know it by this.
+            "advertise": f"127.0.0.1:{ports['peer']}",
         },
     }

@@ -89,7 +89,8 @@ async def test_a_dead_joiner_costs_time_not_the_pull(tmp_path: Path) -> None:
     async with peer(tmp_path / "store-0") as s0, peer(tmp_path / "store-1") as s1:
         names = [f"127.0.0.1:{s0.port}", f"127.0.0.1:{s1.port}"]
         reads = Reads()
-        # An unreachable joiner is not a member (it never answered): nobody waits for its chunks.
+        # A listed joiner that never answers: once it has missed a few inventory requests its chunks pass to the
+        # other two, which still read each from the origin once (it costs time, never the pull).
         results = await asyncio.gather(
             *(asyncio.to_thread(join, tmp_path, m, k, names[k], [*names, dead], reads, 5.0) for k in range(2))
         )
