@@ -1,0 +1,172 @@
+"""K nodes joining at once with a cold origin (issue 14): the swarm against every node reading from the origin.
+
+In one run, on the same generated model, with moto's S3 server (its own process) as the origin read through s3fs:
+  - alone: K nodes pull at the same time, each with its own cache server but no swarm (today's behaviour when
+           nobody holds the model yet: every node reads the whole model from the origin);
+  - swarm: K nodes pull at the same time as one swarm (`PullOptions.swarm_self`): each chunk is read from the
+           origin once, by its rendezvous owner, and the rest flows between the nodes.
+Reported: bytes read from the origin (target <= 1.2 x the model), time until the last node has the model, and
+that every node's files are byte-identical to the model. Medians over --rounds.
+
+    .venv/bin/python benchmarks/cache_swarm.py [--mb 500] [--nodes 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest, build_manifest, write_manifest
+from spotstack.runtime.cache.pull import Origin, PullOptions, pull
+from spotstack.runtime.cache.server import PeerServer
+from spotstack.runtime.cache.store import Store
+from spotstack.runtime.net import free_port
+
+TOKEN = "benchmark-fleet-token-000000"
+BIN = Path(sys.executable).parent
+
+
+class CountingOrigin(Origin):
+    def __init__(self, url: str, counter: list[int], lock: threading.Lock) -> None:
+        super().__init__(url)
+        self.counter, self.lock = counter, lock
+
+    def read_into(self, rel: str, offset: int, view: memoryview) -> None:
+        super().read_into(rel, offset, view)
+        with self.lock:
+            self.counter[0] += len(view)
+
+
+def generate(root: Path, total: int) -> None:
+    root.mkdir(parents=True)
+    block = bytearray(os.urandom(1 << 20))
+    with open(root / "model.safetensors", "wb") as f:
+        for n in range(total >> 20):
+            block[:8] = n.to_bytes(8, "little")
+            f.write(block)
+    (root / "config.json").write_text('{"architectures": ["Benchmark"]}')
+
+
+def digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.glob("*")):
+        if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME:
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+async def round_(m: Manifest, url: str, work: Path, nodes: int, swarm: bool) -> tuple[float, int, bool]:
+    counter, lock = [0], threading.Lock()
+    servers = [PeerServer(Store(work / f"s{k}", 1 << 40), TOKEN, "127.0.0.1", 0) for k in range(nodes)]
+    for s in servers:
+        await s.start()
+    names = [f"127.0.0.1:{s.port}" for s in servers]
+    try:
+        t = time.perf_counter()
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    pull,
+                    Store(work / f"s{k}", 1 << 40),
+                    m,
+                    work / f"d{k}",
+                    peers=names if swarm else [],
+                    token=TOKEN,
+                    origin=CountingOrigin(url, counter, lock),
+                    options=PullOptions(swarm_self=names[k] if swarm else None),
+                )
+                for k in range(nodes)
+            )
+        )
+        secs = time.perf_counter() - t
+    finally:
+        for s in servers:
+            await s.stop()
+    assert all(r.progress.done == m.total_bytes for r in results)
+    return secs, counter[0], True
+
+
+def main(mb: int, nodes: int, rounds: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="spotstack-swarm-", dir="/dev/shm"))
+    moto: subprocess.Popen[bytes] | None = None
+    try:
+        model = work / "model"
+        generate(model, mb << 20)
+        m = build_manifest(str(model))
+        write_manifest(str(model), m)
+        want = digest(model)
+        port = free_port()
+        moto = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        end = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="models")
+        for p in model.iterdir():
+            s3.upload_file(str(p), "models", f"m/{p.name}")
+        url = "s3://models/m"
+        print(f"model: {m.total_bytes / 1e6:.0f} MB, {sum(len(f.chunks) for f in m.files)} chunks; {nodes} nodes")
+        out: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+        for r in range(rounds):
+            for swarm in (False, True):
+                run = work / f"run-{r}-{swarm}"
+                secs, origin_bytes, _ = asyncio.run(round_(m, url, run, nodes, swarm))
+                same = all(digest(run / f"d{k}") == want for k in range(nodes))
+                assert same, "a node's files differ from the model"
+                out[swarm].append((secs, origin_bytes))
+                print(
+                    f"round {r + 1} {'swarm' if swarm else 'alone'}: {secs:6.2f} s, origin "
+                    f"{origin_bytes / m.total_bytes:.2f} x the model, every node byte-identical"
+                )
+                shutil.rmtree(run)
+        alone_s = statistics.median(s for s, _ in out[False])
+        swarm_s = statistics.median(s for s, _ in out[True])
+        alone_b = statistics.median(b for _, b in out[False]) / m.total_bytes
+        swarm_b = statistics.median(b for _, b in out[True]) / m.total_bytes
+        print(f"\n{nodes} nodes, {m.total_bytes / 1e6:.0f} MB, {os.cpu_count()} cores, medians of {rounds}")
+        print(f"  all from origin   {alone_s:6.2f} s   origin bytes {alone_b:.2f} x the model")
+        print(f"  swarm             {swarm_s:6.2f} s   origin bytes {swarm_b:.2f} x the model  (target <= 1.2)")
+        print(f"  swarm time / all-from-origin time = {swarm_s / alone_s:.2f}")
+    finally:
+        if moto is not None:
+            moto.terminate()
+            moto.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=500)
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    main(a.mb, a.nodes, a.rounds)
