@@ -167,6 +167,8 @@ class CacheConfig(_Model):
     """DNS name, peers file, or the fleet's tag value / group name, by discovery kind."""
     origin_endpoint: str | None = None
     """The object store's endpoint, where not the cloud's default (oss://: the region's internal endpoint)."""
+    discovery_endpoint: str | None = None
+    """The API endpoint discovery calls, where not the cloud's default (a private endpoint, an emulator)."""
     advertise: str | None = None
     """host:port this node's peers know its cache by. Set: the node pulls as one of a swarm, splitting the
     origin's chunks with the peers that pull at the same time (`cache.schedule.Swarm`)."""

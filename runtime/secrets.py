@@ -59,6 +59,23 @@ def _json(data: bytes, what: str) -> Any:
         raise SecretError(f"{what}: not JSON") from None
 
 
+def gcp_metadata(path: str, metadata_url: str = GCP_METADATA) -> str:
+    """One metadata value (`project/project-id`, `instance/name`)."""
+    return _get(f"{metadata_url}/computeMetadata/v1/{path}", {"Metadata-Flavor": "Google"}).decode().strip()
+
+
+def gcp_get(url: str, metadata_url: str = GCP_METADATA) -> Any:
+    """A Google API GET with the node's service account token from the metadata server; the JSON answer."""
+    tok = _json(
+        _get(
+            f"{metadata_url}/computeMetadata/v1/instance/service-accounts/default/token",
+            {"Metadata-Flavor": "Google"},
+        ),
+        "metadata token",
+    )
+    return _json(_get(url, {"Authorization": f"Bearer {tok['access_token']}"}), url.split("?")[0])
+
+
 def gcp_secret(name: str, metadata_url: str = GCP_METADATA, api_url: str = GCP_SECRETS_API) -> str:
     """The latest version of a Secret Manager secret (`projects/P/secrets/S`)."""
     tok = _json(

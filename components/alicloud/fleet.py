@@ -295,7 +295,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             spec,
             "alicloud",
             model_scheme="oss",
-            discovery="static",
+            discovery="alicloud",  # ECS DescribeInstances by the fleet tag, with the node role
             # The agent watches ESS for its own removal (Removing:Wait) and drains inside the hook's heartbeat.
             lifecycle=LifecycleConfig(enabled=True, hook_name=f"{name}-drain", region=spec.region),
         )

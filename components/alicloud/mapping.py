@@ -90,11 +90,6 @@ def warnings(fleet: FleetSpec) -> list[str]:
         )
     if fleet.scaling.queue is not None:
         out.append("queue-backlog scaling is not mapped on Alibaba Cloud yet: scaling.queue is not applied")
-    if fleet.model_cache is not None:
-        out.append(
-            "peer discovery by scaling group is not implemented on Alibaba Cloud yet: nodes load the model "
-            "from OSS (the peer cache still serves, but nodes find no peers)"
-        )
     if fleet.network is not None:
         out.append(
             f"network {fleet.network.id} is yours: its vSwitches need egress (a NAT gateway with SNAT) or nodes "

@@ -86,6 +86,17 @@ class GcpGpuFleet(pulumi.ComponentResource):
                     child, pulumi.ResourceOptions(depends_on=[args.model_store] if args.model_store else [])
                 ),
             )
+        if mc is not None:
+            # Peer discovery lists the fleet's VMs by label: listing instances has no resource-level scope in
+            # IAM, so this one read-only permission is project-wide (names and addresses, no control).
+            lister = gcp.projects.IAMCustomRole(
+                f"{name}-node-list",
+                role_id=node.stack_name(f"{name}-node-list", 64).replace("-", "_"),
+                title=f"spotstack {name}: nodes find their peers",
+                permissions=["compute.instances.list"],
+                opts=child,
+            )
+            gcp.projects.IAMMember(f"{name}-node-list", project=sa.project, role=lister.name, member=member, opts=child)
         if args.repository is not None:
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-pull-image",
@@ -176,7 +187,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         )
 
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="static")
+        cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="gcp")
 
         def boot(img: str, secret_name: str | None) -> dict[str, str]:
             secrets = (

@@ -129,11 +129,6 @@ def warnings(fleet: FleetSpec) -> list[str]:
             f"network {fleet.network.id} is yours: its subnets need egress (Cloud NAT, or Private Google Access "
             "for Google APIs) or nodes cannot install the agent or reach GCS and Artifact Registry"
         )
-    if fleet.model_cache is not None:
-        out.append(
-            "peer discovery by instance group is not implemented on GCP yet: nodes load the model from the "
-            "bucket (the peer cache still serves, but nodes find no peers)"
-        )
     return out
 
 

@@ -333,6 +333,7 @@ class Agent:
             try:
                 instance = self.identity.instance_id if self.identity else None
                 peers = await asyncio.to_thread(
+                    self._peers,
                     discover,
                     c.discovery,
                     peers=c.peers,
@@ -341,6 +342,8 @@ class Agent:
                     region=self.cfg.region,
                     exclude=me,
                     instance_id=instance,
+                    metadata_url=self.cfg.metadata_url,
+                    endpoint=c.discovery_endpoint,
                 )
                 await asyncio.to_thread(
                     origin_auth.configure,
@@ -376,6 +379,16 @@ class Agent:
                 log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    @staticmethod
+    def _peers(discover: Any, kind: str, **kw: Any) -> list[str]:
+        """The fleet's peers; none when discovery fails (its permission not yet there, the API down): the model
+        still loads, from the origin, rather than waiting on the peers."""
+        try:
+            return list(discover(kind, **kw))
+        except Exception as exc:
+            log.warning("peer discovery (%s) failed, pulling without peers: %s", kind, exc)
+            return []
 
     async def _complete_launch(self, hook: str) -> None:
         """AWS warm pool: complete the group's launching hook once this node is READY. Into the pool, AWS then

@@ -1,7 +1,7 @@
-"""Finding the fleet's peers: a static list, DNS, a file (local fleets), or the cloud's API (AWS).
-
-GCP (managed instance group listing) and Alibaba (scaling group listing) need their SDKs or
-signed REST calls and are not here yet; on those clouds use DNS or a static list.
+"""Finding the fleet's peers: a static list, DNS, a file (local fleets), or the cloud's API with the node's own
+identity: AWS (`DescribeInstances` by the fleet tag, boto3), GCP (the Compute API's aggregated instance list by
+the fleet label, the metadata server's token) and Alibaba Cloud (ECS `DescribeInstances` by the fleet tag, signed
+with the RAM role's STS credentials). The last two use the standard library only.
 """
 
 from __future__ import annotations
@@ -61,6 +61,69 @@ def from_aws(
     return _unique(out, set())
 
 
+GCP_LABEL = "spotstack-fleet"
+"""GCP label keys allow no colon: the fleet's label is `spotstack-fleet`."""
+GCP_API = "https://compute.googleapis.com"
+
+
+def from_gcp(fleet: str, port: int, *, metadata_url: str | None = None, api_url: str | None = None) -> list[str]:
+    """Running VMs labelled spotstack-fleet=<fleet> in the node's project, by internal IP, this VM left out
+    (the node's service account may list instances)."""
+    import urllib.parse
+
+    from spotstack.runtime.secrets import GCP_METADATA, gcp_get, gcp_metadata
+
+    md = metadata_url or GCP_METADATA
+    project, me = gcp_metadata("project/project-id", md), gcp_metadata("instance/name", md)
+    query = {"filter": f'(labels.{GCP_LABEL} = "{fleet}") AND (status = RUNNING)', "maxResults": "500"}
+    out: list[str] = []
+    while True:
+        url = f"{api_url or GCP_API}/compute/v1/projects/{project}/aggregated/instances?"
+        doc = gcp_get(url + urllib.parse.urlencode(query), md)
+        for scoped in (doc.get("items") or {}).values():
+            for inst in scoped.get("instances", []):
+                nics = inst.get("networkInterfaces") or [{}]
+                if inst.get("name") != me and nics[0].get("networkIP"):
+                    out.append(f"{nics[0]['networkIP']}:{port}")
+        if not doc.get("nextPageToken"):
+            return _unique(out, set())
+        query["pageToken"] = doc["nextPageToken"]
+
+
+def from_alicloud(
+    fleet: str,
+    port: int,
+    region: str,
+    *,
+    exclude_instance: str | None = None,
+    metadata_url: str | None = None,
+    endpoint: str | None = None,
+) -> list[str]:
+    """Running ECS instances tagged spotstack:fleet=<fleet>, by private IP (the node role may DescribeInstances)."""
+    from spotstack.runtime.secrets import ALICLOUD_METADATA, alicloud_rpc
+
+    base = endpoint or f"https://ecs.{region}.aliyuncs.com"
+    out: list[str] = []
+    page = 1
+    while True:
+        params = {
+            "Tag.1.Key": FLEET_TAG,
+            "Tag.1.Value": fleet,
+            "Status": "Running",
+            "PageSize": "100",
+            "PageNumber": str(page),
+        }
+        doc = alicloud_rpc(base, "DescribeInstances", "2014-05-26", params, region, metadata_url or ALICLOUD_METADATA)
+        batch = (doc.get("Instances") or {}).get("Instance") or []
+        for inst in batch:
+            ips = ((inst.get("VpcAttributes") or {}).get("PrivateIpAddress") or {}).get("IpAddress") or []
+            if inst.get("InstanceId") != exclude_instance and ips:
+                out.append(f"{ips[0]}:{port}")
+        if len(batch) < 100:
+            return _unique(out, set())
+        page += 1
+
+
 def discover(
     kind: str,
     *,
@@ -70,6 +133,8 @@ def discover(
     region: str | None = None,
     exclude: set[str] | None = None,
     instance_id: str | None = None,
+    metadata_url: str | None = None,
+    endpoint: str | None = None,
 ) -> list[str]:
     ex = exclude or set()
     if kind == "static":
@@ -81,5 +146,14 @@ def discover(
     if kind == "file":
         return from_file(target, ex)
     if kind == "aws":
-        return [p for p in from_aws(target, port, region, instance_id) if p not in ex]
-    raise ValueError(f"peer discovery '{kind}' is not supported yet; use static, dns, file or aws")
+        return [p for p in from_aws(target, port, region, instance_id, endpoint_url=endpoint) if p not in ex]
+    if kind == "gcp":
+        return [p for p in from_gcp(target, port, metadata_url=metadata_url, api_url=endpoint) if p not in ex]
+    if kind == "alicloud":
+        if region is None:
+            raise ValueError("peer discovery 'alicloud' needs the agent's region")
+        found = from_alicloud(
+            target, port, region, exclude_instance=instance_id, metadata_url=metadata_url, endpoint=endpoint
+        )
+        return [p for p in found if p not in ex]
+    raise ValueError(f"peer discovery '{kind}' is not supported; use static, dns, file, aws, gcp or alicloud")

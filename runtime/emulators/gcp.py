@@ -31,7 +31,9 @@ class GcpMetadataEmulator(EmulatorServer):
         zone: str = "us-central1-a",
         project_number: str = "123456789012",
         service_account: str = "spotstack-node@acme-ml.iam.gserviceaccount.com",
+        project_id: str = "acme-ml",
     ) -> None:
+        self.project = {"project-id": project_id, "numeric-project-id": project_number}
         self.service_account = service_account
         self.access_token = "ya29.emulated-node-token"
         self.values: dict[str, str] = {}
@@ -88,6 +90,7 @@ class GcpMetadataEmulator(EmulatorServer):
         app.router.add_get("/", self._root)
         app.router.add_get(PREFIX + "/instance/service-accounts/{account}/{what:.*}", self._account)
         app.router.add_get(PREFIX + "/instance/{path:.*}", self._instance)
+        app.router.add_get(PREFIX + "/project/{path}", self._project)
         app.router.add_post(f"{CONTROL}/notice", self._ctl_notice)
         app.router.add_post(f"{CONTROL}/maintenance", self._ctl_maintenance)
 
@@ -114,6 +117,14 @@ class GcpMetadataEmulator(EmulatorServer):
         if what == "scopes":
             return self._answer("\n".join(scopes))
         return web.Response(status=404, text="Not Found", headers={"Metadata-Flavor": "Google"})
+
+    async def _project(self, request: web.Request) -> web.Response:
+        if request.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in request.headers:
+            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
+        value = self.project.get(request.match_info["path"])
+        if value is None:
+            return web.Response(status=404, text="Not Found", headers={"Metadata-Flavor": "Google"})
+        return self._answer(value)
 
     async def _instance(self, request: web.Request) -> web.Response:
         if request.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in request.headers:

@@ -21,7 +21,9 @@ from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
 from spotstack.runtime.net import free_port, serve
 from tests.clouds.alicloud_api import AcrFake, EssFake, OosFake, OssFake
+from tests.clouds.alicloud_fleet import AlicloudFleetFake
 from tests.clouds.gcp_api import SecretManagerFake
+from tests.clouds.gcp_compute import ComputeFake
 from tests.waits import wait_for
 
 TOKEN = "fleet-cache-token-0123456789abcdef0123"
@@ -149,8 +151,12 @@ class Gcp(Cloud):
         gcs = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(self._upload, gcs)
         host = self.meta.url.removeprefix("http://")
+        # Peer discovery lists the fleet's VMs through the Compute API with the node's token.
+        self.compute = ComputeFake("acme-ml", "us-central1", ["us-central1-a"], "backend")
+        self.compute.token = self.meta.access_token
         return {
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
+            "SPOTSTACK_AGENT__CACHE__DISCOVERY_ENDPOINT": self.compute.url,
             "SPOTSTACK_SECRETS_API_URL": api,
             "STORAGE_EMULATOR_HOST": gcs,
             # google-auth finds the node's service account through these (gcsfs's credentials).
@@ -173,6 +179,7 @@ class Gcp(Cloud):
         return self.secrets.denied
 
     async def stop(self) -> None:
+        self.compute.stop()
         self.gcs.stop()
         await self.meta.stop()
         await super().stop()
@@ -192,7 +199,13 @@ class Alicloud(Cloud):
         apps = oos_app, oss_app, acr_app, ess_app = [web.Application() for _ in range(4)]
         for fake, app in zip((self.oos, self.oss, self.acr, self.ess), apps, strict=True):
             fake.routes(app)
+        # Peer discovery: ECS DescribeInstances by the fleet tag, signed with the node role's STS credentials.
+        ecs_creds = {k: creds[k] for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken")}
+        self.ecs = AlicloudFleetFake(ecs_creds, self.meta.region, "sgp", "lsn")
+        ecs_app = web.Application()
+        ecs_app.router.add_get("/", self.ecs.rpc)
         return {
+            "SPOTSTACK_AGENT__CACHE__DISCOVERY_ENDPOINT": await self.serve(ecs_app),
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,
             "SPOTSTACK_SECRETS_API_URL": await self.serve(oos_app),
             "SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT": await self.serve(oss_app),

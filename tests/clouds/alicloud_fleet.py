@@ -209,7 +209,14 @@ class AlicloudFleetFake:
         return 200, {"ScalingActivityId": "asa-remove"}
 
     def _ecs(self, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        ids = json.loads(q.get("InstanceIds", "[]"))
+        if "InstanceIds" not in q:  # by tag (peer discovery): this fake's instances all carry spotstack:fleet=llm
+            tagged = q.get("Tag.1.Key") == "spotstack:fleet" and q.get("Tag.1.Value") == "llm"
+            running = [e.id for g in self.groups.values() for e in g.members.values() if e.life == "InService"]
+            ids = running if tagged and q.get("Status", "Running") == "Running" else []
+            size, page = int(q.get("PageSize", 10)), int(q.get("PageNumber", 1))
+            ids = ids[(page - 1) * size : page * size]
+        else:
+            ids = json.loads(q.get("InstanceIds", "[]"))
         rows = [
             {
                 "InstanceId": i,
@@ -218,6 +225,7 @@ class AlicloudFleetFake:
                 "Status": "Stopped" if e.life == "Stopped" else "Running",
                 "CreationTime": CREATED,
                 "ZoneId": f"{self.region}a",
+                "VpcAttributes": {"PrivateIpAddress": {"IpAddress": [f"172.16.0.{int(i[2:], 16)}"]}},
             }
             for i in ids
             if (e := self._find(i)) is not None

@@ -32,6 +32,7 @@ class Vm:
     status: str = "RUNNING"
     action: str = "NONE"
     healthy: bool = True
+    ip: str = "10.128.0.2"
 
 
 @dataclass
@@ -52,6 +53,9 @@ class ComputeFake:
         self.stocked_out: set[str] = set()
         self.objects: dict[str, tuple[bytes, int]] = {}
         self.calls: list[str] = []
+        self.token: str | None = None
+        """When set, instance listings need `Authorization: Bearer <token>` (a node's metadata token)."""
+        self._auth = ""
         self._n = 0
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -93,6 +97,7 @@ class ComputeFake:
                         break
                     self._n += 1
                     vm = Vm(f"{mig.name}-{self._n:04x}", self.zones[self._n % len(self.zones)], t, mig.spot)
+                    vm.ip = f"10.128.0.{self._n + 1}"
                     mig.vms[vm.name] = vm
 
     def preempt(self, name: str) -> Vm:
@@ -130,6 +135,7 @@ class ComputeFake:
                 body = self.rfile.read(n) if n else b""
                 fake.calls.append(f"{method} {u.path}")
                 with fake._lock:
+                    fake._auth = self.headers.get("Authorization", "")
                     status, answer, raw = fake.answer(method, u.path, q, body, self.headers.get("Content-Type", ""))
                 self._reply(status, answer, raw)
 
@@ -158,7 +164,13 @@ class ComputeFake:
                 return self._error(404, "notFound", f"The resource 'instanceGroupManagers/{m.group(1)}' was not found")
             return self._mig(method, mig, m.group(2) or "", q, body)
         if method == "GET" and path == f"{p}/aggregated/instances":
-            names = set(re.findall(r'name = "([^"]+)"', q.get("filter", "")))
+            if self.token is not None and self._auth != f"Bearer {self.token}":
+                return self._error(401, "authError", "Request is missing required authentication credential.")
+            flt = q.get("filter", "")
+            label = re.search(r'labels\.spotstack-fleet = "([^"]+)"', flt)
+            if label and label.group(1) != "llm":
+                return 200, {"kind": "compute#instanceAggregatedList", "items": {}}, None
+            names = set(re.findall(r'\bname = "([^"]+)"', flt))
             items: dict[str, Any] = {}
             for mig in self.migs.values():
                 for vm in mig.vms.values():
@@ -196,6 +208,7 @@ class ComputeFake:
             "machineType": f"{API}/projects/{self.project}/zones/{vm.zone}/machineTypes/{vm.type}",
             "status": vm.status,
             "creationTimestamp": T_CREATED,
+            "networkInterfaces": [{"name": "nic0", "networkIP": vm.ip}],
             "scheduling": {"provisioningModel": "SPOT" if vm.spot else "STANDARD"},
             "labels": {"spotstack-fleet": "llm"},
         }

@@ -113,8 +113,11 @@ def test_gcp_service_account_is_least_privilege(gcp: PlanRun) -> None:
     pull = one(gcp, "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "llm-pull-image")
     assert pull["role"] == "roles/artifactregistry.reader"
     node_sa = one(gcp, "gcp:serviceaccount/account:Account", "llm-node-sa")["accountId"]
-    project_wide = [r.inputs["member"] for r in gcp.find("gcp:projects/iAMMember:IAMMember")]
-    assert project_wide and not [m for m in project_wide if node_sa in m]  # only the controller's, none the node's
+    nodes = [r for r in gcp.find("gcp:projects/iAMMember:IAMMember") if node_sa in r.inputs["member"]]
+    # Project-wide for the nodes: only listing instances (peer discovery; IAM scopes no list to a label).
+    assert [r.name for r in nodes] == ["llm-node-list"]
+    lister = one(gcp, "gcp:projects/iAMCustomRole:IAMCustomRole", "llm-node-list")
+    assert lister["permissions"] == ["compute.instances.list"] and nodes[0].inputs["role"].endswith(lister["roleId"])
 
 
 def test_gcp_bucket_and_registry(gcp: PlanRun) -> None:
