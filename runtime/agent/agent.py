@@ -36,6 +36,7 @@ class Agent:
         self.cfg = config
         self.clock = clock
         self.metrics = AgentMetrics()
+        self.metrics.serve_cache(lambda: getattr(self, "peer_server", None))
         self.state = AgentState(
             cloud=config.cloud, node=config.node_name or socket.gethostname(), dry_run=config.dry_run
         )
@@ -322,8 +323,19 @@ class Agent:
         assert c.model_url is not None and self.state.model is not None and self.peer_server is not None
         me = {f"127.0.0.1:{self.peer_server.port}", f"localhost:{self.peer_server.port}"}
 
+        banned = 0
+
         def show(p: Progress) -> None:
+            nonlocal banned
             assert self.state.model is not None
+            if p.last_chunk is not None:
+                source, size, seconds = p.last_chunk
+                kind = "origin" if source == "origin" else "peer"
+                self.metrics.cache_bytes.labels(kind).inc(size)
+                self.metrics.cache_chunk.labels(kind).observe(seconds)
+            if len(p.banned) > banned:
+                self.metrics.cache_bans.inc(len(p.banned) - banned)
+                banned = len(p.banned)
             self.state.model.update(
                 percent=round(100 * p.done / max(p.total, 1), 1), from_peers=p.from_peers, from_origin=p.from_origin
             )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 STATES = ["starting", "serving", "draining", "drained"]
 
@@ -34,3 +39,39 @@ class AgentMetrics:
         self.inflight = Gauge("spotstack_inflight_requests", "Requests in flight through the agent's proxy", registry=r)
         self.state = Enum("spotstack_agent_state", "Agent state", states=STATES, registry=r)
         self.state.state("starting")
+        # The peer cache, pulling: where the model's bytes came from and how long a chunk took.
+        self.cache_bytes = Counter(
+            "spotstack_cache_pulled_bytes", "Model bytes pulled, by source kind", ["source"], registry=r
+        )
+        self.cache_chunk = Histogram(
+            "spotstack_cache_chunk_seconds",
+            "From a chunk's request to its bytes verified, by source kind",
+            ["source"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.cache_bans = Counter("spotstack_cache_peer_bans", "Peers banned by a pull", registry=r)
+
+    def serve_cache(self, server: Callable[[], Any]) -> None:
+        """Export the peer cache server's own counters (served bytes, refusals by reason) at scrape time."""
+        self.registry.register(CacheServerCollector(server))
+
+
+class CacheServerCollector(Collector):
+    """Reads the running peer server's counters when scraped (none before it starts)."""
+
+    def __init__(self, server: Callable[[], Any]) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        s = self.server()
+        served = CounterMetricFamily("spotstack_cache_served_bytes", "Chunk bytes this node served to peers")
+        refused = CounterMetricFamily(
+            "spotstack_cache_refused_requests", "Peer requests refused, by reason", labels=["reason"]
+        )
+        if s is not None:
+            served.add_metric([], s.served_bytes)
+            for reason, n in sorted(s.refused.items()):
+                refused.add_metric([reason], n)
+        yield served
+        yield refused

@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class Progress:
     by_source: dict[str, int] = field(default_factory=dict)
     refetched: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_chunk: tuple[str, int, float] | None = None
+    """The chunk just completed: its source, bytes and seconds from request to verified (for metrics)."""
+    banned: set[str] = field(default_factory=set)
+    """Peers banned so far (corrupt bytes, a refused token, repeated failures)."""
 
     @property
     def from_peers(self) -> int:
@@ -306,7 +310,7 @@ def _fetch_all(
     errors: list[str] = []
     finished: list[FileJob] = [j for j in jobs if not j.todo()]
 
-    def complete(job: FileJob, i: int, source: str, size: int) -> None:
+    def complete(job: FileJob, i: int, source: str, size: int, seconds: float) -> None:
         nonlocal pending
         if job.advance_hash(buffers.put) and job not in finished:
             with cond:
@@ -320,9 +324,13 @@ def _fetch_all(
         with cond:
             prog.done += size
             prog.by_source[source] = prog.by_source.get(source, 0) + size
+            prog.last_chunk = (source, size, seconds)
+            prog.banned = set(src.banned)
             pending -= 1
             cond.notify_all()
-        progress(prog)
+            # The callback runs on this worker's thread, outside the lock: it gets this chunk's snapshot.
+            snap = replace(prog, by_source=dict(prog.by_source))
+        progress(snap)
 
     def worker() -> None:
         try:
@@ -366,6 +374,7 @@ def _fetch_all(
                     continue
                 src.busy[source] = src.busy.get(source, 0) + 1
             failure: Exception | None = None
+            fetch_started = time.monotonic()
             _, size = job.span(i)
             view = memoryview(buf)[:size]
             try:
@@ -417,7 +426,7 @@ def _fetch_all(
                 continue
             with cond:
                 src.busy[source] -= 1
-            complete(job, i, source, size)
+            complete(job, i, source, size, time.monotonic() - fetch_started)
 
     def refresh() -> None:
         """A swarm's peers gain chunks during the pull: ask them again, until this pull is done."""

@@ -54,6 +54,20 @@ async def test_agent_pulls_from_peers_before_it_is_ready(tmp_path: Path) -> None
                 hdr = {"Authorization": f"Bearer {TOKEN}"}
                 async with s.get(f"http://127.0.0.1:{agent.peer_server.port}/v1/inventory", headers=hdr) as r:
                     assert set(await r.json()) == {h for f in m.files for h in f.chunks}
+                async with s.get(f"http://127.0.0.1:{agent.peer_server.port}/v1/chunks/{'0' * 63}", headers=hdr) as r:
+                    assert r.status == 400  # refused, and counted
+                # Prometheus: bytes by source, chunk latencies, the cache server's counters.
+                async with s.get(f"http://127.0.0.1:{agent.server.port}/metrics") as r:
+                    text = await r.text()
+            metrics = {
+                ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln and not ln.startswith("#")
+            }
+            assert metrics['spotstack_cache_pulled_bytes_total{source="peer"}'] == m.total_bytes
+            assert 'spotstack_cache_pulled_bytes_total{source="origin"}' not in metrics
+            assert metrics['spotstack_cache_chunk_seconds_count{source="peer"}'] == sum(len(f.chunks) for f in m.files)
+            assert metrics['spotstack_cache_refused_requests_total{reason="bad_hash"}'] == 1
+            assert metrics["spotstack_cache_served_bytes_total"] == 0
+            assert metrics["spotstack_cache_peer_bans_total"] == 0
             assert agent.state.model is not None
             assert agent.state.model["from_peers"] == m.total_bytes and agent.state.model["from_origin"] == 0
             assert digest_tree(tmp_path / "dest") == {
