@@ -68,6 +68,8 @@ def agent_config(
             token_file=CACHE_TOKEN_PATH,
             discovery=discovery,
             discovery_target=fleet.name,
+            origin_connections=mc.origin_connections,
+            connections_per_peer=mc.peer_connections,
         )
         if mc is not None
         else CacheConfig()

@@ -255,6 +255,10 @@ class ModelCacheSpec(_Model):
     """Memory the node's peer cache may use; default: half the smallest instance type's memory, at most 16."""
     peer_port: NodePort = PEER_PORT
     """Port the agent serves cached chunks to peers on."""
+    origin_connections: int = Field(default=4, ge=1, le=64)
+    """Parallel ranged reads a node makes from the bucket (16 MiB each)."""
+    peer_connections: int = Field(default=2, ge=1, le=16)
+    """Parallel chunk transfers a node makes from each peer."""
 
 
 class NetworkSpec(_Model):

@@ -373,7 +373,11 @@ class Agent:
                     peers=peers,
                     token=token,
                     origin=Origin(c.model_url),
-                    options=PullOptions(swarm_self=c.advertise),
+                    options=PullOptions(
+                        swarm_self=c.advertise,
+                        origin_connections=c.origin_connections,
+                        connections_per_peer=c.connections_per_peer,
+                    ),
                     progress=show,
                 )
                 store.remember_source(c.model_url, manifest.model_id)
