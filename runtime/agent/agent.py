@@ -344,6 +344,7 @@ class Agent:
         while True:
             try:
                 instance = self.identity.instance_id if self.identity else None
+                zones: dict[str, str] = {}
                 peers = await asyncio.to_thread(
                     self._peers,
                     discover,
@@ -356,6 +357,7 @@ class Agent:
                     instance_id=instance,
                     metadata_url=self.cfg.metadata_url,
                     endpoint=c.discovery_endpoint,
+                    zones=zones,
                 )
                 await asyncio.to_thread(
                     origin_auth.configure,
@@ -377,6 +379,8 @@ class Agent:
                         swarm_self=c.advertise,
                         origin_connections=c.origin_connections,
                         connections_per_peer=c.connections_per_peer,
+                        zone=zones.pop("", None),
+                        peer_zones=zones,
                     ),
                     progress=show,
                 )

@@ -40,8 +40,10 @@ def from_aws(
     exclude_instance: str | None = None,
     endpoint_url: str | None = None,
     client: Any = None,
+    zones: dict[str, str] | None = None,
 ) -> list[str]:
-    """Running instances tagged spotstack:fleet=<fleet>, by private IP (the node role may DescribeInstances)."""
+    """Running instances tagged spotstack:fleet=<fleet>, by private IP (the node role may DescribeInstances).
+    `zones`, when given, is filled with each peer's zone, and this node's under the key "" (locality)."""
     if client is None:
         import boto3
 
@@ -56,9 +58,18 @@ def from_aws(
     for page in pages:
         for res in page["Reservations"]:
             for inst in res["Instances"]:
-                if inst["InstanceId"] != exclude_instance and inst.get("PrivateIpAddress"):
+                zone = (inst.get("Placement") or {}).get("AvailabilityZone", "")
+                if inst["InstanceId"] == exclude_instance:
+                    _note(zones, "", zone)
+                elif inst.get("PrivateIpAddress"):
                     out.append(f"{inst['PrivateIpAddress']}:{port}")
+                    _note(zones, out[-1], zone)
     return _unique(out, set())
+
+
+def _note(zones: dict[str, str] | None, peer: str, zone: str) -> None:
+    if zones is not None and zone:
+        zones[peer] = zone
 
 
 GCP_LABEL = "spotstack-fleet"
@@ -66,15 +77,26 @@ GCP_LABEL = "spotstack-fleet"
 GCP_API = "https://compute.googleapis.com"
 
 
-def from_gcp(fleet: str, port: int, *, metadata_url: str | None = None, api_url: str | None = None) -> list[str]:
-    """Running VMs labelled spotstack-fleet=<fleet> in the node's project, by internal IP, this VM left out
-    (the node's service account may list instances)."""
+def from_gcp(
+    fleet: str,
+    port: int,
+    *,
+    metadata_url: str | None = None,
+    api_url: str | None = None,
+    zones: dict[str, str] | None = None,
+) -> list[str]:
+    """Running VMs labelled spotstack-fleet=<fleet> in the node's project and region, by internal IP, this VM
+    left out (the node's service account may list instances). The listing spans the project's regions: a VM
+    in another region is never a peer (cross-region transfer is billed and slow)."""
     import urllib.parse
 
     from spotstack.runtime.secrets import GCP_METADATA, gcp_get, gcp_metadata
 
     md = metadata_url or GCP_METADATA
     project, me = gcp_metadata("project/project-id", md), gcp_metadata("instance/name", md)
+    my_zone = gcp_metadata("instance/zone", md).rsplit("/", 1)[-1]
+    region = my_zone.rsplit("-", 1)[0]
+    _note(zones, "", my_zone)
     query = {"filter": f'(labels.{GCP_LABEL} = "{fleet}") AND (status = RUNNING)', "maxResults": "500"}
     out: list[str] = []
     while True:
@@ -83,8 +105,10 @@ def from_gcp(fleet: str, port: int, *, metadata_url: str | None = None, api_url:
         for scoped in (doc.get("items") or {}).values():
             for inst in scoped.get("instances", []):
                 nics = inst.get("networkInterfaces") or [{}]
-                if inst.get("name") != me and nics[0].get("networkIP"):
+                zone = str(inst.get("zone", "")).rsplit("/", 1)[-1]
+                if inst.get("name") != me and nics[0].get("networkIP") and zone.rsplit("-", 1)[0] == region:
                     out.append(f"{nics[0]['networkIP']}:{port}")
+                    _note(zones, out[-1], zone)
         if not doc.get("nextPageToken"):
             return _unique(out, set())
         query["pageToken"] = doc["nextPageToken"]
@@ -98,6 +122,7 @@ def from_alicloud(
     exclude_instance: str | None = None,
     metadata_url: str | None = None,
     endpoint: str | None = None,
+    zones: dict[str, str] | None = None,
 ) -> list[str]:
     """Running ECS instances tagged spotstack:fleet=<fleet>, by private IP (the node role may DescribeInstances)."""
     from spotstack.runtime.secrets import ALICLOUD_METADATA, alicloud_rpc
@@ -117,8 +142,11 @@ def from_alicloud(
         batch = (doc.get("Instances") or {}).get("Instance") or []
         for inst in batch:
             ips = ((inst.get("VpcAttributes") or {}).get("PrivateIpAddress") or {}).get("IpAddress") or []
-            if inst.get("InstanceId") != exclude_instance and ips:
+            if inst.get("InstanceId") == exclude_instance:
+                _note(zones, "", str(inst.get("ZoneId", "")))
+            elif ips:
                 out.append(f"{ips[0]}:{port}")
+                _note(zones, out[-1], str(inst.get("ZoneId", "")))
         if len(batch) < 100:
             return _unique(out, set())
         page += 1
@@ -135,7 +163,9 @@ def discover(
     instance_id: str | None = None,
     metadata_url: str | None = None,
     endpoint: str | None = None,
+    zones: dict[str, str] | None = None,
 ) -> list[str]:
+    """The peers by the configured kind; the cloud kinds also fill `zones` (peer -> zone, "" -> this node's)."""
     ex = exclude or set()
     if kind == "static":
         return _unique(peers, ex)
@@ -146,14 +176,22 @@ def discover(
     if kind == "file":
         return from_file(target, ex)
     if kind == "aws":
-        return [p for p in from_aws(target, port, region, instance_id, endpoint_url=endpoint) if p not in ex]
+        found = from_aws(target, port, region, instance_id, endpoint_url=endpoint, zones=zones)
+        return [p for p in found if p not in ex]
     if kind == "gcp":
-        return [p for p in from_gcp(target, port, metadata_url=metadata_url, api_url=endpoint) if p not in ex]
+        found = from_gcp(target, port, metadata_url=metadata_url, api_url=endpoint, zones=zones)
+        return [p for p in found if p not in ex]
     if kind == "alicloud":
         if region is None:
             raise ValueError("peer discovery 'alicloud' needs the agent's region")
         found = from_alicloud(
-            target, port, region, exclude_instance=instance_id, metadata_url=metadata_url, endpoint=endpoint
+            target,
+            port,
+            region,
+            exclude_instance=instance_id,
+            metadata_url=metadata_url,
+            endpoint=endpoint,
+            zones=zones,
         )
         return [p for p in found if p not in ex]
     raise ValueError(f"peer discovery '{kind}' is not supported; use static, dns, file, aws, gcp or alicloud")

@@ -96,6 +96,9 @@ class PullOptions:
     """How long to wait for a fellow joiner's chunk before reading it from the origin."""
     inventory_refresh_s: float = 0.25
     """How often a swarm pull asks its peers what they hold now."""
+    zone: str | None = None
+    """This node's zone: peers in it are asked first (`peer_zones` says where the others are)."""
+    peer_zones: dict[str, str] = field(default_factory=dict)
     swarm_gone_after: int = 8
     """Inventory requests a joiner may fail in a row before its chunks pass to the others (it gets them back
     when it answers again)."""
@@ -290,6 +293,8 @@ def _fetch_all(
         swarm=schedule.Swarm(opts.swarm_self, tuple(sorted({opts.swarm_self, *by_name})), opts.swarm_wait_s)
         if opts.swarm_self
         else None,
+        zone_of=dict(opts.peer_zones),
+        zone=opts.zone,
     )
 
     tasks: queue.Queue[tuple[FileJob, int, frozenset[str], int, int]] = queue.Queue()

@@ -62,6 +62,10 @@ class Sources:
     failures: dict[str, int] = field(default_factory=dict)
     max_failures: int = 2
     swarm: Swarm | None = None
+    zone_of: dict[str, str] = field(default_factory=dict)
+    """peer -> its zone, where discovery said; with `zone`, peers in this node's zone are asked first
+    (transfer across zones is billed on every cloud)."""
+    zone: str | None = None
 
 
 def choose(s: Sources, chunk: str, tried: set[str], now: float = 0.0) -> str | None:
@@ -74,7 +78,7 @@ def choose(s: Sources, chunk: str, tried: set[str], now: float = 0.0) -> str | N
     peers = [p for p in s.holders.get(chunk, ()) if p not in s.banned and p not in tried]
     free = [p for p in peers if s.busy.get(p, 0) < s.per_peer_limit]
     if free:
-        return min(free, key=lambda p: (s.busy.get(p, 0), p))
+        return min(free, key=lambda p: (s.zone is not None and s.zone_of.get(p) != s.zone, s.busy.get(p, 0), p))
     if peers:
         return None  # a peer has it but is busy: waiting beats the slow origin
     if s.swarm is not None and ORIGIN not in tried and s.swarm.defers(chunk, now, s.banned, tried):

@@ -110,3 +110,16 @@ def test_a_joiner_that_never_delivers_is_waited_for_at_most_wait_s(tmp_path: Pat
     s.swarm.gone.add("b:1")  # type: ignore[union-attr]
     other = next(f"{i:064x}" for i in range(100, 200) if schedule.owner(("a:1", "b:1"), f"{i:064x}") == "b:1")
     assert schedule.choose(s, other, set(), now=200.0) == schedule.ORIGIN  # a gone owner is not waited for
+
+
+def test_peers_in_this_nodes_zone_are_asked_first() -> None:
+    chunk = "a" * 64
+    s = schedule.Sources(
+        {chunk: {"10.0.0.1:8470", "10.0.1.9:8470"}},
+        zone_of={"10.0.0.1:8470": "us-east-1a", "10.0.1.9:8470": "us-east-1b"},
+    )
+    assert schedule.choose(s, chunk, set()) == "10.0.0.1:8470"  # no zone known: least busy, then name
+    s.zone = "us-east-1b"
+    assert schedule.choose(s, chunk, set()) == "10.0.1.9:8470"
+    s.busy["10.0.1.9:8470"] = s.per_peer_limit  # the same-zone peer is full: another zone's beats waiting
+    assert schedule.choose(s, chunk, set()) == "10.0.0.1:8470"

@@ -17,15 +17,21 @@ from tests.clouds.gcp_compute import ComputeFake
 
 
 async def test_gcp_lists_the_fleets_running_vms_by_internal_ip_without_itself() -> None:
-    api = ComputeFake("acme-ml", "us-central1", ["us-central1-a", "us-central1-b"], "llm-backend")
-    api.add_group("llm-spot-mig", ["g2-standard-4"], spot=True, target=3)
+    # A fleet label used in two regions of one project: the other region's VMs are never peers.
+    zones = ["us-central1-a", "us-central1-b", "europe-west4-a"]
+    api = ComputeFake("acme-ml", "us-central1", zones, "llm-backend")
+    api.add_group("llm-spot-mig", ["g2-standard-4"], spot=True, target=6)
     vms = sorted(api.migs["llm-spot-mig"].vms.values(), key=lambda v: v.name)
-    meta = GcpMetadataEmulator(name=vms[0].name, project_id="acme-ml")
+    me = next(v for v in vms if v.zone == "us-central1-b")
+    meta = GcpMetadataEmulator(name=me.name, project_id="acme-ml", zone="us-central1-b")
     await meta.start()
     try:
         api.token = meta.access_token  # the Compute API wants the node's own token
-        peers = await asyncio.to_thread(from_gcp, "llm", 8470, metadata_url=meta.url, api_url=api.url)
-        assert sorted(peers) == sorted(f"{v.ip}:8470" for v in vms[1:])  # this VM left out
+        found: dict[str, str] = {}
+        peers = await asyncio.to_thread(from_gcp, "llm", 8470, metadata_url=meta.url, api_url=api.url, zones=found)
+        same_region = [v for v in vms if v is not me and v.zone.startswith("us-central1-")]
+        assert sorted(peers) == sorted(f"{v.ip}:8470" for v in same_region)  # this VM and europe left out
+        assert found == {"": "us-central1-b", **{f"{v.ip}:8470": v.zone for v in same_region}}
         assert await asyncio.to_thread(from_gcp, "other-fleet", 8470, metadata_url=meta.url, api_url=api.url) == []
         same = await asyncio.to_thread(
             discover, "gcp", peers=[], target="llm", port=8470, metadata_url=meta.url, endpoint=api.url
