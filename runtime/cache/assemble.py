@@ -1,5 +1,5 @@
-"""Putting a file together from verified chunks: writing each in place, marking it servable, and
-checking the file's sha256 before it is renamed into the store."""
+"""Putting a file together from verified chunks: writing each in place, marking it servable, and (for a version 1
+manifest, or when asked) checking the file's sha256 before it is renamed into the store."""
 
 from __future__ import annotations
 

@@ -1,19 +1,17 @@
 """Pull a model into the store from peers (and the origin for what no peer has), then into --dest.
 
-Each chunk is received into a pooled buffer, checked with xxh3-128, written in place into the
-partial file in the memory-backed store, and fed to its file's sha256 in order (a chunk that
-arrives early waits in its buffer). Fetches run in threads (socket reads and hashing release the GIL), several per
-peer, spread over the peers that hold each chunk. A chunk that fails — a dead peer, corrupt
-bytes, a stall — is fetched again from another peer or the origin. A file whose sha256 matches is
-renamed into the store, then hard-linked (or copied, across file systems) into --dest under a
-temporary name and renamed: the model server never sees a partial file.
+Each chunk is received into a pooled buffer, hashed as it arrives (BLAKE3; xxh3-128 for version 1 manifests) and
+checked, then written in place into the partial file in the memory-backed store (with a version 1 manifest, also fed
+to its file's sha256 in order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
+and hashing release the GIL), several per peer, spread over the peers that hold each chunk, same-zone peers first;
+in a swarm, chunks no peer has yet wait for their owner (`schedule.Swarm`). A chunk that fails — a dead peer,
+corrupt bytes, a stall — is fetched again from another peer or the origin. A complete file is renamed into the
+store, then placed into --dest (`place.py`): the model server never sees a partial file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
 import os
 import queue
 import shutil
@@ -26,18 +24,30 @@ from typing import Any
 
 from spotstack.runtime.cache import schedule
 from spotstack.runtime.cache.assemble import Buffers, FileJob, PullError
-from spotstack.runtime.cache.manifest import FileEntry, Manifest
+from spotstack.runtime.cache.manifest import Manifest
+from spotstack.runtime.cache.place import (
+    PLACED,
+    TMP_MARK,
+    clean_leftovers,
+    materialize,
+    placed_files,
+    record_placed,
+    same_fs,
+)
 from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer, usable_peers
 from spotstack.runtime.cache.store import Store
 
-TMP_MARK = ".spotstack-tmp-"
-"""Temporary names in --dest: `.<name>.spotstack-tmp-<pid>`, renamed over <name> once complete."""
-PLACED = ".spotstack-placed.json"
-"""In dest: each file this pull placed and verified, with what its inode said then. A node stopped and started
-again (a warm pool) finds its model on disk and keeps the files whose inode says the same, instead of
-fetching the model again into a memory cache that the stop emptied."""
-
-__all__ = ["ChunkFailed", "Origin", "Progress", "PullError", "PullOptions", "PullResult", "pull"]
+__all__ = [
+    "TMP_MARK",
+    "ChunkFailed",
+    "Origin",
+    "Progress",
+    "PullError",
+    "PullOptions",
+    "PullResult",
+    "clean_leftovers",
+    "pull",
+]
 
 
 @dataclass
@@ -104,114 +114,6 @@ class PullOptions:
     when it answers again)."""
 
 
-def _same_fs(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
-
-
-def _target(dest: Path, rel: str) -> Path:
-    """dest/rel, creating its folders, never through a symbolic link: the file lands inside dest or nowhere."""
-    parent = dest
-    *dirs, name = rel.split("/")
-    for part in dirs:
-        parent = parent / part
-        if parent.is_symlink():
-            raise PullError(f"refusing to write {rel}: {parent} is a symbolic link")
-        try:
-            parent.mkdir(exist_ok=True)
-        except FileExistsError:
-            raise PullError(f"cannot write {rel}: {parent} exists and is not a folder") from None
-    return parent / name
-
-
-def _materialize(store: Store, entry: FileEntry, dest: Path) -> None:
-    """Put the verified store file at dest/<path>: a hard link when it can, else a copy; atomically."""
-    src = store.file_path(entry.key)
-    final = _target(dest, entry.path)
-    tmp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            with open(src, "rb") as fsrc, open(tmp, "wb") as fdst:
-                left, off = entry.size, 0
-                while left:
-                    n = os.sendfile(fdst.fileno(), fsrc.fileno(), off, min(left, 64 << 20))
-                    off += n
-                    left -= n
-                fdst.flush()
-                os.fsync(fdst.fileno())
-        os.replace(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise PullError(
-                f"destination {dest} is full writing {entry.path} ({entry.size / 1e9:.2f} GB): "
-                f"{os.strerror(exc.errno)}; nothing partial was left there"
-            ) from None
-        raise PullError(f"cannot write {final}: {exc}") from None
-
-
-def _stamp(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-
-def placed_files(dest: Path, manifest: Manifest) -> set[str]:
-    """Paths in dest placed by an earlier pull of these bytes and untouched since (size, mtime, inode the same)."""
-    try:
-        record = json.loads((dest / PLACED).read_text())
-        files = record["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
-    keep = set()
-    for f in manifest.files:
-        was = files.get(f.path) if isinstance(files, dict) else None
-        if was is not None and was[0] == f.key and was[1:] == _stamp(_target(dest, f.path)):
-            keep.add(f.path)
-    return keep
-
-
-def _record_placed(dest: Path, manifest: Manifest) -> None:
-    files = {f.path: [f.key, *(_stamp(_target(dest, f.path)) or [])] for f in manifest.files}
-    tmp = dest / f".{PLACED}{TMP_MARK}{os.getpid()}"
-    tmp.write_text(json.dumps({"model_id": manifest.model_id, "files": files}))
-    os.replace(tmp, dest / PLACED)
-
-
-def clean_leftovers(dest: Path) -> list[Path]:
-    """Remove temporary files a killed pull left in dest (its pid is gone); returns what went."""
-    gone: list[Path] = []
-    if not dest.is_dir():
-        return gone
-    for p in dest.rglob(f".*{TMP_MARK}*"):
-        try:
-            pid = int(p.name.rsplit(TMP_MARK, 1)[1])
-        except ValueError:
-            continue
-        if pid != os.getpid() and _alive(pid):
-            continue  # another pull into the same dest is under way
-        with contextlib.suppress(OSError):
-            p.unlink()
-            gone.append(p)
-    return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def pull(
     store: Store,
     manifest: Manifest,
@@ -241,7 +143,7 @@ def pull(
     missing = [f for f in unique if not store.has_file(f)]
     need = sum(f.size for f in missing)
     store.make_room(need, keep={f.key for f in manifest.files})
-    if not _same_fs(store.root, dest):
+    if not same_fs(store.root, dest):
         to_copy = sum(f.size for f in manifest.files if f.path not in kept)
         free = free_bytes(dest)
         if free < to_copy:
@@ -252,8 +154,8 @@ def pull(
     prog = _fetch_all(jobs, manifest, peers, token, origin, opts, progress)
     for f in manifest.files:
         if f.path not in kept:
-            _materialize(store, f, dest)
-    _record_placed(dest, manifest)
+            materialize(store, f, dest)
+    record_placed(dest, manifest)
     cached = sum(f.size for f in unique) - need
     on_disk = sum(f.size for f in manifest.files if f.path in kept)
     return PullResult(manifest, dest, prog, time.monotonic() - started, cached, on_disk)
