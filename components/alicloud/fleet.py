@@ -39,6 +39,10 @@ class AlicloudGpuFleetArgs:
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
+    """A spot GPU fleet on Alibaba Cloud. Its child resources are exposed for a program to attach to:
+    `load_balancer` (the ALB), `server_group`, `listener`, `node_role`, `main_group`, `fallback_group` (None without
+    a warm pool) and `controller` (the FC function, None without a fallback group)."""
+
     address: pulumi.Output[str]
     scaling_group_id: pulumi.Output[str]
     role_name: pulumi.Output[str]
@@ -362,14 +366,18 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             )
         self._scaling(name, spec, group, servers, child)
         self.controller_function: pulumi.Output[str] | None = None
+        self.controller: pulumi.CustomResource | None = None
         self.controller_config: pulumi.Output[str] | None = None
         """The controller's configuration document (`spotstack controller once --config`)."""
         if warm_group is not None:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each spot interruption notice (components/alicloud/controller.py).
             fn, doc = controller.declare(name, spec, group, warm_group, servers, listener, child)
-            self.controller_function, self.controller_config = fn.function_name, doc
+            self.controller_function, self.controller_config, self.controller = fn.function_name, doc, fn
 
+        # Child resources for a program to attach to (alarms, listeners, rules).
+        self.load_balancer, self.server_group, self.listener, self.node_role = alb, servers, listener, role
+        self.main_group, self.fallback_group = group, warm_group
         self.address = alb.dns_name
         self.scaling_group_id = group.id
         self.role_name = role.role_name

@@ -38,12 +38,29 @@ class AwsGpuFleetArgs:
 
 
 class AwsGpuFleet(pulumi.ComponentResource):
+    """A spot GPU fleet. Besides its outputs, it exposes its child resources (as pulumi-eks does) so a program
+    can attach alarms, rules, peering or listeners: `load_balancer`, `target_group`, `load_balancer_security_group`,
+    `node_security_group`, `node_role`, `main_group`, `fallback_group` (None without a fallback) and
+    `controller` (the Lambda function, None without a fallback)."""
+
     load_balancer_dns: pulumi.Output[str]
+    load_balancer_arn: pulumi.Output[str]
+    load_balancer_zone_id: pulumi.Output[str]
+    """The load balancer's hosted zone, for a Route 53 alias record."""
     target_group_arn: pulumi.Output[str]
+    node_security_group_id: pulumi.Output[str]
     group_name: pulumi.Output[str]
     fallback_group_name: pulumi.Output[str] | None
     role_arn: pulumi.Output[str]
     warnings: list[str]
+    load_balancer: aws.lb.LoadBalancer
+    target_group: aws.lb.TargetGroup
+    load_balancer_security_group: aws.ec2.SecurityGroup
+    node_security_group: aws.ec2.SecurityGroup
+    node_role: aws.iam.Role
+    main_group: aws.autoscaling.Group
+    fallback_group: aws.autoscaling.Group | None
+    controller: aws.lambda_.Function | None
 
     def __init__(self, name: str, args: AwsGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_GPU_FLEET, name, None, opts)
@@ -245,6 +262,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             before_nodes,
         )
         self.fallback_group_name = None
+        self.fallback_group = None
         warm = cap.warm_pool
         if cap.dynamic_on_demand_fallback and warm is not None:
             # PutWarmPool refuses a group with a mixed instances policy or spot: the warm fallback is a
@@ -266,7 +284,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 before_nodes,
                 warm=(warm, hook),
             )
-            self.fallback_group_name = fallback.name
+            self.fallback_group_name, self.fallback_group = fallback.name, fallback
         elif cap.dynamic_on_demand_fallback:
             fallback = group.declare(
                 f"{name}-fallback-asg",
@@ -283,27 +301,36 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 tags,
                 before_nodes,
             )
-            self.fallback_group_name = fallback.name
+            self.fallback_group_name, self.fallback_group = fallback.name, fallback
 
         scaling.declare(name, spec, main, lb, tg, child)
         self.controller_function = None
+        self.controller = None
         self.controller_config: pulumi.Output[str] | None = None
         """The controller's configuration document (`spotstack controller once --config`)."""
         if cap.dynamic_on_demand_fallback:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each spot event (components/aws/controller.py).
             fn, doc = controller.declare(name, spec, group_names["main"], group_names["fallback"], tg, tags, child)
-            self.controller_function = fn.name
+            self.controller_function, self.controller = fn.name, fn
             self.controller_config = doc
 
+        self.load_balancer, self.target_group, self.main_group, self.node_role = lb, tg, main, role
+        self.load_balancer_security_group, self.node_security_group = lb_sg, node_sg
         self.load_balancer_dns = lb.dns_name
+        self.load_balancer_arn = lb.arn
+        self.load_balancer_zone_id = lb.zone_id
+        self.node_security_group_id = node_sg.id
         self.target_group_arn = tg.arn
         self.group_name = main.name
         self.role_arn = role.arn
         self.register_outputs(
             {
                 "load_balancer_dns": self.load_balancer_dns,
+                "load_balancer_arn": self.load_balancer_arn,
+                "load_balancer_zone_id": self.load_balancer_zone_id,
                 "target_group_arn": self.target_group_arn,
+                "node_security_group_id": self.node_security_group_id,
                 "group_name": self.group_name,
                 "fallback_group_name": self.fallback_group_name,
                 "controller_function": self.controller_function,

@@ -36,6 +36,10 @@ class GcpGpuFleetArgs:
 
 
 class GcpGpuFleet(pulumi.ComponentResource):
+    """A spot GPU fleet on GCP. Its child resources are exposed for a program to attach to: `backend` (the backend
+    service), `groups` (role -> regional MIG: base, spot, fallback), `service_account` (the nodes') and
+    `controller` (the Cloud Run function, None without a fallback)."""
+
     address: pulumi.Output[str]
     backend_service: pulumi.Output[str]
     service_account_email: pulumi.Output[str]
@@ -335,14 +339,16 @@ class GcpGpuFleet(pulumi.ComponentResource):
         if spot_mig is not None:
             self._autoscaler(name, spec, g, spot_mig, child)
         self.controller_function: pulumi.Output[str] | None = None
+        self.controller: pulumi.CustomResource | None = None
         self.controller_config: pulumi.Output[str] | None = None
         """The controller's configuration document (`spotstack controller once --config`)."""
         if "fallback" in migs:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each preemption of a spot VM (components/gcp/controller.py).
             fn, doc = controller.declare(name, spec, migs, {k: f"{name}-{k}" for k in migs}, bs, child)
-            self.controller_function, self.controller_config = fn.name, doc
+            self.controller_function, self.controller_config, self.controller = fn.name, doc, fn
 
+        self.backend, self.groups, self.service_account = bs, migs, sa
         self.address = address.address
         self.backend_service = bs.name
         self.service_account_email = sa.email
