@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from spotstack.runtime.cache.manifest import build_manifest, write_manifest
 from spotstack.runtime.cache.pull import Origin, PullOptions, pull
 from spotstack.runtime.cache.store import Store
-from spotstack.runtime.net import free_port
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _moto_s3 import start_s3
 
 BIN = Path(sys.executable).parent
 
@@ -41,33 +42,10 @@ def main(mb: int, rounds: int, connections: list[int]) -> None:
                 f.write(block)
         m = build_manifest(str(model))
         write_manifest(str(model), m)
-        port = free_port()
-        moto = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        end = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
+        moto, url = start_s3(model)
         import boto3
 
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="models")
-        for p in model.iterdir():
-            s3.upload_file(str(p), "models", f"m/{p.name}")
         results: dict[str, list[float]] = {}
         for r in range(rounds):
             out = work / "tm.bin"
@@ -84,7 +62,7 @@ def main(mb: int, rounds: int, connections: list[int]) -> None:
                     work / "dest",
                     peers=[],
                     token="x" * 20,
-                    origin=Origin("s3://models/m"),
+                    origin=Origin(url),
                     options=PullOptions(origin_connections=c),
                 )
                 results.setdefault(f"pull, {c} origin connections", []).append(res.gbps)

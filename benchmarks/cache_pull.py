@@ -35,6 +35,10 @@ from pathlib import Path
 from spotstack.runtime.cache.manifest import DEFAULT_CHUNK, Manifest, build_manifest, chunk_hash, write_manifest
 from spotstack.runtime.cache.pull import Origin, PullOptions, pull
 from spotstack.runtime.cache.store import Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _moto_s3 import start_s3
+
 from spotstack.runtime.net import free_port
 
 TOKEN = "benchmark-fleet-token-000000"
@@ -235,34 +239,15 @@ def main(gb: float, rounds: int, shards: int) -> None:
             )
 
         # Origin: moto's S3 server in its own process, read through s3fs as a node would.
-        s3_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        wait_http(f"http://127.0.0.1:{s3_port}/")
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="models")
-        for p in model.iterdir():
-            s3.upload_file(str(p), "models", f"m/{p.name}")
+        moto, url = start_s3(model)
+        procs.append(moto)
         res = pull(
             Store(shm / "from-origin", 1 << 40),
             m,
             shm / "dest-origin",
             peers=[],
             token=TOKEN,
-            origin=Origin("s3://models/m"),
+            origin=Origin(url),
         )
         origin = m.total_bytes / res.seconds / 1e9
 

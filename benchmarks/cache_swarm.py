@@ -24,14 +24,15 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest, build_manifest, write_manifest
 from spotstack.runtime.cache.pull import Origin, PullOptions, pull
 from spotstack.runtime.cache.server import PeerServer
 from spotstack.runtime.cache.store import Store
-from spotstack.runtime.net import free_port
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _moto_s3 import start_s3
 
 TOKEN = "benchmark-fleet-token-000000"
 BIN = Path(sys.executable).parent
@@ -106,34 +107,7 @@ def main(mb: int, nodes: int, rounds: int) -> None:
         m = build_manifest(str(model))
         write_manifest(str(model), m)
         want = digest(model)
-        port = free_port()
-        moto = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        end = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="models")
-        for p in model.iterdir():
-            s3.upload_file(str(p), "models", f"m/{p.name}")
-        url = "s3://models/m"
+        moto, url = start_s3(model)
         print(f"model: {m.total_bytes / 1e6:.0f} MB, {sum(len(f.chunks) for f in m.files)} chunks; {nodes} nodes")
         out: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
         for r in range(rounds):

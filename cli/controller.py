@@ -47,18 +47,9 @@ def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
         err.print(f"[red]error:[/red] --config {source}: not a controller configuration ({exc})", highlight=False)
         raise typer.Exit(2) from None
     if cloud == "aws":
-        from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
+        from spotstack.runtime.controller.aws_lambda import fleet_and_store
 
-        region = cfg.get("region")
-        fleet = AwsFleet(
-            cfg["main_group"],
-            cfg.get("fallback_group"),
-            cfg["target_group_arn"],
-            tuple(cfg["policy"]["spot_types"]),
-            region=region,
-            endpoint_url=endpoint_url,
-        )
-        return fleet, DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url), policy
+        return (*fleet_and_store(cfg, endpoint_url), policy)
     if cloud == "gcp":
         from spotstack.runtime.controller.adaptors.gcp import GcsStore
         from spotstack.runtime.controller.gcp_function import fleet_of
@@ -104,8 +95,7 @@ def _setup(
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
-    from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
-    from spotstack.runtime.controller.aws_lambda import policy_of
+    from spotstack.runtime.controller.aws_lambda import fleet_and_store, policy_of
 
     try:
         sf = load_stack(find_project(Path.cwd()), stack)
@@ -131,18 +121,10 @@ def _setup(
     if not found or not found[0].get("TargetGroupARNs"):
         err.print(f"[red]error:[/red] no group {n['main_group']} with a target group in {f.region}: deployed?")
         raise typer.Exit(1)
-    cloud = AwsFleet(
-        n["main_group"],
-        n["fallback_group"],
-        found[0]["TargetGroupARNs"][0],
-        tuple(i.type for i in f.spot_instances),
-        region=f.region,
-        endpoint_url=endpoint_url,
-    )
-    store = DynamoStore(n["table"], f.name, region=f.region, endpoint_url=endpoint_url)
-    # The same spec -> policy path as the deployed function's: its config document, read by its handler.
-    policy = policy_of(config(f, n["main_group"], n["fallback_group"], n["table"], cloud.tg))
-    return f, cloud, store, policy
+    # The deployed function's configuration document, read the way its handler reads it.
+    cfg = config(f, n["main_group"], n["fallback_group"], n["table"], found[0]["TargetGroupARNs"][0])
+    cloud, store = fleet_and_store(cfg, endpoint_url)
+    return f, cloud, store, policy_of(cfg)
 
 
 def _cloud_errors() -> tuple[type[BaseException], ...]:

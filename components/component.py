@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pulumi
 
@@ -31,3 +32,24 @@ def report(component: pulumi.ComponentResource, warnings: Sequence[str]) -> list
     for w in warnings:
         pulumi.log.warn(w, resource=component)
     return list(warnings)
+
+
+def controller_base(spec: FleetSpec, cloud: str) -> dict[str, Any]:
+    """What every cloud's controller configuration document starts with: the fleet, and the policy `decide()`
+    runs (read back by `runtime.controller.invocation.policy_of`)."""
+    cap = spec.capacity
+    return {
+        "cloud": cloud,
+        "fleet": spec.name,
+        "region": spec.region,
+        "max_launches": 4,
+        "policy": {
+            "spot_types": [i.type for i in spec.spot_instances],
+            "on_demand_types": [i.type for i in spec.instances],
+            "min": cap.min,
+            "max": cap.max,
+            "base_on_demand": cap.base_on_demand,
+            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
+            "dynamic_fallback": cap.dynamic_on_demand_fallback,
+        },
+    }

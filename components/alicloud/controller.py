@@ -23,6 +23,7 @@ import pulumi
 import pulumi_alicloud as ali
 
 from spotstack.components import node
+from spotstack.components.component import controller_base
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.controller.package import ALICLOUD_HANDLER, function_files
 
@@ -95,26 +96,13 @@ def config(
     spec: FleetSpec, main_group: str, fallback_group: str, server_group: str, listener: str, bucket: str
 ) -> dict[str, Any]:
     """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`)."""
-    cap = spec.capacity
     return {
-        "cloud": "alicloud",
-        "fleet": spec.name,
-        "region": spec.region,
+        **controller_base(spec, "alicloud"),
         "main_group": main_group,
         "fallback_group": fallback_group,
         "server_group": server_group,
         "listener": listener,
         "bucket": bucket,
-        "max_launches": 4,
-        "policy": {
-            "spot_types": [i.type for i in spec.spot_instances],
-            "on_demand_types": [i.type for i in spec.instances],
-            "min": cap.min,
-            "max": cap.max,
-            "base_on_demand": cap.base_on_demand,
-            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
-            "dynamic_fallback": cap.dynamic_on_demand_fallback,
-        },
     }
 
 

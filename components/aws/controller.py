@@ -19,6 +19,7 @@ import pulumi_aws as aws
 
 from spotstack.components import node
 from spotstack.components.aws import iam
+from spotstack.components.component import controller_base
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.controller.package import HANDLER, lambda_files
 
@@ -82,25 +83,12 @@ def controller_policy(region: str, fallback_group: str, table_arn: str, log_grou
 
 def config(spec: FleetSpec, main_group: str, fallback_group: str, table: str, tg_arn: str) -> dict[str, Any]:
     """The function's `SPOTSTACK_CONTROLLER` document (read by `aws_lambda.handler`)."""
-    cap = spec.capacity
     return {
-        "cloud": "aws",
-        "fleet": spec.name,
-        "region": spec.region,
+        **controller_base(spec, "aws"),
         "main_group": main_group,
         "fallback_group": fallback_group,
         "target_group_arn": tg_arn,
         "table": table,
-        "max_launches": 4,
-        "policy": {
-            "spot_types": [i.type for i in spec.spot_instances],
-            "on_demand_types": [i.type for i in spec.instances],
-            "min": cap.min,
-            "max": cap.max,
-            "base_on_demand": cap.base_on_demand,
-            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
-            "dynamic_fallback": cap.dynamic_on_demand_fallback,
-        },
     }
 
 

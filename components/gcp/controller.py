@@ -21,6 +21,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from spotstack.components import node
+from spotstack.components.component import controller_base
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.controller.package import GCP_ENTRY_POINT, GCP_MAIN, GCP_REQUIREMENTS, function_files
 
@@ -54,26 +55,13 @@ def preemption_filter(base_instance_name: str) -> str:
 
 def config(spec: FleetSpec, project: str, groups: dict[str, str], backend_service: str, bucket: str) -> dict[str, Any]:
     """The function's `SPOTSTACK_CONTROLLER` document (read by `gcp_function.handler`)."""
-    cap = spec.capacity
     return {
-        "cloud": "gcp",
-        "fleet": spec.name,
+        **controller_base(spec, "gcp"),
         "project": project,
-        "region": spec.region,
         "groups": groups,
         "backend_service": backend_service,
         "bucket": bucket,
         "object": f"controller/{spec.name}.json",
-        "max_launches": 4,
-        "policy": {
-            "spot_types": [i.type for i in spec.spot_instances],
-            "on_demand_types": [i.type for i in spec.instances],
-            "min": cap.min,
-            "max": cap.max,
-            "base_on_demand": cap.base_on_demand,
-            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
-            "dynamic_fallback": cap.dynamic_on_demand_fallback,
-        },
     }
 
 

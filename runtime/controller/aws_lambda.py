@@ -19,7 +19,7 @@ from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
 from spotstack.runtime.controller.round import run_round
 
-__all__ = ["handle", "handler", "policy_of"]
+__all__ = ["fleet_and_store", "handle", "handler", "policy_of"]
 
 
 def handle(
@@ -42,9 +42,7 @@ def handle(
     return report(result, kind)
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    logging.getLogger().setLevel(logging.INFO)
-    cfg = json.loads(os.environ[ENV])
+def fleet_and_store(cfg: dict[str, Any], endpoint_url: str | None = None) -> tuple[AwsFleet, DynamoStore]:
     region = cfg.get("region")
     fleet = AwsFleet(
         cfg["main_group"],
@@ -52,6 +50,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         cfg["target_group_arn"],
         tuple(cfg["policy"]["spot_types"]),
         region=region,
+        endpoint_url=endpoint_url,
     )
-    store = DynamoStore(cfg["table"], cfg["fleet"], region=region)
-    return handle(event, cfg, fleet, store)
+    return fleet, DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    logging.getLogger().setLevel(logging.INFO)
+    cfg = json.loads(os.environ[ENV])
+    return handle(event, cfg, *fleet_and_store(cfg))
