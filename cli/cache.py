@@ -83,6 +83,7 @@ def manifest(
         f"{len(m.files)} files, {m.total_bytes / 1e9:.2f} GB, "
         f"{sum(len(f.chunks) for f in m.files)} chunks of {chunk_mib} MiB -> {target}"
     )
+    err.print(f"manifest digest (pin it as model_cache.manifest_digest): {m.digest_hex}")
     print(m.model_id)
 
 
@@ -160,6 +161,9 @@ def pull(
         help="Also check each file's sha256, or trust the chunk hashes. Default: only for version 1 manifests "
         "(xxh3 chunks); BLAKE3 chunks (version 2) are cryptographic.",
     ),
+    manifest_digest: str = typer.Option(
+        None, "--manifest-digest", help="Refuse any manifest but this one (as `spotstack cache manifest` prints it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fetch a model from peers' caches (the origin only for what no peer has), verify, place in --dest."""
@@ -175,7 +179,7 @@ def pull(
     for entry in bad:
         err.print(f"[yellow]warning:[/yellow] skipping peer {entry!r}: not host:port", highlight=False)
     try:
-        manifest, got_from = resolve_manifest(model, peer_list, token)
+        manifest, got_from = resolve_manifest(model, peer_list, token, digest=manifest_digest)
         st = Store(store, int(limit_gib * 2**30))
         with _bar() as bar:
             task = bar.add_task("pulling", total=manifest.total_bytes, mix="")

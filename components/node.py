@@ -70,6 +70,7 @@ def agent_config(
             discovery_target=fleet.name,
             origin_connections=mc.origin_connections,
             connections_per_peer=mc.peer_connections,
+            manifest_digest=mc.manifest_digest,
         )
         if mc is not None
         else CacheConfig()

@@ -259,6 +259,9 @@ class ModelCacheSpec(_Model):
     """Parallel ranged reads a node makes from the bucket (16 MiB each)."""
     peer_connections: int = Field(default=2, ge=1, le=16)
     """Parallel chunk transfers a node makes from each peer."""
+    manifest_digest: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """Pin the model: the manifest's digest as `spotstack cache manifest` prints it; nodes refuse any other
+    manifest, from the bucket or from a peer."""
 
 
 class NetworkSpec(_Model):

@@ -366,7 +366,9 @@ class Agent:
                     metadata_url=self.cfg.metadata_url,
                     endpoint=c.origin_endpoint,
                 )
-                manifest, _ = await asyncio.to_thread(resolve_manifest, c.model_url, peers, token)
+                manifest, _ = await asyncio.to_thread(
+                    resolve_manifest, c.model_url, peers, token, digest=c.manifest_digest
+                )
                 result = await asyncio.to_thread(
                     pull,
                     store,

@@ -132,6 +132,13 @@ class Manifest(BaseModel):
         return sum(f.size for f in self.files)
 
     @property
+    def digest_hex(self) -> str:
+        """The manifest's own BLAKE3 over its canonical JSON: pin it (`model_cache.manifest_digest`) and a manifest
+        a peer serves while the origin is down is checked too, not only its chunks."""
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return str(blake3.blake3(canon.encode()).hexdigest())
+
+    @property
     def cryptographic(self) -> bool:
         """Whether a verified chunk proves its bytes (BLAKE3), or only catches accidents (xxh3)."""
         return self.chunk_hash == "blake3"

@@ -300,3 +300,24 @@ async def test_serves_verified_chunks_before_its_own_pull_finishes(tmp_path: Pat
             assert r.status == 200 and await r.read() == data[2 * MiB : 3 * MiB]
         async with s.get(f"http://127.0.0.1:{srv.port}/v1/chunks/{f.chunks[5]}", headers=hdr) as r:
             assert r.status == 404
+
+
+async def test_a_pinned_manifest_digest_refuses_any_other_manifest(tmp_path: Path) -> None:
+    """With the origin down, a peer's manifest is accepted only if it is the pinned one."""
+    from spotstack.runtime.cache.pull import resolve_manifest
+
+    m = make_model(tmp_path / "model", {"w.bin": 2 * MiB})
+    do_pull(tmp_path / "a", m, tmp_path / "a-dest", [], tmp_path / "model")
+    other = make_model(tmp_path / "other", {"w.bin": 2 * MiB}, seed=9)
+    gone = str(tmp_path / "no-such-origin")  # the origin is down: only the peer can give the manifest
+    Store(tmp_path / "a", 1 << 34).remember_source(gone, m.model_id)
+    async with peer(tmp_path / "a") as a:
+        peers = [f"127.0.0.1:{a.port}"]
+        got, src = await asyncio.to_thread(resolve_manifest, gone, peers, TOKEN, digest=m.digest_hex)
+        assert got == m and src == peers[0]
+        with pytest.raises(PullError, match="is not the pinned"):
+            await asyncio.to_thread(resolve_manifest, gone, peers, TOKEN, digest=other.digest_hex)
+        # The origin's own manifest is held to the pin too.
+        with pytest.raises(PullError, match="is not the pinned"):
+            await asyncio.to_thread(resolve_manifest, str(tmp_path / "model"), [], TOKEN, digest=other.digest_hex)
+    assert m.digest_hex != other.digest_hex and len(m.digest_hex) == 64
