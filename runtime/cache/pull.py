@@ -174,6 +174,10 @@ def _fetch_all(
     prog = Progress(total=total)
     by_name: dict[str, Peer] = {}
     holders: dict[str, set[str]] = {}
+    wanted = {j.entry.chunks[i] for j in jobs for i in j.todo()}
+    full_peers: set[str] = set()
+    """Peers that hold every chunk this pull needs: nothing to learn from asking them again (a serving node is
+    not polled by every joiner)."""
     for base in usable_peers(peers)[0]:
         p = Peer(base, token, opts.chunk_timeout_s)
         if p.name == opts.swarm_self:
@@ -187,6 +191,8 @@ def _fetch_all(
         by_name[p.name] = p
         for h in inv:
             holders.setdefault(h, set()).add(p.name)
+        if wanted <= inv:
+            full_peers.add(p.name)
     src = schedule.Sources(
         holders,
         per_peer_limit=opts.connections_per_peer,
@@ -345,6 +351,8 @@ def _fetch_all(
                     return
                 cond.wait(opts.inventory_refresh_s)
             for name, peer in by_name.items():
+                if name in full_peers:
+                    continue
                 try:
                     inv = peer.inventory()
                 except (ChunkFailed, OSError, ValueError):
@@ -354,6 +362,8 @@ def _fetch_all(
                             src.swarm.gone.add(name)  # its chunks pass to the others meanwhile
                     continue
                 misses[name] = 0
+                if wanted <= inv:
+                    full_peers.add(name)
                 with cond:
                     src.swarm.gone.discard(name)
                     for h in inv:
