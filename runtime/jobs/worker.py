@@ -1,0 +1,364 @@
+"""The worker in the node agent: takes tasks while the node is READY, runs them, answers for each.
+
+- A task is taken only while the node is READY and a slot is free (`concurrency`); its lease is extended
+  every `lease/3` while it runs (heartbeats), so a long task is never handed to a second worker.
+- Done: the result is written (result store, then output queue) before the task is deleted: a node that
+  dies in between leaves a duplicate of work, never a lost result (at-least-once; results are keyed by id,
+  and a task whose result is already stored is deleted without running again).
+- Failed: given back after a delay with `failures + 1`; the attempt that reaches `max_attempts` sends it to
+  the dead-letter queue instead.
+- Spot notice (`preempted`): no task is taken from that moment; training runs are told to checkpoint within
+  the notice's budget; every unfinished task is given back at once with its counts (`preemptions + 1`, not a
+  failure), so another replica takes it without waiting for a lease to run out.
+- Scale-in (`leave`, `finish`): no task is taken; running ones may finish within the drain, and what is
+  still running when the drain's wait ends is given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+
+from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
+from spotstack.runtime.jobs.runner import CommandRun, HttpRun, Outcome
+from spotstack.runtime.jobs.store import ResultStore
+from spotstack.runtime.jobs.task import Counts, Result, Task
+
+log = logging.getLogger("spotstack.jobs")
+
+
+class Protection(Protocol):
+    """The cloud's scale-in protection for this node (AWS: instance protection in its Auto Scaling group)."""
+
+    async def set(self, protected: bool) -> None: ...
+
+
+@dataclass
+class WorkerSettings:
+    node: str
+    http_url: str | None = None
+    """Tasks are POSTed here (the workload's task endpoint) ..."""
+    command: list[str] | None = None
+    """... or run as this command (the body on stdin)."""
+    task_commands: bool = False
+    """Tasks may name their own command (anyone who can send to the input queue runs it on the node)."""
+    concurrency: int = 1
+    lease_s: float = 60.0
+    task_timeout_s: float = 900.0
+    max_attempts: int = 3
+    wait_s: float = 5.0
+    """Long-poll per receive; short enough that a notice stops taking within it."""
+    retry_delay_s: float = 1.0
+    """A failed task is visible again after this times its failures (at most 15 min: SQS's delay limit)."""
+    checkpoint_url: str | None = None
+    """Training runs checkpoint under `<checkpoint_url>/<task id>`."""
+    resume_command: list[str] | None = None
+    """A training run that has a checkpoint starts with this instead of its command."""
+    workdir: Path = Path("/var/lib/spotstack/jobs")
+
+
+@dataclass
+class Running:
+    delivery: Delivery
+    task: Task
+    run: HttpRun | CommandRun
+    future: asyncio.Task[None] | None = None
+    started_at: float = field(default_factory=time.time)
+    given_back: bool = False
+    leaving: bool = False
+    """A notice came: whatever its run returns, the task goes back (a training run's exit after its checkpoint
+    is not the job's end)."""
+
+
+@dataclass
+class Stats:
+    done: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    given_back: int = 0
+    duplicates: int = 0
+    """Deliveries of a task whose result was already stored: deleted without running."""
+    give_back_s: list[float] = field(default_factory=list)
+    """Per give-back on a notice: seconds from the notice to the task visible again."""
+
+
+class Worker:
+    name = "jobs"
+
+    def __init__(
+        self,
+        tasks: TaskQueue,
+        results: ResultQueue,
+        store: ResultStore | None,
+        settings: WorkerSettings,
+        *,
+        ready: Callable[[], Awaitable[bool]],
+        session: aiohttp.ClientSession | None = None,
+        protection: Protection | None = None,
+    ) -> None:
+        self.tasks, self.results, self.store, self.s = tasks, results, store, settings
+        self._ready, self._session, self._protection = ready, session, protection
+        self.running: dict[str, Running] = {}
+        self.accepting = True
+        self.stats = Stats()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._freed = asyncio.Event()
+        self._stopping = False
+        self._protected = False
+        self._changed = asyncio.Event()
+
+    # -- contracts the drain uses: Rotation (leave), Inflight (count) ---------------------------
+    async def leave(self) -> None:
+        """Stop taking tasks (the node leaves rotation)."""
+        self.accepting = False
+
+    async def count(self) -> int:
+        return len(self.running)
+
+    async def give_back_all(self, reason: str = "drained") -> None:
+        """What is still running when the drain's wait ends goes back to the queue at once."""
+        self.accepting = False
+        for r in self.running.values():
+            r.leaving = True
+        await asyncio.gather(*(self._give_back(r, time.time(), reason) for r in list(self.running.values())))
+
+    # -- notice -----------------------------------------------------------------------------------
+    async def preempted(self, deadline: float, seen_at: float | None = None) -> None:
+        """A spot notice: take nothing more; training runs checkpoint within the budget; give back the rest."""
+        self.accepting = False
+        seen = seen_at or time.time()
+        for r in self.running.values():
+            r.leaving = True
+        told = [r for r in self.running.values() if r.run.checkpoint(deadline)]
+        if told:
+            # The run ends on its own once its checkpoint is saved; keep a margin to give the task back.
+            budget = max(0.0, deadline - time.time() - 5.0)
+            futures = [r.future for r in told if r.future is not None]
+            if futures:
+                await asyncio.wait(futures, timeout=budget)
+        await asyncio.gather(*(self._give_back(r, seen, "spot notice") for r in list(self.running.values())))
+
+    async def _give_back(self, r: Running, seen: float, reason: str) -> None:
+        if r.given_back:
+            return
+        r.given_back = True
+        if r.future is not None and not r.future.done():
+            r.future.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await r.future
+        counts = r.delivery.counts.model_copy(update={"preemptions": r.delivery.counts.preemptions + 1})
+        try:
+            await asyncio.to_thread(self.tasks.give_back, r.delivery, counts)
+            self.stats.given_back += 1
+            self.stats.give_back_s.append(time.time() - seen)
+            log.warning("task %s given back (%s)", r.task.id, reason)
+        except Exception as exc:  # its lease runs out and it comes back anyway, only later
+            log.error("giving back task %s failed: %s", r.task.id, exc)
+        self._ended(r)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """End the loop once its receive returns (within `wait_s`): a receive abandoned in flight would take
+        tasks nobody runs, hidden until their lease runs out. What it got and what still runs go back."""
+        self._stopping = True
+        self._freed.set()
+        if self._loop_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), self.s.wait_s + 10)
+            except TimeoutError:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
+        if self.running:
+            await self.give_back_all("agent stopping")
+
+    async def _loop(self) -> None:
+        protect = asyncio.create_task(self._protect_loop()) if self._protection is not None else None
+        delay = 0.5
+        try:
+            while not self._stopping:
+                try:
+                    if not self.accepting or len(self.running) >= self.s.concurrency or not await self._ready():
+                        self._freed.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._freed.wait(), 0.2)
+                        continue
+                    free = self.s.concurrency - len(self.running)
+                    got = await asyncio.to_thread(self.tasks.receive, free, self.s.wait_s, self.s.lease_s)
+                    delay = 0.5
+                    for d in got:
+                        if not self.accepting or self._stopping:  # a notice came during the long poll: straight back
+                            await asyncio.to_thread(self.tasks.give_back, d, d.counts)
+                        else:
+                            self._take(d)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("receiving tasks failed: %s; retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            if protect is not None:
+                protect.cancel()
+
+    def _take(self, d: Delivery) -> None:
+        if d.task is None:
+            asyncio.create_task(self._not_a_task(d))
+            return
+        r = Running(d, d.task, self._runner(d.task))
+        self.running[d.handle] = r
+        self._changed.set()
+        r.future = asyncio.create_task(self._handle(r))
+
+    def _ended(self, r: Running) -> None:
+        self.running.pop(r.delivery.handle, None)
+        self._changed.set()
+        self._freed.set()
+
+    async def _not_a_task(self, d: Delivery) -> None:
+        try:
+            await asyncio.to_thread(self.tasks.dead_letter, d, d.counts, "not a task (the body is not a task document)")
+            self.stats.dead_lettered += 1
+        except Exception as exc:
+            log.error("dead-lettering a malformed message failed: %s", exc)
+
+    def _runner(self, task: Task) -> HttpRun | CommandRun:
+        timeout = task.timeout_s or self.s.task_timeout_s
+        ckpt = f"{self.s.checkpoint_url.rstrip('/')}/{task.id}" if task.training and self.s.checkpoint_url else None
+        argv = self.s.command
+        if task.command is not None and self.s.task_commands:
+            argv = task.command
+        if task.training and self.s.resume_command and ckpt and self._has_checkpoint(ckpt):
+            argv = self.s.resume_command
+        if argv is not None:
+            return CommandRun(list(argv), task, timeout, self.s.workdir, checkpoint_url=ckpt)
+        assert self.s.http_url and self._session is not None, "a worker needs an HTTP endpoint or a command"
+        return HttpRun(self._session, self.s.http_url, task, timeout)
+
+    @staticmethod
+    def _has_checkpoint(url: str) -> bool:
+        from spotstack.runtime.jobs.checkpoint import Checkpoints
+
+        try:
+            return bool(Checkpoints(url).steps())
+        except Exception:
+            return False
+
+    async def _heartbeat(self, d: Delivery) -> None:
+        every = max(1.0, self.s.lease_s / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self.tasks.extend, d, self.s.lease_s)
+            except Exception as exc:
+                log.warning("extending the lease of a task failed: %s", exc)
+
+    async def _handle(self, r: Running) -> None:
+        d, task = r.delivery, r.task
+        hb: asyncio.Task[None] | None = None
+        try:
+            if self.store is not None:
+                prior = await asyncio.to_thread(self.store.get, task.id)
+                if prior is not None and prior.status == "done":
+                    await asyncio.to_thread(self.tasks.delete, d)  # done before (a duplicate delivery)
+                    self.stats.duplicates += 1
+                    return
+            resumed = await self._resumed_from(task)
+            hb = asyncio.create_task(self._heartbeat(d))
+            outcome = await r.run.run()
+            hb.cancel()
+            if r.leaving:
+                return  # given back by the notice (or the drain's end)
+            await self._answer(r, outcome, resumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the lease runs out and the task comes back: logged, not lost
+            log.exception("task %s: %s", task.id, exc)
+        finally:
+            if hb is not None:
+                hb.cancel()
+            if not r.leaving:
+                self._ended(r)
+
+    async def _resumed_from(self, task: Task) -> int | None:
+        if not (task.training and self.s.checkpoint_url):
+            return None
+        from spotstack.runtime.jobs.checkpoint import Checkpoints
+
+        url = f"{self.s.checkpoint_url.rstrip('/')}/{task.id}"
+        steps = await asyncio.to_thread(lambda: Checkpoints(url).steps())
+        return steps[-1] if steps else None
+
+    async def _answer(self, r: Running, outcome: Outcome, resumed: int | None) -> None:
+        d, task = r.delivery, r.task
+        failures = d.counts.failures + (0 if outcome.ok else 1)
+        status = "done" if outcome.ok else ("failed" if failures >= self.s.max_attempts else "retrying")
+        result = Result(
+            id=task.id,
+            status=status,
+            output=outcome.output,
+            error=outcome.error,
+            log_tail=outcome.log_tail,
+            attempt=failures + (1 if outcome.ok else 0),
+            preemptions=d.counts.preemptions,
+            node=self.s.node,
+            started_at=r.started_at,
+            finished_at=time.time(),
+            resumed_from=resumed,
+        )
+        if self.store is not None:
+            await asyncio.to_thread(self.store.put, result)
+        if status == "done":
+            await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
+            await asyncio.to_thread(self.tasks.delete, d)
+            self.stats.done += 1
+        elif status == "failed":
+            await asyncio.to_thread(self.tasks.dead_letter, d, Counts(failures=failures), outcome.error)
+            self.stats.dead_lettered += 1
+            log.error("task %s failed %d times: dead-lettered (%s)", task.id, failures, outcome.error)
+        else:
+            counts = d.counts.model_copy(update={"failures": failures})
+            await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
+            self.stats.retried += 1
+            log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
+
+    # -- scale-in protection ---------------------------------------------------------------------------
+    async def _protect_loop(self) -> None:
+        """Protected from scale-in while any task runs; the cloud call only on a change, retried until it holds."""
+        assert self._protection is not None
+        while True:
+            want = bool(self.running)
+            if want != self._protected:
+                try:
+                    await self._protection.set(want)
+                    self._protected = want
+                except Exception as exc:
+                    log.warning("scale-in protection %s failed: %s", "on" if want else "off", exc)
+                    await asyncio.sleep(2.0)
+                    continue
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 5.0)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "accepting": self.accepting,
+            "running": sorted(r.task.id for r in self.running.values()),
+            "protected": self._protected,
+            "done": self.stats.done,
+            "retried": self.stats.retried,
+            "dead_lettered": self.stats.dead_lettered,
+            "given_back": self.stats.given_back,
+            "duplicates": self.stats.duplicates,
+        }

@@ -1,0 +1,53 @@
+"""SQS on loopback for the jobs tests: moto's server in this process (its own thread), stopped by the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from spotstack.runtime.net import free_port
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def sqs_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "sqs", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t"
+    )
+
+
+def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Every message now visible in a queue (received and deleted), as dicts with body and attributes."""
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
+            "Messages", []
+        )
+        if not got:
+            return out
+        for m in got:
+            out.append({"body": json.loads(m["Body"]), "attrs": m.get("MessageAttributes", {})})
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def depth(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    a = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
