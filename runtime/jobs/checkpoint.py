@@ -15,6 +15,7 @@ SPOTSTACK_CHECKPOINT_DEADLINE_FILE: `stop_requested()` and `budget_s()` read the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ class Checkpoints:
         )
         for old in self.steps()[:-KEEP]:
             for suffix in (".done", ".ckpt"):  # marker first: a half-deleted checkpoint is never "complete"
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(f"{self.root}/{old:012d}{suffix}")
-                except FileNotFoundError:
-                    pass
 
     def mark(self, step: int) -> None:
         """Optional: record how far the run has got (one small write), so a resumed run can say how many steps

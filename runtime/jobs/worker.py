@@ -112,6 +112,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._freed = asyncio.Event()
         self._stopping = False
+        self._side: set[asyncio.Task[None]] = set()
         self._protected = False
         self._changed = asyncio.Event()
 
@@ -214,7 +215,8 @@ class Worker:
 
     def _take(self, d: Delivery) -> None:
         if d.task is None:
-            asyncio.create_task(self._not_a_task(d))
+            self._side.add(t := asyncio.create_task(self._not_a_task(d)))
+            t.add_done_callback(self._side.discard)
             return
         r = Running(d, d.task, self._runner(d.task))
         self.running[d.handle] = r
