@@ -180,6 +180,53 @@ class CacheConfig(_Model):
     origin's chunks with the peers that pull at the same time (`cache.schedule.Swarm`)."""
 
 
+class JobsConfig(_Model):
+    """The queue worker (`runtime/jobs`): tasks from the input queue, results to the output queue."""
+
+    enabled: bool = False
+    queue: Literal["sqs"] = "sqs"
+    """The queue service the worker talks to (SQS; Pub/Sub and MNS workers are not built yet)."""
+    input_url: str | None = None
+    output_url: str | None = None
+    dead_letter_url: str | None = None
+    results_url: str | None = None
+    """Where each task's result is kept by id (s3://bucket/prefix, ...): what `spotstack job status` reads."""
+    region: str | None = None
+    endpoint_url: str | None = None
+    """Override the queue API's endpoint (tests and the local fleet: moto's server)."""
+    http_path: str | None = "/task"
+    """Tasks are POSTed to the workload at this path (on workload.port) ..."""
+    command: list[str] | None = Field(default=None, min_length=1)
+    """... or run as this command, the task's body on stdin (then http_path is not used)."""
+    task_commands: bool = False
+    """Tasks may carry their own command: whoever can send to the input queue runs commands on the node."""
+    concurrency: int = Field(default=1, ge=1, le=256)
+    lease_s: int = Field(default=60, ge=5, le=43200)
+    """The lease (visibility timeout) a received task gets, renewed every third of it while it runs."""
+    task_timeout_s: int = Field(default=900, ge=1, le=7 * 86400)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    """Failed runs before a task goes to the dead-letter queue (preempted runs do not count)."""
+    retry_delay_s: float = Field(default=5.0, ge=0, le=900)
+    wait_s: float = Field(default=5.0, ge=0, le=20)
+    checkpoint_url: str | None = None
+    """Training jobs checkpoint under <checkpoint_url>/<task id>/ (SPOTSTACK_CHECKPOINT_URL)."""
+    resume_command: list[str] | None = Field(default=None, min_length=1)
+    """Run this instead of the job's command when it has a checkpoint to resume from."""
+    scale_in_protection: bool = False
+    """AWS: protect this instance from its group's scale-in while a task runs."""
+    workdir: str = "/var/lib/spotstack/jobs"
+
+    @model_validator(mode="after")
+    def _complete(self) -> JobsConfig:
+        if self.enabled and not (self.input_url and self.output_url):
+            raise ValueError("enabled needs input_url and output_url")
+        if self.http_path is not None and not self.http_path.startswith("/"):
+            raise ValueError(f"http_path {self.http_path!r} must start with /")
+        if self.enabled and self.command is None and self.http_path is None and not self.task_commands:
+            raise ValueError("give http_path or command (or allow task_commands): tasks need a handler")
+        return self
+
+
 class AgentConfig(_Model):
     cloud: Cloud
     node_name: str | None = None
@@ -194,6 +241,7 @@ class AgentConfig(_Model):
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     watch_rebalance: bool = False
     """Treat an AWS rebalance recommendation as a notice (drain early) rather than only count it."""
 
@@ -215,6 +263,8 @@ class AgentConfig(_Model):
             seen[port] = name
         if self.lifecycle.enabled and self.cloud not in ("aws", "alicloud"):
             raise ValueError("lifecycle.enabled is for AWS Auto Scaling and Alibaba ESS groups only")
+        if self.jobs.scale_in_protection and self.cloud != "aws":
+            raise ValueError("jobs.scale_in_protection is for AWS Auto Scaling groups only")
         if self.load_balancer.kind == "elbv2" and self.cloud != "aws":
             raise ValueError("load_balancer.kind elbv2 is for AWS only")
         return self

@@ -25,7 +25,7 @@ from spotstack.runtime.drain.lifecycle import AsgLifecycle
 from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
 from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
 from spotstack.runtime.notices.base import Monitor
-from spotstack.runtime.notices.event import InterruptionEvent
+from spotstack.runtime.notices.event import InterruptionEvent, Kind
 from spotstack.runtime.secrets import SecretError
 
 log = logging.getLogger("spotstack.agent")
@@ -56,6 +56,11 @@ class Agent:
         self.fleet_token: str | None = None
         """The peer-cache token, once read: it also authenticates the controller's release calls."""
         self.peer_server: Any = None
+        self.worker: Any = None
+        """The queue worker (`runtime/jobs`), when jobs are enabled."""
+        self.metrics.serve_jobs(lambda: self.worker)
+        self._jobs_task: asyncio.Task[None] | None = None
+        self._jobs_notice: asyncio.Task[None] | None = None
         # Test and benchmark hooks: adaptors may be injected instead of built from the config.
         self.overrides: dict[str, Any] = {}
 
@@ -138,6 +143,10 @@ class Agent:
 
     def _on_notice(self, event: InterruptionEvent, monitor: Monitor, v: Verdict) -> None:
         self.metrics.notices.labels(event.kind.value, monitor.name, v.value).inc()
+        spot = event.kind is Kind.SPOT_INTERRUPTION and v in (Verdict.DRAIN, Verdict.DEFER)
+        if spot and self.worker is not None and self._jobs_notice is None:
+            # Tasks go back at the notice, not at the drain: another replica starts them now.
+            self._jobs_notice = asyncio.create_task(self._give_back_tasks(event))
         self.state.notices.append(
             {
                 "kind": event.kind.value,
@@ -149,17 +158,61 @@ class Agent:
             }
         )
 
+    async def _give_back_tasks(self, event: InterruptionEvent) -> None:
+        before = len(self.worker.stats.give_back_s)
+        await self.worker.preempted(event.deadline, event.seen_at or None)
+        for seconds in self.worker.stats.give_back_s[before:]:
+            self.metrics.jobs_give_back.observe(seconds)
+
+    async def _run_jobs(self) -> None:
+        """Start the queue worker once the node knows who it is (AWS protection names its group)."""
+        from spotstack.runtime.jobs.wiring import build_worker
+
+        assert self.server is not None and self._session is not None and self._identity_task is not None
+        server = self.server
+        protection = self.overrides.get("protection")
+        if protection is None and self.cfg.jobs.scale_in_protection:
+            from spotstack.runtime.jobs.protection import AwsProtection
+
+            await self._identity_task
+            assert self.identity is not None and self.identity.instance_id and self.identity.group_name
+            lc = self.cfg.lifecycle
+            protection = AwsProtection(
+                self.identity.group_name,
+                self.identity.instance_id,
+                lc.region or self.cfg.region,
+                lc.endpoint_url,
+                client=self.overrides.get("autoscaling_client"),
+            )
+
+        async def ready() -> bool:
+            return await server.not_ready() is None
+
+        self.worker = build_worker(
+            self.cfg, self.state.node, self._session, ready, protection, self.overrides.get("sqs_client")
+        )
+        self.worker.start()
+        while True:  # /status shows the worker
+            self.state.jobs = self.worker.status()
+            await asyncio.sleep(0.25)
+
     async def _drain(self, event: InterruptionEvent) -> None:
         try:
             if self.identity is not None and self._identity_task is not None and not self._identity_task.done():
                 budget_s = max(0.5, event.deadline - self.cfg.drain.safety_margin_s - self.clock())
                 await asyncio.wait_for(asyncio.shield(self._identity_task), budget_s)
             d = self.cfg.drain
+            rotations, inflight, workload = self._rotations(), self._inflight(), self._workload()
+            if self.worker is not None:
+                from spotstack.runtime.jobs.drain import GiveBackThenStop, InflightWithTasks
+
+                rotations.append(self.worker)
+                inflight, workload = InflightWithTasks(inflight, self.worker), GiveBackThenStop(self.worker, workload)
             drainer = Drainer(
                 readiness_off=self._readiness_off,
-                rotations=self._rotations(),
-                inflight=self._inflight(),
-                workload=self._workload(),
+                rotations=rotations,
+                inflight=inflight,
+                workload=workload,
                 lifecycle=self._lifecycle(),
                 settings=DrainSettings(
                     margin_s=d.safety_margin_s,
@@ -239,6 +292,8 @@ class Agent:
             self._cache_task = asyncio.create_task(self._run_cache())
         if self.proxy is not None:
             self._inflight_task = asyncio.create_task(self._track_inflight())
+        if cfg.jobs.enabled:
+            self._jobs_task = asyncio.create_task(self._run_jobs())
         if cfg.cloud == "aws" and cfg.lifecycle.launch_hook_name:
             self._launch_task = asyncio.create_task(self._complete_launch(cfg.lifecycle.launch_hook_name))
         log.info(
@@ -444,6 +499,10 @@ class Agent:
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self._jobs_task is not None:
+            self._jobs_task.cancel()
+        if self.worker is not None:
+            await self.worker.stop()
         if self.peer_server is not None:
             await self.peer_server.stop()
         for task in (self._identity_task, self._inflight_task, self._cache_task, self._launch_task):

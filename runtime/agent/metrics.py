@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 STATES = ["starting", "serving", "draining", "drained"]
@@ -52,6 +52,17 @@ class AgentMetrics:
         )
         self.cache_bans = Counter("spotstack_cache_peer_bans", "Peers banned by a pull", registry=r)
 
+        self.jobs_give_back = Histogram(
+            "spotstack_jobs_give_back_seconds",
+            "From a spot notice to a running task visible in the queue again",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+
+    def serve_jobs(self, worker: Callable[[], Any]) -> None:
+        """Export the queue worker's counters (tasks by outcome, running now) at scrape time."""
+        self.registry.register(JobsCollector(worker))
+
     def serve_cache(self, server: Callable[[], Any]) -> None:
         """Export the peer cache server's own counters (served bytes, refusals by reason) at scrape time."""
         self.registry.register(CacheServerCollector(server))
@@ -75,3 +86,30 @@ class CacheServerCollector(Collector):
                 refused.add_metric([reason], n)
         yield served
         yield refused
+
+
+class JobsCollector(Collector):
+    """Reads the queue worker's counters when scraped (nothing while the node has no worker)."""
+
+    def __init__(self, worker: Callable[[], Any]) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        w = self.worker()
+        tasks = CounterMetricFamily(
+            "spotstack_jobs_tasks", "Tasks this node answered for, by outcome", labels=["outcome"]
+        )
+        running = GaugeMetricFamily("spotstack_jobs_running", "Tasks running on this node now")
+        if w is not None:
+            st = w.stats
+            for outcome, n in (
+                ("done", st.done),
+                ("retried", st.retried),
+                ("dead_lettered", st.dead_lettered),
+                ("given_back", st.given_back),
+                ("duplicate", st.duplicates),
+            ):
+                tasks.add_metric([outcome], n)
+            running.add_metric([], len(w.running))
+        yield tasks
+        yield running

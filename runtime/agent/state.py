@@ -22,6 +22,8 @@ class AgentState:
 
     launch_hook: str | None = None
     """AWS warm pool: the launching hook's completion (None: no hook, or not READY yet)."""
+    jobs: dict[str, Any] | None = None
+    """The queue worker: accepting, running task ids, counts by outcome, scale-in protection."""
     blocked: str | None = None
     """Why the node must not take traffic although nothing is draining (e.g. the cache has no token yet)."""
 

@@ -88,4 +88,5 @@ class Identity:
 
     def _needs_group(self) -> bool:
         lc = self.cfg.lifecycle
-        return self.cfg.cloud == "aws" and (lc.enabled or lc.launch_hook_name is not None) and self.group_name is None
+        wants = lc.enabled or lc.launch_hook_name is not None or self.cfg.jobs.scale_in_protection
+        return self.cfg.cloud == "aws" and wants and self.group_name is None

@@ -45,6 +45,8 @@ class Replica:
     ready_since: float | None = None
     deadline: float | None = None
     """A noticed (draining) replica: when the cloud takes it."""
+    busy: bool = False
+    """Running queue tasks (AWS: protected from scale-in): a scale-in ends idle replicas first."""
 
     @property
     def market(self) -> Market:
@@ -201,8 +203,8 @@ def _place_spot(policy: Policy, obs: Observed, spot: list[Replica], count: int, 
 
 
 def _newest_first(rs: Sequence[Replica]) -> list[Replica]:
-    # Not-ready replicas go before ready ones; among equals, the newest goes first.
-    return sorted(rs, key=lambda r: (r.state == "ready", -r.launched_at))
+    # Not-ready replicas go before ready ones, idle before busy; among equals, the newest goes first.
+    return sorted(rs, key=lambda r: (r.state == "ready", r.busy, -r.launched_at))
 
 
 def _hold_s(policy: Policy, obs: Observed) -> float:
@@ -268,7 +270,7 @@ def decide(policy: Policy, obs: Observed) -> Decision:
     if len(spot) > want:
         # Drop the lowest-priority types first, then the newest.
         rank = {t: i for i, t in enumerate(policy.spot_types)}
-        ordered = sorted(spot, key=lambda r: (-rank.get(r.type, 99), r.state == "ready", -r.launched_at))
+        ordered = sorted(spot, key=lambda r: (-rank.get(r.type, 99), r.state == "ready", r.busy, -r.launched_at))
         terminate += [r.id for r in ordered[: len(spot) - want]]
     elif len(spot) < want:
         launch += _place_spot(policy, obs, spot, want - len(spot), reasons)

@@ -75,6 +75,7 @@ def replica(
     leaving: bool,
     starting: bool,
     healthy: bool,
+    busy: bool = False,
 ) -> Replica:
     """One instance as decide() sees it, from what every cloud can say of it: leaving (a notice the controller was
     told of, or the group or load balancer already taking it out), starting (not yet running), healthy (in
@@ -92,7 +93,7 @@ def replica(
         ready_since = state.seen_ready(instance, now, launched, role == "spot")
     else:
         st = "loading"
-    return Replica(instance, role, pool, st, launched, ready_since, notice.deadline if notice else None)
+    return Replica(instance, role, pool, st, launched, ready_since, notice.deadline if notice else None, busy)
 
 
 class CloudFleet(Protocol):

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from spotstack.runtime.jobs.checkpoint import ENV_URL, Checkpoints
 
     x, y = data(a.seed)
-    w, start, history = np.zeros(FEATURES), 0, []
+    history: list[dict[str, int]] = []
+    w, start = np.zeros(FEATURES), 0
     ck = Checkpoints.from_env() if os.environ.get(ENV_URL) else None
     if ck is not None:
         found = ck.latest()

@@ -31,6 +31,8 @@ class Node:
     """Started from the warm pool: its disk already held the model."""
     seen_notice: bool = False
     """Its agent has seen its notice (and, within the window, serves on until released)."""
+    busy: bool = False
+    """Its queue worker is running tasks (from the agent's /status): a scale-in ends idle nodes first."""
     released: bool = False
     """The controller told it (POST /release) that its replacement serves: leave rotation now."""
 

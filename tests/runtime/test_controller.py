@@ -379,6 +379,7 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
             ready_since=5.0,
             kill_at=None,
             preempted=False,
+            busy=False,
         ),
         "spot-2": SimpleNamespace(
             name="spot-2",
@@ -389,6 +390,7 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
             ready_since=6.0,
             kill_at=NOW + 8,
             preempted=True,
+            busy=False,
         ),
     }
     plan = SimpleNamespace(spot_types=("g6", "g5"), desired=3)
@@ -411,3 +413,17 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
     cloud.act(replace(r.decision, launch=(Launch("spot", "g6"),)), r.seen, 8)
     run_round(cloud, store, policy, NOW + 1)
     assert store.state.failed_at["g6"]
+
+
+def test_a_scale_in_ends_idle_replicas_before_busy_ones() -> None:
+    """Queue workers: of equal replicas, the busy one (running tasks, AWS: protected) is ended last."""
+    from spotstack.runtime.controller.decide import Observed, Policy, Replica, decide
+
+    policy = Policy(("g6",), ("g6e",), 1, 4, 0, 0, False)
+    spot = [
+        Replica("busy-new", "spot", "g6", "ready", 30.0, 40.0, busy=True),
+        Replica("idle-old", "spot", "g6", "ready", 10.0, 20.0),
+        Replica("idle-mid", "spot", "g6", "ready", 20.0, 30.0),
+    ]
+    d = decide(policy, Observed(100.0, tuple(spot), 1, {"g6": True}))
+    assert sorted(d.terminate) == ["idle-mid", "idle-old"]

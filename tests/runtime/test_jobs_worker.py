@@ -39,7 +39,7 @@ class Workload:
             return web.Response(status=500, text="cannot do this one")
         if body.get("hold"):
             await self.release.wait()
-        return web.json_response({"double": 2 * body["n"]})
+        return web.json_response({"double": 2 * body.get("n", 0)})
 
     async def start(self) -> None:
         app = web.Application()

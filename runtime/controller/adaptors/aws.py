@@ -134,6 +134,7 @@ class AwsFleet:
                     leaving=life.startswith("Terminating") or health.get(iid) == "draining",
                     starting=life in PENDING,
                     healthy=health.get(iid) == "healthy",
+                    busy=bool(inst.get("ProtectedFromScaleIn")),  # the node's worker protects itself while busy
                 )
             )
         obtainable = state.obtainable(self.spot_types, now, RETRY_S)

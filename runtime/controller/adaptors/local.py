@@ -58,6 +58,7 @@ class LocalCloud:
                 n.launched_at,
                 n.ready_since,
                 n.kill_at if n.preempted else None,
+                n.busy,
             )
             for n in f.nodes.values()
         )

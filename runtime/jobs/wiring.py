@@ -1,0 +1,56 @@
+"""The worker as the agent's config describes it: the queue adaptor, the result store, the handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from spotstack.runtime.config import AgentConfig
+from spotstack.runtime.jobs.worker import Protection, Worker, WorkerSettings
+
+
+def build_worker(
+    cfg: AgentConfig,
+    node: str,
+    session: aiohttp.ClientSession,
+    ready: Callable[[], Awaitable[bool]],
+    protection: Protection | None = None,
+    sqs_client: Any = None,
+) -> Worker:
+    j = cfg.jobs
+    assert j.enabled and j.input_url and j.output_url
+    from spotstack.runtime.jobs import sqs
+
+    client = sqs_client or sqs.client(j.region or cfg.region, j.endpoint_url)
+    store = None
+    if j.results_url:
+        from spotstack.runtime.jobs.store import ResultStore
+
+        store = ResultStore(j.results_url)
+    settings = WorkerSettings(
+        node=node,
+        http_url=None if j.command or j.http_path is None else f"http://127.0.0.1:{cfg.workload.port}{j.http_path}",
+        command=j.command,
+        task_commands=j.task_commands,
+        concurrency=j.concurrency,
+        lease_s=j.lease_s,
+        task_timeout_s=j.task_timeout_s,
+        max_attempts=j.max_attempts,
+        wait_s=j.wait_s,
+        retry_delay_s=j.retry_delay_s,
+        checkpoint_url=j.checkpoint_url,
+        resume_command=j.resume_command,
+        workdir=Path(j.workdir),
+    )
+    return Worker(
+        sqs.SqsTasks(j.input_url, j.dead_letter_url, client),
+        sqs.SqsResults(j.output_url, client),
+        store,
+        settings,
+        ready=ready,
+        session=session,
+        protection=protection,
+    )
