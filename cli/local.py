@@ -61,8 +61,23 @@ def _plan(stack: str) -> tuple[Any, Path]:
         float(f.service.drain_timeout),
         prices,
         c.warm_pool.size if c.warm_pool is not None else 0,
+        jobs=None if f.jobs is None else agent_jobs(f.jobs),
     )
     return plan, project / ".spotstack" / "local" / stack
+
+
+def agent_jobs(j: Any) -> dict[str, Any]:
+    """The spec's jobs section as the agent's jobs config takes it (queue URLs are the fleet's to add)."""
+    return {
+        "http_path": j.http_path,
+        "command": j.command,
+        "task_commands": j.task_commands,
+        "concurrency": j.concurrency,
+        "lease_s": j.lease,
+        "task_timeout_s": j.task_timeout,
+        "max_attempts": j.max_attempts,
+        "resume_command": j.training.resume_command if j.training else None,
+    }
 
 
 def _market(plan: Any, trace: Path | None, speed: float) -> Any:
@@ -90,13 +105,24 @@ def demo(
         help="End the scenario by killing one node with no notice.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    jobs: bool = typer.Option(
+        False,
+        "--jobs",
+        help="The queue scenario instead of HTTP load: 200 embedding tasks, poison tasks and a training job "
+        "through preemptions (needs a stack whose fleet has `jobs`, e.g. --stack jobs).",
+    ),
 ) -> None:
     """Run the scripted scenario end to end: preemptions from the trace, an outage with on-demand
     fallback and return to spot, a kill without notice; then print the report and stop everything."""
     from spotstack.runtime.local.fleet import LocalFleet
     from spotstack.runtime.local.load import run_load
 
+    if jobs and stack == "local":
+        stack = "jobs"
     plan, workdir = _plan(stack)
+    if jobs and plan.jobs is None:
+        err.print(f"[red]error:[/red] stack {stack!r}: the fleet has no `jobs` section; --jobs needs one")
+        raise typer.Exit(2)
     prerequisites()
     lock = take_workdir(stack, workdir)
     market = _market(plan, trace, speed)
@@ -113,8 +139,17 @@ def demo(
             ready = sum(n["state"] == "READY" for n in nodes)
             err.print(
                 f"{ready} of {len(nodes)} replicas READY (target {plan.desired}); "
-                f"{rps} req/s for {scenario_s:.0f}s while the market plays"
+                + ("the queue scenario starts" if jobs else f"{rps} req/s for {scenario_s:.0f}s while the market plays")
             )
+            if jobs:
+                from spotstack.runtime.local.jobs import run_scenario
+
+                r = await run_scenario(
+                    fleet, kill_without_notice=kill_without_notice, show=lambda line: err.print(line, highlight=False)
+                )
+                for e in fleet.events:
+                    err.print(f"  {e}")
+                return r
             t0 = time.time()
             load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, scenario_s))
             shown = 0.0
@@ -150,6 +185,10 @@ def demo(
     r["wall_s"] = round(time.time() - started, 1)
     if as_json:
         print(json.dumps(r))
+    elif jobs:
+        from spotstack.cli.local_report import print_jobs_report
+
+        print_jobs_report(r)
     else:
         print_report(r)
         con.print(f"demo wall time {r['wall_s']}s; every process it started has been stopped")

@@ -87,3 +87,26 @@ def print_report(r: dict[str, Any]) -> None:
         f"${r['cost_usd']:.4f} vs ${r['cost_all_on_demand_usd']:.4f} all on-demand ({r['cost_ratio']:.2f}x)",
     )
     con.print(t)
+
+
+def print_jobs_report(r: dict[str, Any]) -> None:
+    """`local demo --jobs`: every task answered for, the training run's resumes."""
+    con = Console()
+    t = Table(title="jobs through preemptions", show_header=False)
+    t.add_row("tasks", f"{r['tasks']} submitted, {r['results']} with a result ({r['duplicate_results']} duplicates)")
+    t.add_row("missing", ", ".join(r["missing"]) or "none")
+    t.add_row("dead-letter queue", f"{', '.join(r['dead_letter']) or 'empty'} (poison: {', '.join(r['poison'])})")
+    left = r["left_in_queue"]
+    t.add_row("left in the input queue", f"{left['visible']} waiting, {left['in_flight']} in flight")
+    t.add_row("results of given-back tasks", str(r["given_back_results"]))
+    tr = r["training"]
+    same = "same as" if tr["loss"] == tr["baseline_loss"] else "DIFFERENT from"
+    t.add_row("training", f"{tr['status']}: loss {tr['loss']} ({same} the uninterrupted run's {tr['baseline_loss']})")
+    for res in tr["resumes"]:
+        t.add_row(
+            "  resumed",
+            f"from step {res['from']} (the run before reached {res['previous_reached']}: {res['redone']} steps redone)",
+        )
+    t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
+    t.add_row("wall time", f"{r['wall_s']} s")
+    con.print(t)

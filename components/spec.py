@@ -264,6 +264,50 @@ class ModelCacheSpec(_Model):
     manifest, from the bucket or from a peer."""
 
 
+class TrainingSpec(_Model):
+    """Long jobs that checkpoint (tasks submitted with `training: true`): each gets a checkpoint location,
+    `<jobs bucket>/<prefix>checkpoints/<task id>/` (SPOTSTACK_CHECKPOINT_URL), is told to checkpoint on a notice,
+    and resumes on another replica from its latest complete checkpoint."""
+
+    resume_command: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    """Run this instead of the job's command when a checkpoint exists (default: the same command, which reads
+    `Checkpoints.latest()`)."""
+
+
+class JobsSpec(_Model):
+    """Serve a queue: tasks in an input queue, results to an output queue, a dead-letter queue for tasks that
+    fail `max_attempts` times. AWS: SQS; GCP: Pub/Sub; Alibaba Cloud: MNS."""
+
+    http_path: Annotated[Path, AfterValidator(check_readiness_path)] | None = "/task"
+    """Each task's body is POSTed to the workload here (on service.port) ..."""
+    command: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    """... or each task runs this command, its body on stdin (http_path is then unused)."""
+    task_commands: bool = False
+    """Tasks may carry their own command. Whoever may send to the input queue then runs commands on the nodes."""
+    concurrency: int = Field(default=1, ge=1, le=256)
+    """Tasks one replica runs at once."""
+    lease: int = Field(default=60, ge=10, le=43200)
+    """Seconds a taken task stays hidden from other replicas; the worker renews it every third while it runs."""
+    task_timeout: int = Field(default=900, ge=1, le=7 * 86400)
+    """Seconds one run of a task may take."""
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    """Failed runs before a task goes to the dead-letter queue (runs given back on a notice do not count)."""
+    retention: int = Field(default=4 * 86400, ge=600, le=14 * 86400)
+    """Seconds an unfinished task (or an unread result) is kept."""
+    backlog_per_instance: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Scale on the input queue: at most this many waiting tasks per replica."""
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    """Object-store bucket for results (by task id) and training checkpoints."""
+    prefix: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9._=+-]+/)*$", max_length=256)] = "jobs/"
+    create_bucket: bool = True
+    training: TrainingSpec | None = None
+    """Allow training jobs (checkpointed, resumed after a preemption)."""
+
+
 class NetworkSpec(_Model):
     id: str
     """VPC (AWS, Alibaba) or network (GCP) to place the fleet in; default: the cloud's default."""
@@ -283,6 +327,8 @@ class FleetSpec(_Model):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     image: ImageSpec
     model_cache: ModelCacheSpec | None = None
+    jobs: JobsSpec | None = None
+    """Take tasks from a queue (besides or instead of serving the load balancer)."""
     network: NetworkSpec | None = None
     machine_image: str | None = None
     """Boot image; default: the cloud's GPU image with NVIDIA drivers and Docker."""

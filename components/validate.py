@@ -218,6 +218,58 @@ def _check_alicloud_alb(fleet: FleetSpec, at: str) -> list[Problem]:
     return []
 
 
+PUBSUB_MIN_ATTEMPTS, PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION = 5, 600, 7 * 86400
+MNS_MAX_RETENTION = 7 * 86400
+
+
+def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
+    """What each cloud's queue cannot honour (rule 5: reported, never silently dropped)."""
+    j = fleet.jobs
+    if j is None:
+        return [], []
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    if j.http_path is None and j.command is None and not j.task_commands:
+        errors.append(Problem(f"{at}.jobs", "give http_path or command (or task_commands: true): tasks need a handler"))
+    if j.backlog_per_instance is not None and fleet.scaling.queue is not None:
+        errors.append(
+            Problem(f"{at}.jobs.backlog_per_instance", "scaling.queue is set too: scale on one queue's backlog")
+        )
+    if j.task_timeout > j.lease and j.lease < 30:
+        warnings.append(Problem(f"{at}.jobs.lease", f"{j.lease}s leaves little room for heartbeats under load"))
+    if fleet.cloud == "gcp":
+        if j.max_attempts < PUBSUB_MIN_ATTEMPTS:
+            warnings.append(
+                Problem(
+                    f"{at}.jobs.max_attempts",
+                    f"Pub/Sub dead-letters after at least {PUBSUB_MIN_ATTEMPTS} deliveries: the worker dead-letters "
+                    f"after {j.max_attempts} failures itself, but a task lost without an answer gets "
+                    f"{PUBSUB_MIN_ATTEMPTS} deliveries",
+                )
+            )
+        if j.lease > PUBSUB_MAX_LEASE:
+            warnings.append(
+                Problem(
+                    f"{at}.jobs.lease", f"Pub/Sub's ack deadline is at most {PUBSUB_MAX_LEASE}s: {PUBSUB_MAX_LEASE}s"
+                )
+            )
+        if j.retention > PUBSUB_MAX_RETENTION:
+            warnings.append(
+                Problem(f"{at}.jobs.retention", f"Pub/Sub keeps messages at most 7 days: {PUBSUB_MAX_RETENTION}s")
+            )
+    if fleet.cloud == "alicloud" and j.retention > MNS_MAX_RETENTION:
+        warnings.append(Problem(f"{at}.jobs.retention", f"MNS keeps messages at most 7 days: {MNS_MAX_RETENTION}s"))
+    if fleet.cloud in ("gcp", "alicloud"):
+        warnings.append(
+            Problem(
+                f"{at}.jobs",
+                f"the node's queue worker speaks SQS only so far: on {fleet.cloud} the queues are declared, "
+                "but nodes take no tasks from them yet",
+            )
+        )
+    return errors, warnings
+
+
 def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Rules that span fields or need the catalog. Returns (errors, warnings)."""
     cap = fleet.capacity
@@ -231,6 +283,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     errors += _check_alicloud_alb(fleet, at)
     errors += _check_alicloud_registry(fleet, at)
+    jerr, jwarn = _check_jobs(fleet, at)
+    errors, warnings = errors + jerr, warnings + jwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

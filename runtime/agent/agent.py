@@ -207,7 +207,8 @@ class Agent:
                 from spotstack.runtime.jobs.drain import GiveBackThenStop, InflightWithTasks
 
                 rotations.append(self.worker)
-                inflight, workload = InflightWithTasks(inflight, self.worker), GiveBackThenStop(self.worker, workload)
+                inflight = InflightWithTasks(inflight, self.worker)
+                workload = GiveBackThenStop(self.worker, workload, event.deadline - d.safety_margin_s)
             drainer = Drainer(
                 readiness_off=self._readiness_off,
                 rotations=rotations,

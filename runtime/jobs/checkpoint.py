@@ -89,6 +89,7 @@ class Checkpoints:
 
     def steps(self) -> list[int]:
         """Steps with a completion marker, oldest first."""
+        self.fs.invalidate_cache(self.root)
         try:
             names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:

@@ -19,10 +19,10 @@ class InflightWithTasks:
 
 
 class GiveBackThenStop:
-    def __init__(self, worker: Worker, workload: Workload) -> None:
-        self.worker, self.workload = worker, workload
+    def __init__(self, worker: Worker, workload: Workload, deadline: float) -> None:
+        self.worker, self.workload, self.deadline = worker, workload, deadline
         self.name = workload.name
 
     async def stop(self) -> None:
-        await self.worker.give_back_all("drain ended with the task running")
+        await self.worker.give_back_all(self.deadline, "the drain ended with the task running")
         await self.workload.stop()

@@ -24,6 +24,8 @@ class Outcome:
     output: Any = None
     error: str = ""
     log_tail: str = ""
+    unavailable: bool = False
+    """The workload could not take it (HTTP 503, e.g. still loading): given back, not counted as a failure."""
 
 
 class HttpRun:
@@ -44,6 +46,8 @@ class HttpRun:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             ) as r:
                 text = await r.text()
+                if r.status == 503:
+                    return Outcome(False, error="HTTP 503", log_tail=tail(text), unavailable=True)
                 if not 200 <= r.status < 300:
                     return Outcome(False, error=f"HTTP {r.status}", log_tail=tail(text))
                 try:

@@ -40,6 +40,7 @@ class ResultStore:
             self.fs.pipe_file(path, data)
 
     def get(self, task_id: str) -> Result | None:
+        self.fs.invalidate_cache(self.root)  # s3fs/gcsfs cache listings: a result written since must be seen
         try:
             data = self.fs.cat_file(self._path(task_id))
         except FileNotFoundError:
@@ -47,6 +48,7 @@ class ResultStore:
         return Result.model_validate_json(data)
 
     def ids(self) -> list[str]:
+        self.fs.invalidate_cache(self.root)
         try:
             names = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:

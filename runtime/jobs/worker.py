@@ -124,18 +124,18 @@ class Worker:
     async def count(self) -> int:
         return len(self.running)
 
-    async def give_back_all(self, reason: str = "drained") -> None:
-        """What is still running when the drain's wait ends goes back to the queue at once."""
-        self.accepting = False
-        for r in self.running.values():
-            r.leaving = True
-        await asyncio.gather(*(self._give_back(r, time.time(), reason) for r in list(self.running.values())))
+    async def give_back_all(self, deadline: float | None = None, reason: str = "drained") -> None:
+        """What is still running when the drain's wait ends goes back to the queue (training runs checkpoint
+        first, within the deadline)."""
+        await self.hand_back(deadline or time.time(), time.time(), reason)
 
     # -- notice -----------------------------------------------------------------------------------
     async def preempted(self, deadline: float, seen_at: float | None = None) -> None:
         """A spot notice: take nothing more; training runs checkpoint within the budget; give back the rest."""
+        await self.hand_back(deadline, seen_at or time.time(), "spot notice")
+
+    async def hand_back(self, deadline: float, seen: float, reason: str) -> None:
         self.accepting = False
-        seen = seen_at or time.time()
         for r in self.running.values():
             r.leaving = True
         told = [r for r in self.running.values() if r.run.checkpoint(deadline)]
@@ -143,9 +143,9 @@ class Worker:
             # The run ends on its own once its checkpoint is saved; keep a margin to give the task back.
             budget = max(0.0, deadline - time.time() - 5.0)
             futures = [r.future for r in told if r.future is not None]
-            if futures:
+            if futures and budget > 0:
                 await asyncio.wait(futures, timeout=budget)
-        await asyncio.gather(*(self._give_back(r, seen, "spot notice") for r in list(self.running.values())))
+        await asyncio.gather(*(self._give_back(r, seen, reason) for r in list(self.running.values())))
 
     async def _give_back(self, r: Running, seen: float, reason: str) -> None:
         if r.given_back:
@@ -182,7 +182,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._loop_task
         if self.running:
-            await self.give_back_all("agent stopping")
+            await self.give_back_all(reason="agent stopping")
 
     async def _loop(self) -> None:
         protect = asyncio.create_task(self._protect_loop()) if self._protection is not None else None
@@ -304,6 +304,11 @@ class Worker:
 
     async def _answer(self, r: Running, outcome: Outcome, resumed: int | None) -> None:
         d, task = r.delivery, r.task
+        if outcome.unavailable:  # not the task's fault: another replica (or this one, later) takes it
+            await asyncio.to_thread(self.tasks.give_back, d, d.counts, self.s.retry_delay_s)
+            self.stats.retried += 1
+            log.warning("task %s: the workload is unavailable (%s); given back", task.id, outcome.error)
+            return
         failures = d.counts.failures + (0 if outcome.ok else 1)
         status = "done" if outcome.ok else ("failed" if failures >= self.s.max_attempts else "retrying")
         result = Result(

@@ -63,7 +63,7 @@ class LocalFleet:
         self.notice_s, self.tick_s, self.stable_s = notice_s, tick_s, stable_s
         self.model_dir = model_dir
         self.nodes: dict[str, Node] = {}
-        self.slots = [f"s{i}" for i in range(2 * plan.max + 2)]
+        self.slots = [f"s{i}" for i in range(3 * plan.max + 2)]
         self.counter = 0
         self.preemptions = 0
         self.fallbacks_launched = 0
@@ -97,6 +97,8 @@ class LocalFleet:
         """The part of it after a kill without notice, until the fleet was back at its target."""
         self._unnoticed = False
         self._measured_at: float | None = None
+        self.jobs: dict[str, Any] | None = None
+        """The nodes' jobs config (queue URLs on moto's server) when the fleet serves queues."""
 
     # -- start -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,6 +110,10 @@ class LocalFleet:
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
         for p in self._procs:
             self.ledger.record(p.pid, "object store")
+        if self.plan.jobs is not None:  # the same moto server is the fleet's SQS
+            from spotstack.runtime.local.jobs import create_local_queues
+
+            self.jobs = await asyncio.to_thread(create_local_queues, self.plan, self._env, self.workdir)
         self.lb_port = free_port()
         self._haproxy = HAProxy(self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots])
         await self._haproxy.start()
@@ -141,6 +147,7 @@ class LocalFleet:
             drain_timeout_s=self.plan.drain_timeout_s,
             model_url=self.model_url,
             workdir=self.workdir,
+            jobs=self.jobs,
         )
         spec = {"name": name, "emulator_port": ports["emulator"], "agent": agent}
         cfg_path = ndir / "node.json"
@@ -171,6 +178,10 @@ class LocalFleet:
         self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{how})")
         return node
 
+    def free_slot(self) -> bool:
+        used = {n.slot for n in self.nodes.values()}
+        return any(s not in used for s in self.slots)
+
     async def _observe(self, node: Node, now: float) -> None:
         if node.proc.poll() is not None:
             node.state = "preempted" if node.preempted else "failed"
@@ -179,6 +190,8 @@ class LocalFleet:
         if st is None:
             return
         node.model = st.get("model") or {}
+        node.tasks = list((st.get("jobs") or {}).get("running") or [])
+        node.busy = bool(node.tasks)
         node.seen_notice = bool(st.get("notices"))
         if st["state"] in ("draining", "drained"):
             node.state = "draining"

@@ -30,6 +30,7 @@ async def run_node(spec: dict[str, Any]) -> None:
     model = ModelServer(cfg.cache.dest, "127.0.0.1", cfg.workload.port)
     await model.start()
     agent = Agent(cfg)
+    agent.overrides["lifecycle"] = None  # no Auto Scaling group to tell: the supervisor ends the process
     await agent.start()
 
     stop = asyncio.Event()

@@ -23,19 +23,28 @@ def agent_config(
     drain_timeout_s: float,
     model_url: str,
     workdir: Path,
+    jobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`lb`: (HAProxy socket, server slot), or None for a node outside the load balancer (a warm pool
     instance's first boot). `disk`: where the model is placed (a warm pool disk, or a fresh one)."""
-    return {
+    doc: dict[str, Any] = {
         "cloud": "aws",
         "node_name": name,
         "metadata": {"base_url": f"http://127.0.0.1:{ports['emulator']}", "poll_interval_s": 0.25},
-        "readiness": {"host": "127.0.0.1", "port": ports["agent"]},
+        # READY once the model server has loaded the model too, not only once its files are placed.
+        "readiness": {
+            "host": "127.0.0.1",
+            "port": ports["agent"],
+            "workload_health_url": f"http://127.0.0.1:{ports['model']}/ready",
+        },
         "inflight": {"proxy_listen_port": ports["proxy"]},
         "workload": {"port": ports["model"], "pid_file": str(ndir / "node.pid"), "signal": "SIGUSR1"},
         "load_balancer": {"kind": "none"}
         if lb is None
         else {"kind": "haproxy", "haproxy_socket": lb[0], "haproxy_backend": "replicas", "haproxy_server": lb[1]},
+        # A scale-in reaches the node as the lifecycle state Terminated (as from an ASG): it drains. There is no
+        # hook to complete locally (the node process replaces the call; see node.py).
+        "lifecycle": {"enabled": True, "hook_name": "local-drain", "group_name": "local"},
         "drain": {"timeout_s": drain_timeout_s, "safety_margin_s": DRAIN_MARGIN_S, "lead_s": DRAIN_LEAD_S},
         "cache": {
             "enabled": True,
@@ -51,3 +60,6 @@ def agent_config(
             "advertise": f"127.0.0.1:{ports['peer']}",
         },
     }
+    if jobs is not None and lb is not None:  # a warm pool instance's first boot takes no tasks
+        doc["jobs"] = {**jobs, "workdir": str(ndir / "jobs")}
+    return doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -23,3 +24,5 @@ class FleetPlan:
     """Type -> (on-demand, spot cap) USD/h, for the cost figures."""
     warm_pool: int = 0
     """`capacity.warm_pool.size`: fallback nodes that make way for spot keep their model on disk, stopped."""
+    jobs: dict[str, Any] | None = None
+    """The spec's `jobs` (as the agent's jobs config takes it): the fleet also serves queues (moto's SQS)."""

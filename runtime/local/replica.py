@@ -31,6 +31,8 @@ class Node:
     """Started from the warm pool: its disk already held the model."""
     seen_notice: bool = False
     """Its agent has seen its notice (and, within the window, serves on until released)."""
+    tasks: list[str] = field(default_factory=list)
+    """Ids of the queue tasks its worker runs now."""
     busy: bool = False
     """Its queue worker is running tasks (from the agent's /status): a scale-in ends idle nodes first."""
     released: bool = False

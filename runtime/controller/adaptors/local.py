@@ -74,6 +74,8 @@ class LocalCloud:
             if launch.role == "spot" and not seen.spot_obtainable.get(launch.type, False):
                 self._refused.append((launch.type, time.time()))  # the market refuses the launch
                 continue
+            if not f.free_slot():  # every load-balancer slot is taken (nodes still leaving): next round
+                break
             f._launch(launch)
             sizes[launch.role] = sizes.get(launch.role, 0) + 1
         return sizes
