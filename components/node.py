@@ -17,6 +17,7 @@ from spotstack.runtime.config import (
     Cloud,
     Discovery,
     DrainConfig,
+    JobsConfig,
     LifecycleConfig,
     LoadBalancerConfig,
     ReadinessConfig,
@@ -55,6 +56,7 @@ def agent_config(
     discovery: Discovery,
     load_balancer: LoadBalancerConfig | None = None,
     lifecycle: LifecycleConfig | None = None,
+    jobs: JobsConfig | None = None,
 ) -> AgentConfig:
     mc = fleet.model_cache
     cache = (
@@ -89,6 +91,32 @@ def agent_config(
         lifecycle=lifecycle or LifecycleConfig(),
         drain=DrainConfig(timeout_s=float(svc.drain_timeout)),
         cache=cache,
+        jobs=jobs or JobsConfig(),
+    )
+
+
+def jobs_config(fleet: FleetSpec, scheme: str, queues: dict[str, str], *, protection: bool = False) -> JobsConfig:
+    """The node's worker for the fleet's queues (`queues`: input, output and dead-letter URLs)."""
+    j = fleet.jobs
+    assert j is not None
+    root = f"{scheme}://{j.bucket}/{j.prefix}"
+    return JobsConfig(
+        enabled=True,
+        input_url=queues["input"],
+        output_url=queues["output"],
+        dead_letter_url=queues["dead"],
+        results_url=f"{root}results",
+        checkpoint_url=f"{root}checkpoints" if j.training is not None else None,
+        region=fleet.region,
+        http_path=None if j.command else j.http_path,
+        command=j.command,
+        task_commands=j.task_commands,
+        concurrency=j.concurrency,
+        lease_s=j.lease,
+        task_timeout_s=j.task_timeout,
+        max_attempts=j.max_attempts,
+        resume_command=j.training.resume_command if j.training else None,
+        scale_in_protection=protection,
     )
 
 

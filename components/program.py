@@ -40,6 +40,9 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
         AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
+    j = fleet.jobs
+    if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
+        AwsModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket})  # results and checkpoints: the same hardening
     gpu = AwsGpuFleet(
         fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix)
     )

@@ -17,7 +17,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import tokens
-from spotstack.components.aws import controller, group, iam, mix, node, scaling
+from spotstack.components.aws import controller, group, iam, mix, node, queues, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
@@ -175,15 +175,25 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
         param_name = token_param.name if token_param is not None else None
+        self.job_queues: queues.JobQueues | None = None
+        """The fleet's SQS queues (input, output, dead-letter) when it serves jobs."""
+        urls: pulumi.Output[dict[str, str] | None] = pulumi.Output.from_input(None)
+        if spec.jobs is not None:
+            self.job_queues = jq = queues.declare(name, spec, {**spec.tags, node.FLEET_TAG: spec.name}, child)
+            urls = pulumi.Output.all(jq.input.url, jq.output.url, jq.dead.url).apply(
+                lambda u: {"input": u[0], "output": u[1], "dead": u[2]}
+            )
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         tags = {**spec.tags, node.FLEET_TAG: spec.name}
 
         def launch_template(
             rname: str, instance_type: str | None = None, launch_hook: str | None = None
         ) -> aws.ec2.LaunchTemplate:
-            user_data = pulumi.Output.all(tg.arn, image, param_name).apply(
+            user_data = pulumi.Output.all(tg.arn, image, param_name, urls).apply(
                 lambda a: base64.b64encode(
-                    node.user_data(spec, a[0], a[1], node.AGENT_PORT, a[2], launch_hook=launch_hook).encode()
+                    node.user_data(
+                        spec, a[0], a[1], node.AGENT_PORT, a[2], launch_hook=launch_hook, queues=a[3]
+                    ).encode()
                 ).decode()
             )
             return aws.ec2.LaunchTemplate(
@@ -230,7 +240,11 @@ class AwsGpuFleet(pulumi.ComponentResource):
         mc = spec.model_cache
         param_arn = token_param.arn if token_param is not None else None
         group_arns = [iam.group_arn(spec.region, group_names[k]) for k in wanted]
-        policy_doc = pulumi.Output.all(tg.arn, repo_arn, param_arn).apply(
+        jq_arns = (
+            [self.job_queues.input.arn, self.job_queues.output.arn, self.job_queues.dead.arn] if self.job_queues else []
+        )
+        j = spec.jobs
+        policy_doc = pulumi.Output.all(tg.arn, repo_arn, param_arn, *jq_arns).apply(
             lambda a: json.dumps(
                 iam.node_policy(
                     a[0],
@@ -241,6 +255,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                     a[2],
                     cache_prefix=args.cache_prefix,
                     region=spec.region,
+                    jobs=iam.JobsGrant(a[3], a[4], a[5], j.bucket, j.prefix) if j is not None else None,
                 )
             )
         )
@@ -303,7 +318,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
             self.fallback_group_name, self.fallback_group = fallback.name, fallback
 
-        scaling.declare(name, spec, main, lb, tg, child)
+        scaling.declare(name, spec, main, lb, tg, child, self.job_queues.input.name if self.job_queues else None)
         self.controller_function = None
         self.controller = None
         self.controller_config: pulumi.Output[str] | None = None
@@ -336,6 +351,15 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 "controller_function": self.controller_function,
                 "controller_config": self.controller_config,
                 "role_arn": self.role_arn,
+                "job_queue_urls": (
+                    {
+                        "input": self.job_queues.input.url,
+                        "output": self.job_queues.output.url,
+                        "dead": self.job_queues.dead.url,
+                    }
+                    if self.job_queues
+                    else None
+                ),
             }
         )
 

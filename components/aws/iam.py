@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # Actions AWS offers no resource-level permissions for; "*" is the only legal resource.
@@ -23,6 +24,59 @@ ASSUME_EC2 = json.dumps(
 )
 
 
+@dataclass(frozen=True)
+class JobsGrant:
+    input_arn: str
+    output_arn: str
+    dead_arn: str
+    bucket: str
+    prefix: str
+
+
+def jobs_statements(j: JobsGrant, group_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """The worker's needs, each on the fleet's own queue or prefix: take, renew, give back (re-send) and delete
+    input tasks; send results and dead letters; keep results and checkpoints; protect itself from scale-in."""
+    return [
+        {
+            "Sid": "TakeTasks",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ReceiveMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:SendMessage",
+                "sqs:GetQueueAttributes",
+            ],
+            "Resource": j.input_arn,
+        },
+        {
+            "Sid": "SendResults",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [j.output_arn, j.dead_arn],
+        },
+        {
+            "Sid": "KeepResultsAndCheckpoints",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{j.bucket}/{j.prefix}*",
+        },
+        {
+            "Sid": "ListResultsAndCheckpoints",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": f"arn:aws:s3:::{j.bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [f"{j.prefix}*"]}},
+        },
+        {
+            "Sid": "ProtectWhileBusy",
+            "Effect": "Allow",
+            "Action": ["autoscaling:SetInstanceProtection"],
+            "Resource": list(group_arns),
+        },
+    ]
+
+
 def group_arn(region: str, group_name: str) -> str:
     """An Auto Scaling group's ARN from its name alone (its UUID is unknown until it exists)."""
     return f"arn:aws:autoscaling:{region}:*:autoScalingGroup:*:autoScalingGroupName/{group_name}"
@@ -37,6 +91,7 @@ def node_policy(
     token_parameter_arn: str | None = None,
     cache_prefix: str | None = None,
     region: str = "*",
+    jobs: JobsGrant | None = None,
 ) -> dict[str, Any]:
     """What a node's agent may do: leave its own target group, finish its own groups' lifecycle
     actions, read its model prefix, pull its image. Sizing the groups is the controller's (its own role)."""
@@ -98,6 +153,8 @@ def node_policy(
                 "Resource": f"arn:aws:ecr:{region}:*:repository/{cache_prefix}/*",
             }
         )
+    if jobs is not None:
+        statements += jobs_statements(jobs, group_arns)
     if repository_arn is not None:
         statements.append(
             {

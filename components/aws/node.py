@@ -26,8 +26,13 @@ def launch_hook_name(fleet: FleetSpec) -> str:
 
 
 def agent_config(
-    fleet: FleetSpec, target_group_arn: str, agent_port: int = node.AGENT_PORT, launch_hook: str | None = None
+    fleet: FleetSpec,
+    target_group_arn: str,
+    agent_port: int = node.AGENT_PORT,
+    launch_hook: str | None = None,
+    queues: dict[str, str] | None = None,
 ) -> AgentConfig:
+    """`queues`: the job queues' URLs (input, output, dead), when the fleet serves a queue."""
     return node.agent_config(
         fleet,
         "aws",
@@ -41,6 +46,7 @@ def agent_config(
         lifecycle=LifecycleConfig(
             enabled=True, hook_name=lifecycle_hook_name(fleet), launch_hook_name=launch_hook, region=fleet.region
         ),
+        jobs=node.jobs_config(fleet, "s3", queues, protection=True) if queues else None,
     )
 
 
@@ -64,9 +70,10 @@ def user_data(
     agent_port: int = node.AGENT_PORT,
     token_parameter: str | None = None,
     launch_hook: str | None = None,
+    queues: dict[str, str] | None = None,
 ) -> str:
     """`launch_hook`: the warm-pool group's launching hook, which the agent completes once the node is READY
     (into the warm pool: model and image on disk, then AWS stops it; out of it: then it goes InService)."""
-    cfg = agent_config(fleet, target_group_arn, agent_port, launch_hook)
+    cfg = agent_config(fleet, target_group_arn, agent_port, launch_hook, queues)
     secrets = (token_fetch(token_parameter, fleet.region),) if token_parameter else ()
     return node.cloud_init(cfg, fleet, image_url, ecr_login(image_url, fleet.region), secrets)

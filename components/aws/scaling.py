@@ -18,8 +18,15 @@ def declare(
     lb: aws.lb.LoadBalancer,
     tg: aws.lb.TargetGroup,
     child: pulumi.ResourceOptions,
+    jobs_queue: pulumi.Input[str] | None = None,
 ) -> None:
+    """`jobs_queue`: the fleet's own input queue's name, scaled on with `jobs.backlog_per_instance`."""
     sc = spec.scaling
+    backlog: tuple[pulumi.Input[str], int] | None = None
+    if sc.queue is not None:
+        backlog = (sc.queue.name, sc.queue.backlog_per_instance)
+    elif jobs_queue is not None and spec.jobs is not None and spec.jobs.backlog_per_instance is not None:
+        backlog = (jobs_queue, spec.jobs.backlog_per_instance)
     if sc.target_qps_per_replica is not None:
         ASG.Policy(
             f"{name}-qps",
@@ -35,7 +42,7 @@ def declare(
             ),
             opts=child,
         )
-    if sc.queue is not None:
+    if backlog is not None:
         metric = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricArgs
         stat = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatArgs
         m = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs
@@ -56,7 +63,7 @@ def declare(
                                 metric=m(
                                     namespace="AWS/SQS",
                                     metric_name="ApproximateNumberOfMessagesVisible",
-                                    dimensions=[dim(name="QueueName", value=sc.queue.name)],
+                                    dimensions=[dim(name="QueueName", value=backlog[0])],
                                 ),
                             ),
                         ),
@@ -80,7 +87,7 @@ def declare(
                         ),
                     ]
                 ),
-                target_value=float(sc.queue.backlog_per_instance),
+                target_value=float(backlog[1]),
             ),
             opts=child,
         )

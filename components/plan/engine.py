@@ -79,6 +79,10 @@ def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> di
     elif kind == "Parameter":
         out["name"] = inputs.get("name", name)
         out["arn"] = f"arn:aws:ssm:{region}:{ACCOUNT}:parameter{out['name']}"
+    elif typ == "aws:sqs/queue:Queue":
+        out["name"] = inputs.get("name", name)
+        out["arn"] = f"arn:aws:sqs:{region}:{ACCOUNT}:{out['name']}"
+        out["url"] = f"https://sqs.{region}.amazonaws.com/{ACCOUNT}/{out['name']}"
     elif kind == "LaunchTemplate":
         out["latestVersion"] = 1  # each update of a template makes a new version; groups follow it
     elif kind in ("Role", "InstanceProfile"):

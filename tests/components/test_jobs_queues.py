@@ -1,0 +1,80 @@
+"""The job queues under Pulumi's mock engine, on each cloud: the queues with the fields the cloud requires, the
+dead-letter wiring, encryption, and node permissions on the fleet's own queues only."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import yaml
+
+from spotstack.components.aws.fleet import AwsGpuFleet, AwsGpuFleetArgs
+from spotstack.components.plan.engine import PlanRun, run_offline
+from spotstack.components.validate import validate_fleets
+
+JOBS = {"bucket": "acme-jobs", "max_attempts": 4, "lease": 120, "retention": 86400, "backlog_per_instance": 10}
+
+
+def aws_plan(fleet: dict[str, Any]) -> PlanRun:
+    fleet = {**fleet, "jobs": JOBS, "scaling": {}}
+    spec = validate_fleets([fleet])[0][0]
+    return run_offline(lambda: AwsGpuFleet(spec.name, AwsGpuFleetArgs(spec=spec)), {}, stack="test")
+
+
+def one(plan: PlanRun, type_: str, name: str) -> dict[str, Any]:
+    found = plan.find(type_, name)
+    assert len(found) == 1, f"{type_} {name}: {[r.name for r in plan.find(type_)]}"
+    return found[0].inputs
+
+
+def test_aws_sqs_queues_redrive_encrypt_and_refuse_plain_http(fleet: dict[str, Any]) -> None:
+    plan = aws_plan(fleet)
+    inp = one(plan, "aws:sqs/queue:Queue", "llm-jobs-input")
+    out = one(plan, "aws:sqs/queue:Queue", "llm-jobs-output")
+    dead = one(plan, "aws:sqs/queue:Queue", "llm-jobs-dead")
+    assert inp["name"] == "spotstack-spotstack-test-llm-jobs-input" and len(inp["name"]) <= 80
+    assert inp["visibilityTimeoutSeconds"] == 120 and inp["messageRetentionSeconds"] == 86400
+    assert 0 <= inp["receiveWaitTimeSeconds"] <= 20  # SQS's long-poll range
+    redrive = json.loads(inp["redrivePolicy"])
+    assert redrive["maxReceiveCount"] == 4 and redrive["deadLetterTargetArn"].endswith("llm-jobs-dead")
+    assert dead["messageRetentionSeconds"] == 14 * 86400  # SQS's maximum: dead letters wait for a person
+    assert all(q["sqsManagedSseEnabled"] is True for q in (inp, out, dead))
+    for role in ("input", "output", "dead"):
+        pol = json.loads(one(plan, "aws:sqs/queuePolicy:QueuePolicy", f"llm-jobs-{role}-tls")["policy"])
+        assert pol["Statement"][0]["Effect"] == "Deny"
+        assert pol["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    allow = json.loads(
+        one(plan, "aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "llm-jobs-dead-allow")["redriveAllowPolicy"]
+    )
+    assert allow["redrivePermission"] == "byQueue" and allow["sourceQueueArns"][0].endswith("llm-jobs-input")
+
+
+def test_aws_nodes_get_the_worker_and_permissions_on_their_own_queues_only(fleet: dict[str, Any]) -> None:
+    plan = aws_plan(fleet)
+    lt = one(plan, "aws:ec2/launchTemplate:LaunchTemplate", "llm-lt")
+    files = {f["path"]: f["content"] for f in yaml.safe_load(base64.b64decode(lt["userData"]).decode())["write_files"]}
+    jobs = json.loads(files["/etc/spotstack/agent.json"])["jobs"]
+    assert jobs["enabled"] is True and jobs["input_url"].endswith("llm-jobs-input")
+    assert jobs["results_url"] == "s3://acme-jobs/jobs/results" and jobs["scale_in_protection"] is True
+    assert jobs["lease_s"] == 120 and jobs["max_attempts"] == 4
+    doc = json.loads(one(plan, "aws:iam/rolePolicy:RolePolicy", "llm-node-policy")["policy"])
+    by_sid = {st["Sid"]: st for st in doc["Statement"]}
+    assert by_sid["TakeTasks"]["Resource"].endswith("llm-jobs-input")
+    assert set(by_sid["TakeTasks"]["Action"]) == {
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+    }
+    sends = [r.rsplit(":", 1)[-1] for r in by_sid["SendResults"]["Resource"]]
+    assert sends == ["spotstack-spotstack-test-llm-jobs-output", "spotstack-spotstack-test-llm-jobs-dead"]
+    assert by_sid["KeepResultsAndCheckpoints"]["Resource"] == "arn:aws:s3:::acme-jobs/jobs/*"
+    assert all("asg" in r for r in by_sid["ProtectWhileBusy"]["Resource"])
+    assert not any(a == "sqs:*" or a.endswith(":*") for st in doc["Statement"] for a in st["Action"])
+    # Backlog scaling on the fleet's own input queue.
+    pol = one(plan, "aws:autoscaling/policy:Policy", "llm-backlog")
+    metrics = pol["targetTrackingConfiguration"]["customizedMetricSpecification"]["metrics"]
+    assert metrics[0]["metricStat"]["metric"]["dimensions"][0]["value"] == "spotstack-spotstack-test-llm-jobs-input"
+    assert pol["targetTrackingConfiguration"]["targetValue"] == 10
