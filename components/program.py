@@ -72,6 +72,9 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
     store = None
     if mc is not None and mc.create_bucket:
         store = GcpModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "location": fleet.region})
+    j = fleet.jobs
+    if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
+        GcpModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket, "location": fleet.region})
     gpu = GcpGpuFleet(
         fleet.name, GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store)
     )
@@ -111,6 +114,9 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
         AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
+    j = fleet.jobs
+    if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
+        AlicloudModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket})
     gpu = AlicloudGpuFleet(
         fleet.name,
         AlicloudGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id),

@@ -19,7 +19,7 @@ import pulumi_alicloud as ali
 import pulumi_random as random
 
 from spotstack.components import node, tokens
-from spotstack.components.alicloud import controller, mapping
+from spotstack.components.alicloud import controller, mapping, queues
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import LifecycleConfig
@@ -294,6 +294,12 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.job_queues: queues.JobQueues | None = None
+        """The fleet's MNS queues when it serves jobs (the node worker speaks SQS only so far: see the plan's
+        warning)."""
+        if spec.jobs is not None:
+            self.job_queues = queues.declare(name, spec, role.role_name, {node.FLEET_TAG: spec.name}, child)
+
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         cfg = node.agent_config(
             spec,
@@ -388,6 +394,15 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 "role_name": self.role_name,
                 "controller_function": self.controller_function,
                 "controller_config": self.controller_config,
+                "job_queues": (
+                    {
+                        "input": self.job_queues.input.queue_name,
+                        "output": self.job_queues.output.queue_name,
+                        "dead": self.job_queues.dead.queue_name,
+                    }
+                    if self.job_queues
+                    else None
+                ),
             }
         )
 

@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from spotstack.components import node, tokens
 from spotstack.components.component import fleet_options, report
-from spotstack.components.gcp import controller, mapping
+from spotstack.components.gcp import controller, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -190,6 +190,12 @@ class GcpGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.job_queues: queues.JobQueues | None = None
+        """The fleet's Pub/Sub topics and subscriptions when it serves jobs (the node worker speaks SQS only
+        so far: see the plan's warning)."""
+        if spec.jobs is not None:
+            self.job_queues = queues.declare(name, spec, member, {"spotstack-fleet": spec.name}, child)
+
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
         cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="gcp")
 
@@ -359,6 +365,16 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "service_account_email": self.service_account_email,
                 "controller_function": self.controller_function,
                 "controller_config": self.controller_config,
+                "job_topics": (
+                    {
+                        "input": self.job_queues.input.id,
+                        "output": self.job_queues.output.id,
+                        "dead": self.job_queues.dead.id,
+                        "tasks": self.job_queues.tasks.id,
+                    }
+                    if self.job_queues
+                    else None
+                ),
             }
         )
 

@@ -203,6 +203,8 @@ class PlanMocks(pulumi.runtime.Mocks):
         if args.token == "alicloud:vpc/getNetworks:getNetworks":
             ids = list(args.args.get("ids") or [])
             return {"id": "vpcs", "ids": ids, "vpcs": [{"id": i, "cidrBlock": "10.0.0.0/8"} for i in ids]}
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"id": f"projects/{PROJECT}", "projectId": PROJECT, "number": "123456789012", "name": PROJECT}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/plan", "userId": "plan"}
         return {}

@@ -127,12 +127,26 @@ async def run_scenario(
         answered = [i for i in [*ids, *bad, TRAIN_ID] if i in done]
         if not pending and len(answered) == tasks + poison + 1:
             finals = [await asyncio.to_thread(store.get, i) for i in [*bad, TRAIN_ID]]
-            if all(r is not None and r.status in ("done", "failed") for r in finals):
+            # A worker stores a result, publishes it, then deletes the task: once the input queue is empty too,
+            # every result is in the output queue.
+            if all(r is not None and r.status in ("done", "failed") for r in finals) and not any(
+                (await asyncio.to_thread(_depth, sqs, j["input_url"])).values()
+            ):
                 break
         show(f"{len(answered)} of {tasks + poison + 1} answered; {fleet.preemptions} preemptions")
         await asyncio.sleep(0.5)
 
     return await asyncio.to_thread(_count, sqs, j, store, ids, bad, train_steps, time.time() - t0, fleet)
+
+
+def _depth(sqs: Any, url: str) -> dict[str, int]:
+    a = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return {
+        "visible": int(a["ApproximateNumberOfMessages"]),
+        "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"]),
+    }
 
 
 def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
@@ -154,10 +168,6 @@ def _count(
     results = [Result.model_validate_json(m["Body"]) for m in _drain(sqs, j["output_url"])]
     per_id = Counter(r.id for r in results)
     dead = sorted(json.loads(m["Body"]).get("id", "?") for m in _drain(sqs, j["dead_letter_url"]))
-    a = sqs.get_queue_attributes(
-        QueueUrl=j["input_url"],
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
     train = store.get(TRAIN_ID) or next((r for r in results if r.id == TRAIN_ID), None)
     out = train.output if train is not None and isinstance(train.output, dict) else {}
     return {
@@ -168,10 +178,7 @@ def _count(
         "unexpected_results": sorted(set(per_id) - set(ids) - {TRAIN_ID}),
         "poison": bad,
         "dead_letter": dead,
-        "left_in_queue": {
-            "visible": int(a["ApproximateNumberOfMessages"]),
-            "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"]),
-        },
+        "left_in_queue": _depth(sqs, j["input_url"]),
         "given_back_results": sum(1 for r in results if r.preemptions),
         "training": {
             "status": train.status if train else None,

@@ -78,3 +78,62 @@ def test_aws_nodes_get_the_worker_and_permissions_on_their_own_queues_only(fleet
     metrics = pol["targetTrackingConfiguration"]["customizedMetricSpecification"]["metrics"]
     assert metrics[0]["metricStat"]["metric"]["dimensions"][0]["value"] == "spotstack-spotstack-test-llm-jobs-input"
     assert pol["targetTrackingConfiguration"]["targetValue"] == 10
+
+
+def test_gcp_pubsub_topics_subscription_dead_letter_and_iam() -> None:
+    from tests.components.test_gcp_alicloud import as_cloud, plan_of
+
+    plan = plan_of({**as_cloud("gcp"), "jobs": JOBS, "scaling": {}})
+    topics = {r.name: r.inputs for r in plan.find("gcp:pubsub/topic:Topic") if "-jobs-" in r.name}
+    assert set(topics) == {"llm-jobs-input", "llm-jobs-output", "llm-jobs-dead"}
+    sub = one(plan, "gcp:pubsub/subscription:Subscription", "llm-jobs-tasks")
+    assert sub["topic"] == "llm-jobs-input-id"  # the input topic's id
+    assert sub["ackDeadlineSeconds"] == 120 and 10 <= sub["ackDeadlineSeconds"] <= 600  # Pub/Sub's range
+    assert sub["enableExactlyOnceDelivery"] is True
+    dl = sub["deadLetterPolicy"]
+    assert dl["deadLetterTopic"] == "llm-jobs-dead-id"
+    assert dl["maxDeliveryAttempts"] == 5  # max_attempts 4 is below Pub/Sub's floor of 5 (a plan warning says so)
+    assert sub["messageRetentionDuration"] == "86400s" and sub["expirationPolicy"]["ttl"] == ""
+    # Results and dead letters have subscriptions: a topic without one drops what is published.
+    subs = {r.name for r in plan.find("gcp:pubsub/subscription:Subscription") if "-jobs-" in r.name}
+    assert subs == {"llm-jobs-tasks", "llm-jobs-results", "llm-jobs-dead-letters"}
+    node_sa = "serviceAccount:spotstack-test-llm-node@"
+    pubs = {r.name: r.inputs for r in plan.find("gcp:pubsub/topicIAMMember:TopicIAMMember")}
+    for role in ("input", "output", "dead"):
+        m = pubs[f"llm-jobs-publish-{role}"]
+        assert m["role"] == "roles/pubsub.publisher" and m["member"].startswith(node_sa)
+    agent = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
+    assert pubs["llm-jobs-dead-agent"]["member"] == agent
+    takes = {r.name: r.inputs for r in plan.find("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember")}
+    assert takes["llm-jobs-take"]["role"] == "roles/pubsub.subscriber"
+    assert takes["llm-jobs-tasks-agent"]["member"] == agent
+    objects = one(plan, "gcp:storage/bucketIAMMember:BucketIAMMember", "llm-jobs-objects")
+    assert objects["bucket"] == "acme-jobs" and "objects/jobs/" in objects["condition"]["expression"]
+    assert any("speaks SQS only" in w for w in plan.warnings)
+    assert any("max_attempts" in w and "Pub/Sub" in w for w in plan.warnings)
+
+
+def test_alicloud_mns_queues_dead_letter_encryption_and_ram() -> None:
+    from tests.components.test_gcp_alicloud import as_cloud, plan_of
+
+    plan = plan_of({**as_cloud("alicloud"), "jobs": JOBS, "scaling": {}})
+    qs = {r.name: r.inputs for r in plan.find("alicloud:message/serviceQueue:ServiceQueue")}
+    assert set(qs) == {"llm-jobs-input", "llm-jobs-output", "llm-jobs-dead"}
+    inp = qs["llm-jobs-input"]
+    assert inp["visibilityTimeout"] == 120 and 1 <= inp["visibilityTimeout"] <= 43200  # MNS's range
+    assert inp["messageRetentionPeriod"] == 86400 and 60 <= inp["messageRetentionPeriod"] <= 604800
+    assert 0 <= inp["pollingWaitSeconds"] <= 30
+    assert inp["dlqPolicy"] == {
+        "enabled": True,
+        "deadLetterTargetQueue": qs["llm-jobs-dead"]["queueName"],
+        "maxReceiveCount": 4,
+    }
+    assert all(q["enableSse"] is True and q["sseType"] == "SMQ" for q in qs.values())
+    assert all(len(q["queueName"]) <= 120 for q in qs.values())
+    doc = json.loads(one(plan, "alicloud:ram/policy:Policy", "llm-jobs-policy")["policyDocument"])
+    mns = doc["Statement"][0]
+    assert all(any(q["queueName"] in r for q in qs.values()) for r in mns["Resource"])
+    assert not any(a.endswith("*") for st in doc["Statement"] for a in st["Action"])
+    assert doc["Statement"][1]["Resource"] == "acs:oss:*:*:acme-jobs/jobs/*"
+    attach = one(plan, "alicloud:ram/rolePolicyAttachment:RolePolicyAttachment", "llm-jobs-policy-attach")
+    assert attach["roleName"] == one(plan, "alicloud:ram/role:Role", "llm-node-role")["roleName"]

@@ -28,6 +28,7 @@ def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_s
     )
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(r))  # the whole report, shown when an assertion below fails
     assert r["preemptions"] >= 5 and r["killed_without_notice"] == 1, r
     # Every task has a result in the output queue (duplicates of work are allowed, and counted), none is lost,
     # nothing is left waiting or in flight, and the poison tasks (and only they) are in the dead-letter queue.
