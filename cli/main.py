@@ -106,12 +106,14 @@ def _register_node_commands() -> None:
     from spotstack.cli.agent import agent_app, emulator_app
     from spotstack.cli.cache import cache_app
     from spotstack.cli.controller import controller_app
+    from spotstack.cli.job import job_app
     from spotstack.cli.local import local_app
     from spotstack.cli.simulate import simulate
 
     app.add_typer(agent_app, name="agent")
     app.add_typer(cache_app, name="cache")
     app.add_typer(controller_app, name="controller")
+    app.add_typer(job_app, name="job")
     app.add_typer(local_app, name="local")
     app.add_typer(emulator_app, name="emulator")
     app.command("simulate")(simulate)

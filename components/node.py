@@ -132,6 +132,12 @@ def cloud_init(
     return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets, gpu_setup=gpu_setup)
 
 
+def job_queue_name(fleet: FleetSpec, role: str, project: str | None = None, stack: str | None = None) -> str:
+    """An SQS job queue's name (`input`, `output`, `dead`), within SQS's 80 characters: `spotstack job` finds the
+    queues by it."""
+    return secret_id(fleet, f"jobs-{role}", project, stack)[:80]
+
+
 def secret_id(fleet: FleetSpec, what: str, project: str | None = None, stack: str | None = None) -> str:
     """A name unique per project, stack and fleet (a fixed name collides across stacks in one account). Outside a
     Pulumi program (`spotstack controller`), pass the project and stack to get the same name."""

@@ -25,11 +25,6 @@ class JobQueues:
     dead: aws.sqs.Queue
 
 
-def queue_name(spec: FleetSpec, role: str, project: str | None = None, stack: str | None = None) -> str:
-    """`<project>-<stack>-<fleet>-jobs-<role>`, within SQS's 80 characters."""
-    return node.secret_id(spec, f"jobs-{role}", project, stack)[:80]
-
-
 def _tls_only(name: str, queue: aws.sqs.Queue, child: pulumi.ResourceOptions) -> None:
     aws.sqs.QueuePolicy(
         name,
@@ -60,7 +55,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     assert j is not None
     dead = aws.sqs.Queue(
         f"{name}-jobs-dead",
-        name=queue_name(spec, "dead"),
+        name=node.job_queue_name(spec, "dead"),
         message_retention_seconds=DEAD_LETTER_RETENTION_S,
         sqs_managed_sse_enabled=True,
         tags=tags,
@@ -68,7 +63,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     )
     inp = aws.sqs.Queue(
         f"{name}-jobs-input",
-        name=queue_name(spec, "input"),
+        name=node.job_queue_name(spec, "input"),
         visibility_timeout_seconds=j.lease,
         message_retention_seconds=j.retention,
         receive_wait_time_seconds=LONG_POLL_S,
@@ -91,7 +86,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     )
     out = aws.sqs.Queue(
         f"{name}-jobs-output",
-        name=queue_name(spec, "output"),
+        name=node.job_queue_name(spec, "output"),
         message_retention_seconds=j.retention,
         receive_wait_time_seconds=LONG_POLL_S,
         sqs_managed_sse_enabled=True,

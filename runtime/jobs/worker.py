@@ -3,8 +3,8 @@
 - A task is taken only while the node is READY and a slot is free (`concurrency`); its lease is extended
   every `lease/3` while it runs (heartbeats), so a long task is never handed to a second worker.
 - Done: the result is written (result store, then output queue) before the task is deleted: a node that
-  dies in between leaves a duplicate of work, never a lost result (at-least-once; results are keyed by id,
-  and a task whose result is already stored is deleted without running again).
+  dies in between leaves a duplicate, never a lost result (at-least-once; results are keyed by id). A task
+  whose result is already stored is not run again: its stored result is published (again) and it is deleted.
 - Failed: given back after a delay with `failures + 1`; the attempt that reaches `max_attempts` sends it to
   the dead-letter queue instead.
 - Spot notice (`preempted`): no task is taken from that moment; training runs are told to checkpoint within
@@ -273,7 +273,10 @@ class Worker:
             if self.store is not None:
                 prior = await asyncio.to_thread(self.store.get, task.id)
                 if prior is not None and prior.status == "done":
-                    await asyncio.to_thread(self.tasks.delete, d)  # done before (a duplicate delivery)
+                    # Done before: the node that ran it may have died between storing the result and publishing
+                    # it, so publish it again (consumers de-duplicate by id), then delete without running.
+                    await asyncio.to_thread(self.results.publish, task.id, prior.for_queue())
+                    await asyncio.to_thread(self.tasks.delete, d)
                     self.stats.duplicates += 1
                     return
             resumed = await self._resumed_from(task)

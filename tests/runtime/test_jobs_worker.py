@@ -189,7 +189,8 @@ async def test_not_ready_takes_nothing_and_a_stored_result_is_not_run_again(rig:
     finally:
         await worker.stop()
     assert wl.calls == ["a"]
-    assert [m["body"]["id"] for m in drain_queue(r.sqs, r.q["output"])] == ["a"]
+    # The stored result is published again for the duplicate (its first publisher may have died before it did).
+    assert [m["body"]["id"] for m in drain_queue(r.sqs, r.q["output"])] == ["a", "a"]
     assert depth(r.sqs, r.q["input"]) == (0, 0)
 
 

@@ -1,0 +1,186 @@
+"""`spotstack job ...`: submit tasks to a fleet's queue and read their results, on AWS or a running local fleet.
+
+The queues are found from the stack file: a local fleet writes its queues to .spotstack/local/<stack>/jobs.json
+while it runs; on AWS they are named from the project, stack and fleet (what the components declare).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+job_app = typer.Typer(help="Tasks on a fleet's queue: submit, status, result, logs, list.", no_args_is_help=True)
+con, err = Console(), Console(stderr=True, soft_wrap=True)
+STACK = typer.Option("jobs", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml.")
+FLEET = typer.Option(None, "--fleet", help="The fleet, when the stack has several with jobs.")
+ENDPOINT = typer.Option(None, "--endpoint-url", help="The SQS/S3 API endpoint (an emulator).")
+
+
+def fail(msg: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    return typer.Exit(code)
+
+
+class Queues:
+    """The stack's job queues and result store."""
+
+    def __init__(self, stack: str, fleet: str | None, endpoint_url: str | None) -> None:
+        from spotstack.components import node
+        from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
+        from spotstack.components.program import config_value
+        from spotstack.components.validate import SpecError, validate_fleets
+
+        try:
+            project = find_project(Path.cwd())
+            sf = load_stack(project, stack)
+            fleets, _ = validate_fleets(config_value(sf.config))
+        except (SpecError, StackFileError) as exc:
+            raise fail(str(exc)) from None
+        chosen = [f for f in fleets if f.jobs is not None and (fleet is None or f.name == fleet)]
+        if not chosen:
+            raise fail(f"stack {stack!r} has no fleet{f' {fleet!r}' if fleet else ''} with a `jobs` section")
+        f = chosen[0]
+        import boto3
+
+        if f.cloud == "local":
+            path = project / ".spotstack" / "local" / stack / "jobs.json"
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise fail(
+                    f"no local fleet for {stack!r} is running ({path} is missing): `spotstack local up -s {stack}`"
+                ) from None
+            endpoint_url = endpoint_url or doc["endpoint_url"]
+            import os
+
+            os.environ.setdefault("AWS_ENDPOINT_URL", endpoint_url)  # the result store (moto's S3) too
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+            self.sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint_url)
+            self.urls = {"input": doc["input_url"], "output": doc["output_url"], "dead": doc["dead_letter_url"]}
+            self.results_url = doc["results_url"]
+        elif f.cloud == "aws":
+            self.sqs = boto3.client("sqs", region_name=f.region, endpoint_url=endpoint_url)
+            self.urls = {}
+            for role in ("input", "output", "dead"):
+                name = node.job_queue_name(f, role, sf.project, stack)
+                try:
+                    self.urls[role] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                except self.sqs.exceptions.QueueDoesNotExist:
+                    raise fail(f"no queue {name} in {f.region}: is the stack deployed?", 1) from None
+            assert f.jobs is not None
+            self.results_url = f"s3://{f.jobs.bucket}/{f.jobs.prefix}results"
+        else:
+            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS (AWS, local fleets) so far")
+
+    def store(self) -> Any:
+        from spotstack.runtime.jobs.store import ResultStore
+
+        return ResultStore(self.results_url)
+
+    def depth(self, role: str) -> tuple[int, int]:
+        a = self.sqs.get_queue_attributes(
+            QueueUrl=self.urls[role],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+@job_app.command("submit")
+def submit(
+    command: list[str] = typer.Argument(None, help="The task's command (after --), where the fleet allows commands."),
+    stack: str = STACK,
+    fleet: str = FLEET,
+    json_file: Path = typer.Option(None, "--json-file", help="The task's body (JSON); a JSON list submits one each."),
+    training: bool = typer.Option(False, "--training", help="A checkpointed job, resumed after a preemption."),
+    task_id: str = typer.Option(None, "--id", help="The task's id (default: a new UUID)."),
+    endpoint_url: str = ENDPOINT,
+) -> None:
+    """Put tasks on the input queue; prints each task's id."""
+    from pydantic import ValidationError
+
+    from spotstack.runtime.jobs.task import Task
+
+    if (json_file is None) == (not command):
+        raise fail("give --json-file F or a command after --, one of them")
+    bodies: list[Any] = [None]
+    if json_file is not None:
+        try:
+            doc = json.loads(json_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise fail(f"{json_file}: {exc}") from None
+        bodies = doc if isinstance(doc, list) else [doc]
+    q = Queues(stack, fleet, endpoint_url)
+    for i, body in enumerate(bodies):
+        try:
+            kw: dict[str, Any] = {"body": body, "command": command or None, "training": training}
+            if task_id:
+                kw["id"] = task_id if len(bodies) == 1 else f"{task_id}-{i}"
+            task = Task(**kw)
+        except ValidationError as exc:
+            raise fail(str(exc)) from None
+        q.sqs.send_message(QueueUrl=q.urls["input"], MessageBody=task.encode())
+        print(task.id)
+
+
+def _result(stack: str, fleet: str | None, task_id: str, endpoint_url: str | None) -> Any:
+    r = Queues(stack, fleet, endpoint_url).store().get(task_id)
+    if r is None:
+        raise fail(f"no result for {task_id} yet: queued or running (`spotstack job list` shows the queue)", 1)
+    return r
+
+
+@job_app.command("status")
+def status(task_id: str, stack: str = STACK, fleet: str = FLEET, endpoint_url: str = ENDPOINT) -> None:
+    """done / retrying / failed (dead-lettered), with its attempts, preemptions and node."""
+    r = _result(stack, fleet, task_id, endpoint_url)
+    con.print(
+        f"{r.id}: {r.status} (attempt {r.attempt}, {r.preemptions} preemption(s), on {r.node})"
+        + (f": {r.error}" if r.error else ""),
+        highlight=False,
+    )
+
+
+@job_app.command("result")
+def result(task_id: str, stack: str = STACK, fleet: str = FLEET, endpoint_url: str = ENDPOINT) -> None:
+    """The task's output, as JSON."""
+    r = _result(stack, fleet, task_id, endpoint_url)
+    if r.status != "done":
+        raise fail(f"{task_id} is {r.status}: {r.error}", 1)
+    sys.stdout.write(json.dumps(r.output) + "\n")
+
+
+@job_app.command("logs")
+def logs(task_id: str, stack: str = STACK, fleet: str = FLEET, endpoint_url: str = ENDPOINT) -> None:
+    """The last of the task's output and errors (its latest run)."""
+    sys.stdout.write(_result(stack, fleet, task_id, endpoint_url).log_tail)
+
+
+@job_app.command("list")
+def list_(
+    stack: str = STACK,
+    fleet: str = FLEET,
+    endpoint_url: str = ENDPOINT,
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """The queues' depths and every task with a result."""
+    q = Queues(stack, fleet, endpoint_url)
+    store = q.store()
+    rows = [r for i in store.ids() if (r := store.get(i)) is not None]
+    depths = {role: q.depth(role) for role in ("input", "output", "dead")}
+    if as_json:
+        print(json.dumps({"queues": depths, "tasks": [r.model_dump(exclude={"output", "log_tail"}) for r in rows]}))
+        return
+    con.print(
+        "queues: " + ", ".join(f"{k} {v[0]} waiting / {v[1]} in flight" for k, v in depths.items()), highlight=False
+    )
+    t = Table("task", "status", "attempt", "preemptions", "node", "seconds")
+    for r in rows:
+        t.add_row(r.id, r.status, str(r.attempt), str(r.preemptions), r.node, f"{r.finished_at - r.started_at:.1f}")
+    con.print(t)

@@ -1,0 +1,78 @@
+"""`spotstack job` against an AWS stack: the queues found by the names the components give them (moto's server on
+loopback), tasks submitted, then status, result, logs and list read from the result store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import yaml
+
+from spotstack.components import node
+from spotstack.components.validate import validate_fleets
+from spotstack.runtime.jobs.sqs import SqsTasks
+from spotstack.runtime.jobs.store import ResultStore
+from spotstack.runtime.jobs.task import Result
+from tests.conftest import ROOT, base_fleet
+from tests.runtime.jobskit import moto_server
+
+
+def test_submit_then_status_result_logs_and_list(tmp_path: Path) -> None:
+    fleet = {**base_fleet(), "jobs": {"bucket": "acme-jobs", "task_commands": True}}
+    (tmp_path / "Pulumi.yaml").write_text("name: acme\nruntime: python\n")
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": {"spotstack:fleets": [fleet]}}))
+    spec = validate_fleets([fleet])[0][0]
+    with moto_server() as endpoint:
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "t",
+            "AWS_SECRET_ACCESS_KEY": "t",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "PYTHONPATH": str(ROOT.parent),
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        urls = {
+            r: sqs.create_queue(QueueName=node.job_queue_name(spec, r, "acme", "dev"))["QueueUrl"]
+            for r in ("input", "output", "dead")
+        }
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="acme-jobs")
+
+        def job(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        (tmp_path / "body.json").write_text(json.dumps([{"n": 1}, {"n": 2}]))
+        sub = job("submit", "--json-file", "body.json", "--id", "batch")
+        assert sub.returncode == 0, sub.stderr
+        assert sub.stdout.split() == ["batch-0", "batch-1"]
+        got = SqsTasks(urls["input"], urls["dead"], sqs).receive(10, 1, 30)
+        assert sorted((d.task.id, d.task.body["n"]) for d in got if d.task) == [("batch-0", 1), ("batch-1", 2)]
+
+        missing = job("status", "batch-0")
+        assert missing.returncode == 1 and "queued or running" in missing.stderr
+        store = ResultStore("s3://acme-jobs/jobs/results")
+        store.put(Result(id="batch-0", status="done", output={"double": 2}, log_tail="did it\n", node="i-1"))
+        store.put(Result(id="batch-1", status="failed", error="HTTP 500", attempt=3, node="i-2"))
+        st = job("status", "batch-0")
+        assert st.returncode == 0 and "batch-0: done (attempt 1, 0 preemption(s), on i-1)" in st.stdout
+        assert json.loads(job("result", "batch-0").stdout) == {"double": 2}
+        assert job("logs", "batch-0").stdout == "did it\n"
+        failed = job("result", "batch-1")
+        assert failed.returncode == 1 and "failed: HTTP 500" in failed.stderr
+        listed = json.loads(job("list", "--json").stdout)
+        assert [t["id"] for t in listed["tasks"]] == ["batch-0", "batch-1"]
+        assert set(listed["queues"]) == {"input", "output", "dead"}
+        both = job("submit", "--json-file", "body.json", "--", "echo", "hi")
+        assert both.returncode == 2 and "one of them" in both.stderr
