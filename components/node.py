@@ -96,12 +96,15 @@ def agent_config(
 
 
 def jobs_config(fleet: FleetSpec, scheme: str, queues: dict[str, str], *, protection: bool = False) -> JobsConfig:
-    """The node's worker for the fleet's queues (`queues`: input, output and dead-letter URLs)."""
+    """The node's worker for the fleet's queues (`queues`: input, output and dead-letter URLs; on Pub/Sub the
+    input subscription, the topics and `input_topic`)."""
     j = fleet.jobs
     assert j is not None
     root = f"{scheme}://{j.bucket}/{j.prefix}"
     return JobsConfig(
         enabled=True,
+        queue="pubsub" if "input_topic" in queues else "sqs",
+        input_topic=queues.get("input_topic"),
         input_url=queues["input"],
         output_url=queues["output"],
         dead_letter_url=queues["dead"],

@@ -184,9 +184,11 @@ class JobsConfig(_Model):
     """The queue worker (`runtime/jobs`): tasks from the input queue, results to the output queue."""
 
     enabled: bool = False
-    queue: Literal["sqs"] = "sqs"
-    """The queue service the worker talks to (SQS; Pub/Sub and MNS workers are not built yet)."""
+    queue: Literal["sqs", "pubsub"] = "sqs"
+    """The queue service: SQS (queue URLs), or Pub/Sub (input_url: the subscription, the others: topics)."""
     input_url: str | None = None
+    input_topic: str | None = None
+    """Pub/Sub: the input topic, where a give-back publishes the task again."""
     output_url: str | None = None
     dead_letter_url: str | None = None
     results_url: str | None = None
@@ -220,6 +222,8 @@ class JobsConfig(_Model):
     def _complete(self) -> JobsConfig:
         if self.enabled and not (self.input_url and self.output_url):
             raise ValueError("enabled needs input_url and output_url")
+        if self.enabled and self.queue == "pubsub" and not self.input_topic:
+            raise ValueError("queue pubsub needs input_topic (give-backs publish to it)")
         if self.http_path is not None and not self.http_path.startswith("/"):
             raise ValueError(f"http_path {self.http_path!r} must start with /")
         if self.enabled and self.command is None and self.http_path is None and not self.task_commands:

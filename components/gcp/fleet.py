@@ -191,15 +191,28 @@ class GcpGpuFleet(pulumi.ComponentResource):
         )
 
         self.job_queues: queues.JobQueues | None = None
-        """The fleet's Pub/Sub topics and subscriptions when it serves jobs (the node worker speaks SQS only
-        so far: see the plan's warning)."""
+        """The fleet's Pub/Sub topics and subscriptions when it serves jobs."""
         if spec.jobs is not None:
             self.job_queues = queues.declare(name, spec, member, {"spotstack-fleet": spec.name}, child)
 
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        cfg = node.agent_config(spec, "gcp", model_scheme="gs", discovery="gcp")
+        jq = self.job_queues
+        job_ids: pulumi.Output[dict[str, str] | None] = (
+            pulumi.Output.all(jq.tasks.id, jq.input.id, jq.output.id, jq.dead.id).apply(
+                lambda i: {"input": i[0], "input_topic": i[1], "output": i[2], "dead": i[3]}
+            )
+            if jq is not None
+            else pulumi.Output.from_input(None)
+        )
 
-        def boot(img: str, secret_name: str | None) -> dict[str, str]:
+        def boot(img: str, secret_name: str | None, jobs: dict[str, str] | None) -> dict[str, str]:
+            cfg = node.agent_config(
+                spec,
+                "gcp",
+                model_scheme="gs",
+                discovery="gcp",
+                jobs=node.jobs_config(spec, "gs", jobs) if jobs else None,
+            )
             secrets = (
                 (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("gcp", secret_name)),)
                 if secret_name
@@ -210,7 +223,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
             }
 
-        metadata = pulumi.Output.all(image, token_secret).apply(lambda a: boot(a[0], a[1]))
+        metadata = pulumi.Output.all(image, token_secret, job_ids).apply(lambda a: boot(a[0], a[1], a[2]))
 
         def template(kind: str, machine_type: str, spot: bool) -> gcp.compute.InstanceTemplate:
             acc = mapping.accelerator(machine_type)

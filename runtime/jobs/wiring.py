@@ -22,9 +22,21 @@ def build_worker(
 ) -> Worker:
     j = cfg.jobs
     assert j.enabled and j.input_url and j.output_url
-    from spotstack.runtime.jobs import sqs
+    tasks: Any
+    results: Any
+    if j.queue == "pubsub":
+        from spotstack.runtime.jobs.pubsub import PubSubApi, PubSubResults, PubSubTasks
 
-    client = sqs_client or sqs.client(j.region or cfg.region, j.endpoint_url)
+        assert j.input_topic
+        api = PubSubApi(cfg.metadata_url, j.endpoint_url)
+        tasks = PubSubTasks(j.input_url, j.input_topic, j.dead_letter_url, api)
+        results = PubSubResults(j.output_url, api)
+    else:
+        from spotstack.runtime.jobs import sqs
+
+        client = sqs_client or sqs.client(j.region or cfg.region, j.endpoint_url)
+        tasks = sqs.SqsTasks(j.input_url, j.dead_letter_url, client)
+        results = sqs.SqsResults(j.output_url, client)
     store = None
     if j.results_url:
         from spotstack.runtime.jobs.store import ResultStore
@@ -46,8 +58,8 @@ def build_worker(
         workdir=Path(j.workdir),
     )
     return Worker(
-        sqs.SqsTasks(j.input_url, j.dead_letter_url, client),
-        sqs.SqsResults(j.output_url, client),
+        tasks,
+        results,
         store,
         settings,
         ready=ready,

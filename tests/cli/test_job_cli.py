@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 
 from spotstack.components import node
@@ -21,7 +22,7 @@ from tests.conftest import ROOT, base_fleet
 from tests.runtime.jobskit import moto_server
 
 
-def test_submit_then_status_result_logs_and_list(tmp_path: Path) -> None:
+def test_submit_then_status_result_logs_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = {**base_fleet(), "jobs": {"bucket": "acme-jobs", "task_commands": True}}
     (tmp_path / "Pulumi.yaml").write_text("name: acme\nruntime: python\n")
     (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": {"spotstack:fleets": [fleet]}}))
@@ -35,7 +36,9 @@ def test_submit_then_status_result_logs_and_list(tmp_path: Path) -> None:
             "AWS_ENDPOINT_URL": endpoint,
             "PYTHONPATH": str(ROOT.parent),
         }
-        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        for k, v in env.items():
+            if k.startswith("AWS_"):  # for this test only: later tests' moto must not see this endpoint
+                monkeypatch.setenv(k, v)
         sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
         urls = {
             r: sqs.create_queue(QueueName=node.job_queue_name(spec, r, "acme", "dev"))["QueueUrl"]

@@ -109,7 +109,15 @@ def test_gcp_pubsub_topics_subscription_dead_letter_and_iam() -> None:
     assert takes["llm-jobs-tasks-agent"]["member"] == agent
     objects = one(plan, "gcp:storage/bucketIAMMember:BucketIAMMember", "llm-jobs-objects")
     assert objects["bucket"] == "acme-jobs" and "objects/jobs/" in objects["condition"]["expression"]
-    assert any("speaks SQS only" in w for w in plan.warnings)
+    assert not any("speaks SQS" in w for w in plan.warnings)
+    assert any("backlog scaling" in w for w in plan.warnings)
+    # The nodes' worker pulls the task subscription and publishes to the topics.
+    tpl = next(r.inputs for r in plan.find("gcp:compute/instanceTemplate:InstanceTemplate"))
+    files = {f["path"]: f["content"] for f in yaml.safe_load(tpl["metadata"]["user-data"])["write_files"]}
+    jobs = json.loads(files["/etc/spotstack/agent.json"])["jobs"]
+    assert jobs["queue"] == "pubsub" and jobs["input_url"] == "llm-jobs-tasks-id"
+    assert jobs["input_topic"] == "llm-jobs-input-id" and jobs["dead_letter_url"] == "llm-jobs-dead-id"
+    assert jobs["results_url"] == "gs://acme-jobs/jobs/results"
     assert any("max_attempts" in w and "Pub/Sub" in w for w in plan.warnings)
 
 

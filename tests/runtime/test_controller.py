@@ -403,6 +403,7 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
         notice_s=10.0,
         _scale_in=ended.append,
         _launch=launched.append,
+        free_slot=lambda: True,
     )
     cloud, store = LocalCloud(fleet), MemoryStore()
     policy = replace(P, spread=True)
