@@ -85,11 +85,10 @@ class Queues:
         return ResultStore(self.results_url)
 
     def depth(self, role: str) -> tuple[int, int]:
-        a = self.sqs.get_queue_attributes(
-            QueueUrl=self.urls[role],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+        from spotstack.runtime.jobs.sqs import depth
+
+        d = depth(self.sqs, self.urls[role])
+        return d["visible"], d["in_flight"]
 
 
 @job_app.command("submit")

@@ -116,6 +116,17 @@ class SqsResults:
         )
 
 
+def depth(sqs: Any, url: str) -> dict[str, int]:
+    """A queue's messages waiting (visible) and taken (in flight), as SQS approximates them."""
+    a = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return {
+        "visible": int(a["ApproximateNumberOfMessages"]),
+        "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"]),
+    }
+
+
 def create_queues(sqs: Any, name: str, *, max_attempts: int, lease_s: int) -> dict[str, str]:
     """The three queues as the components declare them (for the local fleet and tests): input, redriven to the
     dead-letter queue after `max_attempts` silent deliveries; output. Returns their URLs by role."""

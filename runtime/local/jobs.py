@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spotstack.runtime.jobs.sqs import depth
 from spotstack.runtime.jobs.task import Result, Task
 
 if TYPE_CHECKING:
@@ -130,23 +131,13 @@ async def run_scenario(
             # A worker stores a result, publishes it, then deletes the task: once the input queue is empty too,
             # every result is in the output queue.
             if all(r is not None and r.status in ("done", "failed") for r in finals) and not any(
-                (await asyncio.to_thread(_depth, sqs, j["input_url"])).values()
+                (await asyncio.to_thread(depth, sqs, j["input_url"])).values()
             ):
                 break
         show(f"{len(answered)} of {tasks + poison + 1} answered; {fleet.preemptions} preemptions")
         await asyncio.sleep(0.5)
 
     return await asyncio.to_thread(_count, sqs, j, store, ids, bad, train_steps, time.time() - t0, fleet)
-
-
-def _depth(sqs: Any, url: str) -> dict[str, int]:
-    a = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return {
-        "visible": int(a["ApproximateNumberOfMessages"]),
-        "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"]),
-    }
 
 
 def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
@@ -178,7 +169,7 @@ def _count(
         "unexpected_results": sorted(set(per_id) - set(ids) - {TRAIN_ID}),
         "poison": bad,
         "dead_letter": dead,
-        "left_in_queue": _depth(sqs, j["input_url"]),
+        "left_in_queue": depth(sqs, j["input_url"]),
         "given_back_results": sum(1 for r in results if r.preemptions),
         "training": {
             "status": train.status if train else None,

@@ -51,7 +51,7 @@ def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
     """(visible, in flight) messages of a queue."""
-    a = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+    from spotstack.runtime.jobs.sqs import depth as queue_depth
+
+    d = queue_depth(sqs, url)
+    return d["visible"], d["in_flight"]
