@@ -156,13 +156,13 @@ async def test_notice_gives_running_tasks_back_at_once_without_counting_a_failur
 
 async def test_heartbeats_keep_a_long_task_leased_to_its_worker(rig: Any) -> None:
     r, wl, session = rig
-    worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", lease_s=3)
+    worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", lease_s=5)
     r.submit(Task(id="slow", body={"hold": True, "n": 2}))
     worker.start()
     try:
         await wait_for(lambda: bool(worker.running), 30, "the task running")
         start = time.monotonic()
-        while time.monotonic() - start < 7:  # more than twice the lease: only heartbeats keep it hidden
+        while time.monotonic() - start < 11:  # more than twice the lease: only heartbeats keep it hidden
             assert depth(r.sqs, r.q["input"]) == (0, 1)
             await asyncio.sleep(0.5)
         wl.release.set()
