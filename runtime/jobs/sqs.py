@@ -116,6 +116,20 @@ class SqsResults:
         )
 
 
+def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Receive and delete every message now visible in a queue (a consumer reading results to the end)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
+            "Messages", []
+        )
+        if not got:
+            return out
+        for m in got:
+            out.append(m)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
 def depth(sqs: Any, url: str) -> dict[str, int]:
     """A queue's messages waiting (visible) and taken (in flight), as SQS approximates them."""
     a = sqs.get_queue_attributes(

@@ -235,27 +235,19 @@ class Worker:
         except Exception as exc:
             log.error("dead-lettering a malformed message failed: %s", exc)
 
-    def _runner(self, task: Task) -> HttpRun | CommandRun:
+    def _runner(self, task: Task, resuming: bool = False) -> HttpRun | CommandRun:
+        """`resuming`: a training task with a checkpoint, run with the resume command where there is one."""
         timeout = task.timeout_s or self.s.task_timeout_s
         ckpt = f"{self.s.checkpoint_url.rstrip('/')}/{task.id}" if task.training and self.s.checkpoint_url else None
         argv = self.s.command
         if task.command is not None and self.s.task_commands:
             argv = task.command
-        if task.training and self.s.resume_command and ckpt and self._has_checkpoint(ckpt):
+        if resuming and self.s.resume_command:
             argv = self.s.resume_command
         if argv is not None:
             return CommandRun(list(argv), task, timeout, self.s.workdir, checkpoint_url=ckpt)
         assert self.s.http_url and self._session is not None, "a worker needs an HTTP endpoint or a command"
         return HttpRun(self._session, self.s.http_url, task, timeout)
-
-    @staticmethod
-    def _has_checkpoint(url: str) -> bool:
-        from spotstack.runtime.jobs.checkpoint import Checkpoints
-
-        try:
-            return bool(Checkpoints(url).steps())
-        except Exception:
-            return False
 
     async def _heartbeat(self, d: Delivery) -> None:
         every = max(1.0, self.s.lease_s / 3)
@@ -279,7 +271,10 @@ class Worker:
                     await asyncio.to_thread(self.tasks.delete, d)
                     self.stats.duplicates += 1
                     return
+            # One listing of the task's checkpoints, off the event loop: where it resumes from, and so which command.
             resumed = await self._resumed_from(task)
+            if resumed is not None and self.s.resume_command:
+                r.run = self._runner(task, resuming=True)
             hb = asyncio.create_task(self._heartbeat(d))
             outcome = await r.run.run()
             hb.cancel()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spotstack.runtime.jobs.sqs import depth
+from spotstack.runtime.jobs.sqs import depth, drain
 from spotstack.runtime.jobs.task import Result, Task
 
 if TYPE_CHECKING:
@@ -140,25 +140,12 @@ async def run_scenario(
     return await asyncio.to_thread(_count, sqs, j, store, ids, bad, train_steps, time.time() - t0, fleet)
 
 
-def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
-            "Messages", []
-        )
-        if not got:
-            return out
-        for m in got:
-            out.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-
-
 def _count(
     sqs: Any, j: dict[str, Any], store: Any, ids: list[str], bad: list[str], steps: int, wall: float, fleet: Any
 ) -> dict[str, Any]:
-    results = [Result.model_validate_json(m["Body"]) for m in _drain(sqs, j["output_url"])]
+    results = [Result.model_validate_json(m["Body"]) for m in drain(sqs, j["output_url"])]
     per_id = Counter(r.id for r in results)
-    dead = sorted(json.loads(m["Body"]).get("id", "?") for m in _drain(sqs, j["dead_letter_url"]))
+    dead = sorted(json.loads(m["Body"]).get("id", "?") for m in drain(sqs, j["dead_letter_url"]))
     train = store.get(TRAIN_ID) or next((r for r in results if r.id == TRAIN_ID), None)
     out = train.output if train is not None and isinstance(train.output, dict) else {}
     return {

@@ -37,16 +37,9 @@ def sqs_client(endpoint: str) -> Any:
 
 def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
     """Every message now visible in a queue (received and deleted), as dicts with body and attributes."""
-    out: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get(
-            "Messages", []
-        )
-        if not got:
-            return out
-        for m in got:
-            out.append({"body": json.loads(m["Body"]), "attrs": m.get("MessageAttributes", {})})
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    from spotstack.runtime.jobs.sqs import drain
+
+    return [{"body": json.loads(m["Body"]), "attrs": m.get("MessageAttributes", {})} for m in drain(sqs, url)]
 
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
