@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
 
 from spotstack.components.spec import FleetSpec
 
+DECLARED: list[FleetSpec] = []
+"""Every fleet spec a component was built from in this process, in order: `spotstack plan` prices and checks
+what a program declared, whichever program it is (cleared by the plan before each run)."""
+
 
 def fleet_options(
-    component: pulumi.ComponentResource,
-    spec: FleetSpec,
-    cloud: str,
-    opts: pulumi.ResourceOptions | None,
-    make_provider: Callable[[pulumi.ResourceOptions], pulumi.ProviderResource],
-) -> tuple[pulumi.ResourceOptions, pulumi.ProviderResource | None]:
-    """Options for every child. The caller's provider wins; else one for the spec's region, so that
-    one stack may declare fleets in several regions whatever the ambient provider config says."""
+    component: pulumi.ComponentResource, spec: FleetSpec, cloud: str, opts: pulumi.ResourceOptions | None
+) -> pulumi.ResourceOptions:
+    """Options for every child: parented to the component, so they take the provider the caller passed
+    (`provider=` / `providers=`) or else the stack's default provider, configured by the stack's config
+    (`aws:profile`, `aws:assumeRoles`, `aws:defaultTags` ...). No provider of our own: it would read none of that.
+    AWS and GCP resources name the fleet's region themselves; Alibaba's provider alone has a region."""
     if spec.cloud != cloud:
         raise ValueError(f"{type(component).__name__} needs a spec with cloud {cloud}, got {spec.cloud}")
-    if opts is not None and (opts.provider is not None or opts.providers):
-        return pulumi.ResourceOptions(parent=component), None
-    provider = make_provider(pulumi.ResourceOptions(parent=component))
-    return pulumi.ResourceOptions(parent=component, provider=provider), provider
+    explicit = opts is not None and (opts.provider is not None or bool(opts.providers))
+    if cloud == "alicloud" and not explicit:
+        configured = pulumi.Config("alicloud").get("region")
+        if configured != spec.region:
+            raise pulumi.InputPropertiesError(
+                f"fleet {spec.name!r} is in {spec.region} but the stack's alicloud provider is in "
+                f"{configured or 'the region of ALICLOUD_REGION'}: set alicloud:region to {spec.region} or pass "
+                f"opts=ResourceOptions(provider=alicloud.Provider(..., region={spec.region!r}))",
+                [{"property_path": "spec.region", "reason": f"not the provider's region ({configured})"}],
+            )
+    DECLARED.append(spec)
+    return pulumi.ResourceOptions(parent=component)
 
 
 def report(component: pulumi.ComponentResource, warnings: Sequence[str]) -> list[str]:

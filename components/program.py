@@ -33,16 +33,19 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
                 # Namespaced per stack: ECR names are unique per account and region.
                 "repository": f"{node.stack_name('', 200)}/{fleet.image.repository}",
                 "pull_through_upstream": fleet.image.pull_through_upstream,
+                "region": fleet.region,
             },
         )
         image_url = pulumi.Output.concat(reg.repository_url, ":", fleet.image.tag)
         repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
-        AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
+        AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region})
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
-        AwsModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket})  # results and checkpoints: the same hardening
+        AwsModelStore(
+            f"{fleet.name}-jobs", {"bucket": j.bucket, "region": fleet.region}
+        )  # results and checkpoints: the same hardening
     gpu = AwsGpuFleet(
         fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix)
     )

@@ -36,3 +36,9 @@ def base_fleet() -> dict[str, Any]:
 @pytest.fixture
 def fleet() -> dict[str, Any]:
     return copy.deepcopy(base_fleet())
+
+
+def region_config(raw: dict[str, Any]) -> dict[str, str]:
+    """Stack config an Alibaba fleet needs besides `spotstack:fleets`: its provider's region (Alibaba resources
+    take no region of their own, and a fleet refuses a provider in another region)."""
+    return {"alicloud:region": raw["region"]} if raw.get("cloud") == "alicloud" else {}

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_alicloud as ali
 import pulumi_random as random
 
-from spotstack.components import node, tokens
+from spotstack.components import inputs, node, tokens
 from spotstack.components.alicloud import controller, mapping, queues
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
@@ -36,6 +37,11 @@ class AlicloudGpuFleetArgs:
     """`namespace/name` of the Container Registry repository the nodes may pull."""
     registry_instance_id: pulumi.Input[str] | None = None
     """The ACR Enterprise Edition instance holding `repository` (its RAM ARN names the instance)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The VPC to place the fleet in, e.g. your own `alicloud.vpc.Network(...).id`; with `vswitch_ids`, it
+    replaces `spec.network` (default: a VPC, vSwitches and a NAT gateway of the fleet's own)."""
+    vswitch_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """One vSwitch per zone of `spec.zones`, in that order."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
@@ -51,17 +57,34 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AlicloudGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.ALICLOUD_GPU_FLEET, name, None, opts)
         spec = args.spec
-        child, _ = fleet_options(
-            self, spec, "alicloud", opts, lambda o: ali.Provider(f"{name}-alicloud", region=spec.region, opts=o)
-        )
+        child = fleet_options(self, spec, "alicloud", opts)
         self.warnings = report(self, mapping.warnings(spec))
         svc, m = spec.service, mapping.mix(spec)
 
-        if spec.network is not None:
-            vpc_id: pulumi.Input[str] = spec.network.id
-            vswitches: list[pulumi.Input[str]] = list(spec.network.subnets)
+        what = "AlicloudGpuFleet"
+        wired = inputs.require_together(what, vpc_id=args.vpc_id, vswitch_ids=args.vswitch_ids)
+        if wired or spec.network is not None:
+            if wired:
+                assert args.vpc_id is not None and args.vswitch_ids is not None
+                vpc_id: pulumi.Input[str] = inputs.checked(
+                    what, "vpc_id", args.vpc_id, "a VPC id (vpc-...)", inputs.ALICLOUD_ID["vpc"]
+                )
+                switch_ids = inputs.checked_list(
+                    what,
+                    "vswitch_ids",
+                    args.vswitch_ids,
+                    "a vSwitch id",
+                    len(spec.zones),
+                    inputs.ALICLOUD_ID["vswitch"],
+                )
+                # Resources below take one vSwitch each (the ALB's zone mappings, the NAT's).
+                all_switches = pulumi.Output.from_input(switch_ids)
+                vswitches: list[pulumi.Input[str]] = [_item(all_switches, i) for i in range(len(spec.zones))]
+            else:
+                assert spec.network is not None
+                vpc_id, vswitches = spec.network.id, list(spec.network.subnets)
             # The ALB reaches nodes from its addresses in its vSwitches: admit the VPC's range.
-            found = ali.vpc.get_networks_output(ids=[spec.network.id], opts=pulumi.InvokeOutputOptions(parent=self))
+            found = ali.vpc.get_networks_output(ids=[vpc_id], opts=pulumi.InvokeOutputOptions(parent=self))
             vpc_cidr: pulumi.Input[str] = found.vpcs.apply(lambda v: v[0].cidr_block)
         else:
             vpc_cidr = mapping.VPC_CIDR
@@ -449,3 +472,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 task_enabled=True,
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTime"])),
             )
+
+
+def _item(items: pulumi.Output[list[str]], i: int) -> pulumi.Output[str]:
+    return items.apply(lambda v: v[i])

@@ -116,6 +116,7 @@ def declare(
     fn_name = names(spec)["function"]
     table = aws.dynamodb.Table(
         f"{name}-controller-state",
+        region=spec.region,
         name=names(spec)["table"],
         billing_mode="PAY_PER_REQUEST",
         hash_key="fleet",
@@ -125,6 +126,7 @@ def declare(
     )
     logs = aws.cloudwatch.LogGroup(
         f"{name}-controller-logs",
+        region=spec.region,
         name=f"/aws/lambda/{fn_name}",
         retention_in_days=LOG_RETENTION_DAYS,
         tags=tags,
@@ -151,6 +153,7 @@ def declare(
     )
     fn = aws.lambda_.Function(
         f"{name}-controller",
+        region=spec.region,
         name=fn_name,
         runtime="python3.12",
         handler=HANDLER,
@@ -184,15 +187,19 @@ def declare(
     for key, trigger in rules.items():
         rule = aws.cloudwatch.EventRule(
             f"{name}-controller-{key}",
+            region=spec.region,
             name=node.stack_name(f"{spec.name}-ctl-{key}", 64),
             description=f"spotstack: run {spec.name}'s fleet controller ({key})",
             tags=tags,
             opts=child,
             **trigger,
         )
-        aws.cloudwatch.EventTarget(f"{name}-controller-{key}-target", rule=rule.name, arn=fn.arn, opts=child)
+        aws.cloudwatch.EventTarget(
+            f"{name}-controller-{key}-target", region=spec.region, rule=rule.name, arn=fn.arn, opts=child
+        )
         aws.lambda_.Permission(
             f"{name}-controller-{key}-invoke",
+            region=spec.region,
             action="lambda:InvokeFunction",
             function=fn.name,
             principal="events.amazonaws.com",
@@ -201,6 +208,7 @@ def declare(
         )
     aws.cloudwatch.MetricAlarm(
         f"{name}-controller-errors",
+        region=spec.region,
         name=node.stack_name(f"{spec.name}-controller-errors", 255),
         alarm_description="spotstack: the fleet controller failed (the groups keep their last sizes)",
         namespace="AWS/Lambda",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from spotstack.components import tokens
+from spotstack.components import inputs, tokens
 from spotstack.components.aws import controller, group, iam, mix, node, queues, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
@@ -31,10 +32,15 @@ class AwsGpuFleetArgs:
     image_url: pulumi.Input[str] | None = None
     """Full image reference; default: `<registry>/<repository>:<tag>` from the spec."""
     repository_arn: pulumi.Input[str] | None = None
+    """ECR repository the nodes may pull from (scopes the pull permission)."""
     cache_prefix: str | None = None
     """The ECR pull-through cache's repository prefix, when the registry declares one: nodes may pull
     (and so create and import) repositories under it."""
-    """ECR repository the nodes may pull from (scopes the pull permission)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The VPC to place the fleet in, e.g. your own `aws.ec2.Vpc(...).id`; with `subnet_ids`, it replaces
+    `spec.network` (default: the region's default VPC)."""
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """One subnet per zone of `spec.zones`, in that order (the load balancer needs two zones or more)."""
 
 
 class AwsGpuFleet(pulumi.ComponentResource):
@@ -65,21 +71,25 @@ class AwsGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_GPU_FLEET, name, None, opts)
         spec = args.spec
-        child, provider = fleet_options(
-            self, spec, "aws", opts, lambda o: aws.Provider(f"{name}-aws", region=spec.region, opts=o)
-        )
-        invoke = pulumi.InvokeOptions(parent=self, provider=provider)
+        child = fleet_options(self, spec, "aws", opts)
+        invoke = pulumi.InvokeOptions(parent=self)
 
-        vpc_id, subnet_ids = self._network(spec, invoke)
+        vpc_id, subnet_ids = self._network(args, invoke)
         svc = spec.service
 
         # Security: the LB takes the world (or allowed CIDRs); nodes take service and readiness
         # traffic only from the LB, and peer-cache traffic only from each other.
-        lb_sg = aws.ec2.SecurityGroup(f"{name}-lb-sg", vpc_id=vpc_id, description=f"{name} load balancer", opts=child)
-        node_sg = aws.ec2.SecurityGroup(f"{name}-node-sg", vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child)
+        region = spec.region
+        lb_sg = aws.ec2.SecurityGroup(
+            f"{name}-lb-sg", region=region, vpc_id=vpc_id, description=f"{name} load balancer", opts=child
+        )
+        node_sg = aws.ec2.SecurityGroup(
+            f"{name}-node-sg", region=region, vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child
+        )
         for i, cidr in enumerate(svc.allowed_cidrs):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-lb-in-{i}",
+                region=spec.region,
                 security_group_id=lb_sg.id,
                 cidr_ipv4=cidr,
                 ip_protocol="tcp",
@@ -89,6 +99,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-lb-out",
+            region=spec.region,
             security_group_id=lb_sg.id,
             referenced_security_group_id=node_sg.id,
             ip_protocol="tcp",
@@ -99,6 +110,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-node-in-{port_name}",
+                region=spec.region,
                 security_group_id=node_sg.id,
                 referenced_security_group_id=lb_sg.id,
                 ip_protocol="tcp",
@@ -110,6 +122,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             peer = spec.model_cache.peer_port
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-node-in-peers",
+                region=spec.region,
                 security_group_id=node_sg.id,
                 referenced_security_group_id=node_sg.id,
                 ip_protocol="tcp",
@@ -118,11 +131,17 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
         aws.vpc.SecurityGroupEgressRule(
-            f"{name}-node-out", security_group_id=node_sg.id, cidr_ipv4="0.0.0.0/0", ip_protocol="-1", opts=child
+            f"{name}-node-out",
+            region=spec.region,
+            security_group_id=node_sg.id,
+            cidr_ipv4="0.0.0.0/0",
+            ip_protocol="-1",
+            opts=child,
         )
 
         lb = aws.lb.LoadBalancer(
             f"{name}-alb",
+            region=spec.region,
             load_balancer_type="application",
             internal=not svc.public,
             security_groups=[lb_sg.id],
@@ -131,6 +150,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         )
         tg = aws.lb.TargetGroup(
             f"{name}-tg",
+            region=spec.region,
             port=svc.port,
             protocol="HTTP",
             target_type="instance",
@@ -151,6 +171,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         )
         aws.lb.Listener(
             f"{name}-http",
+            region=spec.region,
             load_balancer_arn=lb.arn,
             port=80,
             protocol="HTTP",
@@ -168,6 +189,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             token = random.RandomPassword(f"{name}-cache-token", length=48, special=False, opts=child)
             token_param = aws.ssm.Parameter(
                 f"{name}-cache-token",
+                region=spec.region,
                 # Project, stack and fleet: a fixed name collided across stacks in one account.
                 name=node.parameter_path(spec, "cache-token"),
                 type="SecureString",
@@ -198,6 +220,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
             return aws.ec2.LaunchTemplate(
                 rname,
+                region=spec.region,
                 image_id=spec.machine_image or node.DEFAULT_AMI,
                 # A mixed-instances group names its types in overrides; a warm-pool group cannot have one.
                 instance_type=instance_type,
@@ -364,11 +387,23 @@ class AwsGpuFleet(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _network(spec: FleetSpec, invoke: pulumi.InvokeOptions) -> tuple[pulumi.Input[str], pulumi.Input[list[str]]]:
+    def _network(
+        args: AwsGpuFleetArgs, invoke: pulumi.InvokeOptions
+    ) -> tuple[pulumi.Input[str], pulumi.Input[list[str]]]:
+        spec, what = args.spec, "AwsGpuFleet"
+        if inputs.require_together(what, vpc_id=args.vpc_id, subnet_ids=args.subnet_ids):
+            assert args.vpc_id is not None and args.subnet_ids is not None
+            return (
+                inputs.checked(what, "vpc_id", args.vpc_id, "a VPC id (vpc-...)", inputs.AWS_ID["vpc"]),
+                inputs.checked_list(
+                    what, "subnet_ids", args.subnet_ids, "a subnet id", len(spec.zones), inputs.AWS_ID["subnet"]
+                ),
+            )
         if spec.network is not None:
             return spec.network.id, spec.network.subnets
-        vpc = aws.ec2.get_vpc_output(default=True, opts=invoke)
+        vpc = aws.ec2.get_vpc_output(default=True, region=spec.region, opts=invoke)
         subnets = aws.ec2.get_subnets_output(
+            region=spec.region,
             filters=[
                 # The default VPC's subnets are exactly the default-for-az ones.
                 aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),

@@ -71,6 +71,7 @@ def declare(
     )
     return ASG.Group(
         rname,
+        region=spec.region,
         name=group_name,
         min_size=min_size,
         max_size=max_size,

@@ -15,6 +15,8 @@ class AwsModelStoreArgs(TypedDict, total=False):
     """Bucket name (globally unique)."""
     force_destroy: bool
     """Allow `pulumi destroy` to delete a bucket that still holds models. Default False."""
+    region: str
+    """Region of the bucket; default: the provider's."""
 
 
 class AwsModelStore(pulumi.ComponentResource):
@@ -24,11 +26,17 @@ class AwsModelStore(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsModelStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_MODEL_STORE, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        region = args.get("region")
         bucket = aws.s3.Bucket(
-            f"{name}-bucket", bucket=args.get("bucket"), force_destroy=args.get("force_destroy", False), opts=child
+            f"{name}-bucket",
+            region=region,
+            bucket=args.get("bucket"),
+            force_destroy=args.get("force_destroy", False),
+            opts=child,
         )
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-sse",
+            region=region,
             bucket=bucket.id,
             rules=[
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
@@ -42,12 +50,14 @@ class AwsModelStore(pulumi.ComponentResource):
         )
         aws.s3.BucketVersioning(
             f"{name}-versioning",
+            region=region,
             bucket=bucket.id,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
         aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
+            region=region,
             bucket=bucket.id,
             block_public_acls=True,
             block_public_policy=True,

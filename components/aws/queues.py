@@ -25,9 +25,10 @@ class JobQueues:
     dead: aws.sqs.Queue
 
 
-def _tls_only(name: str, queue: aws.sqs.Queue, child: pulumi.ResourceOptions) -> None:
+def _tls_only(name: str, region: str, queue: aws.sqs.Queue, child: pulumi.ResourceOptions) -> None:
     aws.sqs.QueuePolicy(
         name,
+        region=region,
         queue_url=queue.url,
         policy=queue.arn.apply(
             lambda arn: json.dumps(
@@ -55,6 +56,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     assert j is not None
     dead = aws.sqs.Queue(
         f"{name}-jobs-dead",
+        region=spec.region,
         name=node.job_queue_name(spec, "dead"),
         message_retention_seconds=DEAD_LETTER_RETENTION_S,
         sqs_managed_sse_enabled=True,
@@ -63,6 +65,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     )
     inp = aws.sqs.Queue(
         f"{name}-jobs-input",
+        region=spec.region,
         name=node.job_queue_name(spec, "input"),
         visibility_timeout_seconds=j.lease,
         message_retention_seconds=j.retention,
@@ -78,6 +81,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     )
     aws.sqs.RedriveAllowPolicy(
         f"{name}-jobs-dead-allow",
+        region=spec.region,
         queue_url=dead.url,
         redrive_allow_policy=inp.arn.apply(
             lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})
@@ -86,6 +90,7 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
     )
     out = aws.sqs.Queue(
         f"{name}-jobs-output",
+        region=spec.region,
         name=node.job_queue_name(spec, "output"),
         message_retention_seconds=j.retention,
         receive_wait_time_seconds=LONG_POLL_S,
@@ -94,5 +99,5 @@ def declare(name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.Reso
         opts=child,
     )
     for role, q in (("input", inp), ("output", out), ("dead", dead)):
-        _tls_only(f"{name}-jobs-{role}-tls", q, child)
+        _tls_only(f"{name}-jobs-{role}-tls", spec.region, q, child)
     return JobQueues(inp, out, dead)

@@ -42,6 +42,8 @@ class AwsImageRegistryArgs(TypedDict, total=False):
     pull_through_credential_arn: str | None
     """Secrets Manager secret (named `ecr-pullthroughcache/...`) holding the upstream's credentials; ECR
     requires one for Docker Hub, GHCR, GitLab and Azure; without it no rule is declared (warned)."""
+    region: str
+    """Region of the repository; default: the provider's."""
 
 
 # Upstreams ECR pull-through caches only with credentials (ECR's docs: Docker Hub, GitHub Container Registry,
@@ -61,15 +63,19 @@ class AwsImageRegistry(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsImageRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_IMAGE_REGISTRY, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        region = args.get("region")
         repo = aws.ecr.Repository(
             f"{name}-repo",
+            region=region,
             name=args.get("repository"),
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
             opts=child,
         )
-        aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repo.name, policy=json.dumps(LIFECYCLE), opts=child)
+        aws.ecr.LifecyclePolicy(
+            f"{name}-lifecycle", region=region, repository=repo.name, policy=json.dumps(LIFECYCLE), opts=child
+        )
         upstream = args.get("pull_through_upstream")
         credential = args.get("pull_through_credential_arn")
         self.cache_prefix: str | None = None
@@ -85,6 +91,7 @@ class AwsImageRegistry(pulumi.ComponentResource):
             self.cache_prefix = f"{name}-cache"
             aws.ecr.PullThroughCacheRule(
                 f"{name}-pull-through",
+                region=region,
                 ecr_repository_prefix=self.cache_prefix,
                 upstream_registry_url=upstream,
                 credential_arn=credential,

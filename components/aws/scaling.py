@@ -30,6 +30,7 @@ def declare(
     if sc.target_qps_per_replica is not None:
         ASG.Policy(
             f"{name}-qps",
+            region=spec.region,
             autoscaling_group_name=group.name,
             policy_type="TargetTrackingScaling",
             estimated_instance_warmup=300,
@@ -49,6 +50,7 @@ def declare(
         dim = ASG.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs
         ASG.Policy(
             f"{name}-backlog",
+            region=spec.region,
             autoscaling_group_name=group.name,
             policy_type="TargetTrackingScaling",
             target_tracking_configuration=ASG.PolicyTargetTrackingConfigurationArgs(
@@ -94,6 +96,7 @@ def declare(
     for s in sc.schedules:
         ASG.Schedule(
             f"{name}-schedule-{s.name}",
+            region=spec.region,
             scheduled_action_name=f"{name}-{s.name}",
             autoscaling_group_name=group.name,
             recurrence=s.cron,

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
-from spotstack.components import node, tokens
+from spotstack.components import inputs, node, tokens
 from spotstack.components.component import fleet_options, report
 from spotstack.components.gcp import controller, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
@@ -33,6 +33,11 @@ class GcpGpuFleetArgs:
     """Artifact Registry repository the nodes may read (scopes the reader role)."""
     model_store: pulumi.Resource | None = None
     """The model bucket's component, when declared alongside: its IAM binding waits for it."""
+    network: pulumi.Input[str] | None = None
+    """The VPC network (name or self link), e.g. your own `gcp.compute.Network(...).self_link`; with
+    `subnetwork`, it replaces `spec.network` (default: the project's `default` network and a Cloud NAT)."""
+    subnetwork: pulumi.Input[str] | None = None
+    """The subnetwork in the fleet's region that nodes take their addresses from."""
 
 
 class GcpGpuFleet(pulumi.ComponentResource):
@@ -48,23 +53,16 @@ class GcpGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: GcpGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.GCP_GPU_FLEET, name, None, opts)
         spec = args.spec
-        child, _ = fleet_options(
-            self,
-            spec,
-            "gcp",
-            opts,
-            lambda o: gcp.Provider(
-                # An explicit provider reads no stack config: pass gcp:project on, or the fleet lands elsewhere.
-                f"{name}-gcp",
-                region=spec.region,
-                project=pulumi.Config("gcp").get("project"),
-                opts=o,
-            ),
-        )
+        child = fleet_options(self, spec, "gcp", opts)
         self.warnings = report(self, mapping.warnings(spec))
         svc, g = spec.service, mapping.groups(spec)
-        network = spec.network.id if spec.network else "default"
-        subnet = spec.network.subnets[0] if spec.network and spec.network.subnets else None
+        network: pulumi.Input[str] = spec.network.id if spec.network else "default"
+        subnet: pulumi.Input[str] | None = spec.network.subnets[0] if spec.network and spec.network.subnets else None
+        wired = inputs.require_together("GcpGpuFleet", network=args.network, subnetwork=args.subnetwork)
+        if wired:
+            assert args.network is not None and args.subnetwork is not None
+            network = inputs.checked("GcpGpuFleet", "network", args.network, "a network name or self link")
+            subnet = inputs.checked("GcpGpuFleet", "subnetwork", args.subnetwork, "a subnetwork name or self link")
         node_tag = f"{name}-node"
 
         # Least privilege: read this fleet's model prefix and its image repository; nothing project-wide.
@@ -114,7 +112,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         # Egress: nodes have no external address, and boot installs the agent and pulls the image and the
         # model (GCS, Artifact Registry): on the default network the fleet declares a Cloud NAT for its
         # region. A network the spec names is the user's: its egress is theirs (the plan says so).
-        if spec.network is None:
+        if spec.network is None and not wired:
             router = C.Router(f"{name}-router", network=network, region=spec.region, opts=child)
             C.RouterNat(
                 f"{name}-nat",
@@ -229,6 +227,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
             acc = mapping.accelerator(machine_type)
             return C.InstanceTemplate(
                 f"{name}-{kind}-tpl",
+                # A template is global, but its subnetwork is resolved in this region (default: the provider's).
+                region=spec.region,
                 name_prefix=f"{name}-{kind}-",
                 machine_type=machine_type,
                 disks=[

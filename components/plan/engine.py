@@ -7,6 +7,7 @@ recognisable placeholders so that documents built from them (IAM policies, user 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -91,6 +92,27 @@ def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> di
     return out
 
 
+# EC2 ids carry their kind (`vpc-0a1b...`): a program's own VPC reaches a fleet that checks the id's form.
+_EC2_ID_PREFIX = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/natGateway:NatGateway": "nat",
+}
+
+
+def _aws_id(typ: str, name: str) -> str | None:
+    prefix = _EC2_ID_PREFIX.get(typ)
+    if prefix is None:
+        return None
+    return f"{prefix}-{_hex17(name)}"
+
+
+def _hex17(seed: str) -> str:
+    return hashlib.blake2b(seed.encode(), digest_size=9).hexdigest()[:17]
+
+
 PROJECT = "plan-project"
 
 
@@ -126,6 +148,10 @@ def _gcp_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
 def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     kind = typ.rsplit(":", 1)[-1]
     out: dict[str, Any] = {"id": f"{kind.lower()}-{name}"}
+    if typ == "alicloud:vpc/network:Network":
+        out["id"] = f"vpc-{_hex17(name)}"  # VPC and vSwitch ids carry their kind, as on EC2
+    elif typ == "alicloud:vpc/switch:Switch":
+        out["id"] = f"vsw-{_hex17(name)}"
     if kind == "ApplicationLoadBalancer":
         out["address"] = "198.51.100.20"
     elif typ == "alicloud:alb/loadBalancer:LoadBalancer":
@@ -170,9 +196,10 @@ class PlanMocks(pulumi.runtime.Mocks):
         rid = f"{args.name}-id"
         if args.typ.startswith("pulumi:providers:"):
             self.provider_region[rid] = str(inputs.get("region", ""))
-        region = self.provider_region.get((args.provider or "").rsplit("::", 1)[-1], "us-east-1")
+        region = str(inputs.get("region") or self.provider_region.get((args.provider or "").rsplit("::", 1)[-1], ""))
         if args.typ.startswith("aws:"):
-            extra = _aws_outputs(args.typ, args.name, inputs, region)
+            extra = _aws_outputs(args.typ, args.name, inputs, region or "us-east-1")
+            rid = _aws_id(args.typ, args.name) or rid
         elif args.typ.startswith("gcp:"):
             extra = _gcp_outputs(args.typ, args.name, inputs)
         elif args.typ.startswith("alicloud:"):
@@ -189,13 +216,13 @@ class PlanMocks(pulumi.runtime.Mocks):
     # The SDK accepts a plain dict (no failures) though its annotation names only the tuple.
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         if args.token == "aws:ec2/getVpc:getVpc":
-            return {"id": "vpc-default", "cidrBlock": "172.31.0.0/16"}
+            return {"id": f"vpc-{_hex17('default')}", "cidrBlock": "172.31.0.0/16"}
         if args.token == "aws:ec2/getSubnets:getSubnets":
             zones: list[str] = []
             for f in args.args.get("filters", []):
                 if f.get("name") == "availability-zone":
                     zones = list(f.get("values", []))
-            return {"id": "subnets", "ids": [f"subnet-{z}" for z in zones]}
+            return {"id": "subnets", "ids": [f"subnet-{_hex17(z)}" for z in zones]}
         if args.token == "alicloud:cs/getRegistryEnterpriseInstances:getRegistryEnterpriseInstances":
             ids = list(args.args.get("ids") or [])
             found = [{"id": i, "name": "plan-acr", "region": "us-west-1"} for i in ids]

@@ -16,7 +16,7 @@ from spotstack.components.gcp import mapping as gcp_mapping
 from spotstack.components.plan.engine import PlanRun, run_offline
 from spotstack.components.plan.stackfile import load_stack
 from spotstack.components.validate import SpecError, validate_fleets
-from tests.conftest import ROOT, base_fleet
+from tests.conftest import ROOT, base_fleet, region_config
 
 GCP_TYPES = [
     {"type": "g2-standard-4", "spot": {}},
@@ -42,7 +42,7 @@ def as_cloud(cloud: str) -> dict[str, Any]:
 
 
 def plan_of(raw: dict[str, Any]) -> PlanRun:
-    return run_offline(program.run, {"spotstack:fleets": [raw]}, stack="test")
+    return run_offline(program.run, {"spotstack:fleets": [raw], **region_config(raw)}, stack="test")
 
 
 def one(plan: PlanRun, type_: str, name: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import yaml
 
 from spotstack.components.plan.engine import PlanRun
 from tests.components.test_gcp_alicloud import as_cloud, one, plan_of
-from tests.conftest import ROOT
+from tests.conftest import ROOT, base_fleet, region_config
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +75,16 @@ def test_gcp_groups_heal_on_liveness_spread_balanced_and_use_the_stack_project(g
     assert one(gcp, "gcp:compute/backendService:BackendService", "llm-backend")["healthChecks"] == "llm-ready-id"
 
 
-def test_gcp_provider_takes_the_stacks_project() -> None:
+def test_fleets_declare_no_provider_of_their_own() -> None:
+    """A provider made per fleet read none of the stack's provider config (gcp:project, aws:defaultTags ...):
+    children take the stack's default provider, or the one the caller passes."""
     from spotstack.components import program
     from spotstack.components.plan.engine import run_offline
 
-    plan = run_offline(program.run, {"gcp:project": "acme-ml", "spotstack:fleets": [as_cloud("gcp")]}, stack="t")
-    assert one(plan, "pulumi:providers:gcp", "llm-gcp")["project"] == "acme-ml"
+    for cloud in ("aws", "gcp", "alicloud"):
+        raw = base_fleet() if cloud == "aws" else as_cloud(cloud)
+        plan = run_offline(program.run, {"gcp:project": "acme-ml", "spotstack:fleets": [raw], **region_config(raw)})
+        assert not [r.name for r in plan.resources if r.type.startswith("pulumi:providers:")], cloud
 
 
 def test_alicloud_recurring_schedules_carry_their_end_time(ali: PlanRun) -> None:
@@ -235,7 +239,9 @@ def test_names_unique_per_account_or_project_carry_the_stack() -> None:
     def names(stack: str) -> set[str]:
         out: set[str] = set()
         for cloud in ("gcp", "alicloud"):
-            plan = run_offline(program.run, {"spotstack:fleets": [as_cloud(cloud)]}, stack=stack)
+            plan = run_offline(
+                program.run, {"spotstack:fleets": [as_cloud(cloud)], **region_config(as_cloud(cloud))}, stack=stack
+            )
             for r in plan.resources:
                 for key in ("roleName", "policyName", "accountId", "repositoryId", "secretId"):
                     if (

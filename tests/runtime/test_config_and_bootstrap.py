@@ -169,9 +169,10 @@ def test_only_alibabas_stock_image_gets_the_gpu_setup() -> None:
     from spotstack.components.plan.engine import run_offline
     from spotstack.runtime.bootstrap import GPU_SETUP
     from tests.components.test_gcp_alicloud import as_cloud
+    from tests.conftest import region_config
 
     def steps(raw: dict[str, object]) -> list[list[str]]:
-        plan = run_offline(program.run, {"spotstack:fleets": [raw]}, stack="t")
+        plan = run_offline(program.run, {"spotstack:fleets": [raw], **region_config(raw)}, stack="t")
         typ = "alicloud:ess/scalingConfiguration:ScalingConfiguration"
         ud = next(r.inputs["userData"] for r in plan.resources if r.type == typ)
         return list(yaml.safe_load(base64.b64decode(ud).decode())["runcmd"])
