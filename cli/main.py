@@ -65,7 +65,9 @@ def _root(
 
 @app.command()
 def plan(
-    stack: str = typer.Option("dev", "--stack", "-s", help="Stack name: reads stacks/Pulumi.<stack>.yaml."),
+    stack: str = typer.Option(
+        "dev", "--stack", "-s", help="Stack name: reads Pulumi.<stack>.yaml (in the project's stackConfigDir)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of the tree."),
     project: Path = typer.Option(
         None, "--project", help="Pulumi project folder (default: the nearest one holding Pulumi.yaml)."
@@ -73,19 +75,21 @@ def plan(
 ) -> None:
     """Show what `pulumi up` would create for a stack, and its cost range, offline.
 
-    Runs the stack's program under Pulumi's mock engine: no Pulumi CLI, no cloud credentials,
-    no network. Exits 2 with every problem and its config path if the stack config is invalid.
+    Runs the project's own program (its `__main__.py`, or Pulumi.yaml's `main:`) with the stack's config
+    under Pulumi's mock engine: no Pulumi CLI, no cloud credentials, no network. The built-in program
+    reads `spotstack:fleets`; a program of yours that imports the components plans the same way.
+    Exits 2 with every problem and its config path if the spec is invalid, the property path for a bad
+    component input, or the traceback if the program fails.
     """
-    from spotstack.components.plan import plan_stack
+    from spotstack.components.plan import ProgramError, plan_stack
     from spotstack.components.plan.engine import release_event_loop
     from spotstack.components.plan.render import document, print_plan
     from spotstack.components.plan.stackfile import StackFileError, find_project
-    from spotstack.components.validate import SpecError
 
     try:
         project_dir = project or find_project(Path.cwd())
         result = plan_stack(project_dir, stack)
-    except (SpecError, StackFileError) as exc:
+    except (ProgramError, StackFileError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -32,6 +33,8 @@ class Declared:
     custom: bool
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""
+    """The explicit provider's reference (`urn::id`); empty: the stack's default provider for the package."""
 
 
 @dataclass
@@ -243,12 +246,14 @@ class RecordingMonitor(pmocks.MockMonitor):
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
         self.plan_mocks = mocks
-        self.order: list[tuple[str, str, str, str, bool]] = []
+        self.order: list[tuple[str, str, str, str, bool, str]] = []
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != STACK_TYPE:
-            self.order.append((response.urn, request.type, request.name, request.parent, bool(request.custom)))
+            self.order.append(
+                (response.urn, request.type, request.name, request.parent, bool(request.custom), request.provider)
+            )
         return response
 
 
@@ -292,13 +297,32 @@ def run_offline(
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger, monitor=monitor)
         pulumi.runtime.set_all_config(config_values(config))
         _sync_await(run_pulumi_func(program))
+    except BaseException:
+        _cancel_pending()  # the program's other registrations: left pending, they print noise at exit
+        raise
     finally:
         logger.removeHandler(collect)
     resources = [
-        Declared(urn, typ, name, parent, custom, mocks.inputs.get((typ, name), {}), mocks.outputs.get((typ, name), {}))
-        for urn, typ, name, parent, custom in monitor.order
+        Declared(
+            urn, typ, name, parent, custom, mocks.inputs.get((typ, name), {}), mocks.outputs.get((typ, name), {}), prov
+        )
+        for urn, typ, name, parent, custom, prov in monitor.order
     ]
     return PlanRun(resources, collect.messages)
+
+
+def _cancel_pending() -> None:
+    import asyncio
+
+    loop = asyncio.get_event_loop()
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending and not loop.is_running():
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    # Pulumi's runtime keeps them in its settings: a later run in this process would await them.
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
 
 
 def release_event_loop() -> None:

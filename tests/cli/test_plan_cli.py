@@ -64,6 +64,7 @@ def test_plan_json_is_machine_readable() -> None:
 
 def write_project(tmp: Path, fleets: object) -> Path:
     (tmp / "Pulumi.yaml").write_text("name: spotstack\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp / "__main__.py").write_text((ROOT / "__main__.py").read_text())  # the built-in program
     (tmp / "stacks").mkdir()
     (tmp / "stacks" / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"spotstack:fleets": fleets}}))
     return tmp

@@ -81,6 +81,7 @@ runner = CliRunner()
 
 def plan(tmp: Path, text: str) -> tuple[int, str, str, BaseException | None]:
     (tmp / "Pulumi.yaml").write_text("name: spotstack\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp / "__main__.py").write_text((ROOT / "__main__.py").read_text())  # the built-in program
     (tmp / "stacks").mkdir(exist_ok=True)
     (tmp / "stacks" / "Pulumi.fuzz.yaml").write_text(text)
     r = runner.invoke(app, ["plan", "--stack", "fuzz", "--json", "--project", str(tmp)])
