@@ -299,12 +299,18 @@ class GcpGpuFleet(pulumi.ComponentResource):
                         for rank, t in enumerate(types)
                     ]
                 ),
+                # A new template (image, agent, settings) rolls through the group at once and spot-safely:
+                # one replacement per zone comes up and must stay available `min_ready_sec` (boot, model from
+                # peers) before an old VM goes; none is taken down first. Fixed surge: 0 or >= the zones.
+                # (OPPORTUNISTIC left running VMs on the old template until something else replaced them.)
                 update_policy=C.RegionInstanceGroupManagerUpdatePolicyArgs(
-                    type="OPPORTUNISTIC",
+                    type="PROACTIVE",
                     minimal_action="REPLACE",
+                    replacement_method="SUBSTITUTE",
                     instance_redistribution_type="NONE",
-                    max_surge_fixed=0,
-                    max_unavailable_fixed=len(spec.zones),
+                    max_surge_fixed=len(spec.zones),
+                    max_unavailable_fixed=0,
+                    min_ready_sec=mapping.ROLLOUT_MIN_READY_S,
                 ),
                 opts=pulumi.ResourceOptions.merge(child, extra),
                 **pool,

@@ -54,6 +54,9 @@ def same_attachment(types: list[str]) -> tuple[list[str], list[str]]:
 
 
 STANDBY_INITIAL_DELAY_S = 900
+ROLLOUT_MIN_READY_S = 300
+"""A rolling update waits this long after a replacement is available (booted, live) before the next old VM
+goes: time to load the model (from peers, mostly) and turn ready. The API allows 0..3600."""
 """A VM made for the standby pool runs this long (boot, image pull, model load) before the MIG stops it."""
 
 

@@ -16,7 +16,7 @@ from spotstack.components.plan.engine import PlanRun
 from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle
 from spotstack.components.spec import FleetSpec
 
-Kind = Literal["needs", "billed"]
+Kind = Literal["needs", "billed", "rolls"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,32 @@ def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
     return out
 
 
+def _rollout(f: FleetSpec) -> Item:
+    """How a change of image, agent or settings reaches running nodes (read from the same constants the
+    components declare)."""
+    from spotstack.components.aws.group import REFRESH_CHECKPOINT_S, REFRESH_WARMUP_S
+    from spotstack.components.gcp.mapping import ROLLOUT_MIN_READY_S
+
+    text = {
+        "aws": (
+            "an instance refresh per group, replacements first (healthy 100-200%): each must warm up "
+            f"{REFRESH_WARMUP_S} s before an old node goes; nodes already current are skipped; "
+            f"a {REFRESH_CHECKPOINT_S} s pause at 50%"
+        ),
+        "gcp": (
+            f"a proactive rolling update per group: {len(f.zones)} replacement(s) (one per zone) first, none "
+            f"taken down first, each available {ROLLOUT_MIN_READY_S} s before the next old VM goes"
+        ),
+        "alicloud": (
+            "new nodes only: ESS applies a new scaling configuration to instances it launches, so running "
+            "nodes keep the old one until replaced (preemption, scale-in, or an instance refresh you start)"
+        ),
+    }[f.cloud]
+    return Item(f.name, f.cloud, "rolls", text)
+
+
 def prerequisites(fleets: list[FleetSpec], run: PlanRun) -> list[Item]:
     by_cloud = {"aws": _aws, "gcp": _gcp, "alicloud": _alicloud}
-    return [item for f in fleets if f.cloud in by_cloud for item in by_cloud[f.cloud](f, run) + _common(f)]
+    return [
+        item for f in fleets if f.cloud in by_cloud for item in [*by_cloud[f.cloud](f, run), *_common(f), _rollout(f)]
+    ]

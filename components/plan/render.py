@@ -168,7 +168,11 @@ def print_plan(
     title = f"stack {stack}: {n} resources ({custom} in the cloud, {n - custom} components)"
     console.print(tree(plan, title))
     console.print(cost_table(costs))
-    for kind, title in (("needs", "Before `pulumi up`, create or request"), ("billed", "Billed while idle")):
+    for kind, title in (
+        ("needs", "Before `pulumi up`, create or request"),
+        ("billed", "Billed while idle"),
+        ("rolls", "A new image, agent or setting reaches running nodes by"),
+    ):
         items = [i for i in before_up or [] if i.kind == kind]
         if items:
             console.print(f"[bold]{title}:[/bold]")

@@ -1,0 +1,43 @@
+"""A new image, agent or setting reaches running nodes spot-safely, and the plan says how, per cloud."""
+
+from __future__ import annotations
+
+import pytest
+
+from spotstack.components.gcp.mapping import ROLLOUT_MIN_READY_S
+from spotstack.components.plan import Plan, plan_stack
+from tests.conftest import ROOT
+
+STACKS = {"aws": "dev", "gcp": "dev-gcp", "alicloud": "dev-alicloud"}
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[str, Plan]:
+    return {cloud: plan_stack(ROOT, stack) for cloud, stack in STACKS.items()}
+
+
+def test_gcp_groups_roll_proactively_replacements_first(plans: dict[str, Plan]) -> None:
+    migs = plans["gcp"].run.find("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager")
+    assert len(migs) >= 2
+    for mig in migs:
+        zones = len(mig.inputs["distributionPolicyZones"])
+        policy = mig.inputs["updatePolicy"]
+        assert policy["type"] == "PROACTIVE" and policy["minimalAction"] == "REPLACE"
+        # The API: a fixed surge or unavailable is 0 or at least the number of zones, and not both 0.
+        assert policy["maxSurgeFixed"] == zones and policy["maxUnavailableFixed"] == 0
+        assert 0 < policy["minReadySec"] == ROLLOUT_MIN_READY_S <= 3600
+        # BALANCED distribution needs proactive redistribution off.
+        assert mig.inputs["distributionPolicyTargetShape"] == "BALANCED"
+        assert policy["instanceRedistributionType"] == "NONE"
+        # The update rolls to the template's unique link: a changed template is a new link.
+        assert mig.inputs["versions"][0]["instanceTemplate"].endswith("?uniq=1")
+
+
+def test_the_plan_says_how_each_cloud_rolls(plans: dict[str, Plan]) -> None:
+    for cloud, plan in plans.items():
+        rolls = [i.text for i in plan.before_up if i.kind == "rolls"]
+        assert len(rolls) == 1, cloud
+    (aws,) = [i.text for i in plans["aws"].before_up if i.kind == "rolls"]
+    assert "instance refresh" in aws and "replacements first" in aws
+    (ali,) = [i.text for i in plans["alicloud"].before_up if i.kind == "rolls"]
+    assert "running nodes keep the old one" in ali  # what it does not do is said, not hidden
