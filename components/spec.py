@@ -185,6 +185,21 @@ class CapacitySpec(_Model):
         return self.min if self.desired is None else self.desired
 
 
+Domain = Annotated[
+    str, StringConstraints(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+]
+
+
+class TlsSpec(_Model):
+    """HTTPS on the load balancer (port 443); plain HTTP (port 80) then answers with a permanent redirect."""
+
+    certificate: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    """AWS: an ACM certificate ARN in the fleet's region. GCP: an SSL certificate's name or self link.
+    Alibaba: a Certificate Management Service certificate id (e.g. `12345-us-west-1`)."""
+    domains: list[Domain] = Field(default_factory=list, max_length=100)
+    """GCP only: declare a Google-managed certificate for these domains (point their DNS at the address)."""
+
+
 class ServiceSpec(_Model):
     port: NodePort = 8080
     """Port the model server listens on."""
@@ -199,6 +214,8 @@ class ServiceSpec(_Model):
         default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=50
     )
     """Who may reach the load balancer."""
+    tls: TlsSpec | None = None
+    """HTTPS with a certificate (a component's `certificate` argument, an Input, may give it instead)."""
 
 
 class ScheduleSpec(_Model):

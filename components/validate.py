@@ -222,6 +222,42 @@ PUBSUB_MIN_ATTEMPTS, PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION = 5, 600, 7 * 86400
 MNS_MAX_RETENTION = 7 * 86400
 
 
+ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
+
+
+def _check_tls(fleet: FleetSpec, at: str) -> list[Problem]:
+    """A certificate the cloud can attach: ACM's in the ALB's region; managed domains on GCP only; one source."""
+    tls = fleet.service.tls
+    if tls is None:
+        return []
+    where = f"{at}.service.tls"
+    if (tls.certificate is None) == (not tls.domains):
+        return [Problem(where, "give `certificate` or (GCP) `domains`, not both and not neither")]
+    if tls.domains and fleet.cloud != "gcp":
+        return [
+            Problem(
+                f"{where}.domains",
+                f"managed certificates for domains are declared on GCP only; on {fleet.cloud} give `certificate`",
+            )
+        ]
+    if fleet.cloud == "aws" and tls.certificate is not None:
+        m = ACM_ARN.match(tls.certificate)
+        if m is None:
+            return [
+                Problem(
+                    f"{where}.certificate", "must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
+                )
+            ]
+        if m["region"] != fleet.region:
+            return [
+                Problem(
+                    f"{where}.certificate",
+                    f"an ALB takes ACM certificates of its own region ({fleet.region}), not {m['region']}",
+                )
+            ]
+    return []
+
+
 def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """What each cloud's queue cannot honour (rule 5: reported, never silently dropped)."""
     j = fleet.jobs
@@ -290,6 +326,7 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     errors += _check_alicloud_alb(fleet, at)
     errors += _check_alicloud_registry(fleet, at)
+    errors += _check_tls(fleet, at)
     jerr, jwarn = _check_jobs(fleet, at)
     errors, warnings = errors + jerr, warnings + jwarn
     wp = cap.warm_pool

@@ -42,12 +42,16 @@ class AlicloudGpuFleetArgs:
     replaces `spec.network` (default: a VPC, vSwitches and a NAT gateway of the fleet's own)."""
     vswitch_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
     """One vSwitch per zone of `spec.zones`, in that order."""
+    certificate: pulumi.Input[str] | None = None
+    """A Certificate Management Service certificate id: HTTPS on 443 and a redirect on 80. Replaces
+    `spec.service.tls.certificate`."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
     """A spot GPU fleet on Alibaba Cloud. Its child resources are exposed for a program to attach to:
-    `load_balancer` (the ALB), `server_group`, `listener`, `node_role`, `main_group`, `fallback_group` (None without
-    a warm pool) and `controller` (the FC function, None without a fallback group)."""
+    `load_balancer` (the ALB), `server_group`, `listener` (80), `https_listener` (443, with a certificate),
+    `node_role`, `main_group`, `fallback_group` (None without a warm pool) and `controller` (the FC function, None
+    without a fallback group)."""
 
     address: pulumi.Output[str]
     scaling_group_id: pulumi.Output[str]
@@ -202,25 +206,59 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             tags={**spec.tags, node.FLEET_TAG: name},
             opts=child,
         )
+        forward = ali.alb.ListenerDefaultActionArgs(
+            type="ForwardGroup",
+            forward_group_config=ali.alb.ListenerDefaultActionForwardGroupConfigArgs(
+                server_group_tuples=[
+                    ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(server_group_id=servers.id)
+                ]
+            ),
+        )
         listener = ali.alb.Listener(
             f"{name}-http",
             load_balancer_id=alb.id,
             listener_protocol="HTTP",
             listener_port=80,
-            default_actions=[
-                ali.alb.ListenerDefaultActionArgs(
-                    type="ForwardGroup",
-                    forward_group_config=ali.alb.ListenerDefaultActionForwardGroupConfigArgs(
-                        server_group_tuples=[
-                            ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(
-                                server_group_id=servers.id
-                            )
-                        ]
-                    ),
-                )
-            ],
+            default_actions=[forward],
             opts=child,
         )
+        self.https_listener: ali.alb.Listener | None = None
+        """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
+        certificate = self._certificate(args)
+        if certificate is not None:
+            self.https_listener = ali.alb.Listener(
+                f"{name}-https",
+                load_balancer_id=alb.id,
+                listener_protocol="HTTPS",
+                listener_port=443,
+                certificates=ali.alb.ListenerCertificatesArgs(certificate_id=certificate),
+                # TLS 1.2 with forward secrecy only, and 1.3: ALB's predefined strict policy.
+                security_policy_id=TLS_POLICY,
+                default_actions=[forward],
+                opts=child,
+            )
+            # An HTTP listener's default action can only forward: a rule matching every path redirects instead.
+            ali.alb.Rule(
+                f"{name}-http-redirect",
+                rule_name=f"{name}-https-redirect",
+                listener_id=listener.id,
+                priority=1,
+                rule_conditions=[
+                    ali.alb.RuleRuleConditionArgs(
+                        type="Path", path_config=ali.alb.RuleRuleConditionPathConfigArgs(values=["/*"])
+                    )
+                ],
+                rule_actions=[
+                    ali.alb.RuleRuleActionArgs(
+                        order=1,
+                        type="Redirect",
+                        redirect_config=ali.alb.RuleRuleActionRedirectConfigArgs(
+                            protocol="HTTPS", port="443", http_code="301"
+                        ),
+                    )
+                ],
+                opts=child,
+            )
 
         cap = spec.capacity
         group = ESS.ScalingGroup(
@@ -430,6 +468,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
 
     @staticmethod
+    def _certificate(args: AlicloudGpuFleetArgs) -> pulumi.Input[str] | None:
+        if args.certificate is not None:
+            return inputs.checked("AlicloudGpuFleet", "certificate", args.certificate, "a certificate id")
+        tls = args.spec.service.tls
+        return tls.certificate if tls is not None else None
+
+    @staticmethod
     def _scaling(
         name: str,
         spec: FleetSpec,
@@ -476,3 +521,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
 def _item(items: pulumi.Output[list[str]], i: int) -> pulumi.Output[str]:
     return items.apply(lambda v: v[i])
+
+
+TLS_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
+"""ALB's predefined policy for TLS 1.2 (ECDHE ciphers only) and TLS 1.3."""

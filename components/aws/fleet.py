@@ -17,12 +17,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from spotstack.components import inputs, tokens
+from spotstack.components import inputs, tokens, validate
 from spotstack.components.aws import controller, group, iam, mix, node, queues, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
 ASG = aws.autoscaling
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
 @dataclass
@@ -41,11 +42,15 @@ class AwsGpuFleetArgs:
     `spec.network` (default: the region's default VPC)."""
     subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
     """One subnet per zone of `spec.zones`, in that order (the load balancer needs two zones or more)."""
+    certificate: pulumi.Input[str] | None = None
+    """An ACM certificate ARN in the fleet's region, e.g. your `aws.acm.Certificate(...).arn`: HTTPS on 443 and
+    a redirect on 80. Replaces `spec.service.tls.certificate`."""
 
 
 class AwsGpuFleet(pulumi.ComponentResource):
     """A spot GPU fleet. Besides its outputs, it exposes its child resources (as pulumi-eks does) so a program
-    can attach alarms, rules, peering or listeners: `load_balancer`, `target_group`, `load_balancer_security_group`,
+    can attach alarms, rules, peering or listeners: `load_balancer`, `listener` (80), `https_listener` (443, with a
+    certificate), `target_group`, `load_balancer_security_group`,
     `node_security_group`, `node_role`, `main_group`, `fallback_group` (None without a fallback) and
     `controller` (the Lambda function, None without a fallback)."""
 
@@ -60,6 +65,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     warnings: list[str]
     load_balancer: aws.lb.LoadBalancer
+    listener: aws.lb.Listener
+    https_listener: aws.lb.Listener | None
     target_group: aws.lb.TargetGroup
     load_balancer_security_group: aws.ec2.SecurityGroup
     node_security_group: aws.ec2.SecurityGroup
@@ -86,17 +93,20 @@ class AwsGpuFleet(pulumi.ComponentResource):
         node_sg = aws.ec2.SecurityGroup(
             f"{name}-node-sg", region=region, vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child
         )
+        certificate = self._certificate(args)
         for i, cidr in enumerate(svc.allowed_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-lb-in-{i}",
-                region=spec.region,
-                security_group_id=lb_sg.id,
-                cidr_ipv4=cidr,
-                ip_protocol="tcp",
-                from_port=80,
-                to_port=80,
-                opts=child,
-            )
+            # With a certificate, 80 stays open for the redirect to 443.
+            for suffix, port in [("", 80)] + ([("-https", 443)] if certificate is not None else []):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-lb-in-{i}{suffix}",
+                    region=spec.region,
+                    security_group_id=lb_sg.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    opts=child,
+                )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-lb-out",
             region=spec.region,
@@ -169,15 +179,35 @@ class AwsGpuFleet(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        aws.lb.Listener(
+        forward = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)
+        redirect = aws.lb.ListenerDefaultActionArgs(
+            type="redirect",
+            redirect=aws.lb.ListenerDefaultActionRedirectArgs(protocol="HTTPS", port="443", status_code="HTTP_301"),
+        )
+        self.listener = aws.lb.Listener(
             f"{name}-http",
             region=spec.region,
             load_balancer_arn=lb.arn,
             port=80,
             protocol="HTTP",
-            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)],
+            default_actions=[forward if certificate is None else redirect],
             opts=child,
         )
+        self.https_listener: aws.lb.Listener | None = None
+        """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
+        if certificate is not None:
+            self.https_listener = aws.lb.Listener(
+                f"{name}-https",
+                region=spec.region,
+                load_balancer_arn=lb.arn,
+                port=443,
+                protocol="HTTPS",
+                certificate_arn=certificate,
+                # TLS 1.3 and 1.2 only, forward secrecy: AWS's recommended policy for ALBs.
+                ssl_policy=TLS_POLICY,
+                default_actions=[forward],
+                opts=child,
+            )
 
         role = aws.iam.Role(f"{name}-node-role", assume_role_policy=iam.ASSUME_EC2, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-node-profile", role=role.name, opts=child)
@@ -385,6 +415,15 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 ),
             }
         )
+
+    @staticmethod
+    def _certificate(args: AwsGpuFleetArgs) -> pulumi.Input[str] | None:
+        tls = args.spec.service.tls
+        if args.certificate is not None:
+            return inputs.checked(
+                "AwsGpuFleet", "certificate", args.certificate, "an ACM certificate ARN", validate.ACM_ARN
+            )
+        return tls.certificate if tls is not None else None
 
     @staticmethod
     def _network(

@@ -38,6 +38,9 @@ class GcpGpuFleetArgs:
     `subnetwork`, it replaces `spec.network` (default: the project's `default` network and a Cloud NAT)."""
     subnetwork: pulumi.Input[str] | None = None
     """The subnetwork in the fleet's region that nodes take their addresses from."""
+    certificate: pulumi.Input[str] | None = None
+    """An SSL certificate (self link or name), e.g. your `gcp.compute.ManagedSslCertificate(...).self_link`:
+    HTTPS on 443 and a redirect on 80. Replaces `spec.service.tls`."""
 
 
 class GcpGpuFleet(pulumi.ComponentResource):
@@ -351,8 +354,32 @@ class GcpGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
         url_map = C.URLMap(f"{name}-urlmap", default_service=bs.id, opts=child)
-        proxy = C.TargetHttpProxy(f"{name}-http-proxy", url_map=url_map.id, opts=child)
         address = C.GlobalAddress(f"{name}-ip", opts=child)
+        self.certificate: pulumi.CustomResource | None = None
+        """The Google-managed certificate the fleet declared for `service.tls.domains`, if any."""
+        certificate = self._certificate(name, args, child)
+        http_map = url_map
+        if certificate is not None:
+            # HTTPS on 443 serves; HTTP on 80 answers 301 to the same URL on https.
+            https_proxy = C.TargetHttpsProxy(
+                f"{name}-https-proxy", url_map=url_map.id, ssl_certificates=[certificate], opts=child
+            )
+            C.GlobalForwardingRule(
+                f"{name}-https",
+                target=https_proxy.id,
+                port_range="443",
+                ip_address=address.address,
+                load_balancing_scheme="EXTERNAL_MANAGED",
+                opts=child,
+            )
+            http_map = C.URLMap(
+                f"{name}-redirect",
+                default_url_redirect=C.URLMapDefaultUrlRedirectArgs(
+                    https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"
+                ),
+                opts=child,
+            )
+        proxy = C.TargetHttpProxy(f"{name}-http-proxy", url_map=http_map.id, opts=child)
         C.GlobalForwardingRule(
             f"{name}-http",
             target=proxy.id,
@@ -396,6 +423,24 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 ),
             }
         )
+
+    def _certificate(self, name: str, args: GcpGpuFleetArgs, child: pulumi.ResourceOptions) -> pulumi.Input[str] | None:
+        if args.certificate is not None:
+            return inputs.checked("GcpGpuFleet", "certificate", args.certificate, "an SSL certificate self link")
+        tls = args.spec.service.tls
+        if tls is None:
+            return None
+        if tls.certificate is not None:
+            return tls.certificate
+        # Google provisions it once the domains resolve to the load balancer's address (minutes to an hour).
+        cert = gcp.compute.ManagedSslCertificate(
+            f"{name}-cert",
+            managed=gcp.compute.ManagedSslCertificateManagedArgs(domains=list(tls.domains)),
+            opts=child,
+        )
+        self.certificate = cert
+        link: pulumi.Output[str] = cert.self_link
+        return link
 
     @staticmethod
     def _autoscaler(

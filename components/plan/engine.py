@@ -83,6 +83,9 @@ def _aws_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> di
     elif kind == "Parameter":
         out["name"] = inputs.get("name", name)
         out["arn"] = f"arn:aws:ssm:{region}:{ACCOUNT}:parameter{out['name']}"
+    elif typ == "aws:acm/certificate:Certificate":
+        h = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+        out["arn"] = f"arn:aws:acm:{region}:{ACCOUNT}:certificate/{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
     elif typ == "aws:sqs/queue:Queue":
         out["name"] = inputs.get("name", name)
         out["arn"] = f"arn:aws:sqs:{region}:{ACCOUNT}:{out['name']}"
