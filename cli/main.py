@@ -105,6 +105,23 @@ def plan(
         print_plan(console, stack, result.run, result.costs, result.warnings, result.before_up)
 
 
+@app.command()
+def schema(
+    out: Path = typer.Option(None, "--out", "-o", help="Write the schema here (atomically) instead of stdout."),
+) -> None:
+    """Print the Pulumi package schema of spotstack's multi-language components (what `pulumi package add
+    <path>/plugin` reads), inferred from the component classes, offline."""
+    from spotstack.components.provider import schema as package_schema
+
+    text = json.dumps(package_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+
+
 def _register_node_commands() -> None:
     # Typer needs the sub-apps at import; they import their heavy halves only when a command runs.
     from spotstack.cli.agent import agent_app, emulator_app

@@ -18,7 +18,9 @@ CONFIG_NAMESPACE = "spotstack"
 FLEETS_KEY = "fleets"
 
 
-def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
+def _declare_aws(
+    fleet: FleetSpec, opts: pulumi.ResourceOptions | None = None, wiring: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from spotstack.components.aws.fleet import AwsGpuFleet, AwsGpuFleetArgs
     from spotstack.components.aws.model_store import AwsModelStore
     from spotstack.components.aws.registry import AwsImageRegistry
@@ -35,24 +37,30 @@ def _declare_aws(fleet: FleetSpec) -> dict[str, Any]:
                 "pull_through_upstream": fleet.image.pull_through_upstream,
                 "region": fleet.region,
             },
+            opts,
         )
         image_url = pulumi.Output.concat(reg.repository_url, ":", fleet.image.tag)
         repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
-        AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region})
+        AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
-        AwsModelStore(
-            f"{fleet.name}-jobs", {"bucket": j.bucket, "region": fleet.region}
-        )  # results and checkpoints: the same hardening
+        # Results and checkpoints: the same hardening as the models.
+        AwsModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket, "region": fleet.region}, opts)
     gpu = AwsGpuFleet(
-        fleet.name, AwsGpuFleetArgs(spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix)
+        fleet.name,
+        AwsGpuFleetArgs(
+            spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix, **(wiring or {})
+        ),
+        opts,
     )
     return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name, "controller_config": gpu.controller_config}
 
 
-def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
+def _declare_gcp(
+    fleet: FleetSpec, opts: pulumi.ResourceOptions | None = None, wiring: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from spotstack.components.gcp.fleet import GcpGpuFleet, GcpGpuFleetArgs
     from spotstack.components.gcp.model_store import GcpModelStore
     from spotstack.components.gcp.registry import GcpImageRegistry
@@ -68,18 +76,21 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
                 "location": fleet.region,
                 "pull_through_upstream": fleet.image.pull_through_upstream,
             },
+            opts,
         )
         image_url = pulumi.Output.concat(reg.image_prefix, "/", fleet.image.repository, ":", fleet.image.tag)
         repository = reg.repository
     mc = fleet.model_cache
     store = None
     if mc is not None and mc.create_bucket:
-        store = GcpModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "location": fleet.region})
+        store = GcpModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "location": fleet.region}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
-        GcpModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket, "location": fleet.region})
+        GcpModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket, "location": fleet.region}, opts)
     gpu = GcpGpuFleet(
-        fleet.name, GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store)
+        fleet.name,
+        GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store, **(wiring or {})),
+        opts,
     )
     return {
         "endpoint": gpu.address,
@@ -88,7 +99,9 @@ def _declare_gcp(fleet: FleetSpec) -> dict[str, Any]:
     }
 
 
-def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
+def _declare_alicloud(
+    fleet: FleetSpec, opts: pulumi.ResourceOptions | None = None, wiring: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from spotstack.components.alicloud.fleet import AlicloudGpuFleet, AlicloudGpuFleetArgs
     from spotstack.components.alicloud.model_store import AlicloudModelStore
     from spotstack.components.alicloud.registry import AlicloudImageRegistry, AlicloudImageRegistryArgs
@@ -108,7 +121,7 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
         }
         if fleet.image.registry_instance is not None:
             reg_args["instance_id"] = fleet.image.registry_instance
-        registry = AlicloudImageRegistry(f"{fleet.name}-images", reg_args)
+        registry = AlicloudImageRegistry(f"{fleet.name}-images", reg_args, opts)
         repository, instance_id = registry.repository, registry.instance_id
         # Nodes pull through the instance's VPC endpoint (the fleet links its VPC): no NAT traffic, no internet.
         image_url = registry.instance_name.apply(
@@ -116,13 +129,16 @@ def _declare_alicloud(fleet: FleetSpec) -> dict[str, Any]:
         )
     mc = fleet.model_cache
     if mc is not None and mc.create_bucket:
-        AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket})
+        AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
-        AlicloudModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket})
+        AlicloudModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket}, opts)
     gpu = AlicloudGpuFleet(
         fleet.name,
-        AlicloudGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id),
+        AlicloudGpuFleetArgs(
+            spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id, **(wiring or {})
+        ),
+        opts,
     )
     return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id, "controller_config": gpu.controller_config}
 

@@ -1,0 +1,129 @@
+"""The components from any language: the schema Pulumi infers from the provider classes, the committed copy, and the
+YAML and TypeScript examples checked against it (and planned, for YAML, through the same component)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from spotstack.components import provider
+from spotstack.components.plan.engine import PlanRun, run_offline
+from spotstack.components.validate import validate_fleets
+from tests.conftest import ROOT
+
+TOKEN = "spotstack:index:GpuFleet"
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return provider.schema(version="0.0.0")
+
+
+def test_schema_lists_every_component_with_typed_inputs_and_outputs(schema: dict[str, Any]) -> None:
+    assert sorted(schema["resources"]) == sorted(f"spotstack:index:{c.__name__}" for c in provider.COMPONENTS)
+    for token, res in schema["resources"].items():
+        assert res["isComponent"] and res["description"], token
+        assert res["inputProperties"] and res["properties"], token
+        for name, prop in {**res["inputProperties"], **res["properties"]}.items():
+            assert prop.get("type") or prop.get("$ref"), (token, name)  # typed, not Any
+            assert prop.get("description"), (token, name)
+    fleet = schema["resources"][TOKEN]
+    assert fleet["requiredInputs"] == ["spec"]
+    assert {k: v["type"] for k, v in fleet["inputProperties"].items()} == {
+        "spec": "object",
+        "networkId": "string",
+        "subnetIds": "array",
+        "certificate": "string",
+    }
+    assert {k: v["type"] for k, v in fleet["properties"].items()} == {
+        "endpoint": "string",
+        "controllerConfig": "string",
+        "warnings": "array",
+    }
+    assert set(fleet["required"]) == {"endpoint", "warnings"}
+
+
+def test_committed_schema_is_what_the_classes_give(schema: dict[str, Any]) -> None:
+    """plugin/schema.json is regenerated with `spotstack schema -o plugin/schema.json` whenever a component changes."""
+    committed = json.loads((ROOT / "plugin" / "schema.json").read_text())
+    assert {**committed, "version": "0.0.0"} == schema
+
+
+def _plan_fleet(properties: dict[str, Any], schema: dict[str, Any]) -> PlanRun:
+    """Construct the component with schema-named properties, as the provider host does (camelCase -> snake_case)."""
+    names = {
+        camel: re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower() for camel in schema["resources"][TOKEN]["inputProperties"]
+    }
+    args: Any = {names[k]: v for k, v in properties.items()}
+    return run_offline(lambda: provider.GpuFleet("llm", args), {}, stack="t")
+
+
+def test_yaml_example_uses_the_schema_and_plans(schema: dict[str, Any]) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "yaml" / "Pulumi.yaml").read_text())
+    fleet = schema["resources"][TOKEN]
+    ours = {n: r for n, r in doc["resources"].items() if r["type"] in (TOKEN, "spotstack:GpuFleet")}
+    assert ours
+    for r in ours.values():
+        assert set(r["properties"]) <= set(fleet["inputProperties"])
+        assert set(fleet["requiredInputs"]) <= set(r["properties"])
+        validate_fleets([r["properties"]["spec"]])
+    for value in doc["outputs"].values():
+        resource, prop = re.fullmatch(r"\$\{(\w+)\.(\w+)\}", value).groups()  # type: ignore[union-attr]
+        assert resource in ours and prop in fleet["properties"]
+    run = _plan_fleet(ours["llm"]["properties"], schema)
+    assert run.find("spotstack:index:GpuFleet") and run.find("spotstack:index:AwsGpuFleet")
+    assert run.find("aws:autoscaling/group:Group")
+
+
+def test_typescript_example_uses_the_schema(schema: dict[str, Any]) -> None:
+    text = (ROOT / "examples" / "typescript" / "index.ts").read_text()
+    fleet = schema["resources"][TOKEN]
+    call = re.search(r"new spotstack\.GpuFleet\(\"[\w-]+\", \{\n(.*?)\n\}\);", text, re.S)
+    assert call is not None
+    body = call.group(1)
+    keys = set(re.findall(r"^    (\w+):", body, re.M))
+    assert keys <= set(fleet["inputProperties"]) and set(fleet["requiredInputs"]) <= keys
+    spec = re.search(r"spec: (\{.*?\n    \}),", body, re.S)
+    assert spec is not None
+    validate_fleets([json.loads(spec.group(1))])  # the spec literal is JSON, so it is checked as written
+    for used in re.findall(r"fleet\.(\w+)", text):
+        assert used in fleet["properties"]
+
+
+def test_gpu_fleet_maps_its_wiring_onto_each_cloud() -> None:
+    from tests.components.test_gcp_alicloud import as_cloud
+
+    def gcp_program() -> None:
+        provider.GpuFleet(
+            "g",
+            {
+                "spec": as_cloud("gcp"),
+                "network_id": "projects/p/global/networks/n",
+                "subnet_ids": ["projects/p/regions/us-central1/subnetworks/s"],
+                "certificate": "projects/p/global/sslCertificates/c",
+            },
+        )
+
+    run = run_offline(gcp_program, {"gcp:project": "p"}, stack="t")
+    tpl = run.find("gcp:compute/instanceTemplate:InstanceTemplate")[0].inputs
+    assert tpl["networkInterfaces"][0] == {
+        "network": "projects/p/global/networks/n",
+        "subnetwork": "projects/p/regions/us-central1/subnetworks/s",
+    }
+    assert run.find("gcp:compute/targetHttpsProxy:TargetHttpsProxy")[0].inputs["sslCertificates"] == [
+        "projects/p/global/sslCertificates/c"
+    ]
+
+
+def test_gpu_fleet_refuses_a_bad_or_unknown_spec() -> None:
+    with pytest.raises(pulumi.InputPropertiesError) as caught:
+        run_offline(lambda: provider.GpuFleet("x", {"spec": {"cloud": "aws"}}), {})
+    paths = {e["property_path"] for e in caught.value.errors or []}
+    assert {"spec.region", "spec.zones"} <= paths, paths
+    with pytest.raises(pulumi.InputPropertiesError, match="plain mapping"):
+        run_offline(lambda: provider.GpuFleet("x", {"spec": pulumi.Output.from_input({"cloud": "aws"})}), {})
