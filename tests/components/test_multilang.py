@@ -127,3 +127,38 @@ def test_gpu_fleet_refuses_a_bad_or_unknown_spec() -> None:
     assert {"spec.region", "spec.zones"} <= paths, paths
     with pytest.raises(pulumi.InputPropertiesError, match="plain mapping"):
         run_offline(lambda: provider.GpuFleet("x", {"spec": pulumi.Output.from_input({"cloud": "aws"})}), {})
+
+
+def test_the_plugin_serves_the_schema_over_grpc(schema: dict[str, Any]) -> None:
+    """What `pulumi package add` runs: plugin/__main__.py starts the provider and prints its port; GetSchema over
+    gRPC (loopback) answers the inferred schema. The engine address is not dialled for GetSchema."""
+    import select
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "plugin" / "__main__.py"), "127.0.0.1:9"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # a deadline, not a sleep: the port line or EOF
+        assert ready, "the plugin printed no port in 120 s"
+        port = int(proc.stdout.readline().strip())  # the host writes the port once serving; EOF -> ValueError
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = provider_pb2_grpc.ResourceProviderStub(channel)
+            reply = stub.GetSchema(provider_pb2.GetSchemaRequest(version=0), timeout=60)
+        served = json.loads(reply.schema)
+        assert {**served, "version": "0.0.0"} == schema
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
