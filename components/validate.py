@@ -303,11 +303,11 @@ def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]
                 "but nodes take no tasks from them yet",
             )
         )
-    if fleet.cloud in ("gcp", "alicloud") and j.backlog_per_instance is not None:
+    if fleet.cloud == "alicloud" and j.backlog_per_instance is not None:
         warnings.append(
             Problem(
                 f"{at}.jobs.backlog_per_instance",
-                f"backlog scaling is mapped on AWS only: not applied on {fleet.cloud}",
+                "backlog scaling is mapped on AWS (SQS) and GCP (Pub/Sub): not applied on alicloud",
             )
         )
     return errors, warnings

@@ -389,7 +389,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
         if spot_mig is not None:
-            self._autoscaler(name, spec, g, spot_mig, child)
+            tasks = self.job_queues.tasks.name if self.job_queues is not None else None
+            self._autoscaler(name, spec, g, spot_mig, child, tasks)
         self.controller_function: pulumi.Output[str] | None = None
         self.controller: pulumi.CustomResource | None = None
         self.controller_config: pulumi.Output[str] | None = None
@@ -449,8 +450,15 @@ class GcpGpuFleet(pulumi.ComponentResource):
         g: mapping.Groups,
         mig: gcp.compute.RegionInstanceGroupManager,
         child: pulumi.ResourceOptions,
+        tasks: pulumi.Input[str] | None = None,
     ) -> None:
+        """`tasks`: the fleet's own task subscription, scaled on with `jobs.backlog_per_instance`."""
         sc = spec.scaling
+        backlog: tuple[pulumi.Input[str], int] | None = None
+        if sc.queue is not None:
+            backlog = (sc.queue.name, sc.queue.backlog_per_instance)
+        elif tasks is not None and spec.jobs is not None and spec.jobs.backlog_per_instance is not None:
+            backlog = (tasks, spec.jobs.backlog_per_instance)
         C.RegionAutoscaler(
             f"{name}-autoscaler",
             region=spec.region,
@@ -464,17 +472,19 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 )
                 if sc.target_qps_per_replica
                 else None,
+                # Replicas = undelivered messages / per-instance backlog (Cloud Monitoring samples it each minute).
                 metrics=[
                     C.RegionAutoscalerAutoscalingPolicyMetricArgs(
                         name="pubsub.googleapis.com/subscription/num_undelivered_messages",
-                        filter=(
-                            "resource.type = pubsub_subscription AND "
-                            f'resource.label.subscription_id = "{sc.queue.name}"'
+                        filter=pulumi.Output.concat(
+                            'resource.type = pubsub_subscription AND resource.label.subscription_id = "',
+                            backlog[0],
+                            '"',
                         ),
-                        single_instance_assignment=float(sc.queue.backlog_per_instance),
+                        single_instance_assignment=float(backlog[1]),
                     )
                 ]
-                if sc.queue
+                if backlog
                 else None,
                 scaling_schedules=[
                     C.RegionAutoscalerAutoscalingPolicyScalingScheduleArgs(

@@ -110,7 +110,16 @@ def test_gcp_pubsub_topics_subscription_dead_letter_and_iam() -> None:
     objects = one(plan, "gcp:storage/bucketIAMMember:BucketIAMMember", "llm-jobs-objects")
     assert objects["bucket"] == "acme-jobs" and "objects/jobs/" in objects["condition"]["expression"]
     assert not any("speaks SQS" in w for w in plan.warnings)
-    assert any("backlog scaling" in w for w in plan.warnings)
+    # Backlog scaling on the fleet's own task subscription: replicas = undelivered / backlog_per_instance.
+    assert not any("backlog scaling" in w for w in plan.warnings)
+    (metric,) = one(plan, "gcp:compute/regionAutoscaler:RegionAutoscaler", "llm-autoscaler")["autoscalingPolicy"][
+        "metrics"
+    ]
+    assert metric["name"] == "pubsub.googleapis.com/subscription/num_undelivered_messages"
+    assert metric["singleInstanceAssignment"] == 10.0
+    assert metric["filter"] == (
+        f'resource.type = pubsub_subscription AND resource.label.subscription_id = "{sub["name"]}"'
+    )
     # The nodes' worker pulls the task subscription and publishes to the topics.
     tpl = next(r.inputs for r in plan.find("gcp:compute/instanceTemplate:InstanceTemplate"))
     files = {f["path"]: f["content"] for f in yaml.safe_load(tpl["metadata"]["user-data"])["write_files"]}
