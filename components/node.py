@@ -73,6 +73,8 @@ def agent_config(
             origin_connections=mc.origin_connections,
             connections_per_peer=mc.peer_connections,
             manifest_digest=mc.manifest_digest,
+            # Nodes that start together split the origin's chunks: each knows itself as discovery lists it.
+            advertise="auto" if discovery in ("aws", "gcp", "alicloud") else None,
         )
         if mc is not None
         else CacheConfig()

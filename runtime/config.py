@@ -177,7 +177,8 @@ class CacheConfig(_Model):
     """The API endpoint discovery calls, where not the cloud's default (a private endpoint, an emulator)."""
     advertise: str | None = None
     """host:port this node's peers know its cache by. Set: the node pulls as one of a swarm, splitting the
-    origin's chunks with the peers that pull at the same time (`cache.schedule.Swarm`)."""
+    origin's chunks with the peers that pull at the same time (`cache.schedule.Swarm`). `auto`: this node's
+    private address (from the cloud's metadata, as discovery lists peers) and `peer_port`."""
 
 
 class JobsConfig(_Model):

@@ -362,6 +362,17 @@ class Agent:
             self.state.model["state"] = "loading"
             await self._load_model(store, token)
 
+    async def _advertised(self, advertise: str | None, port: int) -> str | None:
+        """The name peers know this node's cache by; `auto` reads the private address from metadata. Unknown:
+        no swarm (the pull still uses peers and the origin)."""
+        if advertise != "auto":
+            return advertise
+        ip = await self.identity.private_ip() if self.identity is not None else None
+        if ip is None:
+            log.warning("cache: no private address from metadata: pulling without the swarm")
+            return None
+        return f"{ip}:{port}"
+
     async def _load_model(self, store: Any, token: str) -> None:
         from spotstack.runtime.cache import origin_auth
         from spotstack.runtime.cache.discovery import discover
@@ -396,6 +407,7 @@ class Agent:
                 percent=round(100 * p.done / max(p.total, 1), 1), from_peers=p.from_peers, from_origin=p.from_origin
             )
 
+        swarm_self = await self._advertised(c.advertise, c.peer_port)
         delay = 1.0
         while True:
             try:
@@ -434,7 +446,7 @@ class Agent:
                     token=token,
                     origin=Origin(c.model_url),
                     options=PullOptions(
-                        swarm_self=c.advertise,
+                        swarm_self=swarm_self,
                         origin_connections=c.origin_connections,
                         connections_per_peer=c.connections_per_peer,
                         zone=zones.pop("", None),

@@ -52,6 +52,13 @@ def build_monitors(cfg: AgentConfig, session: aiohttp.ClientSession, clock: Call
     return monitors
 
 
+PRIVATE_IP_PATH = {
+    "aws": "/latest/meta-data/local-ipv4",
+    "gcp": "/instance/network-interfaces/0/ip",
+    "alicloud": "/latest/meta-data/private-ipv4",
+}
+
+
 class Identity:
     """Who this node is (instance id, ASG name), read from metadata once and kept."""
 
@@ -67,6 +74,7 @@ class Identity:
             self._client = alicloud_metadata(
                 session, cfg.metadata_url, timeout_s=md.timeout_s, ttl_s=md.token_ttl_s, use_token=md.use_token
             )
+        self._gcp = GcpMetadataClient(session, cfg.metadata_url, timeout_s=md.timeout_s) if cfg.cloud == "gcp" else None
         self.instance_id: str | None = None
         self.group_name: str | None = cfg.lifecycle.group_name
 
@@ -85,6 +93,28 @@ class Identity:
             if self.instance_id is None or self._needs_group():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def private_ip(self, attempts: int = 5) -> str | None:
+        """This node's private address, as peer discovery lists it (EC2 `local-ipv4`, GCP's first interface,
+        ECS `private-ipv4`); None when the metadata server does not answer after `attempts` tries."""
+        path = PRIVATE_IP_PATH.get(self.cfg.cloud)
+        delay = 0.2
+        for _ in range(attempts if path else 0):
+            try:
+                if self._gcp is not None:
+                    text, _etag = await self._gcp.get(path or "")
+                elif self._client is not None:
+                    text = await self._client.get(path or "")
+                else:
+                    return None
+                ip = (text or "").strip()
+                if ip:
+                    return ip
+            except Exception as exc:
+                log.warning("private address: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        return None
 
     def _needs_group(self) -> bool:
         lc = self.cfg.lifecycle
