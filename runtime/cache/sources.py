@@ -73,6 +73,8 @@ class Peer:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._known: set[str] = set()
+        self._since = "0" * 16 + ":0"  # no epoch yet: the first answer is the whole list
 
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -104,7 +106,15 @@ class Peer:
         return Manifest.model_validate_json(self._get("/v1/manifest?" + urllib.parse.urlencode({"url": url})))
 
     def inventory(self) -> set[str]:
-        return set(json.loads(self._get("/v1/inventory")))
+        """Every chunk the peer has listed so far: after the first answer, only what it gained since is sent."""
+        answer = json.loads(self._get("/v1/inventory?" + urllib.parse.urlencode({"since": self._since})))
+        if isinstance(answer, list):  # a peer from before `since`: the whole list every time
+            self._known = set(answer)
+            return set(self._known)
+        known = set() if answer.get("full") else self._known
+        known.update(answer["chunks"])
+        self._known, self._since = known, f"{answer['epoch']}:{answer['seq']}"
+        return set(known)
 
     def fetch_into(self, digest: str, view: memoryview, hasher: Any = None) -> None:
         """The chunk's bytes into `view`; fed to `hasher` as they arrive (in STEP pieces) when given."""
