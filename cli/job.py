@@ -1,7 +1,8 @@
-"""`spotstack job ...`: submit tasks to a fleet's queue and read their results, on AWS or a running local fleet.
+"""`spotstack job ...`: submit tasks to a fleet's queue and read their results, on AWS, GCP or a running local fleet.
 
 The queues are found from the stack file: a local fleet writes its queues to .spotstack/local/<stack>/jobs.json
-while it runs; on AWS they are named from the project, stack and fleet (what the components declare).
+while it runs; on AWS (SQS) and GCP (Pub/Sub topics) they are named from the project, stack and fleet (what the
+components declare).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ job_app = typer.Typer(help="Tasks on a fleet's queue: submit, status, result, lo
 con, err = Console(), Console(stderr=True, soft_wrap=True)
 STACK = typer.Option("jobs", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml.")
 FLEET = typer.Option(None, "--fleet", help="The fleet, when the stack has several with jobs.")
-ENDPOINT = typer.Option(None, "--endpoint-url", help="The SQS/S3 API endpoint (an emulator).")
+ENDPOINT = typer.Option(None, "--endpoint-url", help="The SQS or Pub/Sub API endpoint (an emulator).")
+GCP_TOKEN_ENV = "GOOGLE_OAUTH_ACCESS_TOKEN"
+"""A bearer token for Pub/Sub (`gcloud auth print-access-token`); else Application Default Credentials."""
 
 
 def fail(msg: str, code: int = 2) -> typer.Exit:
@@ -76,15 +79,39 @@ class Queues:
                     raise fail(f"no queue {name} in {f.region}: is the stack deployed?", 1) from None
             assert f.jobs is not None
             self.results_url = f"s3://{f.jobs.bucket}/{f.jobs.prefix}results"
+        elif f.cloud == "gcp":
+            from spotstack.runtime.jobs.pubsub import PubSubApi
+
+            gcp_project = sf.config.get("gcp:project")
+            if not gcp_project:
+                raise fail(f"stack {stack!r} sets no gcp:project: the topics live in the project it names")
+            self.pubsub = PubSubApi("", api=endpoint_url, token_source=_gcp_token)
+            # The topic ids the components give (components/gcp/queues.py), in the stack's project.
+            names = {
+                r: node.stack_name(f"{f.name}-jobs-{r}", 255, sf.project, stack) for r in ("input", "output", "dead")
+            }
+            self.topics = {r: f"projects/{gcp_project}/topics/{n}" for r, n in names.items()}
+            assert f.jobs is not None
+            self.results_url = f"gs://{f.jobs.bucket}/{f.jobs.prefix}results"
         else:
-            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS (AWS, local fleets) so far")
+            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS and Pub/Sub so far")
+        self.cloud = f.cloud
+
+    def send(self, body: str) -> None:
+        if self.cloud == "gcp":
+            self.pubsub.publish(self.topics["input"], body, {})
+        else:
+            self.sqs.send_message(QueueUrl=self.urls["input"], MessageBody=body)
 
     def store(self) -> Any:
         from spotstack.runtime.jobs.store import ResultStore
 
         return ResultStore(self.results_url)
 
-    def depth(self, role: str) -> tuple[int, int]:
+    def depth(self, role: str) -> tuple[int, int] | None:
+        """(waiting, in flight); None where the queue service does not say (Pub/Sub: Cloud Monitoring does)."""
+        if self.cloud == "gcp":
+            return None
         from spotstack.runtime.jobs.sqs import depth
 
         d = depth(self.sqs, self.urls[role])
@@ -124,7 +151,10 @@ def submit(
             task = Task(**kw)
         except ValidationError as exc:
             raise fail(str(exc)) from None
-        q.sqs.send_message(QueueUrl=q.urls["input"], MessageBody=task.encode())
+        try:
+            q.send(task.encode())
+        except (RuntimeError, OSError) as exc:
+            raise fail(f"{task.id} not submitted: {exc}", 1) from None
         print(task.id)
 
 
@@ -177,9 +207,36 @@ def list_(
         print(json.dumps({"queues": depths, "tasks": [r.model_dump(exclude={"output", "log_tail"}) for r in rows]}))
         return
     con.print(
-        "queues: " + ", ".join(f"{k} {v[0]} waiting / {v[1]} in flight" for k, v in depths.items()), highlight=False
+        "queues: "
+        + ", ".join(
+            f"{k} {v[0]} waiting / {v[1]} in flight" if v else f"{k} (depth in Cloud Monitoring)"
+            for k, v in depths.items()
+        ),
+        highlight=False,
     )
     t = Table("task", "status", "attempt", "preemptions", "node", "seconds")
     for r in rows:
         t.add_row(r.id, r.status, str(r.attempt), str(r.preemptions), r.node, f"{r.finished_at - r.started_at:.1f}")
     con.print(t)
+
+
+def _gcp_token() -> str:
+    """A token for Pub/Sub from the environment, or from Application Default Credentials (google-auth)."""
+    import os
+
+    token = os.environ.get(GCP_TOKEN_ENV)
+    if token:
+        return token
+    try:
+        import google.auth
+        import google.auth.transport.requests
+    except ImportError:
+        hint = f"`export {GCP_TOKEN_ENV}=$(gcloud auth print-access-token)`"
+        raise fail(f"no {GCP_TOKEN_ENV} and no google-auth: {hint}") from None
+    try:
+        creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/pubsub"])
+        creds.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    except Exception as exc:  # google-auth raises several kinds for "no credentials here"
+        hint = f"`gcloud auth application-default login` or set {GCP_TOKEN_ENV}"
+        raise fail(f"no GCP credentials ({exc}): {hint}") from None
+    return str(creds.token)

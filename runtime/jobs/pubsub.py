@@ -13,6 +13,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from spotstack.runtime.jobs.queue import Delivery
@@ -27,11 +28,17 @@ TIMEOUT_S = 30.0
 class PubSubApi:
     """Authenticated calls: `POST {api}/v1/{resource}:{verb}` with a token the metadata server refreshes."""
 
-    def __init__(self, metadata_url: str, api: str | None = None) -> None:
+    def __init__(
+        self, metadata_url: str, api: str | None = None, token_source: Callable[[], str] | None = None
+    ) -> None:
+        """`token_source`: where the bearer token comes from off a node (`spotstack job` on a laptop)."""
         self.metadata_url, self.api = metadata_url.rstrip("/"), (api or API).rstrip("/")
         self._token: tuple[str, float] = ("", 0.0)
+        self._token_source = token_source
 
     def token(self) -> str:
+        if self._token_source is not None:
+            return self._token_source()
         tok, until = self._token
         if time.time() < until - 60:
             return tok

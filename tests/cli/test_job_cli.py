@@ -79,3 +79,66 @@ def test_submit_then_status_result_logs_and_list(tmp_path: Path, monkeypatch: py
         assert set(listed["queues"]) == {"input", "output", "dead"}
         both = job("submit", "--json-file", "body.json", "--", "echo", "hi")
         assert both.returncode == 2 and "one of them" in both.stderr
+
+
+async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_gcs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On GCP: tasks are published to the input topic the components name (in the stack's gcp:project), with the
+    user's token; results are read from the jobs bucket (gcp-storage-emulator); `list` says Pub/Sub reports no
+    depth through its API."""
+    import asyncio
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    from spotstack.runtime.net import serve
+    from tests.clouds.pubsub import TOKEN, PubSubFake
+    from tests.components.test_gcp_alicloud import as_cloud
+
+    fleet = {**as_cloud("gcp"), "jobs": {"bucket": "acme-jobs"}}
+    (tmp_path / "Pulumi.yaml").write_text("name: acme\nruntime: python\n")
+    config = {"gcp:project": "acme-ml", "spotstack:fleets": [fleet]}
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": config}))
+    fake = PubSubFake()
+    topic = f"projects/acme-ml/topics/{node.stack_name('llm-jobs-input', 255, 'acme', 'dev')}"
+    fake.subscription("tasks", fake.topic(topic))
+    runner, port = await serve(fake.app(), "127.0.0.1", 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gcs_port = s.getsockname()[1]
+    gcs = create_server("127.0.0.1", gcs_port, in_memory=True, default_bucket="acme-jobs")
+    gcs.start()
+    env = {
+        **os.environ,
+        "GOOGLE_OAUTH_ACCESS_TOKEN": TOKEN,
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "PYTHONPATH": str(ROOT.parent),
+    }
+
+    async def job(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev"]
+        cmd += ["--endpoint-url", f"http://127.0.0.1:{port}"]
+        return await asyncio.to_thread(
+            subprocess.run, cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    try:
+        (tmp_path / "body.json").write_text(json.dumps({"n": 7}))
+        sub = await job("submit", "--json-file", "body.json", "--id", "t-1")
+        assert sub.returncode == 0, sub.stderr
+        ((body, _attrs),) = fake.bodies("tasks")
+        assert json.loads(body)["id"] == "t-1" and json.loads(body)["body"] == {"n": 7}
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])  # the node's side, in this test
+        store = ResultStore("gs://acme-jobs/jobs/results")
+        await asyncio.to_thread(store.put, Result(id="t-1", status="done", output={"n": 14}, node="vm-1"))
+        assert json.loads((await job("result", "t-1")).stdout) == {"n": 14}
+        listed = await job("list")
+        assert listed.returncode == 0 and "depth in Cloud Monitoring" in listed.stdout and "t-1" in listed.stdout
+        env["GOOGLE_OAUTH_ACCESS_TOKEN"] = "not-the-token"
+        refused = await job("submit", "--json-file", "body.json")
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    finally:
+        gcs.stop()
+        await runner.cleanup()
