@@ -21,7 +21,15 @@ TOKEN = "spotstack:index:GpuFleet"
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    return provider.schema(version="0.0.0")
+    """Generated as CI's users would, by `spotstack schema`, in its own process: Pulumi's provider server bundles
+    a copy of google.rpc.Status, which clashes with googleapis' once a test has imported a Google client."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "spotstack.cli.main", "schema"], capture_output=True, text=True, timeout=120, check=True
+    )
+    return {**json.loads(out.stdout), "version": "0.0.0"}
 
 
 def test_schema_lists_every_component_with_typed_inputs_and_outputs(schema: dict[str, Any]) -> None:
