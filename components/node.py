@@ -6,6 +6,8 @@ scheme, peer discovery); everything else comes from the spec the same way on eve
 
 from __future__ import annotations
 
+from typing import Literal
+
 from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.bootstrap import VENV, Workload, render_cloud_init
@@ -97,15 +99,22 @@ def agent_config(
     )
 
 
-def jobs_config(fleet: FleetSpec, scheme: str, queues: dict[str, str], *, protection: bool = False) -> JobsConfig:
+def jobs_config(
+    fleet: FleetSpec,
+    scheme: str,
+    queues: dict[str, str],
+    *,
+    protection: bool = False,
+    service: Literal["sqs", "pubsub", "mns"] | None = None,
+) -> JobsConfig:
     """The node's worker for the fleet's queues (`queues`: input, output and dead-letter URLs; on Pub/Sub the
-    input subscription, the topics and `input_topic`)."""
+    input subscription, the topics and `input_topic`). `service`: sqs, pubsub or mns (default: from `queues`)."""
     j = fleet.jobs
     assert j is not None
     root = f"{scheme}://{j.bucket}/{j.prefix}"
     return JobsConfig(
         enabled=True,
-        queue="pubsub" if "input_topic" in queues else "sqs",
+        queue=service or ("pubsub" if "input_topic" in queues else "sqs"),
         input_topic=queues.get("input_topic"),
         input_url=queues["input"],
         output_url=queues["output"],

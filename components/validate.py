@@ -295,14 +295,6 @@ def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]
             )
     if fleet.cloud == "alicloud" and j.retention > MNS_MAX_RETENTION:
         warnings.append(Problem(f"{at}.jobs.retention", f"MNS keeps messages at most 7 days: {MNS_MAX_RETENTION}s"))
-    if fleet.cloud == "alicloud":
-        warnings.append(
-            Problem(
-                f"{at}.jobs",
-                "the node's queue worker speaks SQS and Pub/Sub so far: on alicloud the MNS queues are declared, "
-                "but nodes take no tasks from them yet",
-            )
-        )
     if fleet.cloud == "alicloud" and j.backlog_per_instance is not None:
         warnings.append(
             Problem(

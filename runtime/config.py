@@ -185,8 +185,9 @@ class JobsConfig(_Model):
     """The queue worker (`runtime/jobs`): tasks from the input queue, results to the output queue."""
 
     enabled: bool = False
-    queue: Literal["sqs", "pubsub"] = "sqs"
-    """The queue service: SQS (queue URLs), or Pub/Sub (input_url: the subscription, the others: topics)."""
+    queue: Literal["sqs", "pubsub", "mns"] = "sqs"
+    """The queue service: SQS (queue URLs), Pub/Sub (input_url: the subscription, the others: topics), or Alibaba's
+    MNS (queue URLs: `https://<account>.mns.<region>-internal.aliyuncs.com/queues/<name>`)."""
     input_url: str | None = None
     input_topic: str | None = None
     """Pub/Sub: the input topic, where a give-back publishes the task again."""

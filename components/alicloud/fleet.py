@@ -23,7 +23,7 @@ from spotstack.components import inputs, node, tokens
 from spotstack.components.alicloud import controller, mapping, queues
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.config import LifecycleConfig
+from spotstack.runtime.config import AgentConfig, LifecycleConfig
 
 ESS = ali.ess
 
@@ -356,20 +356,31 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         )
 
         self.job_queues: queues.JobQueues | None = None
-        """The fleet's MNS queues when it serves jobs (the node worker speaks SQS only so far: see the plan's
-        warning)."""
+        """The fleet's MNS queues when it serves jobs; the nodes' worker takes tasks from them."""
+        job_urls: pulumi.Output[dict[str, str] | None] = pulumi.Output.from_input(None)
         if spec.jobs is not None:
-            self.job_queues = queues.declare(name, spec, role.role_name, {node.FLEET_TAG: spec.name}, child)
+            self.job_queues = jq = queues.declare(name, spec, role.role_name, {node.FLEET_TAG: spec.name}, child)
+            account = ali.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+            job_urls = pulumi.Output.all(account, jq.input.queue_name, jq.output.queue_name, jq.dead.queue_name).apply(
+                lambda a: {
+                    role: queues.queue_url(a[0], spec.region, q)
+                    for role, q in zip(("input", "output", "dead"), a[1:], strict=True)
+                }
+            )
 
         image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
-        cfg = node.agent_config(
-            spec,
-            "alicloud",
-            model_scheme="oss",
-            discovery="alicloud",  # ECS DescribeInstances by the fleet tag, with the node role
-            # The agent watches ESS for its own removal (Removing:Wait) and drains inside the hook's heartbeat.
-            lifecycle=LifecycleConfig(enabled=True, hook_name=f"{name}-drain", region=spec.region),
-        )
+
+        def config(jobs: dict[str, str] | None) -> AgentConfig:
+            return node.agent_config(
+                spec,
+                "alicloud",
+                model_scheme="oss",
+                discovery="alicloud",  # ECS DescribeInstances by the fleet tag, with the node role
+                # The agent watches ESS for its own removal (Removing:Wait) and drains inside the hook's heartbeat.
+                lifecycle=LifecycleConfig(enabled=True, hook_name=f"{name}-drain", region=spec.region),
+                jobs=node.jobs_config(spec, "oss", jobs, service="mns") if jobs else None,
+            )
+
         secrets = (
             (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("alicloud", token_param, spec.region)),)
             if token_param
@@ -387,13 +398,15 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
 
-        def boot(img: str, instance: str | None) -> str:
+        def boot(img: str, instance: str | None, jobs: dict[str, str] | None) -> str:
             login = [mapping.registry_login(instance, spec.region, img)] if instance else []
             # The default image is stock Ubuntu: the node installs the driver, Docker and NVIDIA's toolkit.
-            text = node.cloud_init(cfg, spec, img, login, secrets, gpu_setup=spec.machine_image is None)
+            text = node.cloud_init(config(jobs), spec, img, login, secrets, gpu_setup=spec.machine_image is None)
             return base64.b64encode(text.encode()).decode()
 
-        user_data = pulumi.Output.all(image, args.registry_instance_id).apply(lambda a: boot(a[0], a[1]))
+        user_data = pulumi.Output.all(image, args.registry_instance_id, job_urls).apply(
+            lambda a: boot(a[0], a[1], a[2])
+        )
         for kind, g in zip(("", "fallback-"), groups, strict=False):
             on_demand_only = kind == "fallback-"
             ESS.ScalingConfiguration(

@@ -27,6 +27,11 @@ class JobQueues:
     dead: ali.message.ServiceQueue
 
 
+def queue_url(account_id: str, region: str, queue: str) -> str:
+    """The queue's URL on the VPC endpoint nodes reach without the internet (the worker's `input_url` ...)."""
+    return f"https://{account_id}.mns.{region}-internal.aliyuncs.com/queues/{queue}"
+
+
 def jobs_policy(region: str, queues: list[str], bucket: str, prefix: str) -> dict[str, Any]:
     """Pure: the node's grants on its own queues and its jobs prefix."""
     return {

@@ -238,6 +238,8 @@ class PlanMocks(pulumi.runtime.Mocks):
             return {"id": "vpcs", "ids": ids, "vpcs": [{"id": i, "cidrBlock": "10.0.0.0/8"} for i in ids]}
         if args.token == "gcp:organizations/getProject:getProject":
             return {"id": f"projects/{PROJECT}", "projectId": PROJECT, "number": "123456789012", "name": PROJECT}
+        if args.token == "alicloud:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": "1234567890123456", "arn": "acs:ram::1234567890123456:root", "id": "plan"}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/plan", "userId": "plan"}
         return {}

@@ -31,6 +31,13 @@ def build_worker(
         api = PubSubApi(cfg.metadata_url, j.endpoint_url)
         tasks = PubSubTasks(j.input_url, j.input_topic, j.dead_letter_url, api)
         results = PubSubResults(j.output_url, api)
+    elif j.queue == "mns":
+        from spotstack.runtime.jobs.mns import MnsResults, MnsTasks, api_for
+        from spotstack.runtime.secrets import alicloud_ram_credentials
+
+        mns = api_for(j.input_url, lambda: alicloud_ram_credentials(cfg.metadata_url), j.endpoint_url)
+        tasks = MnsTasks(j.input_url, j.dead_letter_url, mns)
+        results = MnsResults(j.output_url, mns)
     else:
         from spotstack.runtime.jobs import sqs
 

@@ -154,3 +154,15 @@ def test_alicloud_mns_queues_dead_letter_encryption_and_ram() -> None:
     assert doc["Statement"][1]["Resource"] == "acs:oss:*:*:acme-jobs/jobs/*"
     attach = one(plan, "alicloud:ram/rolePolicyAttachment:RolePolicyAttachment", "llm-jobs-policy-attach")
     assert attach["roleName"] == one(plan, "alicloud:ram/role:Role", "llm-node-role")["roleName"]
+    # The nodes' worker takes tasks from those queues over the VPC endpoint, results and checkpoints in OSS.
+    assert not any("take no tasks" in w for w in plan.warnings)
+    import base64
+
+    cfg = next(r for r in plan.find("alicloud:ess/scalingConfiguration:ScalingConfiguration")).inputs
+    files = {f["path"]: f["content"] for f in yaml.safe_load(base64.b64decode(cfg["userData"]))["write_files"]}
+    jobs = json.loads(files["/etc/spotstack/agent.json"])["jobs"]
+    endpoint = "https://1234567890123456.mns.us-west-1-internal.aliyuncs.com/queues/"
+    assert jobs["queue"] == "mns"
+    assert jobs["input_url"] == endpoint + qs["llm-jobs-input"]["queueName"]
+    assert jobs["dead_letter_url"] == endpoint + qs["llm-jobs-dead"]["queueName"]
+    assert jobs["results_url"] == "oss://acme-jobs/jobs/results"

@@ -1,0 +1,156 @@
+"""The queue worker on Alibaba Cloud: Simple Message Queue (MNS) over its signed REST API, with the node's RAM role
+credentials from the metadata emulator, against a loopback queue service that follows the documented behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+from spotstack.runtime.jobs.mns import MnsApi, MnsError, MnsResults, MnsTasks, send, unwrap, wrap
+from spotstack.runtime.jobs.task import Counts, Task
+from spotstack.runtime.jobs.worker import Worker, WorkerSettings
+from spotstack.runtime.net import serve
+from spotstack.runtime.secrets import alicloud_ram_credentials
+from tests.clouds.mns import MnsFake
+from tests.runtime.test_jobs_worker import Workload
+from tests.waits import wait_for
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    wl = Workload()
+    await wl.start()
+    async with AlicloudMetadataEmulator() as emu, aiohttp.ClientSession() as session:
+        creds = await asyncio.to_thread(alicloud_ram_credentials, emu.url)
+        fake = MnsFake(creds["AccessKeyId"], creds["AccessKeySecret"], creds["SecurityToken"])
+        fake.queue("dead")
+        fake.queue("output")
+        fake.queue("input", visibility_s=10, dead_letter="dead", max_receives=5)
+        runner, port = await serve(fake.app(), "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{port}"
+        api = MnsApi(base, lambda: alicloud_ram_credentials(emu.url))
+
+        def worker(**kw: Any) -> Worker:
+            async def ready() -> bool:
+                return True
+
+            return Worker(
+                MnsTasks(f"{base}/queues/input", f"{base}/queues/dead", api),
+                MnsResults(f"{base}/queues/output", api),
+                None,
+                WorkerSettings(
+                    node="a1", http_url=f"http://127.0.0.1:{wl.port}/task", wait_s=1, workdir=tmp_path, **kw
+                ),
+                ready=ready,
+                session=session,
+            )
+
+        def submit(*tasks: Task) -> None:
+            for t in tasks:
+                send(api, "/queues/input", t.encode())
+
+        yield {"fake": fake, "worker": worker, "submit": submit, "api": api, "base": base}
+        await runner.cleanup()
+    await wl.stop()
+
+
+async def test_tasks_through_mns_results_sent_and_deleted(world: dict[str, Any]) -> None:
+    fake, w = world["fake"], world["worker"](concurrency=3, lease_s=10)
+    await asyncio.to_thread(world["submit"], *[Task(id=f"t{i}", body={"n": i}) for i in range(12)])
+    w.start()
+    try:
+        await wait_for(lambda: w.stats.done == 12, 60, "12 tasks done")
+    finally:
+        await w.stop()
+    results = {json.loads(b)["id"]: json.loads(b)["output"] for b in fake.bodies("output")}
+    assert results == {f"t{i}": {"double": 2 * i} for i in range(12)}
+    assert fake.queues["input"].messages == []  # every task deleted once its result was sent
+    assert fake.refused == 0
+
+
+async def test_notice_resends_running_tasks_with_counts_and_poison_goes_to_the_dead_queue(
+    world: dict[str, Any],
+) -> None:
+    fake, w = world["fake"], world["worker"](concurrency=2, lease_s=300, max_attempts=2, retry_delay_s=0)
+    await asyncio.to_thread(world["submit"], Task(id="bad", body={"poison": True}))
+    w.start()
+    try:
+        await wait_for(lambda: w.stats.dead_lettered == 1, 60, "the poison task dead-lettered")
+        (dead,) = fake.bodies("dead")
+        body, counts = unwrap(dead)
+        assert json.loads(body)["id"] == "bad" and counts.failures == 2
+        assert json.loads(dead)["spotstack.reason"]
+        await asyncio.to_thread(world["submit"], Task(id="held", body={"hold": True}))
+        await wait_for(lambda: len(w.running) == 1, 30, "the held task running")
+        await w.preempted(time.time() + 30)
+        (left,) = fake.bodies("input")
+        body, counts = unwrap(left)
+        assert json.loads(body)["id"] == "held" and counts == Counts(failures=0, preemptions=1)
+        assert w.stats.give_back_s and max(w.stats.give_back_s) < 5
+    finally:
+        await w.stop()
+
+
+async def test_a_heartbeat_takes_the_new_receipt_handle(world: dict[str, Any]) -> None:
+    """ChangeMessageVisibility answers a new handle and retires the old: the delivery must carry the new one."""
+    api = world["api"]
+    tasks = MnsTasks(f"{world['base']}/queues/input", None, api)
+    await asyncio.to_thread(world["submit"], Task(id="x", body={}))
+    (d,) = await asyncio.to_thread(tasks.receive, 4, 1, 10)
+    old = d.handle
+    await asyncio.to_thread(tasks.extend, d, 60)
+    assert d.handle != old
+    with pytest.raises(MnsError, match="ReceiptHandleError"):
+        await asyncio.to_thread(api.call, "DELETE", f"/queues/input/messages?ReceiptHandle={old}")
+    await asyncio.to_thread(tasks.delete, d)
+    assert world["fake"].queues["input"].messages == []
+
+
+async def test_a_wrong_secret_is_refused_and_a_plain_task_has_no_counts(world: dict[str, Any]) -> None:
+    bad = MnsApi(world["base"], lambda: {"AccessKeyId": "emulated", "AccessKeySecret": "wrong", "SecurityToken": "t"})
+    with pytest.raises(MnsError, match="403 SignatureDoesNotMatch"):
+        await asyncio.to_thread(send, bad, "/queues/input", "x")
+    assert unwrap('{"id": "t", "body": {}}') == ('{"id": "t", "body": {}}', Counts())
+    assert unwrap(wrap("task", Counts(failures=1, preemptions=2))) == ("task", Counts(failures=1, preemptions=2))
+    assert unwrap("not json <&>") == ("not json <&>", Counts())
+
+
+async def test_the_agent_config_builds_an_mns_worker_with_the_nodes_credentials(world: dict[str, Any]) -> None:
+    """What an Alibaba node's agent.json says (components/alicloud/fleet.py): queue mns and queue URLs; the worker
+    signs with the RAM role's credentials from the metadata server and takes a task."""
+    from spotstack.runtime.config import AgentConfig
+    from spotstack.runtime.jobs.wiring import build_worker
+
+    async with AlicloudMetadataEmulator() as emu, aiohttp.ClientSession() as session:
+        base = world["base"]
+        cfg = AgentConfig.model_validate(
+            {
+                "cloud": "alicloud",
+                "metadata": {"base_url": emu.url},
+                "jobs": {
+                    "enabled": True,
+                    "queue": "mns",
+                    "input_url": f"{base}/queues/input",
+                    "output_url": f"{base}/queues/output",
+                    "dead_letter_url": f"{base}/queues/dead",
+                    "http_path": "/task",
+                },
+            }
+        )
+
+        async def ready() -> bool:
+            return True
+
+        w = build_worker(cfg, "a2", session, ready)
+        assert isinstance(w.tasks, MnsTasks)
+        await asyncio.to_thread(world["submit"], Task(id="via-config", body={"n": 1}))
+        got = await asyncio.to_thread(w.tasks.receive, 1, 1, 30)
+        assert [d.task.id for d in got if d.task] == ["via-config"]
