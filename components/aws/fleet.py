@@ -18,12 +18,11 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import inputs, tokens, validate
-from spotstack.components.aws import controller, group, iam, mix, node, queues, scaling
+from spotstack.components.aws import controller, group, iam, load_balancer, mix, node, queues, scaling
 from spotstack.components.component import fleet_options, report
 from spotstack.components.spec import FleetSpec
 
 ASG = aws.autoscaling
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
 @dataclass
@@ -82,132 +81,11 @@ class AwsGpuFleet(pulumi.ComponentResource):
         invoke = pulumi.InvokeOptions(parent=self)
 
         vpc_id, subnet_ids = self._network(args, invoke)
-        svc = spec.service
 
-        # Security: the LB takes the world (or allowed CIDRs); nodes take service and readiness
-        # traffic only from the LB, and peer-cache traffic only from each other.
-        region = spec.region
-        lb_sg = aws.ec2.SecurityGroup(
-            f"{name}-lb-sg", region=region, vpc_id=vpc_id, description=f"{name} load balancer", opts=child
-        )
-        node_sg = aws.ec2.SecurityGroup(
-            f"{name}-node-sg", region=region, vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child
-        )
-        certificate = self._certificate(args)
-        for i, cidr in enumerate(svc.allowed_cidrs):
-            # With a certificate, 80 stays open for the redirect to 443.
-            for suffix, port in [("", 80)] + ([("-https", 443)] if certificate is not None else []):
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-lb-in-{i}{suffix}",
-                    region=spec.region,
-                    security_group_id=lb_sg.id,
-                    cidr_ipv4=cidr,
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    opts=child,
-                )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-lb-out",
-            region=spec.region,
-            security_group_id=lb_sg.id,
-            referenced_security_group_id=node_sg.id,
-            ip_protocol="tcp",
-            from_port=0,
-            to_port=65535,
-            opts=child,
-        )
-        for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-node-in-{port_name}",
-                region=spec.region,
-                security_group_id=node_sg.id,
-                referenced_security_group_id=lb_sg.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                opts=child,
-            )
-        if spec.model_cache is not None:
-            peer = spec.model_cache.peer_port
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-node-in-peers",
-                region=spec.region,
-                security_group_id=node_sg.id,
-                referenced_security_group_id=node_sg.id,
-                ip_protocol="tcp",
-                from_port=peer,
-                to_port=peer,
-                opts=child,
-            )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-node-out",
-            region=spec.region,
-            security_group_id=node_sg.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="-1",
-            opts=child,
-        )
-
-        lb = aws.lb.LoadBalancer(
-            f"{name}-alb",
-            region=spec.region,
-            load_balancer_type="application",
-            internal=not svc.public,
-            security_groups=[lb_sg.id],
-            subnets=subnet_ids,
-            opts=child,
-        )
-        tg = aws.lb.TargetGroup(
-            f"{name}-tg",
-            region=spec.region,
-            port=svc.port,
-            protocol="HTTP",
-            target_type="instance",
-            vpc_id=vpc_id,
-            # The ALB keeps a deregistered target's open requests this long: the drain timeout.
-            deregistration_delay=svc.drain_timeout,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                path=svc.readiness_path,
-                port=str(node.AGENT_PORT),
-                protocol="HTTP",
-                matcher="200",
-                interval=5,
-                timeout=2,
-                healthy_threshold=2,
-                unhealthy_threshold=2,
-            ),
-            opts=child,
-        )
-        forward = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)
-        redirect = aws.lb.ListenerDefaultActionArgs(
-            type="redirect",
-            redirect=aws.lb.ListenerDefaultActionRedirectArgs(protocol="HTTPS", port="443", status_code="HTTP_301"),
-        )
-        self.listener = aws.lb.Listener(
-            f"{name}-http",
-            region=spec.region,
-            load_balancer_arn=lb.arn,
-            port=80,
-            protocol="HTTP",
-            default_actions=[forward if certificate is None else redirect],
-            opts=child,
-        )
-        self.https_listener: aws.lb.Listener | None = None
-        """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
-        if certificate is not None:
-            self.https_listener = aws.lb.Listener(
-                f"{name}-https",
-                region=spec.region,
-                load_balancer_arn=lb.arn,
-                port=443,
-                protocol="HTTPS",
-                certificate_arn=certificate,
-                # TLS 1.3 and 1.2 only, forward secrecy: AWS's recommended policy for ALBs.
-                ssl_policy=TLS_POLICY,
-                default_actions=[forward],
-                opts=child,
-            )
+        front = load_balancer.declare(name, spec, vpc_id, subnet_ids, self._certificate(args), child)
+        lb, tg = front.alb, front.target_group
+        lb_sg, node_sg = front.security_group, front.node_security_group
+        self.listener, self.https_listener = front.listener, front.https_listener
 
         role = aws.iam.Role(f"{name}-node-role", assume_role_policy=iam.ASSUME_EC2, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-node-profile", role=role.name, opts=child)

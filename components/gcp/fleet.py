@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
 from spotstack.components.component import fleet_options, report
-from spotstack.components.gcp import controller, mapping, queues
+from spotstack.components.gcp import controller, load_balancer, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -334,60 +334,10 @@ class GcpGpuFleet(pulumi.ComponentResource):
             migs["fallback"] = group("fallback", od_tpl, types, 0, managed=True, standby=warm)
         backends = list(migs.values())
 
-        qps = spec.scaling.target_qps_per_replica
-        bs = C.BackendService(
-            f"{name}-backend",
-            protocol="HTTP",
-            port_name="http",
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            health_checks=hc.id,
-            # Draining: the LB lets a leaving instance finish its requests for this long.
-            connection_draining_timeout_sec=svc.drain_timeout,
-            backends=[
-                C.BackendServiceBackendArgs(
-                    group=m.instance_group,
-                    balancing_mode="RATE",
-                    max_rate_per_instance=mapping.max_rate_per_instance(qps) if qps else 1000.0,
-                )
-                for m in backends
-            ],
-            opts=child,
-        )
-        url_map = C.URLMap(f"{name}-urlmap", default_service=bs.id, opts=child)
-        address = C.GlobalAddress(f"{name}-ip", opts=child)
-        self.certificate: pulumi.CustomResource | None = None
+        lb = load_balancer.declare(name, spec, hc, backends, args.certificate, child)
+        bs, address = lb.backend, lb.address
+        self.certificate: pulumi.CustomResource | None = lb.certificate
         """The Google-managed certificate the fleet declared for `service.tls.domains`, if any."""
-        certificate = self._certificate(name, args, child)
-        http_map = url_map
-        if certificate is not None:
-            # HTTPS on 443 serves; HTTP on 80 answers 301 to the same URL on https.
-            https_proxy = C.TargetHttpsProxy(
-                f"{name}-https-proxy", url_map=url_map.id, ssl_certificates=[certificate], opts=child
-            )
-            C.GlobalForwardingRule(
-                f"{name}-https",
-                target=https_proxy.id,
-                port_range="443",
-                ip_address=address.address,
-                load_balancing_scheme="EXTERNAL_MANAGED",
-                opts=child,
-            )
-            http_map = C.URLMap(
-                f"{name}-redirect",
-                default_url_redirect=C.URLMapDefaultUrlRedirectArgs(
-                    https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"
-                ),
-                opts=child,
-            )
-        proxy = C.TargetHttpProxy(f"{name}-http-proxy", url_map=http_map.id, opts=child)
-        C.GlobalForwardingRule(
-            f"{name}-http",
-            target=proxy.id,
-            port_range="80",
-            ip_address=address.address,
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            opts=child,
-        )
         if spot_mig is not None:
             tasks = self.job_queues.tasks.name if self.job_queues is not None else None
             self._autoscaler(name, spec, g, spot_mig, child, tasks)
@@ -424,24 +374,6 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 ),
             }
         )
-
-    def _certificate(self, name: str, args: GcpGpuFleetArgs, child: pulumi.ResourceOptions) -> pulumi.Input[str] | None:
-        if args.certificate is not None:
-            return inputs.checked("GcpGpuFleet", "certificate", args.certificate, "an SSL certificate self link")
-        tls = args.spec.service.tls
-        if tls is None:
-            return None
-        if tls.certificate is not None:
-            return tls.certificate
-        # Google provisions it once the domains resolve to the load balancer's address (minutes to an hour).
-        cert = gcp.compute.ManagedSslCertificate(
-            f"{name}-cert",
-            managed=gcp.compute.ManagedSslCertificateManagedArgs(domains=list(tls.domains)),
-            opts=child,
-        )
-        self.certificate = cert
-        link: pulumi.Output[str] = cert.self_link
-        return link
 
     @staticmethod
     def _autoscaler(

@@ -1,0 +1,127 @@
+"""An Alibaba fleet's load balancer: an ALB across the fleet's zones, the server group it routes to on the agent's
+readiness, the HTTP listener, and with a certificate an HTTPS listener (TLS 1.2+) and a rule redirecting HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_alicloud as ali
+
+from spotstack.components import node
+from spotstack.components.spec import FleetSpec
+
+TLS_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
+"""ALB's predefined policy for TLS 1.2 (ECDHE ciphers only) and TLS 1.3."""
+
+
+@dataclass
+class LoadBalancer:
+    alb: ali.alb.LoadBalancer
+    servers: ali.alb.ServerGroup
+    listener: ali.alb.Listener
+    https_listener: ali.alb.Listener | None
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    vpc_id: pulumi.Input[str],
+    vswitches: list[pulumi.Input[str]],
+    certificate: pulumi.Input[str] | None,
+    child: pulumi.ResourceOptions,
+) -> LoadBalancer:
+    svc = spec.service
+    # An ALB, not a CLB: ESS tracks per-server QPS (LoadBalancerRealServerAverageQps) only for ALB server
+    # groups, and an ALB spans the fleet's zones (one vSwitch per zone; ALB requires two or more).
+    alb = ali.alb.LoadBalancer(
+        f"{name}-alb",
+        load_balancer_name=f"{name}-alb",
+        vpc_id=vpc_id,
+        address_type="Internet" if svc.public else "Intranet",
+        address_allocated_mode="Dynamic",
+        load_balancer_edition="Standard",
+        load_balancer_billing_config=ali.alb.LoadBalancerLoadBalancerBillingConfigArgs(pay_type="PayAsYouGo"),
+        zone_mappings=[
+            ali.alb.LoadBalancerZoneMappingArgs(zone_id=z, vswitch_id=v)
+            for z, v in zip(spec.zones, vswitches, strict=True)
+        ],
+        tags={**spec.tags, node.FLEET_TAG: name},
+        opts=child,
+    )
+    servers = ali.alb.ServerGroup(
+        f"{name}-servers",
+        server_group_name=f"{name}-replicas",
+        server_group_type="Instance",
+        protocol="HTTP",
+        vpc_id=vpc_id,
+        # Route on the agent's readiness (off while draining or loading the model); ESS judges the
+        # instance itself on ECS status, so a drain never gets a node replaced.
+        health_check_config=ali.alb.ServerGroupHealthCheckConfigArgs(
+            health_check_enabled=True,
+            health_check_protocol="HTTP",
+            health_check_method="GET",
+            health_check_path=svc.readiness_path,
+            health_check_connect_port=node.AGENT_PORT,
+            health_check_codes=["http_2xx"],
+            health_check_interval=2,
+            health_check_timeout=2,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+        ),
+        sticky_session_config=ali.alb.ServerGroupStickySessionConfigArgs(sticky_session_enabled=False),
+        tags={**spec.tags, node.FLEET_TAG: name},
+        opts=child,
+    )
+    forward = ali.alb.ListenerDefaultActionArgs(
+        type="ForwardGroup",
+        forward_group_config=ali.alb.ListenerDefaultActionForwardGroupConfigArgs(
+            server_group_tuples=[
+                ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(server_group_id=servers.id)
+            ]
+        ),
+    )
+    listener = ali.alb.Listener(
+        f"{name}-http",
+        load_balancer_id=alb.id,
+        listener_protocol="HTTP",
+        listener_port=80,
+        default_actions=[forward],
+        opts=child,
+    )
+    https_listener: ali.alb.Listener | None = None
+    if certificate is not None:
+        https_listener = ali.alb.Listener(
+            f"{name}-https",
+            load_balancer_id=alb.id,
+            listener_protocol="HTTPS",
+            listener_port=443,
+            certificates=ali.alb.ListenerCertificatesArgs(certificate_id=certificate),
+            # TLS 1.2 with forward secrecy only, and 1.3: ALB's predefined strict policy.
+            security_policy_id=TLS_POLICY,
+            default_actions=[forward],
+            opts=child,
+        )
+        # An HTTP listener's default action can only forward: a rule matching every path redirects instead.
+        ali.alb.Rule(
+            f"{name}-http-redirect",
+            rule_name=f"{name}-https-redirect",
+            listener_id=listener.id,
+            priority=1,
+            rule_conditions=[
+                ali.alb.RuleRuleConditionArgs(
+                    type="Path", path_config=ali.alb.RuleRuleConditionPathConfigArgs(values=["/*"])
+                )
+            ],
+            rule_actions=[
+                ali.alb.RuleRuleActionArgs(
+                    order=1,
+                    type="Redirect",
+                    redirect_config=ali.alb.RuleRuleActionRedirectConfigArgs(
+                        protocol="HTTPS", port="443", http_code="301"
+                    ),
+                )
+            ],
+            opts=child,
+        )
+    return LoadBalancer(alb, servers, listener, https_listener)

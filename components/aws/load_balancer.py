@@ -1,0 +1,160 @@
+"""An AWS fleet's front: the security groups (the LB takes `allowed_cidrs`; nodes take service and readiness
+traffic from the LB only, peer-cache traffic from each other), the ALB, the target group that routes on the agent's
+readiness and keeps a leaving target's requests for the drain timeout, the HTTP listener, and with a certificate
+the HTTPS listener (TLS 1.2/1.3) while HTTP redirects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from spotstack.components.aws import node
+from spotstack.components.spec import FleetSpec
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+@dataclass
+class LoadBalancer:
+    security_group: aws.ec2.SecurityGroup
+    node_security_group: aws.ec2.SecurityGroup
+    alb: aws.lb.LoadBalancer
+    target_group: aws.lb.TargetGroup
+    listener: aws.lb.Listener
+    https_listener: aws.lb.Listener | None
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    vpc_id: pulumi.Input[str],
+    subnet_ids: pulumi.Input[list[str]],
+    certificate: pulumi.Input[str] | None,
+    child: pulumi.ResourceOptions,
+) -> LoadBalancer:
+    svc = spec.service
+    # Security: the LB takes the world (or allowed CIDRs); nodes take service and readiness
+    # traffic only from the LB, and peer-cache traffic only from each other.
+    region = spec.region
+    lb_sg = aws.ec2.SecurityGroup(
+        f"{name}-lb-sg", region=region, vpc_id=vpc_id, description=f"{name} load balancer", opts=child
+    )
+    node_sg = aws.ec2.SecurityGroup(
+        f"{name}-node-sg", region=region, vpc_id=vpc_id, description=f"{name} GPU nodes", opts=child
+    )
+    for i, cidr in enumerate(svc.allowed_cidrs):
+        # With a certificate, 80 stays open for the redirect to 443.
+        for suffix, port in [("", 80)] + ([("-https", 443)] if certificate is not None else []):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-lb-in-{i}{suffix}",
+                region=spec.region,
+                security_group_id=lb_sg.id,
+                cidr_ipv4=cidr,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                opts=child,
+            )
+    aws.vpc.SecurityGroupEgressRule(
+        f"{name}-lb-out",
+        region=spec.region,
+        security_group_id=lb_sg.id,
+        referenced_security_group_id=node_sg.id,
+        ip_protocol="tcp",
+        from_port=0,
+        to_port=65535,
+        opts=child,
+    )
+    for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-node-in-{port_name}",
+            region=spec.region,
+            security_group_id=node_sg.id,
+            referenced_security_group_id=lb_sg.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            opts=child,
+        )
+    if spec.model_cache is not None:
+        peer = spec.model_cache.peer_port
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-node-in-peers",
+            region=spec.region,
+            security_group_id=node_sg.id,
+            referenced_security_group_id=node_sg.id,
+            ip_protocol="tcp",
+            from_port=peer,
+            to_port=peer,
+            opts=child,
+        )
+    aws.vpc.SecurityGroupEgressRule(
+        f"{name}-node-out",
+        region=spec.region,
+        security_group_id=node_sg.id,
+        cidr_ipv4="0.0.0.0/0",
+        ip_protocol="-1",
+        opts=child,
+    )
+
+    lb = aws.lb.LoadBalancer(
+        f"{name}-alb",
+        region=spec.region,
+        load_balancer_type="application",
+        internal=not svc.public,
+        security_groups=[lb_sg.id],
+        subnets=subnet_ids,
+        opts=child,
+    )
+    tg = aws.lb.TargetGroup(
+        f"{name}-tg",
+        region=spec.region,
+        port=svc.port,
+        protocol="HTTP",
+        target_type="instance",
+        vpc_id=vpc_id,
+        # The ALB keeps a deregistered target's open requests this long: the drain timeout.
+        deregistration_delay=svc.drain_timeout,
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            path=svc.readiness_path,
+            port=str(node.AGENT_PORT),
+            protocol="HTTP",
+            matcher="200",
+            interval=5,
+            timeout=2,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+        ),
+        opts=child,
+    )
+    forward = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)
+    redirect = aws.lb.ListenerDefaultActionArgs(
+        type="redirect",
+        redirect=aws.lb.ListenerDefaultActionRedirectArgs(protocol="HTTPS", port="443", status_code="HTTP_301"),
+    )
+    listener = aws.lb.Listener(
+        f"{name}-http",
+        region=spec.region,
+        load_balancer_arn=lb.arn,
+        port=80,
+        protocol="HTTP",
+        default_actions=[forward if certificate is None else redirect],
+        opts=child,
+    )
+    https_listener: aws.lb.Listener | None = None
+    if certificate is not None:
+        https_listener = aws.lb.Listener(
+            f"{name}-https",
+            region=spec.region,
+            load_balancer_arn=lb.arn,
+            port=443,
+            protocol="HTTPS",
+            certificate_arn=certificate,
+            # TLS 1.3 and 1.2 only, forward secrecy: AWS's recommended policy for ALBs.
+            ssl_policy=TLS_POLICY,
+            default_actions=[forward],
+            opts=child,
+        )
+    return LoadBalancer(lb_sg, node_sg, lb, tg, listener, https_listener)
