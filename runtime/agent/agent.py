@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from spotstack.runtime.agent.cache import NodeCache
 from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.proxy import CountingProxy
 from spotstack.runtime.agent.server import AgentServer
@@ -26,12 +25,11 @@ from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings
 from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.event import InterruptionEvent, Kind
-from spotstack.runtime.secrets import SecretError
 
 log = logging.getLogger("spotstack.agent")
 
 
-class Agent:
+class Agent(NodeCache):
     def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.cfg = config
         self.clock = clock
@@ -304,181 +302,6 @@ class Agent:
             self.server.port,
             cfg.readiness.path,
         )
-
-    async def _read_token(self) -> str:
-        """The fleet token, waiting for it: a node's boot may deliver it after the agent starts.
-
-        Fail closed: until a usable token is there, /ready answers 503 and the reason is logged.
-        """
-        from spotstack.runtime.cache.server import MIN_TOKEN_LEN
-
-        c = self.cfg.cache
-        delay, logged_at = 0.5, 0.0
-        while True:
-            token, problem = os.environ.get("SPOTSTACK_CACHE_TOKEN", "").strip(), ""
-            if c.token_file:
-                try:
-                    token = (await asyncio.to_thread(Path(c.token_file).read_text)).strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    problem = f"cannot read the cache token file {c.token_file}: {exc}"
-            if not problem and len(token) < MIN_TOKEN_LEN:
-                problem = (
-                    f"no usable peer-cache token ({c.token_file or 'SPOTSTACK_CACHE_TOKEN'}: "
-                    f"{len(token)} characters, need {MIN_TOKEN_LEN})"
-                )
-            if not problem:
-                if self.state.blocked:
-                    log.warning("peer-cache token is there now; the cache starts")
-                self.state.blocked = None
-                self.fleet_token = token
-                return token
-            self.state.blocked = problem
-            if time.monotonic() - logged_at > 60:
-                log.error("not ready: %s; retrying (the cache is enabled, so the node waits for it)", problem)
-                logged_at = time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    async def _run_cache(self) -> None:
-        """Serve this node's chunks to peers and pull the model (from peers first)."""
-        from spotstack.runtime.cache.server import PeerServer
-        from spotstack.runtime.cache.store import Store
-
-        c = self.cfg.cache
-        if c.model_url:
-            self.state.model = {"state": "waiting", "url": c.model_url, "percent": 0.0}
-        token = await self._read_token()
-        store = await asyncio.to_thread(Store, c.store_dir, c.memory_limit_bytes)
-        self.peer_server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
-        try:
-            await self.peer_server.start()
-        except OSError as exc:
-            self.state.blocked = f"the peer cache cannot listen on port {c.peer_port}: {exc.strerror or exc}"
-            log.error("not ready: %s", self.state.blocked)
-            self.peer_server = None
-            return
-        if c.model_url:
-            assert self.state.model is not None
-            self.state.model["state"] = "loading"
-            await self._load_model(store, token)
-
-    async def _advertised(self, advertise: str | None, port: int) -> str | None:
-        """The name peers know this node's cache by; `auto` reads the private address from metadata. Unknown:
-        no swarm (the pull still uses peers and the origin)."""
-        if advertise != "auto":
-            return advertise
-        ip = await self.identity.private_ip() if self.identity is not None else None
-        if ip is None:
-            log.warning("cache: no private address from metadata: pulling without the swarm")
-            return None
-        return f"{ip}:{port}"
-
-    async def _load_model(self, store: Any, token: str) -> None:
-        from spotstack.runtime.cache import origin_auth
-        from spotstack.runtime.cache.discovery import discover
-        from spotstack.runtime.cache.pull import (
-            Origin,
-            Progress,
-            PullError,
-            PullOptions,
-            describe,
-            pull,
-            resolve_manifest,
-        )
-
-        c = self.cfg.cache
-        assert c.model_url is not None and self.state.model is not None and self.peer_server is not None
-        me = {f"127.0.0.1:{self.peer_server.port}", f"localhost:{self.peer_server.port}"}
-
-        banned = 0
-
-        def show(p: Progress) -> None:
-            nonlocal banned
-            assert self.state.model is not None
-            if p.last_chunk is not None:
-                source, size, seconds = p.last_chunk
-                kind = "origin" if source == "origin" else "peer"
-                self.metrics.cache_bytes.labels(kind).inc(size)
-                self.metrics.cache_chunk.labels(kind).observe(seconds)
-            if len(p.banned) > banned:
-                self.metrics.cache_bans.inc(len(p.banned) - banned)
-                banned = len(p.banned)
-            self.state.model.update(
-                percent=round(100 * p.done / max(p.total, 1), 1), from_peers=p.from_peers, from_origin=p.from_origin
-            )
-
-        swarm_self = await self._advertised(c.advertise, c.peer_port)
-        delay = 1.0
-        while True:
-            try:
-                instance = self.identity.instance_id if self.identity else None
-                zones: dict[str, str] = {}
-                peers = await asyncio.to_thread(
-                    self._peers,
-                    discover,
-                    c.discovery,
-                    peers=c.peers,
-                    target=c.discovery_target,
-                    port=c.peer_port,
-                    region=self.cfg.region,
-                    exclude=me,
-                    instance_id=instance,
-                    metadata_url=self.cfg.metadata_url,
-                    endpoint=c.discovery_endpoint,
-                    zones=zones,
-                )
-                await asyncio.to_thread(
-                    origin_auth.configure,
-                    c.model_url,
-                    region=self.cfg.region,
-                    metadata_url=self.cfg.metadata_url,
-                    endpoint=c.origin_endpoint,
-                )
-                manifest, _ = await asyncio.to_thread(
-                    resolve_manifest, c.model_url, peers, token, digest=c.manifest_digest
-                )
-                result = await asyncio.to_thread(
-                    pull,
-                    store,
-                    manifest,
-                    c.dest,
-                    peers=peers,
-                    token=token,
-                    origin=Origin(c.model_url),
-                    options=PullOptions(
-                        swarm_self=swarm_self,
-                        origin_connections=c.origin_connections,
-                        connections_per_peer=c.connections_per_peer,
-                        zone=zones.pop("", None),
-                        peer_zones=zones,
-                    ),
-                    progress=show,
-                )
-                store.remember_source(c.model_url, manifest.model_id)
-                self.state.model.update(state="ready", percent=100.0, **describe(result))
-                self.model_ready.set()
-                log.info(
-                    "model ready in %s: %.2f GB from peers, %.2f GB from origin",
-                    c.dest,
-                    result.progress.from_peers / 1e9,
-                    result.progress.from_origin / 1e9,
-                )
-                return
-            except (PullError, OSError, ValueError, SecretError) as exc:
-                self.state.model.update(state="retrying", error=str(exc))
-                log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    @staticmethod
-    def _peers(discover: Any, kind: str, **kw: Any) -> list[str]:
-        """The fleet's peers; none when discovery fails (its permission not yet there, the API down): the model
-        still loads, from the origin, rather than waiting on the peers."""
-        try:
-            return list(discover(kind, **kw))
-        except Exception as exc:
-            log.warning("peer discovery (%s) failed, pulling without peers: %s", kind, exc)
-            return []
 
     async def _complete_launch(self, hook: str) -> None:
         """AWS warm pool: complete the group's launching hook once this node is READY. Into the pool, AWS then
