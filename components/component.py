@@ -37,6 +37,23 @@ def fleet_options(
     return pulumi.ResourceOptions(parent=component)
 
 
+def image_reference(
+    component: pulumi.ComponentResource, spec: FleetSpec, image_url: pulumi.Input[str] | None
+) -> pulumi.Input[str]:
+    """The image nodes run: the caller's (a registry it declared), else `image.registry`/repository:tag. Neither
+    given: Docker Hub, said out loud (a private image there fails at the first pull, on every node)."""
+    if image_url is not None:
+        return image_url
+    img = spec.image
+    if img.registry is None:
+        pulumi.log.warn(
+            f"fleet {spec.name!r}: no registry and no image_url: nodes pull docker.io/{img.repository}:{img.tag} "
+            "(set image.registry, or pass image_url from a registry your program declares)",
+            resource=component,
+        )
+    return f"{img.registry or 'docker.io'}/{img.repository}:{img.tag}"
+
+
 def report(component: pulumi.ComponentResource, warnings: Sequence[str]) -> list[str]:
     """Spec fields this cloud cannot honour as written: logged by `pulumi up`, printed by `plan`."""
     for w in warnings:

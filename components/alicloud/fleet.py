@@ -21,7 +21,7 @@ import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
 from spotstack.components.alicloud import controller, load_balancer, mapping, queues
-from spotstack.components.component import fleet_options, report
+from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import AgentConfig, LifecycleConfig
 
@@ -278,7 +278,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 }
             )
 
-        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        image = image_reference(self, spec, args.image_url)
 
         def config(jobs: dict[str, str] | None) -> AgentConfig:
             return node.agent_config(

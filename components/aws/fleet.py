@@ -19,7 +19,7 @@ import pulumi_random as random
 
 from spotstack.components import inputs, tokens, validate
 from spotstack.components.aws import controller, group, iam, load_balancer, mix, node, queues, scaling
-from spotstack.components.component import fleet_options, report
+from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 
 ASG = aws.autoscaling
@@ -113,7 +113,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
             urls = pulumi.Output.all(jq.input.url, jq.output.url, jq.dead.url).apply(
                 lambda u: {"input": u[0], "output": u[1], "dead": u[2]}
             )
-        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        image = image_reference(self, spec, args.image_url)
         tags = {**spec.tags, node.FLEET_TAG: spec.name}
 
         def launch_template(

@@ -16,7 +16,7 @@ import pulumi_gcp as gcp
 import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
-from spotstack.components.component import fleet_options, report
+from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.gcp import controller, load_balancer, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
@@ -196,7 +196,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         if spec.jobs is not None:
             self.job_queues = queues.declare(name, spec, member, {"spotstack-fleet": spec.name}, child)
 
-        image = args.image_url or f"{spec.image.registry or 'docker.io'}/{spec.image.repository}:{spec.image.tag}"
+        image = image_reference(self, spec, args.image_url)
         jq = self.job_queues
         job_ids: pulumi.Output[dict[str, str] | None] = (
             pulumi.Output.all(jq.tasks.id, jq.input.id, jq.output.id, jq.dead.id).apply(

@@ -117,3 +117,12 @@ def test_gcp_and_alibaba_fleets_take_a_network_the_program_built() -> None:
     alb = plan.find("alicloud:alb/loadBalancer:LoadBalancer")[0].inputs
     assert sorted(m["vswitchId"] for m in alb["zoneMappings"]) == sorted(ids)
     assert not plan.find("alicloud:vpc/natGateway:NatGateway")
+
+
+def test_a_fleet_without_registry_or_image_url_says_it_pulls_from_docker_hub() -> None:
+    spec = validate_fleets([base_fleet()])[0][0]
+    assert spec.image.registry is None
+    plan = run_offline(lambda: AwsGpuFleet("llm", AwsGpuFleetArgs(spec=spec)), {})
+    assert any("nodes pull docker.io/llm-server:" in w for w in plan.warnings)
+    given = run_offline(lambda: AwsGpuFleet("llm", AwsGpuFleetArgs(spec=spec, image_url="r.example/x:1")), {})
+    assert not any("docker.io" in w for w in given.warnings)
