@@ -72,6 +72,8 @@ class Running:
     run: HttpRun | CommandRun
     future: asyncio.Task[None] | None = None
     started_at: float = field(default_factory=time.time)
+    key: str = ""
+    """Its key in `Worker.running`: the receipt handle it came with (MNS hands out a new one at each heartbeat)."""
     given_back: bool = False
     leaving: bool = False
     """A notice came: whatever its run returns, the task goes back (a training run's exit after its checkpoint
@@ -218,13 +220,13 @@ class Worker:
             self._side.add(t := asyncio.create_task(self._not_a_task(d)))
             t.add_done_callback(self._side.discard)
             return
-        r = Running(d, d.task, self._runner(d.task))
-        self.running[d.handle] = r
+        r = Running(d, d.task, self._runner(d.task), key=d.handle)
+        self.running[r.key] = r
         self._changed.set()
         r.future = asyncio.create_task(self._handle(r))
 
     def _ended(self, r: Running) -> None:
-        self.running.pop(r.delivery.handle, None)
+        self.running.pop(r.key, None)
         self._changed.set()
         self._freed.set()
 

@@ -57,7 +57,7 @@ async def world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             for t in tasks:
                 send(api, "/queues/input", t.encode())
 
-        yield {"fake": fake, "worker": worker, "submit": submit, "api": api, "base": base}
+        yield {"fake": fake, "worker": worker, "submit": submit, "api": api, "base": base, "wl": wl}
         await runner.cleanup()
     await wl.stop()
 
@@ -154,3 +154,21 @@ async def test_the_agent_config_builds_an_mns_worker_with_the_nodes_credentials(
         await asyncio.to_thread(world["submit"], Task(id="via-config", body={"n": 1}))
         got = await asyncio.to_thread(w.tasks.receive, 1, 1, 30)
         assert [d.task.id for d in got if d.task] == ["via-config"]
+
+
+async def test_a_task_held_across_heartbeats_ends_and_frees_its_slot(world: dict[str, Any]) -> None:
+    """Each heartbeat gives the delivery a new receipt handle: the task still ends (deleted with the latest one)
+    and its slot is freed (the worker kept running tasks under their first handle and lost track of them)."""
+    fake, wl = world["fake"], world["wl"]
+    w = world["worker"](concurrency=1, lease_s=3)  # a heartbeat every second
+    await asyncio.to_thread(world["submit"], Task(id="long", body={"hold": True, "n": 2}))
+    w.start()
+    try:
+        await wait_for(lambda: fake.calls.count("ChangeMessageVisibility") >= 2, 30, "two heartbeats")
+        wl.release.set()
+        await wait_for(lambda: w.stats.done == 1 and not w.running, 30, "the task done and its slot free")
+        assert fake.queues["input"].messages == []
+        await asyncio.to_thread(world["submit"], Task(id="next", body={"n": 3}))
+        await wait_for(lambda: w.stats.done == 2, 30, "the next task taken in the freed slot")
+    finally:
+        await w.stop()
