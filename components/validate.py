@@ -222,6 +222,9 @@ PUBSUB_MIN_ATTEMPTS, PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION = 5, 600, 7 * 86400
 MNS_MAX_RETENTION = 7 * 86400
 
 
+QUEUE_MAX_HOLD = 43200
+"""SQS and MNS: the longest a received message stays hidden, counted from its receipt."""
+
 ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
 
 
@@ -295,6 +298,15 @@ def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]
             )
     if fleet.cloud == "alicloud" and j.retention > MNS_MAX_RETENTION:
         warnings.append(Problem(f"{at}.jobs.retention", f"MNS keeps messages at most 7 days: {MNS_MAX_RETENTION}s"))
+    if fleet.cloud in ("aws", "alicloud") and j.task_timeout > QUEUE_MAX_HOLD:
+        service = "SQS" if fleet.cloud == "aws" else "MNS"
+        warnings.append(
+            Problem(
+                f"{at}.jobs.task_timeout",
+                f"{service} hides a task at most 12 h from its receipt: training runs checkpoint and go back to the "
+                "queue before then; any other task running longer may be taken by a second worker",
+            )
+        )
     if fleet.cloud == "alicloud" and j.backlog_per_instance is not None:
         warnings.append(
             Problem(

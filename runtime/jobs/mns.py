@@ -165,6 +165,8 @@ def send(api: MnsApi, queue_path: str, body: str, delay_s: float = 0.0) -> None:
 
 class MnsTasks:
     name = "mns"
+    max_hold_s: float | None = MAX_LEASE_S
+    """A message stays hidden at most this long from its receipt, however often its lease is extended."""
 
     def __init__(self, url: str, dead_letter_url: str | None, api: MnsApi) -> None:
         _, self.path = _resource(url)

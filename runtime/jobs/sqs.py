@@ -49,6 +49,8 @@ def _counts(msg: dict[str, Any]) -> Counts:
 
 class SqsTasks:
     name = "sqs"
+    max_hold_s: float | None = MAX_LEASE_S
+    """A message stays hidden at most this long from its receipt, however often its lease is extended."""
 
     def __init__(self, url: str, dead_letter_url: str | None, sqs: Any) -> None:
         self.url, self.dlq, self.sqs = url, dead_letter_url, sqs

@@ -90,6 +90,8 @@ class Stats:
     """Deliveries of a task whose result was already stored: deleted without running."""
     give_back_s: list[float] = field(default_factory=list)
     """Per give-back on a notice: seconds from the notice to the task visible again."""
+    rolled_over: int = 0
+    """Training runs checkpointed and re-queued at the queue's hold limit (SQS, MNS: 12 h from receipt)."""
 
 
 class Worker:
@@ -149,7 +151,7 @@ class Worker:
                 await asyncio.wait(futures, timeout=budget)
         await asyncio.gather(*(self._give_back(r, seen, reason) for r in list(self.running.values())))
 
-    async def _give_back(self, r: Running, seen: float, reason: str) -> None:
+    async def _give_back(self, r: Running, seen: float, reason: str, *, preempted: bool = True) -> None:
         if r.given_back:
             return
         r.given_back = True
@@ -157,11 +159,14 @@ class Worker:
             r.future.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await r.future
-        counts = r.delivery.counts.model_copy(update={"preemptions": r.delivery.counts.preemptions + 1})
+        counts = r.delivery.counts
+        if preempted:
+            counts = counts.model_copy(update={"preemptions": counts.preemptions + 1})
         try:
             await asyncio.to_thread(self.tasks.give_back, r.delivery, counts)
-            self.stats.given_back += 1
-            self.stats.give_back_s.append(time.time() - seen)
+            if preempted:
+                self.stats.given_back += 1
+                self.stats.give_back_s.append(time.time() - seen)
             log.warning("task %s given back (%s)", r.task.id, reason)
         except Exception as exc:  # its lease runs out and it comes back anyway, only later
             log.error("giving back task %s failed: %s", r.task.id, exc)
@@ -251,14 +256,40 @@ class Worker:
         assert self.s.http_url and self._session is not None, "a worker needs an HTTP endpoint or a command"
         return HttpRun(self._session, self.s.http_url, task, timeout)
 
-    async def _heartbeat(self, d: Delivery) -> None:
+    async def _heartbeat(self, r: Running) -> None:
         every = max(1.0, self.s.lease_s / 3)
+        hold = getattr(self.tasks, "max_hold_s", None)
+        # SQS and MNS keep a message hidden at most 12 h from its receipt, however often it is extended: before
+        # then a training run checkpoints and goes back to the queue (resumed at once, here or elsewhere); any
+        # other task would be handed to a second worker, which is said once.
+        margin = min(max(3 * self.s.lease_s, 300.0), hold / 2) if hold else 0.0
+        warned = False
         while True:
             await asyncio.sleep(every)
+            if hold and time.time() >= r.started_at + hold - margin and not r.leaving:
+                if r.task.training:
+                    self._side.add(t := asyncio.create_task(self._roll_over(r, r.started_at + hold - every)))
+                    t.add_done_callback(self._side.discard)
+                    return
+                if not warned:
+                    log.warning(
+                        "task %s nears the queue's %.0f h hold limit: another worker may take it too",
+                        r.task.id,
+                        hold / 3600,
+                    )
+                    warned = True
             try:
-                await asyncio.to_thread(self.tasks.extend, d, self.s.lease_s)
+                await asyncio.to_thread(self.tasks.extend, r.delivery, self.s.lease_s)
             except Exception as exc:
                 log.warning("extending the lease of a task failed: %s", exc)
+
+    async def _roll_over(self, r: Running, deadline: float) -> None:
+        """A training run at the queue's hold limit: checkpoint, then back to the queue (not a preemption)."""
+        r.leaving = True
+        if r.run.checkpoint(deadline) and r.future is not None:
+            await asyncio.wait([r.future], timeout=max(0.0, deadline - time.time() - 1.0))
+        await self._give_back(r, time.time(), "the queue's hold limit", preempted=False)
+        self.stats.rolled_over += 1
 
     async def _handle(self, r: Running) -> None:
         d, task = r.delivery, r.task
@@ -277,7 +308,7 @@ class Worker:
             resumed = await self._resumed_from(task)
             if resumed is not None and self.s.resume_command:
                 r.run = self._runner(task, resuming=True)
-            hb = asyncio.create_task(self._heartbeat(d))
+            hb = asyncio.create_task(self._heartbeat(r))
             outcome = await r.run.run()
             hb.cancel()
             if r.leaving:

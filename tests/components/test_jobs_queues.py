@@ -166,3 +166,13 @@ def test_alicloud_mns_queues_dead_letter_encryption_and_ram() -> None:
     assert jobs["input_url"] == endpoint + qs["llm-jobs-input"]["queueName"]
     assert jobs["dead_letter_url"] == endpoint + qs["llm-jobs-dead"]["queueName"]
     assert jobs["results_url"] == "oss://acme-jobs/jobs/results"
+
+
+def test_tasks_longer_than_the_queues_hold_limit_are_warned_of() -> None:
+    from tests.conftest import base_fleet
+
+    long = {**base_fleet(), "jobs": {**JOBS, "task_timeout": 86400}}
+    (warning,) = [str(w) for w in validate_fleets([long])[1] if "12 h" in str(w)]
+    assert warning.startswith("fleets[0].jobs.task_timeout: SQS hides a task at most 12 h")
+    short = {**base_fleet(), "jobs": JOBS}
+    assert not [w for w in validate_fleets([short])[1] if "12 h" in str(w)]

@@ -225,3 +225,26 @@ async def test_training_run_checkpoints_on_notice_and_resumes_to_the_uninterrupt
     assert res is not None and res.status == "done" and res.resumed_from == stopped_at and res.preemptions == 1
     assert res.output["loss"] == want
     assert res.output["resumes"] == [{"from": stopped_at, "previous_reached": stopped_at, "redone": 0}]
+
+
+async def test_a_training_run_rolls_over_before_the_queues_hold_limit(rig: Any) -> None:
+    """SQS hides a message at most 12 h from its receipt: before that a training run checkpoints and goes back to
+    the queue (not counted as a preemption), resumes, and still ends at the uninterrupted loss. The limit is made
+    seconds here."""
+    r, _, session = rig
+    ckpt = r.tmp / "ckpt"
+    cmd = [sys.executable, "-m", "spotstack.runtime.jobs.example_train", "--steps", "200", "--every", "50"]
+    baseline = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    want = json.loads((await baseline.communicate())[0])["loss"]
+    w = r.worker(session, None, task_commands=True, checkpoint_url=str(ckpt), lease_s=1)
+    w.tasks.max_hold_s = 6.0  # type: ignore[attr-defined]  # rolled over 3 s after each receipt
+    r.submit(Task(id="long-train", training=True, command=[*cmd, "--step-s", "0.03"]))
+    w.start()
+    try:
+        await wait_for(lambda: w.stats.done == 1, 120, "training finished")
+    finally:
+        await w.stop()
+    res = r.store.get("long-train")
+    assert res is not None and res.status == "done" and res.output["loss"] == want
+    assert w.stats.rolled_over >= 1 and res.preemptions == 0
+    assert res.output["resumes"] and all(x["redone"] >= 0 for x in res.output["resumes"])
