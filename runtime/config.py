@@ -198,6 +198,9 @@ class JobsConfig(_Model):
     region: str | None = None
     endpoint_url: str | None = None
     """Override the queue API's endpoint (tests and the local fleet: moto's server)."""
+    store_endpoint: str | None = None
+    """The object store's endpoint for results and checkpoints, where not the cloud's default (oss://: the
+    region's VPC-internal endpoint)."""
     http_path: str | None = "/task"
     """Tasks are POSTed to the workload at this path (on workload.port) ..."""
     command: list[str] | None = Field(default=None, min_length=1)

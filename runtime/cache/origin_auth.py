@@ -34,3 +34,12 @@ def configure(url: str, *, region: str | None, metadata_url: str, endpoint: str 
         "secret": creds["AccessKeySecret"],
         "token": creds["SecurityToken"],
     }
+
+
+def fsspec_env() -> dict[str, str]:
+    """The oss:// defaults `configure` set, as the environment variables fsspec reads at import
+    (`FSSPEC_OSS_<KWARG>`): a child process (a training run saving checkpoints) reads with the same identity."""
+    import fsspec.config
+
+    conf = fsspec.config.conf.get("oss") or {}
+    return {f"FSSPEC_OSS_{k.upper()}": str(v) for k, v in conf.items() if v is not None}

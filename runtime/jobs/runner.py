@@ -82,6 +82,7 @@ class CommandRun:
         if checkpoint_url:
             self.env[ENV_URL] = checkpoint_url
             self.env[ENV_DEADLINE_FILE] = str(self.deadline_file)
+
         self.proc: asyncio.subprocess.Process | None = None
 
     def checkpoint(self, deadline: float) -> bool:
@@ -95,6 +96,11 @@ class CommandRun:
 
     async def run(self) -> Outcome:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.env.get(ENV_URL, "").startswith("oss://"):
+            from spotstack.runtime.cache.origin_auth import fsspec_env
+
+            # The run saves checkpoints with the node's identity too (set by the worker's store by now).
+            self.env.update(fsspec_env())
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.PIPE,

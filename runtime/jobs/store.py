@@ -9,20 +9,37 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.jobs.task import Result
 
+REFRESH_S = 600.0
+"""How often a store with a credentials hook renews them (STS credentials last hours; renewed well before)."""
+
 
 class ResultStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, refresh: Callable[[], None] | None = None) -> None:
+        """`refresh`: sets fsspec's credentials for the URL's scheme (oss://: the node's RAM role); called before
+        the first use and every REFRESH_S, each time with a filesystem made afresh."""
         import fsspec
 
         self.url = url.rstrip("/")
+        self._refresh, self._refreshed = refresh, -REFRESH_S
         self.fs: Any
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def _current(self) -> Any:
+        if self._refresh is not None and time.monotonic() - self._refreshed >= REFRESH_S:
+            import fsspec
+
+            self._refresh()
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
+            self._refreshed = time.monotonic()
+        return self.fs
 
     def _path(self, task_id: str) -> str:
         return f"{self.root.rstrip('/')}/{task_id}.json"
@@ -37,20 +54,22 @@ class ResultStore:
                 f.write(data)
             os.replace(tmp, path)
         else:
-            self.fs.pipe_file(path, data)
+            self._current().pipe_file(path, data)
 
     def get(self, task_id: str) -> Result | None:
-        self.fs.invalidate_cache(self.root)  # s3fs/gcsfs cache listings: a result written since must be seen
+        fs = self._current()
+        fs.invalidate_cache(self.root)  # s3fs/gcsfs cache listings: a result written since must be seen
         try:
-            data = self.fs.cat_file(self._path(task_id))
+            data = fs.cat_file(self._path(task_id))
         except FileNotFoundError:
             return None
         return Result.model_validate_json(data)
 
     def ids(self) -> list[str]:
-        self.fs.invalidate_cache(self.root)
+        fs = self._current()
+        fs.invalidate_cache(self.root)
         try:
-            names = self.fs.ls(self.root, detail=False)
+            names = fs.ls(self.root, detail=False)
         except FileNotFoundError:
             return []
         return sorted(Path(n).stem for n in names if str(n).endswith(".json") and not Path(n).name.startswith("."))

@@ -45,10 +45,11 @@ def build_worker(
         tasks = sqs.SqsTasks(j.input_url, j.dead_letter_url, client)
         results = sqs.SqsResults(j.output_url, client)
     store = None
+    auth = _object_store_auth(cfg)
     if j.results_url:
         from spotstack.runtime.jobs.store import ResultStore
 
-        store = ResultStore(j.results_url)
+        store = ResultStore(j.results_url, refresh=auth)
     settings = WorkerSettings(
         node=node,
         http_url=None if j.command or j.http_path is None else f"http://127.0.0.1:{cfg.workload.port}{j.http_path}",
@@ -73,3 +74,20 @@ def build_worker(
         session=session,
         protection=protection,
     )
+
+
+def _object_store_auth(cfg: AgentConfig) -> Callable[[], None] | None:
+    """For oss:// results and checkpoints: set the node's RAM role credentials as fsspec's oss:// defaults (ossfs
+    reads anonymously otherwise); s3:// and gs:// find the node's identity on their own."""
+    j = cfg.jobs
+    urls = [u for u in (j.results_url, j.checkpoint_url) if u and u.startswith("oss://")]
+    if not urls:
+        return None
+
+    def configure() -> None:
+        from spotstack.runtime.cache import origin_auth
+
+        region = j.region or cfg.region
+        origin_auth.configure(urls[0], region=region, metadata_url=cfg.metadata_url, endpoint=j.store_endpoint)
+
+    return configure

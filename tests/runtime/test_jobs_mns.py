@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
 from spotstack.runtime.jobs.mns import MnsApi, MnsError, MnsResults, MnsTasks, send, unwrap, wrap
@@ -172,3 +173,51 @@ async def test_a_task_held_across_heartbeats_ends_and_frees_its_slot(world: dict
         await wait_for(lambda: w.stats.done == 2, 30, "the next task taken in the freed slot")
     finally:
         await w.stop()
+
+
+async def test_results_go_to_oss_with_the_nodes_ram_role(world: dict[str, Any]) -> None:
+    """An Alibaba node keeps results in OSS: ossfs reads anonymously unless told, so the worker sets the node's
+    RAM role credentials (from the metadata server) as fsspec's oss:// defaults; the loopback OSS checks each
+    request's signature."""
+    from spotstack.runtime.config import AgentConfig
+    from spotstack.runtime.jobs.wiring import build_worker
+    from tests.clouds.alicloud_api import OssFake
+
+    async with AlicloudMetadataEmulator() as emu, aiohttp.ClientSession() as session:
+        oss = OssFake({"acme-jobs": {}}, emu.credentials)
+        app = web.Application()
+        oss.routes(app)
+        runner, port = await serve(app, "127.0.0.1", 0)
+        base = world["base"]
+        cfg = AgentConfig.model_validate(
+            {
+                "cloud": "alicloud",
+                "region": "us-west-1",
+                "metadata": {"base_url": emu.url},
+                "jobs": {
+                    "enabled": True,
+                    "queue": "mns",
+                    "input_url": f"{base}/queues/input",
+                    "output_url": f"{base}/queues/output",
+                    "results_url": "oss://acme-jobs/jobs/results",
+                    "store_endpoint": f"http://127.0.0.1:{port}",
+                    "http_path": "/task",
+                },
+                "workload": {"port": world["wl"].port},
+            }
+        )
+
+        async def ready() -> bool:
+            return True
+
+        w = build_worker(cfg, "a3", session, ready)
+        await asyncio.to_thread(world["submit"], Task(id="stored", body={"n": 4}))
+        w.start()
+        try:
+            await wait_for(lambda: w.stats.done == 1, 60, "the task done")
+            stored = json.loads(oss.buckets["acme-jobs"]["jobs/results/stored.json"])
+            assert stored["status"] == "done" and stored["output"] == {"double": 8}
+            assert w.store is not None and (await asyncio.to_thread(w.store.get, "stored")) is not None
+        finally:
+            await w.stop()
+            await runner.cleanup()
