@@ -20,7 +20,9 @@ job_app = typer.Typer(help="Tasks on a fleet's queue: submit, status, result, lo
 con, err = Console(), Console(stderr=True, soft_wrap=True)
 STACK = typer.Option("jobs", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml.")
 FLEET = typer.Option(None, "--fleet", help="The fleet, when the stack has several with jobs.")
-ENDPOINT = typer.Option(None, "--endpoint-url", help="The SQS or Pub/Sub API endpoint (an emulator).")
+ENDPOINT = typer.Option(None, "--endpoint-url", help="The SQS, Pub/Sub or MNS API endpoint (an emulator).")
+ALI_KEY_ENV, ALI_SECRET_ENV = "ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+ALI_TOKEN_ENV, ALI_ACCOUNT_ENV = "ALIBABA_CLOUD_SECURITY_TOKEN", "ALIBABA_CLOUD_ACCOUNT_ID"
 GCP_TOKEN_ENV = "GOOGLE_OAUTH_ACCESS_TOKEN"
 """A bearer token for Pub/Sub (`gcloud auth print-access-token`); else Application Default Credentials."""
 
@@ -93,13 +95,50 @@ class Queues:
             self.topics = {r: f"projects/{gcp_project}/topics/{n}" for r, n in names.items()}
             assert f.jobs is not None
             self.results_url = f"gs://{f.jobs.bucket}/{f.jobs.prefix}results"
+        elif f.cloud == "alicloud":
+            self._alicloud(f, sf.project, stack, endpoint_url)
         else:
-            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS and Pub/Sub so far")
+            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS, Pub/Sub and MNS")
         self.cloud = f.cloud
+
+    def _alicloud(self, f: Any, project: str, stack: str, endpoint_url: str | None) -> None:
+        """MNS queues (the names the components give) on the account's public endpoint, results in OSS, with the
+        user's AccessKey from the environment (ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET, optional _SECURITY_TOKEN)."""
+        import os
+
+        import fsspec.config
+
+        from spotstack.components import node
+        from spotstack.runtime.jobs.mns import MnsApi
+
+        key, secret = os.environ.get(ALI_KEY_ENV), os.environ.get(ALI_SECRET_ENV)
+        if not key or not secret:
+            raise fail(f"set {ALI_KEY_ENV} and {ALI_SECRET_ENV} (an AccessKey that may use the fleet's queues)")
+        creds = {"AccessKeyId": key, "AccessKeySecret": secret, "SecurityToken": os.environ.get(ALI_TOKEN_ENV, "")}
+        if endpoint_url is None:
+            account = os.environ.get(ALI_ACCOUNT_ENV)
+            if not account:
+                raise fail(f"set {ALI_ACCOUNT_ENV} (your account ID: MNS endpoints are per account) or --endpoint-url")
+            endpoint_url = f"https://{account}.mns.{f.region}.aliyuncs.com"
+        self.mns = MnsApi(endpoint_url, lambda: creds)
+        self.paths = {
+            r: "/queues/" + node.stack_name(f"{f.name}-jobs-{r}", 120, project, stack)
+            for r in ("input", "output", "dead")
+        }
+        store = os.environ.get("SPOTSTACK_OSS_ENDPOINT") or f"https://oss-{f.region}.aliyuncs.com"
+        conf = {"endpoint": store, "key": key, "secret": secret}
+        if creds["SecurityToken"]:
+            conf["token"] = creds["SecurityToken"]
+        fsspec.config.conf["oss"] = conf  # ossfs reads anonymously unless given a key
+        self.results_url = f"oss://{f.jobs.bucket}/{f.jobs.prefix}results"
 
     def send(self, body: str) -> None:
         if self.cloud == "gcp":
             self.pubsub.publish(self.topics["input"], body, {})
+        elif self.cloud == "alicloud":
+            from spotstack.runtime.jobs.mns import send
+
+            send(self.mns, self.paths["input"], body)
         else:
             self.sqs.send_message(QueueUrl=self.urls["input"], MessageBody=body)
 
@@ -112,6 +151,10 @@ class Queues:
         """(waiting, in flight); None where the queue service does not say (Pub/Sub: Cloud Monitoring does)."""
         if self.cloud == "gcp":
             return None
+        if self.cloud == "alicloud":
+            from spotstack.runtime.jobs.mns import depth as mns_depth
+
+            return mns_depth(self.mns, self.paths[role])
         from spotstack.runtime.jobs.sqs import depth
 
         d = depth(self.sqs, self.urls[role])

@@ -233,6 +233,14 @@ class MnsResults:
         send(self.api, self.path, message)
 
 
+def depth(api: MnsApi, queue_path: str) -> tuple[int, int]:
+    """(waiting, in flight): GetQueueAttributes' ActiveMessages and InactiveMessages."""
+    _, root = api.call("GET", queue_path)
+    if root is None:
+        return 0, 0
+    return int(_text(root, "ActiveMessages") or 0), int(_text(root, "InactiveMessages") or 0)
+
+
 def api_for(url: str, credentials: Callable[[], dict[str, str]], endpoint: str | None = None) -> MnsApi:
     """The API of the account a queue URL names (or `endpoint`, an emulator)."""
     return MnsApi(endpoint or _resource(url)[0], credentials)

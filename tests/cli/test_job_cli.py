@@ -142,3 +142,64 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
     finally:
         gcs.stop()
         await runner.cleanup()
+
+
+async def test_alicloud_submit_sends_to_the_fleets_mns_queue_and_reads_results_from_oss(tmp_path: Path) -> None:
+    """On Alibaba Cloud: tasks go to the input queue the components name, signed with the user's AccessKey from the
+    environment; results are read from OSS with the same key; `list` reads the queues' depths."""
+    import asyncio
+
+    from aiohttp import web
+
+    from spotstack.runtime.net import serve
+    from tests.clouds.alicloud_api import OssFake
+    from tests.clouds.mns import MnsFake
+    from tests.components.test_gcp_alicloud import as_cloud
+
+    creds = {"AccessKeyId": "LTAIuser", "AccessKeySecret": "user-secret", "SecurityToken": ""}
+    fleet = {**as_cloud("alicloud"), "jobs": {"bucket": "acme-jobs"}}
+    (tmp_path / "Pulumi.yaml").write_text("name: acme\nruntime: python\n")
+    config = {"alicloud:region": "us-west-1", "spotstack:fleets": [fleet]}
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": config}))
+    mns = MnsFake(creds["AccessKeyId"], creds["AccessKeySecret"], "")
+    names = {r: node.stack_name(f"llm-jobs-{r}", 120, "acme", "dev") for r in ("input", "output", "dead")}
+    for n in names.values():
+        mns.queue(n)
+    result = Result(id="a-1", status="done", output={"n": 10}, node="i-1")
+    oss = OssFake({"acme-jobs": {"jobs/results/a-1.json": result.model_dump_json().encode()}}, creds)
+    oss_app = web.Application()
+    oss.routes(oss_app)
+    mns_runner, mns_port = await serve(mns.app(), "127.0.0.1", 0)
+    oss_runner, oss_port = await serve(oss_app, "127.0.0.1", 0)
+    env = {
+        **os.environ,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": creds["AccessKeySecret"],
+        "SPOTSTACK_OSS_ENDPOINT": f"http://127.0.0.1:{oss_port}",
+        "PYTHONPATH": str(ROOT.parent),
+    }
+
+    async def job(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev"]
+        cmd += ["--endpoint-url", f"http://127.0.0.1:{mns_port}"]
+        return await asyncio.to_thread(
+            subprocess.run, cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    try:
+        (tmp_path / "body.json").write_text(json.dumps({"n": 5}))
+        sub = await job("submit", "--json-file", "body.json", "--id", "a-2")
+        assert sub.returncode == 0, sub.stderr
+        (body,) = mns.bodies(names["input"])
+        assert json.loads(body)["id"] == "a-2" and json.loads(body)["body"] == {"n": 5}
+        got = await job("result", "a-1")
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout) == {"n": 10}
+        listed = json.loads((await job("list", "--json")).stdout)
+        assert listed["queues"]["input"] == [1, 0] and [t["id"] for t in listed["tasks"]] == ["a-1"]
+        env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = "wrong"
+        refused = await job("submit", "--json-file", "body.json")
+        assert refused.returncode == 1 and "SignatureDoesNotMatch" in refused.stderr
+    finally:
+        await mns_runner.cleanup()
+        await oss_runner.cleanup()

@@ -140,7 +140,8 @@ class OssFake:
         key_id, signature = auth[4:].split(":", 1)
         if key_id != self.credentials["AccessKeyId"]:
             return False
-        if request.headers.get("x-oss-security-token") != self.credentials["SecurityToken"]:
+        # An STS credential's token must come along; a plain AccessKey has none.
+        if request.headers.get("x-oss-security-token", "") != (self.credentials.get("SecurityToken") or ""):
             return False
         oss_headers = sorted(
             (k.lower(), v.strip()) for k, v in request.headers.items() if k.lower().startswith("x-oss-")

@@ -65,7 +65,7 @@ class MnsFake:
 
     def _signed(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
-        if not auth.startswith(f"MNS {self.key_id}:") or request.headers.get("security-token") != self.token:
+        if not auth.startswith(f"MNS {self.key_id}:") or request.headers.get("security-token", "") != self.token:
             return False
         if request.headers.get("x-mns-version") != "2015-06-06":
             return False
@@ -144,6 +144,22 @@ class MnsFake:
             return web.Response(status=204)
         return self._error(405, "MethodNotAllowed")
 
+    async def attributes(self, request: web.Request) -> web.Response:
+        """GetQueueAttributes: ActiveMessages (visible), InactiveMessages (received, hidden), DelayMessages."""
+        if not self._signed(request):
+            self.refused += 1
+            return self._error(403, "SignatureDoesNotMatch", "the signature does not match")
+        q = self.queues.get(request.match_info["queue"])
+        if q is None:
+            return self._error(404, "QueueNotExist", "the queue does not exist")
+        now = time.time()
+        active = sum(1 for m in q.messages if m.visible_at <= now)
+        inactive = sum(1 for m in q.messages if m.visible_at > now and m.handle)
+        delayed = sum(1 for m in q.messages if m.visible_at > now and not m.handle)
+        counts = f"<ActiveMessages>{active}</ActiveMessages><InactiveMessages>{inactive}</InactiveMessages>"
+        counts += f"<DelayMessages>{delayed}</DelayMessages>"
+        return web.Response(text=f"{HEAD}<Queue {XMLNS}>{counts}</Queue>", content_type="text/xml")
+
     def _receive(self, name: str, q: Queue, n: int) -> list[Message]:
         now, out = time.time(), []
         for m in list(q.messages):
@@ -162,4 +178,5 @@ class MnsFake:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/queues/{queue}/messages", self.handle)
+        app.router.add_get("/queues/{queue}", self.attributes)
         return app
