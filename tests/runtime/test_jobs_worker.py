@@ -237,8 +237,9 @@ async def test_a_training_run_rolls_over_before_the_queues_hold_limit(rig: Any) 
     baseline = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     want = json.loads((await baseline.communicate())[0])["loss"]
     w = r.worker(session, None, task_commands=True, checkpoint_url=str(ckpt), lease_s=1)
-    w.tasks.max_hold_s = 6.0  # type: ignore[attr-defined]  # rolled over 3 s after each receipt
-    r.submit(Task(id="long-train", training=True, command=[*cmd, "--step-s", "0.03"]))
+    # Rolled over 8 s after each receipt: a 10 s run (plus interpreter starts on a busy machine) needs two or more.
+    w.tasks.max_hold_s = 16.0  # type: ignore[attr-defined]
+    r.submit(Task(id="long-train", training=True, command=[*cmd, "--step-s", "0.05"]))
     w.start()
     try:
         await wait_for(lambda: w.stats.done == 1, 120, "training finished")
