@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+__all__ = ["Problem", "SpecError", "validate_fleets"]
 
 from pydantic import BaseModel, ValidationError
 
 from spotstack.components import catalog
+from spotstack.components.problem import Problem, SpecError
+from spotstack.components.service_checks import check_jobs, check_tls
 from spotstack.components.spec import (
     NOTICE_WINDOW_S,
     CapacitySpec,
@@ -24,24 +27,6 @@ from spotstack.components.spec import (
     ScalingSpec,
     ServiceSpec,
 )
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-class SpecError(Exception):
-    """The stack config is invalid; `problems` lists every reason with its path."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the fleet spec:\n{lines}")
 
 
 def _path(prefix: str, loc: Sequence[int | str]) -> str:
@@ -218,105 +203,6 @@ def _check_alicloud_alb(fleet: FleetSpec, at: str) -> list[Problem]:
     return []
 
 
-PUBSUB_MIN_ATTEMPTS, PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION = 5, 600, 7 * 86400
-MNS_MAX_RETENTION = 7 * 86400
-
-
-QUEUE_MAX_HOLD = 43200
-"""SQS and MNS: the longest a received message stays hidden, counted from its receipt."""
-
-ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
-
-
-def _check_tls(fleet: FleetSpec, at: str) -> list[Problem]:
-    """A certificate the cloud can attach: ACM's in the ALB's region; managed domains on GCP only; one source."""
-    tls = fleet.service.tls
-    if tls is None:
-        return []
-    where = f"{at}.service.tls"
-    if (tls.certificate is None) == (not tls.domains):
-        return [Problem(where, "give `certificate` or (GCP) `domains`, not both and not neither")]
-    if tls.domains and fleet.cloud != "gcp":
-        return [
-            Problem(
-                f"{where}.domains",
-                f"managed certificates for domains are declared on GCP only; on {fleet.cloud} give `certificate`",
-            )
-        ]
-    if fleet.cloud == "aws" and tls.certificate is not None:
-        m = ACM_ARN.match(tls.certificate)
-        if m is None:
-            return [
-                Problem(
-                    f"{where}.certificate", "must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
-                )
-            ]
-        if m["region"] != fleet.region:
-            return [
-                Problem(
-                    f"{where}.certificate",
-                    f"an ALB takes ACM certificates of its own region ({fleet.region}), not {m['region']}",
-                )
-            ]
-    return []
-
-
-def _check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
-    """What each cloud's queue cannot honour (rule 5: reported, never silently dropped)."""
-    j = fleet.jobs
-    if j is None:
-        return [], []
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-    if j.http_path is None and j.command is None and not j.task_commands:
-        errors.append(Problem(f"{at}.jobs", "give http_path or command (or task_commands: true): tasks need a handler"))
-    if j.backlog_per_instance is not None and fleet.scaling.queue is not None:
-        errors.append(
-            Problem(f"{at}.jobs.backlog_per_instance", "scaling.queue is set too: scale on one queue's backlog")
-        )
-    if j.task_timeout > j.lease and j.lease < 30:
-        warnings.append(Problem(f"{at}.jobs.lease", f"{j.lease}s leaves little room for heartbeats under load"))
-    if fleet.cloud == "gcp":
-        if j.max_attempts < PUBSUB_MIN_ATTEMPTS:
-            warnings.append(
-                Problem(
-                    f"{at}.jobs.max_attempts",
-                    f"Pub/Sub dead-letters after at least {PUBSUB_MIN_ATTEMPTS} deliveries: the worker dead-letters "
-                    f"after {j.max_attempts} failures itself, but a task lost without an answer gets "
-                    f"{PUBSUB_MIN_ATTEMPTS} deliveries",
-                )
-            )
-        if j.lease > PUBSUB_MAX_LEASE:
-            warnings.append(
-                Problem(
-                    f"{at}.jobs.lease", f"Pub/Sub's ack deadline is at most {PUBSUB_MAX_LEASE}s: {PUBSUB_MAX_LEASE}s"
-                )
-            )
-        if j.retention > PUBSUB_MAX_RETENTION:
-            warnings.append(
-                Problem(f"{at}.jobs.retention", f"Pub/Sub keeps messages at most 7 days: {PUBSUB_MAX_RETENTION}s")
-            )
-    if fleet.cloud == "alicloud" and j.retention > MNS_MAX_RETENTION:
-        warnings.append(Problem(f"{at}.jobs.retention", f"MNS keeps messages at most 7 days: {MNS_MAX_RETENTION}s"))
-    if fleet.cloud in ("aws", "alicloud") and j.task_timeout > QUEUE_MAX_HOLD:
-        service = "SQS" if fleet.cloud == "aws" else "MNS"
-        warnings.append(
-            Problem(
-                f"{at}.jobs.task_timeout",
-                f"{service} hides a task at most 12 h from its receipt: training runs checkpoint and go back to the "
-                "queue before then; any other task running longer may be taken by a second worker",
-            )
-        )
-    if fleet.cloud == "alicloud" and j.backlog_per_instance is not None:
-        warnings.append(
-            Problem(
-                f"{at}.jobs.backlog_per_instance",
-                "backlog scaling is mapped on AWS (SQS) and GCP (Pub/Sub): not applied on alicloud",
-            )
-        )
-    return errors, warnings
-
-
 def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Rules that span fields or need the catalog. Returns (errors, warnings)."""
     cap = fleet.capacity
@@ -330,8 +216,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     errors += _check_alicloud_alb(fleet, at)
     errors += _check_alicloud_registry(fleet, at)
-    errors += _check_tls(fleet, at)
-    jerr, jwarn = _check_jobs(fleet, at)
+    errors += check_tls(fleet, at)
+    jerr, jwarn = check_jobs(fleet, at)
     errors, warnings = errors + jerr, warnings + jwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":

@@ -12,8 +12,8 @@ import pulumi
 import pulumi_alicloud as ali
 
 from spotstack.components import node
+from spotstack.components.service_checks import MNS_MAX_RETENTION
 from spotstack.components.spec import FleetSpec
-from spotstack.components.validate import MNS_MAX_RETENTION
 
 MQ = ali.message
 LONG_POLL_S = 30

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from spotstack.components import inputs, tokens, validate
+from spotstack.components import inputs, service_checks, tokens
 from spotstack.components.aws import controller, group, iam, load_balancer, mix, node, queues, scaling
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
@@ -299,7 +299,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
         tls = args.spec.service.tls
         if args.certificate is not None:
             return inputs.checked(
-                "AwsGpuFleet", "certificate", args.certificate, "an ACM certificate ARN", validate.ACM_ARN
+                "AwsGpuFleet", "certificate", args.certificate, "an ACM certificate ARN", service_checks.ACM_ARN
             )
         return tls.certificate if tls is not None else None
 

@@ -11,8 +11,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 from spotstack.components import node
+from spotstack.components.service_checks import PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION, PUBSUB_MIN_ATTEMPTS
 from spotstack.components.spec import FleetSpec
-from spotstack.components.validate import PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION, PUBSUB_MIN_ATTEMPTS
 
 PS = gcp.pubsub
 
