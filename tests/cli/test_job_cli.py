@@ -118,11 +118,7 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
     }
 
     async def job(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev"]
-        cmd += ["--endpoint-url", f"http://127.0.0.1:{port}"]
-        return await asyncio.to_thread(
-            subprocess.run, cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
+        return await run_job(tmp_path, env, f"http://127.0.0.1:{port}", *args)
 
     try:
         (tmp_path / "body.json").write_text(json.dumps({"n": 7}))
@@ -147,7 +143,6 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
 async def test_alicloud_submit_sends_to_the_fleets_mns_queue_and_reads_results_from_oss(tmp_path: Path) -> None:
     """On Alibaba Cloud: tasks go to the input queue the components name, signed with the user's AccessKey from the
     environment; results are read from OSS with the same key; `list` reads the queues' depths."""
-    import asyncio
 
     from aiohttp import web
 
@@ -180,11 +175,7 @@ async def test_alicloud_submit_sends_to_the_fleets_mns_queue_and_reads_results_f
     }
 
     async def job(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev"]
-        cmd += ["--endpoint-url", f"http://127.0.0.1:{mns_port}"]
-        return await asyncio.to_thread(
-            subprocess.run, cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
+        return await run_job(tmp_path, env, f"http://127.0.0.1:{mns_port}", *args)
 
     try:
         (tmp_path / "body.json").write_text(json.dumps({"n": 5}))
@@ -203,3 +194,12 @@ async def test_alicloud_submit_sends_to_the_fleets_mns_queue_and_reads_results_f
     finally:
         await mns_runner.cleanup()
         await oss_runner.cleanup()
+
+
+async def run_job(cwd: Path, env: dict[str, str], endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`spotstack job ARGS --stack dev --endpoint-url ENDPOINT` in a process of its own, off the event loop (the
+    test's loopback services run on it)."""
+    import asyncio
+
+    cmd = [sys.executable, "-m", "spotstack.cli.main", "job", *args, "--stack", "dev", "--endpoint-url", endpoint]
+    return await asyncio.to_thread(subprocess.run, cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
