@@ -1,10 +1,12 @@
 """The fleet controller on Alibaba Cloud: a Function Compute (3.0) function running `decide()` every minute and at
 each ECS spot interruption notice.
 
-Declared by the fleet whenever it has an on-demand fallback group of its own (the warm pool: ESS's economical
-mode); without one, ESS's `compensate_with_on_demand` is the fallback and no controller is needed. Resources: an
+Declared by every fleet: it rolls a changed scaling configuration through the running instances (ESS applies one
+to new instances only; `runtime/controller/rollout.py`), and where the fleet has an on-demand fallback group of its
+own (the warm pool: ESS's economical mode) it sizes that group; without one, ESS's `compensate_with_on_demand` is
+the fallback. Resources: an
 OSS bucket (its memory: numbered state objects, each created once), a log project and store for its logs, a RAM
-role Function Compute assumes (read the fleet; size and remove instances of the fallback group alone; its own
+role Function Compute assumes (read the fleet; size and remove instances of its own groups alone; its own
 bucket), the function (this package's controller modules, standard library only), one reserved instance (one
 round at a time), a timer trigger (every minute), an EventBridge trigger (spot interruptions, five minutes before
 the instance goes), and a CloudMonitor alarm on the function's errors with a contact group to subscribe to. With
@@ -42,25 +44,24 @@ ASSUME_FC = json.dumps(
 
 
 def controller_policy(
-    region: str, main_group: str, fallback_group: str, server_group: str, listener: str, bucket: str, logs: str
+    region: str, main_group: str, fallback_group: str | None, server_group: str, listener: str, bucket: str, logs: str
 ) -> dict[str, Any]:
     """What one round does, and nothing more. Pure: ids in, the RAM policy document out."""
 
-    def group(g: str) -> str:
-        return f"acs:ess:{region}:*:scalinggroup/{g}"
-
+    groups = [f"acs:ess:{region}:*:scalinggroup/{g}" for g in (main_group, fallback_group) if g]
     return {
         "Version": "1",
         "Statement": [
             {
+                # The fallback group's size; the main group's surge and its stale instances in a roll.
                 "Effect": "Allow",
                 "Action": ["ess:ModifyScalingGroup", "ess:RemoveInstances"],
-                "Resource": [group(fallback_group)],
+                "Resource": groups,
             },
             {
                 "Effect": "Allow",
                 "Action": ["ess:DescribeScalingInstances", "ess:DescribeScalingActivities"],
-                "Resource": [group(main_group), group(fallback_group)],
+                "Resource": groups,
             },
             {
                 # Describe calls that take no resource in RAM: "*" is the only resource they accept.
@@ -93,9 +94,16 @@ def controller_policy(
 
 
 def config(
-    spec: FleetSpec, main_group: str, fallback_group: str, server_group: str, listener: str, bucket: str
+    spec: FleetSpec,
+    main_group: str,
+    fallback_group: str | None,
+    server_group: str,
+    listener: str,
+    bucket: str,
+    config_tag: str,
 ) -> dict[str, Any]:
-    """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`)."""
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`). `config_tag`: the
+    main group's configuration digest, which its instances carry as the `spotstack:config` tag."""
     return {
         **controller_base(spec, "alicloud"),
         "main_group": main_group,
@@ -103,6 +111,7 @@ def config(
         "server_group": server_group,
         "listener": listener,
         "bucket": bucket,
+        "config_tag": config_tag,
     }
 
 
@@ -122,12 +131,16 @@ def declare(
     name: str,
     spec: FleetSpec,
     main_group: ali.ess.ScalingGroup,
-    fallback_group: ali.ess.ScalingGroup,
+    fallback_group: ali.ess.ScalingGroup | None,
     servers: ali.alb.ServerGroup,
     listener: ali.alb.Listener,
+    config_tag: pulumi.Output[str],
     child: pulumi.ResourceOptions,
 ) -> tuple[ali.fc.V3Function, pulumi.Output[str]]:
-    """The controller's resources; returns the function and its configuration document."""
+    """The controller's resources; returns the function and its configuration document. `config_tag`: read from
+    the main scaling configuration's outputs, so the function learns a new digest only once ESS launches from it
+    (else it would roll to a configuration ESS does not launch yet)."""
+    fallback_id = fallback_group.id if fallback_group is not None else None
     fn_name = node.stack_name(f"{name}-controller", 64)
     tags = {"spotstack-fleet": name}
     bucket = ali.oss.Bucket(
@@ -164,7 +177,7 @@ def declare(
         f"{name}-controller-policy",
         policy_name=node.stack_name(f"{name}-controller", 128),
         policy_document=pulumi.Output.all(
-            main_group.id, fallback_group.id, servers.id, listener.id, bucket.bucket, logs.project_name
+            main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, logs.project_name
         ).apply(lambda a: json.dumps(controller_policy(spec.region, *a))),
         opts=child,
     )
@@ -175,7 +188,7 @@ def declare(
         role_name=role.role_name,
         opts=child,
     )
-    env = pulumi.Output.all(main_group.id, fallback_group.id, servers.id, listener.id, bucket.bucket).apply(
+    env = pulumi.Output.all(main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, config_tag).apply(
         lambda a: json.dumps(config(spec, *a))
     )
     fn = ali.fc.V3Function(

@@ -24,6 +24,7 @@ from spotstack.components.alicloud import controller, load_balancer, mapping, qu
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import AgentConfig, LifecycleConfig
+from spotstack.runtime.controller.adaptors.alicloud import CONFIG_TAG
 
 ESS = ali.ess
 
@@ -50,8 +51,8 @@ class AlicloudGpuFleetArgs:
 class AlicloudGpuFleet(pulumi.ComponentResource):
     """A spot GPU fleet on Alibaba Cloud. Its child resources are exposed for a program to attach to:
     `load_balancer` (the ALB), `server_group`, `listener` (80), `https_listener` (443, with a certificate),
-    `node_role`, `main_group`, `fallback_group` (None without a warm pool) and `controller` (the FC function, None
-    without a fallback group)."""
+    `node_role`, `main_group`, `fallback_group` (None without a warm pool) and `controller` (the FC function that
+    rolls new configurations and sizes the fallback group)."""
 
     address: pulumi.Output[str]
     scaling_group_id: pulumi.Output[str]
@@ -317,33 +318,40 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         user_data = pulumi.Output.all(image, args.registry_instance_id, job_urls).apply(
             lambda a: boot(a[0], a[1], a[2])
         )
+        configurations: list[ali.ess.ScalingConfiguration] = []
         for kind, g in zip(("", "fallback-"), groups, strict=False):
             on_demand_only = kind == "fallback-"
-            ESS.ScalingConfiguration(
-                f"{name}-{kind}config",
-                scaling_group_id=g.id,
-                scaling_configuration_name=f"{name}-{kind}config",
-                # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
-                instance_types=[spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances],
-                image_id=spec.machine_image or mapping.DEFAULT_IMAGE,
-                security_group_id=sg.id,
-                spot_strategy="NoSpot" if on_demand_only else m.spot_strategy,
-                spot_price_limits=None
-                if on_demand_only
-                else [
-                    ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p)
-                    for t, p in m.spot_price_limits
-                ]
-                or None,
-                role_name=role.role_name,
-                user_data=user_data,
-                system_disk_category="cloud_essd",
-                system_disk_size=node.ROOT_VOLUME_GB,
-                tags={**spec.tags, node.FLEET_TAG: name},
-                active=True,
-                enable=True,
-                force_delete=True,
-                opts=child,
+            # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
+            types = [spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances]
+            image_id = spec.machine_image or mapping.DEFAULT_IMAGE
+            strategy = "NoSpot" if on_demand_only else m.spot_strategy
+            limits = [] if on_demand_only else list(m.spot_price_limits)
+            launch: dict[str, object] = {"image": image_id, "types": types, "strategy": strategy, "limits": limits}
+            digest = _digest(user_data, launch)
+            configurations.append(
+                ESS.ScalingConfiguration(
+                    f"{name}-{kind}config",
+                    scaling_group_id=g.id,
+                    scaling_configuration_name=f"{name}-{kind}config",
+                    instance_types=types,
+                    image_id=image_id,
+                    security_group_id=sg.id,
+                    spot_strategy=strategy,
+                    spot_price_limits=[
+                        ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p) for t, p in limits
+                    ]
+                    or None,
+                    role_name=role.role_name,
+                    user_data=user_data,
+                    system_disk_category="cloud_essd",
+                    system_disk_size=node.ROOT_VOLUME_GB,
+                    # The instances carry the digest: the controller rolls those launched from an older one.
+                    tags={**spec.tags, node.FLEET_TAG: name, CONFIG_TAG: digest},
+                    active=True,
+                    enable=True,
+                    force_delete=True,
+                    opts=child,
+                )
             )
             ESS.LifecycleHook(
                 f"{name}-{kind}drain",
@@ -355,15 +363,16 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
         self._scaling(name, spec, group, servers, child)
-        self.controller_function: pulumi.Output[str] | None = None
-        self.controller: pulumi.CustomResource | None = None
-        self.controller_config: pulumi.Output[str] | None = None
+        self.controller_function: pulumi.Output[str]
+        self.controller: pulumi.CustomResource
+        self.controller_config: pulumi.Output[str]
         """The controller's configuration document (`spotstack controller once --config`)."""
-        if warm_group is not None:
-            # The fallback group moves only when the controller moves it: it runs decide() every minute and at
-            # each spot interruption notice (components/alicloud/controller.py).
-            fn, doc = controller.declare(name, spec, group, warm_group, servers, listener, child)
-            self.controller_function, self.controller_config, self.controller = fn.function_name, doc, fn
+        # The controller rolls a changed configuration through the main group (ESS applies one to new instances
+        # only) and moves the fallback group: every minute and at each spot interruption notice.
+        # The digest as the configuration reports it: the function is updated after the configuration.
+        digest = configurations[0].tags.apply(lambda t: (t or {})[CONFIG_TAG])
+        fn, doc = controller.declare(name, spec, group, warm_group, servers, listener, digest, child)
+        self.controller_function, self.controller_config, self.controller = fn.function_name, doc, fn
 
         # Child resources for a program to attach to (alarms, listeners, rules).
         self.load_balancer, self.server_group, self.listener, self.node_role = alb, servers, listener, role
@@ -440,6 +449,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 task_enabled=True,
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTime"])),
             )
+
+
+def _digest(user_data: pulumi.Output[str], launch: dict[str, object]) -> pulumi.Output[str]:
+    def of(text: str) -> str:
+        return mapping.config_digest(user_data=text, disk=node.ROOT_VOLUME_GB, **launch)
+
+    return user_data.apply(of)
 
 
 def _item(items: pulumi.Output[list[str]], i: int) -> pulumi.Output[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -171,3 +172,11 @@ def registry_login(instance_id: str, region: str, image_url: str) -> str:
     host = image_url.split("/", 1)[0]
     cmd = [f"{VENV}/bin/spotstack", "agent", "registry-login", "--instance-id", instance_id, "--region", region]
     return shlex.join([*cmd, "--registry", host])
+
+
+def config_digest(**launch: Any) -> str:
+    """What an instance is launched with (image, boot document, types, market), as the `spotstack:config` tag the
+    scaling configuration puts on it. ESS changes a configuration in place (its id stays), so the controller tells
+    a stale instance by this tag (runtime/controller/adaptors/alicloud.py)."""
+    text = json.dumps(launch, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

@@ -200,6 +200,7 @@ def _rollout(f: FleetSpec) -> Item:
     components declare)."""
     from spotstack.components.aws.group import REFRESH_CHECKPOINT_S, REFRESH_WARMUP_S
     from spotstack.components.gcp.mapping import ROLLOUT_MIN_READY_S
+    from spotstack.runtime.controller.rollout import MIN_READY_S as ROLL_MIN_READY_S
 
     text = {
         "aws": (
@@ -212,8 +213,9 @@ def _rollout(f: FleetSpec) -> Item:
             f"taken down first, each available {ROLLOUT_MIN_READY_S} s before the next old VM goes"
         ),
         "alicloud": (
-            "new nodes only: ESS applies a new scaling configuration to instances it launches, so running "
-            "nodes keep the old one until replaced (preemption, scale-in, or an instance refresh you start)"
+            "the fleet controller, as ESS rolls nothing itself: one surge, then a stale node goes once its "
+            f"replacement has served {ROLL_MIN_READY_S:.0f} s; paused while a node starts or leaves (the fallback "
+            "group's stopped instances restart as they were until replaced)"
         ),
     }[f.cloud]
     return Item(f.name, f.cloud, "rolls", text)

@@ -54,6 +54,7 @@ def fleet_of(cfg: dict[str, Any], api: Api) -> AlicloudFleet:
         cfg["listener"],
         tuple(cfg["policy"]["spot_types"]),
         api,
+        cfg.get("config_tag"),
     )
 
 

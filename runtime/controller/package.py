@@ -20,6 +20,7 @@ COMMON = (
     "controller/decide.py",
     "controller/state.py",
     "controller/round.py",
+    "controller/rollout.py",
     "controller/invocation.py",
     "controller/adaptors/__init__.py",
 )

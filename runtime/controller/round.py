@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from spotstack.runtime.controller.decide import Decision, Observed, Policy, Replica, Role, State, decide
+from spotstack.runtime.controller.rollout import Step
 from spotstack.runtime.controller.state import ControllerState
 
 log = logging.getLogger("spotstack.controller")
@@ -33,6 +34,8 @@ class Seen:
     last_unobtainable: dict[str, float] | None = None
     """When each spot type was last seen unobtainable, where the cloud says so directly (the local market);
     None: from the refused launches the controller remembers."""
+    roll: Step | None = None
+    """The next step of a rolling replacement, where the adaptor rolls one itself (Alibaba: ESS has none)."""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RoundResult:
             "held": list(d.held),
             "acted": self.acted,
             "saved": self.saved,
+            "roll": self.seen.roll.reason if self.seen.roll else None,
             "reasons": [*d.reasons, *self.seen.notes, *self.reasons],
         }
 

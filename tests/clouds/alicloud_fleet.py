@@ -33,6 +33,8 @@ class Ecs:
     life: str = "InService"
     healthy: bool = True
     warm_starts: int = 0
+    config: str | None = None
+    """Its scaling configuration's `spotstack:config` tag when it was launched."""
 
 
 @dataclass
@@ -44,6 +46,9 @@ class Group:
     recycle: bool = False
     base: int = 0
     """On-demand instances first (`OnDemandBaseCapacity`), spot for the rest."""
+    max_size: int = 10
+    config: str | None = None
+    """The active scaling configuration's `spotstack:config` tag (changed in place, as `pulumi up` does)."""
     members: dict[str, Ecs] = field(default_factory=dict)
     activities: list[dict[str, Any]] = field(default_factory=list)
 
@@ -57,12 +62,22 @@ class AlicloudFleetFake:
         self.versioned_calls: set[tuple[str, str]] = set()
         self.fail: dict[str, str] = {}
         """Action -> error code to answer with (a broken observation)."""
+        self.launch_healthy = True
+        """False: new instances fail the health check until a test says otherwise (a model still loading)."""
         self._n = 0
 
     def add_group(
-        self, gid: str, types: list[str], spot: bool, desired: int, recycle: bool = False, base: int = 0
+        self,
+        gid: str,
+        types: list[str],
+        spot: bool,
+        desired: int,
+        recycle: bool = False,
+        base: int = 0,
+        max_size: int = 10,
+        config: str | None = None,
     ) -> None:
-        self.groups[gid] = Group(gid, types, spot, desired, recycle, base)
+        self.groups[gid] = Group(gid, types, spot, desired, recycle, base, max_size, config)
         self.reconcile()
 
     def running(self, gid: str) -> list[str]:
@@ -79,7 +94,7 @@ class AlicloudFleetFake:
                     continue
                 self._n += 1
                 if g.spot and sum(1 for e in g.members.values() if not e.spot) < g.base:
-                    g.members[f"i-{self._n:04x}"] = Ecs(f"i-{self._n:04x}", g.types[0], False)
+                    g.members[f"i-{self._n:04x}"] = self._launch(g, g.types[0], False)
                     continue
                 t = next((t for t in g.types if not (g.spot and t in self.stocked_out)), None)
                 if t is None:
@@ -96,7 +111,10 @@ class AlicloudFleetFake:
                         }
                     )
                     break
-                g.members[f"i-{self._n:04x}"] = Ecs(f"i-{self._n:04x}", t, g.spot)
+                g.members[f"i-{self._n:04x}"] = self._launch(g, t, g.spot)
+
+    def _launch(self, g: Group, instance_type: str, spot: bool) -> Ecs:
+        return Ecs(f"i-{self._n:04x}", instance_type, spot, healthy=self.launch_healthy, config=g.config)
 
     def preempt(self, iid: str) -> None:
         for g in self.groups.values():
@@ -147,6 +165,7 @@ class AlicloudFleetFake:
             {
                 "ScalingGroupId": g.id,
                 "DesiredCapacity": g.desired,
+                "MaxSize": g.max_size,
                 "TotalCapacity": len(g.members),
                 "ScalingPolicy": "recycle" if g.recycle else "release",
                 "StoppedCapacity": sum(1 for e in g.members.values() if e.life == "Stopped"),
@@ -191,6 +210,8 @@ class AlicloudFleetFake:
             return 404, {"Code": "InvalidScalingGroupId.NotFound"}
         if "DesiredCapacity" not in q:
             return 400, {"Code": "MissingParameter"}
+        if not 0 <= int(q["DesiredCapacity"]) <= g.max_size:
+            return 400, {"Code": "InvalidParameter.Conflict", "Message": "DesiredCapacity out of [MinSize, MaxSize]"}
         g.desired = int(q["DesiredCapacity"])
         return 200, {}
 
@@ -226,6 +247,7 @@ class AlicloudFleetFake:
                 "CreationTime": CREATED,
                 "ZoneId": f"{self.region}a",
                 "VpcAttributes": {"PrivateIpAddress": {"IpAddress": [f"172.16.0.{int(i[2:], 16)}"]}},
+                "Tags": {"Tag": [{"TagKey": "spotstack:config", "TagValue": e.config}] if e.config else []},
             }
             for i in ids
             if (e := self._find(i)) is not None

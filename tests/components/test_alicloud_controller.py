@@ -1,6 +1,7 @@
 """The Alibaba fleet controller as the components declare it (mock engine): the function and its code, its
 triggers (a timer, ECS spot interruptions through EventBridge), its least-privilege role, its memory, logs and
-alarm; and no controller where ESS's own on-demand compensation is the fallback (no fallback group)."""
+alarm; and without a fallback group (ESS's own on-demand compensation is the fallback) a controller that only rolls
+new configurations through the main group."""
 
 from __future__ import annotations
 
@@ -55,13 +56,15 @@ def test_a_timer_and_spot_interruptions_call_it(plan: PlanRun) -> None:
     assert json.loads(json.loads(eb["triggerConfig"])["eventRuleFilterPattern"]) == INTERRUPTION
 
 
-def test_its_role_may_size_only_the_fallback_group(plan: PlanRun) -> None:
+def test_its_role_may_size_only_its_own_groups(plan: PlanRun) -> None:
     role = one(plan, "alicloud:ram/role:Role", "llm-controller-role")
     assert json.loads(role["assumeRolePolicyDocument"])["Statement"][0]["Principal"] == {"Service": ["fc.aliyuncs.com"]}
     doc = json.loads(one(plan, "alicloud:ram/policy:Policy", "llm-controller-policy")["policyDocument"])
     by_action = {a: s["Resource"] for s in doc["Statement"] for a in s["Action"]}
     cfg = json.loads(one(plan, FN, "llm-controller")["environmentVariables"]["SPOTSTACK_CONTROLLER"])
-    assert by_action["ess:ModifyScalingGroup"] == [f"acs:ess:us-west-1:*:scalinggroup/{cfg['fallback_group']}"]
+    # The fallback group's size; the main group's surge and stale instances in a roll.
+    groups = [f"acs:ess:us-west-1:*:scalinggroup/{cfg[g]}" for g in ("main_group", "fallback_group")]
+    assert by_action["ess:ModifyScalingGroup"] == groups
     assert by_action["ess:RemoveInstances"] == by_action["ess:ModifyScalingGroup"]
     assert all(r.startswith(f"acs:oss:*:*:{cfg['bucket']}") for r in by_action["oss:PutObject"])
     # Nodes no longer size groups (the controller does).
@@ -71,6 +74,16 @@ def test_its_role_may_size_only_the_fallback_group(plan: PlanRun) -> None:
     assert alarm["project"] == "acs_fc" and alarm["contactGroups"]
 
 
-def test_no_controller_without_a_fallback_group() -> None:
+def test_without_a_fallback_group_the_controller_only_rolls() -> None:
+    from spotstack.runtime.controller.adaptors.alicloud import CONFIG_TAG
+
     plan = plan_of(as_cloud("alicloud"))
-    assert plan.find(FN) == [] and plan.find("alicloud:fc/v3Trigger:V3Trigger") == []
+    cfg = json.loads(one(plan, FN, "llm-controller")["environmentVariables"]["SPOTSTACK_CONTROLLER"])
+    assert cfg["fallback_group"] is None
+    assert (
+        cfg["config_tag"]
+        == one(plan, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["tags"][CONFIG_TAG]
+    )
+    doc = json.loads(one(plan, "alicloud:ram/policy:Policy", "llm-controller-policy")["policyDocument"])
+    by_action = {a: s["Resource"] for s in doc["Statement"] for a in s["Action"]}
+    assert by_action["ess:RemoveInstances"] == [f"acs:ess:us-west-1:*:scalinggroup/{cfg['main_group']}"]

@@ -244,3 +244,59 @@ def test_the_function_package_imports_with_the_standard_library_alone(tmp_path: 
     )
     out = subprocess.run([sys.executable, "-S", "-I", "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_new_configuration_rolls_through_the_main_group_one_surge_at_a_time(cloud: Cloud) -> None:
+    """ESS applies a changed scaling configuration only to instances it launches next: the controller replaces
+    the running ones, one surge at a time, each replacement serving for the settle time before a stale one goes;
+    the group never has fewer serving than its target, and decide() stands in no fallback for a surge."""
+    main = cloud.api.groups["asg-main"]
+    for e in main.members.values():
+        e.config = "cfg-1"
+    main.config = "cfg-1"
+    fleet = fleet_of({**CFG, "config_tag": "cfg-1"}, cloud.fleet.api)
+    r = run_round(fleet, cloud.store, policy_of(CFG), T0)
+    assert r.seen.roll is None and cloud.desired("asg-main") == 3
+
+    # `pulumi up` changed the configuration in place (its tag with it) and the controller's document.
+    main.config = "cfg-2"
+    fleet = fleet_of({**CFG, "config_tag": "cfg-2"}, cloud.fleet.api)
+    stale = set(main.members)
+    cloud.api.launch_healthy = False  # a replacement loads its model for a round before it serves
+    surges, removed, now, reasons = 0, [], T0, []
+    for _ in range(40):
+        now += 60
+        r = run_round(fleet, cloud.store, policy_of(CFG), now)
+        assert r.acted and r.decision.wanted_fallback == 0, r.as_dict()
+        reasons.append(r.seen.roll.reason if r.seen.roll else "done")
+        surges += bool(r.seen.roll and r.seen.roll.surge == 1)
+        removed += [r.seen.roll.remove] if r.seen.roll and r.seen.roll.remove else []
+        for e in main.members.values():
+            e.healthy = True  # what launched in the last round has loaded by the next
+        cloud.api.reconcile()
+        serving = [e for e in main.members.values() if e.healthy and e.life == "InService"]
+        assert len(serving) >= 3, reasons
+        if r.seen.roll is None:
+            break
+    assert {e.config for e in main.members.values()} == {"cfg-2"}, reasons
+    assert sorted(removed) == sorted(stale) and surges == 3 and cloud.desired("asg-main") == 3
+    assert any("serves 300 s before a stale one goes" in x for x in reasons)
+    assert "roll" not in cloud.store.load().last
+    from spotstack.components.alicloud.controller import controller_policy
+
+    doc = controller_policy("us-west-1", "asg-main", None, "sgp-llm", "lsn-llm", "llm-controller", "logs")
+    allowed = {a for st in doc["Statement"] for a in st["Action"]}
+    products = {"2014-08-28": "ess", "2014-05-26": "ecs", "2020-06-16": "alb"}
+    made = {f"{products[v]}:{a}" for v, a in cloud.api.versioned_calls}
+    assert {"ess:ModifyScalingGroup", "ess:RemoveInstances"} <= made <= allowed, made - allowed
+
+
+def test_a_roll_at_the_groups_maximum_replaces_in_place(cloud: Cloud) -> None:
+    main = cloud.api.groups["asg-main"]
+    main.max_size, main.config = 3, "cfg-2"
+    fleet = fleet_of({**CFG, "config_tag": "cfg-2"}, cloud.fleet.api)
+    r = run_round(fleet, cloud.store, policy_of(CFG), T0)
+    assert r.seen.roll is not None and r.seen.roll.remove and not r.seen.roll.decrease
+    assert cloud.desired("asg-main") == 3 and "ModifyScalingGroup" not in cloud.api.calls
+    cloud.api.reconcile()  # the group launches the replacement from the new configuration
+    assert sum(e.config == "cfg-2" for e in main.members.values()) == 1

@@ -21,6 +21,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from spotstack.runtime.controller import rollout
 from spotstack.runtime.controller.decide import Decision, Replica, Role
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
@@ -36,6 +37,9 @@ LEAVING = {"Removing", "Removing:Wait", "Detaching", "EnteringStandby", "Stoppin
 PARKED = {"Standby", "Stopped"}
 """The economical-mode pool's stopped instances (and a user's standby): not replicas."""
 KEEP_VERSIONS = 5
+CONFIG_TAG = "spotstack:config"
+"""On each instance, from its scaling configuration's tags: a digest of what the node was launched with (image,
+boot document, types). ESS changes a configuration in place, so its id cannot tell a stale instance."""
 
 
 def credentials_from_env() -> dict[str, str]:
@@ -87,11 +91,13 @@ class AlicloudFleet:
         listener: str,
         spot_types: tuple[str, ...],
         api: Api,
+        config_tag: str | None = None,
     ) -> None:
-        """Groups by scaling group id; `server_group`: the ALB server group both register in, behind `listener`."""
+        """Groups by scaling group id; `server_group`: the ALB server group both register in, behind `listener`;
+        `config_tag`: the deployed configuration's digest (the main group's instances without it are rolled)."""
         self.main_group, self.fallback_group, self.server_group = main_group, fallback_group, server_group
         self.listener = listener
-        self.spot_types, self.api = spot_types, api
+        self.spot_types, self.api, self.config_tag = spot_types, api, config_tag
 
     # -- observe ---------------------------------------------------------------------------------------------
     def observe(self, state: ControllerState, now: float) -> Seen:
@@ -132,6 +138,7 @@ class AlicloudFleet:
         }
         notes = self._refusals(state, now)
         replicas: list[Replica] = []
+        current: dict[str, bool] = {}
         for group, inst in members:
             iid, life = inst["InstanceId"], inst.get("LifecycleState", "")
             if life in PARKED:
@@ -153,9 +160,45 @@ class AlicloudFleet:
                     healthy=iid in available and iid not in unhealthy,
                 )
             )
+            if group == self.main_group:
+                tags = _items(ecs, "Tags", "Tag")
+                current[iid] = any(t.get("TagKey") == CONFIG_TAG and t.get("TagValue") == self.config_tag for t in tags)
         sizes = {g: int(groups[g].get("DesiredCapacity", groups[g].get("TotalCapacity", 0))) for g in ids}
         obtainable = state.obtainable(self.spot_types, now, RETRY_S)
-        return Seen(tuple(replicas), sizes[self.main_group], obtainable, sizes, tuple(notes))
+        # A surge asked for in an earlier round is in the desired size but is not what the autoscaler wants:
+        # decide() must not stand in a fallback for its instance while it loads.
+        surged = 1 if rollout.Surge.from_json(state.last.get("roll")) is not None else 0
+        roll = self._roll(state, now, replicas, current, sizes[self.main_group], groups[self.main_group])
+        if roll is not None:
+            notes.append(roll.reason)
+        target = max(0, sizes[self.main_group] - surged)
+        return Seen(tuple(replicas), target, obtainable, sizes, tuple(notes), roll=roll)
+
+    def _roll(
+        self,
+        state: ControllerState,
+        now: float,
+        replicas: list[Replica],
+        current: dict[str, bool],
+        desired: int,
+        group: dict[str, Any],
+    ) -> rollout.Step | None:
+        """The main group's rolling replacement (the fallback group's instances restart as they were stopped:
+        rolling them would only stop them into its pool). Its memory is saved with the round, before acting."""
+        if self.config_tag is None:
+            return None
+        members = [
+            rollout.Member(r.id, current[r.id], r.state, r.launched_at, r.ready_since)
+            for r in replicas
+            if r.id in current
+        ]
+        max_size = int(group.get("MaxSize", desired))
+        step, surge = rollout.step(members, desired, max_size, rollout.Surge.from_json(state.last.get("roll")), now)
+        if surge is None:
+            state.last.pop("roll", None)
+        else:
+            state.last["roll"] = surge.to_json()
+        return step
 
     def _refusals(self, state: ControllerState, now: float) -> list[str]:
         """The spot group's failed scaling activities (`NoStock` and the like), each recorded once."""
@@ -189,10 +232,11 @@ class AlicloudFleet:
 
     # -- act -------------------------------------------------------------------------------------------------
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
+        sizes = self._act_roll(seen.roll, dict(seen.sizes))
         if self.fallback_group is None:
-            return dict(seen.sizes)
+            return sizes
         fb = self.fallback_group
-        return size_fallback(
+        out = size_fallback(
             d,
             seen,
             fb,
@@ -202,6 +246,26 @@ class AlicloudFleet:
                 "ess", "RemoveInstances", ScalingGroupId=fb, **{"InstanceIds.1": i}, DecreaseDesiredCapacity=True
             ),
         )
+        out[self.main_group] = sizes[self.main_group]
+        return out
+
+    def _act_roll(self, roll: rollout.Step | None, sizes: dict[str, int]) -> dict[str, int]:
+        main = self.main_group
+        if roll is None or not roll.acts:
+            return sizes
+        if roll.surge:
+            sizes[main] += roll.surge
+            self.api("ess", "ModifyScalingGroup", ScalingGroupId=main, DesiredCapacity=sizes[main])
+        if roll.remove is not None:
+            self.api(
+                "ess",
+                "RemoveInstances",
+                ScalingGroupId=main,
+                DecreaseDesiredCapacity=roll.decrease,
+                **{"InstanceIds.1": roll.remove},
+            )
+            sizes[main] -= 1 if roll.decrease else 0
+        return sizes
 
 
 class OssStore:
