@@ -122,6 +122,38 @@ def schema(
     tmp.replace(out)
 
 
+BAKE_DIR = "/tmp/spotstack-bake"
+
+
+@app.command()
+def bake(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write bake.sh and the agent's wheel into."),
+    cloud: str = typer.Option("aws", "--cloud", help="aws, gcp or alicloud: the agent's extras for that cloud."),
+    gpu_setup: bool = typer.Option(
+        True, "--gpu-setup/--no-gpu-setup", help="Install the NVIDIA driver, Docker and the container toolkit."
+    ),
+) -> None:
+    """Write what an image builder needs to bake a node image: the agent's wheel (this spotstack, as fleets
+    publish it) and bake.sh, which installs the GPU setup a stock Ubuntu image lacks and the agent with the steps
+    a node's first boot runs. Upload the folder to /tmp/spotstack-bake and run bake.sh as root (Packer:
+    examples/bake/node.pkr.hcl); set `machine_image` to the image. Its nodes then install nothing at boot."""
+    from spotstack.components.agent_wheel import build
+    from spotstack.components.node import AGENT_EXTRA
+    from spotstack.runtime.bootstrap import AgentInstall, bake_script
+
+    if cloud not in AGENT_EXTRA:
+        raise typer.BadParameter(f"must be one of {', '.join(AGENT_EXTRA)}", param_hint="--cloud")
+    w = build()
+    agent = AgentInstall(AGENT_EXTRA[cloud], w.version, sha256=w.sha256, wheel_file=f"{BAKE_DIR}/{w.filename}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in ((w.filename, w.path.read_bytes()), ("bake.sh", bake_script(agent, gpu_setup).encode())):
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(out / name)
+    (out / "bake.sh").chmod(0o755)
+    sys.stderr.write(f"wrote {out / 'bake.sh'} and {out / w.filename} (sha256 {w.sha256[:16]}...)\n")
+
+
 def _register_node_commands() -> None:
     # Typer needs the sub-apps at import; they import their heavy halves only when a command runs.
     from spotstack.cli.agent import agent_app, emulator_app

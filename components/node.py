@@ -10,7 +10,7 @@ from typing import Literal
 
 from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import VENV, Workload, render_cloud_init
+from spotstack.runtime.bootstrap import VENV, WHEEL_DIR, AgentInstall, Workload, render_cloud_init
 from spotstack.runtime.bootstrap import Secret as Secret
 from spotstack.runtime.config import AGENT_PORT as AGENT_PORT
 from spotstack.runtime.config import (
@@ -38,16 +38,39 @@ ROOT_VOLUME_GB = 200
 AGENT_EXTRA: dict[str, str] = {"aws": "agent", "gcp": "agent-gcp", "alicloud": "agent-alicloud"}
 
 
-def agent_package(cloud: str) -> str:
-    """The agent a node installs, pinned to the version that deployed it: a new release must not change
-    a running fleet's next boot (its config schema forbids unknown keys)."""
+SCHEME: dict[str, str] = {"aws": "s3", "gcp": "gs", "alicloud": "oss"}
+USER_DATA_LIMIT: dict[str, int] = {"aws": 16 * 1024, "gcp": 256 * 1024, "alicloud": 32 * 1024}
+"""The most user data each cloud takes, before base64: EC2's 16 KB, a GCE metadata value's 256 KB, ECS's 32 KB."""
+
+
+def agent_version() -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        pin = f"=={version('spotstack')}"
+        return version("spotstack")
     except PackageNotFoundError:
-        pin = ""
-    return f"spotstack[{AGENT_EXTRA[cloud]}]{pin}"
+        return None
+
+
+def agent_install(cloud: str, fleet: FleetSpec | None = None) -> AgentInstall:
+    """How the fleet's nodes get the agent: the wheel of the spotstack deploying them, which the fleet publishes
+    to its model bucket (`components/agent_wheel.py`), when it has one; else spotstack pinned to that version from
+    the package index (the plan warns). Either way a new release never changes a running fleet's next boot."""
+    extra = AGENT_EXTRA[cloud]
+    mc = fleet.model_cache if fleet is not None else None
+    if fleet is None or mc is None:
+        return AgentInstall(extra, agent_version())
+    from spotstack.components.agent_wheel import build
+
+    w = build()
+    return AgentInstall(
+        extra,
+        w.version,
+        sha256=w.sha256,
+        wheel_url=f"{SCHEME[cloud]}://{mc.bucket}/{w.key}",
+        wheel_file=f"{WHEEL_DIR}/{w.filename}",
+        region=fleet.region if cloud != "gcp" else None,
+    )
 
 
 def agent_config(
@@ -143,7 +166,15 @@ def cloud_init(
     gpu_setup: bool = False,
 ) -> str:
     workload = Workload(image=image_url, port=fleet.service.port, login=login)
-    return render_cloud_init(cfg, workload, package=agent_package(cfg.cloud), secrets=secrets, gpu_setup=gpu_setup)
+    agent = agent_install(cfg.cloud, fleet)
+    text = render_cloud_init(cfg, workload, agent, secrets=secrets, gpu_setup=gpu_setup)
+    limit = USER_DATA_LIMIT[cfg.cloud]
+    if len(text.encode()) > limit:
+        raise ValueError(
+            f"fleet {fleet.name}: the node's boot document is {len(text.encode())} bytes; {cfg.cloud} takes at most "
+            f"{limit} (shorten the fleet's settings, e.g. schedules or job commands)"
+        )
+    return text
 
 
 def job_queue_name(fleet: FleetSpec, role: str, project: str | None = None, stack: str | None = None) -> str:

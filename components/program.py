@@ -42,8 +42,9 @@ def _declare_aws(
         image_url = pulumi.Output.concat(reg.repository_url, ":", fleet.image.tag)
         repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
     mc = fleet.model_cache
+    store = None
     if mc is not None and mc.create_bucket:
-        AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region}, opts)
+        store = AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
         # Results and checkpoints: the same hardening as the models.
@@ -51,7 +52,12 @@ def _declare_aws(
     gpu = AwsGpuFleet(
         fleet.name,
         AwsGpuFleetArgs(
-            spec=fleet, image_url=image_url, repository_arn=repo_arn, cache_prefix=cache_prefix, **(wiring or {})
+            spec=fleet,
+            image_url=image_url,
+            repository_arn=repo_arn,
+            cache_prefix=cache_prefix,
+            model_store=store,
+            **(wiring or {}),
         ),
         opts,
     )
@@ -128,15 +134,21 @@ def _declare_alicloud(
             lambda n: f"{n}-registry-vpc.{fleet.region}.cr.aliyuncs.com/{repository}:{fleet.image.tag}"
         )
     mc = fleet.model_cache
+    store = None
     if mc is not None and mc.create_bucket:
-        AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket}, opts)
+        store = AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
         AlicloudModelStore(f"{fleet.name}-jobs", {"bucket": j.bucket}, opts)
     gpu = AlicloudGpuFleet(
         fleet.name,
         AlicloudGpuFleetArgs(
-            spec=fleet, image_url=image_url, repository=repository, registry_instance_id=instance_id, **(wiring or {})
+            spec=fleet,
+            image_url=image_url,
+            repository=repository,
+            registry_instance_id=instance_id,
+            model_store=store,
+            **(wiring or {}),
         ),
         opts,
     )

@@ -238,6 +238,14 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
                 "a preempted node dies before its drain ends",
             )
         )
+    if fleet.model_cache is None:
+        warnings.append(
+            Problem(
+                f"{at}.model_cache",
+                "no bucket to publish the agent's wheel to: nodes install spotstack by name from the package index "
+                "at boot (unless machine_image was baked with `spotstack bake`); set model_cache",
+            )
+        )
     return errors, warnings
 
 

@@ -6,6 +6,9 @@ tested as text, and the same document works on all three clouds (each boots clou
 
 from __future__ import annotations
 
+import base64
+import gzip
+import os
 import shlex
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +21,10 @@ AGENT_UNIT = "spotstack-agent.service"
 WORKLOAD_UNIT = "spotstack-workload.service"
 CONFIG_PATH = "/etc/spotstack/agent.json"
 VENV = "/opt/spotstack"
+INSTALLED = f"{VENV}/installed"
+"""What the venv holds, as the exact requirement installed (`spotstack[agent]==1.4.0`), written once the install
+succeeded. A boot whose requirement matches installs nothing: an image baked with these steps boots without a
+package index."""
 
 
 def agent_unit() -> str:
@@ -124,10 +131,79 @@ def fetch_secret(s: Secret) -> str:
     return f"umask 077; nohup sh -c {shlex.quote(loop)} >{shlex.quote(s.path + '.log')} 2>&1 &"
 
 
+OBJECTGET = "/etc/spotstack/objectget.py"
+WHEEL_DIR = "/var/lib/spotstack/agent"
+
+
+@dataclass(frozen=True)
+class AgentInstall:
+    """Where a node gets the agent: the wheel the components published to the fleet's bucket (`wheel_url`, checked
+    against `sha256`), a wheel already on disk (`wheel_file`: an image being baked), or else the package index."""
+
+    extra: str = "agent"
+    version: str | None = None
+    sha256: str | None = None
+    wheel_url: str | None = None
+    wheel_file: str | None = None
+    region: str | None = None
+
+    @property
+    def marker(self) -> str:
+        """What INSTALLED says once this is installed: the pinned requirement, and the wheel's digest if any."""
+        pin = f"=={self.version}" if self.version else ""
+        return f"spotstack[{self.extra}]{pin}" + (f" sha256={self.sha256}" if self.sha256 else "")
+
+    def commands(self) -> str:
+        """Shell: fetch the wheel (if published), install it or the pinned requirement, record the marker."""
+        if self.wheel_url:
+            assert self.sha256 and self.wheel_file, "a published wheel needs its digest and a file name"
+            fetch = [
+                "python3", OBJECTGET, self.wheel_url, self.sha256, self.wheel_file,
+                *(["--region", self.region] if self.region else []),
+            ]  # fmt: skip
+            prefix = f"mkdir -p {shlex.quote(os.path.dirname(self.wheel_file))} && {shlex.join(fetch)} && "
+        else:
+            prefix = ""
+        req = f"{self.wheel_file}[{self.extra}]" if self.wheel_file else self.marker
+        marker = shlex.quote(self.marker)
+        return (
+            f'if [ "$(cat {INSTALLED} 2>/dev/null)" = {marker} ]; then echo "spotstack: "{marker}" is in the image"; '
+            f"else {prefix}{VENV}/bin/pip install --quiet {shlex.quote(req)} "
+            f"&& echo {marker} > {INSTALLED}.tmp && mv {INSTALLED}.tmp {INSTALLED}; fi"
+        )
+
+
+def install_steps(agent: AgentInstall) -> list[list[str]]:
+    """The agent's install, the same at first boot and when baking an image (`spotstack bake`): a venv, then the
+    agent unless the venv already holds exactly it."""
+    # Stock Debian/Ubuntu images may lack the venv module (python3-venv); a baked venv is kept as it is.
+    return [["sh", "-c", ENSURE_VENV], ["python3", "-m", "venv", VENV], ["sh", "-c", agent.commands()]]
+
+
+def bake_script(agent: AgentInstall, gpu_setup: bool = True) -> str:
+    """A shell script for an image builder (Packer's shell provisioner, EC2 Image Builder, a GCE or ECS image
+    job), run as root: the GPU setup a stock image lacks, and the agent's install steps as the boot runs them,
+    so nodes booted from the image install nothing (see INSTALLED)."""
+    lines = ["#!/bin/sh", "# spotstack node image: run as root on a stock Ubuntu image.", "set -e"]
+    if gpu_setup:
+        lines.append(GPU_SETUP.rstrip())
+    lines += [shlex.join(step) for step in install_steps(agent)]
+    return "\n".join(lines) + "\n"
+
+
+def _gz_b64(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+
+
+def objectget_source() -> str:
+    """The boot's object fetcher (runtime/objectget.py), carried in the boot document."""
+    return resources.files("spotstack.runtime").joinpath("objectget.py").read_text()
+
+
 def render_cloud_init(
     config: AgentConfig,
     workload: Workload,
-    package: str = "spotstack[agent]",
+    agent: AgentInstall | None = None,
     secrets: tuple[Secret, ...] = (),
     gpu_setup: bool = False,
 ) -> str:
@@ -139,14 +215,24 @@ def render_cloud_init(
             {"path": CONFIG_PATH, "permissions": "0600", "owner": "root:root", "content": config.to_json()},
             {"path": f"/etc/systemd/system/{AGENT_UNIT}", "content": agent_unit()},
             {"path": f"/etc/systemd/system/{WORKLOAD_UNIT}", "content": workload_unit(workload)},
+            *(
+                # Compressed: EC2 takes at most 16 KB of user data.
+                [
+                    {
+                        "path": OBJECTGET,
+                        "permissions": "0644",
+                        "encoding": "gz+b64",
+                        "content": _gz_b64(objectget_source()),
+                    }
+                ]
+                if agent is not None and agent.wheel_url
+                else []
+            ),
         ],
         "runcmd": [
             ["mkdir", "-p", "/var/lib/spotstack", "/etc/spotstack"],
             *(["sh", "-c", fetch_secret(s)] for s in secrets),
-            # Stock Debian/Ubuntu images may lack the venv module (python3-venv).
-            ["sh", "-c", ENSURE_VENV],
-            ["python3", "-m", "venv", VENV],
-            [f"{VENV}/bin/pip", "install", "--quiet", package],
+            *install_steps(agent or AgentInstall()),
             *([["sh", "-c", GPU_SETUP]] if gpu_setup else []),
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", AGENT_UNIT, WORKLOAD_UNIT],

@@ -20,7 +20,7 @@ import pulumi_alicloud as ali
 import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
-from spotstack.components.alicloud import controller, load_balancer, mapping, queues
+from spotstack.components.alicloud import controller, load_balancer, mapping, model_store, queues
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import AgentConfig, LifecycleConfig
@@ -46,6 +46,8 @@ class AlicloudGpuFleetArgs:
     certificate: pulumi.Input[str] | None = None
     """A Certificate Management Service certificate id: HTTPS on 443 and a redirect on 80. Replaces
     `spec.service.tls.certificate`."""
+    model_store: pulumi.Resource | None = None
+    """The model bucket's component, when declared alongside: the agent's wheel is put in the bucket after it."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
@@ -258,6 +260,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if mc is not None:
+            model_store.publish_agent(name, mc.bucket, args.model_store, child)
         ali.ram.RolePolicyAttachment(
             f"{name}-node-policy-attach",
             policy_name=policy.policy_name,

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from spotstack.components.agent_wheel import KEY_PREFIX
 from spotstack.components.pricing import spot_cap
 from spotstack.components.spec import FleetSpec
 
@@ -131,7 +132,9 @@ def node_policy(
         {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ess:DescribeScalingInstances"], "Resource": ["*"]},
     ]
     if bucket is not None:
-        st.append({"Effect": "Allow", "Action": ["oss:GetObject"], "Resource": [f"acs:oss:*:*:{bucket}/{prefix}*"]})
+        # The model, and the agent's wheel the fleet publishes beside it (fetched at first boot).
+        keys = [f"acs:oss:*:*:{bucket}/{p}*" for p in (prefix, KEY_PREFIX)]
+        st.append({"Effect": "Allow", "Action": ["oss:GetObject"], "Resource": keys})
         st.append(
             {
                 "Effect": "Allow",

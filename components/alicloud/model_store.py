@@ -8,7 +8,7 @@ from typing import TypedDict
 import pulumi
 import pulumi_alicloud as ali
 
-from spotstack.components import tokens
+from spotstack.components import agent_wheel, tokens
 
 
 class AlicloudModelStoreArgs(TypedDict, total=False):
@@ -56,3 +56,19 @@ class AlicloudModelStore(pulumi.ComponentResource):
             self.nas_mount = mt.mount_target_domain
         self.bucket_name = bucket.bucket
         self.register_outputs({"bucket_name": self.bucket_name, "nas_mount": self.nas_mount})
+
+
+def publish_agent(
+    name: str, bucket: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+) -> ali.oss.BucketObject:
+    """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
+    (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""
+    w = agent_wheel.build()
+    return ali.oss.BucketObject(
+        f"{name}-agent-wheel",
+        bucket=bucket,
+        key=w.key,
+        source=str(w.path),  # the provider uploads a local file by path
+        content_type="application/zip",
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[after] if after else [])),
+    )

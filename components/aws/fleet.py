@@ -18,7 +18,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import inputs, service_checks, tokens
-from spotstack.components.aws import controller, group, iam, load_balancer, mix, node, queues, scaling
+from spotstack.components.aws import controller, group, iam, load_balancer, mix, model_store, node, queues, scaling
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 
@@ -44,6 +44,8 @@ class AwsGpuFleetArgs:
     certificate: pulumi.Input[str] | None = None
     """An ACM certificate ARN in the fleet's region, e.g. your `aws.acm.Certificate(...).arn`: HTTPS on 443 and
     a redirect on 80. Replaces `spec.service.tls.certificate`."""
+    model_store: pulumi.Resource | None = None
+    """The model bucket's component, when declared alongside: the agent's wheel is put in the bucket after it."""
 
 
 class AwsGpuFleet(pulumi.ComponentResource):
@@ -191,6 +193,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
             )
         )
         node_policy = aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy_doc, opts=child)
+        if mc is not None:
+            model_store.publish_agent(name, mc.bucket, spec.region, args.model_store, child)
         before_nodes = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[node_policy]))
 
         main = group.declare(

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spotstack.components.agent_wheel import KEY_PREFIX as AGENT_KEYS
+
 # Actions AWS offers no resource-level permissions for; "*" is the only legal resource.
 DESCRIBE_ONLY_STAR = (
     "elasticloadbalancing:DescribeTargetHealth",
@@ -113,10 +115,11 @@ def node_policy(
     if bucket is not None:
         statements.append(
             {
-                "Sid": "ReadModel",
+                "Sid": "ReadModelAndAgent",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
-                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+                # The model, and the agent's wheel the fleet publishes beside it (fetched at first boot).
+                "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*", f"arn:aws:s3:::{bucket}/{AGENT_KEYS}*"],
             }
         )
         statements.append(

@@ -7,7 +7,7 @@ from typing import TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from spotstack.components import tokens
+from spotstack.components import agent_wheel, tokens
 
 
 class AwsModelStoreArgs(TypedDict, total=False):
@@ -68,3 +68,20 @@ class AwsModelStore(pulumi.ComponentResource):
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
+
+
+def publish_agent(
+    name: str, bucket: str, region: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+) -> aws.s3.BucketObjectv2:
+    """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
+    (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""
+    w = agent_wheel.build()
+    return aws.s3.BucketObjectv2(
+        f"{name}-agent-wheel",
+        bucket=bucket,
+        key=w.key,
+        source=pulumi.FileAsset(str(w.path)),
+        content_type="application/zip",
+        region=region,
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[after] if after else [])),
+    )

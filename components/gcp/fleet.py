@@ -15,9 +15,9 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
-from spotstack.components import inputs, node, tokens
+from spotstack.components import agent_wheel, inputs, node, tokens
 from spotstack.components.component import fleet_options, image_reference, report
-from spotstack.components.gcp import controller, load_balancer, mapping, queues
+from spotstack.components.gcp import controller, load_balancer, mapping, model_store, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -84,14 +84,18 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 role="roles/storage.objectViewer",
                 member=member,
                 condition=gcp.storage.BucketIAMMemberConditionArgs(
-                    title="model prefix only",
-                    expression=f'resource.name.startsWith("projects/_/buckets/{mc.bucket}/objects/{mc.prefix}")',
+                    title="model prefix and the agent's wheels only",
+                    expression=" || ".join(
+                        f'resource.name.startsWith("projects/_/buckets/{mc.bucket}/objects/{p}")'
+                        for p in (mc.prefix, agent_wheel.KEY_PREFIX)
+                    ),
                 ),
                 opts=pulumi.ResourceOptions.merge(
                     child, pulumi.ResourceOptions(depends_on=[args.model_store] if args.model_store else [])
                 ),
             )
         if mc is not None:
+            model_store.publish_agent(name, mc.bucket, args.model_store, child)
             # Peer discovery lists the fleet's VMs by label: listing instances has no resource-level scope in
             # IAM, so this one read-only permission is project-wide (names and addresses, no control).
             lister = gcp.projects.IAMCustomRole(

@@ -7,7 +7,7 @@ from typing import TypedDict
 import pulumi
 import pulumi_gcp as gcp
 
-from spotstack.components import tokens
+from spotstack.components import agent_wheel, tokens
 
 
 class GcpModelStoreArgs(TypedDict, total=False):
@@ -37,3 +37,19 @@ class GcpModelStore(pulumi.ComponentResource):
         self.bucket_name = bucket.name
         self.bucket_url = bucket.url
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_url": self.bucket_url})
+
+
+def publish_agent(
+    name: str, bucket: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+) -> gcp.storage.BucketObject:
+    """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
+    (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""
+    w = agent_wheel.build()
+    return gcp.storage.BucketObject(
+        f"{name}-agent-wheel",
+        bucket=bucket,
+        name=w.key,
+        source=pulumi.FileAsset(str(w.path)),
+        content_type="application/zip",
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[after] if after else [])),
+    )

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from spotstack.components.aws.fleet import AwsGpuFleet, AwsGpuFleetArgs
+from spotstack.components.aws.model_store import AwsModelStore
 from spotstack.components.validate import validate_fleets
 
 config = pulumi.Config()
@@ -31,6 +32,10 @@ for i, zone in enumerate(zones):
     aws.ec2.RouteTableAssociation(f"llm-{zone}-public", subnet_id=subnet.id, route_table_id=routes.id)
     subnets.append(subnet)
 
+# The model's files (nodes load them from here and from each other) and the agent the fleet publishes for its nodes.
+bucket = config.require("modelBucket")
+store = AwsModelStore("llm-models", {"bucket": bucket, "region": region})
+
 repository, _, tag = config.get("image", "vllm/vllm-openai:v0.6.3").partition(":")
 (spec,), warnings = validate_fleets(
     [
@@ -48,12 +53,15 @@ repository, _, tag = config.get("image", "vllm/vllm-openai:v0.6.3").partition(":
             "service": {"port": 8000, "readiness_path": "/health"},
             "scaling": {"target_qps_per_replica": 4},
             "image": {"repository": repository, "tag": tag or "latest", "registry": "docker.io"},
+            "model_cache": {"bucket": bucket, "prefix": "llm/", "create_bucket": False},  # declared above
         }
     ]
 )
 for w in warnings:
     pulumi.log.warn(str(w))
 
-fleet = AwsGpuFleet("llm", AwsGpuFleetArgs(spec=spec, vpc_id=vpc.id, subnet_ids=[s.id for s in subnets]))
+fleet = AwsGpuFleet(
+    "llm", AwsGpuFleetArgs(spec=spec, vpc_id=vpc.id, subnet_ids=[s.id for s in subnets], model_store=store)
+)
 pulumi.export("endpoint", fleet.load_balancer_dns)
 pulumi.export("node_security_group", fleet.node_security_group_id)

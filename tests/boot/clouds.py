@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from spotstack.components import agent_wheel
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest
 from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
@@ -52,6 +53,9 @@ class Cloud(ABC):
     def objects(self) -> dict[str, bytes]:
         keys = {f"{self.prefix}/{rel}": data for rel, data in self.model.items()}
         keys[f"{self.prefix}/{MANIFEST_NAME}"] = self.manifest.to_json().encode()
+        # The agent's wheel, as the fleet publishes it beside the model (the node fetches it at first boot).
+        wheel = agent_wheel.build()
+        keys[wheel.key] = wheel.path.read_bytes()
         return keys
 
     async def serve(self, app: web.Application) -> str:

@@ -8,7 +8,9 @@ spotstack path moved under the scratch root. What cannot run here is replaced, a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import gzip
 import os
 import shlex
 import shutil
@@ -36,7 +38,8 @@ SUBSTITUTED = {
     "registry logins (ExecStartPre)": "Alibaba's runs against an ACR emulator with a stand-in docker CLI; AWS's "
     "(aws ecr get-login-password) and GCP's (gcloud auth configure-docker) need those CLIs, not installed here",
     "pip install spotstack[...]==<version> from an index": "no index in tests: the wheel built from this "
-    "checkout (--no-index --find-links), its dependencies seen through a .pth into this test environment",
+    "checkout (PIP_NO_INDEX, PIP_FIND_LINKS), its dependencies seen through a .pth into this test environment "
+    "written once the venv step has run",
     "ports 8080 (workload), 8471 (agent), 8470 (peers)": "moved to free ports through the agent's documented "
     "SPOTSTACK_AGENT__* environment overrides (a test machine may use them)",
     "cloud endpoints": "metadata, secret store and object store point at loopback emulators through the "
@@ -107,6 +110,8 @@ class ScratchNode:
     workload_unit: str = ""
     workload_pre: list[str] = field(default_factory=list)
     """The workload unit's ExecStartPre commands (registry logins), for a test to run with a stand-in Docker."""
+    index: str | None = None
+    """A package index URL for pip instead of the checkout's wheel (a dead one proves nothing is installed)."""
 
     def path(self, p: str) -> str:
         for prefix in NODE_PATHS:
@@ -133,6 +138,11 @@ class ScratchNode:
             "AWS_CONFIG_FILE": str(home / "none"),
             "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            **(
+                {"PIP_INDEX_URL": self.index, "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}
+                if self.index
+                else {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(self.wheels)}
+            ),
             **self.env,
         }
 
@@ -143,7 +153,10 @@ class ScratchNode:
             if target.parts[:4] == ("/", "etc", "systemd", "system"):
                 target = self.root / str(f["path"]).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(self.remap(str(f["content"])))
+            content = str(f["content"])
+            if f.get("encoding") == "gz+b64":  # as cloud-init decodes it
+                content = gzip.decompress(base64.b64decode(content)).decode()
+            target.write_text(self.remap(content))
             if "permissions" in f:
                 target.chmod(int(str(f["permissions"]), 8))
         for cmd in doc.runcmd:
@@ -160,11 +173,6 @@ class ScratchNode:
             self.log.append("substituted: GPU setup")
             return
         args = [self.remap(a) for a in cmd]
-        if args[0].endswith("/bin/pip") and args[1] == "install":
-            venv = Path(args[0]).parents[1]
-            site = next(venv.glob("lib/python3*/site-packages"))
-            (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n")
-            args = [*args, "--no-index", "--find-links", str(self.wheels)]
         self.log.append(f"run: {shlex.join(cmd)}")
         proc = await asyncio.create_subprocess_exec(
             *args,
@@ -176,6 +184,14 @@ class ScratchNode:
         self.procs.append(proc)
         out, _ = await asyncio.wait_for(proc.communicate(), 600)
         assert proc.returncode == 0, f"boot step failed ({proc.returncode}): {shlex.join(cmd)}\n{out.decode()}"
+        self.log += [f"out: {line}" for line in out.decode(errors="replace").splitlines()]
+        if args[:3] == ["python3", "-m", "venv"]:
+            self.link_deps(args[3])
+
+    def link_deps(self, venv: str) -> None:
+        """The agent's dependencies, seen by the node's new venv through a .pth (see SUBSTITUTED)."""
+        site = next(Path(venv).glob("lib/python3*/site-packages"))
+        (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n")
 
     async def start_unit(self, unit: str) -> None:
         text = (self.root / "etc/systemd/system" / unit).read_text()

@@ -27,7 +27,7 @@ from aiohttp import web
 from spotstack.runtime.cache.manifest import build_manifest
 from spotstack.runtime.net import free_port, serve
 from tests.boot.clouds import CLOUDS, TOKEN, Alicloud, model_files, secret_name
-from tests.boot.scratch import BootDoc, ScratchNode, build_wheel, dependency_view
+from tests.boot.scratch import BootDoc, ScratchNode
 from tests.conftest import ROOT
 from tests.waits import wait_for
 
@@ -55,12 +55,6 @@ def rendered_boot_document(cloud: str) -> str:
     value = value.get("value", value) if isinstance(value, dict) else value
     text = str(value)
     return text if text.startswith("#cloud-config") else base64.b64decode(text).decode()
-
-
-@pytest.fixture(scope="session")
-def agent_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("agent-wheel")
-    return build_wheel(out), dependency_view(out)
 
 
 @pytest.fixture(scope="module")

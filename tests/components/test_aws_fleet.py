@@ -160,7 +160,11 @@ def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -
         for res in resources:
             assert any(o in res for o in own), (st["Sid"], res)
     by_sid = {st["Sid"]: st for st in doc["Statement"]}
-    assert by_sid["ReadModel"]["Resource"] == "arn:aws:s3:::acme-models/llama/*"
+    # The model prefix, and the agent's wheels the fleet publishes beside it.
+    assert by_sid["ReadModelAndAgent"]["Resource"] == [
+        "arn:aws:s3:::acme-models/llama/*",
+        "arn:aws:s3:::acme-models/spotstack-agent/*",
+    ]
     assert "autoscaling:CompleteLifecycleAction" in by_sid["FinishLifecycle"]["Action"]
     # Nodes never size their groups: that is the controller's, under its own role.
     assert not any("SetDesiredCapacity" in a for st in doc["Statement"] for a in st["Action"])

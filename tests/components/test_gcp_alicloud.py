@@ -207,7 +207,8 @@ def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
                     or res == "acs:kms:us-west-1:*:key/*"
                 ), res
     oss = next(s for s in doc["Statement"] if s["Action"] == ["oss:GetObject"])
-    assert oss["Resource"] == ["acs:oss:*:*:acme-models/llama/*"]
+    # The model prefix, and the agent's wheels the fleet publishes beside it.
+    assert oss["Resource"] == ["acs:oss:*:*:acme-models/llama/*", "acs:oss:*:*:acme-models/spotstack-agent/*"]
 
 
 def test_alicloud_bucket_and_registry(ali: PlanRun) -> None:

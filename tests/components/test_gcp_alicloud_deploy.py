@@ -99,11 +99,15 @@ def test_alicloud_recurring_schedules_carry_their_end_time(ali: PlanRun) -> None
 
 def test_nodes_install_their_clouds_object_store_backend(gcp: PlanRun, ali: PlanRun) -> None:
     """Finding 13: gs:// and oss:// model URLs need gcsfs / ossfs on the node."""
+    from spotstack.components.agent_wheel import build
+
+    wheel = build().filename  # the deploying version's wheel, with the cloud's extra
     md = one(gcp, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")["metadata"]
-    words = [w for c in boot_doc(md["user-data"])["runcmd"] for w in c]
-    assert any(w.startswith("spotstack[agent-gcp]==") for w in words)  # pinned to the deploying version
+    words = " ".join(w for c in boot_doc(md["user-data"])["runcmd"] for w in c)
+    assert f"{wheel}[agent-gcp]" in words and "spotstack[agent-gcp]==" in words
     ud = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["userData"]
-    assert any(w.startswith("spotstack[agent-alicloud]==") for c in boot_doc(ud)["runcmd"] for w in c)
+    words = " ".join(w for c in boot_doc(ud)["runcmd"] for w in c)
+    assert f"{wheel}[agent-alicloud]" in words and "spotstack[agent-alicloud]==" in words
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -83,7 +83,13 @@ def test_cloud_init_writes_config_and_starts_both_units() -> None:
         "spotstack-agent.service",
         "spotstack-workload.service",
     ]
-    assert ["/opt/spotstack/bin/pip", "install", "--quiet", "spotstack[agent]"] in doc["runcmd"]
+    from spotstack.runtime.bootstrap import AgentInstall, install_steps
+
+    steps = install_steps(AgentInstall())
+    assert doc["runcmd"][-len(steps) - 2 : -2] == steps  # installed, then units enabled
+    assert "/opt/spotstack/bin/pip install --quiet 'spotstack[agent]'" in steps[-1][2]
+    # Without a published wheel no fetcher is carried.
+    assert "/etc/spotstack/objectget.py" not in files
 
 
 def test_a_secret_fetch_retries_until_the_permission_arrives(tmp_path: Path) -> None:
