@@ -74,3 +74,32 @@ def require_together(component: str, **given: object) -> bool:
         have = [k for k in given if k not in missing]
         raise _fail(component, missing[0], f"give it with {', '.join(have)} (or neither, to use spec.network)")
     return not missing
+
+
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+"""A bucket name every one of the three clouds accepts (as `ModelCacheSpec.bucket`)."""
+
+
+def model_spec(component: str, spec: Any, bucket: pulumi.Input[str] | None) -> pulumi.Output[Any]:
+    """The fleet spec with its model bucket: `bucket` (e.g. your `aws.s3.BucketV2(...).bucket`) replaces
+    `spec.model_cache.bucket`. Everything the bucket's name goes into (IAM documents, the node's config, the
+    agent's wheel) is built from this Output, so it waits for the bucket the program declares."""
+    mc = spec.model_cache
+    if bucket is None:
+        if mc is not None and mc.bucket is None:
+            raise _fail(component, "model_bucket", "give the bucket here or as spec.model_cache.bucket")
+        return pulumi.Output.from_input(spec)
+    if mc is None:
+        raise _fail(component, "model_bucket", "the spec has no model_cache to put a bucket in")
+
+    def with_bucket(name: str) -> Any:
+        return spec.model_copy(update={"model_cache": mc.model_copy(update={"bucket": name})})
+
+    return pulumi.Output.from_input(checked(component, "model_bucket", bucket, "a bucket name", BUCKET)).apply(
+        with_bucket
+    )
+
+
+def bucket_of(resolved: pulumi.Output[Any]) -> pulumi.Output[str]:
+    """The model bucket's name from `model_spec`'s Output."""
+    return resolved.apply(lambda s: str(s.model_cache.bucket))

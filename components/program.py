@@ -43,7 +43,7 @@ def _declare_aws(
         repo_arn, cache_prefix = reg.repository_arn, reg.cache_prefix
     mc = fleet.model_cache
     store = None
-    if mc is not None and mc.create_bucket:
+    if mc is not None and mc.create_bucket and mc.bucket is not None:
         store = AwsModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "region": fleet.region}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
@@ -88,7 +88,7 @@ def _declare_gcp(
         repository = reg.repository
     mc = fleet.model_cache
     store = None
-    if mc is not None and mc.create_bucket:
+    if mc is not None and mc.create_bucket and mc.bucket is not None:
         store = GcpModelStore(f"{fleet.name}-models", {"bucket": mc.bucket, "location": fleet.region}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):
@@ -135,7 +135,7 @@ def _declare_alicloud(
         )
     mc = fleet.model_cache
     store = None
-    if mc is not None and mc.create_bucket:
+    if mc is not None and mc.create_bucket and mc.bucket is not None:
         store = AlicloudModelStore(f"{fleet.name}-models", {"bucket": mc.bucket}, opts)
     j = fleet.jobs
     if j is not None and j.create_bucket and (mc is None or j.bucket != mc.bucket):

@@ -262,8 +262,9 @@ class ImageSpec(_Model):
 
 
 class ModelCacheSpec(_Model):
-    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
-    """Object-store bucket holding the model files."""
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = None
+    """Object-store bucket holding the model files. A program may leave it out and pass the bucket as the fleet's
+    `model_bucket` Input instead; a stack's fleets must name it."""
     prefix: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9._=+-]+/)*[A-Za-z0-9._=+-]*$", max_length=512)] = ""
     """Key prefix of the model inside the bucket: plain path segments, so the IAM grant on it stays narrow."""
     create_bucket: bool = True

@@ -285,8 +285,11 @@ def _partial_checks(item: dict[str, Any], at: str) -> list[Problem]:
     return errors
 
 
-def validate_fleets(raw: Any, prefix: str = "fleets") -> tuple[list[FleetSpec], list[Problem]]:
-    """Parse the `spotstack:fleets` value. Raises SpecError with every problem; returns warnings."""
+def validate_fleets(
+    raw: Any, prefix: str = "fleets", *, require_bucket: bool = True
+) -> tuple[list[FleetSpec], list[Problem]]:
+    """Parse the `spotstack:fleets` value. Raises SpecError with every problem; returns warnings.
+    `require_bucket=False`: a program passes the model bucket to the fleet as its `model_bucket` Input."""
     if raw is None:
         raise SpecError([Problem(prefix, "required: a list of fleets")])
     if not isinstance(raw, list) or not raw:
@@ -306,6 +309,8 @@ def validate_fleets(raw: Any, prefix: str = "fleets") -> tuple[list[FleetSpec], 
             errors.extend(_partial_checks(item, at))
             continue
         errs, warns = _cross_field(fleet, at)
+        if require_bucket and fleet.model_cache is not None and fleet.model_cache.bucket is None:
+            errs.append(Problem(f"{at}.model_cache.bucket", "required"))
         errors.extend(errs)
         warnings.extend(warns)
         fleets.append(fleet)

@@ -48,6 +48,8 @@ class AlicloudGpuFleetArgs:
     `spec.service.tls.certificate`."""
     model_store: pulumi.Resource | None = None
     """The model bucket's component, when declared alongside: the agent's wheel is put in the bucket after it."""
+    model_bucket: pulumi.Input[str] | None = None
+    """The model bucket's name, e.g. your own `alicloud.oss.Bucket(...).bucket`: replaces `spec.model_cache.bucket`."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
@@ -64,6 +66,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AlicloudGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.ALICLOUD_GPU_FLEET, name, None, opts)
         spec = args.spec
+        # The spec with its model bucket, which may be an Input (`model_bucket`): what names the bucket waits for it.
+        resolved = inputs.model_spec("AlicloudGpuFleet", spec, args.model_bucket)
         child = fleet_options(self, spec, "alicloud", opts)
         self.warnings = report(self, mapping.warnings(spec))
         svc, m = spec.service, mapping.mix(spec)
@@ -244,14 +248,14 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             f"{name}-node-policy",
             policy_name=node.stack_name(f"{name}-node", 128),
             policy_document=pulumi.Output.all(
-                servers.id, args.registry_instance_id, pulumi.Output.all(*[g.id for g in groups])
+                servers.id, args.registry_instance_id, pulumi.Output.all(*[g.id for g in groups]), resolved
             ).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
                         spec.region,
                         a[2],
                         a[0],
-                        mc.bucket if mc else None,
+                        a[3].model_cache.bucket if mc else None,
                         mc.prefix if mc else "",
                         f"{a[1]}/{args.repository}" if args.repository and a[1] else args.repository,
                         token_param,
@@ -261,7 +265,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             opts=child,
         )
         if mc is not None:
-            model_store.publish_agent(name, mc.bucket, args.model_store, child)
+            model_store.publish_agent(name, inputs.bucket_of(resolved), args.model_store, child)
         ali.ram.RolePolicyAttachment(
             f"{name}-node-policy-attach",
             policy_name=policy.policy_name,
@@ -285,7 +289,7 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
         image = image_reference(self, spec, args.image_url)
 
-        def config(jobs: dict[str, str] | None) -> AgentConfig:
+        def config(jobs: dict[str, str] | None, spec: FleetSpec) -> AgentConfig:
             return node.agent_config(
                 spec,
                 "alicloud",
@@ -313,15 +317,14 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 opts=child,
             )
 
-        def boot(img: str, instance: str | None, jobs: dict[str, str] | None) -> str:
+        def boot(img: str, instance: str | None, jobs: dict[str, str] | None, spec: FleetSpec) -> str:
             login = [mapping.registry_login(instance, spec.region, img)] if instance else []
             # The default image is stock Ubuntu: the node installs the driver, Docker and NVIDIA's toolkit.
-            text = node.cloud_init(config(jobs), spec, img, login, secrets, gpu_setup=spec.machine_image is None)
+            cfg = config(jobs, spec)
+            text = node.cloud_init(cfg, spec, img, login, secrets, gpu_setup=spec.machine_image is None)
             return base64.b64encode(text.encode()).decode()
 
-        user_data = pulumi.Output.all(image, args.registry_instance_id, job_urls).apply(
-            lambda a: boot(a[0], a[1], a[2])
-        )
+        user_data = pulumi.Output.all(image, args.registry_instance_id, job_urls, resolved).apply(lambda a: boot(*a))
         configurations: list[ali.ess.ScalingConfiguration] = []
         for kind, g in zip(("", "fallback-"), groups, strict=False):
             on_demand_only = kind == "fallback-"

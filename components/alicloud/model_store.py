@@ -59,7 +59,7 @@ class AlicloudModelStore(pulumi.ComponentResource):
 
 
 def publish_agent(
-    name: str, bucket: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+    name: str, bucket: pulumi.Input[str], after: pulumi.Resource | None, child: pulumi.ResourceOptions
 ) -> ali.oss.BucketObject:
     """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
     (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""

@@ -46,6 +46,8 @@ class AwsGpuFleetArgs:
     a redirect on 80. Replaces `spec.service.tls.certificate`."""
     model_store: pulumi.Resource | None = None
     """The model bucket's component, when declared alongside: the agent's wheel is put in the bucket after it."""
+    model_bucket: pulumi.Input[str] | None = None
+    """The model bucket's name, e.g. your own `aws.s3.BucketV2(...).bucket`: replaces `spec.model_cache.bucket`."""
 
 
 class AwsGpuFleet(pulumi.ComponentResource):
@@ -79,6 +81,8 @@ class AwsGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.AWS_GPU_FLEET, name, None, opts)
         spec = args.spec
+        # The spec with its model bucket, which may be an Input (`model_bucket`): what names the bucket waits for it.
+        resolved = inputs.model_spec("AwsGpuFleet", spec, args.model_bucket)
         child = fleet_options(self, spec, "aws", opts)
         invoke = pulumi.InvokeOptions(parent=self)
 
@@ -121,10 +125,10 @@ class AwsGpuFleet(pulumi.ComponentResource):
         def launch_template(
             rname: str, instance_type: str | None = None, launch_hook: str | None = None
         ) -> aws.ec2.LaunchTemplate:
-            user_data = pulumi.Output.all(tg.arn, image, param_name, urls).apply(
+            user_data = pulumi.Output.all(tg.arn, image, param_name, urls, resolved).apply(
                 lambda a: base64.b64encode(
                     node.user_data(
-                        spec, a[0], a[1], node.AGENT_PORT, a[2], launch_hook=launch_hook, queues=a[3]
+                        a[4], a[0], a[1], node.AGENT_PORT, a[2], launch_hook=launch_hook, queues=a[3]
                     ).encode()
                 ).decode()
             )
@@ -177,24 +181,24 @@ class AwsGpuFleet(pulumi.ComponentResource):
             [self.job_queues.input.arn, self.job_queues.output.arn, self.job_queues.dead.arn] if self.job_queues else []
         )
         j = spec.jobs
-        policy_doc = pulumi.Output.all(tg.arn, repo_arn, param_arn, *jq_arns).apply(
+        policy_doc = pulumi.Output.all(resolved, tg.arn, repo_arn, param_arn, *jq_arns).apply(
             lambda a: json.dumps(
                 iam.node_policy(
-                    a[0],
-                    group_arns,
-                    mc.bucket if mc else None,
-                    mc.prefix if mc else "",
                     a[1],
+                    group_arns,
+                    a[0].model_cache.bucket if mc else None,
+                    mc.prefix if mc else "",
                     a[2],
+                    a[3],
                     cache_prefix=args.cache_prefix,
                     region=spec.region,
-                    jobs=iam.JobsGrant(a[3], a[4], a[5], j.bucket, j.prefix) if j is not None else None,
+                    jobs=iam.JobsGrant(a[4], a[5], a[6], j.bucket, j.prefix) if j is not None else None,
                 )
             )
         )
         node_policy = aws.iam.RolePolicy(f"{name}-node-policy", role=role.id, policy=policy_doc, opts=child)
         if mc is not None:
-            model_store.publish_agent(name, mc.bucket, spec.region, args.model_store, child)
+            model_store.publish_agent(name, inputs.bucket_of(resolved), spec.region, args.model_store, child)
         before_nodes = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[node_policy]))
 
         main = group.declare(

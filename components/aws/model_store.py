@@ -71,7 +71,7 @@ class AwsModelStore(pulumi.ComponentResource):
 
 
 def publish_agent(
-    name: str, bucket: str, region: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+    name: str, bucket: pulumi.Input[str], region: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
 ) -> aws.s3.BucketObjectv2:
     """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
     (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""

@@ -33,6 +33,8 @@ class GcpGpuFleetArgs:
     """Artifact Registry repository the nodes may read (scopes the reader role)."""
     model_store: pulumi.Resource | None = None
     """The model bucket's component, when declared alongside: its IAM binding waits for it."""
+    model_bucket: pulumi.Input[str] | None = None
+    """The model bucket's name, e.g. your own `gcp.storage.Bucket(...).name`: replaces `spec.model_cache.bucket`."""
     network: pulumi.Input[str] | None = None
     """The VPC network (name or self link), e.g. your own `gcp.compute.Network(...).self_link`; with
     `subnetwork`, it replaces `spec.network` (default: the project's `default` network and a Cloud NAT)."""
@@ -56,6 +58,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: GcpGpuFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(tokens.GCP_GPU_FLEET, name, None, opts)
         spec = args.spec
+        # The spec with its model bucket, which may be an Input (`model_bucket`): what names the bucket waits for it.
+        resolved = inputs.model_spec("GcpGpuFleet", spec, args.model_bucket)
         child = fleet_options(self, spec, "gcp", opts)
         self.warnings = report(self, mapping.warnings(spec))
         svc, g = spec.service, mapping.groups(spec)
@@ -78,24 +82,27 @@ class GcpGpuFleet(pulumi.ComponentResource):
         member = sa.email.apply(lambda e: f"serviceAccount:{e}")
         mc = spec.model_cache
         if mc is not None:
+            bucket = inputs.bucket_of(resolved)
             gcp.storage.BucketIAMMember(
                 f"{name}-read-model",
-                bucket=mc.bucket,
+                bucket=bucket,
                 role="roles/storage.objectViewer",
                 member=member,
-                condition=gcp.storage.BucketIAMMemberConditionArgs(
-                    title="model prefix and the agent's wheels only",
-                    expression=" || ".join(
-                        f'resource.name.startsWith("projects/_/buckets/{mc.bucket}/objects/{p}")'
-                        for p in (mc.prefix, agent_wheel.KEY_PREFIX)
-                    ),
+                condition=bucket.apply(
+                    lambda b: gcp.storage.BucketIAMMemberConditionArgs(
+                        title="model prefix and the agent's wheels only",
+                        expression=" || ".join(
+                            f'resource.name.startsWith("projects/_/buckets/{b}/objects/{p}")'
+                            for p in (mc.prefix, agent_wheel.KEY_PREFIX)
+                        ),
+                    )
                 ),
                 opts=pulumi.ResourceOptions.merge(
                     child, pulumi.ResourceOptions(depends_on=[args.model_store] if args.model_store else [])
                 ),
             )
         if mc is not None:
-            model_store.publish_agent(name, mc.bucket, args.model_store, child)
+            model_store.publish_agent(name, inputs.bucket_of(resolved), args.model_store, child)
             # Peer discovery lists the fleet's VMs by label: listing instances has no resource-level scope in
             # IAM, so this one read-only permission is project-wide (names and addresses, no control).
             lister = gcp.projects.IAMCustomRole(
@@ -210,7 +217,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
             else pulumi.Output.from_input(None)
         )
 
-        def boot(img: str, secret_name: str | None, jobs: dict[str, str] | None) -> dict[str, str]:
+        def boot(img: str, secret_name: str | None, jobs: dict[str, str] | None, spec: FleetSpec) -> dict[str, str]:
             cfg = node.agent_config(
                 spec,
                 "gcp",
@@ -228,7 +235,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
             }
 
-        metadata = pulumi.Output.all(image, token_secret, job_ids).apply(lambda a: boot(a[0], a[1], a[2]))
+        metadata = pulumi.Output.all(image, token_secret, job_ids, resolved).apply(lambda a: boot(*a))
 
         def template(kind: str, machine_type: str, spot: bool) -> gcp.compute.InstanceTemplate:
             acc = mapping.accelerator(machine_type)

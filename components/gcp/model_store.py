@@ -40,7 +40,7 @@ class GcpModelStore(pulumi.ComponentResource):
 
 
 def publish_agent(
-    name: str, bucket: str, after: pulumi.Resource | None, child: pulumi.ResourceOptions
+    name: str, bucket: pulumi.Input[str], after: pulumi.Resource | None, child: pulumi.ResourceOptions
 ) -> gcp.storage.BucketObject:
     """The agent's wheel in the fleet's model bucket, where its nodes fetch it at first boot
     (`components/agent_wheel.py`); `after`: the bucket's store, when this program declares it."""

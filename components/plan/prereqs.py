@@ -48,7 +48,8 @@ def _common(f: FleetSpec) -> list[Item]:
     out = [Item(f.name, f.cloud, "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry")]
     mc = f.model_cache
     if mc is not None:
-        url = f"{SCHEME[f.cloud]}://{mc.bucket}/{mc.prefix}"
+        bucket = mc.bucket or "<the fleet's model_bucket>"
+        url = f"{SCHEME[f.cloud]}://{bucket}/{mc.prefix}"
         out.append(
             Item(f.name, f.cloud, "needs", f"the model's files and its manifest (`spotstack cache manifest {url}`)")
         )
