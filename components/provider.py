@@ -34,6 +34,9 @@ class GpuFleetArgs(TypedDict):
     certificate: NotRequired[pulumi.Input[str]]
     """HTTPS: an ACM certificate ARN (AWS), an SSL certificate self link (GCP) or a certificate id (Alibaba).
     Replaces `spec.service.tls`; port 80 then redirects to 443."""
+    model_bucket: NotRequired[pulumi.Input[str]]
+    """The model bucket's name, e.g. a bucket your program declares: replaces `spec.model_cache.bucket` (which may
+    then be left out). The nodes' config, their read grant and the agent the fleet publishes there wait for it."""
 
 
 class GpuFleet(pulumi.ComponentResource):
@@ -59,7 +62,8 @@ class GpuFleet(pulumi.ComponentResource):
             )
         raw = {**raw, "name": raw.get("name", name)}
         try:
-            (fleet,), problems = validate_fleets([raw], prefix="spec")
+            given = args.get("model_bucket") is not None
+            (fleet,), problems = validate_fleets([raw], prefix="spec", require_bucket=not given)
         except SpecError as exc:
             found = [(_path(p.path), p.reason) for p in exc.problems]
             raise pulumi.InputPropertiesError(
@@ -102,6 +106,8 @@ def _wiring(cloud: str, args: GpuFleetArgs) -> dict[str, Any]:
             out.update(network=network, subnetwork=None if subnets is None else pulumi.Output.from_input(subnets)[0])
     if args.get("certificate") is not None:
         out["certificate"] = args["certificate"]
+    if args.get("model_bucket") is not None:
+        out["model_bucket"] = args["model_bucket"]
     return out
 
 

@@ -47,6 +47,7 @@ def test_schema_lists_every_component_with_typed_inputs_and_outputs(schema: dict
         "networkId": "string",
         "subnetIds": "array",
         "certificate": "string",
+        "modelBucket": "string",
     }
     assert {k: v["type"] for k, v in fleet["properties"].items()} == {
         "endpoint": "string",
@@ -106,14 +107,18 @@ def test_typescript_example_uses_the_schema(schema: dict[str, Any]) -> None:
 def test_gpu_fleet_maps_its_wiring_onto_each_cloud() -> None:
     from tests.components.test_gcp_alicloud import as_cloud
 
+    spec = as_cloud("gcp")
+    spec["model_cache"] = {k: v for k, v in spec["model_cache"].items() if k != "bucket"}
+
     def gcp_program() -> None:
         provider.GpuFleet(
             "g",
             {
-                "spec": as_cloud("gcp"),
+                "spec": spec,
                 "network_id": "projects/p/global/networks/n",
                 "subnet_ids": ["projects/p/regions/us-central1/subnetworks/s"],
                 "certificate": "projects/p/global/sslCertificates/c",
+                "model_bucket": "programs-own-models",  # the spec names none
             },
         )
 
@@ -126,6 +131,9 @@ def test_gpu_fleet_maps_its_wiring_onto_each_cloud() -> None:
     assert run.find("gcp:compute/targetHttpsProxy:TargetHttpsProxy")[0].inputs["sslCertificates"] == [
         "projects/p/global/sslCertificates/c"
     ]
+    (binding,) = [b for b in run.find("gcp:storage/bucketIAMMember:BucketIAMMember") if b.name.endswith("-read-model")]
+    assert binding.inputs["bucket"] == "programs-own-models"
+    assert "gs://programs-own-models/" in tpl["metadata"]["user-data"]
 
 
 def test_gpu_fleet_refuses_a_bad_or_unknown_spec() -> None:
