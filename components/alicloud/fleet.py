@@ -10,7 +10,6 @@ readiness check, a termination lifecycle hook, target tracking on QPS, and sched
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,15 @@ import pulumi_alicloud as ali
 import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
-from spotstack.components.alicloud import controller, load_balancer, mapping, model_store, queues
+from spotstack.components.alicloud import (
+    configuration,
+    controller,
+    load_balancer,
+    mapping,
+    model_store,
+    queues,
+    scaling,
+)
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import AgentConfig, LifecycleConfig
@@ -325,51 +332,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             return base64.b64encode(text.encode()).decode()
 
         user_data = pulumi.Output.all(image, args.registry_instance_id, job_urls, resolved).apply(lambda a: boot(*a))
-        configurations: list[ali.ess.ScalingConfiguration] = []
-        for kind, g in zip(("", "fallback-"), groups, strict=False):
-            on_demand_only = kind == "fallback-"
-            # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
-            types = [spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances]
-            image_id = spec.machine_image or mapping.DEFAULT_IMAGE
-            strategy = "NoSpot" if on_demand_only else m.spot_strategy
-            limits = [] if on_demand_only else list(m.spot_price_limits)
-            launch: dict[str, object] = {"image": image_id, "types": types, "strategy": strategy, "limits": limits}
-            digest = _digest(user_data, launch)
-            configurations.append(
-                ESS.ScalingConfiguration(
-                    f"{name}-{kind}config",
-                    scaling_group_id=g.id,
-                    scaling_configuration_name=f"{name}-{kind}config",
-                    instance_types=types,
-                    image_id=image_id,
-                    security_group_id=sg.id,
-                    spot_strategy=strategy,
-                    spot_price_limits=[
-                        ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p) for t, p in limits
-                    ]
-                    or None,
-                    role_name=role.role_name,
-                    user_data=user_data,
-                    system_disk_category="cloud_essd",
-                    system_disk_size=node.ROOT_VOLUME_GB,
-                    # The instances carry the digest: the controller rolls those launched from an older one.
-                    tags={**spec.tags, node.FLEET_TAG: name, CONFIG_TAG: digest},
-                    active=True,
-                    enable=True,
-                    force_delete=True,
-                    opts=child,
-                )
-            )
-            ESS.LifecycleHook(
-                f"{name}-{kind}drain",
-                scaling_group_id=g.id,
-                name=f"{name}-drain",
-                lifecycle_transition="SCALE_IN",
-                heartbeat_timeout=mapping.lifecycle_heartbeat_s(svc.drain_timeout),
-                default_result="CONTINUE",
-                opts=child,
-            )
-        self._scaling(name, spec, group, servers, child)
+        configurations = configuration.declare(name, spec, groups, m, sg.id, role.role_name, user_data, child)
+        scaling.declare(name, spec, group, servers, child)
         self.controller_function: pulumi.Output[str]
         self.controller: pulumi.CustomResource
         self.controller_config: pulumi.Output[str]
@@ -412,57 +376,6 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             return inputs.checked("AlicloudGpuFleet", "certificate", args.certificate, "a certificate id")
         tls = args.spec.service.tls
         return tls.certificate if tls is not None else None
-
-    @staticmethod
-    def _scaling(
-        name: str,
-        spec: FleetSpec,
-        group: ali.ess.ScalingGroup,
-        servers: ali.alb.ServerGroup,
-        child: pulumi.ResourceOptions,
-    ) -> None:
-        sc = spec.scaling
-        if sc.target_qps_per_replica is not None:
-            ESS.ScalingRule(
-                f"{name}-qps",
-                scaling_group_id=group.id,
-                scaling_rule_name=f"{name}-qps",
-                scaling_rule_type="TargetTrackingScalingRule",
-                metric_name="LoadBalancerRealServerAverageQps",
-                # The metric is per ALB server group, named by the `rulePool` dimension (CreateScalingRule).
-                alarm_dimension=ESS.ScalingRuleAlarmDimensionArgs(dimension_key="rulePool", dimension_value=servers.id),
-                target_value=sc.target_qps_per_replica,
-                estimated_instance_warmup=300,
-                opts=child,
-            )
-        # Recurring tasks need a first launch time: tomorrow at midnight UTC when first deployed, then kept.
-        # ESS requires RecurrenceEndTime with a recurrence, at most 365 days after creation: 364 days
-        # out (a `pulumi up` within the year moves it on; the plan warns that schedules expire).
-        today = dt.datetime.now(dt.timezone.utc)
-        first = (today + dt.timedelta(days=1)).strftime("%Y-%m-%dT00:00Z")
-        ends = (today + dt.timedelta(days=364)).strftime("%Y-%m-%dT00:00:00Z")
-        for s in sc.schedules:
-            ESS.ScheduledTask(
-                f"{name}-schedule-{s.name}",
-                scheduled_task_name=f"{name}-{s.name}",
-                scaling_group_id=group.id,
-                min_value=s.min,
-                max_value=s.max,
-                desired_capacity=s.desired,
-                recurrence_type="Cron",
-                recurrence_value=s.cron,
-                recurrence_end_time=ends,
-                launch_time=first,
-                task_enabled=True,
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTime"])),
-            )
-
-
-def _digest(user_data: pulumi.Output[str], launch: dict[str, object]) -> pulumi.Output[str]:
-    def of(text: str) -> str:
-        return mapping.config_digest(user_data=text, disk=node.ROOT_VOLUME_GB, **launch)
-
-    return user_data.apply(of)
 
 
 def _item(items: pulumi.Output[list[str]], i: int) -> pulumi.Output[str]:

@@ -1,0 +1,82 @@
+"""An Alibaba fleet's scaling configurations (what ESS launches: types in order, market and bids, image, boot
+document, role) and their drain hooks, one of each per group. Each configuration tags its instances with a digest
+of what they were launched with: ESS changes a configuration in place, so the controller tells a stale instance
+by that tag and rolls it (runtime/controller/rollout.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_alicloud as ali
+
+from spotstack.components import node
+from spotstack.components.alicloud import mapping
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.controller.adaptors.alicloud import CONFIG_TAG
+
+ESS = ali.ess
+
+
+def declare(
+    name: str,
+    spec: FleetSpec,
+    groups: Sequence[ali.ess.ScalingGroup],
+    m: mapping.Mix,
+    security_group: pulumi.Input[str],
+    role_name: pulumi.Input[str],
+    user_data: pulumi.Output[str],
+    child: pulumi.ResourceOptions,
+) -> list[ali.ess.ScalingConfiguration]:
+    """The main group's configuration first, then the fallback group's (when it has one)."""
+    configurations: list[ali.ess.ScalingConfiguration] = []
+    for kind, g in zip(("", "fallback-"), groups, strict=False):
+        on_demand_only = kind == "fallback-"
+        # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
+        types = [spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances]
+        image_id = spec.machine_image or mapping.DEFAULT_IMAGE
+        strategy = "NoSpot" if on_demand_only else m.spot_strategy
+        limits = [] if on_demand_only else list(m.spot_price_limits)
+        launch: dict[str, object] = {"image": image_id, "types": types, "strategy": strategy, "limits": limits}
+        configurations.append(
+            ESS.ScalingConfiguration(
+                f"{name}-{kind}config",
+                scaling_group_id=g.id,
+                scaling_configuration_name=f"{name}-{kind}config",
+                instance_types=types,
+                image_id=image_id,
+                security_group_id=security_group,
+                spot_strategy=strategy,
+                spot_price_limits=[
+                    ESS.ScalingConfigurationSpotPriceLimitArgs(instance_type=t, price_limit=p) for t, p in limits
+                ]
+                or None,
+                role_name=role_name,
+                user_data=user_data,
+                system_disk_category="cloud_essd",
+                system_disk_size=node.ROOT_VOLUME_GB,
+                # The instances carry the digest: the controller rolls those launched from an older one.
+                tags={**spec.tags, node.FLEET_TAG: name, CONFIG_TAG: _digest(user_data, launch)},
+                active=True,
+                enable=True,
+                force_delete=True,
+                opts=child,
+            )
+        )
+        ESS.LifecycleHook(
+            f"{name}-{kind}drain",
+            scaling_group_id=g.id,
+            name=f"{name}-drain",
+            lifecycle_transition="SCALE_IN",
+            heartbeat_timeout=mapping.lifecycle_heartbeat_s(spec.service.drain_timeout),
+            default_result="CONTINUE",
+            opts=child,
+        )
+    return configurations
+
+
+def _digest(user_data: pulumi.Output[str], launch: dict[str, object]) -> pulumi.Output[str]:
+    def of(text: str) -> str:
+        return mapping.config_digest(user_data=text, disk=node.ROOT_VOLUME_GB, **launch)
+
+    return user_data.apply(of)
