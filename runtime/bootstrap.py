@@ -22,9 +22,9 @@ WORKLOAD_UNIT = "spotstack-workload.service"
 CONFIG_PATH = "/etc/spotstack/agent.json"
 VENV = "/opt/spotstack"
 INSTALLED = f"{VENV}/installed"
-"""What the venv holds, as the exact requirement installed (`spotstack[agent]==1.4.0`), written once the install
-succeeded. A boot whose requirement matches installs nothing: an image baked with these steps boots without a
-package index."""
+"""What the venv holds (`AgentInstall.marker`: `spotstack[agent]==1.4.0`, with ` sha256=<wheel digest>` when
+installed from the fleet's wheel), written once the install succeeded. A boot that finds its own marker installs
+and fetches nothing: an image baked with these steps (`spotstack bake`) boots without an index or the bucket."""
 
 
 def agent_unit() -> str:
