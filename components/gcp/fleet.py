@@ -15,9 +15,9 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
-from spotstack.components import agent_wheel, inputs, node, tokens
+from spotstack.components import inputs, node, tokens
 from spotstack.components.component import fleet_options, image_reference, report
-from spotstack.components.gcp import controller, load_balancer, mapping, model_store, queues
+from spotstack.components.gcp import controller, identity, load_balancer, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -72,56 +72,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
             subnet = inputs.checked("GcpGpuFleet", "subnetwork", args.subnetwork, "a subnetwork name or self link")
         node_tag = f"{name}-node"
 
-        # Least privilege: read this fleet's model prefix and its image repository; nothing project-wide.
-        sa = gcp.serviceaccount.Account(
-            f"{name}-node-sa",
-            account_id=node.stack_name(f"{name}-node", 30),
-            display_name=f"spotstack {name} nodes",
-            opts=child,
-        )
-        member = sa.email.apply(lambda e: f"serviceAccount:{e}")
+        sa, member = identity.declare(name, spec, resolved, args.model_store, args.repository, child)
         mc = spec.model_cache
-        if mc is not None:
-            bucket = inputs.bucket_of(resolved)
-            gcp.storage.BucketIAMMember(
-                f"{name}-read-model",
-                bucket=bucket,
-                role="roles/storage.objectViewer",
-                member=member,
-                condition=bucket.apply(
-                    lambda b: gcp.storage.BucketIAMMemberConditionArgs(
-                        title="model prefix and the agent's wheels only",
-                        expression=" || ".join(
-                            f'resource.name.startsWith("projects/_/buckets/{b}/objects/{p}")'
-                            for p in (mc.prefix, agent_wheel.KEY_PREFIX)
-                        ),
-                    )
-                ),
-                opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(depends_on=[args.model_store] if args.model_store else [])
-                ),
-            )
-        if mc is not None:
-            model_store.publish_agent(name, inputs.bucket_of(resolved), args.model_store, child)
-            # Peer discovery lists the fleet's VMs by label: listing instances has no resource-level scope in
-            # IAM, so this one read-only permission is project-wide (names and addresses, no control).
-            lister = gcp.projects.IAMCustomRole(
-                f"{name}-node-list",
-                role_id=node.stack_name(f"{name}-node-list", 64).replace("-", "_"),
-                title=f"spotstack {name}: nodes find their peers",
-                permissions=["compute.instances.list"],
-                opts=child,
-            )
-            gcp.projects.IAMMember(f"{name}-node-list", project=sa.project, role=lister.name, member=member, opts=child)
-        if args.repository is not None:
-            gcp.artifactregistry.RepositoryIamMember(
-                f"{name}-pull-image",
-                repository=args.repository.name,
-                location=args.repository.location,
-                role="roles/artifactregistry.reader",
-                member=member,
-                opts=child,
-            )
 
         # Egress: nodes have no external address, and boot installs the agent and pulls the image and the
         # model (GCS, Artifact Registry): on the default network the fleet declares a Cloud NAT for its
