@@ -123,3 +123,12 @@ def test_the_packer_template_runs_what_spotstack_bake_writes() -> None:
     hcl = (ROOT / "examples/bake/node.pkr.hcl").read_text()
     assert f'destination = "{BAKE_DIR}"' in hcl and f'inline = ["mkdir -p {BAKE_DIR}"]' in hcl
     assert 'script          = "${var.bake_dir}/bake.sh"' in hcl and "sudo sh -c" in hcl
+
+
+def test_a_boot_document_over_the_clouds_limit_is_refused() -> None:
+    from spotstack.components.node import cloud_init
+    from spotstack.runtime.config import AgentConfig
+
+    fleet = _aws_fleet()
+    with pytest.raises(ValueError, match=r"fleet llm: the node's boot document is \d+ bytes; aws takes at most 16384"):
+        cloud_init(AgentConfig(cloud="aws"), fleet, "img:1", ["echo " + "x" * 20_000])
