@@ -15,6 +15,7 @@ import pytest
 
 from spotstack.components.agent_wheel import build
 from spotstack.components.node import agent_install
+from spotstack.components.spec import FleetSpec
 from spotstack.runtime.bootstrap import INSTALLED, AgentInstall, install_steps
 from spotstack.runtime.net import free_port
 from tests.boot.scratch import BootDoc, ScratchNode
@@ -80,7 +81,7 @@ def test_a_baked_image_boots_without_an_index_or_the_bucket(tmp_path: Path, agen
     assert read(node.path(INSTALLED)) == agent.marker
 
 
-def _aws_fleet():  # type: ignore[no-untyped-def]
+def _aws_fleet() -> FleetSpec:
     from spotstack.components.plan.stackfile import load_stack
     from spotstack.components.validate import validate_fleets
     from tests.conftest import ROOT

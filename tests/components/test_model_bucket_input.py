@@ -26,10 +26,10 @@ def spec_without_bucket(stack: str) -> Any:
     return spec
 
 
-def program(cloud: str, bucket_name: str) -> PlanRun:
+def program(bucket_name: str) -> PlanRun:
     import pulumi_aws as aws
 
-    spec = spec_without_bucket({"aws": "dev"}[cloud])
+    spec = spec_without_bucket("dev")
 
     def main() -> None:
         from spotstack.components.aws.fleet import AwsGpuFleet, AwsGpuFleetArgs
@@ -43,7 +43,7 @@ def program(cloud: str, bucket_name: str) -> PlanRun:
 def test_a_bucket_the_program_declares_reaches_everything_that_names_it() -> None:
     import base64
 
-    run = program("aws", "my-own-models")
+    run = program("my-own-models")
     (lt,) = run.find("aws:ec2/launchTemplate:LaunchTemplate")[:1]
     doc = BootDoc.parse(base64.b64decode(lt.inputs["userData"]).decode())
     cfg = json.loads(next(str(f["content"]) for f in doc.files if f["path"] == "/etc/spotstack/agent.json"))
