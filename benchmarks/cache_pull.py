@@ -13,6 +13,12 @@ In one run, on the same bytes:
 Medians over --rounds for pull and raw; origin once (it is slow). Targets: pull >= 0.8 x raw (issue 14),
 pull >= 5 x origin.
 
+Also a CPU account of the same run: the CPU-seconds the raw copy and the pull take (this process, which
+receives, and the sender or peer processes, from /proc), and BLAKE3's rate on one core here. A pull moves the
+same bytes as the raw copy and also hashes every one of them, so on C cores it cannot beat
+    raw wall x C / (raw CPU-s + hashing CPU-s)
+times the raw copy's speed: the bound printed last, which says whether a ratio target fits this machine.
+
     .venv/bin/python benchmarks/cache_pull.py [--gb 2.2] [--rounds 3]
 """
 
@@ -71,6 +77,34 @@ def as_v1(m: Manifest, root: Path) -> Manifest:
             chunks = [chunk_hash(fh.read(m.chunk_size), "xxh3_128") for _ in f.chunks]
         files.append(f.model_copy(update={"chunks": chunks}))
     return Manifest(version=1, chunk_hash="xxh3_128", chunk_size=m.chunk_size, files=files)
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU-seconds the processes have used so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def blake3_core_rate(seconds: float = 1.0) -> float:
+    """BLAKE3's GB/s on one core, on 16 MiB buffers (a chunk) as the pull feeds it."""
+    import blake3
+
+    buf = os.urandom(DEFAULT_CHUNK)
+    n = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        blake3.blake3(buf).digest()
+        n += 1
+    return n * len(buf) / (time.perf_counter() - t) / 1e9
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -201,24 +235,43 @@ def main(gb: float, rounds: int, shards: int) -> None:
         # Raw senders: the same files, split between two processes like the two peers.
         files = [str(sa.file_path(f.key)) for f in m.files]
         raw_ports = [free_port(), free_port()]
-        for i, port in enumerate(raw_ports):
-            procs.append(subprocess.Popen([sys.executable, "-c", SENDER, str(port), *files[i::2]]))
+        senders = [
+            subprocess.Popen([sys.executable, "-c", SENDER, str(port), *files[i::2]])
+            for i, port in enumerate(raw_ports)
+        ]
+        procs.extend(senders)
         time.sleep(0.5)
+        peer_pids = [p.pid for p in procs[:2]]
+        sender_pids = [p.pid for p in senders]
+
+        # Warm-up, untimed: this VM's first touch of fresh memory is slow (a round 1 raw copy ran at half the speed
+        # of rounds 2-3), which would flatter whatever is compared with the first copy.
+        warm = shm / "warm-up"
+        warm.mkdir()
+        raw_copy(raw_ports, warm)
+        shutil.rmtree(warm)
 
         pulls: list[float] = []
         raws: list[float] = []
         discards: list[float] = []
         v1_sha: list[float] = []
         v1_chunks: list[float] = []
+        raw_cpu: list[float] = []
+        raw_wall: list[float] = []
+        pull_cpu: list[float] = []
         for r in range(rounds):
             new, dest, raw_dest = shm / f"new-{r}", shm / f"dest-{r}", shm / f"raw-{r}"
             raw_dest.mkdir()
+            before = own_cpu_s() + cpu_s(sender_pids)
             secs, n = raw_copy(raw_ports, raw_dest)
+            raw_cpu.append(own_cpu_s() + cpu_s(sender_pids) - before)
+            raw_wall.append(secs)
             raws.append(n / secs / 1e9)
             shutil.rmtree(raw_dest)
             secs, n = raw_copy(raw_ports, None)
             discards.append(n / secs / 1e9)
             for man, verify, out in ((m, None, pulls), (m1, True, v1_sha), (m1, False, v1_chunks)):
+                before = own_cpu_s() + cpu_s(peer_pids)
                 res = pull(
                     Store(new, 1 << 40),
                     man,
@@ -230,6 +283,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
                 )
                 assert res.progress.from_peers == man.total_bytes
                 out.append(man.total_bytes / res.seconds / 1e9)
+                if out is pulls:
+                    pull_cpu.append(own_cpu_s() + cpu_s(peer_pids) - before)
                 shutil.rmtree(new)
                 shutil.rmtree(dest)
             print(
@@ -237,6 +292,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
                 f"v1 chunks only {v1_chunks[-1]:.2f}, raw copy {raws[-1]:.2f} GB/s, "
                 f"raw receive-only {discards[-1]:.2f} GB/s"
             )
+
+        rate = blake3_core_rate()
 
         # Origin: moto's S3 server in its own process, read through s3fs as a node would.
         moto, url = start_s3(model)
@@ -262,6 +319,15 @@ def main(gb: float, rounds: int, shards: int) -> None:
         )
         print(f"  raw receive, no write  {disc_med:6.2f} GB/s   pull / that   = {pull_med / disc_med:.2f}")
         print(f"  origin (moto S3)       {origin:6.2f} GB/s   pull / origin = {pull_med / origin:.1f}  (target >= 5)")
+        cores = os.cpu_count() or 1
+        hash_cpu = m.total_bytes / rate / 1e9
+        rcpu, pcpu, rwall = statistics.median(raw_cpu), statistics.median(pull_cpu), statistics.median(raw_wall)
+        bound = rwall * cores / (rcpu + hash_cpu)
+        print("\nCPU account (medians; receiver + senders/peers):")
+        print(f"  raw copy               {rcpu:6.2f} CPU-s in {rwall:.2f} s")
+        print(f"  pull from 2 peers      {pcpu:6.2f} CPU-s in {m.total_bytes / pull_med / 1e9:.2f} s")
+        print(f"  BLAKE3, one core       {rate:6.2f} GB/s: hashing the model takes {hash_cpu:.2f} CPU-s")
+        print(f"  best pull / raw on {cores} cores (raw's CPU + hashing, every core busy): {min(bound, 1.0):.2f}")
     finally:
         for p in procs:
             p.terminate()
