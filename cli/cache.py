@@ -168,8 +168,8 @@ def pull(
 ) -> None:
     """Fetch a model from peers' caches (the origin only for what no peer has), verify, place in --dest."""
     from spotstack.runtime.cache.discovery import from_file
-    from spotstack.runtime.cache.pull import Origin, PullError, PullOptions, describe, pull, resolve_manifest
-    from spotstack.runtime.cache.sources import usable_peers
+    from spotstack.runtime.cache.pull import Origin, PullError, PullOptions, describe, pull
+    from spotstack.runtime.cache.sources import resolve_manifest, usable_peers
     from spotstack.runtime.cache.store import Store, StoreFull
 
     token = _token(token_file)

@@ -110,8 +110,8 @@ class NodeCache:
             PullOptions,
             describe,
             pull,
-            resolve_manifest,
         )
+        from spotstack.runtime.cache.sources import resolve_manifest
 
         c = self.cfg.cache
         assert c.model_url is not None and self.state.model is not None and self.peer_server is not None

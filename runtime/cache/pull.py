@@ -384,33 +384,6 @@ def _fetch_all(
     return prog
 
 
-def resolve_manifest(
-    url: str, peers: list[str], token: str, timeout_s: float = 3.0, digest: str | None = None
-) -> tuple[Manifest, str]:
-    """The model's manifest from its origin; if the origin cannot be read, from a peer that pulled it. With
-    `digest` (the pinned `Manifest.digest_hex`), a manifest that is not that one is refused wherever it came from."""
-    from spotstack.runtime.cache.manifest import read_manifest
-
-    problems: list[str] = []
-
-    def pinned(m: Manifest) -> Manifest:
-        if digest is not None and m.digest_hex != digest:
-            raise ValueError(f"manifest digest {m.digest_hex[:16]}... is not the pinned {digest[:16]}...")
-        return m
-
-    try:
-        return pinned(read_manifest(url)), "origin"
-    except Exception as exc:
-        problems.append(f"origin: {exc.__class__.__name__}: {exc}")
-    for base in usable_peers(peers)[0]:
-        peer = Peer(base, token, timeout_s)
-        try:
-            return pinned(peer.manifest(url)), peer.name
-        except (ChunkFailed, OSError, ValueError) as exc:
-            problems.append(f"{peer.name}: {exc}")
-    raise PullError(f"no manifest for {url}: " + "; ".join(problems))
-
-
 def describe(result: PullResult) -> dict[str, Any]:
     p = result.progress
     return {

@@ -1,6 +1,6 @@
 """Where a pull's bytes come from: peers over HTTP (keep-alive, read straight into a buffer) and the
-origin object store through fsspec. A failure is a `ChunkFailed`, which the pull turns into a retry
-from another source."""
+origin object store through fsspec; and where its manifest comes from (the origin, else a peer that pulled it).
+A failure is a `ChunkFailed`, which the pull turns into a retry from another source."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import threading
 import urllib.parse
 from typing import Any
 
-from spotstack.runtime.cache.manifest import Manifest
+from spotstack.runtime.cache.assemble import PullError
+from spotstack.runtime.cache.manifest import Manifest, read_manifest
 
 STEP = 1 << 20
 """Bytes read (and hashed) at a time from a peer: small enough to hash while in the CPU cache."""
@@ -143,3 +144,28 @@ class Peer:
         except ChunkFailed:
             self.drop()
             raise
+
+
+def resolve_manifest(
+    url: str, peers: list[str], token: str, timeout_s: float = 3.0, digest: str | None = None
+) -> tuple[Manifest, str]:
+    """The model's manifest from its origin; if the origin cannot be read, from a peer that pulled it. With
+    `digest` (the pinned `Manifest.digest_hex`), a manifest that is not that one is refused wherever it came from."""
+    problems: list[str] = []
+
+    def pinned(m: Manifest) -> Manifest:
+        if digest is not None and m.digest_hex != digest:
+            raise ValueError(f"manifest digest {m.digest_hex[:16]}... is not the pinned {digest[:16]}...")
+        return m
+
+    try:
+        return pinned(read_manifest(url)), "origin"
+    except Exception as exc:
+        problems.append(f"origin: {exc.__class__.__name__}: {exc}")
+    for base in usable_peers(peers)[0]:
+        peer = Peer(base, token, timeout_s)
+        try:
+            return pinned(peer.manifest(url)), peer.name
+        except (ChunkFailed, OSError, ValueError) as exc:
+            problems.append(f"{peer.name}: {exc}")
+    raise PullError(f"no manifest for {url}: " + "; ".join(problems))

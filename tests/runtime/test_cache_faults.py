@@ -304,7 +304,7 @@ async def test_serves_verified_chunks_before_its_own_pull_finishes(tmp_path: Pat
 
 async def test_a_pinned_manifest_digest_refuses_any_other_manifest(tmp_path: Path) -> None:
     """With the origin down, a peer's manifest is accepted only if it is the pinned one."""
-    from spotstack.runtime.cache.pull import resolve_manifest
+    from spotstack.runtime.cache.sources import resolve_manifest
 
     m = make_model(tmp_path / "model", {"w.bin": 2 * MiB})
     do_pull(tmp_path / "a", m, tmp_path / "a-dest", [], tmp_path / "model")
