@@ -216,8 +216,9 @@ class LocalFleet:
         node.preempted = True
         self.preemptions += 1
         if notice:
-            node_api.notice(node, self.notice_s)
             node.kill_at = time.time() + self.notice_s
+            if not node_api.notice(node, node.kill_at):
+                node.owed = "notice"  # still starting: said again each tick until its emulator takes it
         else:
             self.killed_without_notice += 1
             self._unnoticed = True
@@ -263,6 +264,7 @@ class LocalFleet:
         for n in list(self.nodes.values()):
             if n.kill_at is not None and now >= n.kill_at:
                 await self._retire(n)
+        await self._deliver_owed()
         await asyncio.gather(*(self._observe(n, now) for n in self.nodes.values()))
         for n in list(self.nodes.values()):
             if n.state == "failed":
@@ -307,6 +309,18 @@ class LocalFleet:
         # scales in node processes). Every launch a decision asks for is carried out (the bound is the cloud's).
         run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
 
+    async def _deliver_owed(self) -> None:
+        """A notice or scale-in posted while the node was starting: its agent would otherwise never see it, take
+        tasks once READY, and die with them at the deadline (each such task back only when its lease runs out)."""
+        for n in [n for n in self.nodes.values() if n.owed is not None]:
+            if n.owed == "notice" and n.kill_at is not None:
+                took = await asyncio.to_thread(node_api.notice, n, n.kill_at)
+            else:
+                took = await asyncio.to_thread(node_api.terminating, n)
+            if took:
+                self.events.append(f"{time.strftime('%H:%M:%S')} {n.name} took its {n.owed} late (it was starting)")
+                n.owed = None
+
     async def _prepared(self, now: float) -> None:
         """Warm pool instances whose model is on disk are stopped: their disks join the pool."""
         await asyncio.gather(*(self._observe(n, now) for n in self._preparing))
@@ -345,7 +359,8 @@ class LocalFleet:
         node = self.nodes[name]
         if node.kill_at is not None:
             return
-        node_api.terminating(node)
+        if not node_api.terminating(node):
+            node.owed = "terminated"
         node.kill_at = time.time() + self.notice_s
         self.events.append(f"{time.strftime('%H:%M:%S')} scale in {name} ({node.role})")
 

@@ -1,10 +1,11 @@
 """What the local fleet's supervisor says to a node process, over loopback HTTP: its agent (status, readiness,
 release) and its metadata emulator (the cloud's notice, the group's lifecycle). Each call is short and never
-raises for a node that is gone: the next tick sees it."""
+raises for a node that is gone: the next tick sees it. The emulator's calls say whether the node took them: a node
+still starting has no emulator listening yet, and the supervisor says it again (the cloud's notice waits in the
+metadata service for a node that boots late)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import urllib.request
 from typing import Any
@@ -43,22 +44,25 @@ def release(node: Node, token: str) -> bool:
         return False
 
 
-def _post(node: Node, path: str, body: dict[str, Any]) -> None:
+def _post(node: Node, path: str, body: dict[str, Any]) -> bool:
     req = urllib.request.Request(
         f"http://127.0.0.1:{node.ports['emulator']}{path}",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen(req, timeout=1)
+    try:
+        with urllib.request.urlopen(req, timeout=1) as r:
+            return bool(200 <= r.status < 300)
+    except OSError:
+        return False
 
 
-def notice(node: Node, in_s: float) -> None:
-    """The cloud's spot notice, through the node's metadata emulator."""
-    _post(node, "/_emulator/notice", {"in_s": in_s})
+def notice(node: Node, at: float) -> bool:
+    """The cloud's spot notice, through the node's metadata emulator: the instance goes at `at` (epoch seconds)."""
+    return _post(node, "/_emulator/notice", {"at": at})
 
 
-def terminating(node: Node) -> None:
+def terminating(node: Node) -> bool:
     """A scale-in: the group's lifecycle goes to Terminated (the agent drains, as with an ASG hook)."""
-    _post(node, "/_emulator/lifecycle", {"state": "Terminated"})
+    return _post(node, "/_emulator/lifecycle", {"state": "Terminated"})

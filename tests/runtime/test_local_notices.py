@@ -1,0 +1,81 @@
+"""The local fleet's notices reach a node that is still starting, as a cloud's wait in the metadata service for an
+instance that boots late. Before, a notice posted while the node's emulator was not yet listening was dropped: the
+node became READY, took tasks, and died with them at the deadline (they came back only when their leases ran out,
+and three such ends dead-lettered a task)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spotstack.runtime.emulators.aws import AwsImdsEmulator
+from spotstack.runtime.emulators.server import iso_utc
+from spotstack.runtime.local.fleet import LocalFleet
+from spotstack.runtime.local.market import Market
+from spotstack.runtime.local.plan import FleetPlan
+from spotstack.runtime.local.replica import Node
+from spotstack.runtime.net import free_port
+
+PLAN = FleetPlan("embed", ("g6.xlarge",), ("g6.xlarge",), 1, 3, 1, 0, 0, True, 5.0, {"g6.xlarge": (1.0, 0.4)})
+
+
+def starting_node(name: str, role: str) -> tuple[Node, subprocess.Popen[bytes]]:
+    """A node whose process runs but whose metadata emulator does not listen yet."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ports = {"emulator": free_port(), "agent": free_port()}
+    return Node(name, role, "g6.xlarge", "s0", ports, proc, time.time()), proc  # type: ignore[arg-type]
+
+
+async def test_a_notice_posted_while_the_node_starts_reaches_it_with_its_deadline(tmp_path: Path) -> None:
+    fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
+    node, proc = starting_node("spot-1", "spot")
+    try:
+        fleet.nodes[node.name] = node
+        await asyncio.to_thread(fleet.preempt, node.name)  # the emulators answer on this loop
+        assert node.owed == "notice" and node.kill_at is not None  # nothing listened: owed, not dropped
+        await fleet._deliver_owed()
+        assert node.owed == "notice"  # still starting
+        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+            assert emu.instance_action is None
+            await fleet._deliver_owed()
+            assert node.owed is None
+            # The deadline the node reads is the one the cloud set at the preemption, not one from now.
+            assert emu.instance_action == {"action": "terminate", "time": iso_utc(node.kill_at)}
+            assert any(f"{node.name} took its notice late" in e for e in fleet.events)
+            await fleet._deliver_owed()  # said once
+            assert sum("took its notice late" in e for e in fleet.events) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_scale_in_while_the_node_starts_reaches_it(tmp_path: Path) -> None:
+    fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
+    node, proc = starting_node("fall-1", "fallback")
+    try:
+        fleet.nodes[node.name] = node
+        await asyncio.to_thread(fleet._scale_in, node.name)
+        assert node.owed == "terminated"
+        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+            assert emu.lifecycle_state == "InService"
+            await fleet._deliver_owed()
+            assert node.owed is None and emu.lifecycle_state == "Terminated"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_notice_to_a_listening_node_is_not_owed(tmp_path: Path) -> None:
+    fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
+    node, proc = starting_node("spot-2", "spot")
+    try:
+        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+            fleet.nodes[node.name] = node
+            await asyncio.to_thread(fleet.preempt, node.name)
+            assert node.owed is None and emu.instance_action is not None
+    finally:
+        proc.kill()
+        proc.wait()
