@@ -225,6 +225,10 @@ class Worker:
             self._side.add(t := asyncio.create_task(self._not_a_task(d)))
             t.add_done_callback(self._side.discard)
             return
+        if d.receives > 1:
+            # Give-backs re-send the task, so only a delivery that ended without any answer (a node lost without
+            # notice, a lease that ran out) counts here; the queue dead-letters the task at `max_attempts` of them.
+            log.warning("task %s: delivery %d (an earlier one ended without an answer)", d.task.id, d.receives)
         r = Running(d, d.task, self._runner(d.task), key=d.handle)
         self.running[r.key] = r
         self._changed.set()

@@ -249,3 +249,25 @@ async def test_a_training_run_rolls_over_before_the_queues_hold_limit(rig: Any) 
     assert res is not None and res.status == "done" and res.output["loss"] == want
     assert w.stats.rolled_over >= 1 and res.preemptions == 0
     assert res.output["resumes"] and all(x["redone"] >= 0 for x in res.output["resumes"])
+
+
+async def test_a_delivery_after_a_silent_end_is_reported_and_give_backs_are_not(
+    rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a delivery whose previous one ended without an answer counts toward the queue's redrive: say so."""
+    r, wl, session = rig
+    r.submit(Task(id="lost", body={"n": 1}))
+    # Another worker takes "lost" and dies with it: its lease (1 s) runs out and nobody answers.
+    got = r.sqs.receive_message(QueueUrl=r.q["input"], MaxNumberOfMessages=1, VisibilityTimeout=1)["Messages"]
+    assert [json.loads(m["Body"])["id"] for m in got] == ["lost"]
+    r.submit(Task(id="bad", body={"poison": True}))
+    worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", max_attempts=3, retry_delay_s=0.1)
+    caplog.set_level("WARNING", logger="spotstack.jobs")
+    worker.start()
+    try:
+        await wait_for(lambda: worker.stats.done == 1 and worker.stats.dead_lettered == 1, 60, "both answered")
+    finally:
+        await worker.stop()
+    silent = [rec.getMessage() for rec in caplog.records if "ended without an answer" in rec.getMessage()]
+    # "bad" was given back twice (re-sent copies, each delivered once): not reported.
+    assert silent == ["task lost: delivery 2 (an earlier one ended without an answer)"], silent
