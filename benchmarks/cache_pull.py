@@ -231,6 +231,7 @@ def main(gb: float, rounds: int, shards: int) -> None:
             )
         for port in peer_ports:
             wait_http(f"http://127.0.0.1:{port}/healthz")
+        peer_pids = [p.pid for p in procs]  # only the two peers so far
 
         # Raw senders: the same files, split between two processes like the two peers.
         files = [str(sa.file_path(f.key)) for f in m.files]
@@ -241,7 +242,6 @@ def main(gb: float, rounds: int, shards: int) -> None:
         ]
         procs.extend(senders)
         time.sleep(0.5)
-        peer_pids = [p.pid for p in procs[:2]]
         sender_pids = [p.pid for p in senders]
 
         # Warm-up, untimed: this VM's first touch of fresh memory is slow (a round 1 raw copy ran at half the speed

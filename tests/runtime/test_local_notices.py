@@ -24,7 +24,7 @@ PLAN = FleetPlan("embed", ("g6.xlarge",), ("g6.xlarge",), 1, 3, 1, 0, 0, True, 5
 
 def starting_node(name: str, role: str) -> tuple[Node, subprocess.Popen[bytes]]:
     """A node whose process runs but whose metadata emulator does not listen yet."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     ports = {"emulator": free_port(), "agent": free_port()}
     return Node(name, role, "g6.xlarge", "s0", ports, proc, time.time()), proc  # type: ignore[arg-type]
 
