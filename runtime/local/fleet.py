@@ -32,7 +32,7 @@ from typing import Any
 from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
 from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
-from spotstack.runtime.local import node_api
+from spotstack.runtime.local import node_api, report
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
@@ -43,8 +43,6 @@ from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
-SNAPSHOT_EVENTS = 30
-"""A snapshot carries the latest events only (it is polled often); the count of older ones says so."""
 
 
 class LocalFleet:
@@ -76,14 +74,14 @@ class LocalFleet:
         self._task: asyncio.Task[None] | None = None
         self._env: dict[str, str] = {}
         self._shm = Path("/dev/shm") / f"spotstack-local-{os.getpid()}"
-        self._retired: list[Node] = []
+        self.retired: list[Node] = []
         self._prev_tick = 0.0
         self._filled: set[str] = set()
         self.ledger = Ledger(workdir)
         """Every child process, so `local down` can reap them after a crash."""
         self.market_live = False
         """The market plays from the moment the fleet first has its desired replicas READY."""
-        self._stopped: list[Path] = []
+        self.stopped: list[Path] = []
         """The warm pool: disks of stopped fallback nodes, their model placed."""
         self._preparing: list[Node] = []
         """Warm pool instances on their first boot."""
@@ -135,8 +133,8 @@ class LocalFleet:
         ports = {k: free_port() for k in ("emulator", "agent", "proxy", "model", "peer")}
         ndir = self.workdir / "nodes" / name
         ndir.mkdir(parents=True, exist_ok=True)
-        warm = launch.role == "fallback" and bool(self._stopped)
-        disk = self._stopped.pop(0) if warm else self._shm / "disks" / name
+        warm = launch.role == "fallback" and bool(self.stopped)
+        disk = self.stopped.pop(0) if warm else self._shm / "disks" / name
         agent = agent_config(
             name,
             ports,
@@ -234,17 +232,17 @@ class LocalFleet:
                 await self._haproxy.empty(node.slot)
         node.ended_at = time.time()
         self._filled.discard(node.slot)  # the slot is free again: a node launched into it must be filled anew
-        self._retired.append(self.nodes.pop(node.name))
+        self.retired.append(self.nodes.pop(node.name))
         shutil.rmtree(self._shm / node.name, ignore_errors=True)
         running = sum(1 for n in self.nodes.values() if n.role == "fallback")
         keep = (
             node.role == "fallback"
             and not node.preempted
             and node.model.get("state") == "ready"
-            and len(self._stopped) + running < self.plan.warm_pool  # `size` prepared in all, as on AWS
+            and len(self.stopped) + running < self.plan.warm_pool  # `size` prepared in all, as on AWS
         )
         if keep and node.disk is not None:
-            self._stopped.append(node.disk)  # stopped, its model on disk
+            self.stopped.append(node.disk)  # stopped, its model on disk
             self.events.append(f"{time.strftime('%H:%M:%S')} {node.name} back to the warm pool, stopped")
         elif node.disk is not None:
             shutil.rmtree(node.disk, ignore_errors=True)
@@ -331,10 +329,10 @@ class LocalFleet:
                     os.killpg(n.proc.pid, signal.SIGKILL)
                 await asyncio.to_thread(n.proc.wait)
                 n.ended_at = time.time()
-                self._retired.append(n)  # paid while it booted, as AWS bills a warm pool instance's first boot
+                self.retired.append(n)  # paid while it booted, as AWS bills a warm pool instance's first boot
                 shutil.rmtree(self._shm / n.name, ignore_errors=True)
                 if n.model.get("state") == "ready" and n.disk is not None:
-                    self._stopped.append(n.disk)
+                    self.stopped.append(n.disk)
                     self.events.append(f"{time.strftime('%H:%M:%S')} {n.name} stopped in the warm pool, model on disk")
 
     async def _release_covered(self) -> None:
@@ -374,52 +372,10 @@ class LocalFleet:
 
     # -- reporting and stopping ----------------------------------------------------------------------
     def cost(self) -> tuple[float, float]:
-        """USD so far, and the same replica-hours all on-demand (catalog prices; spot at its cap)."""
-        now = time.time()
-        spent = all_od = 0.0
-        for n in [*self.nodes.values(), *self._retired]:
-            hours = ((n.ended_at or now) - n.launched_at) / 3600
-            od, spot = self.plan.prices.get(n.type, (0.0, 0.0))
-            spent += hours * (spot if n.market == "spot" else od)
-            all_od += hours * od
-        return spent, all_od
+        return report.cost(self)
 
     def snapshot(self) -> dict[str, Any]:
-        spent, all_od = self.cost()
-        nodes = [*self.nodes.values()]
-        return {
-            "lb": f"http://127.0.0.1:{self.lb_port}",
-            "nodes": [
-                {
-                    "name": n.name,
-                    "role": n.role,
-                    "market": n.market,
-                    "type": n.type,
-                    "state": "PREEMPTED" if n.kill_at is not None and n.preempted else n.state.upper(),
-                    "percent": n.model.get("percent"),
-                    "from_peers": n.model.get("from_peers", 0),
-                    "from_origin": n.model.get("from_origin", 0),
-                    "endpoint": f"127.0.0.1:{n.ports['proxy']}",
-                    "age_s": round(time.time() - n.launched_at, 1),
-                }
-                for n in nodes
-            ],
-            "preemptions": self.preemptions,
-            "fallbacks": self.fallbacks_launched,
-            "warm_starts": self.warm_starts,
-            "warm_pool_stopped": len(self._stopped),
-            "below_target_s": round(self.below_target_s, 1),
-            "below_target_unnoticed_s": round(self.below_target_unnoticed_s, 1),
-            "bytes_on_disk": sum(n.model.get("on_disk", 0) for n in [*nodes, *self._retired]),
-            "killed_without_notice": self.killed_without_notice,
-            "bytes_from_peers": sum(n.model.get("from_peers", 0) for n in [*nodes, *self._retired]),
-            "bytes_from_origin": sum(n.model.get("from_origin", 0) for n in [*nodes, *self._retired]),
-            "cost_usd": round(spent, 6),
-            "cost_all_on_demand_usd": round(all_od, 6),
-            "spot_obtainable": {t: self.market.obtainable(t, time.time()) for t in self.plan.spot_types},
-            "events": self.events[-SNAPSHOT_EVENTS:],
-            "events_not_shown": max(0, len(self.events) - SNAPSHOT_EVENTS),
-        }
+        return report.snapshot(self)
 
     async def wait_ready(self, count: int, timeout_s: float = 120) -> None:
         end = time.time() + timeout_s
