@@ -52,7 +52,6 @@ def declare(
                 child, pulumi.ResourceOptions(depends_on=[model_store_resource] if model_store_resource else [])
             ),
         )
-    if mc is not None:
         model_store.publish_agent(name, inputs.bucket_of(resolved), model_store_resource, child)
         # Peer discovery lists the fleet's VMs by label: listing instances has no resource-level scope in
         # IAM, so this one read-only permission is project-wide (names and addresses, no control).
