@@ -9,7 +9,10 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.server import iso_utc
@@ -22,60 +25,64 @@ from spotstack.runtime.net import free_port
 PLAN = FleetPlan("embed", ("g6.xlarge",), ("g6.xlarge",), 1, 3, 1, 0, 0, True, 5.0, {"g6.xlarge": (1.0, 0.4)})
 
 
-def starting_node(name: str, role: str) -> tuple[Node, subprocess.Popen[bytes]]:
-    """A node whose process runs but whose metadata emulator does not listen yet."""
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    ports = {"emulator": free_port(), "agent": free_port()}
-    return Node(name, role, "g6.xlarge", "s0", ports, proc, time.time()), proc  # type: ignore[arg-type]
-
-
-async def test_a_notice_posted_while_the_node_starts_reaches_it_with_its_deadline(tmp_path: Path) -> None:
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
-    node, proc = starting_node("spot-1", "spot")
-    try:
-        fleet.nodes[node.name] = node
-        await asyncio.to_thread(fleet.preempt, node.name)  # the emulators answer on this loop
-        assert node.owed == "notice" and node.kill_at is not None  # nothing listened: owed, not dropped
+    yield fleet
+    for n in fleet.nodes.values():
+        n.proc.kill()
+        n.proc.wait()
+
+
+@pytest.fixture
+def starting_node(fleet: LocalFleet) -> Callable[[str, str], Node]:
+    """Add a node whose process runs but whose metadata emulator does not listen yet (stopped with the fleet)."""
+
+    def add(name: str, role: str) -> Node:
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        ports = {"emulator": free_port(), "agent": free_port()}
+        node = Node(name, role, "g6.xlarge", "s0", ports, proc, time.time())  # type: ignore[arg-type]
+        fleet.nodes[name] = node
+        return node
+
+    return add
+
+
+async def test_a_notice_posted_while_the_node_starts_reaches_it_with_its_deadline(
+    fleet: LocalFleet, starting_node: Callable[[str, str], Node]
+) -> None:
+    node = starting_node("spot-1", "spot")
+    await asyncio.to_thread(fleet.preempt, node.name)  # the emulators answer on this loop
+    assert node.owed == "notice" and node.kill_at is not None  # nothing listened: owed, not dropped
+    await fleet._deliver_owed()
+    assert node.owed == "notice"  # still starting
+    async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+        assert emu.instance_action is None
         await fleet._deliver_owed()
-        assert node.owed == "notice"  # still starting
-        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
-            assert emu.instance_action is None
-            await fleet._deliver_owed()
-            assert node.owed is None
-            # The deadline the node reads is the one the cloud set at the preemption, not one from now.
-            assert emu.instance_action == {"action": "terminate", "time": iso_utc(node.kill_at)}
-            assert any(f"{node.name} took its notice late" in e for e in fleet.events)
-            await fleet._deliver_owed()  # said once
-            assert sum("took its notice late" in e for e in fleet.events) == 1
-    finally:
-        proc.kill()
-        proc.wait()
+        assert node.owed is None
+        # The deadline the node reads is the one the cloud set at the preemption, not one from now.
+        assert emu.instance_action == {"action": "terminate", "time": iso_utc(node.kill_at)}
+        assert any(f"{node.name} took its notice late" in e for e in fleet.events)
+        await fleet._deliver_owed()  # said once
+        assert sum("took its notice late" in e for e in fleet.events) == 1
 
 
-async def test_a_scale_in_while_the_node_starts_reaches_it(tmp_path: Path) -> None:
-    fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
-    node, proc = starting_node("fall-1", "fallback")
-    try:
-        fleet.nodes[node.name] = node
-        await asyncio.to_thread(fleet._scale_in, node.name)
-        assert node.owed == "terminated"
-        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
-            assert emu.lifecycle_state == "InService"
-            await fleet._deliver_owed()
-            assert node.owed is None and emu.lifecycle_state == "Terminated"
-    finally:
-        proc.kill()
-        proc.wait()
+async def test_a_scale_in_while_the_node_starts_reaches_it(
+    fleet: LocalFleet, starting_node: Callable[[str, str], Node]
+) -> None:
+    node = starting_node("fall-1", "fallback")
+    await asyncio.to_thread(fleet._scale_in, node.name)
+    assert node.owed == "terminated"
+    async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+        assert emu.lifecycle_state == "InService"
+        await fleet._deliver_owed()
+        assert node.owed is None and emu.lifecycle_state == "Terminated"
 
 
-async def test_a_notice_to_a_listening_node_is_not_owed(tmp_path: Path) -> None:
-    fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
-    node, proc = starting_node("spot-2", "spot")
-    try:
-        async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
-            fleet.nodes[node.name] = node
-            await asyncio.to_thread(fleet.preempt, node.name)
-            assert node.owed is None and emu.instance_action is not None
-    finally:
-        proc.kill()
-        proc.wait()
+async def test_a_notice_to_a_listening_node_is_not_owed(
+    fleet: LocalFleet, starting_node: Callable[[str, str], Node]
+) -> None:
+    node = starting_node("spot-2", "spot")
+    async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
+        await asyncio.to_thread(fleet.preempt, node.name)
+        assert node.owed is None and emu.instance_action is not None
