@@ -204,6 +204,7 @@ def pull(
                 origin=None if no_origin else Origin(model),
                 options=PullOptions(connections_per_peer=connections, verify_sha256=verify_sha256),
                 progress=show,
+                waiting=lambda message: err.print(message, highlight=False),
             )
         st.remember_source(model, manifest.model_id)
     except (PullError, StoreFull, OSError) as exc:

@@ -125,12 +125,31 @@ def pull(
     options: PullOptions | None = None,
     progress: Callable[[Progress], None] = lambda p: None,
     free_bytes: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+    waiting: Callable[[str], None] = lambda message: None,
 ) -> PullResult:
+    """Pull `manifest` into `store` and place it in `dest`. One pull changes a store at a time (`Store.writer`):
+    another waits, is told so through `waiting`, and then finds in the store what the first one verified."""
     opts = options or PullOptions()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(dest)
     started = time.monotonic()
+    with store.writer(waiting):
+        clean_leftovers(dest)
+        return _pull_locked(store, manifest, dest, peers, token, origin, opts, progress, free_bytes, started)
+
+
+def _pull_locked(
+    store: Store,
+    manifest: Manifest,
+    dest: Path,
+    peers: list[str],
+    token: str,
+    origin: Origin | None,
+    opts: PullOptions,
+    progress: Callable[[Progress], None],
+    free_bytes: Callable[[Path], int],
+    started: float,
+) -> PullResult:
     store.add_manifest(manifest)
     store.pin(manifest.model_id)
     kept = placed_files(dest, manifest)
@@ -150,7 +169,7 @@ def pull(
             raise PullError(f"destination {dest} has {free / 1e9:.2f} GB free, the model needs {to_copy / 1e9:.2f} GB")
 
     check_files = not manifest.cryptographic if opts.verify_sha256 is None else opts.verify_sha256
-    jobs = [FileJob(store, f, manifest.chunk_size, check_files) for f in missing]
+    jobs = [FileJob(store, f, manifest.chunk_size, check_files, manifest.digest) for f in missing]
     prog = _fetch_all(jobs, manifest, peers, token, origin, opts, progress)
     for f in manifest.files:
         if f.path not in kept:

@@ -7,6 +7,7 @@ Layout under the store directory (default /dev/shm/spotstack):
     partial/<key>.part        a file being pulled: chunks land here in place, by offset
     partial/<key>.ok          one byte per chunk, 1 once that chunk is verified (so a server in
                               another process can serve it before the file is complete)
+    lock                      held (flock) by the one process that changes the store at a time; holds its pid
     manifests/<model_id>.json the manifests of models held here: they map chunk hash -> (file, offset)
     sources/<hash of url>     the model id last pulled from a URL (peers answer manifests by URL)
     pins/<model_id>           a model in use: its files are never evicted
@@ -19,14 +20,17 @@ recently used first: a model server reads whole files, so a file is the unit wor
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from spotstack.runtime.cache.manifest import FileEntry, Manifest
+from spotstack.runtime.files import write_atomic
 
 
 class StoreFull(Exception):
@@ -56,6 +60,28 @@ class Store:
             except ValueError:
                 path.unlink(missing_ok=True)  # a torn manifest from a crash: forget it
 
+    # -- one writer -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, waiting: Callable[[str], None] = lambda message: None) -> Iterator[None]:
+        """Be the one process that changes this store: an flock on `lock`, held across everything a pull changes
+        (eviction, partial files, the rename into files/). The CLI and the agent default to the same store, and two
+        writers of one partial file renamed each other's half-written bytes into files/ as verified. Readers (the
+        peer server) take no lock: they read only files/ and chunks marked verified. `waiting` hears once, with the
+        holder's pid, when another process holds the lock."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                waiting(f"waiting for another pull into {self.root} (pid {holder}) to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     # -- manifests and the chunk index ----------------------------------------------------------
     def _add_manifest(self, m: Manifest) -> None:
         self._manifests[m.model_id] = m
@@ -67,9 +93,7 @@ class Store:
     def add_manifest(self, m: Manifest) -> None:
         path = self.root / "manifests" / f"{m.model_id}.json"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(m.to_json())
-            os.replace(tmp, path)
+            write_atomic(path, m.to_json())
         with self._lock:
             self._add_manifest(m)
 
@@ -79,10 +103,7 @@ class Store:
 
     def remember_source(self, url: str, model_id: str) -> None:
         """Which model a URL held when we pulled it, so peers can answer with it if the origin is down."""
-        path = self.root / "sources" / self._url_key(url)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(model_id)
-        os.replace(tmp, path)
+        write_atomic(self.root / "sources" / self._url_key(url), model_id)
 
     def manifest_for_url(self, url: str) -> Manifest | None:
         try:
