@@ -106,6 +106,8 @@ class InflightConfig(_Model):
     """Else: a Prometheus endpoint of the workload exposing an in-flight gauge."""
     metrics_gauge: str = "inflight_requests"
     poll_interval_s: float = Field(default=0.1, gt=0)
+    max_body_bytes: int = Field(default=64 << 20, ge=1)
+    """The proxy's cap on a request body (413 beyond it); bodies are streamed, never held whole."""
 
 
 class WorkloadConfig(_Model):

@@ -195,6 +195,7 @@ class Agent(NodeCache):
             await asyncio.sleep(0.25)
 
     async def _drain(self, event: InterruptionEvent) -> None:
+        cut_before = self.proxy.cut if self.proxy is not None else 0
         try:
             if self.identity is not None and self._identity_task is not None and not self._identity_task.done():
                 budget_s = max(0.5, event.deadline - self.cfg.drain.safety_margin_s - self.clock())
@@ -242,6 +243,10 @@ class Agent(NodeCache):
         except Exception:
             log.exception("drain failed")  # logged with its traceback; the agent keeps serving /status
         finally:
+            if self.proxy is not None:
+                cut = self.proxy.cut - cut_before
+                self.state.streams_cut = cut
+                (log.warning if cut else log.info)("drain: %d answer(s) cut mid-stream by the workload's end", cut)
             self.state.state = "drained"
             self.metrics.state.state("drained")
             self.drained.set()
@@ -254,7 +259,10 @@ class Agent(NodeCache):
         self._identity_task = asyncio.create_task(self.identity.resolve())
         if cfg.inflight.proxy_listen_port is not None:
             self.proxy = CountingProxy(
-                f"http://127.0.0.1:{cfg.workload.port}", cfg.readiness.host, cfg.inflight.proxy_listen_port
+                f"http://127.0.0.1:{cfg.workload.port}",
+                cfg.readiness.host,
+                cfg.inflight.proxy_listen_port,
+                cfg.inflight.max_body_bytes,
             )
             await self.proxy.start()
         self.server = AgentServer(

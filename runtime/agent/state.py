@@ -17,6 +17,8 @@ class AgentState:
     notices: list[dict[str, Any]] = field(default_factory=list)
     drain: dict[str, Any] | None = None
     inflight: int = 0
+    streams_cut: int = 0
+    """Answers the proxy cut mid-stream during the drain (the workload ended before they did)."""
     model: dict[str, Any] | None = None
     """The model pull: state (loading/ready/failed), percent, bytes from peers and origin."""
 
