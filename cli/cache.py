@@ -10,6 +10,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from spotstack.cli.params import PORT, existing_file, number
+from spotstack.runtime.errors import one_line
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 cache_app = typer.Typer(
@@ -20,7 +23,13 @@ err = Console(stderr=True, soft_wrap=True)
 STORE = typer.Option(
     "/dev/shm/spotstack", "--store", envvar="SPOTSTACK_CACHE_STORE", help="The node's memory-backed chunk store."
 )
-LIMIT = typer.Option(16.0, "--limit-gib", envvar="SPOTSTACK_CACHE_LIMIT_GIB", help="Most the store may hold.")
+LIMIT = typer.Option(
+    16.0,
+    "--limit-gib",
+    envvar="SPOTSTACK_CACHE_LIMIT_GIB",
+    help="Most the store may hold.",
+    callback=number(above=0, hi=1 << 20),
+)
 TOKEN_FILE = typer.Option(
     None,
     "--token-file",
@@ -75,16 +84,24 @@ def manifest(
     """Hash a model's files and write spotstack-manifest.json next to them."""
     from spotstack.runtime.cache.manifest import build_manifest, write_manifest
 
-    with _bar() as bar:
-        task = bar.add_task("hashing", total=None, mix="")
-        m = build_manifest(url, chunk_mib << 20, progress=lambda n: bar.advance(task, n))
-    target = write_manifest(url, m)
+    if "://" not in url and not Path(url).is_dir():
+        raise _fail(f"{url}: {'not a folder' if Path(url).exists() else 'no such folder'}", 2)
+    try:
+        with _bar() as bar:
+            task = bar.add_task("hashing", total=None, mix="")
+            m = build_manifest(url, chunk_mib << 20, progress=lambda n: bar.advance(task, n))
+        target = write_manifest(url, m)
+    except UnicodeError as exc:
+        raise _fail(f"{url}: a file name is not UTF-8 ({exc.__class__.__name__}); rename it", 2) from None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{url}: {one_line(exc)}", 2) from None
     err.print(
         f"{len(m.files)} files, {m.total_bytes / 1e9:.2f} GB, "
         f"{sum(len(f.chunks) for f in m.files)} chunks of {chunk_mib} MiB -> {target}"
     )
-    err.print(f"manifest digest (pin it as model_cache.manifest_digest): {m.digest_hex}")
-    print(m.model_id)
+    err.print(f"model id {m.model_id} (how the store names it)")
+    err.print("manifest digest (printed below; pin it as model_cache.manifest_digest or --manifest-digest):")
+    print(m.digest_hex)
 
 
 @cache_app.command("verify")
@@ -119,8 +136,10 @@ def serve(
     limit_gib: float = LIMIT,
     token_file: Path = TOKEN_FILE,
     host: str = typer.Option("0.0.0.0", "--host"),
-    port: int = typer.Option(8470, "--port"),
-    max_transfers: int = typer.Option(8, "--max-transfers", help="Chunks sent at once; more get 503."),
+    port: int = typer.Option(8470, "--port", callback=PORT),
+    max_transfers: int = typer.Option(
+        8, "--max-transfers", help="Chunks sent at once; more get 503.", callback=number(1, 1024)
+    ),
 ) -> None:
     """Serve this node's verified chunks to peers (also part of `spotstack agent run`)."""
     from spotstack.runtime.cache.server import PeerServer
@@ -149,7 +168,9 @@ def pull(
     model: str = typer.Argument(..., help="The model's URL (where its manifest is)."),
     dest: Path = typer.Option(..., "--dest", help="Where the model server will read the files."),
     peers: str = typer.Option("", "--peers", help="Comma-separated host:port of peers."),
-    peers_file: Path = typer.Option(None, "--peers-file", help="A file of host:port lines (local fleets)."),
+    peers_file: Path = typer.Option(
+        None, "--peers-file", help="A file of host:port lines (local fleets).", callback=existing_file
+    ),
     store: Path = STORE,
     limit_gib: float = LIMIT,
     token_file: Path = TOKEN_FILE,

@@ -5,6 +5,7 @@ minute; this is for looking at it, and for users who prefer to run it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -14,6 +15,9 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from spotstack.cli.params import number
+from spotstack.runtime.errors import one_line
 
 controller_app = typer.Typer(
     help="The fleet controller: one round (once) or a loop (run), against the cloud.", no_args_is_help=True
@@ -116,8 +120,12 @@ def _setup(
     n = names(f, sf.project, stack)
     import boto3
 
-    asg = boto3.client("autoscaling", region_name=f.region, endpoint_url=endpoint_url)
-    found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[n["main_group"]])["AutoScalingGroups"]
+    try:
+        asg = boto3.client("autoscaling", region_name=f.region, endpoint_url=endpoint_url)
+        found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[n["main_group"]])["AutoScalingGroups"]
+    except _cloud_errors() as exc:
+        err.print(f"[red]error:[/red] cannot read the group {n['main_group']} in {f.region}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
     if not found or not found[0].get("TargetGroupARNs"):
         err.print(f"[red]error:[/red] no group {n['main_group']} with a target group in {f.region}: deployed?")
         raise typer.Exit(1)
@@ -125,6 +133,17 @@ def _setup(
     cfg = config(f, n["main_group"], n["fallback_group"], n["table"], found[0]["TargetGroupARNs"][0])
     cloud, store = fleet_and_store(cfg, endpoint_url)
     return f, cloud, store, policy_of(cfg)
+
+
+def _setup_or_exit(
+    stack: str | None, fleet: str | None, endpoint_url: str | None, config_file: str | None
+) -> tuple[Any, Any, Any, Any]:
+    """`_setup`, with a cloud that cannot be reached (no credentials, no region, no route) said in one line."""
+    try:
+        return _setup(stack, fleet, endpoint_url, config_file)
+    except _cloud_errors() as exc:
+        err.print(f"[red]error:[/red] cannot reach the fleet's cloud: {one_line(exc)}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _cloud_errors() -> tuple[type[BaseException], ...]:
@@ -155,13 +174,19 @@ def _cloud_errors() -> tuple[type[BaseException], ...]:
 
 
 def _round(cloud: Any, store: Any, policy: Any, dry_run: bool) -> dict[str, Any]:
-    from spotstack.runtime.controller.round import run_round
+    from spotstack.runtime.controller.round import ActFailed, run_round
 
     try:
-        return run_round(cloud, store, policy, time.time(), dry_run=dry_run).as_dict()
-    except _cloud_errors() as exc:
-        err.print(f"[red]error:[/red] the round observed nothing and changed nothing: {exc}", highlight=False)
+        r = run_round(cloud, store, policy, time.time(), dry_run=dry_run).as_dict()
+    except ActFailed as exc:
+        err.print(f"[red]error:[/red] {one_line(exc)}", highlight=False)
         raise typer.Exit(1) from None
+    except _cloud_errors() as exc:
+        err.print(f"[red]error:[/red] the round observed nothing and changed nothing: {one_line(exc)}", highlight=False)
+        raise typer.Exit(1) from None
+    if r.get("state_problem"):
+        err.print(f"[yellow]warning:[/yellow] {r['state_problem']}", highlight=False)
+    return r
 
 
 def _show(r: dict[str, Any]) -> None:
@@ -186,7 +211,7 @@ def once(
     config: str | None = CONFIG,
 ) -> None:
     """One round against the cloud: what the controller sees, what it decides, and why."""
-    _, cloud, store, policy = _setup(stack, fleet, endpoint_url, config)
+    _, cloud, store, policy = _setup_or_exit(stack, fleet, endpoint_url, config)
     r = _round(cloud, store, policy, dry_run)
     if as_json:
         sys.stdout.write(json.dumps(r, default=str) + "\n")
@@ -198,16 +223,28 @@ def once(
 def run(
     stack: str = STACK,
     fleet: str | None = FLEET,
-    interval_s: float = typer.Option(60.0, "--interval-s", help="Seconds between rounds."),
+    interval_s: float = typer.Option(
+        60.0,
+        "--interval-s",
+        help="Seconds between rounds (5 to 3600: each round reads every group through the cloud's API).",
+        callback=number(5, 3600),
+    ),
     endpoint_url: str | None = ENDPOINT,
     config: str | None = CONFIG,
 ) -> None:
-    """Rounds in a loop, one line each (for your own VM or a Kubernetes Deployment instead of the function)."""
-    _, cloud, store, policy = _setup(stack, fleet, endpoint_url, config)
-    while True:
-        try:
-            r = _round(cloud, store, policy, False)
-            print(json.dumps({"at": time.time(), **r}, default=str), flush=True)
-        except typer.Exit:
-            pass  # said on stderr; the next round tries again, nothing was changed
-        time.sleep(interval_s)
+    """Rounds in a loop, one line each (for your own VM or a Kubernetes Deployment instead of the function).
+    A round that fails is said on stderr and counted (`failed_rounds` in the next line); the loop goes on: a
+    controller that exits grows nothing in an outage."""
+    _, cloud, store, policy = _setup_or_exit(stack, fleet, endpoint_url, config)
+    failed = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            try:
+                r = _round(cloud, store, policy, False)
+                print(json.dumps({"at": time.time(), **r, "failed_rounds": failed}, default=str), flush=True)
+            except typer.Exit:
+                failed += 1  # said on stderr; the next round tries again
+            except Exception as exc:  # anything else: said in one line, never the end of the loop
+                failed += 1
+                err.print(f"[red]error:[/red] round failed ({failed} so far): {one_line(exc)}", highlight=False)
+            time.sleep(interval_s)

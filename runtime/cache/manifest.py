@@ -91,7 +91,8 @@ class Manifest(BaseModel):
     2: BLAKE3 chunks."""
     chunk_size: int = Field(ge=1 << 20, le=64 << 20)
     chunk_hash: Literal["xxh3_128", "blake3"] = "blake3"
-    files: list[FileEntry] = Field(max_length=1_000_000)
+    files: list[FileEntry] = Field(min_length=1, max_length=1_000_000)
+    """At least one: a manifest of nothing would "pull" an empty model and report it READY."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

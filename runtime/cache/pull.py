@@ -131,7 +131,12 @@ def pull(
     another waits, is told so through `waiting`, and then finds in the store what the first one verified."""
     opts = options or PullOptions()
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_dir():
+        raise PullError(f"the destination {dest} is a file; give a folder (it is created if missing)")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PullError(f"cannot create the destination {dest}: {exc.strerror or exc}") from None
     started = time.monotonic()
     with store.writer(waiting):
         clean_leftovers(dest)
@@ -240,6 +245,8 @@ def _fetch_all(
             j.finish()
     cond = threading.Condition()
     errors: list[str] = []
+    last_failure: dict[tuple[str, int], str] = {}
+    """Each chunk's latest failure, for the error when no source is left (the origin's short read, a peer's 401)."""
     finished: list[FileJob] = [j for j in jobs if not j.todo()]
 
     def complete(job: FileJob, i: int, source: str, size: int, seconds: float) -> None:
@@ -293,10 +300,12 @@ def _fetch_all(
                 source = schedule.choose(src, digest, set(tried), now)
                 if source is None:
                     if schedule.exhausted(src, digest, set(tried), now) or attempts >= opts.max_attempts_per_chunk:
-                        errors.append(
-                            f"{job.entry.path} chunk {i}: no source left (peers failed"
-                            f"{'' if origin else ', and no origin was given'})"
-                        )
+                        why = last_failure.get((job.entry.key, i))
+                        if why:
+                            detail = f"last: {why}"
+                        else:
+                            detail = "no peer holds it" + ("" if origin else ", and no origin was given")
+                        errors.append(f"{job.entry.path} chunk {i}: no source left ({detail})")
                         cond.notify_all()
                         buffers.put(buf)
                         return
@@ -340,6 +349,8 @@ def _fetch_all(
                 with cond:
                     src.busy[source] -= 1
                     prog.refetched += 1
+                    what = "the origin" if source == schedule.ORIGIN else f"peer {source}"
+                    last_failure[(job.entry.key, i)] = f"{what}: {failure}"
                     if busy and not schedule.exhausted(src, digest, set(tried | {source})):
                         # A peer with every transfer slot taken: another source has it, ask that one.
                         task = (job, i, tried | {source}, attempts, busy_waits)

@@ -12,6 +12,7 @@ from typing import Any
 
 from spotstack.runtime.cache.assemble import PullError
 from spotstack.runtime.cache.manifest import Manifest, read_manifest
+from spotstack.runtime.errors import one_line
 
 STEP = 1 << 20
 """Bytes read (and hashed) at a time from a peer: small enough to hash while in the CPU cache."""
@@ -161,11 +162,11 @@ def resolve_manifest(
     try:
         return pinned(read_manifest(url)), "origin"
     except Exception as exc:
-        problems.append(f"origin: {exc.__class__.__name__}: {exc}")
+        problems.append(f"origin: {exc.__class__.__name__}: {one_line(exc)}")
     for base in usable_peers(peers)[0]:
         peer = Peer(base, token, timeout_s)
         try:
             return pinned(peer.manifest(url)), peer.name
         except (ChunkFailed, OSError, ValueError) as exc:
-            problems.append(f"{peer.name}: {exc}")
+            problems.append(f"{peer.name}: {one_line(exc)}")
     raise PullError(f"no manifest for {url}: " + "; ".join(problems))

@@ -47,6 +47,8 @@ class RoundResult:
     acted: bool
     saved: bool
     reasons: list[str] = field(default_factory=list)
+    state_problem: str | None = None
+    """The stored state could not be used (the round ran from an empty memory): reported, never a crash."""
 
     def as_dict(self) -> dict[str, Any]:
         d = self.decision
@@ -65,6 +67,7 @@ class RoundResult:
             "saved": self.saved,
             "roll": self.seen.roll.reason if self.seen.roll else None,
             "reasons": [*d.reasons, *self.seen.notes, *self.reasons],
+            "state_problem": self.state_problem,
         }
 
 
@@ -125,7 +128,13 @@ def run_round(
 ) -> RoundResult:
     """Observe, decide, act, remember. `state`: already loaded (and updated with this invocation's events)."""
     state = state if state is not None else store.load()
+    problem = state.problem
+    if problem:
+        log.error("%s", problem)
+    fresh = "at" not in state.last  # a first round, or a memory lost, emptied or unreadable
     seen = fleet.observe(state, now)  # raises on any API error: nothing below runs
+    if fresh:
+        seen = _ready_from_now_while_fallback_runs(seen, state, now)
     refused = {p: ts[-1] for p, ts in state.failed_at.items() if ts}
     obs = Observed(
         now,
@@ -140,15 +149,42 @@ def run_round(
     state.prune(now, {r.id for r in seen.replicas})
     reasons: list[str] = []
     if dry_run:
-        return RoundResult(d, seen, {}, False, False, ["dry run: nothing changed"])
+        return RoundResult(d, seen, {}, False, False, ["dry run: nothing changed"], problem)
     # Save first: a round that lost the race must not act on a decision made from stale memory.
     state.last = {**state.last, "at": now, "target": seen.target, "fallback": d.wanted_fallback}
     if not store.save(state):
         log.warning("another controller round saved first: this one acts on nothing")
-        return RoundResult(d, seen, {}, False, False, ["lost the state store race: no action"])
-    sizes = fleet.act(d, seen, max_launches)
+        return RoundResult(d, seen, {}, False, False, ["lost the state store race: no action"], problem)
+    try:
+        sizes = fleet.act(d, seen, max_launches)
+    except Exception as exc:
+        raise ActFailed(exc) from exc
     log.info("round: target %d, sizes %s -> %s; %s", seen.target, seen.sizes, sizes, "; ".join(d.reasons))
-    return RoundResult(d, seen, sizes, True, True, reasons)
+    return RoundResult(d, seen, sizes, True, True, reasons, problem)
+
+
+def _ready_from_now_while_fallback_runs(seen: Seen, state: ControllerState, now: float) -> Seen:
+    """A memory that cannot tell how long spot has served must not end a fallback: with one running, every READY
+    spot replica counts from now (the hold starts again). Without one, from its launch, as before: nothing to end,
+    and nothing launched for spot that has served all along."""
+    if not any(r.role == "fallback" and r.alive for r in seen.replicas):
+        return seen
+    replicas = []
+    for r in seen.replicas:
+        if r.role == "spot" and r.state == "ready":
+            state.ready_since[r.id] = now
+            r = replace(r, ready_since=now)
+        replicas.append(r)
+    return replace(seen, replicas=tuple(replicas))
+
+
+class ActFailed(Exception):
+    """The round saved its decision, then the cloud refused part of acting on it (the next round observes what
+    did change and decides again)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"saved the round's decision, then failed to act on it: {cause}")
+        self.cause = cause
 
 
 def size_fallback(

@@ -40,10 +40,13 @@ class ControllerState:
     """Instance id -> when it was first seen healthy in rotation (the cloud keeps no such time)."""
     spot_ready_after: list[float] = field(default_factory=list)
     """Launch-to-READY of the latest spot instances: how soon a replacement serves (`Policy.spot_ready_s`)."""
+    problem: str | None = None
+    """Why the stored state could not be used (this round started from an empty memory), for the report."""
 
     def seen_ready(self, instance: str, now: float, launched_at: float, spot: bool) -> float:
         """When `instance` became READY (first seen healthy); measures spot start times once. On a controller's
-        first round nothing is known of the past: what serves has served since its launch."""
+        first round nothing is known of the past: what serves has served since its launch (`run_round` takes
+        "from now" instead while a fallback runs, so that no fallback is ended on a memory that cannot tell)."""
         if instance not in self.ready_since:
             if "at" not in self.last:
                 self.ready_since[instance] = launched_at
@@ -102,22 +105,77 @@ class ControllerState:
         )
 
     @classmethod
-    def from_json(cls, text: str | None, version: int) -> ControllerState:
-        """A missing document is a fresh state; a malformed one is an error (never silently forgotten history)."""
-        if not text:
+    def from_json(cls, text: str | None, version: int, where: str = "the controller's state store") -> ControllerState:
+        """The stored state; None (never written) is a fresh one. Anything else that cannot be read — malformed,
+        truncated, emptied — is never a crash (a controller that fails every round grows nothing in an outage):
+        a fresh state carrying `problem`, which names `where` and the field, and how to reset it. A fresh state
+        never ends a fallback early: every replica counts as READY from now."""
+        if text is None:
             return cls(version)
-        doc = json.loads(text)
-        if not isinstance(doc, dict):
-            raise ValueError("controller state: not a JSON object")
+        try:
+            return cls._parse(text, version)
+        except ValueError as exc:
+            return cls.unreadable(version, where, str(exc))
+
+    @classmethod
+    def unreadable(cls, version: int, where: str, why: str) -> ControllerState:
         return cls(
             version,
-            {str(k): sorted(float(t) for t in v) for k, v in doc.get("preempted_at", {}).items()},
-            {str(k): sorted(float(t) for t in v) for k, v in doc.get("failed_at", {}).items()},
-            {str(i): Notice(str(n["pool"]), float(n["deadline"])) for i, n in doc.get("notices", {}).items()},
-            dict(doc.get("last", {})),
-            {str(i): float(t) for i, t in doc.get("ready_since", {}).items()},
-            [float(x) for x in doc.get("spot_ready_after", [])],
+            problem=(
+                f"controller state in {where} is unreadable ({why}): this round starts from an empty memory "
+                f"(every replica READY from now, no pool history); it is overwritten by this round's save, or "
+                f"delete it to reset"
+            ),
         )
+
+    @classmethod
+    def _parse(cls, text: str, version: int) -> ControllerState:
+        try:
+            doc = json.loads(text) if text.strip() else None
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ValueError("empty" if doc is None else "not a JSON object")
+        if not doc.keys() & _FIELDS:
+            raise ValueError("empty: none of its fields" if not doc else f"none of its fields (has {sorted(doc)[:3]})")
+
+        def read(name: str, convert: Any, empty: Any = None) -> Any:
+            try:
+                return convert(doc.get(name, {} if empty is None else empty))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise ValueError(f"field {name!r}: {exc.__class__.__name__} {exc}") from None
+
+        def times(v: dict[str, Any]) -> dict[str, list[float]]:
+            return {str(k): sorted(_finite(t) for t in ts) for k, ts in v.items()}
+
+        return cls(
+            version,
+            read("preempted_at", times),
+            read("failed_at", times),
+            read(
+                "notices",
+                lambda v: {str(i): Notice(str(n["pool"]), _finite(n["deadline"])) for i, n in v.items()},
+            ),
+            read("last", dict),
+            read("ready_since", lambda v: {str(i): _finite(t) for i, t in v.items()}),
+            read("spot_ready_after", lambda v: [_finite(x) for x in v] if isinstance(v, list) else _not_list(), []),
+        )
+
+
+_FIELDS = {"preempted_at", "failed_at", "notices", "last", "ready_since", "spot_ready_after"}
+
+
+def _finite(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise TypeError(f"{x!r} is not a number")
+    v = float(x)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{x!r} is not a finite number")
+    return v
+
+
+def _not_list() -> list[float]:
+    raise TypeError("not a list")
 
 
 def _add(d: dict[str, list[float]], pool: str, at: float) -> None:

@@ -38,7 +38,7 @@ def test_manifest_cli_writes_next_to_the_model(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     m = Manifest.model_validate_json((tmp_path / "m" / MANIFEST_NAME).read_text())
-    assert out.stdout.strip() == m.model_id and len(m.files[0].chunks) == 2
+    assert out.stdout.strip() == m.digest_hex and len(m.files[0].chunks) == 2  # what --manifest-digest takes
 
 
 def test_lru_eviction_spares_pinned_models(tmp_path: Path) -> None:

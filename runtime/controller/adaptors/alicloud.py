@@ -290,7 +290,9 @@ class OssStore:
         if not versions:
             return ControllerState()
         version, key = versions[-1]
-        return ControllerState.from_json(self.bucket.get_object(key).read().decode(), version)
+        raw: bytes = self.bucket.get_object(key).read()
+        where = f"oss://{getattr(self.bucket, 'bucket_name', '?')}/{key}"
+        return ControllerState.from_json(raw.decode(errors="replace"), version, where)
 
     def save(self, state: ControllerState) -> bool:
         import oss2

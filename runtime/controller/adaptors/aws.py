@@ -213,7 +213,15 @@ class DynamoStore:
         item = self._c.get_item(TableName=self.table, Key={"fleet": {"S": self.fleet}}, ConsistentRead=True).get("Item")
         if not item:
             return ControllerState()
-        return ControllerState.from_json(item["state"]["S"], int(item["version"]["N"]))
+        where = f"DynamoDB table {self.table}, item fleet={self.fleet}, attribute 'state'"
+        try:
+            version = int(item["version"]["N"])
+        except (KeyError, TypeError, ValueError):
+            # No version to write against: the conditional write could never succeed. Start again from 0.
+            self._c.delete_item(TableName=self.table, Key={"fleet": {"S": self.fleet}})
+            return ControllerState.unreadable(0, where.replace("'state'", "'version'"), "no number; deleted")
+        text = item.get("state", {}).get("S")
+        return ControllerState.from_json("" if text is None else text, version, where)
 
     def save(self, state: ControllerState) -> bool:
         try:

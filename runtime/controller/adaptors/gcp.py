@@ -208,7 +208,12 @@ class GcsStore:
             return ControllerState()
         generation = int(blob.generation)
         # The text of exactly that generation: a write between the two calls makes this read fail, not mix.
-        return ControllerState.from_json(blob.download_as_text(if_generation_match=generation), generation)
+        try:
+            text = blob.download_as_text(if_generation_match=generation)
+        except UnicodeDecodeError:
+            text = "\x00"  # not text: unreadable, said as such below
+        where = f"gs://{self.bucket.name}/{self.blob_name}"
+        return ControllerState.from_json(text, generation, where)
 
     def save(self, state: ControllerState) -> bool:
         from google.api_core.exceptions import PreconditionFailed
