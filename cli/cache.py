@@ -10,10 +10,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from spotstack.cli.params import PORT, existing_file, number
 from spotstack.runtime.errors import one_line
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 cache_app = typer.Typer(
     help="Peer model cache: manifests, serving chunks to peers, pulling models.", no_args_is_help=True

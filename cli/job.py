@@ -7,14 +7,18 @@ components declare).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from spotstack.runtime.errors import one_line
 
 job_app = typer.Typer(help="Tasks on a fleet's queue: submit, status, result, logs, list.", no_args_is_help=True)
 con, err = Console(), Console(stderr=True, soft_wrap=True)
@@ -51,6 +55,7 @@ class Queues:
         if not chosen:
             raise fail(f"stack {stack!r} has no fleet{f' {fleet!r}' if fleet else ''} with a `jobs` section")
         f = chosen[0]
+        self.fleet = f
         import boto3
 
         if f.cloud == "local":
@@ -185,7 +190,13 @@ def submit(
         except (OSError, ValueError) as exc:
             raise fail(f"{json_file}: {exc}") from None
         bodies = doc if isinstance(doc, list) else [doc]
-    q = Queues(stack, fleet, endpoint_url)
+    with _reaching(stack):
+        q = Queues(stack, fleet, endpoint_url)
+    if command and not (q.fleet.jobs and q.fleet.jobs.task_commands):
+        raise fail(
+            f"fleet {q.fleet.name!r} runs only its own handler: its nodes would dead-letter a task with a command "
+            "(set jobs.task_commands: true in its spec to allow them)"
+        )
     for i, body in enumerate(bodies):
         try:
             kw: dict[str, Any] = {"body": body, "command": command or None, "training": training}
@@ -193,16 +204,30 @@ def submit(
                 kw["id"] = task_id if len(bodies) == 1 else f"{task_id}-{i}"
             task = Task(**kw)
         except ValidationError as exc:
-            raise fail(str(exc)) from None
+            raise fail(one_line(exc)) from None
         try:
             q.send(task.encode())
-        except (RuntimeError, OSError) as exc:
-            raise fail(f"{task.id} not submitted: {exc}", 1) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # the SDKs' many kinds of "cannot reach" / "refused"
+            raise fail(f"{task.id} not submitted: {one_line(exc)}", 1) from None
         print(task.id)
 
 
+@contextlib.contextmanager
+def _reaching(stack: str) -> Iterator[None]:
+    """Calls to the queues and the result store: one line when they cannot be reached, never a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        raise fail(f"cannot reach stack {stack!r}'s queues or results: {one_line(exc)}", 1) from None
+
+
 def _result(stack: str, fleet: str | None, task_id: str, endpoint_url: str | None) -> Any:
-    r = Queues(stack, fleet, endpoint_url).store().get(task_id)
+    with _reaching(stack):
+        r = Queues(stack, fleet, endpoint_url).store().get(task_id)
     if r is None:
         raise fail(f"no result for {task_id} yet: queued or running (`spotstack job list` shows the queue)", 1)
     return r
@@ -242,10 +267,11 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """The queues' depths and every task with a result."""
-    q = Queues(stack, fleet, endpoint_url)
-    store = q.store()
-    rows = [r for i in store.ids() if (r := store.get(i)) is not None]
-    depths = {role: q.depth(role) for role in ("input", "output", "dead")}
+    with _reaching(stack):
+        q = Queues(stack, fleet, endpoint_url)
+        store = q.store()
+        rows = [r for i in store.ids() if (r := store.get(i)) is not None]
+        depths = {role: q.depth(role) for role in ("input", "output", "dead")}
     if as_json:
         print(json.dumps({"queues": depths, "tasks": [r.model_dump(exclude={"output", "log_tail"}) for r in rows]}))
         return

@@ -19,10 +19,11 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from spotstack.runtime.files import write_atomic
 
 ENV_URL = "SPOTSTACK_CHECKPOINT_URL"
 ENV_DEADLINE_FILE = "SPOTSTACK_CHECKPOINT_DEADLINE_FILE"
@@ -78,12 +79,7 @@ class Checkpoints:
         path = f"{self.root}/{name}"
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, data, fsync=True)  # a failed write leaves no temporary file behind
         else:
             self.fs.pipe_file(path, data)
 

@@ -7,14 +7,19 @@ by writing a temporary file and renaming it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spotstack.runtime.files import write_atomic
+from spotstack.runtime.jobs.claims import Marker
 from spotstack.runtime.jobs.task import Result
+
+RUNNING = ".running"
+"""Beside the results: `<id>.json` markers of tasks running now (a dot folder: `ids()` lists results only)."""
 
 REFRESH_S = 600.0
 """How often a store with a credentials hook renews them (STS credentials last hours; renewed well before)."""
@@ -45,16 +50,34 @@ class ResultStore:
         return f"{self.root.rstrip('/')}/{task_id}.json"
 
     def put(self, result: Result) -> None:
-        data = result.model_dump_json().encode()
-        path = self._path(result.id)
+        self._write(self._path(result.id), result.model_dump_json().encode())
+
+    def _write(self, path: str, data: bytes) -> None:
         if self.local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)  # a failed write leaves no temporary file behind
         else:
             self._current().pipe_file(path, data)
+
+    # -- running markers (claims.py): which node runs a task, until when ---------------------------------
+    def _marker_path(self, task_id: str) -> str:
+        return f"{self.root.rstrip('/')}/{RUNNING}/{task_id}.json"
+
+    def claim(self, task_id: str, node: str, until: float) -> None:
+        self._write(self._marker_path(task_id), json.dumps({"node": node, "until": until}).encode())
+
+    def running(self, task_id: str) -> Marker | None:
+        try:
+            doc = json.loads(self._current().cat_file(self._marker_path(task_id)))
+            return Marker(str(doc["node"]), float(doc["until"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # a torn marker says nothing; the queue's lease still holds
+
+    def release(self, task_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._current().rm_file(self._marker_path(task_id))
 
     def get(self, task_id: str) -> Result | None:
         fs = self._current()

@@ -7,6 +7,8 @@ only failures (and silent losses, which the queue's own receive count catches) l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -24,8 +26,9 @@ OUTPUT_INLINE_BYTES = 128 * 1024
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
-    """Unique per task: results are de-duplicated by it."""
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+    """Unique per task: results are de-duplicated by it. Path-safe: it names the result's and the checkpoints'
+    objects, so no `.` or `..` (a training task `..` checkpointed into the parent folder) and no leading dot."""
     body: Any = None
     """JSON given to the workload: the body of the POST (HTTP tasks) or stdin (command tasks)."""
     command: list[str] | None = Field(default=None, min_length=1)
@@ -41,7 +44,12 @@ class Task(BaseModel):
 
     @classmethod
     def decode(cls, text: str) -> Task:
-        return cls.model_validate_json(text)
+        """A message without an id (sent by hand, not `job submit`) gets one from its content: the same at every
+        delivery, so its result, its retries and its duplicates all meet under one id."""
+        doc = json.loads(text)
+        if isinstance(doc, dict) and "id" not in doc:
+            doc["id"] = "h-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        return cls.model_validate(doc)
 
 
 class Counts(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Protocol
 
 import aiohttp
 
+from spotstack.runtime.jobs import claims
 from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
 from spotstack.runtime.jobs.runner import CommandRun, HttpRun, Outcome
 from spotstack.runtime.jobs.store import ResultStore
@@ -75,6 +77,8 @@ class Running:
     key: str = ""
     """Its key in `Worker.running`: the receipt handle it came with (MNS hands out a new one at each heartbeat)."""
     given_back: bool = False
+    claimed: bool = False
+    """Its running marker is in the result store (renewed at each heartbeat, removed at the end)."""
     leaving: bool = False
     """A notice came: whatever its run returns, the task goes back (a training run's exit after its checkpoint
     is not the job's end)."""
@@ -174,6 +178,8 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.store is None:
+            log.warning("jobs: no result store: a task delivered twice (the queue's at-least-once) may run twice")
         self._loop_task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -221,14 +227,29 @@ class Worker:
                 protect.cancel()
 
     def _take(self, d: Delivery) -> None:
-        if d.task is None:
-            self._side.add(t := asyncio.create_task(self._not_a_task(d)))
+        if d.task is None or (d.task.command is not None and not self.s.task_commands):
+            why = (
+                "not a task (the body is not a task document)"
+                if d.task is None
+                else "the task names a command, and this fleet runs only its own handler (jobs.task_commands)"
+            )
+            self._side.add(t := asyncio.create_task(self._refuse(d, why)))
+            t.add_done_callback(self._side.discard)
+            return
+        if any(r.task.id == d.task.id for r in self.running.values()):
+            # A second delivery of a task running here (SQS, Pub/Sub deliver at least once): not run twice at once.
+            log.warning("task %s: another delivery while it runs here: held back for %.0fs", d.task.id, self.s.lease_s)
+            self._side.add(t := asyncio.create_task(self._hold(d)))
             t.add_done_callback(self._side.discard)
             return
         if d.receives > 1:
             # Give-backs re-send the task, so only a delivery that ended without any answer (a node lost without
             # notice, a lease that ran out) counts here; the queue dead-letters the task at `max_attempts` of them.
-            log.warning("task %s: delivery %d (an earlier one ended without an answer)", d.task.id, d.receives)
+            log.warning(
+                "task %s: delivery %d (an earlier one ended without an answer, or lost its lease)",
+                d.task.id,
+                d.receives,
+            )
         r = Running(d, d.task, self._runner(d.task), key=d.handle)
         self.running[r.key] = r
         self._changed.set()
@@ -239,12 +260,21 @@ class Worker:
         self._changed.set()
         self._freed.set()
 
-    async def _not_a_task(self, d: Delivery) -> None:
+    async def _refuse(self, d: Delivery, why: str) -> None:
         try:
-            await asyncio.to_thread(self.tasks.dead_letter, d, d.counts, "not a task (the body is not a task document)")
+            await asyncio.to_thread(self.tasks.dead_letter, d, d.counts, why)
             self.stats.dead_lettered += 1
+            log.error("%s: dead-lettered (%s)", f"task {d.task.id}" if d.task else "a message", why)
         except Exception as exc:
-            log.error("dead-lettering a malformed message failed: %s", exc)
+            log.error("dead-lettering a refused message failed: %s", exc)
+
+    async def _hold(self, d: Delivery) -> None:
+        """Back to the queue unchanged, visible again after a lease: judged again then (done, or still running)."""
+        try:
+            await asyncio.to_thread(self.tasks.give_back, d, d.counts, self.s.lease_s)
+            self.stats.duplicates += 1
+        except Exception as exc:  # its lease runs out and it comes back anyway
+            log.error("holding back a duplicate delivery failed: %s", exc)
 
     def _runner(self, task: Task, resuming: bool = False) -> HttpRun | CommandRun:
         """`resuming`: a training task with a checkpoint, run with the resume command where there is one."""
@@ -284,8 +314,16 @@ class Worker:
                     warned = True
             try:
                 await asyncio.to_thread(self.tasks.extend, r.delivery, self.s.lease_s)
+                if r.claimed and self.store is not None:
+                    until = time.time() + 2 * self.s.lease_s
+                    await asyncio.to_thread(self.store.claim, r.task.id, self.s.node, until)
             except Exception as exc:
-                log.warning("extending the lease of a task failed: %s", exc)
+                log.warning(
+                    "task %s: its lease could not be extended (%s): the queue may hand it to another worker while it "
+                    "runs here",
+                    r.task.id,
+                    exc,
+                )
 
     async def _roll_over(self, r: Running, deadline: float) -> None:
         """A training run at the queue's hold limit: checkpoint, then back to the queue (not a preemption)."""
@@ -296,18 +334,11 @@ class Worker:
         self.stats.rolled_over += 1
 
     async def _handle(self, r: Running) -> None:
-        d, task = r.delivery, r.task
+        task = r.task
         hb: asyncio.Task[None] | None = None
         try:
-            if self.store is not None:
-                prior = await asyncio.to_thread(self.store.get, task.id)
-                if prior is not None and prior.status == "done":
-                    # Done before: the node that ran it may have died between storing the result and publishing
-                    # it, so publish it again (consumers de-duplicate by id), then delete without running.
-                    await asyncio.to_thread(self.results.publish, task.id, prior.for_queue())
-                    await asyncio.to_thread(self.tasks.delete, d)
-                    self.stats.duplicates += 1
-                    return
+            if self.store is not None and not await self._claimed(r):
+                return
             # One listing of the task's checkpoints, off the event loop: where it resumes from, and so which command.
             resumed = await self._resumed_from(task)
             if resumed is not None and self.s.resume_command:
@@ -325,8 +356,34 @@ class Worker:
         finally:
             if hb is not None:
                 hb.cancel()
+            if r.claimed and self.store is not None:
+                with contextlib.suppress(Exception):  # a marker left behind expires on its own
+                    await asyncio.to_thread(self.store.release, task.id)
             if not r.leaving:
                 self._ended(r)
+
+    async def _claimed(self, r: Running) -> bool:
+        """Judge the delivery by what the store holds (claims.py); True when this worker runs it (marker set)."""
+        assert self.store is not None
+        d, task = r.delivery, r.task
+        prior = await asyncio.to_thread(self.store.get, task.id)
+        marker = await asyncio.to_thread(self.store.running, task.id)
+        action, why = claims.judge(prior, marker, d.counts, self.s.node, time.time())
+        if action == "run":
+            await asyncio.to_thread(self.store.claim, task.id, self.s.node, time.time() + 2 * self.s.lease_s)
+            r.claimed = True
+            return True
+        log.warning("task %s: %s: %s", task.id, why, {"done": "answered again", "stale": "deleted"}.get(action, "held"))
+        self.stats.duplicates += 1
+        if action == "done" and prior is not None:
+            # Done before: the node that ran it may have died between storing the result and publishing
+            # it, so publish it again (consumers de-duplicate by id), then delete without running.
+            await asyncio.to_thread(self.results.publish, task.id, prior.for_queue())
+        if action == "hold":
+            await asyncio.to_thread(self.tasks.give_back, d, d.counts, self.s.lease_s)
+        else:
+            await asyncio.to_thread(self.tasks.delete, d)
+        return False
 
     async def _resumed_from(self, task: Task) -> int | None:
         if not (task.training and self.s.checkpoint_url):
@@ -363,7 +420,7 @@ class Worker:
             await asyncio.to_thread(self.store.put, result)
         if status == "done":
             await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
-            await asyncio.to_thread(self.tasks.delete, d)
+            await self._delete_done(d)
             self.stats.done += 1
         elif status == "failed":
             await asyncio.to_thread(self.tasks.dead_letter, d, Counts(failures=failures), outcome.error)
@@ -374,6 +431,19 @@ class Worker:
             await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
             self.stats.retried += 1
             log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
+
+    async def _delete_done(self, d: Delivery) -> None:
+        """A finished task's message goes, retried while its lease holds: one left behind would come back and, with
+        no store to say it was done, run again until the queue dead-lettered a task that succeeded."""
+        for attempt in range(4):
+            try:
+                await asyncio.to_thread(self.tasks.delete, d)
+                return
+            except Exception as exc:
+                if attempt == 3:
+                    log.error("task %s is done, but deleting its message failed: %s", d.task.id if d.task else "?", exc)
+                    return
+                await asyncio.sleep(random.uniform(0, 0.5 * 2**attempt))  # full jitter
 
     # -- scale-in protection ---------------------------------------------------------------------------
     async def _protect_loop(self) -> None:

@@ -51,7 +51,7 @@ def test_parallel_pulls_into_one_store_place_every_byte(tmp_path: Path) -> None:
         ]
         procs.append((model, n, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
     for model, n, p in procs:
-        out, errs = p.communicate(timeout=180)
+        _, errs = p.communicate(timeout=180)
         assert p.returncode == 0, errs
         assert "Traceback" not in errs
         assert digest_tree(tmp_path / f"dest{n}") == _files(model), f"dest{n} differs from {model.name}"
