@@ -10,12 +10,19 @@ from typing import Any
 
 import typer
 from rich.console import Console
+
+from spotstack.cli.params import number
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
 err = Console(stderr=True, soft_wrap=True)
 
 POLICIES = ("spotstack", "spotstack-v1", "skyserve", "skyserve+1")
+MAX_REPLICAS = 1000
+DAY = 86400.0
+MAX_TICKS = 20_000_000
+"""Controller ticks a whole run may replay (every N and policy): the shared traces' 45 days at 20 s for 3 values
+of N and 4 policies are 2.3 million; beyond this a mistyped --tick-s or gap_seconds would run for hours."""
 
 
 def simulate(
@@ -25,7 +32,11 @@ def simulate(
         help="Folder of trace files (searched recursively; each file is one pool: a zone and instance type).",
     ),
     replicas: list[int] = typer.Option(
-        None, "--replicas", "-n", help="N, the READY replicas wanted; repeatable. Default: the stack's, else 2."
+        None,
+        "--replicas",
+        "-n",
+        help="N, the READY replicas wanted (1 to 1000); repeatable. Default: the stack's, else 2.",
+        callback=number(1, MAX_REPLICAS),
     ),
     stack: str | None = typer.Option(
         None,
@@ -36,51 +47,80 @@ def simulate(
     ),
     fleet: str | None = typer.Option(None, "--fleet", help="With --stack: which fleet (default: the first)."),
     base_on_demand: int = typer.Option(
-        None, "--base-on-demand", help="Replicas that are always on-demand. Default: the stack's, else 0."
+        None,
+        "--base-on-demand",
+        help="Replicas that are always on-demand. Default: the stack's, else 0.",
+        callback=number(0, MAX_REPLICAS),
     ),
-    provision_s: float = typer.Option(180.0, "--provision-s", help="Seconds from launch to a booted node."),
-    cold_load_s: float = typer.Option(120.0, "--cold-load-s", help="Seconds to load the model from the store."),
-    peer_load_s: float = typer.Option(20.0, "--peer-load-s", help="Seconds to load it from a READY peer."),
+    provision_s: float = typer.Option(
+        180.0, "--provision-s", help="Seconds from launch to a booted node.", callback=number(0, DAY)
+    ),
+    cold_load_s: float = typer.Option(
+        120.0, "--cold-load-s", help="Seconds to load the model from the store.", callback=number(0, DAY)
+    ),
+    peer_load_s: float = typer.Option(
+        20.0, "--peer-load-s", help="Seconds to load it from a READY peer.", callback=number(0, DAY)
+    ),
     notice_s: float = typer.Option(
         None,
         "--notice-s",
         help="Preemption notice (AWS 120, GCP 30, Alibaba 300). Default: the stack's cloud's, else 120.",
+        callback=number(0, 3600),
     ),
     drain_s: float = typer.Option(
         None,
         "--drain-s",
         help="The drain's timeout (a noticed node leaves this + 10 s early). Default: 30 (the stack's "
         "service.drain_timeout with --stack).",
+        callback=number(0, DAY),
     ),
     warm_start_s: float = typer.Option(
         45.0,
         "--warm-start-s",
         help="The fallback's warm pool (capacity.warm_pool): a warm replica is READY this many seconds after "
         "its start (AWS ~45 s). 0: no warm pool.",
+        callback=number(0, DAY),
     ),
     warm_pool_size: int = typer.Option(
         None,
         "--warm-pool-size",
         help="Instances in the warm pool (capacity.warm_pool.size); 0: N, one each. With --stack: the stack's "
         "(a stack without one: no warm pool).",
+        callback=number(0, MAX_REPLICAS),
     ),
     warm_disk_ratio: float = typer.Option(
         0.01,
         "--warm-disk-ratio",
         help="A stopped instance's disk per hour over its on-demand hour (200 GB gp3 against the traces' "
         "p3.2xlarge: 0.007; against a g6.xlarge: 0.027).",
+        callback=number(0, 10),
     ),
-    tick_s: float = typer.Option(20.0, "--tick-s", help="Seconds between controller decisions."),
-    spot_price_ratio: float = typer.Option(0.3, "--spot-price-ratio", help="Spot price over on-demand price."),
-    retry_s: float = typer.Option(300.0, "--retry-s", help="Seconds a refused pool is avoided before a retry."),
-    spare_spot: int = typer.Option(0, "--spare-spot", help="Spot replicas above N (ours): cover a preemption at once."),
+    tick_s: float = typer.Option(
+        20.0, "--tick-s", help="Seconds between controller decisions (1 to 3600).", callback=number(1, 3600)
+    ),
+    spot_price_ratio: float = typer.Option(
+        0.3, "--spot-price-ratio", help="Spot price over on-demand price.", callback=number(0, 10)
+    ),
+    retry_s: float = typer.Option(
+        300.0, "--retry-s", help="Seconds a refused pool is avoided before a retry.", callback=number(0, DAY)
+    ),
+    spare_spot: int = typer.Option(
+        0,
+        "--spare-spot",
+        help="Spot replicas above N (ours): cover a preemption at once.",
+        callback=number(0, MAX_REPLICAS),
+    ),
     pool_share: float = typer.Option(
-        0.5, "--pool-share", help="The most of the spot replicas one pool holds while another can take them (ours)."
+        0.5,
+        "--pool-share",
+        help="The most of the spot replicas one pool holds while another can take them (ours).",
+        callback=number(0, 1, above=0),
     ),
     hold_per_preemption_s: float = typer.Option(
         0.0,
         "--hold-per-preemption-s",
         help="Seconds added to the return-to-spot hold per preemption in the last 3 days (ours; capped at 1 h).",
+        callback=number(0, 3600),
     ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Write a PNG: READY replicas, spot/on-demand mix and pools up over time (first N)."
@@ -148,6 +188,18 @@ def simulate(
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     names = POLICIES if baseline == "skyserve" else POLICIES[:2]
+    span = min(len(t.data) * t.gap_s for t in pools)
+    ticks = int(span // tick_s + 1) * len(replicas) * len(names)
+    if ticks > MAX_TICKS:
+        err.print(
+            f"[red]error:[/red] {span / 86400:.0f} days of traces at --tick-s {tick_s:g} for {len(replicas)} N and "
+            f"{len(names)} policies is {ticks:,} controller ticks (at most {MAX_TICKS:,}): raise --tick-s, shorten "
+            "the traces or give fewer --replicas",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if not as_json or sys.stderr.isatty():
+        err.print(f"replaying {span / 86400:.1f} days: {ticks:,} controller ticks over {len(names)} policies")
     results = []
     lines: dict[str, Timeline] = {}
     ours: dict[str, float] = {

@@ -16,6 +16,8 @@ class StackFileError(Exception):
 
 MAX_DEPTH = 32
 """No stack config nests deeper; a deeper document is a mistake or an attack on the parser."""
+MAX_VALUES = 100_000
+"""Keys and values in a stack file, aliases expanded: a real one has a few hundred."""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -37,19 +39,44 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _depth(node: yaml.Node, limit: int) -> int:
-    """Nesting depth of a composed YAML node, iteratively (a recursive walk is what overflows)."""
-    deepest, stack = 0, [(node, 1)]
+def _children(n: yaml.Node) -> list[yaml.Node]:
+    if isinstance(n, yaml.MappingNode):
+        return [v for kv in n.value for v in kv]
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    return []
+
+
+def _measure(root: yaml.Node, max_depth: int, max_values: int) -> str | None:
+    """What is wrong with a composed document's shape, or None: deeper than `max_depth`, more than `max_values`
+    once its aliases are expanded, or an alias inside its own anchor. Each node is measured once (memoised), so
+    a 600-byte alias bomb costs a few hundred steps, not the billions its expansion would (an expanding walk ran
+    for minutes). Iterative: a recursive walk is what overflows."""
+    memo: dict[int, tuple[int, int]] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        n, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        if isinstance(n, yaml.MappingNode):
-            stack.extend((v, d + 1) for _, v in n.value)
-        elif isinstance(n, yaml.SequenceNode):
-            stack.extend((v, d + 1) for v in n.value)
-    return deepest
+        n, done = stack.pop()
+        key = id(n)
+        kids = _children(n)
+        if done:
+            depth = 1 + max((memo[id(k)][0] for k in kids), default=0)
+            size = 1 + sum(memo[id(k)][1] for k in kids)
+            memo[key] = (depth, size)
+            open_.discard(key)
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+            if size > max_values:
+                return f"more than {max_values} values once its aliases are expanded (a YAML alias bomb?)"
+            continue
+        if key in memo:
+            continue
+        if key in open_:
+            return "an alias refers to a node that holds it (a YAML structure that never ends)"
+        open_.add(key)
+        stack.append((n, True))
+        stack.extend((k, False) for k in kids if id(k) not in memo)
+    return None
 
 
 def load_yaml(text: str, where: Path) -> Any:
@@ -62,8 +89,9 @@ def load_yaml(text: str, where: Path) -> Any:
             node = loader.get_single_node()
             if node is None:
                 return None
-            if _depth(node, MAX_DEPTH) > MAX_DEPTH:
-                raise StackFileError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            problem = _measure(node, MAX_DEPTH, MAX_VALUES)
+            if problem:
+                raise StackFileError(f"{where}: {problem}")
             return loader.construct_document(node)
         finally:
             loader.dispose()

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+MIN_GAP_S, MAX_GAP_S = 1.0, 86400.0
+"""A tick from a second to a day: the traces' own are 32 s and 195 s."""
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a trace may hold")
+
+
 @dataclass(frozen=True)
 class Trace:
     name: str
@@ -37,13 +45,17 @@ def load_traces(folder: Path) -> list[Trace]:
     out: list[Trace] = []
     for path in sorted(folder.rglob("*.json")):
         try:
-            doc = json.loads(path.read_text())
-            gap = float(doc["metadata"]["gap_seconds"])
-            data = tuple(int(v) for v in doc["data"])
+            doc = json.loads(path.read_text(), parse_constant=_no_constant)
+            gap = doc["metadata"]["gap_seconds"]
+            data = tuple(doc["data"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
-        if gap <= 0 or not data or min(data) < 0:
-            raise ValueError(f"{path}: gap_seconds must be > 0 and data non-empty and ≥ 0")
+        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not MIN_GAP_S <= gap <= MAX_GAP_S:
+            raise ValueError(f"{path}: gap_seconds must be a number from {MIN_GAP_S:g} to {MAX_GAP_S:g}, not {gap!r}")
+        gap = float(gap)
+        bad = next((v for v in data if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
+        if not data or bad is not None:
+            raise ValueError(f"{path}: data must be whole numbers ≥ 0 (found {bad!r})" if data else f"{path}: no data")
         count = re.search(r"_(\d+)$", path.stem)
         nodes = int(count.group(1)) if count else 1
         if nodes == 1 and max(data) > 1:

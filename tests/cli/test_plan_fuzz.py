@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import re
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,14 @@ def text_attack(text: str, kind: str) -> str:
         return text.replace("team: ml-platform", "team: " + "[" * 5000 + "]" * 5000, 1)
     if kind == "bad_yaml":
         return text.replace("capacity:", "capacity: [", 1)
+    if kind == "alias_bomb":  # ~600 bytes that expand to 10^9 values ("billion laughs")
+        bomb = "\n".join(
+            f"  bomb{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 10) + "]" if i else "  bomb0: &b0 [lol]"
+            for i in range(10)
+        )
+        return text.replace("config:\n", "config:\n" + bomb + "\n", 1)
+    if kind == "alias_loop":
+        return text.replace("config:\n", "config:\n  loop: &l [*l]\n", 1)
     return text
 
 
@@ -125,12 +134,15 @@ def test_random_mutations_plan_or_exit_2_with_paths(tmp_path: Path, op: str, pat
     check(*plan(tmp_path, text))
 
 
-@pytest.mark.parametrize("kind", ["duplicate_key", "deep", "bad_yaml"])
+@pytest.mark.parametrize("kind", ["duplicate_key", "deep", "bad_yaml", "alias_bomb", "alias_loop"])
 def test_text_level_attacks_exit_2(tmp_path: Path, kind: str) -> None:
     text = text_attack((ROOT / "stacks" / "Pulumi.dev.yaml").read_text(), kind)
+    assert text != (ROOT / "stacks" / "Pulumi.dev.yaml").read_text()
+    started = time.monotonic()
     code, out, err, exc = plan(tmp_path, text)
     check(code, out, err, exc)
     assert code == 2
+    assert time.monotonic() - started < 60, "the plan must refuse it, not expand it"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,9 +191,15 @@ def test_cli_prints_one_json_document_with_every_policy(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--baseline", "k8s"], "--baseline must be skyserve or none"),
-        (["-n", "0"], "--replicas must be ≥ 1"),
+        (["-n", "0"], "'--replicas' / '-n': 0 is not a finite number at least 1"),
+        (["-n", "1000000000"], "1000000000 is not a finite number at least 1 and at most 1000"),
         (["--tick-s", "20"], "no *.json traces"),
-        (["--pool-share", "0"], "--pool-share in (0, 1]"),
+        (["--tick-s", "0"], "'--tick-s': 0.0 is not a finite number at least 1"),
+        (["--tick-s", "nan"], "'--tick-s': nan is not a finite number"),
+        (["--tick-s", "-5"], "'--tick-s': -5.0 is not"),
+        (["--spot-price-ratio", "-1"], "'--spot-price-ratio': -1.0 is not"),
+        (["--notice-s", "inf"], "'--notice-s': inf is not"),
+        (["--pool-share", "0"], "'--pool-share': 0.0 is not a finite number above 0"),
         (["--stack", "nope"], "no stack file"),
         (["--stack", "dev", "--fleet", "nope"], "has no fleet 'nope'"),
         (["--plot", "/no/such/folder/x.png"], "--plot: no folder"),
@@ -200,7 +207,44 @@ def test_cli_prints_one_json_document_with_every_policy(tmp_path: Path) -> None:
 )
 def test_cli_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     r = cli("--traces", str(tmp_path), *args)
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and message in flat(r.stderr) and "Traceback" not in r.stderr
+
+
+def flat(text: str) -> str:
+    """Click's usage errors as one line (rich draws them in a box, wrapped at the terminal's width)."""
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"metadata": {"gap_seconds": 1e15}, "data": [1, 0]}, "gap_seconds must be a number from 1 to 86400"),
+        ({"metadata": {"gap_seconds": 0.001}, "data": [1, 0]}, "gap_seconds must be a number from 1 to 86400"),
+        ({"metadata": {"gap_seconds": "60"}, "data": [1, 0]}, "gap_seconds must be a number"),
+        ({"metadata": {"gap_seconds": 60}, "data": [1, 0.5]}, "data must be whole numbers ≥ 0 (found 0.5)"),
+        ({"metadata": {"gap_seconds": 60}, "data": [1, "1"]}, "data must be whole numbers ≥ 0 (found '1')"),
+        ({"metadata": {"gap_seconds": 60}, "data": [1, -1]}, "data must be whole numbers ≥ 0 (found -1)"),
+        ({"metadata": {"gap_seconds": 60}, "data": [True]}, "data must be whole numbers ≥ 0 (found True)"),
+        ({"metadata": {"gap_seconds": 60}, "data": []}, "no data"),
+    ],
+)
+def test_bad_trace_values_are_refused_naming_the_file(tmp_path: Path, doc: dict[str, Any], message: str) -> None:
+    write(tmp_path, "bad", doc)
+    r = cli("--traces", str(tmp_path))
+    assert r.returncode == 2 and message in flat(r.stderr) and "bad.json" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinite_gaps_are_refused(tmp_path: Path, constant: str) -> None:
+    (tmp_path / "bad.json").write_text(f'{{"metadata": {{"gap_seconds": {constant}}}, "data": [1]}}')
+    r = cli("--traces", str(tmp_path))
+    assert r.returncode == 2 and "not a number a trace may hold" in flat(r.stderr) and "Traceback" not in r.stderr
+
+
+def test_a_run_too_long_to_finish_is_refused_before_it_starts(tmp_path: Path) -> None:
+    write(tmp_path, "a", {"metadata": {"gap_seconds": 86400}, "data": [1] * 3000})  # 8 years
+    r = cli("--traces", str(tmp_path), "--tick-s", "1", "-n", "1", "-n", "2")
+    assert r.returncode == 2 and "controller ticks (at most 20,000,000)" in flat(r.stderr)
 
 
 def test_cli_takes_the_policy_from_a_stack_and_flags_win(tmp_path: Path) -> None:
