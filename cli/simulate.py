@@ -10,10 +10,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-
-from spotstack.cli.params import number
 from rich.progress import Progress, TaskID
 from rich.table import Table
+
+from spotstack.cli.params import number
 
 err = Console(stderr=True, soft_wrap=True)
 

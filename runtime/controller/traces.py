@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
 MIN_GAP_S, MAX_GAP_S = 1.0, 86400.0
 """A tick from a second to a day: the traces' own are 32 s and 195 s."""
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import re
+import time
 from pathlib import Path
 from typing import Any
 
