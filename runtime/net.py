@@ -14,16 +14,19 @@ request's raw header line (a bearer token included). `serve` adds what a node's 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import resource
 import socket
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 
 @dataclass
@@ -35,6 +38,36 @@ class Limits:
     keepalive_timeout_s: float = 15.0
     """An idle (or trickling) keep-alive connection is closed after this long."""
     refused: dict[str, int] = field(default_factory=lambda: {"over_limit": 0, "header_timeout": 0})
+
+
+class _QuietHandler(RequestHandler):
+    """aiohttp answers a malformed request with the parser's message, which quotes the offending header line: a
+    bearer token sent back to whoever sent it (and into any proxy's log). Answer with the status alone."""
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status != 500:
+            message = f"{status} {HTTPStatus(status).phrase}\n"
+        return super().handle_error(request, status, exc, message)
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietHandler(self, loop=self._loop, **self._kwargs)
+
+
+def bearer_matches(request: web.Request, token: str) -> bool | None:
+    """Whether the request's `Authorization: Bearer` is `token` (constant time); None when it sends none. A header
+    that is not UTF-8 cannot be our token: False, never a 500."""
+    given = request.headers.get("Authorization")
+    if given is None:
+        return None
+    try:
+        raw = given.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(raw, f"Bearer {token}".encode())
 
 
 class _NoRequestContent(logging.Filter):
@@ -160,6 +193,7 @@ async def serve(
     )
     await runner.setup()
     assert runner.server is not None
+    runner.server.__class__ = _QuietServer  # its handlers answer errors without echoing the request
     guard.append(_Guard(runner.server, lim))
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -169,6 +203,23 @@ async def serve(
             bound = int(sock.getsockname()[1])
             break
     return runner, bound
+
+
+class TooLarge(ValueError):
+    """An answer over what its reader allows (read no further)."""
+
+
+async def read_capped(resp: Any, limit: int) -> bytes:
+    """An aiohttp client response's body, read up to `limit` bytes: a server that answers with 50 MB cannot take
+    the reader's memory with it (`resp.text()` reads whatever comes). TooLarge past the limit."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise TooLarge(f"answer of {resp.content_length} bytes (at most {limit})")
+    got = bytearray()
+    async for chunk in resp.content.iter_any():
+        got += chunk
+        if len(got) > limit:
+            raise TooLarge(f"answer over {limit} bytes")
+    return bytes(got)
 
 
 def raise_fd_limit(want: int = 65536) -> int:

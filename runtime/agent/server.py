@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.state import AgentState
-from spotstack.runtime.net import serve
+from spotstack.runtime.net import bearer_matches, serve
 
 
 class AgentServer:
@@ -90,8 +89,7 @@ class AgentServer:
         token = self._token()
         if token is None:
             return web.Response(status=403, text="no fleet token on this node: release is off\n")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not bearer_matches(request, token):
             return web.Response(status=401, text="a release needs the fleet token\n")
         if self._release():
             return web.json_response({"released": True}, status=202)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,6 +35,8 @@ from spotstack.runtime.config import PEER_PORT
 from spotstack.runtime.net import Limits, serve
 
 SINCE = re.compile(r"^([0-9a-f]{16}):(\d{1,12})$")
+
+log = logging.getLogger("spotstack.cache.server")
 
 
 class InventoryLog:
@@ -189,8 +192,12 @@ class PeerServer:
             try:
                 await resp.prepare(request)  # the transfer happens here, inside the slot
             except SlowReader:
+                # Counted and cut, one line: a traceback per slow reader would flood the log of a node under attack.
                 self.refused["too_slow"] += 1
-                raise
+                log.info("cut a peer reading chunk %s too slowly (%s)", digest[:12], request.remote)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError() from None
         self.served_bytes += ref.size
         self.store.touch(path)
         return resp
@@ -223,7 +230,7 @@ class PeerServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
-        app.router.add_route("GET", "/v1/chunks/{digest}", self.chunk)
+        app.router.add_get("/v1/chunks/{digest}", self.chunk)  # and HEAD, as documented
         app.router.add_get("/v1/inventory", self.inventory)
         app.router.add_get("/v1/manifest", self.manifest)
         app.router.add_get("/healthz", self.healthz)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from spotstack.runtime.net import read_capped
+
 
 class PrometheusGauge:
     name = "prometheus"
@@ -15,7 +17,7 @@ class PrometheusGauge:
     async def count(self) -> int:
         async with self._session.get(self.url, timeout=aiohttp.ClientTimeout(total=2)) as r:
             r.raise_for_status()
-            text = await r.text()
+            text = (await read_capped(r, 16 << 20)).decode("utf-8", errors="replace")  # a metrics page, bounded
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

@@ -12,6 +12,15 @@ from collections.abc import Callable
 
 import aiohttp
 
+from spotstack.runtime.net import TooLarge, read_capped
+
+MAX_ANSWER_BYTES = 1 << 20
+"""A metadata value is bytes to kilobytes (user data: 16 KB on AWS, 256 KB a value on GCP): read no more."""
+
+
+async def _text(r: aiohttp.ClientResponse) -> str:
+    return (await read_capped(r, MAX_ANSWER_BYTES)).decode("utf-8", errors="replace")
+
 
 class MetadataError(Exception):
     """The metadata server failed to answer as documented (5xx, timeout, refused, 4xx other than 404)."""
@@ -52,8 +61,8 @@ class TokenMetadataClient:
             ) as r:
                 if r.status != 200:
                     raise MetadataError(f"token request: HTTP {r.status}")
-                token = (await r.text()).strip()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                token = (await _text(r)).strip()
+        except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
             raise MetadataError(f"token request: {exc.__class__.__name__}: {exc}") from exc
         if not token:
             raise MetadataError("token request: empty token")
@@ -81,8 +90,8 @@ class TokenMetadataClient:
                         return None
                     if r.status != 200:
                         raise MetadataError(f"{path}: HTTP {r.status}")
-                    return await r.text()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    return await _text(r)
+            except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
                 raise MetadataError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
         raise MetadataError(f"{path}: HTTP 401 with a fresh token")
 
@@ -147,6 +156,6 @@ class GcpMetadataClient:
                     raise MetadataError(f"{path}: HTTP {r.status}")
                 if r.headers.get("Metadata-Flavor") != "Google":
                     raise MetadataError(f"{path}: response lacks Metadata-Flavor: Google (not a metadata server?)")
-                return await r.text(), r.headers.get("ETag")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                return await _text(r), r.headers.get("ETag")
+        except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
             raise MetadataError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
