@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from rich.console import Console
 
 from spotstack.cli.local_control import LOCK_FD_ENV, alive, call, control, fail, prerequisites, take_workdir
 from spotstack.cli.local_report import print_report, report, status_table, window
+from spotstack.cli.params import existing_file, number
+from spotstack.runtime.files import write_atomic
 
 local_app = typer.Typer(
     help="A local fleet: HAProxy, nodes with agents, a spot market replayed from a trace.", no_args_is_help=True
@@ -25,6 +28,27 @@ local_app = typer.Typer(
 con, err = Console(), Console(stderr=True, soft_wrap=True)
 
 STACK = typer.Option("local", "--stack", "-s", help="Stack file: stacks/Pulumi.<stack>.yaml (a cloud: local fleet).")
+SPEED = typer.Option(
+    60.0, "--speed", help="Trace seconds per wall second (0.0001 to 10000).", callback=number(0.0001, 10000)
+)
+TRACE = typer.Option(
+    None,
+    "--trace",
+    help="A spot availability trace (../shared/traces format).",
+    callback=lambda v: _check_trace(existing_file(v)),
+)
+
+
+def _check_trace(path: Path | None) -> Path | None:
+    """Read the trace now: a bad one is a usage error here, not a line in the supervisor's log."""
+    if path is not None:
+        from spotstack.runtime.local.market import load_trace
+
+        try:
+            load_trace(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise typer.BadParameter(f"{path}: {exc}") from None
+    return path
 
 
 def _plan(stack: str) -> tuple[Any, Path]:
@@ -96,9 +120,11 @@ def _market(plan: Any, trace: Path | None, speed: float) -> Any:
 @local_app.command("demo")
 def demo(
     stack: str = STACK,
-    rps: float = typer.Option(5.0, "--rps", help="Steady request rate during the scenario."),
-    speed: float = typer.Option(60.0, "--speed", help="Trace seconds per wall second."),
-    trace: Path = typer.Option(None, "--trace", help="A spot availability trace (../shared/traces format)."),
+    rps: float = typer.Option(
+        5.0, "--rps", help="Steady request rate during the scenario (0.1 to 200).", callback=number(0.1, 200)
+    ),
+    speed: float = SPEED,
+    trace: Path = TRACE,
     kill_without_notice: bool = typer.Option(
         True,
         "--kill-without-notice/--no-kill-without-notice",
@@ -196,11 +222,12 @@ def demo(
 
 # -- up / status / preempt / load / down: a detached supervisor with a control API ---------------------
 @local_app.command("_serve", hidden=True)
-def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trace: Path = typer.Option(None)) -> None:
+def serve(stack: str = STACK, speed: float = SPEED, trace: Path = TRACE) -> None:
     from aiohttp import web
 
     from spotstack.runtime.local.fleet import LocalFleet
     from spotstack.runtime.local.reaper import AlreadyRunning, SupervisorLock
+    from spotstack.runtime.net import bearer_matches
     from spotstack.runtime.net import serve as serve_app
 
     plan, workdir = _plan(stack)
@@ -233,14 +260,24 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
             stop.set()
             return web.json_response({"stopping": True})
 
-        app = web.Application()
+        @web.middleware
+        async def authorized(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            # The fleet token (0600 in the workdir): another user on this machine cannot preempt or stop it.
+            if not bearer_matches(request, (workdir / "token").read_text().strip()):
+                return web.json_response({"error": "the control API needs the fleet's token"}, status=401)
+            return await handler(request)
+
+        app = web.Application(middlewares=[authorized])
         app.router.add_get("/status", status)
         app.router.add_post("/preempt/{name}", preempt)
         app.router.add_post("/down", down)
         runner, port = await serve_app(app, "127.0.0.1", 0)
         try:
             await fleet.start()
-            (workdir / "control.json").write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": os.getpid()}))
+            control_doc = {"url": f"http://127.0.0.1:{port}", "pid": os.getpid(), "token_file": str(workdir / "token")}
+            write_atomic(workdir / "control.json", json.dumps(control_doc), mode=0o600)
             await stop.wait()
         finally:
             await fleet.stop()
@@ -256,8 +293,8 @@ def serve(stack: str = STACK, speed: float = typer.Option(60.0, "--speed"), trac
 @local_app.command("up")
 def up(
     stack: str = STACK,
-    speed: float = typer.Option(60.0, "--speed", help="Trace seconds per wall second."),
-    trace: Path = typer.Option(None, "--trace", help="A spot availability trace (../shared/traces format)."),
+    speed: float = SPEED,
+    trace: Path = TRACE,
 ) -> None:
     """Start the local fleet in the background and wait until its replicas are READY."""
     plan, workdir = _plan(stack)
@@ -299,7 +336,9 @@ def status(
     stack: str = STACK,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON snapshot."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the table live until Ctrl-C."),
-    interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."),
+    interval: float = typer.Option(
+        1.0, "--interval", help="Seconds between refreshes with --watch.", callback=number(0.2, 3600)
+    ),
 ) -> None:
     """The replicas: market, type, state (LOADING with peer/origin bytes), endpoint, age."""
     ctl = control(stack)
@@ -339,8 +378,8 @@ def preempt(
 @local_app.command("load")
 def load(
     stack: str = STACK,
-    rps: float = typer.Option(8.0, "--rps", min=0.1, help="Requests per second."),
-    duration: float = typer.Option(30.0, "--duration", min=1, help="Seconds of load."),
+    rps: float = typer.Option(8.0, "--rps", help="Requests per second (0.1 to 200).", callback=number(0.1, 200)),
+    duration: float = typer.Option(30.0, "--duration", help="Seconds of load (1 to 86400).", callback=number(1, 86400)),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Send steady requests through the load balancer; the report counts only this window."""

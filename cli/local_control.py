@@ -40,6 +40,7 @@ def control(stack: str) -> dict[str, Any]:
     except (OSError, ValueError):
         raise fail(
             f"no local fleet for stack {stack!r} is up (start one: spotstack local up --stack {stack})"
+            + _leftovers(workdir, stack)
         ) from None
     if not alive(int(ctl.get("pid", 0))):
         raise fail(
@@ -49,8 +50,35 @@ def control(stack: str) -> dict[str, Any]:
     return ctl
 
 
+def _leftovers(workdir: Path, stack: str) -> str:
+    """What a killed fleet (a `local demo` or supervisor that got SIGKILL) left behind: processes and the nodes'
+    memory-backed caches, which hold on to RAM until freed."""
+    from spotstack.runtime.local.reaper import Ledger
+
+    ledger = Ledger(workdir)
+    procs = len(ledger.alive())
+    size = 0
+    for d in ledger.dirs():
+        if d.is_dir():
+            size += sum(p.stat().st_size for p in d.rglob("*") if p.is_file() and not p.is_symlink())
+    if not procs and not size:
+        return ""
+    left = [f"{procs} process(es)"] if procs else []
+    if size:
+        left.append(f"{size / 1e6:.0f} MB in /dev/shm")
+    return f"; a killed fleet left {' and '.join(left)}: free them with spotstack local down --stack {stack}"
+
+
 def call(ctl: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    req = urllib.request.Request(ctl["url"] + path, method=method, data=b"" if method == "POST" else None)
+    headers = {}
+    if "token_file" in ctl:  # absent: a fleet started by an older spotstack, whose API asks for none
+        try:
+            headers["Authorization"] = f"Bearer {Path(ctl['token_file']).read_text().strip()}"
+        except OSError as exc:
+            raise fail(f"cannot read the local fleet's token {ctl['token_file']}: {exc.strerror or exc}") from None
+    req = urllib.request.Request(
+        ctl["url"] + path, method=method, data=b"" if method == "POST" else None, headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return dict(json.loads(r.read()))

@@ -32,8 +32,10 @@ from typing import Any
 from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
 from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
+from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local import node_api, report
 from spotstack.runtime.local.haproxy import HAProxy, Server
+from spotstack.runtime.local.hold import HoldServer
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
 from spotstack.runtime.local.objectstore import start_object_store
@@ -97,13 +99,16 @@ class LocalFleet:
         self._measured_at: float | None = None
         self.jobs: dict[str, Any] | None = None
         """The nodes' jobs config (queue URLs on moto's server) when the fleet serves queues."""
+        self.hold = HoldServer(self._in_slots)
+        """HAProxy's backup: requests wait there for a READY replica instead of a 503 while none is in rotation."""
 
     # -- start -------------------------------------------------------------------------------
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._shm.mkdir(parents=True, exist_ok=True)
         self.ledger.record_dir(self._shm)  # memory: `down` frees it even after a SIGKILLed supervisor
-        (self.workdir / "token").write_text(secrets.token_urlsafe(32))
+        # The fleet's secret (peer cache, /release, the control API): readable by this user alone.
+        write_atomic(self.workdir / "token", secrets.token_urlsafe(32), mode=0o600)
         (self.workdir / "peers").write_text("")
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
         for p in self._procs:
@@ -113,7 +118,10 @@ class LocalFleet:
 
             self.jobs = await asyncio.to_thread(create_local_queues, self.plan, self._env, self.workdir)
         self.lb_port = free_port()
-        self._haproxy = HAProxy(self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots])
+        await self.hold.start()
+        self._haproxy = HAProxy(
+            self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots], self.hold.port
+        )
         await self._haproxy.start()
         if self._haproxy.pid is not None:
             self.ledger.record(self._haproxy.pid, "haproxy")
@@ -175,6 +183,11 @@ class LocalFleet:
         how = ", from the warm pool" if warm else ""
         self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{how})")
         return node
+
+    def _in_slots(self) -> list[tuple[int, int]]:
+        """Nodes behind HAProxy, those without a notice first: (traffic port, readiness port)."""
+        nodes = sorted((n for n in self.nodes.values() if n.slot in self._filled), key=lambda n: n.kill_at is not None)
+        return [(n.ports["proxy"], n.ports["agent"]) for n in nodes]
 
     def free_slot(self) -> bool:
         used = {n.slot for n in self.nodes.values()}
@@ -398,6 +411,7 @@ class LocalFleet:
             await asyncio.to_thread(n.proc.wait)
         if self._haproxy is not None:
             await self._haproxy.stop()
+        await self.hold.stop()
         for p in self._procs:
             p.terminate()
         for p in self._procs:

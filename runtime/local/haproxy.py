@@ -48,6 +48,7 @@ def render_config(
     check_ms: int = 200,
     retries: int = 3,
     timeout_server_s: int = 60,
+    hold_port: int | None = None,
 ) -> str:
     """An HAProxy config: one frontend, one backend of replicas, an admin runtime socket. Pure."""
     lines = [
@@ -80,6 +81,9 @@ def render_config(
         f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}{' disabled' if s.disabled else ''}"
         for s in servers
     ]
+    if hold_port is not None:
+        # Used only while no replica is in rotation: it holds requests for the next one READY (hold.py).
+        lines.append(f"    server hold 127.0.0.1:{hold_port} backup")
     return "\n".join(lines) + "\n"
 
 
@@ -96,10 +100,11 @@ def _socket_path(workdir: Path) -> Path:
 
 
 class HAProxy:
-    def __init__(self, workdir: Path, listen_port: int, servers: list[Server]) -> None:
+    def __init__(self, workdir: Path, listen_port: int, servers: list[Server], hold_port: int | None = None) -> None:
         self.workdir = workdir
         self.listen_port = listen_port
         self.servers = servers
+        self.hold_port = hold_port
         self.socket = _socket_path(workdir)
         self.config_path = workdir / "haproxy.cfg"
         self._proc: asyncio.subprocess.Process | None = None
@@ -116,7 +121,9 @@ class HAProxy:
     async def start(self) -> None:
         binary = self.binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_config(self.listen_port, self.socket, self.servers))
+        self.config_path.write_text(
+            render_config(self.listen_port, self.socket, self.servers, hold_port=self.hold_port)
+        )
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         check = await asyncio.create_subprocess_exec(
             binary,

@@ -27,14 +27,16 @@ class Trace:
 
 
 def load_trace(path: str | Path) -> Trace:
-    doc = json.loads(Path(path).read_text())
     try:
+        doc = json.loads(Path(path).read_text())
         gap = float(doc["metadata"]["gap_seconds"])
-        data = tuple(int(x) for x in doc["data"])
-    except (KeyError, TypeError, ValueError) as exc:
+        data = tuple(doc["data"])
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a spot trace ({{metadata: {{gap_seconds}}, data: [...]}}): {exc}") from None
-    if gap <= 0 or any(x not in (0, 1) for x in data):
-        raise ValueError(f"{path}: gap_seconds must be > 0 and data only 0 and 1")
+    if not 1 <= gap <= 86400:  # NaN fails this too
+        raise ValueError(f"{path}: gap_seconds must be from 1 to 86400, not {gap}")
+    if not data or any(isinstance(x, bool) or not isinstance(x, int) or x not in (0, 1) for x in data):
+        raise ValueError(f"{path}: data must be a non-empty list of 0 and 1")
     return Trace(gap, data)
 
 
