@@ -17,6 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from spotstack.cli import params
+from spotstack.runtime.errors import one_line
+
 agent_app = typer.Typer(help="The node agent: preemption notices, drain, peer model cache.", no_args_is_help=True)
 emulator_app = typer.Typer(help="Cloud metadata server emulators, for tests and local fleets.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -43,6 +46,15 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _level(value: str) -> str:
+    if value.lower() not in LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LEVELS)}")
+    return value.lower()
+
+
 @agent_app.command("run")
 def run(
     config: Path = typer.Option(
@@ -60,7 +72,11 @@ def run(
         help="Log every mutating step (readiness, deregister, signal, lifecycle) instead.",
     ),
     log_level: str = typer.Option(
-        "info", "--log-level", envvar="SPOTSTACK_AGENT_LOG_LEVEL", help="debug, info, warning or error."
+        "info",
+        "--log-level",
+        envvar="SPOTSTACK_AGENT_LOG_LEVEL",
+        help="debug, info, warning or error.",
+        callback=_level,
     ),
 ) -> None:
     """Watch this node's preemption notices and drain it before it dies."""
@@ -73,7 +89,7 @@ def run(
     try:
         cfg = load_agent_config(config)
     except (OSError, ValueError, ValidationError) as exc:
-        err.print(f"[red]error:[/red] agent config {config}: {exc}", highlight=False)
+        err.print(f"[red]error:[/red] agent config {config}: {one_line(exc)}", highlight=False)
         raise typer.Exit(2) from None
     if dry_run:
         cfg = cfg.model_copy(update={"dry_run": True})
@@ -221,12 +237,16 @@ def _serve(emulator: Any, port_file: Path | None) -> None:
         finally:
             await emulator.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot listen: {exc.strerror or exc}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 HOST = typer.Option("127.0.0.1", "--host")
-PORT = typer.Option(0, "--port", help="0 picks a free port; the URL is printed.")
+PORT = typer.Option(0, "--port", help="0 picks a free port; the URL is printed.", callback=params.PORT)
 URL_FILE = typer.Option(None, "--url-file", help="Also write the URL here (atomically).")
 
 

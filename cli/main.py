@@ -87,7 +87,7 @@ def plan(
     from spotstack.components.plan.stackfile import StackFileError, find_project
 
     try:
-        project_dir = project or find_project(Path.cwd())
+        project_dir = project or find_project(Path.cwd(), "run from the project, or pass --project")
         result = plan_stack(project_dir, stack)
     except (ProgramError, StackFileError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -175,21 +175,46 @@ def _register_node_commands() -> None:
 _register_node_commands()
 
 
+DEBUG_ENV = "SPOTSTACK_DEBUG"
+
+
 def main() -> None:
-    """The console script: `app` with a word instead of a traceback when an extra is missing."""
+    """The console script: `app`, with one line instead of a traceback for whatever a command did not foresee
+    (a missing extra says which to install). SPOTSTACK_DEBUG=1 shows the traceback."""
+    import os
+
     try:
         app()
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         extra = EXTRAS.get(top)
-        if extra is None:
-            raise
+        if extra is None or os.environ.get(DEBUG_ENV):
+            _unforeseen(exc)
         err.print(
             f'error: this command needs {top}, which comes with the `{extra}` extra: pip install "spotstack[{extra}]"',
             highlight=False,
             markup=False,
         )
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        _unforeseen(exc)
+
+
+def _unforeseen(exc: BaseException) -> None:
+    import os
+
+    if os.environ.get(DEBUG_ENV):
+        raise exc
+    from spotstack.runtime.errors import one_line
+
+    err.print(
+        f"error: {exc.__class__.__name__}: {one_line(exc)} (unforeseen: {DEBUG_ENV}=1 shows where; please report it)",
+        highlight=False,
+        markup=False,
+    )
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

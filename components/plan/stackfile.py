@@ -109,11 +109,13 @@ class StackFile:
     config: dict[str, Any]
 
 
-def find_project(start: Path) -> Path:
+def find_project(start: Path, hint: str = "run from the project") -> Path:
+    """The nearest folder from `start` up holding Pulumi.yaml; `hint` says how else to name one (`plan` has
+    --project, the other commands do not)."""
     for d in [start, *start.parents]:
         if (d / "Pulumi.yaml").is_file():
             return d
-    raise StackFileError(f"no Pulumi.yaml in {start} or any folder above it (run from the project, or pass --project)")
+    raise StackFileError(f"no Pulumi.yaml in {start} or any folder above it ({hint})")
 
 
 def load_stack(project_dir: Path, stack: str) -> StackFile:
