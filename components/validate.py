@@ -27,6 +27,7 @@ from spotstack.components.spec import (
     ScalingSpec,
     ServiceSpec,
 )
+from spotstack.components.tag_checks import check_image, check_tags
 
 
 def _path(prefix: str, loc: Sequence[int | str]) -> str:
@@ -92,6 +93,14 @@ def _check_zones(cloud: str, region: str, zones: list[str], at: str) -> list[Pro
     return errors
 
 
+def _near(cloud: str, name: str) -> str:
+    """A catalog type `name` may be a typo of: ", did you mean 'g6.xlarge'?" or nothing."""
+    import difflib
+
+    match = difflib.get_close_matches(name, catalog.types_for(cloud), n=1, cutoff=0.8)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def _check_instances(
     cloud: str, region: str, instances: list[InstanceSpec | None], at: str
 ) -> tuple[list[Problem], list[Problem]]:
@@ -106,14 +115,18 @@ def _check_instances(
             errors.append(Problem(f"{ip}.type", f"{inst.type!r} is listed twice"))
         seen.add(inst.type)
         price = catalog.on_demand_price(cloud, inst.type, region, inst.on_demand_price)
+        known = catalog.lookup(cloud, inst.type) is not None
+        near = "" if known else _near(cloud, inst.type)
         if price is None:
-            known = catalog.lookup(cloud, inst.type) is not None
             why = (
                 f"no catalog price for {inst.type!r} in {region!r}"
                 if known
-                else f"{inst.type!r} is not a {cloud} type in the catalog"
+                else f"{inst.type!r} is not a {cloud} type in the catalog{near}"
             )
-            errors.append(Problem(f"{ip}.type", f"{why}; set on_demand_price to use it"))
+            errors.append(Problem(f"{ip}.type", f"{why}; a type the catalog lacks needs on_demand_price"))
+        elif not known and cloud != "local":
+            # Priced by hand: fine for a type newer than the catalog, but a typo would fail only at launch.
+            warnings.append(Problem(f"{ip}.type", f"{inst.type!r} is not in the catalog{near}: check its spelling"))
         elif inst.spot is not None and inst.spot.max_price is not None and inst.spot.max_price > price:
             warnings.append(
                 Problem(
@@ -217,6 +230,7 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors += _check_alicloud_alb(fleet, at)
     errors += _check_alicloud_registry(fleet, at)
     errors += check_tls(fleet, at)
+    errors += check_tags(fleet, at) + check_image(fleet, at)
     jerr, jwarn = check_jobs(fleet, at)
     errors, warnings = errors + jerr, warnings + jwarn
     wp = cap.warm_pool

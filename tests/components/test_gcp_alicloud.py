@@ -293,7 +293,7 @@ def test_one_spec_plans_on_all_three_clouds() -> None:
             "alicloud",
             {"region": "cn-hangzhou", "zones": ["cn-hangzhou-h"]},
             "fleets[0].instances[0].type",
-            "set on_demand_price",
+            "needs on_demand_price",
         ),
     ],
 )

@@ -65,8 +65,31 @@ BAD: list[tuple[str, Mut, str, str]] = [
         "type from another cloud",
         _set("instances.0.type", "g2-standard-4"),
         "fleets[0].instances[0].type",
-        "set on_demand_price",
+        "needs on_demand_price",
     ),
+    (
+        "a typo of a catalog type",
+        _set("instances.0.type", "g6.xlage"),
+        "fleets[0].instances[0].type",
+        "did you mean 'g6.xlarge'?",
+    ),
+    ("51 tags", _set("tags", {f"k{i}": "v" for i in range(49)}), "fleets[0].tags", "at most 48"),
+    ("an aws: tag", _set("tags", {"aws:team": "ml"}), "fleets[0].tags.aws:team", "keeps keys starting with aws:"),
+    ("a long tag value", _set("tags", {"team": "x" * 10000}), "fleets[0].tags.team", "at most 256 characters"),
+    ("a long tag key", _set("tags", {"k" * 129: "v"}), f"fleets[0].tags.{'k' * 129}", "1 to 128 characters"),
+    (
+        "our own tag",
+        _set("tags", {"spotstack:fleet": "other"}),
+        "fleets[0].tags.spotstack:fleet",
+        "the fleet's own",
+    ),
+    (
+        "an invalid image repository",
+        _set("image.repository", "a//b"),
+        "fleets[0].image.repository",
+        "not a Docker repository name",
+    ),
+    ("an invalid registry", _set("image.registry", "not a host"), "fleets[0].image.registry", "not a registry host"),
     ("type listed twice", _set("instances.1.type", "g6.xlarge"), "fleets[0].instances[1].type", "listed twice"),
     ("unknown instance key", _set("instances.0.weight", 2), "fleets[0].instances[0].weight", "unknown key"),
     ("unknown top key", _set("replicas", 3), "fleets[0].replicas", "unknown key"),
@@ -190,8 +213,35 @@ def test_long_drain_timeout_is_a_warning_not_an_error() -> None:
 def test_price_override_admits_unknown_type() -> None:
     raw = copy.deepcopy(base_fleet())
     raw["instances"][0] = {"type": "g9.mega", "spot": {"bid": 0.3}, "on_demand_price": 2.0}
-    fleets, _ = validate_fleets([raw])
+    fleets, warnings = validate_fleets([raw])
     assert fleets[0].instances[0].on_demand_price == 2.0
+    assert any("not in the catalog: check its spelling" in str(w) for w in warnings)
+
+
+def test_a_priced_typo_plans_with_a_warning_naming_the_type_it_resembles() -> None:
+    raw = copy.deepcopy(base_fleet())
+    raw["instances"][0] = {"type": "g6.xlage", "spot": {"bid": 0.3}, "on_demand_price": 0.8}
+    _, warnings = validate_fleets([raw])
+    assert any(str(w).startswith("fleets[0].instances[0].type:") and "'g6.xlarge'" in str(w) for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("cloud", "tags", "reason"),
+    [
+        ("gcp", {"Team": "ml"}, "labels keys match"),
+        ("gcp", {"team": "ML"}, "labels values match"),
+        ("gcp", {"team": "x" * 64}, "at most 63"),
+        ("alicloud", {f"k{i}": "v" for i in range(19)}, "at most 18"),
+        ("alicloud", {"acs:team": "ml"}, "keeps keys starting with"),
+        ("alicloud", {"site": "https://x"}, "http:// or https://"),
+    ],
+)
+def test_tags_follow_each_clouds_limits(cloud: str, tags: dict[str, str], reason: str) -> None:
+    from spotstack.components.spec import FleetSpec
+    from spotstack.components.tag_checks import check_tags
+
+    spec = FleetSpec.model_construct(cloud=cloud, tags=tags)
+    assert any(reason in str(p) for p in check_tags(spec, "fleets[0]")), check_tags(spec, "fleets[0]")
 
 
 def test_valid_fleet_parses_with_defaults() -> None:
