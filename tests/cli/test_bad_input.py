@@ -125,3 +125,23 @@ def test_an_unforeseen_error_is_one_line_and_debug_shows_the_traceback(tmp_path:
     env = {**os.environ, "SPOTSTACK_DEBUG": "1"}
     loud = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "boom" in loud.stderr
+
+
+def test_commands_without_project_suggest_only_what_they_have(tmp_path: Path) -> None:
+    local = run(["local", "status"], tmp_path)
+    assert local.returncode == 2 and "no Pulumi.yaml" in local.stderr and "--project" not in local.stderr
+    plan = run(["plan"], tmp_path)
+    assert plan.returncode == 2 and "--project" in plan.stderr
+
+
+def test_status_names_what_a_killed_fleet_left(tmp_path: Path) -> None:
+    from spotstack.cli.local_control import _leftovers
+    from spotstack.runtime.local.reaper import Ledger
+
+    shm = tmp_path / "shm"
+    (shm / "node" / "store").mkdir(parents=True)
+    (shm / "node" / "store" / "w.bin").write_bytes(b"x" * 3_000_000)
+    Ledger(tmp_path).record_dir(shm)
+    said = _leftovers(tmp_path, "local")
+    assert "3 MB in /dev/shm" in said and "spotstack local down --stack local" in said
+    assert _leftovers(tmp_path / "other", "local") == ""
