@@ -64,6 +64,8 @@ def cases(tmp: Path) -> list[tuple[list[str], set[int]]]:
         (["local", "load", "--duration", "0"], {2}),
         (["local", "preempt", "spot-1", "--stack", "local"], {1}),
         (["job", "submit", "--json-file", MISSING], {2}),
+        (["job", "list"], {1, 2}),  # the jobs stack's local fleet is not up
+        (["job", "submit", "--stack", "jobs", "--", "echo", "hi"], {1, 2}),
         (["job", "status", "t1", "--stack", "nope"], {2}),
         (["simulate", "--traces", MISSING], {2}),
         (["simulate", "--traces", str(traces), "--tick-s", "0"], {2}),
