@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo plan test lint typecheck unit bench clean
+.PHONY: setup demo plan test quick lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,16 @@ lint: setup
 typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
+# Four workers on two cores: the suite mostly waits (servers, subprocesses, moto), and tests are independent
+# (own ports, own folders, own processes).
+WORKERS ?= 4
+
 unit: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS)
+
+## The loop while you work: lint, types, and the tests not marked slow.
+quick: setup lint typecheck
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not slow" -q
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

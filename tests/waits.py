@@ -31,3 +31,21 @@ def wait_until(cond: Callable[[], bool], timeout: float = DEFAULT_S, what: str =
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def marked(mark: str) -> list[int]:
+    """Processes whose environment carries SPOTSTACK_TEST_MARK=`mark`: what one test started, its children and
+    their children included (they inherit the environment), and nothing any other test started."""
+    import os
+
+    want = f"SPOTSTACK_TEST_MARK={mark}".encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if want in f.read().split(b"\0"):
+                        found.append(int(pid))
+            except OSError:
+                continue  # gone, or not ours to read
+    return found

@@ -7,21 +7,22 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.runtime.test_local_fleet import our_processes
+from tests.waits import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 
 def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_same_loss() -> None:
-    before = our_processes()
+    mark = uuid.uuid4().hex
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--jobs", "--json"],
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark},
         capture_output=True,
         text=True,
         timeout=600,
@@ -43,4 +44,4 @@ def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_s
     for res in t["resumes"]:  # progress never goes back past the last complete checkpoint
         assert res["from"] <= res["previous_reached"] and res["redone"] == res["previous_reached"] - res["from"]
     assert "killed fall-" in out.stderr or "killed spot-" in out.stderr
-    assert our_processes() == before  # nothing left running
+    assert marked(mark) == []  # nothing it started is left running

@@ -33,7 +33,10 @@ def test_bad_trace_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a spot trace"):
         load_trace(p)
     p.write_text(json.dumps({"metadata": {"gap_seconds": 10}, "data": [1, 2]}))
-    with pytest.raises(ValueError, match="only 0 and 1"):
+    with pytest.raises(ValueError, match="list of 0 and 1"):
+        load_trace(p)
+    p.write_text('{"metadata": {"gap_seconds": NaN}, "data": [1]}')
+    with pytest.raises(ValueError, match="gap_seconds must be from 1 to 86400"):
         load_trace(p)
 
 
