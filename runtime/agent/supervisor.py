@@ -3,6 +3,11 @@
 A monitor that raises is logged, counted and retried with backoff; it never takes the agent or
 another monitor down. Repeated notices are de-duplicated by id, and once a drain has started
 every later notice is a duplicate (never two drains).
+
+A monitor's poll says what its source shows now, so a deferred notice that its monitor no longer reports is
+withdrawn (a canceled scheduled event, a rebalance recommendation gone, a maintenance window passed): its timer
+is cancelled and the node serves on, as aws-node-termination-handler cancels on a canceled event. One the source
+moved (the same id, a later deadline) follows the new deadline. A drain that has started is never undone.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ class Supervisor:
         self._spot_horizon = spot_horizon_s
         self._deferred: dict[str, tuple[InterruptionEvent, Monitor]] = {}
         """Notices served through until due (or released), by id."""
-        self._timers: list[asyncio.Task[None]] = []
+        self._timers: dict[str, asyncio.Task[None]] = {}
+        """The due-timer of each deferred notice, by id."""
         self._drain_on_rebalance = drain_on_rebalance
         self._on_notice, self._on_error, self._clock = on_notice, on_error, clock
         self.seen: set[str] = set()
@@ -68,7 +74,7 @@ class Supervisor:
             log.info("%s: %s; serving until the drain is due", monitor.name, event.detail)
             self._deferred[event.id] = (event, monitor)
             # A long-poll monitor reports a notice once: come back to it when due, whatever the monitor does.
-            self._timers.append(asyncio.create_task(self._when_due(event, monitor)))
+            self._timers[event.id] = asyncio.create_task(self._when_due(event.id, monitor))
         if v in (Verdict.DRAIN, Verdict.OBSERVE):
             self.seen.add(event.id)  # DEFER is not remembered: the same notice is acted on once it is due
         if v is Verdict.OBSERVE:
@@ -101,11 +107,34 @@ class Supervisor:
         self._start_drain(event)
         return event
 
-    async def _when_due(self, event: InterruptionEvent, monitor: Monitor) -> None:
-        while not self.draining and event.id not in self.seen:
+    async def _when_due(self, event_id: str, monitor: Monitor) -> None:
+        while not self.draining and event_id not in self.seen:
             await asyncio.sleep(self._poll)
-            if self.handle(event, monitor) is not Verdict.DEFER:
+            current = self._deferred.get(event_id)
+            if current is None:  # withdrawn meanwhile
                 return
+            if self.handle(current[0], monitor) is not Verdict.DEFER:
+                return
+
+    def _withdraw_stale(self, monitor: Monitor, now_showing: InterruptionEvent | None) -> None:
+        """Deferred notices of `monitor` that it no longer shows are withdrawn; one it shows with a new deadline
+        follows it."""
+        if self.draining:
+            return
+        for eid, (event, m) in list(self._deferred.items()):
+            if m is not monitor or eid in self.seen:
+                continue
+            if now_showing is not None and now_showing.id == eid:
+                if now_showing.deadline != event.deadline:
+                    log.info("%s: %s moved: due by %.0f now", m.name, event.detail, now_showing.deadline)
+                    self._deferred[eid] = (now_showing, m)
+                continue
+            del self._deferred[eid]
+            timer = self._timers.pop(eid, None)
+            if timer is not None:
+                timer.cancel()
+            log.warning("%s: notice withdrawn (%s): serving on", m.name, event.detail)
+            self._on_notice(event, m, Verdict.WITHDRAWN)
 
     async def _loop(self, monitor: Monitor) -> None:
         backoff = self._poll
@@ -121,6 +150,7 @@ class Supervisor:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             backoff = self._poll
+            self._withdraw_stale(monitor, event)
             if event is not None:
                 self.handle(event, monitor)
             if not monitor.long_poll:
@@ -130,7 +160,8 @@ class Supervisor:
         self._tasks = [asyncio.create_task(self._loop(m), name=m.name) for m in self.monitors]
 
     async def stop(self) -> None:
-        for t in self._tasks + self._timers:
+        timers = list(self._timers.values())
+        for t in self._tasks + timers:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
-        self._tasks, self._timers = [], []
+        await asyncio.gather(*self._tasks, *timers, return_exceptions=True)
+        self._tasks, self._timers = [], {}

@@ -13,6 +13,7 @@ class Verdict(str, Enum):
     DEFER = "defer"  # a real notice, but too far ahead to act on yet (scheduled maintenance)
     DUPLICATE = "duplicate"  # seen before, or a drain is already under way
     OBSERVE = "observe"  # count and log only (rebalance recommendation by default)
+    WITHDRAWN = "withdrawn"  # a deferred notice its source no longer shows (canceled, moved, passed): no drain
 
 
 def verdict(

@@ -81,6 +81,24 @@ class AwsImdsEmulator(EmulatorServer):
             }
         )
 
+    def reschedule_event(self, event_id: str, not_before: float) -> None:
+        """AWS lets the owner move a scheduled event to a later window: its EventId stays, NotBefore changes."""
+        fmt = "%d %b %Y %H:%M:%S GMT"
+        for ev in self.scheduled:
+            if ev["EventId"] == event_id:
+                ev["NotBefore"] = time.strftime(fmt, time.gmtime(not_before))
+                ev["NotAfter"] = time.strftime(fmt, time.gmtime(not_before + 7200))
+
+    def cancel_event(self, event_id: str) -> None:
+        """A canceled event stays listed for a while with State "canceled" (the IMDS documentation)."""
+        for ev in self.scheduled:
+            if ev["EventId"] == event_id:
+                ev["State"] = "canceled"
+
+    def withdraw_rebalance(self) -> None:
+        """The recommendation path answers 404 again (the risk passed, or the instance was replaced)."""
+        self.rebalance = None
+
     def state(self) -> dict[str, Any]:
         return {
             "instance_action": self.instance_action,
