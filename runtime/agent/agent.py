@@ -142,10 +142,15 @@ class Agent(NodeCache):
     def _on_notice(self, event: InterruptionEvent, monitor: Monitor, v: Verdict) -> None:
         self.metrics.notices.labels(event.kind.value, monitor.name, v.value).inc()
         sup = self.supervisor
-        if v is Verdict.WITHDRAWN and self.worker is not None and sup is not None and not sup.draining:
-            if not sup.deferred:  # nothing else pending: take tasks again
-                self.worker.accepting = True
-                self._jobs_notice = None
+        if (
+            v is Verdict.WITHDRAWN
+            and self.worker is not None
+            and sup is not None
+            and not sup.draining | bool(sup.deferred)
+        ):
+            # Nothing else pending: take tasks again.
+            self.worker.accepting = True
+            self._jobs_notice = None
         spot = event.kind is Kind.SPOT_INTERRUPTION and v in (Verdict.DRAIN, Verdict.DEFER)
         if spot and self.worker is not None and self._jobs_notice is None:
             # Tasks go back at the notice, not at the drain: another replica starts them now.
