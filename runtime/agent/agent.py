@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from spotstack.runtime.agent.cache import NodeCache
+from spotstack.runtime.agent.draining import NodeDrain
 from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.proxy import CountingProxy
 from spotstack.runtime.agent.server import AgentServer
@@ -20,16 +21,15 @@ from spotstack.runtime.agent.supervisor import Supervisor
 from spotstack.runtime.agent.wiring import Identity, build_monitors
 from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
 from spotstack.runtime.drain.decide import Verdict, horizon, spot_horizon
-from spotstack.runtime.drain.lifecycle import AsgLifecycle
-from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
-from spotstack.runtime.drain.targets import Inflight, Lifecycle, Rotation, Workload
+from spotstack.runtime.drain.sequence import DrainReport
+from spotstack.runtime.drain.targets import Lifecycle, Rotation
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.event import InterruptionEvent, Kind
 
 log = logging.getLogger("spotstack.agent")
 
 
-class Agent(NodeCache):
+class Agent(NodeCache, NodeDrain):
     def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.cfg = config
         self.clock = clock
@@ -59,95 +59,18 @@ class Agent(NodeCache):
         self.metrics.serve_jobs(lambda: self.worker)
         self._jobs_task: asyncio.Task[None] | None = None
         self._jobs_notice: asyncio.Task[None] | None = None
+        self._prepare_task: asyncio.Task[None] | None = None
+        self._drain_parts: tuple[list[Rotation], Lifecycle | None] | None = None
+        """The load balancer and lifecycle adaptors, built once the identity resolves (`_prepare_drain`)."""
+        self._drain_parts_error: str | None = None
         # Test and benchmark hooks: adaptors may be injected instead of built from the config.
         self.overrides: dict[str, Any] = {}
-
-    # -- wiring -------------------------------------------------------------------------------
-    def _rotations(self) -> list[Rotation]:
-        if "rotations" in self.overrides:
-            return list(self.overrides["rotations"])
-        lb = self.cfg.load_balancer
-        if lb.kind == "haproxy":
-            from spotstack.runtime.drain.haproxy import HAProxyRotation
-
-            assert lb.haproxy_socket and lb.haproxy_backend and lb.haproxy_server
-            return [HAProxyRotation(lb.haproxy_socket, lb.haproxy_backend, lb.haproxy_server)]
-        if lb.kind == "elbv2":
-            from spotstack.runtime.drain.elbv2 import Elbv2Rotation
-
-            assert lb.target_group_arn and self.identity and self.identity.instance_id
-            return [
-                Elbv2Rotation(
-                    lb.target_group_arn,
-                    self.identity.instance_id,
-                    lb.target_port,
-                    lb.region or self.cfg.region,
-                    lb.endpoint_url,
-                )
-            ]
-        # GCP and Alibaba: their load balancers probe /ready, which is 503 from the first step.
-        return []
-
-    def _lifecycle(self) -> Lifecycle | None:
-        if "lifecycle" in self.overrides:
-            return self.overrides["lifecycle"]  # type: ignore[no-any-return]
-        lc = self.cfg.lifecycle
-        if not lc.enabled or self.cfg.cloud != "aws":
-            # Alibaba: the SCALE_IN hook's default result (CONTINUE) ends its wait at the heartbeat timeout,
-            # which is sized to outlast the drain; completing it early needs the scaling activity's action token.
-            return None
-        assert lc.hook_name
-        return self._asg_action(lc.hook_name)
-
-    def _asg_action(self, hook: str) -> AsgLifecycle:
-        """This node's lifecycle action on `hook` in its own Auto Scaling group (known once identity resolved)."""
-        lc = self.cfg.lifecycle
-        assert self.identity and self.identity.instance_id and self.identity.group_name
-        return AsgLifecycle(
-            self.identity.group_name,
-            hook,
-            self.identity.instance_id,
-            lc.region or self.cfg.region,
-            lc.endpoint_url,
-            client=self.overrides.get("autoscaling_client"),
-        )
-
-    def _workload(self) -> Workload:
-        from spotstack.runtime.drain.workload import CommandWorkload, NoWorkload, SignalWorkload
-
-        w = self.cfg.workload
-        if w.stop_command:
-            return CommandWorkload(w.stop_command)
-        if w.pid_file:
-            return SignalWorkload(w.pid_file, w.signal)
-        return NoWorkload()
-
-    def _inflight(self) -> Inflight | None:
-        if self.proxy is not None:
-            return self.proxy
-        if self.cfg.inflight.metrics_url and self._session is not None:
-            from spotstack.runtime.drain.inflight import PrometheusGauge
-
-            return PrometheusGauge(self._session, self.cfg.inflight.metrics_url, self.cfg.inflight.metrics_gauge)
-        return None
-
-    # -- behaviour ----------------------------------------------------------------------------
-    def _readiness_off(self) -> None:
-        self.state.state = "draining"
-        self.metrics.state.state("draining")
-
-    def _on_step(self, step: Step) -> None:
-        self.metrics.drain_step.labels(step.name, str(step.ok).lower()).observe(step.seconds)
 
     def _on_notice(self, event: InterruptionEvent, monitor: Monitor, v: Verdict) -> None:
         self.metrics.notices.labels(event.kind.value, monitor.name, v.value).inc()
         sup = self.supervisor
-        if (
-            v is Verdict.WITHDRAWN
-            and self.worker is not None
-            and sup is not None
-            and not sup.draining | bool(sup.deferred)
-        ):
+        pending = sup is None or sup.draining or bool(sup.deferred)
+        if v is Verdict.WITHDRAWN and self.worker is not None and not pending:
             # Nothing else pending: take tasks again.
             self.worker.accepting = True
             self._jobs_notice = None
@@ -204,69 +127,13 @@ class Agent(NodeCache):
             self.state.jobs = self.worker.status()
             await asyncio.sleep(0.25)
 
-    async def _drain(self, event: InterruptionEvent) -> None:
-        cut_before = self.proxy.cut if self.proxy is not None else 0
-        try:
-            if self.identity is not None and self._identity_task is not None and not self._identity_task.done():
-                budget_s = max(0.5, event.deadline - self.cfg.drain.safety_margin_s - self.clock())
-                await asyncio.wait_for(asyncio.shield(self._identity_task), budget_s)
-            d = self.cfg.drain
-            rotations, inflight, workload = self._rotations(), self._inflight(), self._workload()
-            if self.worker is not None:
-                from spotstack.runtime.jobs.drain import GiveBackThenStop, InflightWithTasks
-
-                rotations.append(self.worker)
-                inflight = InflightWithTasks(inflight, self.worker)
-                workload = GiveBackThenStop(self.worker, workload, event.deadline - d.safety_margin_s)
-            drainer = Drainer(
-                readiness_off=self._readiness_off,
-                rotations=rotations,
-                inflight=inflight,
-                workload=workload,
-                lifecycle=self._lifecycle(),
-                settings=DrainSettings(
-                    margin_s=d.safety_margin_s,
-                    timeout_s=d.timeout_s,
-                    grace_s=d.deregistration_grace_s,
-                    heartbeat_interval_s=self.cfg.lifecycle.heartbeat_interval_s,
-                    inflight_poll_s=self.cfg.inflight.poll_interval_s,
-                    dry_run=self.cfg.dry_run,
-                ),
-                on_step=self._on_step,
-                clock=self.clock,
-            )
-            self.report = await drainer.run(event)
-            if self.report.out_of_rotation_at and event.seen_at:
-                self.metrics.out_of_rotation.observe(self.report.out_of_rotation_at - event.seen_at)
-            self.state.drain = {
-                "kind": event.kind.value,
-                "deadline": event.deadline,
-                "seen_at": event.seen_at,
-                "out_of_rotation_at": self.report.out_of_rotation_at,
-                "finished_at": self.report.finished_at,
-                "inflight_left": self.report.inflight_left,
-                "steps": [
-                    {"name": s.name, "ok": s.ok, "seconds": round(s.seconds, 4), "error": s.error, "skipped": s.skipped}
-                    for s in self.report.steps
-                ],
-            }
-        except Exception:
-            log.exception("drain failed")  # logged with its traceback; the agent keeps serving /status
-        finally:
-            if self.proxy is not None:
-                cut = self.proxy.cut - cut_before
-                self.state.streams_cut = cut
-                (log.warning if cut else log.info)("drain: %d answer(s) cut mid-stream by the workload's end", cut)
-            self.state.state = "drained"
-            self.metrics.state.state("drained")
-            self.drained.set()
-
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
         self._session = aiohttp.ClientSession()
         self.identity = Identity(cfg, self._session)
         self._identity_task = asyncio.create_task(self.identity.resolve())
+        self._prepare_task = asyncio.create_task(self._prepare_drain())
         if cfg.inflight.proxy_listen_port is not None:
             self.proxy = CountingProxy(
                 f"http://127.0.0.1:{cfg.workload.port}",
@@ -330,7 +197,7 @@ class Agent(NodeCache):
             if why == "draining":
                 return  # a node drained before it was ever READY: the hook times out to its default
             await asyncio.sleep(1.0)
-        action = self._asg_action(hook)
+        action = await asyncio.to_thread(self._asg_action, hook)  # a boto3 client: off the loop
         delay = 1.0
         while True:
             try:
@@ -359,7 +226,7 @@ class Agent(NodeCache):
             await self.worker.stop()
         if self.peer_server is not None:
             await self.peer_server.stop()
-        for task in (self._identity_task, self._inflight_task, self._cache_task, self._launch_task):
+        for task in (self._identity_task, self._prepare_task, self._inflight_task, self._cache_task, self._launch_task):
             if task is not None:
                 task.cancel()
         if self.server is not None:

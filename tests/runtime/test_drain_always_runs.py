@@ -1,0 +1,161 @@
+"""A notice path that cannot be skipped (the seams issue, item 3): readiness goes off before anything waits, the
+drain's adaptors are built once and off the event loop, and an identity that never resolves or an adaptor that
+cannot be built is a failed step while the rest of the drain runs. Before, both ended in "drain failed" with the
+node still in rotation, its workload never told and its lifecycle action never completed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from spotstack.runtime.agent.agent import Agent
+from spotstack.runtime.drain import elbv2
+from spotstack.runtime.emulators.aws import AwsImdsEmulator
+from spotstack.runtime.emulators.server import Fault
+from tests.runtime.test_agent_e2e import config, ready_status, signalled
+from tests.runtime.test_agent_e2e import workload as workload
+from tests.waits import wait_for
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/llm/0123456789abcdef"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    yield
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[AwsImdsEmulator]:
+    async with AwsImdsEmulator(tags={"aws:autoscaling:groupName": "llm-asg"}) as e:
+        yield e
+
+
+def agent_for(emu: AwsImdsEmulator, pid_file: Path) -> Agent:
+    return Agent(
+        config(
+            "aws",
+            emu.url,
+            pid_file,
+            load_balancer={"kind": "elbv2", "target_group_arn": TG, "target_port": 8080},
+            lifecycle={"enabled": True, "hook_name": "llm-drain"},
+            drain={"timeout_s": 2, "safety_margin_s": 1, "serve_through_notice": False},
+        )
+    )
+
+
+async def drained_out_of_rotation(agent: Agent, emu: AwsImdsEmulator) -> float:
+    """Post a notice; return seconds from the agent seeing it to /ready answering 503."""
+    emu.post_spot_notice(60)
+    await wait_for(lambda: bool(agent.state.notices), what="the notice seen")
+    seen = time.time()
+    await wait_for(lambda: agent.state.state in ("draining", "drained"), what="readiness off")
+    took = time.time() - seen
+    assert await ready_status(agent) == 503
+    await asyncio.wait_for(agent.drained.wait(), 60)
+    return took
+
+
+def steps(agent: Agent) -> dict[str, Any]:
+    assert agent.report is not None
+    return {s.name: (s.ok, s.error) for s in agent.report.steps}
+
+
+async def test_an_identity_that_never_resolves_still_drains(
+    aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path]
+) -> None:
+    marker, pid_file = workload
+    emu.inject(Fault("/latest/meta-data/instance-id", 500, count=10**6))  # the identity never comes
+    agent = agent_for(emu, pid_file)
+    await agent.start()
+    try:
+        assert await ready_status(agent) == 200
+        assert await drained_out_of_rotation(agent, emu) < 1.0
+        await signalled(marker)  # the workload was told
+        got = steps(agent)
+        assert got["readiness_off"][0] and got["stop_workload_signal"][0]
+        assert not got["leave_elbv2"][0] and "identity did not resolve" in got["leave_elbv2"][1]
+        assert not got["complete_lifecycle"][0]
+    finally:
+        await agent.stop()
+
+
+async def test_an_adaptor_that_cannot_be_built_is_a_failed_step(
+    aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker, pid_file = workload
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no region configured for elbv2")
+
+    monkeypatch.setattr(elbv2.Elbv2Rotation, "__init__", broken)
+    agent = agent_for(emu, pid_file)
+    await agent.start()
+    try:
+        await wait_for(lambda: agent._drain_parts_error is not None, what="the adaptors tried")
+        assert await drained_out_of_rotation(agent, emu) < 1.0
+        await signalled(marker)
+        got = steps(agent)
+        assert not got["leave_elbv2"][0] and "no region configured" in got["leave_elbv2"][1]
+        assert got["stop_workload_signal"][0]
+    finally:
+        await agent.stop()
+
+
+async def test_a_slow_credential_endpoint_never_stalls_the_agent(
+    aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A boto3 client built while the credential chain waits on a slow metadata server (3 s here): built in a
+    thread, so /ready keeps answering at once meanwhile, and a notice takes the node out of rotation at once."""
+    _, pid_file = workload
+    real = elbv2.Elbv2Rotation.__init__
+    building = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> None:
+        loop.call_soon_threadsafe(building.set)
+        time.sleep(3)  # what a credential lookup against a stalled endpoint does to its caller
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(elbv2.Elbv2Rotation, "__init__", slow)
+    agent = agent_for(emu, pid_file)
+    await agent.start()
+    try:
+        await asyncio.wait_for(building.wait(), 30)
+        started = time.monotonic()
+        assert await ready_status(agent) == 200
+        assert time.monotonic() - started < 0.5, "/ready waited on the adaptor's construction"
+        assert await drained_out_of_rotation(agent, emu) < 1.0
+    finally:
+        await agent.stop()
+
+
+async def test_readiness_goes_off_before_the_drain_waits_for_anything(
+    aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path]
+) -> None:
+    _, pid_file = workload
+    emu.inject(Fault("/latest/meta-data/instance-id", 500, count=10**6))
+    agent = agent_for(emu, pid_file)
+    await agent.start()
+    try:
+        emu.post_spot_notice(60)
+        await wait_for(lambda: bool(agent.state.notices), what="the notice seen")
+        async with aiohttp.ClientSession() as s:
+            assert agent.server is not None
+
+            async def off() -> bool:
+                async with s.get(f"http://127.0.0.1:{agent.server.port}/ready") as r:  # type: ignore[union-attr]
+                    return r.status == 503
+
+            await wait_for(off, 1.0, "readiness off while the drain still waits for its adaptors")
+        assert agent.report is None  # the drain is still waiting: readiness did not wait for it
+        await asyncio.wait_for(agent.drained.wait(), 60)
+    finally:
+        await agent.stop()
