@@ -52,6 +52,7 @@ def _check_trace(path: Path | None) -> Path | None:
 
 
 def _plan(stack: str) -> tuple[Any, Path]:
+    from spotstack.components.controller_policy import fleet_policy
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.pricing import on_demand_price, spot_cap
     from spotstack.components.program import config_value
@@ -86,6 +87,7 @@ def _plan(stack: str) -> tuple[Any, Path]:
         prices,
         c.warm_pool.size if c.warm_pool is not None else 0,
         jobs=None if f.jobs is None else agent_jobs(f.jobs),
+        policy=fleet_policy(f),
     )
     return plan, project / ".spotstack" / "local" / stack
 

@@ -140,6 +140,7 @@ def simulate(
     from spotstack.runtime.controller.simulate import Timeline, Timings, controllers, load_traces
     from spotstack.runtime.controller.simulate import simulate as run
 
+    fleet_policy = None
     if stack is not None:
         got = _from_stack(stack, fleet)
         replicas = replicas or got["replicas"]
@@ -149,6 +150,7 @@ def simulate(
         if warm_pool_size is None and got["warm_pool_size"] is None:
             warm_start_s = 0.0
         warm_pool_size = got["warm_pool_size"] or 0 if warm_pool_size is None else warm_pool_size
+        fleet_policy = got["policy"]
     replicas = replicas or [2]
     base_on_demand = base_on_demand or 0
     notice_s = 120.0 if notice_s is None else notice_s
@@ -202,11 +204,13 @@ def simulate(
         err.print(f"replaying {span / 86400:.1f} days: {ticks:,} controller ticks over {len(names)} policies")
     results = []
     lines: dict[str, Timeline] = {}
+    # With --stack, the fleet's own policy (what its controller runs); else the flags' drain plus the agent's lead.
+    leave = fleet_policy.leave_before_s if fleet_policy is not None else drain_s + timings.drain_lead_s
     ours: dict[str, float] = {
         "spare_spot": spare_spot,
         "pool_share": pool_share,
         "hold_per_preemption_s": hold_per_preemption_s,
-        "leave_before_s": drain_s + timings.drain_lead_s,
+        "leave_before_s": leave,
     }
     with Progress(console=err, transient=True, disable=as_json and not sys.stderr.isatty()) as bar:
         for n in replicas:
@@ -216,7 +220,9 @@ def simulate(
                 spare_spot=spare_spot,
                 pool_share=pool_share,
                 hold_per_preemption_s=hold_per_preemption_s,
-                leave_before_s=drain_s + timings.drain_lead_s,
+                leave_before_s=leave,
+                on_demand_above_base_percent=fleet_policy.on_demand_above_base_percent if fleet_policy else 0,
+                dynamic_fallback=fleet_policy.dynamic_fallback if fleet_policy else True,
             )
             for c in made:
                 task = bar.add_task(f"N={n} {c.name}", total=1.0)
@@ -264,6 +270,7 @@ def simulate(
 
 def _from_stack(stack: str, fleet: str | None) -> dict[str, Any]:
     """What a stack's fleet says of the policy: its base, warm pool, cloud notice, drain and desired replicas."""
+    from spotstack.components.controller_policy import fleet_policy
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
@@ -286,6 +293,7 @@ def _from_stack(stack: str, fleet: str | None) -> dict[str, Any]:
         "notice_s": NOTICE_WINDOW_S.get(f.cloud, 120.0),
         "drain_s": float(f.service.drain_timeout),
         "warm_pool_size": c.warm_pool.size if c.warm_pool is not None else None,
+        "policy": fleet_policy(f),
     }
 
 

@@ -62,21 +62,15 @@ def report(component: pulumi.ComponentResource, warnings: Sequence[str]) -> list
 
 
 def controller_base(spec: FleetSpec, cloud: str) -> dict[str, Any]:
-    """What every cloud's controller configuration document starts with: the fleet, and the policy `decide()`
-    runs (read back by `runtime.controller.invocation.policy_of`)."""
-    cap = spec.capacity
+    """What every cloud's controller configuration document starts with: the fleet, and every field of the policy
+    `decide()` runs (`controller_policy.fleet_policy`, read back by `runtime.controller.invocation.policy_of`)."""
+    from spotstack.components.controller_policy import fleet_policy
+    from spotstack.runtime.controller.invocation import policy_document
+
     return {
         "cloud": cloud,
         "fleet": spec.name,
         "region": spec.region,
         "max_launches": 4,
-        "policy": {
-            "spot_types": [i.type for i in spec.spot_instances],
-            "on_demand_types": [i.type for i in spec.instances],
-            "min": cap.min,
-            "max": cap.max,
-            "base_on_demand": cap.base_on_demand,
-            "on_demand_above_base_percent": cap.on_demand_above_base_percent,
-            "dynamic_fallback": cap.dynamic_on_demand_fallback,
-        },
+        "policy": policy_document(fleet_policy(spec)),
     }

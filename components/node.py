@@ -116,10 +116,15 @@ def agent_config(
         load_balancer=load_balancer or LoadBalancerConfig(),
         workload=WorkloadConfig(port=svc.port),
         lifecycle=lifecycle or LifecycleConfig(),
-        drain=DrainConfig(timeout_s=float(svc.drain_timeout)),
+        drain=drain_config(fleet),
         cache=cache,
         jobs=jobs or JobsConfig(),
     )
+
+
+def drain_config(fleet: FleetSpec) -> DrainConfig:
+    """The node's drain settings (what the controller's policy must credit a noticed replica with, too)."""
+    return DrainConfig(timeout_s=float(fleet.service.drain_timeout))
 
 
 def jobs_config(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -16,17 +17,23 @@ log = logging.getLogger("spotstack.controller")
 ENV = "SPOTSTACK_CONTROLLER"
 
 
+def policy_document(p: Policy) -> dict[str, Any]:
+    """Every field of the policy, as JSON: what the components write into the controller's configuration
+    document, so the function runs exactly the policy the spec gives (and `simulate` replays)."""
+    return {f.name: list(v) if isinstance(v := getattr(p, f.name), tuple) else v for f in fields(Policy)}
+
+
 def policy_of(cfg: dict[str, Any]) -> Policy:
-    p = cfg["policy"]
-    return Policy(
-        spot_types=tuple(p["spot_types"]),
-        on_demand_types=tuple(p["on_demand_types"]),
-        min=int(p["min"]),
-        max=int(p["max"]),
-        base_on_demand=int(p["base_on_demand"]),
-        on_demand_above_base_percent=int(p["on_demand_above_base_percent"]),
-        dynamic_fallback=bool(p["dynamic_fallback"]),
-    )
+    """The policy in a controller's configuration document; a field it does not carry (a document written
+    before it existed) takes `Policy`'s default, an unknown one is an error."""
+    doc = dict(cfg["policy"])
+    names = {f.name for f in fields(Policy)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise ValueError(f"controller policy: unknown field(s) {', '.join(unknown)}")
+    for key in ("spot_types", "on_demand_types"):
+        doc[key] = tuple(str(t) for t in doc[key])
+    return Policy(**doc)
 
 
 def when(text: Any) -> float:

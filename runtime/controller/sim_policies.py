@@ -91,6 +91,8 @@ class Ours:
     pool_share: float = Policy.pool_share
     leave_before_s: float = 40.0
     """The agents' drain timeout, margin and lead: how long before its deadline a noticed node leaves."""
+    on_demand_above_base_percent: int = 0
+    dynamic_fallback: bool = True
     name: str = "spotstack"
     serves_notice: bool = False  # it leaves before its death: see `serve_through_notice`
     uses_warm_pool: bool = True
@@ -108,14 +110,17 @@ class Ours:
         hold = Policy.hold_window_s + self.stable_s if self.hold_per_preemption_s else self.stable_s
         return max(hold, self.flap_cooldown_s)
 
-    def act(self, world: World, n: int) -> Act:
-        policy = Policy(
-            spot_types=world.pools,
+    def policy(self, pools: tuple[str, ...], n: int) -> Policy:
+        """The policy `decide()` runs in the replay: the fleet's (a stack's `fleet_policy`, or the flags), with the
+        traces' pools as its spot types and N as its size (SIMULATED lists what the replay sets itself)."""
+        return Policy(
+            spot_types=pools,
             on_demand_types=("on-demand",),
             min=n,
             max=n + self.spare_spot,
             base_on_demand=self.base_on_demand,
-            dynamic_fallback=True,
+            on_demand_above_base_percent=self.on_demand_above_base_percent,
+            dynamic_fallback=self.dynamic_fallback,
             stable_s=self.stable_s,
             flap_cooldown_s=self.flap_cooldown_s,
             spread=self.spread,
@@ -126,6 +131,9 @@ class Ours:
             spot_ready_s=max(self._ready_after) if self._ready_after else None,
             leave_before_s=self.leave_before_s,
         )
+
+    def act(self, world: World, n: int) -> Act:
+        policy = self.policy(world.pools, n)
         now = world.now
         replicas = []
         for r in world.replicas:
@@ -233,6 +241,10 @@ def _scale_down_order(rs: list[SimReplica], now: float) -> list[SimReplica]:
     return sorted(rs, key=lambda r: (r.loaded_at <= now, -r.launched_at))
 
 
+SIMULATED = ("spot_types", "on_demand_types", "min", "max", "spot_ready_s")
+"""The policy fields the replay sets itself (its pools, N, the start times it measures); the rest are the fleet's."""
+
+
 def controllers(
     names: Iterable[str],
     base_on_demand: int = 0,
@@ -241,6 +253,8 @@ def controllers(
     pool_share: float = Policy.pool_share,
     hold_per_preemption_s: float = 0.0,
     leave_before_s: float = 40.0,
+    on_demand_above_base_percent: int = 0,
+    dynamic_fallback: bool = True,
 ) -> list[Controller]:
     """`spotstack` (ours), `spotstack-v1` (leaving rotation at the notice, as before the notice window),
     `skyserve` (over-provision 0) and `skyserve+1` (over-provision 1). The keywords set ours."""
@@ -250,6 +264,8 @@ def controllers(
         pool_share=pool_share,
         hold_per_preemption_s=hold_per_preemption_s,
         leave_before_s=leave_before_s,
+        on_demand_above_base_percent=on_demand_above_base_percent,
+        dynamic_fallback=dynamic_fallback,
     )
     made: dict[str, Controller] = {
         "spotstack": ours,

@@ -71,3 +71,15 @@ def spot_horizon(drain_timeout_s: float, margin_s: float, grace_s: float, lead_s
 def horizon(drain_timeout_s: float, margin_s: float, notice_window_s: float) -> float:
     """Act on a notice once its deadline is this close: the larger of the drain and the cloud's window."""
     return max(drain_timeout_s + margin_s, notice_window_s)
+
+
+def leave_before(
+    notice_window_s: float, drain_timeout_s: float, margin_s: float, grace_s: float, lead_s: float, serve_through: bool
+) -> float:
+    """How long before its deadline a noticed node leaves rotation: the whole drain (`spot_horizon`) when it serves
+    through its notice, at once (the whole window) when it does not or the window is shorter than the drain. What
+    `decide()` must credit a noticed replica with (`Policy.leave_before_s`); the agent's supervisor acts on the same
+    sum."""
+    if not serve_through:
+        return notice_window_s
+    return min(notice_window_s, spot_horizon(drain_timeout_s, margin_s, grace_s, lead_s))

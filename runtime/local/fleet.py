@@ -26,12 +26,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
 from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
+from spotstack.runtime.drain.decide import leave_before
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local import node_api, report
 from spotstack.runtime.local.haproxy import HAProxy, Server
@@ -45,6 +47,9 @@ from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
+
+TIME_SCALED = ("stable_s", "flap_cooldown_s", "leave_before_s")
+"""The policy fields a local fleet sets itself (`LocalFleet.policy`); every other one is the spec's."""
 
 
 class LocalFleet:
@@ -304,21 +309,26 @@ class LocalFleet:
         )
         (self.workdir / "peers").write_text(peers + "\n")
 
-        policy = Policy(
-            self.plan.spot_types,
-            self.plan.on_demand_types,
-            self.plan.min,
-            self.plan.max,
-            self.plan.base_on_demand,
-            self.plan.on_demand_above_base_percent,
-            self.plan.dynamic_fallback,
-            stable_s=self.stable_s,
-            flap_cooldown_s=self.stable_s * 2,
-            leave_before_s=self.plan.drain_timeout_s + DRAIN_MARGIN_S + DRAIN_LEAD_S,
-        )
+        policy = self.policy()
         # The clouds' round: observe (the adaptor reads this supervisor's nodes), decide, act (it starts and
         # scales in node processes). Every launch a decision asks for is carried out (the bound is the cloud's).
         run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
+
+    def policy(self) -> Policy:
+        """The spec's policy (the clouds' own), with this fleet's time scale in the fields listed in TIME_SCALED:
+        its hold and flap cooldown in seconds of a fast demo, and when its nodes leave (their shorter drain)."""
+        p = self.plan
+        base = p.policy or Policy(
+            p.spot_types,
+            p.on_demand_types,
+            p.min,
+            p.max,
+            p.base_on_demand,
+            p.on_demand_above_base_percent,
+            p.dynamic_fallback,
+        )
+        leave = leave_before(self.notice_s, p.drain_timeout_s, DRAIN_MARGIN_S, 0.0, DRAIN_LEAD_S, True)
+        return replace(base, stable_s=self.stable_s, flap_cooldown_s=self.stable_s * 2, leave_before_s=leave)
 
     async def _deliver_owed(self) -> None:
         """A notice or scale-in posted while the node was starting: its agent would otherwise never see it, take

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spotstack.runtime.controller.decide import Policy
+
 
 @dataclass
 class FleetPlan:
@@ -26,3 +28,6 @@ class FleetPlan:
     """`capacity.warm_pool.size`: fallback nodes that make way for spot keep their model on disk, stopped."""
     jobs: dict[str, Any] | None = None
     """The spec's `jobs` (as the agent's jobs config takes it): the fleet also serves queues (moto's SQS)."""
+    policy: Policy | None = None
+    """The controller policy the spec gives (`components.controller_policy.fleet_policy`, the clouds' own); the
+    supervisor runs it with its time scale (`LocalFleet.policy`). None: built from the fields above."""
