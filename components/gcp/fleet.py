@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
 from spotstack.components.component import fleet_options, image_reference, report
-from spotstack.components.gcp import controller, identity, load_balancer, mapping, queues
+from spotstack.components.gcp import controller, disks, identity, load_balancer, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -183,7 +183,11 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 else ()
             )
             return {
-                "user-data": node.cloud_init(cfg, spec, img, mapping.docker_login(img), secrets),
+                # The accelerator image carries the NVIDIA driver only: the GPU set-up step adds Docker and the
+                # container toolkit (it skips what an image has; a baked `machine_image` has it all).
+                "user-data": node.cloud_init(
+                    cfg, spec, img, mapping.docker_login(img), secrets, gpu_setup=spec.machine_image is None
+                ),
                 "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
             }
 
@@ -201,6 +205,8 @@ class GcpGpuFleet(pulumi.ComponentResource):
                     C.InstanceTemplateDiskArgs(
                         source_image=spec.machine_image or mapping.DEFAULT_IMAGE,
                         disk_size_gb=node.ROOT_VOLUME_GB,
+                        # Unset, the provider sends pd-standard, which G2 (L4) and the Hyperdisk-only families refuse.
+                        disk_type=disks.boot_disk_type(machine_type),
                         boot=True,
                         auto_delete=True,
                     )

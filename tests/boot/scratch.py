@@ -45,7 +45,8 @@ SUBSTITUTED = {
     "cloud endpoints": "metadata, secret store and object store point at loopback emulators through the "
     "agent's overrides and each SDK's own endpoint variable (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST)",
     "apt-get install python3-venv": "runs only where venv is missing; this machine has it",
-    "the GPU setup step (Alibaba's stock image: driver, Docker, NVIDIA toolkit)": "needs a GPU, root and the "
+    "the GPU setup step (Alibaba's stock image: driver, Docker, NVIDIA toolkit; GCP's accelerator image: Docker "
+    "and the toolkit)": "needs a GPU, root and the "
     "internet; skipped here, its shell is checked in tests/runtime/test_config_and_bootstrap.py",
 }
 

@@ -77,6 +77,14 @@ def _spot_template(i: dict[str, Any]) -> bool:
     return s.get("automaticRestart") is False and s.get("onHostMaintenance") == "TERMINATE"
 
 
+def _boot_disk_fits_the_family(i: dict[str, Any]) -> bool:
+    from spotstack.components.gcp.disks import supported
+
+    boot = [d for d in i.get("disks") or [] if d.get("boot")]
+    # No disk type: the provider sends pd-standard, which G2 and the Hyperdisk-only families refuse.
+    return all(d.get("diskType", "pd-standard") in supported(str(i.get("machineType"))) for d in boot)
+
+
 def _accelerators_terminate(i: dict[str, Any]) -> bool:
     return not i.get("guestAccelerators") or (i.get("scheduling") or {}).get("onHostMaintenance") == "TERMINATE"
 
@@ -145,6 +153,12 @@ RULES = [
     ),
     # GCP (pulumi_gcp docstrings; Compute Engine naming, Secret Manager, IAM references)
     Rule("gcp:compute/instanceTemplate:InstanceTemplate", "a Spot VM neither restarts nor migrates", _spot_template),
+    Rule(
+        "gcp:compute/instanceTemplate:InstanceTemplate",
+        "the boot disk type is one the machine family supports (G2: no pd-standard; A3 Ultra, A4, G4, C4, N4: "
+        "Hyperdisk only)",
+        _boot_disk_fits_the_family,
+    ),
     Rule(
         "gcp:compute/instanceTemplate:InstanceTemplate",
         "GPUs need onHostMaintenance TERMINATE",
