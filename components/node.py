@@ -6,7 +6,7 @@ scheme, peer discovery); everything else comes from the spec the same way on eve
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
@@ -204,6 +204,17 @@ def _where(project: str | None, stack: str | None) -> tuple[str, str]:
     import pulumi
 
     return pulumi.get_project(), pulumi.get_stack()
+
+
+def global_name(resource: str, what: str, limit: int, opts: Any) -> Any:
+    """A name unique across every account in the world (OSS buckets, SLS projects): `stack_name` cut to leave room,
+    and a random suffix made once and kept in the stack's state (`pulumi_random`), so everyone who runs the example
+    gets a name of their own and this stack keeps its own across updates."""
+    import pulumi
+    import pulumi_random as random
+
+    suffix = random.RandomString(f"{resource}-suffix", length=6, special=False, upper=False, opts=opts)
+    return pulumi.Output.concat(stack_name(what, limit - 7), "-", suffix.result)
 
 
 def stack_name(what: str, limit: int, project: str | None = None, stack: str | None = None) -> str:

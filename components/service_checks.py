@@ -105,3 +105,30 @@ def check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]
             )
         )
     return errors, warnings
+
+
+MAX_REQUEST_S = {"aws": 4000, "alicloud": 600, "gcp": 86400, "local": 86400}
+"""The most each cloud's load balancer waits: the AWS ALB idle timeout (1-4000 s), the Alibaba ALB listener's
+request timeout (0-600 s, the provider's docstring), GCP's backend service timeout (to 2^31 s; our spec's cap)."""
+
+
+def check_max_request(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
+    """A timeout the load balancer cannot take is an error; a drain longer than any request is a warning."""
+    svc, most = fleet.service, MAX_REQUEST_S[fleet.cloud]
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    if svc.max_request_s > most:
+        errors.append(
+            Problem(
+                f"{at}.service.max_request_s", f"{fleet.cloud}'s load balancer waits at most {most} s for a request"
+            )
+        )
+    if svc.drain_timeout > svc.max_request_s:
+        warnings.append(
+            Problem(
+                f"{at}.service.drain_timeout",
+                f"{svc.drain_timeout} s is longer than max_request_s ({svc.max_request_s} s): no request lasts that "
+                "long, so a drain waits for nothing past it",
+            )
+        )
+    return errors, warnings

@@ -208,6 +208,10 @@ class ServiceSpec(_Model):
 
     drain_timeout: int = Field(default=90, ge=1, le=3600)
     """Seconds to wait for in-flight requests after the node leaves rotation."""
+    max_request_s: int = Field(default=600, ge=1, le=86400)
+    """The longest a request may take, its whole answer streamed: the load balancers' timeouts (GCP backend
+    service `timeout_sec`, default 30 s; Alibaba ALB listener `request_timeout`, at most 600 s, default 60 s; the
+    AWS ALB idle timeout, default 60 s). An LLM generation routinely runs past a minute."""
     public: bool = True
     """Whether the load balancer faces the internet (else internal)."""
     allowed_cidrs: list[Annotated[str, AfterValidator(check_cidr)]] = Field(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from spotstack.components import catalog
 from spotstack.components.problem import Problem, SpecError
-from spotstack.components.service_checks import check_jobs, check_tls
+from spotstack.components.service_checks import check_jobs, check_max_request, check_tls
 from spotstack.components.spec import (
     NOTICE_WINDOW_S,
     CapacitySpec,
@@ -233,6 +233,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors += check_tags(fleet, at) + check_image(fleet, at)
     jerr, jwarn = check_jobs(fleet, at)
     errors, warnings = errors + jerr, warnings + jwarn
+    rerr, rwarn = check_max_request(fleet, at)
+    errors, warnings = errors + rerr, warnings + rwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

@@ -145,16 +145,17 @@ def declare(
     tags = {"spotstack-fleet": name}
     bucket = ali.oss.Bucket(
         f"{name}-controller",
-        bucket=node.stack_name(f"{name}-controller", 63),
-        acl="private",
+        bucket=node.global_name(f"{name}-controller-bucket", f"{name}-controller", 63, child),
         server_side_encryption_rule=ali.oss.BucketServerSideEncryptionRuleArgs(sse_algorithm="AES256"),
         force_destroy=True,
         tags=tags,
         opts=child,
     )
+    # `acl` on the bucket is deprecated: its own resource (new buckets are private, said all the same).
+    ali.oss.BucketAcl(f"{name}-controller-acl", bucket=bucket.bucket, acl="private", opts=child)
     logs = ali.log.Project(
         f"{name}-controller-logs",
-        project_name=node.stack_name(f"{name}-controller", 63),
+        project_name=node.global_name(f"{name}-controller-logs", f"{name}-controller", 63, child),
         description=f"spotstack {name}: fleet controller logs",
         opts=child,
     )

@@ -87,6 +87,7 @@ def declare(
         listener_protocol="HTTP",
         listener_port=80,
         default_actions=[forward],
+        request_timeout=spec.service.max_request_s,  # default 60 s: a longer answer gets 504
         opts=child,
     )
     https_listener: ali.alb.Listener | None = None
@@ -100,6 +101,7 @@ def declare(
             # TLS 1.2 with forward secrecy only, and 1.3: ALB's predefined strict policy.
             security_policy_id=TLS_POLICY,
             default_actions=[forward],
+            request_timeout=spec.service.max_request_s,
             opts=child,
         )
         # An HTTP listener's default action can only forward: a rule matching every path redirects instead.

@@ -28,11 +28,11 @@ class AlicloudModelStore(pulumi.ComponentResource):
         bucket = ali.oss.Bucket(
             f"{name}-bucket",
             bucket=args.get("bucket"),
-            acl="private",
             server_side_encryption_rule=ali.oss.BucketServerSideEncryptionRuleArgs(sse_algorithm="AES256"),
             versioning=ali.oss.BucketVersioningArgs(status="Enabled"),
             opts=child,
         )
+        ali.oss.BucketAcl(f"{name}-bucket-acl", bucket=bucket.bucket, acl="private", opts=child)
         self.nas_mount = None
         vsw = args.get("nas_vswitch_id")
         if vsw is not None:

@@ -161,8 +161,9 @@ def declare(
         role=role.arn,
         timeout=TIMEOUT_S,
         memory_size=MEMORY_MB,
-        # One round at a time: overlapping rounds would race for the state item (the loser acts on nothing).
-        reserved_concurrent_executions=1,
+        # No reserved concurrency: AWS refuses any reservation that leaves the account under 10 unreserved (a new
+        # account's limit is 10 or 50), and overlapping rounds are safe already - each saves its state with a
+        # conditional write and the loser acts on nothing.
         environment=aws.lambda_.FunctionEnvironmentArgs(
             variables={
                 "SPOTSTACK_CONTROLLER": doc,

@@ -106,6 +106,8 @@ def declare(
         internal=not svc.public,
         security_groups=[lb_sg.id],
         subnets=subnet_ids,
+        # A request that computes before it answers (no bytes for a while) must outlast the longest generation.
+        idle_timeout=svc.max_request_s,
         opts=child,
     )
     tg = aws.lb.TargetGroup(

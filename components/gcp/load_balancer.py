@@ -42,6 +42,8 @@ def declare(
         health_checks=hc.id,
         # Draining: the LB lets a leaving instance finish its requests for this long.
         connection_draining_timeout_sec=svc.drain_timeout,
+        # The whole response must come within this (default 30 s): a long generation would be cut.
+        timeout_sec=svc.max_request_s,
         backends=[
             C.BackendServiceBackendArgs(
                 group=m.instance_group,

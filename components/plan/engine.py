@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,6 +216,9 @@ class PlanMocks(pulumi.runtime.Mocks):
             extra = {}
         if args.typ == "random:index/randomPassword:RandomPassword":
             extra = {"result": "plan-placeholder-not-a-secret"}
+        if args.typ == "random:index/randomString:RandomString":
+            # Random as pulumi_random's is: two plans (two users of one example) never share a suffix.
+            extra = {"result": secrets.token_hex(8)[: int(inputs.get("length", 6))]}
         self.inputs[(args.typ, args.name)] = {k: _plain(v) for k, v in inputs.items()}
         self.outputs[(args.typ, args.name)] = extra
         return rid, {**inputs, **extra}

@@ -50,3 +50,57 @@ def test_gcp_nodes_run_the_gpu_setup_step_unless_baked(gcp: PlanRun) -> None:
     baked = plan_of({**as_cloud("gcp"), "machine_image": "projects/acme/global/images/llm-node-v3"})
     md = one(baked, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")["metadata"]
     assert ["sh", "-c", GPU_SETUP] not in boot_doc(md["user-data"])["runcmd"]
+
+
+def test_load_balancers_wait_for_the_longest_request() -> None:
+    """GCP's backend service defaulted to 30 s and Alibaba's ALB listener to 60 s: a long generation got a 504."""
+    from spotstack.components.service_checks import check_max_request
+    from spotstack.components.validate import SpecError, validate_fleets
+    from tests.conftest import base_fleet
+
+    g = plan_of(as_cloud("gcp"))
+    assert one(g, "gcp:compute/backendService:BackendService", "llm-backend")["timeoutSec"] == 600
+    a = plan_of(as_cloud("alicloud"))
+    assert one(a, "alicloud:alb/listener:Listener", "llm-http")["requestTimeout"] == 600
+    raw = base_fleet()
+    raw["service"]["max_request_s"] = 1800
+    w = plan_of(raw)
+    assert one(w, "aws:lb/loadBalancer:LoadBalancer", "llm-alb")["idleTimeout"] == 1800
+    too_long = as_cloud("alicloud")
+    too_long["service"]["max_request_s"] = 900
+    with pytest.raises(SpecError, match=r"service.max_request_s: alicloud's load balancer waits at most 600 s"):
+        validate_fleets([too_long])
+    (f,), _ = validate_fleets([{**base_fleet(), "service": {**base_fleet()["service"], "drain_timeout": 900}}])
+    assert any("drain_timeout" in str(p) for p in check_max_request(f, "fleets[0]")[1])
+
+
+def test_no_two_users_of_an_example_share_a_global_name() -> None:
+    """OSS buckets and SLS projects are named across every account: `spotstack-dev-alicloud-llm-controller` was the
+    same for everyone who ran the example. Two plans of one project and stack (two users) share no such name."""
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+    from tests.conftest import region_config
+
+    global_keys = {
+        "alicloud:oss/bucket:Bucket": "bucket",
+        "alicloud:log/project:Project": "projectName",
+        "gcp:storage/bucket:Bucket": "name",
+        "aws:s3/bucketV2:BucketV2": "bucket",
+        "aws:s3/bucket:Bucket": "bucket",
+    }
+
+    def names() -> set[str]:
+        out: set[str] = set()
+        for cloud in ("gcp", "alicloud"):
+            raw = as_cloud(cloud)
+            raw.pop("model_cache", None)  # the model bucket is the user's own name
+            plan = run_offline(program.run, {"spotstack:fleets": [raw], **region_config(raw)}, stack="dev")
+            for r in plan.resources:
+                key = global_keys.get(r.type)
+                if key and r.inputs.get(key):
+                    out.add(f"{r.type}:{r.inputs[key]}")
+        return out
+
+    first, second = names(), names()
+    assert any("oss/bucket" in n for n in first) and any("log/project" in n for n in first)
+    assert not first & second, first & second

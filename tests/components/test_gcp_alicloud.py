@@ -213,7 +213,8 @@ def test_alicloud_ram_role_is_scoped_to_the_fleet(ali: PlanRun) -> None:
 
 def test_alicloud_bucket_and_registry(ali: PlanRun) -> None:
     b = one(ali, "alicloud:oss/bucket:Bucket", "llm-models-bucket")
-    assert b["acl"] == "private" and b["serverSideEncryptionRule"]["sseAlgorithm"] == "AES256"
+    assert "acl" not in b and b["serverSideEncryptionRule"]["sseAlgorithm"] == "AES256"  # `acl` is deprecated
+    assert one(ali, "alicloud:oss/bucketAcl:BucketAcl", "llm-models-bucket-acl")["acl"] == "private"
     repo = one(ali, "alicloud:cs/registryEnterpriseRepo:RegistryEnterpriseRepo", "llm-images-repo")
     assert repo["repoType"] == "PRIVATE" and repo["tagImmutability"] is True
 
