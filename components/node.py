@@ -82,7 +82,10 @@ def agent_config(
     load_balancer: LoadBalancerConfig | None = None,
     lifecycle: LifecycleConfig | None = None,
     jobs: JobsConfig | None = None,
+    discovery_target: str | None = None,
 ) -> AgentConfig:
+    """`discovery_target`: what discovery matches peers by (default: the fleet's name, its tag on AWS and Alibaba;
+    GCP's stack-scoped label value)."""
     mc = fleet.model_cache
     cache = (
         CacheConfig(
@@ -94,7 +97,7 @@ def agent_config(
             peer_port=mc.peer_port,
             token_file=CACHE_TOKEN_PATH,
             discovery=discovery,
-            discovery_target=fleet.name,
+            discovery_target=discovery_target or fleet.name,
             origin_connections=mc.origin_connections,
             connections_per_peer=mc.peer_connections,
             manifest_digest=mc.manifest_digest,

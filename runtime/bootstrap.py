@@ -84,16 +84,23 @@ class Secret:
     """Shell command printing the secret on stdout, e.g. reading a cloud secret store."""
 
 
+APT = (
+    "apt_retry() { i=0; while [ $i -lt 5 ]; do i=$((i+1)); "
+    'DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq "$@" && return 0; '
+    "sleep $((i * ${SPOTSTACK_APT_PAUSE_S:-10})); done; return 1; }"
+)
+"""`apt_retry ARGS`: apt-get that waits up to 5 minutes for the dpkg lock (unattended-upgrades holds it on a fresh
+Ubuntu VM's first minutes) and tries 5 times with growing pauses (a mirror that fails once)."""
+
 ENSURE_VENV = (
-    "python3 -c 'import venv, ensurepip' 2>/dev/null || "
-    "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)"
+    f"python3 -c 'import venv, ensurepip' 2>/dev/null || ({APT}; apt_retry update && apt_retry install -y python3-venv)"
 )
 
-GPU_SETUP = """set -e
-export DEBIAN_FRONTEND=noninteractive
-command -v docker >/dev/null || { apt-get update -qq; apt-get install -y -qq docker.io; }
+GPU_SETUP = f"""set -e
+{APT}
+command -v docker >/dev/null || {{ apt_retry update; apt_retry install -y docker.io; }}
 if ! command -v nvidia-smi >/dev/null; then
-  apt-get update -qq; apt-get install -y -qq ubuntu-drivers-common
+  apt_retry update; apt_retry install -y ubuntu-drivers-common
   ubuntu-drivers install --gpgpu
   modprobe nvidia
 fi
@@ -102,7 +109,7 @@ if ! command -v nvidia-ctk >/dev/null; then
   curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --batch --yes --dearmor -o $k
   curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
     | sed "s#deb https://#deb [signed-by=$k] https://#g" > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-  apt-get update -qq; apt-get install -y -qq nvidia-container-toolkit
+  apt_retry update; apt_retry install -y nvidia-container-toolkit
   nvidia-ctk runtime configure --runtime=docker
   systemctl restart docker
 fi

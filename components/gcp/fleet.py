@@ -61,6 +61,10 @@ class GcpGpuFleet(pulumi.ComponentResource):
         # The spec with its model bucket, which may be an Input (`model_bucket`): what names the bucket waits for it.
         resolved = inputs.model_spec("GcpGpuFleet", spec, args.model_bucket)
         child = fleet_options(self, spec, "gcp", opts)
+        # Scoped to the project and stack: two stacks with a fleet `llm` in one GCP project read neither each other's
+        # preemptions (the log sink filters on VM names) nor each other's peers (discovery lists by this label).
+        fleet_label = node.stack_name(name, 63)
+        base_names = {kind: node.stack_name(f"{name}-{kind}", 58) for kind in ("base", "spot", "fallback")}
         self.warnings = report(self, mapping.warnings(spec))
         svc, g = spec.service, mapping.groups(spec)
         network: pulumi.Input[str] = spec.network.id if spec.network else "default"
@@ -128,7 +132,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 f"{name}-cache-token",
                 secret_id=node.secret_id(spec, "cache-token"),
                 replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
-                labels={"spotstack-fleet": name},
+                labels={"spotstack-fleet": fleet_label},
                 opts=child,
             )
             gcp.secretmanager.SecretVersion(
@@ -176,6 +180,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 model_scheme="gs",
                 discovery="gcp",
                 jobs=node.jobs_config(spec, "gs", jobs) if jobs else None,
+                discovery_target=fleet_label,
             )
             secrets = (
                 (node.Secret(node.CACHE_TOKEN_PATH, node.fetch_secret_command("gcp", secret_name)),)
@@ -223,7 +228,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 service_account=C.InstanceTemplateServiceAccountArgs(email=sa.email, scopes=["cloud-platform"]),
                 metadata=metadata,
                 tags=[node_tag],
-                labels={"spotstack-fleet": name, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
+                labels={"spotstack-fleet": fleet_label, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
                 opts=child,  # name_prefix: a changed template is created before the old one goes
             )
 
@@ -249,7 +254,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 }
             return C.RegionInstanceGroupManager(
                 f"{name}-{kind}-mig",
-                base_instance_name=f"{name}-{kind}",
+                base_instance_name=base_names[kind],
                 region=spec.region,
                 distribution_policy_zones=spec.zones,
                 versions=[C.RegionInstanceGroupManagerVersionArgs(instance_template=tpl.self_link_unique)],
@@ -317,7 +322,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         if "fallback" in migs:
             # The fallback group moves only when the controller moves it: it runs decide() every minute and at
             # each preemption of a spot VM (components/gcp/controller.py).
-            fn, doc = controller.declare(name, spec, migs, {k: f"{name}-{k}" for k in migs}, bs, child)
+            fn, doc = controller.declare(name, spec, migs, {k: base_names[k] for k in migs}, bs, child)
             self.controller_function, self.controller_config, self.controller = fn.name, doc, fn
 
         self.backend, self.groups, self.service_account = bs, migs, sa

@@ -104,3 +104,24 @@ def test_no_two_users_of_an_example_share_a_global_name() -> None:
     first, second = names(), names()
     assert any("oss/bucket" in n for n in first) and any("log/project" in n for n in first)
     assert not first & second, first & second
+
+
+def test_gcp_preemptions_and_peers_are_scoped_to_the_stack() -> None:
+    """Two stacks with a fleet `llm` in one GCP project read neither each other's preemption events (the sink
+    filters on VM names) nor each other's peers (discovery lists by the fleet label)."""
+    from spotstack.components import program
+    from spotstack.components.plan.engine import run_offline
+    from tests.conftest import region_config
+
+    def scoped(stack: str) -> tuple[str, str, str]:
+        raw = as_cloud("gcp")
+        plan = run_offline(program.run, {"spotstack:fleets": [raw], **region_config(raw)}, stack=stack)
+        sink = plan.find("gcp:logging/projectSink:ProjectSink")[0].inputs["filter"]
+        tpl = one(plan, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")
+        agent = boot_doc(tpl["metadata"]["user-data"])
+        target = next(f["content"] for f in agent["write_files"] if f["path"].endswith("agent.json"))
+        return sink, tpl["labels"]["spotstack-fleet"], target
+
+    dev, prod = scoped("dev"), scoped("prod")
+    assert dev[0] != prod[0] and dev[1] != prod[1]
+    assert f'"discovery_target": "{dev[1]}"' in dev[2] or f'"discovery_target":"{dev[1]}"' in dev[2]

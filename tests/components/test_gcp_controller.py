@@ -50,7 +50,8 @@ def test_a_schedule_and_the_fleets_preemptions_call_it_signed(plan: PlanRun) -> 
     invoker = one(plan, "gcp:serviceaccount/account:Account", "llm-controller-invoker")
     assert job["httpTarget"]["oidcToken"]["serviceAccountEmail"].startswith(invoker["accountId"])
     sink = one(plan, "gcp:logging/projectSink:ProjectSink", "llm-preemptions")
-    assert sink["filter"] == preemption_filter("llm-spot") and sink["uniqueWriterIdentity"] is True
+    # Stack-scoped VM names: another stack's fleet `llm` in the same project is not this one's.
+    assert sink["filter"] == preemption_filter("spotstack-test-llm-spot") and sink["uniqueWriterIdentity"] is True
     assert sink["destination"].startswith("pubsub.googleapis.com/")
     push = one(plan, "gcp:pubsub/subscription:Subscription", "llm-preemptions-push")
     signer = job["httpTarget"]["oidcToken"]["serviceAccountEmail"]
@@ -70,7 +71,7 @@ def test_its_identity_may_read_the_fleet_and_size_only_the_fallback(plan: PlanRu
     assert all(re.fullmatch(r"[a-zA-Z0-9_.]{3,64}", r["roleId"]) for r in roles.values())
     size = one(plan, "gcp:projects/iAMMember:IAMMember", "llm-controller-size")
     expr = size["condition"]["expression"]
-    assert "/instanceGroupManagers/" in expr and "llm-fallback-mig" in expr and '"llm-fallback-"' in expr
+    assert "/instanceGroupManagers/" in expr and "llm-fallback-mig" in expr and '"spotstack-test-llm-fallback-"' in expr
     assert "llm-spot" not in expr and "llm-base" not in expr  # the fleet's other groups are out of reach
     memory = one(plan, "gcp:storage/bucketIAMMember:BucketIAMMember", "llm-controller-memory")
     assert memory["role"] == "roles/storage.objectUser"

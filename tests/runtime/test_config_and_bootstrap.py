@@ -160,15 +160,15 @@ def test_gpu_setup_installs_the_driver_where_the_image_lacks_it(tmp_path: Path) 
     r = subprocess.run(["sh", "-c", GPU_SETUP], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls == [
-        "apt-get update -qq",
-        "apt-get install -y -qq ubuntu-drivers-common",
+    assert calls == [  # through apt_retry: the dpkg lock waited for, retried
+        "apt-get -o DPkg::Lock::Timeout=300 -qq update",
+        "apt-get -o DPkg::Lock::Timeout=300 -qq install -y ubuntu-drivers-common",
         "ubuntu-drivers install --gpgpu",
         "modprobe nvidia",
     ]
 
 
-def test_only_alibabas_stock_image_gets_the_gpu_setup() -> None:
+def test_alibabas_stock_image_gets_the_gpu_setup_and_a_baked_one_does_not() -> None:
     import base64
 
     from spotstack.components import program
