@@ -173,7 +173,9 @@ def cloud_init(
     secrets: tuple[Secret, ...] = (),
     gpu_setup: bool = False,
 ) -> str:
-    workload = Workload(image=image_url, port=fleet.service.port, login=login)
+    workload = Workload(
+        image=image_url, port=fleet.service.port, login=login, wait_for_model=fleet.model_cache is not None
+    )
     agent = agent_install(cfg.cloud, fleet)
     text = render_cloud_init(cfg, workload, agent, secrets=secrets, gpu_setup=gpu_setup)
     limit = USER_DATA_LIMIT[cfg.cloud]

@@ -41,6 +41,14 @@ class Workload:
     model_dir: str = "/var/lib/spotstack/model"
     login: list[str] = field(default_factory=list)
     """Shell line that logs Docker in to the registry (cloud-specific), if any."""
+    wait_for_model: bool = False
+    """Start the container only once the agent has placed the whole model (its record of what it placed, written
+    last and atomically): a model server started early restarted every 5 s until it could load, and could read a
+    model half placed."""
+
+
+PLACED_RECORD = ".spotstack-placed.json"
+"""What the agent writes into the model folder once every file is in place (`runtime/cache/place.PLACED`)."""
 
 
 def workload_unit(w: Workload) -> str:
@@ -62,7 +70,8 @@ def workload_unit(w: Workload) -> str:
             w.image,
         ]
     )
-    pre = "".join(f"ExecStartPre=/bin/sh -c {shlex.quote(line)}\n" for line in w.login)
+    wait = [f"until [ -s {w.model_dir}/{PLACED_RECORD} ]; do sleep 2; done"] if w.wait_for_model else []
+    pre = "".join(f"ExecStartPre=/bin/sh -c {shlex.quote(line)}\n" for line in [*wait, *w.login])
     return (
         "[Unit]\nDescription=spotstack workload (model server)\n"
         f"After=docker.service {AGENT_UNIT}\nRequires=docker.service\n\n"

@@ -167,20 +167,27 @@ def check_node(b: dict[str, Any]) -> None:
         registry_login(node, b["cloud"].acr.password)
     unit = node.workload_unit
     assert "/usr/bin/docker run" in unit and "--gpus all" in unit and "/var/lib/spotstack/model:/model:ro" in unit
+    # The container starts only once the whole model is placed: the unit's first step waits for the agent's record
+    # of it, which this READY node has written (run as systemd would, with the node's paths).
+    import subprocess
+
+    assert "spotstack-placed.json" in node.workload_pre[0]
+    r = subprocess.run(["/bin/sh", "-c", node.workload_pre[0]], env=node.node_env(), timeout=30)
+    assert r.returncode == 0
 
 
 def registry_login(node: ScratchNode, password: str) -> None:
     """Run the workload unit's login as systemd would before starting the container (a stand-in docker CLI)."""
     import subprocess
 
-    assert len(node.workload_pre) == 1
+    assert len(node.workload_pre) == 2  # the wait for the model, then the login
     bin_dir = node.root / "docker-bin"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$*" > {bin_dir}/args\ncat > {bin_dir}/stdin\n')
     (bin_dir / "docker").chmod(0o755)
     env = node.node_env()
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    r = subprocess.run(["/bin/sh", "-c", node.workload_pre[0]], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["/bin/sh", "-c", node.workload_pre[1]], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (bin_dir / "args").read_text().split()[:4] == ["login", "--username", "cr_temp_user", "--password-stdin"]
     assert (bin_dir / "stdin").read_text() == password

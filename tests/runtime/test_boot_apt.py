@@ -48,3 +48,26 @@ def test_every_first_boot_apt_call_goes_through_the_retry() -> None:
     for script in (ENSURE_VENV, GPU_SETUP):
         body = script.replace(APT, "")
         assert "apt-get" not in body and "apt_retry" in body
+
+
+def test_the_workload_waits_for_the_whole_model(tmp_path: Path) -> None:
+    """The unit's first step returns only once the agent's record of the placed model is there (and not empty)."""
+    from spotstack.runtime.bootstrap import PLACED_RECORD, Workload, workload_unit
+    from spotstack.runtime.cache.place import PLACED
+
+    assert PLACED_RECORD == PLACED
+    unit = workload_unit(Workload("img", 8080, model_dir=str(tmp_path), wait_for_model=True))
+    line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStartPre="))
+    import shlex
+
+    script = shlex.split(line.split("=", 1)[1])[-1]
+    waiting = subprocess.Popen(["sh", "-c", script])
+    try:
+        assert waiting.poll() is None
+        (tmp_path / PLACED).write_text("")  # being written: not yet
+        assert waiting.poll() is None
+        (tmp_path / PLACED).write_text('{"files": {}}')
+        assert waiting.wait(10) == 0
+    finally:
+        waiting.kill()
+    assert "ExecStartPre" not in workload_unit(Workload("img", 8080))
