@@ -63,7 +63,13 @@ def _common(f: FleetSpec) -> list[Item]:
                 f.name,
                 f.cloud,
                 "billed",
-                f"the warm pool: {wp.size} {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month",
+                f"the warm pool: {wp.size} {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month"
+                + (
+                    "; its instances boot once at creation and load the model onto their disks: upload the model "
+                    "first (before it is there, they go into the pool without it, and load it when started)"
+                    if f.model_cache is not None and wp.state != "running"
+                    else ""
+                ),
             )
         )
     return out

@@ -196,6 +196,11 @@ class Agent(NodeCache, NodeDrain):
         while (why := await self.server.not_ready()) is not None:
             if why == "draining":
                 return  # a node drained before it was ever READY: the hook times out to its default
+            if (self.state.model or {}).get("state") == "no_manifest":
+                # The model is not in the store yet (the pool was created before the upload): no on-demand GPU
+                # waits for it. Into the pool without it; started as a fallback, the node loads it then.
+                log.warning("launching hook %s: the model's manifest is not in the store yet; completing it now", hook)
+                break
             await asyncio.sleep(1.0)
         action = await asyncio.to_thread(self._asg_action, hook)  # a boto3 client: off the loop
         delay = 1.0

@@ -137,6 +137,7 @@ class NodeCache:
         swarm_self = await self._advertised(c.advertise, c.peer_port)
         delay = 1.0
         while True:
+            stage = "discovery"
             try:
                 instance = self.identity.instance_id if self.identity else None
                 zones: dict[str, str] = {}
@@ -161,9 +162,11 @@ class NodeCache:
                     metadata_url=self.cfg.metadata_url,
                     endpoint=c.origin_endpoint,
                 )
+                stage = "manifest"
                 manifest, _ = await asyncio.to_thread(
                     resolve_manifest, c.model_url, peers, token, digest=c.manifest_digest
                 )
+                stage = "pull"
                 result = await asyncio.to_thread(
                     pull,
                     store,
@@ -192,7 +195,9 @@ class NodeCache:
                 )
                 return
             except (PullError, OSError, ValueError, SecretError) as exc:
-                self.state.model.update(state="retrying", error=str(exc))
+                # No manifest anywhere: the model is not uploaded yet (a warm pool instance need not wait for it).
+                missing = stage == "manifest" and isinstance(exc, PullError)
+                self.state.model.update(state="no_manifest" if missing else "retrying", error=str(exc))
                 log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

@@ -159,3 +159,60 @@ async def test_readiness_goes_off_before_the_drain_waits_for_anything(
         await asyncio.wait_for(agent.drained.wait(), 60)
     finally:
         await agent.stop()
+
+
+async def test_a_warm_pool_instance_does_not_wait_for_a_model_not_uploaded(
+    aws_env: None, workload: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The deployability issue, item 6: a warm pool created before the model's upload held an on-demand GPU for
+    its launching hook's whole timeout (30 min). With no manifest anywhere, the hook completes at once (CONTINUE):
+    into the pool without the model, which loads when the instance is started."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from tests.runtime.cachekit import TOKEN
+
+    _, pid_file = workload
+    (tmp_path / "model").mkdir()  # the bucket's prefix, nothing uploaded yet
+    (tmp_path / "token").write_text(TOKEN)
+    asg = boto3.client("autoscaling")
+    stub = Stubber(asg)  # moto has no CompleteLifecycleAction: the call is checked against botocore's model
+    stub.add_response(
+        "complete_lifecycle_action",
+        {},
+        {
+            "AutoScalingGroupName": "llm-fallback-asg",
+            "LifecycleHookName": "llm-warm",
+            "InstanceId": "i-0123456789abcdef0",
+            "LifecycleActionResult": "CONTINUE",
+        },
+    )
+    stub.activate()
+    async with AwsImdsEmulator(
+        instance_id="i-0123456789abcdef0", tags={"aws:autoscaling:groupName": "llm-fallback-asg"}
+    ) as e:
+        agent = Agent(
+            config(
+                "aws",
+                e.url,
+                pid_file,
+                lifecycle={"enabled": True, "hook_name": "llm-drain", "launch_hook_name": "llm-warm"},
+                cache={
+                    "enabled": True,
+                    "model_url": str(tmp_path / "model"),
+                    "dest": str(tmp_path / "dest"),
+                    "store_dir": str(tmp_path / "store"),
+                    "peer_port": 0,
+                    "token_file": str(tmp_path / "token"),
+                },
+            )
+        )
+        agent.overrides["autoscaling_client"] = asg
+        await agent.start()
+        try:
+            await wait_for(lambda: agent.state.launch_hook == "completed", 30, "the hook completed without a model")
+            assert await ready_status(agent) == 503  # not serving: it has no model
+            assert (agent.state.model or {}).get("state") == "no_manifest"
+            stub.assert_no_pending_responses()
+        finally:
+            await agent.stop()
