@@ -147,27 +147,45 @@ def fetch_secret(
 
 @agent_app.command("registry-login")
 def registry_login(
-    instance_id: str = typer.Option(..., "--instance-id", help="The ACR Enterprise Edition instance (cri-...)."),
-    region: str = typer.Option(..., "--region", help="The instance's region."),
     registry: str = typer.Option(..., "--registry", help="The registry host Docker pulls from."),
+    cloud: str = typer.Option("alicloud", "--cloud", help="aws (ECR), gcp (Artifact Registry) or alicloud (ACR EE)."),
+    region: str = typer.Option("", "--region", help="The registry's region (AWS, Alibaba Cloud)."),
+    instance_id: str = typer.Option(
+        "", "--instance-id", help="Alibaba: the ACR Enterprise Edition instance (cri-...)."
+    ),
     metadata_url: str = typer.Option(
         "", "--metadata-url", envvar="SPOTSTACK_AGENT__METADATA__BASE_URL", help="Override the metadata server."
     ),
-    api_url: str = typer.Option("", "--api-url", envvar="SPOTSTACK_REGISTRY_API_URL", help="Override ACR's endpoint."),
+    api_url: str = typer.Option(
+        "", "--api-url", envvar="SPOTSTACK_REGISTRY_API_URL", help="Override the API endpoint."
+    ),
     docker: str = typer.Option("docker", "--docker", help="The Docker CLI to log in with."),
 ) -> None:
-    """Log Docker in to the fleet's Alibaba Cloud registry with this node's RAM role (a temporary token).
+    """Log Docker in to the fleet's registry with this node's own identity (a temporary token): ECR with the instance
+    profile, Artifact Registry with the service account's token, ACR EE with the RAM role.
 
-    The workload unit runs this before each start, so a restarted container never meets an expired login.
+    The workload unit runs this before each start, so a restarted container never meets an expired login, and no
+    cloud CLI is needed on the image.
     """
     import subprocess
 
     from spotstack.runtime import secrets
 
     try:
-        user, password = secrets.alicloud_registry_login(
-            instance_id, region, metadata_url or secrets.ALICLOUD_METADATA, api_url or None
-        )
+        if cloud == "aws":
+            if not region:
+                raise typer.BadParameter("needed with --cloud aws", param_hint="--region")
+            user, password = secrets.aws_registry_login(region, api_url or None)
+        elif cloud == "gcp":
+            user, password = secrets.gcp_registry_login(metadata_url or secrets.GCP_METADATA)
+        elif cloud == "alicloud":
+            if not (instance_id and region):
+                raise typer.BadParameter("--instance-id and --region are needed with --cloud alicloud")
+            user, password = secrets.alicloud_registry_login(
+                instance_id, region, metadata_url or secrets.ALICLOUD_METADATA, api_url or None
+            )
+        else:
+            raise typer.BadParameter(f"{cloud!r} is not aws, gcp or alicloud", param_hint="--cloud")
     except secrets.SecretError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -186,3 +186,36 @@ def alicloud_registry_login(
         return str(body["TempUsername"]), str(body["AuthorizationToken"])
     except (KeyError, TypeError):
         raise SecretError(f"ACR answer has no TempUsername/AuthorizationToken: {str(body)[:200]}") from None
+
+
+def aws_registry_login(region: str, endpoint: str | None = None) -> tuple[str, str]:
+    """ECR: a 12-hour Docker login for the instance profile (GetAuthorizationToken), as `aws ecr get-login-password`
+    gives, without the AWS CLI (a custom AMI may lack it)."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        answer = boto3.client("ecr", region_name=region, endpoint_url=endpoint).get_authorization_token()
+        token = answer["authorizationData"][0]["authorizationToken"]
+        user, _, password = base64.b64decode(token).decode().partition(":")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise SecretError(f"ECR authorization token: {exc}") from None
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SecretError(f"ECR authorization token: unexpected answer ({exc})") from None
+    return user, password
+
+
+def gcp_registry_login(metadata_url: str = GCP_METADATA) -> tuple[str, str]:
+    """Artifact Registry: the node's service account token as Docker's password (user `oauth2accesstoken`), as
+    Google documents for hosts without gcloud's credential helper."""
+    tok = _json(
+        _get(
+            f"{metadata_url}/computeMetadata/v1/instance/service-accounts/default/token",
+            {"Metadata-Flavor": "Google"},
+        ),
+        "metadata token",
+    )
+    try:
+        return "oauth2accesstoken", str(tok["access_token"])
+    except (KeyError, TypeError):
+        raise SecretError("metadata token: no access_token in the answer") from None

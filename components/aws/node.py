@@ -51,10 +51,18 @@ def agent_config(
 
 
 def ecr_login(image_url: str, region: str) -> list[str]:
+    """The workload unit's login before each start: the agent's own (boto3, the instance profile), not the AWS CLI,
+    which an image need not have. The registry's region is in its host name (an image in another region's ECR)."""
+    import shlex
+
+    from spotstack.runtime.bootstrap import VENV
+
     registry = image_url.split("/", 1)[0]
     if ".dkr.ecr." not in registry:
         return []
-    return [f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}"]
+    where = registry.split(".dkr.ecr.", 1)[1].split(".", 1)[0] or region
+    cmd = [f"{VENV}/bin/spotstack", "agent", "registry-login", "--cloud", "aws", "--region", where]
+    return [shlex.join([*cmd, "--registry", registry])]
 
 
 def token_fetch(parameter_name: str, region: str) -> Secret:

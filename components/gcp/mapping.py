@@ -136,9 +136,16 @@ def warnings(fleet: FleetSpec) -> list[str]:
 
 
 def docker_login(image: str) -> list[str]:
-    """Artifact Registry needs Docker's credential helper configured for the registry host."""
+    """Artifact Registry: the agent logs Docker in with the service account's token before each start (gcloud's
+    credential helper needs gcloud on the image, and its configuration in root's home)."""
+    import shlex
+
+    from spotstack.runtime.bootstrap import VENV
+
     host = image.split("/", 1)[0]
-    return [f"gcloud auth configure-docker {host} --quiet"] if host.endswith("-docker.pkg.dev") else []
+    if not host.endswith("-docker.pkg.dev"):
+        return []
+    return [shlex.join([f"{VENV}/bin/spotstack", "agent", "registry-login", "--cloud", "gcp", "--registry", host])]
 
 
 def shutdown_script(agent_port: int, wait_s: int = 25) -> str:

@@ -35,8 +35,8 @@ SUBSTITUTED = {
     "itself (the agent unit's command line as written); sandboxing directives are not applied",
     "the workload unit (docker run --gpus all <image>)": "no Docker or GPU here: a stand-in model server, "
     "ready once the model's files are in the model folder, runs on a free port; the unit's command is checked",
-    "registry logins (ExecStartPre)": "Alibaba's runs against an ACR emulator with a stand-in docker CLI; AWS's "
-    "(aws ecr get-login-password) and GCP's (gcloud auth configure-docker) need those CLIs, not installed here",
+    "registry logins (ExecStartPre)": "the agent's own login (`spotstack agent registry-login`) runs against the "
+    "loopback ECR (moto), the GCP metadata emulator's token and the ACR emulator, with a stand-in docker CLI",
     "pip install spotstack[...]==<version> from an index": "no index in tests: the wheel built from this "
     "checkout (PIP_NO_INDEX, PIP_FIND_LINKS), its dependencies seen through a .pth into this test environment "
     "written once the venv step has run",
