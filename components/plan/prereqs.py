@@ -75,6 +75,10 @@ def _common(f: FleetSpec) -> list[Item]:
     return out
 
 
+PUBLIC_IPV4_USD_H = 0.005
+"""AWS's price of a public IPv4 address, in use or idle (aws.amazon.com/vpc/pricing, since 2024-02-01)."""
+
+
 def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
     _, vcpu = _gpus(f)
     families = sorted({i.type[0].upper() for i in f.instances})
@@ -99,6 +103,18 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
             out.append(Item(f.name, "aws", "needs", text))
     if run.find("aws:lb/loadBalancer:LoadBalancer"):
         out.append(Item(f.name, "aws", "billed", "an Application Load Balancer (hourly, plus capacity units)"))
+    # Since February 2024 AWS bills every public IPv4 address; the default VPC's subnets give each node one.
+    per_node = PUBLIC_IPV4_USD_H * HOURS_PER_MONTH
+    where = "the given subnets give nodes public addresses" if f.network else "the default VPC's subnets"
+    out.append(
+        Item(
+            f.name,
+            "aws",
+            "billed",
+            f"a public IPv4 address per running node (${PUBLIC_IPV4_USD_H}/h, ~${per_node:.2f}/month each; "
+            f"{f.capacity.base_on_demand} always on): {where} assign one; private subnets with a NAT avoid it",
+        )
+    )
     if any(r.name == f"{f.name}-controller" for r in run.find("aws:lambda/function:Function")):
         # 43,200 one-second rounds a month at 256 MB (~10,800 GB-s) plus one read and one write each, at list
         # prices: Lambda ~$0.19, DynamoDB on-demand ~$0.07, logs a few cents.

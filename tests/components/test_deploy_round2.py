@@ -125,3 +125,11 @@ def test_gcp_preemptions_and_peers_are_scoped_to_the_stack() -> None:
     dev, prod = scoped("dev"), scoped("prod")
     assert dev[0] != prod[0] and dev[1] != prod[1]
     assert f'"discovery_target": "{dev[1]}"' in dev[2] or f'"discovery_target":"{dev[1]}"' in dev[2]
+
+
+def test_the_aws_plan_prices_each_nodes_public_ipv4() -> None:
+    from spotstack.components.plan import plan_stack
+    from tests.conftest import ROOT
+
+    billed = [i.text for i in plan_stack(ROOT, "dev").before_up if i.kind == "billed"]
+    assert any("public IPv4 address per running node" in t and "$0.005/h" in t for t in billed), billed
