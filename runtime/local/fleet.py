@@ -26,14 +26,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.local import LocalCloud, MemoryStore
 from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
-from spotstack.runtime.drain.decide import leave_before
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local import node_api, report
 from spotstack.runtime.local.haproxy import HAProxy, Server
@@ -41,15 +39,13 @@ from spotstack.runtime.local.hold import HoldServer
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
 from spotstack.runtime.local.objectstore import start_object_store
-from spotstack.runtime.local.plan import FleetPlan
+from spotstack.runtime.local.plan import FleetPlan, local_policy
+from spotstack.runtime.local.postbox import Postbox
 from spotstack.runtime.local.reaper import Ledger, die_with_parent
 from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
-
-TIME_SCALED = ("stable_s", "flap_cooldown_s", "leave_before_s")
-"""The policy fields a local fleet sets itself (`LocalFleet.policy`); every other one is the spec's."""
 
 
 class LocalFleet:
@@ -104,6 +100,8 @@ class LocalFleet:
         self._measured_at: float | None = None
         self.jobs: dict[str, Any] | None = None
         """The nodes' jobs config (queue URLs on moto's server) when the fleet serves queues."""
+        self.postbox = Postbox(self.events)
+        """What the cloud posts to its nodes' metadata (notices, scale-ins), said off the event loop."""
         self.hold = HoldServer(self._in_slots)
         """HAProxy's backup: requests wait there for a READY replica instead of a 503 while none is in rotation."""
 
@@ -233,8 +231,7 @@ class LocalFleet:
         self.preemptions += 1
         if notice:
             node.kill_at = time.time() + self.notice_s
-            if not node_api.notice(node, node.kill_at):
-                node.owed = "notice"  # still starting: said again each tick until its emulator takes it
+            self.postbox.post(node, "notice")
         else:
             self.killed_without_notice += 1
             self._unnoticed = True
@@ -315,32 +312,11 @@ class LocalFleet:
         run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
 
     def policy(self) -> Policy:
-        """The spec's policy (the clouds' own), with this fleet's time scale in the fields listed in TIME_SCALED:
-        its hold and flap cooldown in seconds of a fast demo, and when its nodes leave (their shorter drain)."""
-        p = self.plan
-        base = p.policy or Policy(
-            p.spot_types,
-            p.on_demand_types,
-            p.min,
-            p.max,
-            p.base_on_demand,
-            p.on_demand_above_base_percent,
-            p.dynamic_fallback,
-        )
-        leave = leave_before(self.notice_s, p.drain_timeout_s, DRAIN_MARGIN_S, 0.0, DRAIN_LEAD_S, True)
-        return replace(base, stable_s=self.stable_s, flap_cooldown_s=self.stable_s * 2, leave_before_s=leave)
+        """The spec's policy (the clouds' own) at this fleet's time scale (`plan.local_policy`)."""
+        return local_policy(self.plan, self.stable_s, self.notice_s)
 
     async def _deliver_owed(self) -> None:
-        """A notice or scale-in posted while the node was starting: its agent would otherwise never see it, take
-        tasks once READY, and die with them at the deadline (each such task back only when its lease runs out)."""
-        for n in [n for n in self.nodes.values() if n.owed is not None]:
-            if n.owed == "notice" and n.kill_at is not None:
-                took = await asyncio.to_thread(node_api.notice, n, n.kill_at)
-            else:
-                took = await asyncio.to_thread(node_api.terminating, n)
-            if took:
-                self.events.append(f"{time.strftime('%H:%M:%S')} {n.name} took its {n.owed} late (it was starting)")
-                n.owed = None
+        await self.postbox.deliver_owed(list(self.nodes.values()))
 
     async def _prepared(self, now: float) -> None:
         """Warm pool instances whose model is on disk are stopped: their disks join the pool."""
@@ -380,9 +356,8 @@ class LocalFleet:
         node = self.nodes[name]
         if node.kill_at is not None:
             return
-        if not node_api.terminating(node):
-            node.owed = "terminated"
         node.kill_at = time.time() + self.notice_s
+        self.postbox.post(node, "terminated")
         self.events.append(f"{time.strftime('%H:%M:%S')} scale in {name} ({node.role})")
 
     async def _loop(self) -> None:

@@ -31,3 +31,29 @@ class FleetPlan:
     policy: Policy | None = None
     """The controller policy the spec gives (`components.controller_policy.fleet_policy`, the clouds' own); the
     supervisor runs it with its time scale (`LocalFleet.policy`). None: built from the fields above."""
+
+
+TIME_SCALED = ("stable_s", "flap_cooldown_s", "leave_before_s")
+"""The policy fields a local fleet sets itself (`local_policy`); every other one is the spec's."""
+
+
+def local_policy(plan: FleetPlan, stable_s: float, notice_s: float) -> Policy:
+    """The spec's policy, with a local fleet's time scale in the fields listed in TIME_SCALED: its hold and flap
+    cooldown in seconds of a fast demo, and when its nodes leave (their shorter drain)."""
+    from dataclasses import replace
+
+    from spotstack.runtime.drain.decide import leave_before
+    from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S
+
+    p = plan
+    base = p.policy or Policy(
+        p.spot_types,
+        p.on_demand_types,
+        p.min,
+        p.max,
+        p.base_on_demand,
+        p.on_demand_above_base_percent,
+        p.dynamic_fallback,
+    )
+    leave = leave_before(notice_s, p.drain_timeout_s, DRAIN_MARGIN_S, 0.0, DRAIN_LEAD_S, True)
+    return replace(base, stable_s=stable_s, flap_cooldown_s=stable_s * 2, leave_before_s=leave)

@@ -37,6 +37,8 @@ class Node:
     """Its queue worker is running tasks (from the agent's /status): a scale-in ends idle nodes first."""
     released: bool = False
     """The controller told it (POST /release) that its replacement serves: leave rotation now."""
+    posting: bool = False
+    """A notice or scale-in is being posted to it right now (`LocalFleet._post`)."""
     owed: str | None = None
     """What the cloud has posted for it that its metadata emulator has not taken yet ("notice", "terminated"): a
     node still starting gets it once its emulator listens, as a late-booting instance still finds its notice."""

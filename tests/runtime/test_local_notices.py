@@ -86,3 +86,35 @@ async def test_a_notice_to_a_listening_node_is_not_owed(
     async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
         await asyncio.to_thread(fleet.preempt, node.name)
         assert node.owed is None and emu.instance_action is not None
+
+
+async def test_a_notice_is_posted_off_the_event_loop(
+    fleet: LocalFleet, starting_node: Callable[[str, str], Node]
+) -> None:
+    """The seams issue, item 4: the control API's handler and the controller's round post notices with an HTTP call;
+    made on the event loop, a node slow to answer stalled the whole supervisor (its health checks, its tick)."""
+    import socket
+
+    node = starting_node("spot-3", "spot")
+    stalled = socket.socket()  # accepts connections, never answers: a node that hangs
+    stalled.bind(("127.0.0.1", node.ports["emulator"]))
+    stalled.listen(8)
+    try:
+        started = time.monotonic()
+        fleet.preempt(node.name)  # on the loop, as the control API calls it
+        assert time.monotonic() - started < 0.1
+        assert node.owed == "notice" and node.posting
+        ticks = 0
+
+        async def ticking() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticking())
+        await asyncio.sleep(0.5)
+        t.cancel()
+        assert ticks > 5, "the loop stalled while the notice was being posted"  # blocked, it ticks once
+    finally:
+        stalled.close()

@@ -19,8 +19,9 @@ from spotstack.components.validate import validate_fleets
 from spotstack.runtime.controller.decide import Policy
 from spotstack.runtime.controller.invocation import policy_document, policy_of
 from spotstack.runtime.controller.sim_policies import SIMULATED, controllers
-from spotstack.runtime.local.fleet import TIME_SCALED, LocalFleet
+from spotstack.runtime.local.fleet import LocalFleet
 from spotstack.runtime.local.market import Market, synthetic
+from spotstack.runtime.local.plan import TIME_SCALED
 from tests.conftest import ROOT
 
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
