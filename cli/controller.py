@@ -63,9 +63,8 @@ def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
     if cloud == "alicloud":
         import os
 
-        import oss2
-
         from spotstack.runtime.controller.adaptors.alicloud import Api, OssStore, credentials_from_env
+        from spotstack.runtime.controller.adaptors.oss import OssBucket
         from spotstack.runtime.controller.alicloud_function import fleet_of as ali_fleet
 
         try:
@@ -76,12 +75,8 @@ def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
         region = cfg["region"]
         endpoints = dict.fromkeys(("ess", "ecs", "alb"), endpoint_url) if endpoint_url else None
         oss_endpoint = os.environ.get("SPOTSTACK_OSS_ENDPOINT", f"https://oss-{region}.aliyuncs.com")
-        auth = (
-            oss2.StsAuth(creds["AccessKeyId"], creds["AccessKeySecret"], creds["SecurityToken"])
-            if creds["SecurityToken"]
-            else oss2.Auth(creds["AccessKeyId"], creds["AccessKeySecret"])
-        )
-        store = OssStore(oss2.Bucket(auth, oss_endpoint, cfg["bucket"]), f"controller/{cfg['fleet']}")
+        bucket = OssBucket(oss_endpoint, cfg["bucket"], region, lambda: creds)  # V4-signed, as the function's
+        store = OssStore(bucket, f"controller/{cfg['fleet']}")
         return ali_fleet(cfg, Api(region, creds, endpoints)), store, policy
     err.print(f"[red]error:[/red] --config {source}: unknown cloud {cloud!r}", highlight=False)
     raise typer.Exit(2)
@@ -148,9 +143,10 @@ def _setup_or_exit(
 
 def _cloud_errors() -> tuple[type[BaseException], ...]:
     """What a cloud's API raises when it refuses or fails (each SDK where installed)."""
+    from spotstack.runtime.controller.adaptors.oss import OssError
     from spotstack.runtime.secrets import SecretError
 
-    found: list[type[BaseException]] = [LookupError, SecretError]
+    found: list[type[BaseException]] = [LookupError, SecretError, OssError, OSError]
     try:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -162,12 +158,6 @@ def _cloud_errors() -> tuple[type[BaseException], ...]:
         from google.auth.exceptions import GoogleAuthError
 
         found += [GoogleAPIError, GoogleAuthError]
-    except ImportError:
-        pass
-    try:
-        from oss2.exceptions import OssError
-
-        found.append(OssError)
     except ImportError:
         pass
     return tuple(found)

@@ -131,7 +131,10 @@ class Queues:
             for r in ("input", "output", "dead")
         }
         store = os.environ.get("SPOTSTACK_OSS_ENDPOINT") or f"https://oss-{f.region}.aliyuncs.com"
-        conf = {"endpoint": store, "key": key, "secret": secret}
+        from spotstack.runtime import ossfs_v4
+
+        ossfs_v4.install()  # OSS Signature V4: new buckets refuse V1
+        conf = {"endpoint": store, "key": key, "secret": secret, "region": f.region}
         if creds["SecurityToken"]:
             conf["token"] = creds["SecurityToken"]
         fsspec.config.conf["oss"] = conf  # ossfs reads anonymously unless given a key

@@ -5,7 +5,7 @@ document carries this file and runs it as a script).
     python3 objectget.py s3://bucket/key SHA256 DEST --region us-east-1
 
 s3:// signs with the instance profile's credentials from IMDSv2 (SigV4), gs:// uses the service account's token
-from the metadata server, oss:// signs with the instance RAM role's STS credentials (OSS signature v1, the
+from the metadata server, oss:// signs with the instance RAM role's STS credentials (OSS Signature V4, the
 region's VPC-internal endpoint). It retries for about 8 minutes (the node's permission may reach the cloud's IAM
 after the node boots), writes DEST atomically and only with the expected content, and exits 1 if it never could.
 Endpoints follow the agent's overrides (`SPOTSTACK_AGENT__METADATA__BASE_URL`, `AWS_ENDPOINT_URL`,
@@ -15,7 +15,6 @@ Endpoints follow the agent's overrides (`SPOTSTACK_AGENT__METADATA__BASE_URL`, `
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -108,17 +107,68 @@ def gcs_request(bucket: str, key: str, base: str) -> urllib.request.Request:
     return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
 
 
+def _v4_quote(text: str, keep_slash: bool) -> str:
+    """OSS V4's URI encoding: RFC 3986 unreserved characters kept (and `/` in the path), the rest %XX."""
+    return urllib.parse.quote(text, safe="-_.~" + ("/" if keep_slash else ""))
+
+
+def oss_v4_headers(
+    method: str,
+    bucket: str,
+    key: str,
+    region: str,
+    creds: dict[str, str],
+    now: dt.datetime,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers that sign an OSS request with Signature V4 (OSS4-HMAC-SHA256, the region in its scope): OSS
+    refuses V1 for buckets created since 1 September 2025 and for accounts created since 1 March 2025. `creds`:
+    AccessKeyId, AccessKeySecret and an optional SecurityToken (STS). The payload is not signed (UNSIGNED-PAYLOAD);
+    `headers` given (Content-Type, x-oss-*) are signed with the rest and returned with them."""
+    stamp = now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = dict(headers or {})
+    out["x-oss-date"] = stamp
+    out["x-oss-content-sha256"] = "UNSIGNED-PAYLOAD"
+    if creds.get("SecurityToken"):
+        out["x-oss-security-token"] = creds["SecurityToken"]
+    signed = sorted(
+        (k.lower(), v) for k, v in out.items() if k.lower().startswith("x-oss-") or k.lower() in V4_DEFAULT_SIGNED
+    )
+    canonical = "\n".join(
+        [
+            method,
+            _v4_quote(f"/{bucket}/{key}" if bucket else "/", True),
+            "&".join(
+                f"{_v4_quote(k, False)}={_v4_quote(v, False)}" if v else _v4_quote(k, False)
+                for k, v in sorted((query or {}).items())
+            ),
+            "".join(f"{k}:{v}\n" for k, v in signed),
+            "",  # no additional signed headers
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    scope = f"{stamp[:8]}/{region}/oss/aliyun_v4_request"
+    to_sign = f"OSS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key_bytes = f"aliyun_v4{creds['AccessKeySecret']}".encode()
+    for part in (stamp[:8], region, "oss", "aliyun_v4_request"):
+        key_bytes = hmac.new(key_bytes, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
+    out["Authorization"] = f"OSS4-HMAC-SHA256 Credential={creds['AccessKeyId']}/{scope}, Signature={signature}"
+    return out
+
+
+V4_DEFAULT_SIGNED = ("content-type", "content-md5")
+"""Headers OSS V4 signs whenever a request carries them (besides every x-oss-* header)."""
+
+
 def oss_request(bucket: str, key: str, region: str, base: str, now: dt.datetime) -> urllib.request.Request:
-    """A GetObject signed (v1) with the RAM role's STS credentials."""
+    """A GetObject signed (V4) with the RAM role's STS credentials."""
     path = f"{base}/latest/meta-data/ram/security-credentials/"
     role = _open(urllib.request.Request(path)).decode().split()
     if not role:
         raise FetchError("no RAM role on this instance")
     creds = json.loads(_open(urllib.request.Request(path + role[0])))
-    date = now.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    token = creds["SecurityToken"]
-    to_sign = f"GET\n\n\n{date}\nx-oss-security-token:{token}\n/{bucket}/{key}"
-    sig = base64.b64encode(hmac.new(creds["AccessKeySecret"].encode(), to_sign.encode(), hashlib.sha1).digest())
     endpoint = os.environ.get("SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT")
     quoted = urllib.parse.quote(key, safe="/")
     url = (
@@ -126,8 +176,7 @@ def oss_request(bucket: str, key: str, region: str, base: str, now: dt.datetime)
         if endpoint
         else f"https://{bucket}.oss-{region}-internal.aliyuncs.com/{quoted}"
     )
-    auth = f"OSS {creds['AccessKeyId']}:{sig.decode()}"
-    return urllib.request.Request(url, headers={"Date": date, "x-oss-security-token": token, "Authorization": auth})
+    return urllib.request.Request(url, headers=oss_v4_headers("GET", bucket, key, region, creds, now))
 
 
 def request_for(url: str, region: str | None) -> urllib.request.Request:

@@ -27,9 +27,13 @@ def configure(url: str, *, region: str | None, metadata_url: str, endpoint: str 
         if not region:
             raise ValueError("an oss:// model needs the agent's region (or cache.origin_endpoint)")
         endpoint = oss_endpoint(region)
+    from spotstack.runtime import ossfs_v4
+
+    ossfs_v4.install()  # Signature V4 (new buckets refuse V1), with the region in its scope
     creds = secrets.alicloud_ram_credentials(metadata_url)
     fsspec.config.conf["oss"] = {
         "endpoint": endpoint,
+        "region": region or ossfs_v4.region_of(endpoint),
         "key": creds["AccessKeyId"],
         "secret": creds["AccessKeySecret"],
         "token": creds["SecurityToken"],

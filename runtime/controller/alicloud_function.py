@@ -4,7 +4,7 @@ Called by a timer trigger every minute and at once by an EventBridge trigger on 
 (`ecs:Instance:PreemptibleInstanceInterruption`, five minutes before the instance goes): the notice is remembered
 with its pool and deadline before the round. Credentials: the function role's STS token, which Function Compute
 puts in the environment. Configuration: one JSON document in `SPOTSTACK_CONTROLLER`. Standard library only,
-plus oss2 (Function Compute's Python runtime ships it) for the memory.
+and OSS for the memory through its own V4-signed client (`adaptors/oss.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.alicloud import AlicloudFleet, Api, OssStore, credentials_from_env
+from spotstack.runtime.controller.adaptors.oss import OssBucket
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
 from spotstack.runtime.controller.round import Store, run_round
 
@@ -60,14 +61,12 @@ def fleet_of(cfg: dict[str, Any], api: Api) -> AlicloudFleet:
 
 def handler(event: Any, context: Any = None) -> str:
     logging.getLogger().setLevel(logging.INFO)
-    import oss2
-
     cfg = json.loads(os.environ[ENV])
     creds = credentials_from_env()
     region = cfg["region"]
-    auth = oss2.StsAuth(creds["AccessKeyId"], creds["AccessKeySecret"], creds["SecurityToken"])
-    # The internal endpoint: Function Compute reaches OSS in its region without the internet.
-    bucket = oss2.Bucket(auth, f"https://oss-{region}-internal.aliyuncs.com", cfg["bucket"])
+    # The internal endpoint: Function Compute reaches OSS in its region without the internet. Signed V4 by the
+    # standard library (the runtime's oss2 signs V1, which new buckets refuse).
+    bucket = OssBucket(f"https://oss-{region}-internal.aliyuncs.com", cfg["bucket"], region, lambda: creds)
     store = OssStore(bucket, f"controller/{cfg['fleet']}")
     out = handle(event_of(event), cfg, fleet_of(cfg, Api(region, creds)), store)
     return json.dumps(out, default=str)

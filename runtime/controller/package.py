@@ -27,7 +27,13 @@ COMMON = (
 PER_CLOUD: dict[Cloud, tuple[str, ...]] = {
     "aws": ("controller/aws_lambda.py", "controller/adaptors/aws.py"),
     "gcp": ("controller/gcp_function.py", "controller/adaptors/gcp.py"),
-    "alicloud": ("controller/alicloud_function.py", "controller/adaptors/alicloud.py", "secrets.py"),
+    "alicloud": (
+        "controller/alicloud_function.py",
+        "controller/adaptors/alicloud.py",
+        "controller/adaptors/oss.py",
+        "objectget.py",
+        "secrets.py",
+    ),
 }
 HANDLER = "spotstack.runtime.controller.aws_lambda.handler"
 ALICLOUD_HANDLER = "spotstack.runtime.controller.alicloud_function.handler"

@@ -41,6 +41,11 @@ class Checkpoints:
     def __init__(self, url: str) -> None:
         import fsspec
 
+        if url.startswith("oss://"):
+            from spotstack.runtime import ossfs_v4
+
+            ossfs_v4.install()  # Signature V4: new buckets refuse V1
+
         self.url = url.rstrip("/")
         self.fs: Any
         self.fs, root = fsspec.core.url_to_fs(self.url)

@@ -29,6 +29,10 @@ class ResultStore:
     def __init__(self, url: str, refresh: Callable[[], None] | None = None) -> None:
         """`refresh`: sets fsspec's credentials for the URL's scheme (oss://: the node's RAM role); called before
         the first use and every REFRESH_S, each time with a filesystem made afresh."""
+        if url.startswith("oss://"):
+            from spotstack.runtime import ossfs_v4
+
+            ossfs_v4.install()  # Signature V4: new buckets refuse V1
         import fsspec
 
         self.url = url.rstrip("/")

@@ -1,6 +1,7 @@
 """The cloud controller on Alibaba Cloud, its signed RPC calls answered by a loopback ESS/ECS/ALB that checks each
-signature and answers as documented (tests/clouds/alicloud_fleet.py), its memory in a loopback OSS through oss2:
-the same scenario as on AWS and GCP — a spot stockout with interruption notices grows the on-demand fallback group
+signature and answers as documented (tests/clouds/alicloud_fleet.py), its memory in a loopback OSS that takes
+Signature V4 only (the controller's own standard-library client): the same scenario as on AWS and GCP — a spot
+stockout with interruption notices grows the on-demand fallback group
 (from its economical-mode pool of stopped instances), which shrinks only once spot has served for the hold — plus
 a broken observation, the state store race, and the function's package.
 """
@@ -14,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import oss2
 import pytest
 from aiohttp import web
 
 from spotstack.runtime.controller.adaptors.alicloud import Api, OssStore
+from spotstack.runtime.controller.adaptors.oss import OssBucket
 from spotstack.runtime.controller.alicloud_function import event_of, fleet_of, handle
 from spotstack.runtime.controller.invocation import policy_of
 from spotstack.runtime.controller.package import ALICLOUD_HANDLER, function_files
@@ -64,9 +65,9 @@ class Cloud:
         self.rpc_url = url = self.servers.serve(rpc)
         endpoints = {"ess": url, "ecs": url, "alb": url}
         self.fleet = fleet_of(CFG, Api("us-west-1", CREDS, endpoints))
-        auth = oss2.StsAuth(CREDS["AccessKeyId"], CREDS["AccessKeySecret"], CREDS["SecurityToken"])
         self.oss_url = self.servers.serve(oss_app)
-        self.store = OssStore(oss2.Bucket(auth, self.oss_url, "llm-controller"), "controller/llm")
+        bucket = OssBucket(self.oss_url, "llm-controller", "us-west-1", lambda: CREDS)  # V4, as the function signs
+        self.store = OssStore(bucket, "controller/llm")
 
     def desired(self, gid: str) -> int:
         return self.api.groups[gid].desired
@@ -230,7 +231,7 @@ def test_controller_once_from_the_deployed_config(
 
 def test_the_function_package_imports_with_the_standard_library_alone(tmp_path: Path) -> None:
     """Function Compute runs the archive as is: the handler imports in a fresh interpreter with nothing on the path
-    but the archive and the standard library (oss2, which FC's runtime ships, is imported only when called)."""
+    but the archive and the standard library (not even the runtime's oss2: its own V4 client signs)."""
     code = tmp_path / "code"
     for name, path in function_files("alicloud").items():
         (code / name).parent.mkdir(parents=True, exist_ok=True)

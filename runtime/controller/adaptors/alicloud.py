@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from spotstack.runtime.controller import rollout
+from spotstack.runtime.controller.adaptors.oss import OssBucket
 from spotstack.runtime.controller.decide import Decision, Replica, Role
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
@@ -271,18 +272,16 @@ class AlicloudFleet:
 class OssStore:
     """The controller's memory in OSS: numbered objects, each created once (see the module's docstring)."""
 
-    def __init__(self, bucket: Any, prefix: str) -> None:
-        """`bucket`: an `oss2.Bucket` (Function Compute's Python runtime ships oss2)."""
+    def __init__(self, bucket: OssBucket, prefix: str) -> None:
+        """`bucket`: the standard library's V4-signed client (`adaptors/oss.py`)."""
         self.bucket, self.prefix = bucket, prefix.rstrip("/") + "/"
 
     def _versions(self) -> list[tuple[int, str]]:
-        import oss2
-
         out = []
-        for obj in oss2.ObjectIterator(self.bucket, prefix=self.prefix + "state-"):
-            m = re.fullmatch(re.escape(self.prefix) + r"state-(\d+)\.json", obj.key)
+        for key in self.bucket.list_keys(self.prefix + "state-"):
+            m = re.fullmatch(re.escape(self.prefix) + r"state-(\d+)\.json", key)
             if m:
-                out.append((int(m.group(1)), obj.key))
+                out.append((int(m.group(1)), key))
         return sorted(out)
 
     def load(self) -> ControllerState:
@@ -290,20 +289,14 @@ class OssStore:
         if not versions:
             return ControllerState()
         version, key = versions[-1]
-        raw: bytes = self.bucket.get_object(key).read()
-        where = f"oss://{getattr(self.bucket, 'bucket_name', '?')}/{key}"
+        raw: bytes = self.bucket.get(key)
+        where = f"oss://{self.bucket.bucket_name}/{key}"
         return ControllerState.from_json(raw.decode(errors="replace"), version, where)
 
     def save(self, state: ControllerState) -> bool:
-        import oss2
-
         key = f"{self.prefix}state-{state.version + 1:08d}.json"
-        try:
-            self.bucket.put_object(key, state.to_json().encode(), headers={"x-oss-forbid-overwrite": "true"})
-        except oss2.exceptions.ServerError as exc:
-            if exc.status == 409 and exc.code == "FileAlreadyExists":
-                return False
-            raise
+        if not self.bucket.create(key, state.to_json().encode()):
+            return False
         versions = self._versions()
         if versions[-1][0] > state.version + 1:
             # Read so long ago that its number had been pruned and was free again: a newer state exists, so
@@ -311,5 +304,5 @@ class OssStore:
             return False
         state.version += 1
         for _, old in versions[:-KEEP_VERSIONS]:
-            self.bucket.delete_object(old)
+            self.bucket.delete(old)
         return True
