@@ -81,7 +81,8 @@ async def test_the_loopback_oss_takes_v4_only_as_new_buckets_do() -> None:
         url = f"http://127.0.0.1:{port}"
         v4 = OssBucket(url, "bkt", "us-west-1", lambda: CREDS)
         assert await asyncio.to_thread(v4.get, "k") == b"v"
-        v1 = oss2.Bucket(oss2.StsAuth(CREDS["AccessKeyId"], CREDS["AccessKeySecret"], CREDS["SecurityToken"]), url, "bkt")
+        sts_v1 = oss2.StsAuth(CREDS["AccessKeyId"], CREDS["AccessKeySecret"], CREDS["SecurityToken"])
+        v1 = oss2.Bucket(sts_v1, url, "bkt")
         with pytest.raises(oss2.exceptions.ServerError) as refused:
             await asyncio.to_thread(lambda: v1.get_object("k").read())
         assert refused.value.status == 403
