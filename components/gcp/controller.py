@@ -165,6 +165,21 @@ def declare(
     env = pulumi.Output.all(project, groups, backend.name, bucket.name).apply(
         lambda a: json.dumps(config(spec, a[0], a[1], a[2], a[3]))
     )
+    # The function's build runs as an account of its own: a project created since July 2024 may not let Cloud
+    # Build's default account build (it lost its broad roles), and the default compute account may be disabled.
+    builder = gcp.serviceaccount.Account(
+        f"{name}-controller-build",
+        account_id=node.stack_name(f"{name}-ctl-build", 30),
+        display_name=f"spotstack {name}: builds the fleet controller",
+        opts=child,
+    )
+    build_grant = gcp.projects.IAMMember(
+        f"{name}-controller-build",
+        project=project,
+        role="roles/cloudbuild.builds.builder",  # Google's documented role for a custom build account
+        member=builder.email.apply(lambda e: f"serviceAccount:{e}"),
+        opts=child,
+    )
     fn = gcp.cloudfunctionsv2.Function(
         f"{name}-controller",
         name=node.stack_name(f"{name}-controller", 63),
@@ -173,6 +188,7 @@ def declare(
         build_config=gcp.cloudfunctionsv2.FunctionBuildConfigArgs(
             runtime=RUNTIME,
             entry_point=GCP_ENTRY_POINT,
+            service_account=builder.id,  # projects/<p>/serviceAccounts/<email>, as the API takes it
             source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceArgs(
                 storage_source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
                     bucket=bucket.name, object=source.name
@@ -191,7 +207,7 @@ def declare(
             environment_variables={"SPOTSTACK_CONTROLLER": env},
         ),
         labels=labels,
-        opts=child,
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[build_grant])),
     )
     invoker = gcp.serviceaccount.Account(
         f"{name}-controller-invoker",

@@ -133,3 +133,13 @@ def test_the_aws_plan_prices_each_nodes_public_ipv4() -> None:
 
     billed = [i.text for i in plan_stack(ROOT, "dev").before_up if i.kind == "billed"]
     assert any("public IPv4 address per running node" in t and "$0.005/h" in t for t in billed), billed
+
+
+def test_gcp_controller_builds_with_an_account_the_stack_declares(gcp: PlanRun) -> None:
+    """Projects created since July 2024 may not let Cloud Build's default account build a function."""
+    fn = one(gcp, "gcp:cloudfunctionsv2/function:Function", "llm-controller")
+    builder = one(gcp, "gcp:serviceaccount/account:Account", "llm-controller-build")
+    assert fn["buildConfig"]["serviceAccount"]
+    assert builder["accountId"].endswith("ctl-build") or "ctl-build" in builder["accountId"]
+    grant = one(gcp, "gcp:projects/iAMMember:IAMMember", "llm-controller-build")
+    assert grant["role"] == "roles/cloudbuild.builds.builder"
