@@ -34,7 +34,7 @@ def declare(
         on_demand_only = kind == "fallback-"
         # The fallback group stops and starts its instances: one type, as a stopped one restarts as itself.
         types = [spec.instances[0].type] if on_demand_only else [i.type for i in spec.instances]
-        image_id = spec.machine_image or mapping.DEFAULT_IMAGE
+        image_id = spec.machine_image or stock_image(types[0], child)
         strategy = "NoSpot" if on_demand_only else m.spot_strategy
         limits = [] if on_demand_only else list(m.spot_price_limits)
         launch: dict[str, object] = {"image": image_id, "types": types, "strategy": strategy, "limits": limits}
@@ -76,7 +76,22 @@ def declare(
 
 
 def _digest(user_data: pulumi.Output[str], launch: dict[str, object]) -> pulumi.Output[str]:
-    def of(text: str) -> str:
-        return mapping.config_digest(user_data=text, disk=node.ROOT_VOLUME_GB, **launch)
+    def of(args: list[object]) -> str:
+        text, image = args
+        return mapping.config_digest(user_data=text, disk=node.ROOT_VOLUME_GB, **{**launch, "image": image})
 
-    return user_data.apply(of)
+    return pulumi.Output.all(user_data, launch["image"]).apply(of)
+
+
+def stock_image(instance_type: str, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """The most recent Ubuntu 22.04 system image of the region that the type can boot, looked up at `pulumi up`: a
+    pinned build is retired in time, and its kernel may not match the driver packages of the day. The first boot's
+    GPU set-up installs the driver for the kernel it finds. Pin one with `machine_image`."""
+    found = ali.ecs.get_images_output(
+        name_regex=mapping.STOCK_IMAGE_NAME,
+        owners="system",
+        most_recent=True,
+        instance_type=instance_type,
+        opts=pulumi.InvokeOptions(parent=child.parent, provider=child.provider),
+    )
+    return found.ids.apply(lambda ids: ids[0] if ids else mapping.DEFAULT_IMAGE)

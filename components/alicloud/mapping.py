@@ -17,6 +17,9 @@ VPC_CIDR = "10.42.0.0/16"
 # Stock Ubuntu 22.04 (no NVIDIA driver, no Docker): the boot installs both and NVIDIA's container toolkit
 # (runtime/bootstrap.py GPU_SETUP, ~5 min on first boot); a `machine_image` with them skips that.
 DEFAULT_IMAGE = "ubuntu_22_04_x64_20G_alibase_20240508.vhd"
+"""Only where the region's image lookup finds nothing (`configuration.stock_image`)."""
+STOCK_IMAGE_NAME = r"^ubuntu_22_04_x64_20G_alibase_\d{8}\.vhd$"
+"""Alibaba's public Ubuntu 22.04 images, one per build date: the newest is looked up at `pulumi up`."""
 ASSUME_ECS = json.dumps(
     {
         "Version": "1",

@@ -237,6 +237,10 @@ class PlanMocks(pulumi.runtime.Mocks):
             ids = list(args.args.get("ids") or [])
             found = [{"id": i, "name": "plan-acr", "region": "us-west-1"} for i in ids]
             return {"id": "instances", "ids": ids, "instances": found}
+        if args.token == "alicloud:ecs/getImages:getImages":
+            # The region's newest system image matching the lookup (a name of the form Alibaba publishes).
+            image = "ubuntu_22_04_x64_20G_alibase_20251120.vhd"
+            return {"id": "images", "ids": [image], "images": [{"id": image, "name": image, "osType": "linux"}]}
         if args.token == "alicloud:vpc/getNetworks:getNetworks":
             ids = list(args.args.get("ids") or [])
             return {"id": "vpcs", "ids": ids, "vpcs": [{"id": i, "cidrBlock": "10.0.0.0/8"} for i in ids]}

@@ -143,3 +143,19 @@ def test_gcp_controller_builds_with_an_account_the_stack_declares(gcp: PlanRun) 
     assert builder["accountId"].endswith("ctl-build") or "ctl-build" in builder["accountId"]
     grant = one(gcp, "gcp:projects/iAMMember:IAMMember", "llm-controller-build")
     assert grant["role"] == "roles/cloudbuild.builds.builder"
+
+
+def test_alibaba_nodes_boot_the_newest_ubuntu_image_unless_pinned() -> None:
+    """A 2024 build pinned in the code would be retired in time, and its kernel may not match the driver."""
+    import re
+
+    from spotstack.components.alicloud import mapping
+
+    ali = plan_of(as_cloud("alicloud"))
+    cfg = one(ali, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")
+    assert cfg["imageId"] == "ubuntu_22_04_x64_20G_alibase_20251120.vhd"  # what the plan's lookup answers
+    assert re.fullmatch(mapping.STOCK_IMAGE_NAME, cfg["imageId"])
+    pinned = plan_of({**as_cloud("alicloud"), "machine_image": "m-gpu-image"})
+    assert (
+        one(pinned, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["imageId"] == "m-gpu-image"
+    )
