@@ -94,4 +94,5 @@ def stock_image(instance_type: str, child: pulumi.ResourceOptions) -> pulumi.Out
         instance_type=instance_type,
         opts=pulumi.InvokeOptions(parent=child.parent, provider=child.provider),
     )
-    return found.ids.apply(lambda ids: ids[0] if ids else mapping.DEFAULT_IMAGE)
+    image: pulumi.Output[str] = found.ids.apply(lambda ids: str(ids[0]) if ids else mapping.DEFAULT_IMAGE)
+    return image
