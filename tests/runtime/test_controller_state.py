@@ -5,24 +5,15 @@ controller's own tests (`test_cloud_controller_aws.py` says where moto falls sho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from spotstack.runtime.controller.aws_lambda import handle, policy_of
 from spotstack.runtime.controller.round import ActFailed, run_round
 from spotstack.runtime.controller.state import ControllerState
 from tests.runtime.test_cloud_controller_aws import CFG, T0, Cloud, warning
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
-    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        yield Cloud()
+from tests.runtime.test_cloud_controller_aws import cloud as cloud
 
 
 def put_state(cloud: Cloud, text: str | None, version: dict[str, str] | None = None) -> None:
@@ -47,22 +38,22 @@ def stockout_then_replaced(cloud: Cloud) -> list[str]:
 
 
 @pytest.mark.parametrize("lost", ["deleted", "{}", ""])
-def test_a_lost_state_keeps_the_fallback_for_the_whole_hold(aws: Cloud, lost: str) -> None:
-    fallback = stockout_then_replaced(aws)
+def test_a_lost_state_keeps_the_fallback_for_the_whole_hold(cloud: Cloud, lost: str) -> None:
+    fallback = stockout_then_replaced(cloud)
     if lost == "deleted":
-        aws.ddb.delete_item(TableName="llm-controller", Key={"fleet": {"S": "llm"}})
+        cloud.ddb.delete_item(TableName="llm-controller", Key={"fleet": {"S": "llm"}})
     else:
-        put_state(aws, lost)
+        put_state(cloud, lost)
     # 5 s after the replacements served, with a memory that cannot say since when: nothing is removed.
-    r = run_round(aws.fleet, aws.store, policy_of(CFG), T0 + 205)
-    assert r.decision.terminate == () and aws.desired("llm-fallback-asg") == 2, r.as_dict()["reasons"]
+    r = run_round(cloud.fleet, cloud.store, policy_of(CFG), T0 + 205)
+    assert r.decision.terminate == () and cloud.desired("llm-fallback-asg") == 2, r.as_dict()["reasons"]
     if lost != "deleted":
         assert r.state_problem and "llm-controller" in r.state_problem and "fleet=llm" in r.state_problem
     # The hold counts from when this memory first saw them serve: still there within it, gone after it.
-    r = run_round(aws.fleet, aws.store, policy_of(CFG), T0 + 230)
-    assert aws.desired("llm-fallback-asg") == 2
-    r = run_round(aws.fleet, aws.store, policy_of(CFG), T0 + 240)
-    assert sorted(r.decision.terminate) == fallback and aws.desired("llm-fallback-asg") == 0
+    r = run_round(cloud.fleet, cloud.store, policy_of(CFG), T0 + 230)
+    assert cloud.desired("llm-fallback-asg") == 2
+    r = run_round(cloud.fleet, cloud.store, policy_of(CFG), T0 + 240)
+    assert sorted(r.decision.terminate) == fallback and cloud.desired("llm-fallback-asg") == 0
     assert r.state_problem is None  # the round's save repaired the memory
 
 
@@ -86,35 +77,35 @@ CORRUPT = [
 
 
 @pytest.mark.parametrize("text", CORRUPT)
-def test_a_corrupt_state_is_reported_and_the_round_still_runs(aws: Cloud, text: str) -> None:
-    handle({"detail-type": "Scheduled Event"}, CFG, aws.fleet, aws.store, now=T0)
-    put_state(aws, text)
-    r = handle({"detail-type": "Scheduled Event"}, CFG, aws.fleet, aws.store, now=T0 + 60)
+def test_a_corrupt_state_is_reported_and_the_round_still_runs(cloud: Cloud, text: str) -> None:
+    handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0)
+    put_state(cloud, text)
+    r = handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0 + 60)
     assert r["acted"] and r["saved"]
     problem = r["state_problem"]
     assert problem and "DynamoDB table llm-controller, item fleet=llm" in problem and "delete it" in problem
     assert "\n" not in problem
-    assert aws.store.load().problem is None  # overwritten with a good document
+    assert cloud.store.load().problem is None  # overwritten with a good document
 
 
-def test_a_state_without_a_version_is_reset_not_a_crash_loop(aws: Cloud) -> None:
-    put_state(aws, "{}", version={"S": "seven"})  # not a number: no conditional write could ever match
-    r = handle({"detail-type": "Scheduled Event"}, CFG, aws.fleet, aws.store, now=T0)
+def test_a_state_without_a_version_is_reset_not_a_crash_loop(cloud: Cloud) -> None:
+    put_state(cloud, "{}", version={"S": "seven"})  # not a number: no conditional write could ever match
+    r = handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0)
     assert r["acted"] and "'version'" in r["state_problem"]
-    r = handle({"detail-type": "Scheduled Event"}, CFG, aws.fleet, aws.store, now=T0 + 60)
+    r = handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0 + 60)
     assert r["acted"] and r["state_problem"] is None
 
 
-def test_a_round_that_saved_and_then_failed_to_act_says_so(aws: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    handle({"detail-type": "Scheduled Event"}, CFG, aws.fleet, aws.store, now=T0)
-    doomed = aws.spot()[0]
+def test_a_round_that_saved_and_then_failed_to_act_says_so(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0)
+    doomed = cloud.spot()[0]
 
     def refuse(*args: object, **kwargs: object) -> object:
         raise RuntimeError("Throttling: Rate exceeded")
 
-    monkeypatch.setattr(aws.fleet, "act", refuse)
+    monkeypatch.setattr(cloud.fleet, "act", refuse)
     with pytest.raises(ActFailed, match="saved the round's decision, then failed to act on it: Throttling"):
-        handle(warning(doomed, T0 + 60), CFG, aws.fleet, aws.store, now=T0 + 60)
+        handle(warning(doomed, T0 + 60), CFG, cloud.fleet, cloud.store, now=T0 + 60)
 
 
 def test_state_from_json_never_raises() -> None:

@@ -5,33 +5,21 @@ command on a fleet without task commands is refused; task ids are path-safe. SQS
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from pydantic import ValidationError
 
 from spotstack.runtime.jobs.claims import Marker, judge
 from spotstack.runtime.jobs.task import Counts, Result, Task
-from tests.runtime.jobskit import depth, drain_queue, moto_server
-from tests.runtime.test_jobs_worker import Rig, Workload
+from tests.runtime.jobskit import depth, drain_queue
+from tests.runtime.test_jobs_worker import rig as rig
 from tests.waits import wait_for
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[Rig, Workload, aiohttp.ClientSession]]:
-    with moto_server() as endpoint:
-        w = Workload()
-        await w.start()
-        async with aiohttp.ClientSession() as session:
-            yield Rig(endpoint, tmp_path), w, session
-        await w.stop()
-
-
-async def test_two_deliveries_of_one_task_at_once_run_it_once(env: Any) -> None:
-    r, wl, session = env
+async def test_two_deliveries_of_one_task_at_once_run_it_once(rig: Any) -> None:
+    r, wl, session = rig
     r.submit(Task(id="dup", body={"n": 1, "hold": True}), Task(id="dup", body={"n": 1, "hold": True}))
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", concurrency=2, lease_s=2)
     worker.start()
@@ -45,10 +33,10 @@ async def test_two_deliveries_of_one_task_at_once_run_it_once(env: Any) -> None:
     assert {m["body"]["id"] for m in drain_queue(r.sqs, r.q["output"])} == {"dup"}
 
 
-async def test_lost_send_answers_do_not_multiply_a_failing_task(env: Any) -> None:
+async def test_lost_send_answers_do_not_multiply_a_failing_task(rig: Any) -> None:
     """botocore retries a SendMessage whose answer was lost: every give-back leaves two copies. The store's
     attempt count makes the stale copy go: the task runs max_attempts times and is dead-lettered once."""
-    r, wl, session = env
+    r, wl, session = rig
     real_send = r.sqs.send_message
 
     def send_twice(**kw: Any) -> Any:
@@ -69,9 +57,9 @@ async def test_lost_send_answers_do_not_multiply_a_failing_task(env: Any) -> Non
 
 
 async def test_a_task_whose_lease_is_lost_is_not_run_by_a_second_worker(
-    env: Any, caplog: pytest.LogCaptureFixture
+    rig: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    r, wl, session = env
+    r, wl, session = rig
     caplog.set_level("WARNING", logger="spotstack.jobs")
     a = r.worker(session, f"http://127.0.0.1:{wl.port}/task", lease_s=1)
 
@@ -98,8 +86,8 @@ async def test_a_task_whose_lease_is_lost_is_not_run_by_a_second_worker(
     assert wl.calls == ["long"]
 
 
-async def test_a_done_task_whose_delete_failed_once_is_not_dead_lettered(env: Any) -> None:
-    r, wl, session = env
+async def test_a_done_task_whose_delete_failed_once_is_not_dead_lettered(rig: Any) -> None:
+    r, wl, session = rig
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task")
     real_delete, failed = worker.tasks.delete, []
 
@@ -119,8 +107,8 @@ async def test_a_done_task_whose_delete_failed_once_is_not_dead_lettered(env: An
     assert failed and wl.calls == ["ok"] and drain_queue(r.sqs, r.q["dead"]) == []
 
 
-async def test_a_command_on_a_fleet_without_task_commands_is_refused(env: Any) -> None:
-    r, wl, session = env
+async def test_a_command_on_a_fleet_without_task_commands_is_refused(rig: Any) -> None:
+    r, wl, session = rig
     r.submit(Task(id="cmd", command=["rm", "-rf", "/"]))
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task")
     worker.start()

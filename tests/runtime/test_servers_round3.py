@@ -4,7 +4,6 @@ one log line, not a traceback; a metadata server's 50 MB answer is refused, not 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -24,17 +23,8 @@ from spotstack.runtime.cache.store import Store
 from spotstack.runtime.net import serve
 from spotstack.runtime.notices.metadata import MetadataError, aws_imds
 from tests.runtime.cachekit import TOKEN, MiB, do_pull
+from tests.runtime.test_server_hardening import raw
 from tests.waits import wait_for
-
-
-async def raw(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    try:
-        return await asyncio.wait_for(reader.read(-1), 10)
-    finally:
-        writer.close()
 
 
 async def test_release_with_a_non_utf8_authorization_is_401_without_a_traceback(
