@@ -19,6 +19,7 @@ from spotstack.runtime.agent.server import AgentServer
 from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.supervisor import Supervisor
 from spotstack.runtime.agent.wiring import Identity, build_monitors
+from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
 from spotstack.runtime.drain.decide import Verdict, horizon, spot_horizon
 from spotstack.runtime.drain.sequence import DrainReport
@@ -203,7 +204,7 @@ class Agent(NodeCache, NodeDrain):
                 break
             await asyncio.sleep(1.0)
         action = await asyncio.to_thread(self._asg_action, hook)  # a boto3 client: off the loop
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while True:
             try:
                 await action.complete()
@@ -212,9 +213,9 @@ class Agent(NodeCache, NodeDrain):
                 return
             except Exception as exc:  # throttling or a passing network fault: the hook waits up to its timeout
                 self.state.launch_hook = f"retrying: {exc}"
-                log.warning("launching hook %s: %s; retrying in %.0fs", hook, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                pause = backoff.next()
+                log.warning("launching hook %s: %s; retrying in %.0fs", hook, exc, pause)
+                await asyncio.sleep(pause)
 
     async def _track_inflight(self) -> None:
         while self.proxy is not None:

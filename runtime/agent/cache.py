@@ -16,6 +16,7 @@ from typing import Any
 from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.wiring import Identity
+from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.secrets import SecretError
 
@@ -40,7 +41,7 @@ class NodeCache:
         from spotstack.runtime.cache.server import MIN_TOKEN_LEN
 
         c = self.cfg.cache
-        delay, logged_at = 0.5, 0.0
+        backoff, logged_at = Backoff(0.5, 10.0), 0.0
         while True:
             token, problem = os.environ.get("SPOTSTACK_CACHE_TOKEN", "").strip(), ""
             if c.token_file:
@@ -63,8 +64,7 @@ class NodeCache:
             if time.monotonic() - logged_at > 60:
                 log.error("not ready: %s; retrying (the cache is enabled, so the node waits for it)", problem)
                 logged_at = time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await asyncio.sleep(backoff.next())
 
     async def _run_cache(self) -> None:
         """Serve this node's chunks to peers and pull the model (from peers first)."""
@@ -135,7 +135,7 @@ class NodeCache:
             )
 
         swarm_self = await self._advertised(c.advertise, c.peer_port)
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while True:
             stage = "discovery"
             try:
@@ -198,9 +198,9 @@ class NodeCache:
                 # No manifest anywhere: the model is not uploaded yet (a warm pool instance need not wait for it).
                 missing = stage == "manifest" and isinstance(exc, PullError)
                 self.state.model.update(state="no_manifest" if missing else "retrying", error=str(exc))
-                log.error("model pull failed, retrying in %.0fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                pause = backoff.next()
+                log.error("model pull failed, retrying in %.0fs: %s", pause, exc)
+                await asyncio.sleep(pause)
 
     @staticmethod
     def _peers(discover: Any, kind: str, **kw: Any) -> list[str]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.drain.decide import Verdict, verdict
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.event import InterruptionEvent
@@ -137,7 +138,7 @@ class Supervisor:
             self._on_notice(event, m, Verdict.WITHDRAWN)
 
     async def _loop(self, monitor: Monitor) -> None:
-        backoff = self._poll
+        backoff = Backoff(self._poll, MAX_BACKOFF_S)
         while True:
             try:
                 event = await monitor.poll()
@@ -146,10 +147,9 @@ class Supervisor:
             except Exception as exc:
                 self._on_error(monitor, exc)
                 log.warning("%s: poll failed: %s", monitor.name, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                await asyncio.sleep(backoff.next())
                 continue
-            backoff = self._poll
+            backoff.reset()
             self._withdraw_stale(monitor, event)
             if event is not None:
                 self.handle(event, monitor)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.metadata import GcpMetadataClient, TokenMetadataClient, alicloud_metadata, aws_imds
@@ -80,7 +81,7 @@ class Identity:
 
     async def resolve(self) -> None:
         """Retry until the metadata server answers; the agent serves meanwhile."""
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while self._client is not None and (self.instance_id is None or self._needs_group()):
             try:
                 if self.instance_id is None:
@@ -91,14 +92,13 @@ class Identity:
             except Exception as exc:
                 log.warning("identity: %s", exc)
             if self.instance_id is None or self._needs_group():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
 
     async def private_ip(self, attempts: int = 5) -> str | None:
         """This node's private address, as peer discovery lists it (EC2 `local-ipv4`, GCP's first interface,
         ECS `private-ipv4`); None when the metadata server does not answer after `attempts` tries."""
         path = PRIVATE_IP_PATH.get(self.cfg.cloud)
-        delay = 0.2
+        backoff = Backoff(0.2, 2.0)
         for _ in range(attempts if path else 0):
             try:
                 if self._gcp is not None:
@@ -112,8 +112,7 @@ class Identity:
                     return ip
             except Exception as exc:
                 log.warning("private address: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(backoff.next())
         return None
 
     def _needs_group(self) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Protocol
 
 import aiohttp
 
+from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.jobs import claims
 from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
 from spotstack.runtime.jobs.runner import CommandRun, HttpRun, Outcome
@@ -199,7 +199,7 @@ class Worker:
 
     async def _loop(self) -> None:
         protect = asyncio.create_task(self._protect_loop()) if self._protection is not None else None
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         try:
             while not self._stopping:
                 try:
@@ -210,7 +210,7 @@ class Worker:
                         continue
                     free = self.s.concurrency - len(self.running)
                     got = await asyncio.to_thread(self.tasks.receive, free, self.s.wait_s, self.s.lease_s)
-                    delay = 0.5
+                    backoff.reset()
                     for d in got:
                         if not self.accepting or self._stopping:  # a notice came during the long poll: straight back
                             await asyncio.to_thread(self.tasks.give_back, d, d.counts)
@@ -219,9 +219,9 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("receiving tasks failed: %s; retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+                    pause = backoff.next()
+                    log.warning("receiving tasks failed: %s; retrying in %.1fs", exc, pause)
+                    await asyncio.sleep(pause)
         finally:
             if protect is not None:
                 protect.cancel()
@@ -435,6 +435,7 @@ class Worker:
     async def _delete_done(self, d: Delivery) -> None:
         """A finished task's message goes, retried while its lease holds: one left behind would come back and, with
         no store to say it was done, run again until the queue dead-lettered a task that succeeded."""
+        backoff = Backoff(0.5, 4.0)
         for attempt in range(4):
             try:
                 await asyncio.to_thread(self.tasks.delete, d)
@@ -443,7 +444,7 @@ class Worker:
                 if attempt == 3:
                     log.error("task %s is done, but deleting its message failed: %s", d.task.id if d.task else "?", exc)
                     return
-                await asyncio.sleep(random.uniform(0, 0.5 * 2**attempt))  # full jitter
+                await asyncio.sleep(backoff.next())
 
     # -- scale-in protection ---------------------------------------------------------------------------
     async def _protect_loop(self) -> None:
