@@ -132,3 +132,20 @@ def check_max_request(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Pr
             )
         )
     return errors, warnings
+
+
+def check_notifications(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
+    """A target for another cloud is an error; no target at all is a warning (alarms that reach nobody)."""
+    n = fleet.notifications
+    if n is None:
+        if fleet.cloud != "local" and fleet.capacity.dynamic_on_demand_fallback:
+            why = "the controller's alarm notifies nobody: set notifications (emails, or your cloud's target)"
+            return [], [Problem(f"{at}.notifications", why)]
+        return [], []
+    foreign = {
+        "sns_topic_arn": n.sns_topic_arn and fleet.cloud != "aws",
+        "gcp_channels": n.gcp_channels and fleet.cloud != "gcp",
+        "alicloud_contact_group": n.alicloud_contact_group and fleet.cloud != "alicloud",
+    }
+    errors = [Problem(f"{at}.notifications.{k}", f"not a {fleet.cloud} target") for k, bad in foreign.items() if bad]
+    return errors, []

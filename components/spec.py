@@ -330,6 +330,26 @@ class JobsSpec(_Model):
     """Allow training jobs (checkpointed, resumed after a preemption)."""
 
 
+class NotificationsSpec(_Model):
+    """Who hears when the fleet's alarms fire (the controller failing: the groups keep their last sizes)."""
+
+    emails: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list, max_length=10
+    )
+    """Addresses the fleet subscribes (AWS: an SNS topic's email subscriptions, confirmed from the mail; GCP: email
+    notification channels; Alibaba: alarm contacts, activated from the mail)."""
+    sns_topic_arn: Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")] | (
+        None
+    ) = None
+    """AWS: an SNS topic of yours (a pager, a chat integration)."""
+    gcp_channels: list[Annotated[str, StringConstraints(pattern=r"^projects/[^/]+/notificationChannels/[^/]+$")]] = (
+        Field(default_factory=list, max_length=10)
+    )
+    """GCP: notification channels of yours (`projects/P/notificationChannels/ID`)."""
+    alicloud_contact_group: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    """Alibaba Cloud: a CloudMonitor alarm contact group of yours."""
+
+
 class NetworkSpec(_Model):
     id: str
     """VPC (AWS, Alibaba) or network (GCP) to place the fleet in; default: the cloud's default."""
@@ -349,6 +369,8 @@ class FleetSpec(_Model):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     image: ImageSpec
     model_cache: ModelCacheSpec | None = None
+    notifications: NotificationsSpec | None = None
+    """Who hears the fleet's alarms; without it, the alarms fire to nobody (the plan says so)."""
     jobs: JobsSpec | None = None
     """Take tasks from a queue (besides or instead of serving the load balancer)."""
     network: NetworkSpec | None = None

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from spotstack.components import catalog
 from spotstack.components.problem import Problem, SpecError
-from spotstack.components.service_checks import check_jobs, check_max_request, check_tls
+from spotstack.components.service_checks import check_jobs, check_max_request, check_notifications, check_tls
 from spotstack.components.spec import (
     NOTICE_WINDOW_S,
     CapacitySpec,
@@ -235,6 +235,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors, warnings = errors + jerr, warnings + jwarn
     rerr, rwarn = check_max_request(fleet, at)
     errors, warnings = errors + rerr, warnings + rwarn
+    nerr, nwarn = check_notifications(fleet, at)
+    errors, warnings = errors + nerr, warnings + nwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

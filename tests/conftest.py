@@ -29,6 +29,7 @@ def base_fleet() -> dict[str, Any]:
             "schedules": [{"name": "day", "cron": "0 8 * * *", "min": 2, "max": 6}],
         },
         "image": {"repository": "llm-server", "tag": "v1"},
+        "notifications": {"emails": ["oncall@example.com"]},
         "model_cache": {"bucket": "acme-models", "prefix": "llama/", "peer_port": 8470},
     }
 

@@ -242,12 +242,27 @@ def declare(
         ),
         opts=child,
     )
+    n = spec.notifications
+    people = [
+        ali.cms.AlarmContact(
+            f"{name}-alarms-{i}",
+            alarm_contact_name=node.stack_name(f"{name}-alarms-{i}", 40),
+            describe=f"spotstack {name}: hears when the fleet controller fails",
+            channels_mail=email,  # Alibaba mails an activation link first
+            opts=child,
+        )
+        for i, email in enumerate(n.emails if n else [])
+    ]
     contacts = ali.cms.AlarmContactGroup(
         f"{name}-controller-alarm",
         alarm_contact_group_name=node.stack_name(f"{name}-controller", 64),
         describe=f"spotstack {name}: subscribe here to hear when the fleet controller fails",
+        contacts=[p.alarm_contact_name for p in people] or None,
         opts=child,
     )
+    groups: list[pulumi.Input[str]] = [contacts.alarm_contact_group_name]
+    if n and n.alicloud_contact_group:
+        groups.append(n.alicloud_contact_group)
     ali.cms.Alarm(
         f"{name}-controller-errors",
         name=node.stack_name(f"{name}-controller-errors", 128),
@@ -259,7 +274,7 @@ def declare(
         escalations_critical=ali.cms.AlarmEscalationsCriticalArgs(
             statistics="Sum", comparison_operator=">", threshold="0", times=1
         ),
-        contact_groups=[contacts.alarm_contact_group_name],
+        contact_groups=groups,
         opts=child,
     )
     return fn, env

@@ -207,6 +207,7 @@ def declare(
             source_arn=rule.arn,
             opts=child,
         )
+    actions = alarm_targets(name, spec, tags, child)
     aws.cloudwatch.MetricAlarm(
         f"{name}-controller-errors",
         region=spec.region,
@@ -221,7 +222,33 @@ def declare(
         threshold=1,
         comparison_operator="GreaterThanOrEqualToThreshold",
         treat_missing_data="notBreaching",
+        alarm_actions=actions or None,
         tags=tags,
         opts=child,
     )
     return fn, doc
+
+
+def alarm_targets(
+    name: str, spec: FleetSpec, tags: dict[str, str], child: pulumi.ResourceOptions
+) -> list[pulumi.Input[str]]:
+    """The SNS topics the fleet's alarms notify: the user's, and one of the fleet's own with an email subscription
+    per address (AWS mails each address a confirmation link first)."""
+    n = spec.notifications
+    if n is None:
+        return []
+    targets: list[pulumi.Input[str]] = [n.sns_topic_arn] if n.sns_topic_arn else []
+    if n.emails:
+        topic = aws.sns.Topic(
+            f"{name}-alarms",
+            region=spec.region,
+            name=node.stack_name(f"{spec.name}-alarms", 256),
+            tags=tags,
+            opts=child,
+        )
+        for i, email in enumerate(n.emails):
+            aws.sns.TopicSubscription(
+                f"{name}-alarms-{i}", region=spec.region, topic=topic.arn, protocol="email", endpoint=email, opts=child
+            )
+        targets.append(topic.arn)
+    return targets

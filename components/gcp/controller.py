@@ -275,8 +275,21 @@ def declare(
             labels=labels,
             opts=child,
         )
+    n = spec.notifications
+    channels: list[pulumi.Input[str]] = list(n.gcp_channels) if n else []
+    for i, email in enumerate(n.emails if n else []):
+        channels.append(
+            gcp.monitoring.NotificationChannel(
+                f"{name}-alarms-{i}",
+                type="email",
+                display_name=f"spotstack {spec.name}: {email}",
+                labels={"email_address": email},
+                opts=child,
+            ).id
+        )
     gcp.monitoring.AlertPolicy(
         f"{name}-controller-errors",
+        notification_channels=channels or None,
         display_name=f"spotstack {spec.name}: the fleet controller failed (the groups keep their last sizes)",
         combiner="OR",
         conditions=[

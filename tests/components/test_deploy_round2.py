@@ -159,3 +159,41 @@ def test_alibaba_nodes_boot_the_newest_ubuntu_image_unless_pinned() -> None:
     assert (
         one(pinned, "alicloud:ess/scalingConfiguration:ScalingConfiguration", "llm-config")["imageId"] == "m-gpu-image"
     )
+
+
+def test_every_clouds_controller_alarm_notifies_someone() -> None:
+    """The deployability issue, item 7: the alarms had no notification target on AWS and GCP (they fired to
+    nobody); each cloud now wires `notifications` (emails, or the cloud's own target) into its alarm."""
+    from spotstack.components.validate import SpecError, validate_fleets
+    from tests.conftest import base_fleet
+
+    aws_raw = {
+        **base_fleet(),
+        "notifications": {"emails": ["a@example.com"], "sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:pager"},
+    }
+    w = plan_of(aws_raw)
+    alarm = one(w, "aws:cloudwatch/metricAlarm:MetricAlarm", "llm-controller-errors")
+    assert "arn:aws:sns:us-east-1:123456789012:pager" in alarm["alarmActions"] and len(alarm["alarmActions"]) == 2
+    sub = one(w, "aws:sns/topicSubscription:TopicSubscription", "llm-alarms-0")
+    assert sub["protocol"] == "email" and sub["endpoint"] == "a@example.com"
+
+    g_raw = {
+        **as_cloud("gcp"),
+        "notifications": {"emails": ["a@example.com"], "gcp_channels": ["projects/acme/notificationChannels/42"]},
+    }
+    g = plan_of(g_raw)
+    policy = one(g, "gcp:monitoring/alertPolicy:AlertPolicy", "llm-controller-errors")
+    assert len(policy["notificationChannels"]) == 2
+    assert one(g, "gcp:monitoring/notificationChannel:NotificationChannel", "llm-alarms-0")["type"] == "email"
+
+    a_raw = {**as_cloud("alicloud"), "notifications": {"emails": ["a@example.com"], "alicloud_contact_group": "ops"}}
+    a = plan_of(a_raw)
+    cms = one(a, "alicloud:cms/alarm:Alarm", "llm-controller-errors")
+    assert "ops" in cms["contactGroups"] and len(cms["contactGroups"]) == 2
+    assert one(a, "alicloud:cms/alarmContact:AlarmContact", "llm-alarms-0")["channelsMail"] == "a@example.com"
+
+    with pytest.raises(SpecError, match=r"notifications.gcp_channels: not a aws target"):
+        validate_fleets([{**base_fleet(), "notifications": {"gcp_channels": ["projects/a/notificationChannels/1"]}}])
+    no_one = {k: v for k, v in base_fleet().items() if k != "notifications"}
+    _, warnings = validate_fleets([no_one])
+    assert any("notifies nobody" in str(x) for x in warnings)
