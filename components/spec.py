@@ -330,6 +330,9 @@ class JobsSpec(_Model):
     """Allow training jobs (checkpointed, resumed after a preemption)."""
 
 
+SnsArn = Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")]
+
+
 class NotificationsSpec(_Model):
     """Who hears when the fleet's alarms fire (the controller failing: the groups keep their last sizes)."""
 
@@ -338,9 +341,7 @@ class NotificationsSpec(_Model):
     )
     """Addresses the fleet subscribes (AWS: an SNS topic's email subscriptions, confirmed from the mail; GCP: email
     notification channels; Alibaba: alarm contacts, activated from the mail)."""
-    sns_topic_arn: Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")] | (
-        None
-    ) = None
+    sns_topic_arn: SnsArn | None = None
     """AWS: an SNS topic of yours (a pager, a chat integration)."""
     gcp_channels: list[Annotated[str, StringConstraints(pattern=r"^projects/[^/]+/notificationChannels/[^/]+$")]] = (
         Field(default_factory=list, max_length=10)
