@@ -58,7 +58,9 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
         assert second.returncode == 1 and "already running" in second.stderr, second.stderr
 
         load = subprocess.Popen(
-            [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "5", "--duration", "150", "--json"],
+            # Long enough for six preemptions 16 s apart plus the waits for a READY victim on a loaded machine (the
+            # suite runs on 4 workers: 150 s ran out once before the sixth).
+            [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "5", "--duration", "240", "--json"],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -82,10 +84,10 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
             assert load.poll() is None, "every preemption must fall inside the load window"
             if k < 5:
                 time.sleep(16)  # the scenario's pacing (16 s apart), not a wait for a condition
-        out, errs = load.communicate(timeout=200)
+        out, errs = load.communicate(timeout=300)
         assert load.returncode == 0, errs[-2000:]
         report = json.loads(out.strip().splitlines()[-1])
-        assert report["failed"] == 0 and report["ok"] == report["requests"] > 300, report
+        assert report["failed"] == 0 and report["ok"] == report["requests"] > 500, report
         assert report["preemptions"] == 6 and report["killed_without_notice"] == 1, report
 
         bad = local(cwd, "preempt", "spot-999", timeout=30)
