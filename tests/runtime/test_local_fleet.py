@@ -35,11 +35,11 @@ def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
     # The warm pool (stacks/Pulumi.local.yaml: size 2) booted once, stopped with the model on disk, and
     # fallback nodes started from it without fetching.
     assert r["warm_starts"] >= 1 and r["bytes_on_disk"] > 0, r
-    # Noticed nodes served until their replacements did (the notice window and the controller's release). How
-    # long the fleet sat below its target through notices depends on how busy the machine is (12 s with three
-    # other test workers on 2 cores), so the test asserts what is exact: no request failed (above), and the
-    # controller released noticed nodes once their replacements served.
-    assert "release spot-" in out.stderr, out.stderr[-3000:]
+    # Noticed nodes served until their replacements did (the notice window, and the controller's release when a
+    # replacement served before the window ended). How long the fleet sat below its target, and whether a release
+    # came before a window ran out, depend on how busy the machine is (with three other test workers on 2 cores,
+    # 12 s below target, and once no release at all), so the test asserts what is exact: no request failed (above).
+    # The release itself is tested where its timing is the test's own (test_agent_e2e.py).
     assert r["bytes_from_peers"] > r["bytes_from_origin"] > 0, r  # replacements came from peers
     assert r["cost_usd"] < r["cost_all_on_demand_usd"], r
     assert "READY" in out.stderr and "scale in fall-" in out.stderr  # fallback returned to spot
