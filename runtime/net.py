@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import random
 import resource
 import socket
 import weakref
@@ -237,28 +236,7 @@ def raise_fd_limit(want: int = 65536) -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now, for programs (HAProxy) that cannot be told to pick one themselves. Taken below the
-    kernel's ephemeral range: a port from `bind(0)` is one the kernel also hands to outgoing connections and to other
-    `bind(0)` callers, so between this check and the program's bind it was sometimes taken (seen with the test suite
-    on 4 workers: "address already in use"); below the range only another `free_port` caller can take it."""
-    lo, hi = _below_ephemeral()
-    for _ in range(200):
-        port = random.randint(lo, hi)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # the range is full: the kernel's pick
+    """A port free right now, for programs (HAProxy) that cannot be told to pick one themselves."""
+    with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _below_ephemeral() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            first = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        first = 32768  # Linux's default start
-    return max(1024, first - 12000), max(1025, first - 1)
