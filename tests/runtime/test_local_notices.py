@@ -21,6 +21,7 @@ from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.plan import FleetPlan
 from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
+from tests.waits import wait_for
 
 PLAN = FleetPlan("embed", ("g6.xlarge",), ("g6.xlarge",), 1, 3, 1, 0, 0, True, 5.0, {"g6.xlarge": (1.0, 0.4)})
 
@@ -113,8 +114,9 @@ async def test_a_notice_is_posted_off_the_event_loop(
                 await asyncio.sleep(0.01)
 
         t = asyncio.create_task(ticking())
-        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await wait_for(lambda: ticks > 5, 10, "the loop to tick while the notice is posted")
         t.cancel()
-        assert ticks > 5, "the loop stalled while the notice was being posted"  # blocked, it ticks once
+        assert node.posting and time.monotonic() - started < 1.0  # ticked while the post still hung (1 s timeout)
     finally:
         stalled.close()
