@@ -43,6 +43,11 @@ ASSUME_FC = json.dumps(
 )
 
 
+def fc_function_dimensions(region: str, function: str) -> dict[str, str]:
+    """The CloudMonitor dimensions of one FC 3.0 function (keys as FC's monitoring-data reference names them)."""
+    return {"region": region, "functionName": function}
+
+
 def controller_policy(
     region: str, main_group: str, fallback_group: str | None, server_group: str, listener: str, bucket: str, logs: str
 ) -> dict[str, Any]:
@@ -267,9 +272,11 @@ def declare(
         f"{name}-controller-errors",
         name=node.stack_name(f"{name}-controller-errors", 128),
         project="acs_fc",
-        # Function-level errors (Function Compute's CloudMonitor metrics, project acs_fc).
+        # Function-level errors (Function Compute's CloudMonitor metrics, project acs_fc). FC's "Monitoring data"
+        # reference keys every dimension set on `region` (not ECS's `regionId`); FC 3.0 has no services, so a
+        # function is `region` + `functionName`. A key FC does not emit matches no series and never fires.
         metric="FunctionFunctionErrors",
-        metric_dimensions=fn.function_name.apply(lambda n: json.dumps([{"regionId": spec.region, "functionName": n}])),
+        metric_dimensions=fn.function_name.apply(lambda n: json.dumps([fc_function_dimensions(spec.region, n)])),
         period=300,
         escalations_critical=ali.cms.AlarmEscalationsCriticalArgs(
             statistics="Sum", comparison_operator=">", threshold="0", times=1

@@ -254,17 +254,13 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         policy = ali.ram.Policy(
             f"{name}-node-policy",
             policy_name=node.stack_name(f"{name}-node", 128),
-            policy_document=pulumi.Output.all(
-                servers.id, args.registry_instance_id, pulumi.Output.all(*[g.id for g in groups]), resolved
-            ).apply(
+            policy_document=pulumi.Output.all(args.registry_instance_id, resolved).apply(
                 lambda a: json.dumps(
                     mapping.node_policy(
                         spec.region,
-                        a[2],
-                        a[0],
-                        a[3].model_cache.bucket if mc else None,
+                        a[1].model_cache.bucket if mc else None,
                         mc.prefix if mc else "",
-                        f"{a[1]}/{args.repository}" if args.repository and a[1] else args.repository,
+                        f"{a[0]}/{args.repository}" if args.repository and a[0] else args.repository,
                         token_param,
                     )
                 )

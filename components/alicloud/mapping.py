@@ -110,28 +110,17 @@ def lifecycle_heartbeat_s(drain_timeout: int) -> int:
 
 def node_policy(
     region: str,
-    group_id: str | list[str],
-    lb_id: str,
     bucket: str | None,
     prefix: str,
     repo: str | None,
     token_parameter: str | None = None,
 ) -> dict[str, Any]:
-    """The node role: finish its own group's lifecycle actions, leave its own load balancer, read its
-    model prefix, pull its image. Describe calls have no resource-level scoping."""
+    """The node role: what the agent calls and nothing else (tests/components/test_least_privilege.py holds the
+    list). No lifecycle or load-balancer writes: on Alibaba the node leaves the ALB through its failing health
+    check and the SCALE_IN hook ends on its heartbeat timeout (CompleteLifecycleAction needs the token ESS sends
+    to a notification target, which a node never sees). Describe calls have no resource-level scoping."""
     st: list[dict[str, Any]] = [
-        {
-            "Effect": "Allow",
-            "Action": ["ess:CompleteLifecycleAction", "ess:RecordLifecycleActionHeartbeat"],
-            "Resource": [
-                f"acs:ess:{region}:*:scalinggroup/{g}" for g in ([group_id] if isinstance(group_id, str) else group_id)
-            ],
-        },
-        {
-            "Effect": "Allow",
-            "Action": ["alb:RemoveServersFromServerGroup", "alb:ListServerGroupServers"],
-            "Resource": [f"acs:alb:{region}:*:servergroup/{lb_id}"],
-        },
+        # Peer discovery (ECS) and the notice monitor's view of its own scaling state (ESS).
         {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ess:DescribeScalingInstances"], "Resource": ["*"]},
     ]
     if bucket is not None:
@@ -151,7 +140,7 @@ def node_policy(
         st.append(
             {
                 "Effect": "Allow",
-                "Action": ["cr:PullRepository", "cr:GetRepository"],
+                "Action": ["cr:PullRepository"],
                 "Resource": [f"acs:cr:{region}:*:repository/{repo}"],
             }
         )

@@ -9,12 +9,10 @@ from typing import Any
 
 from spotstack.components.agent_wheel import KEY_PREFIX as AGENT_KEYS
 
-# Actions AWS offers no resource-level permissions for; "*" is the only legal resource.
+# Actions AWS offers no resource-level permissions for; "*" is the only legal resource. Only what the agent calls:
+# peer discovery (runtime/cache/discovery.py) and the registry login (runtime/secrets.py).
 DESCRIBE_ONLY_STAR = (
-    "elasticloadbalancing:DescribeTargetHealth",
     "ec2:DescribeInstances",
-    "autoscaling:DescribeAutoScalingGroups",
-    "autoscaling:DescribeAutoScalingInstances",
     "ecr:GetAuthorizationToken",
 )
 
@@ -101,7 +99,8 @@ def node_policy(
         {
             "Sid": "LeaveRotation",
             "Effect": "Allow",
-            "Action": ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
+            # Leaving only: the group registers a node (traffic_source), the node never registers itself.
+            "Action": ["elasticloadbalancing:DeregisterTargets"],
             "Resource": target_group_arn,
         },
         {

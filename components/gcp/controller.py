@@ -30,9 +30,10 @@ RUNTIME = "python312"
 TIMEOUT_S = 60
 MEMORY = "256M"
 OBSERVE = [
-    # Read the fleet: its groups, their VMs and errors, the VMs' details, the backend service's health.
+    # Read the fleet: its groups with their VMs and errors (get, listManagedInstances, listErrors), the VMs' details
+    # (aggregatedList, get), the backend service's health of each group (getHealth names the group's instance group).
+    # tests/runtime/test_cloud_controller_gcp.py checks every call a round makes against this list.
     "compute.instanceGroupManagers.get",
-    "compute.instanceGroupManagers.list",
     "compute.instances.get",
     "compute.instances.list",
     "compute.backendServices.get",

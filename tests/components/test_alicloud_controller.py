@@ -72,6 +72,9 @@ def test_its_role_may_size_only_its_own_groups(plan: PlanRun) -> None:
     assert not [a for s in node["Statement"] for a in s["Action"] if a == "ess:ModifyScalingGroup"]
     alarm = one(plan, "alicloud:cms/alarm:Alarm", "llm-controller-errors")
     assert alarm["project"] == "acs_fc" and alarm["contactGroups"]
+    # FC's CloudMonitor dimensions are keyed `region` (+ `functionName`): ECS's `regionId` matches no FC series.
+    (dims,) = json.loads(alarm["metricDimensions"])
+    assert set(dims) == {"region", "functionName"} and dims["region"] == "us-west-1"
 
 
 def test_without_a_fallback_group_the_controller_only_rolls() -> None:

@@ -169,6 +169,7 @@ def test_iam_statements_are_limited_to_the_fleets_own_resources(plan: PlanRun) -
     # Nodes never size their groups: that is the controller's, under its own role.
     assert not any("SetDesiredCapacity" in a for st in doc["Statement"] for a in st["Action"])
     assert by_sid["LeaveRotation"]["Resource"].endswith("targetgroup/llm-tg/0123456789abcdef")
+    assert by_sid["LeaveRotation"]["Action"] == ["elasticloadbalancing:DeregisterTargets"]  # never re-registers
 
 
 def test_explicit_network_skips_the_default_vpc_lookup(fleet: dict[str, Any]) -> None:

@@ -108,10 +108,10 @@ def test_alicloud_warm_pool_is_an_economical_mode_fallback_group() -> None:
     assert hook["lifecycleTransition"] == "SCALE_IN" and hook["name"] == "llm-drain"
     main = one(plan, "alicloud:ess/scalingGroup:ScalingGroup", "llm-group")
     assert main.get("scalingPolicy") in (None, "release")
-    # The node role may finish lifecycle actions in both groups (its own, whichever it is in).
+    # A node in either group only reads its own scaling state; the SCALE_IN hook ends on its timeout.
     doc = json.loads(one(plan, "alicloud:ram/policy:Policy", "llm-node-policy")["policyDocument"])
-    (ess,) = [s for s in doc["Statement"] if "ess:CompleteLifecycleAction" in s["Action"]]
-    assert len(ess["Resource"]) == 2
+    actions = {a for s in doc["Statement"] for a in s["Action"]}
+    assert "ess:DescribeScalingInstances" in actions and not any(a.startswith("ess:Complete") for a in actions)
 
 
 # ---- spec and plan --------------------------------------------------------------------------------

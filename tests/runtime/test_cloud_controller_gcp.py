@@ -181,3 +181,54 @@ def test_the_function_source_imports_as_cloud_run_would(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-S", "-I", "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# Each Compute/GCS REST request a round makes -> the IAM permissions it needs (the Compute API's and Cloud
+# Storage's IAM references). GET of the bucket itself is the storage client's background metadata fetch, which
+# treats a 403 as "unknown location" and carries on: no grant is needed for it.
+CALL_PERMISSIONS: list[tuple[str, set[str]]] = [
+    (r"GET /compute/v1/projects/\w+/aggregated/instances$", {"compute.instances.list"}),
+    (r"GET /compute/v1/projects/\w+/zones/[\w-]+/instances/[\w-]+$", {"compute.instances.get"}),
+    (
+        r"GET /compute/v1/projects/\w+/regions/[\w-]+/instanceGroupManagers/[\w-]+(/listErrors)?$",
+        {"compute.instanceGroupManagers.get"},
+    ),
+    (
+        r"POST /compute/v1/projects/\w+/regions/[\w-]+/instanceGroupManagers/[\w-]+/listManagedInstances$",
+        {"compute.instanceGroupManagers.get"},
+    ),
+    (
+        r"POST /compute/v1/projects/\w+/regions/[\w-]+/instanceGroupManagers/[\w-]+/resize$",
+        {"compute.instanceGroupManagers.update"},
+    ),
+    (
+        r"POST /compute/v1/projects/\w+/regions/[\w-]+/instanceGroupManagers/[\w-]+/deleteInstances$",
+        {"compute.instanceGroupManagers.update", "compute.instances.delete"},
+    ),
+    (
+        r"POST /compute/v1/projects/\w+/global/backendServices/[\w-]+/getHealth$",
+        {"compute.backendServices.get", "compute.instanceGroups.get"},
+    ),
+    (r"GET /(download/)?storage/v1/b/[\w-]+/o/.+$", {"storage.objects.get"}),
+    (r"POST /upload/storage/v1/b/[\w-]+/o$", {"storage.objects.create", "storage.objects.delete"}),
+    (r"GET /storage/v1/b/[\w-]+$", set()),
+]
+
+
+def test_every_call_a_round_makes_is_one_its_roles_allow(cloud: Cloud) -> None:
+    """The scenario's every request against the controller's two custom roles and its bucket role; and every
+    permission in the roles is one some request needed (nothing granted for nothing)."""
+    import re
+
+    from spotstack.components.gcp.controller import OBSERVE, SIZE
+
+    test_a_spot_stockout_grows_the_fallback_and_it_shrinks_only_after_the_hold(cloud)
+    needed: set[str] = set()
+    for call in set(cloud.api.calls):
+        perms = [p for pattern, p in CALL_PERMISSIONS if re.match(pattern, call)]
+        assert perms, f"a call this test does not know the permission of: {call}"
+        needed |= perms[0]
+    # roles/storage.objectUser on the controller's bucket (components/gcp/controller.py) covers the objects.
+    granted = set(OBSERVE) | set(SIZE) | {"storage.objects.get", "storage.objects.create", "storage.objects.delete"}
+    assert needed <= granted, sorted(needed - granted)
+    assert set(OBSERVE) | set(SIZE) <= needed, f"granted, never needed: {sorted(set(OBSERVE) | set(SIZE) - needed)}"
