@@ -81,4 +81,15 @@ def warm_pool_idle(fleet: FleetSpec) -> float:
     if wp.state == "running":
         return round(wp.size * on_demand_price(fleet, fleet.instances[0]), 4)
     disk = DISK_USD_PER_GB_MONTH.get(fleet.cloud, 0.0)  # a local fleet pays nothing
-    return round(wp.size * ROOT_VOLUME_GB * disk / HOURS_PER_MONTH, 4)
+    return round(warm_pool_kept(fleet) * ROOT_VOLUME_GB * disk / HOURS_PER_MONTH, 4)
+
+
+def warm_pool_kept(fleet: FleetSpec) -> int:
+    """How many stopped instances a warm pool holds at most. Alibaba's ESS has no pool size: its economical mode
+    (`recycle`) keeps every instance the fallback group scales in, up to that group's max (max - base)."""
+    wp = fleet.capacity.warm_pool
+    if wp is None:
+        return 0
+    if fleet.cloud == "alicloud" and wp.state != "running":
+        return max(1, fleet.capacity.max - fleet.capacity.base_on_demand)
+    return wp.size

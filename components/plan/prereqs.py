@@ -13,7 +13,7 @@ from typing import Literal
 from spotstack.components import catalog
 from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.plan.engine import PlanRun
-from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle
+from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle, warm_pool_kept
 from spotstack.components.spec import FleetSpec
 
 Kind = Literal["needs", "billed", "rolls"]
@@ -57,13 +57,19 @@ def _common(f: FleetSpec) -> list[Item]:
         out.append(Item(f.name, f.cloud, "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
     wp = f.capacity.warm_pool
     if wp is not None:
-        what = "running instance(s)" if wp.state == "running" else f"stopped instance(s)' {ROOT_VOLUME_GB} GB disks"
+        kept = warm_pool_kept(f)
+        if wp.state == "running":
+            what = f"{wp.size} running instance(s)"
+        elif kept != wp.size:  # Alibaba: ESS keeps what the fallback scales in, not a set number
+            what = f"up to {kept} stopped instances' {ROOT_VOLUME_GB} GB disks (ESS keeps each the fallback scales in)"
+        else:
+            what = f"{wp.size} stopped instance(s)' {ROOT_VOLUME_GB} GB disks"
         out.append(
             Item(
                 f.name,
                 f.cloud,
                 "billed",
-                f"the warm pool: {wp.size} {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month"
+                f"the warm pool: {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month"
                 + (
                     "; its instances boot once at creation and load the model onto their disks: upload the model "
                     "first (before it is there, they go into the pool without it, and load it when started)"

@@ -134,13 +134,24 @@ def test_bad_warm_pools_name_their_path(cloud: str, capacity: dict[str, Any], pa
     assert hits and reason in hits[0].reason, err.value.problems
 
 
-@pytest.mark.parametrize(("cloud", "per_gb"), [("aws", 0.08), ("gcp", 0.04), ("alicloud", 0.14)])
+@pytest.mark.parametrize(("cloud", "per_gb"), [("aws", 0.08), ("gcp", 0.04)])
 def test_plan_prices_the_idle_pool_as_disks(cloud: str, per_gb: float) -> None:
     spec = validate_fleets([warm(cloud)])[0][0]
     idle = pricing.cost_range(spec).warm_pool_idle
     assert idle == pytest.approx(2 * 200 * per_gb / 730, abs=1e-4)
     billed = [i.text for i in prereqs._common(spec) if i.kind == "billed"]
     assert any("warm pool: 2 stopped" in t for t in billed), billed
+
+
+def test_alicloud_pool_is_priced_at_what_recycle_keeps() -> None:
+    """ESS's economical mode has no pool size: it keeps, stopped, every instance the fallback group scales in, up
+    to that group's max (max - base). The plan prices that many disks, not the spec's `size`."""
+    spec = validate_fleets([warm("alicloud")])[0][0]
+    kept = spec.capacity.max - spec.capacity.base_on_demand
+    assert kept > 2
+    assert pricing.cost_range(spec).warm_pool_idle == pytest.approx(kept * 200 * 0.14 / 730, abs=1e-4)
+    billed = [i.text for i in prereqs._common(spec) if i.kind == "billed"]
+    assert any(f"warm pool: up to {kept} stopped" in t for t in billed), billed
 
 
 def test_running_pool_is_priced_as_instances(fleet: dict[str, Any]) -> None:
