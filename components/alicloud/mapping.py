@@ -146,7 +146,9 @@ def node_policy(
         )
         st.append({"Effect": "Allow", "Action": ["cr:GetAuthorizationToken"], "Resource": ["*"]})
     if token_parameter is not None:
-        # GetSecretParameter with decryption also needs kms:Decrypt on the key OOS encrypts with.
+        # GetSecretParameter with decryption acts in KMS as the caller: OOS's API reference names kms:GetSecretValue
+        # as its dependency, and the value is decrypted with the key OOS encrypts with (kms:Decrypt). The stack
+        # lets OOS use its service key, whose id differs per account and is not known at plan time: region-wide.
         st.append(
             {
                 "Effect": "Allow",
@@ -155,6 +157,7 @@ def node_policy(
             }
         )
         st.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]})
+        st.append({"Effect": "Allow", "Action": ["kms:GetSecretValue"], "Resource": [f"acs:kms:{region}:*:secret/*"]})
     return {"Version": "1", "Statement": st}
 
 

@@ -116,8 +116,9 @@ ALI_BY_LIBRARIES = {
     "oss:PutObject",  # job results and checkpoints
     "oss:DeleteObject",  # a superseded checkpoint
     "cr:PullRepository",  # the container runtime's pull with the agent's ACR login
-    # OOS decrypts a Secret parameter with KMS on the caller's behalf: GetSecretParameter's dependent action.
+    # OOS reads a Secret parameter through KMS as the caller: GetSecretParameter's dependent actions.
     "kms:Decrypt",
+    "kms:GetSecretValue",
 }
 
 
