@@ -13,6 +13,9 @@ from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.net import bearer_matches, serve
 
+LEAVING_AT_HEADER = "X-Spotstack-Leaving-At"
+"""Epoch seconds at which a noticed node is due to go (on /ready answers, while a notice stands)."""
+
 
 class AgentServer:
     def __init__(
@@ -64,13 +67,17 @@ class AgentServer:
         return None
 
     async def ready(self, request: web.Request) -> web.Response:
+        # A gateway in front of the fleet reads when the node is due to go (LEAVING_AT_HEADER), to move long
+        # streams off it before then; load balancers read the status alone.
+        leaving = self.state.leaving_at
+        headers = {LEAVING_AT_HEADER: f"{leaving:.3f}"} if leaving is not None else None
         why = await self.not_ready()
         if why is not None:
-            return web.Response(status=503, text=f"{why}\n")
+            return web.Response(status=503, text=f"{why}\n", headers=headers)
         if self.state.state == "starting":
             self.state.state = "serving"
             self.metrics.state.state("serving")
-        return web.Response(text="ready\n")
+        return web.Response(text="ready\n", headers=headers)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -37,5 +37,17 @@ class AgentState:
     def draining(self) -> bool:
         return self.state in ("draining", "drained")
 
+    @property
+    def leaving_at(self) -> float | None:
+        """When this node is due to go: the earliest deadline of a notice it acts on and that was not withdrawn
+        since (the gateway moves long streams off the node ahead of it). None without such a notice."""
+        live: dict[str, float] = {}
+        for n in self.notices:
+            if n.get("verdict") in ("drain", "defer") and n.get("deadline"):
+                live[str(n.get("detail"))] = float(n["deadline"])
+            elif n.get("verdict") == "withdrawn":
+                live.pop(str(n.get("detail")), None)
+        return min(live.values()) if live else None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
