@@ -159,6 +159,7 @@ def _register_node_commands() -> None:
     from spotstack.cli.agent import agent_app, emulator_app
     from spotstack.cli.cache import cache_app
     from spotstack.cli.controller import controller_app
+    from spotstack.cli.gateway import gateway_app, llm_app
     from spotstack.cli.job import job_app
     from spotstack.cli.local import local_app
     from spotstack.cli.simulate import simulate
@@ -169,6 +170,8 @@ def _register_node_commands() -> None:
     app.add_typer(job_app, name="job")
     app.add_typer(local_app, name="local")
     app.add_typer(emulator_app, name="emulator")
+    app.add_typer(gateway_app, name="gateway")
+    app.add_typer(llm_app, name="llm")
     app.command("simulate")(simulate)
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -403,3 +406,60 @@ async def test_drain_finishes_streams_in_flight_and_refuses_new_ones(fleet: Flee
     s = await task
     assert_one_response(s, expect, len(prompt))
     assert await drained
+
+
+# ---- as processes: a replica killed with SIGKILL, and the gateway's own SIGTERM --------------------
+def _spawn(args: list[str], port_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spotstack.cli.main", *args, "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def _port(port_file: Path) -> int:
+    await wait_for(port_file.exists, 60, f"{port_file.name}")
+    return int(await asyncio.to_thread(port_file.read_text))
+
+
+async def test_processes_a_sigkilled_replica_mid_stream_and_a_sigtermed_gateway_that_drains(tmp_path: Path) -> None:
+    procs = [_spawn(["llm", "serve", "--tokens-per-s", "100", "--ttft", "0.01"], tmp_path / f"r{i}") for i in range(2)]
+    gw: subprocess.Popen[bytes] | None = None
+    try:
+        ports = [await _port(tmp_path / f"r{i}") for i in range(2)]
+        replicas = [a for p in ports for a in ("--replica", f"http://127.0.0.1:{p}")]
+        gw = _spawn(["gateway", "run", *replicas, "--wait", "10"], tmp_path / "gw")
+        gport = await _port(tmp_path / "gw")
+        prompt, n = "process boundaries", 300
+        expect = decode(reference(encode(prompt), n))
+        async with aiohttp.ClientSession() as session:
+            await wait_for(lambda: _ready(session, gport), 30, "the gateway to see a READY replica")
+            body = {"prompt": prompt, "max_tokens": n, "stream": True}
+            text, got = [], 0
+            async with session.post(f"http://127.0.0.1:{gport}/v1/completions", json=body) as resp:
+                async for line in resp.content:
+                    if line.startswith(b"data: {"):
+                        text.append(json.loads(line[6:])["choices"][0]["text"])
+                        got += 1
+                        if got == 40:
+                            procs[0].kill()  # the first listed replica took it (least load, then order)
+                        if got == 100:
+                            async with session.get(f"http://127.0.0.1:{gport}/metrics") as m:
+                                assert 'streams_continued_total{why="cut"} 1.0' in await m.text()
+                        if got == 120:
+                            gw.send_signal(signal.SIGTERM)  # the gateway drains: this stream still finishes
+            assert "".join(text) == expect
+        assert gw.wait(30) == 0
+    finally:
+        for p in [*procs, *([gw] if gw else [])]:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
+async def _ready(session: aiohttp.ClientSession, port: int) -> bool:
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/ready") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
