@@ -51,6 +51,10 @@ def _check_trace(path: Path | None) -> Path | None:
     return path
 
 
+LOCAL_IMAGES = {"minilm-server": "minilm", "llm-server": "llm"}
+"""The local fleet's registry: what a node runs for the spec's image."""
+
+
 def _plan(stack: str) -> tuple[Any, Path]:
     from spotstack.components.controller_policy import fleet_policy
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
@@ -70,6 +74,12 @@ def _plan(stack: str) -> tuple[Any, Path]:
         err.print(f"[red]error:[/red] stack {stack!r} has no fleet with cloud: local")
         raise typer.Exit(2)
     f = local[0]
+    if f.image.repository not in LOCAL_IMAGES:
+        err.print(
+            f"[red]error:[/red] stack {stack!r}: image.repository: a local fleet runs "
+            f"{' or '.join(LOCAL_IMAGES)}, not {f.image.repository!r}"
+        )
+        raise typer.Exit(2)
     # Validation guarantees a price for every type (catalog or on_demand_price), as on any cloud.
     prices = {i.type: (on_demand_price(f, i), spot_cap(f, i)) for i in f.instances}
     c = f.capacity
@@ -87,6 +97,8 @@ def _plan(stack: str) -> tuple[Any, Path]:
         prices,
         c.warm_pool.size if c.warm_pool is not None else 0,
         jobs=None if f.jobs is None else agent_jobs(f.jobs),
+        workload=LOCAL_IMAGES[f.image.repository],
+        gateway=None if f.service.gateway is None else f.service.gateway.model_dump(),
         policy=fleet_policy(f),
     )
     return plan, project / ".spotstack" / "local" / stack
@@ -106,9 +118,11 @@ def agent_jobs(j: Any) -> dict[str, Any]:
     }
 
 
-def _market(plan: Any, trace: Path | None, speed: float) -> Any:
+def _market(plan: Any, trace: Path | None, speed: float, scripted: bool = False) -> Any:
     from spotstack.runtime.local.market import Market, load_trace, synthetic
 
+    if scripted:  # the scenario preempts by script: no trace plays beside it
+        return Market({}, speed=speed)
     # Each spot type is its own pool: the built-in market shifts their outages apart; a trace file is
     # replayed for every pool with the same shift (a tick per type), as different zones would differ.
     if trace:
@@ -139,6 +153,19 @@ def demo(
         help="The queue scenario instead of HTTP load: 200 embedding tasks, poison tasks and a training job "
         "through preemptions (needs a stack whose fleet has `jobs`, e.g. --stack jobs).",
     ),
+    llm: bool = typer.Option(
+        False,
+        "--llm",
+        help="The LLM scenario instead: streaming clients through the gateways while spot nodes are preempted with "
+        "notice, with a 30 s notice and without notice; every stream checked against its reference "
+        "(needs a stack whose fleet runs llm-server with service.gateway, e.g. --stack llm).",
+    ),
+    concurrency: int = typer.Option(
+        32, "--concurrency", help="--llm: streaming clients at once.", callback=number(1, 512)
+    ),
+    duration: float = typer.Option(
+        240.0, "--duration", help="--llm: seconds of load (streams that started finish).", callback=number(10, 7200)
+    ),
 ) -> None:
     """Run the scripted scenario end to end: preemptions from the trace, an outage with on-demand
     fallback and return to spot, a kill without notice; then print the report and stop everything."""
@@ -147,13 +174,19 @@ def demo(
 
     if jobs and stack == "local":
         stack = "jobs"
+    if llm and stack == "local":
+        stack = "llm"
     plan, workdir = _plan(stack)
+    if llm and (plan.gateway is None or plan.workload != "llm"):
+        err.print(f"[red]error:[/red] stack {stack!r}: --llm needs a fleet running llm-server with service.gateway")
+        raise typer.Exit(2)
     if jobs and plan.jobs is None:
         err.print(f"[red]error:[/red] stack {stack!r}: the fleet has no `jobs` section; --jobs needs one")
         raise typer.Exit(2)
     prerequisites()
     lock = take_workdir(stack, workdir)
-    market = _market(plan, trace, speed)
+    # The LLM scenario preempts by script (kinds and times the report counts); no trace plays beside it.
+    market = _market(plan, None if llm else trace, speed, scripted=llm)
     trace_len = max((len(t.data) * t.gap_s for t in market.traces.values()), default=600.0)
     scenario_s = min(trace_len / speed, 50.0)
 
@@ -167,8 +200,23 @@ def demo(
             ready = sum(n["state"] == "READY" for n in nodes)
             err.print(
                 f"{ready} of {len(nodes)} replicas READY (target {plan.desired}); "
-                + ("the queue scenario starts" if jobs else f"{rps} req/s for {scenario_s:.0f}s while the market plays")
+                + (
+                    "the queue scenario starts"
+                    if jobs
+                    else f"{concurrency} streaming clients for {duration:.0f}s while spot nodes are taken"
+                    if llm
+                    else f"{rps} req/s for {scenario_s:.0f}s while the market plays"
+                )
             )
+            if llm:
+                from spotstack.runtime.local.llm_demo import run_llm_scenario
+
+                r = await run_llm_scenario(
+                    fleet, concurrency, duration, show=lambda line: err.print(line, highlight=False)
+                )
+                for e in fleet.events:
+                    err.print(f"  {e}")
+                return r
             if jobs:
                 from spotstack.runtime.local.jobs import run_scenario
 
@@ -213,6 +261,10 @@ def demo(
     r["wall_s"] = round(time.time() - started, 1)
     if as_json:
         print(json.dumps(r))
+    elif llm:
+        from spotstack.cli.local_report import print_llm_report
+
+        print_llm_report(r)
     elif jobs:
         from spotstack.cli.local_report import print_jobs_report
 

@@ -110,3 +110,30 @@ def print_jobs_report(r: dict[str, Any]) -> None:
     t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
     t.add_row("wall time", f"{r['wall_s']} s")
     con.print(t)
+
+
+def print_llm_report(r: dict[str, Any]) -> None:
+    """`local demo --llm`: every stream against its uninterrupted reference, continuations, latencies."""
+    con = Console()
+    t = Table(title="LLM streams through preemptions", show_header=False)
+    t.add_row("streams", f"{r['streams']}: {r['completed']} completed, {r['failed']} failed")
+    t.add_row("byte-identical to the reference", f"{r['byte_identical']} ({r['tokens']} tokens)")
+    t.add_row("duplicated / missing tokens", f"{r['duplicated_tokens']} / {r['missing_tokens']}")
+    by = ", ".join(f"{k} {v}" for k, v in sorted(r["continued_by"].items()))
+    t.add_row("continued on another replica", f"{r['continued']} ({by or 'none'})")
+    p = r["preemptions"]
+    t.add_row(
+        "preemptions", f"{p['total']}: {p['notice']} with notice, {p['gcp-30s']} with 30 s notice, {p['kill']} without"
+    )
+
+    def ms(d: dict[str, float]) -> str:
+        return f"p50 {d['p50'] * 1000:.0f} ms, p99 {d['p99'] * 1000:.0f} ms"
+
+    t.add_row("time to first token (client)", ms(r["ttft_s"]))
+    t.add_row("inter-token (client)", ms(r["inter_token_s"]))
+    t.add_row("continuation gap", ms(r["continuation_gap_s"]))
+    t.add_row("replica TTFT (gateway)", f"{ms(r['replica_ttft_s'])}; gap p99 / TTFT p99 = {r['gap_p99_over_ttft_p99']}")
+    if r["errors"]:
+        t.add_row("errors", ", ".join(f"{k} x{v}" for k, v in r["errors"].items()))
+    t.add_row("wall time", f"{r['wall_s']} s")
+    con.print(t)

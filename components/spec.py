@@ -200,6 +200,21 @@ class TlsSpec(_Model):
     """GCP only: declare a Google-managed certificate for these domains (point their DNS at the address)."""
 
 
+class GatewaySpec(_Model):
+    """The fleet gateway (`spotstack gateway`) in front of the replicas: least-load routing, and streams continued
+    on another replica when theirs is preempted. For OpenAI-compatible engines (vLLM, SGLang, TGI)."""
+
+    replicas: int = Field(default=2, ge=1, le=20)
+    """Gateway processes (instances on a cloud), spread across zones."""
+    continue_as: Literal["token_ids", "text"] = "token_ids"
+    """How a continuation carries the tokens already sent: token ids (vLLM's `return_token_ids`) or text."""
+    api_keys: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    """Where the API keys are, one a line: a secret's name in the cloud's store, a file on a local fleet.
+    Without it the gateway takes every request."""
+    rate_limit: float | None = Field(default=None, gt=0, le=100_000)
+    """Requests per second per API key."""
+
+
 class ServiceSpec(_Model):
     port: NodePort = 8080
     """Port the model server listens on."""
@@ -220,6 +235,8 @@ class ServiceSpec(_Model):
     """Who may reach the load balancer."""
     tls: TlsSpec | None = None
     """HTTPS with a certificate (a component's `certificate` argument, an Input, may give it instead)."""
+    gateway: GatewaySpec | None = None
+    """A fleet gateway in front of the replicas (LLM streams continued across preemptions)."""
 
 
 class ScheduleSpec(_Model):

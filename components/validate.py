@@ -237,6 +237,14 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors, warnings = errors + rerr, warnings + rwarn
     nerr, nwarn = check_notifications(fleet, at)
     errors, warnings = errors + nerr, warnings + nwarn
+    if fleet.service.gateway is not None and fleet.cloud != "local":
+        warnings.append(
+            Problem(
+                f"{at}.service.gateway",
+                f"the gateway is not deployed on {fleet.cloud} yet: its load balancer routes to the nodes directly "
+                "(no stream is continued across a preemption); run `spotstack gateway run` in front of the fleet",
+            )
+        )
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,10 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1, 2),
         )
         self.inflight = Gauge("spotstack_gateway_inflight", "Requests in flight", registry=r)
+        # Raw samples for reports (`/status`): bounded, newest kept.
+        self.gap_samples: deque[float] = deque(maxlen=10_000)
+        self.ttft_samples: deque[float] = deque(maxlen=10_000)
+        self.continued_by: dict[str, int] = {}
 
 
 class ClientSink:
@@ -203,8 +208,16 @@ class Gateway:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(self, request: web.Request) -> web.Response:
+        m = self.metrics
         return web.json_response(
-            {"draining": self.draining, "inflight": self.inflight, "replicas": self.pool.summary()}
+            {
+                "draining": self.draining,
+                "inflight": self.inflight,
+                "replicas": self.pool.summary(),
+                "continued": m.continued_by,
+                "continuation_gaps_s": [round(g, 4) for g in m.gap_samples],
+                "ttfts_s": [round(t, 4) for t in m.ttft_samples],
+            }
         )
 
     async def models(self, request: web.Request) -> web.Response:
@@ -310,6 +323,7 @@ class Gateway:
                 self.pool.mark_failed(replica.url)
             if splice.sent > 0 or outcome != Attempt.REFUSED:
                 self.metrics.continued.labels(outcome).inc()
+                self.metrics.continued_by[outcome] = self.metrics.continued_by.get(outcome, 0) + 1
                 failed_at = time.monotonic()
             log.info("%s on %s: %s; %s", splice.id, replica.url, why, "continuing" if splice.sent else "retrying")
         # Out of replicas or attempts.
@@ -336,6 +350,7 @@ class Gateway:
         started = time.monotonic()
         got = 0
         last_tok = started
+        itl = self.metrics.itl.labels(replica.url)
         try:
             async with self._session.post(url, json=body, timeout=timeout) as up:
                 if up.status != 200:
@@ -361,21 +376,25 @@ class Gateway:
                     if out is None:
                         continue
                     now = time.monotonic()
-                    if got == 0:
-                        self.metrics.ttft.labels(replica.url).observe(now - started)
-                        if failed_at is not None:
-                            self.metrics.gap.observe(now - failed_at)
-                    else:
-                        self.metrics.itl.labels(replica.url).observe(now - last_tok)
-                    got += 1
-                    last_tok = now
-                    replica.tokens = max(0, replica.tokens - 1)
+                    if splice.last_tokens:  # a token (not the chat role's opening event): the latencies
+                        if got == 0:
+                            self.metrics.ttft.labels(replica.url).observe(now - started)
+                            if failed_at is not None:
+                                self.metrics.gap.observe(now - failed_at)
+                                self.metrics.gap_samples.append(now - failed_at)
+                            elif splice.attempts == 1:
+                                self.metrics.ttft_samples.append(now - started)
+                        else:
+                            itl.observe(now - last_tok)
+                        got += 1
+                        last_tok = now
+                    replica.tokens = max(0, replica.tokens - splice.last_tokens)
                     if stream:
                         if sink is None:
                             sink = await self._open(request)
                         if not sink.put(b"data: " + json.dumps(out, separators=(",", ":")).encode() + b"\n\n"):
                             return Attempt.CLIENT, sink.broken, sink
-                    if got % 8 == 0 and self._should_migrate(replica, splice, started, got):
+                    if splice.last_tokens and got % 8 == 0 and self._should_migrate(replica, splice, started, got):
                         return Attempt.MIGRATE, f"its node goes in {replica.leaving_at - time.time():.0f}s", sink  # type: ignore[operator]
                 return (Attempt.CUT if got or splice.sent else Attempt.REFUSED), "the stream ended without [DONE]", sink
         except (aiohttp.ClientError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:

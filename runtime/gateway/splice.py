@@ -42,6 +42,8 @@ class Splice:
     role_sent: bool = False
     finish: str | None = None
     attempts: int = 0
+    last_tokens: int = 0
+    """Tokens the last rewritten event carried (0: a role or finish event)."""
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -138,11 +140,13 @@ class Splice:
         else:
             content = choice.get("text") or ""
         ids = choice.get("token_ids")
+        before = self.sent
         if isinstance(ids, list):
             self.ids.extend(int(i) for i in ids)
             self.sent += len(ids)
         elif content:
             self.sent += 1  # one token per event, as the engines stream them (text form only)
+        self.last_tokens = self.sent - before
         if content:
             self.parts.append(content)
         if choice.get("finish_reason"):

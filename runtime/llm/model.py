@@ -16,7 +16,9 @@ token ids convert both ways without loss, as a real tokenizer's ids and text do 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -64,12 +66,41 @@ class TinyLM:
 
         self.embed = rng.standard_normal((VOCAB, d)).astype(np.float32)
         self.q, self.kv, self.out, self.up, self.down = w(d, d), w(d, 2 * d), w(d, d), w(d, 4 * d), w(4 * d, d)
-        k, v = np.split(self.embed @ self.kv, 2, axis=1)
-        hd = d // shape.heads
-        self.k_table = k.reshape(VOCAB, shape.heads, hd).transpose(1, 0, 2).copy()  # (heads, vocab, hd)
-        self.v_table = v.reshape(VOCAB, shape.heads, hd).transpose(1, 0, 2).copy()
         self.slopes = (2.0 ** -np.arange(1, shape.heads + 1)).astype(np.float32)[:, None]  # ALiBi
         self.logit_bias = (rng.standard_normal((1009, VOCAB)) * 3.0).astype(np.float32)
+        self._tables()
+
+    def _tables(self) -> None:
+        """Keys and values per token (they depend on the token alone: see the class note)."""
+        d, heads = self.shape.dim, self.shape.heads
+        k, v = np.split(self.embed @ self.kv, 2, axis=1)
+        hd = d // heads
+        self.k_table = k.reshape(VOCAB, heads, hd).transpose(1, 0, 2).copy()  # (heads, vocab, hd)
+        self.v_table = v.reshape(VOCAB, heads, hd).transpose(1, 0, 2).copy()
+
+    WEIGHTS = ("embed", "q", "kv", "out", "up", "down", "logit_bias")
+
+    def save(self, folder: Path) -> None:
+        """The weights as a model folder (`model.safetensors`, `config.json`), as an engine loads a checkpoint."""
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: getattr(self, k) for k in self.WEIGHTS}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps({"architecture": "spotstack-tiny-lm", **asdict(self.shape)}))
+
+    @classmethod
+    def load(cls, folder: Path) -> TinyLM:
+        from safetensors.numpy import load_file
+
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg.pop("architecture", None)
+        m = cls(Shape(**cfg))
+        for k, v in load_file(str(folder / "model.safetensors")).items():
+            if k not in cls.WEIGHTS or v.shape != getattr(m, k).shape:
+                raise ValueError(f"{folder}: unexpected weight {k} {v.shape}")
+            setattr(m, k, v)
+        m._tables()
+        return m
 
     def new_cache(self) -> Cache:
         return Cache(self.shape.heads, self.shape.dim // self.shape.heads)

@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,14 +121,34 @@ def parse(body: Any, chat: bool, limit: int) -> Job:
 
 
 class LlmServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, timing: EngineTiming = EngineTiming()) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timing: EngineTiming = EngineTiming(),
+        model_dir: Path | None = None,
+    ) -> None:
+        """Without `model_dir` the weights are the fixed-seed ones at once; with it, not READY until `load()`."""
         self.host, self.port, self.timing = host, port, timing
-        self.model = TinyLM(Shape())
+        self.model_dir = model_dir
+        self._model: TinyLM | None = TinyLM(Shape()) if model_dir is None else None
         self.active = 0
         self.served = 0
-        self.ready = True
+        self.ready = model_dir is None
         self._streams: set[web.StreamResponse] = set()
         self._runner: web.AppRunner | None = None
+
+    @property
+    def model(self) -> TinyLM:
+        assert self._model is not None, "not loaded"
+        return self._model
+
+    async def load(self) -> None:
+        """Read the weights from `model_dir` (the folder the agent placed the model in), then answer READY."""
+        assert self.model_dir is not None
+        self._model = await asyncio.to_thread(TinyLM.load, self.model_dir)
+        self.ready = True
+        log.info("model loaded from %s", self.model_dir)
 
     @property
     def url(self) -> str:

@@ -34,6 +34,7 @@ from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local import node_api, report
+from spotstack.runtime.local.gateways import Gateways
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.hold import HoldServer
 from spotstack.runtime.local.market import Market
@@ -104,6 +105,10 @@ class LocalFleet:
         """What the cloud posts to its nodes' metadata (notices, scale-ins), said off the event loop."""
         self.hold = HoldServer(self._in_slots)
         """HAProxy's backup: requests wait there for a READY replica instead of a 503 while none is in rotation."""
+        self.tokens_per_s = 30.0
+        """The generative workload's decoding rate (an LLM fleet)."""
+        self.gateways: Gateways | None = None
+        """The fleet gateways between the load balancer and the nodes (`service.gateway`)."""
 
     # -- start -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +118,12 @@ class LocalFleet:
         # The fleet's secret (peer cache, /release, the control API): readable by this user alone.
         write_atomic(self.workdir / "token", secrets.token_urlsafe(32), mode=0o600)
         (self.workdir / "peers").write_text("")
+        if self.model_dir is None and self.plan.workload == "llm":
+            # The generative model's weights (fixed seed) as a checkpoint in the object store, pulled like any model.
+            from spotstack.runtime.llm.model import TinyLM
+
+            self.model_dir = self.workdir / "llm-model"
+            await asyncio.to_thread(TinyLM().save, self.model_dir)
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
         for p in self._procs:
             self.ledger.record(p.pid, "object store")
@@ -128,6 +139,12 @@ class LocalFleet:
         await self._haproxy.start()
         if self._haproxy.pid is not None:
             self.ledger.record(self._haproxy.pid, "haproxy")
+        if self.plan.gateway is not None:
+            # The clients' load balancer fronts the gateways; the gateways find the nodes in `replicas.json`.
+            self.write_replicas()
+            self.gateways = Gateways(self.workdir, self.plan.gateway, self._env, self.ledger)
+            await self.gateways.start()
+            self.lb_port = self.gateways.front_port
         # The warm pool's instances boot once, load the model and stop (AWS: into the pool at creation).
         for _ in range(self.plan.warm_pool):
             self._preparing.append(self._launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
@@ -158,7 +175,13 @@ class LocalFleet:
             workdir=self.workdir,
             jobs=self.jobs,
         )
-        spec = {"name": name, "emulator_port": ports["emulator"], "agent": agent}
+        spec = {
+            "name": name,
+            "emulator_port": ports["emulator"],
+            "agent": agent,
+            "workload": self.plan.workload,
+            "tokens_per_s": self.tokens_per_s,
+        }
         cfg_path = ndir / "node.json"
         cfg_path.write_text(json.dumps(spec))
         proc = subprocess.Popen(
@@ -222,15 +245,16 @@ class LocalFleet:
                     f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
                 )
 
-    def preempt(self, name: str, notice: bool = True) -> None:
-        """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once."""
+    def preempt(self, name: str, notice: bool = True, notice_s: float | None = None) -> None:
+        """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once.
+        `notice_s`: this notice's window (another cloud's, e.g. GCP's 30 s), else the fleet's."""
         node = self.nodes[name]
         if node.kill_at is not None:
             return
         node.preempted = True
         self.preemptions += 1
         if notice:
-            node.kill_at = time.time() + self.notice_s
+            node.kill_at = time.time() + (self.notice_s if notice_s is None else notice_s)
             self.postbox.post(node, "notice")
         else:
             self.killed_without_notice += 1
@@ -305,11 +329,23 @@ class LocalFleet:
             if n.state in ("provisioning", "loading", "ready", "draining")
         )
         (self.workdir / "peers").write_text(peers + "\n")
+        if self.gateways is not None:
+            self.write_replicas()
 
         policy = self.policy()
         # The clouds' round: observe (the adaptor reads this supervisor's nodes), decide, act (it starts and
         # scales in node processes). Every launch a decision asks for is carried out (the bound is the cloud's).
         run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
+
+    def write_replicas(self) -> None:
+        """The gateways' replica list: every node running (they probe each one's readiness themselves), by its
+        agent's proxy (which counts streams in flight for the drain) and its agent's /ready."""
+        specs = [
+            f"http://127.0.0.1:{n.ports['proxy']} ready=http://127.0.0.1:{n.ports['agent']}/ready"
+            for n in self.nodes.values()
+            if n.state in ("provisioning", "loading", "ready", "draining")
+        ]
+        write_atomic(self.workdir / "replicas.json", json.dumps(specs))
 
     def policy(self) -> Policy:
         """The spec's policy (the clouds' own) at this fleet's time scale (`plan.local_policy`)."""
@@ -394,6 +430,8 @@ class LocalFleet:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(n.proc.pid, signal.SIGKILL)
             await asyncio.to_thread(n.proc.wait)
+        if self.gateways is not None:
+            await self.gateways.stop()
         if self._haproxy is not None:
             await self._haproxy.stop()
         await self.hold.stop()

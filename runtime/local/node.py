@@ -1,4 +1,5 @@
-"""One simulated machine of a local fleet: its metadata emulator, the agent, and the model server.
+"""One simulated machine of a local fleet: its metadata emulator, the agent, and the model server (MiniLM
+embeddings, or the generative server when the fleet serves an LLM).
 
 They share a process because they share a machine's fate: the market simulator ends a preempted
 node with SIGKILL, as a cloud would. The workload's stop signal (SIGUSR1 here) only marks it stopping;
@@ -18,6 +19,7 @@ from typing import Any
 from spotstack.runtime.agent.agent import Agent
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
+from spotstack.runtime.llm.server import EngineTiming, LlmServer
 from spotstack.runtime.local.model_server import ModelServer
 
 log = logging.getLogger("spotstack.node")
@@ -27,7 +29,12 @@ async def run_node(spec: dict[str, Any]) -> None:
     emu = AwsImdsEmulator(port=int(spec["emulator_port"]), instance_id=str(spec["name"]), tokens_required=True)
     await emu.start()
     cfg = AgentConfig.model_validate(spec["agent"])
-    model = ModelServer(cfg.cache.dest, "127.0.0.1", cfg.workload.port)
+    model: ModelServer | LlmServer
+    if spec.get("workload") == "llm":
+        timing = EngineTiming(tokens_per_s=float(spec.get("tokens_per_s", 30.0)))
+        model = LlmServer("127.0.0.1", cfg.workload.port, timing, model_dir=Path(cfg.cache.dest))
+    else:
+        model = ModelServer(cfg.cache.dest, "127.0.0.1", cfg.workload.port)
     await model.start()
     agent = Agent(cfg)
     agent.overrides["lifecycle"] = None  # no Auto Scaling group to tell: the supervisor ends the process

@@ -28,6 +28,11 @@ class FleetPlan:
     """`capacity.warm_pool.size`: fallback nodes that make way for spot keep their model on disk, stopped."""
     jobs: dict[str, Any] | None = None
     """The spec's `jobs` (as the agent's jobs config takes it): the fleet also serves queues (moto's SQS)."""
+    workload: str = "minilm"
+    """What the nodes run, from the spec's image: `minilm-server` (embeddings) or `llm-server` (generation)."""
+    gateway: dict[str, Any] | None = None
+    """The spec's `service.gateway` (replicas, continue_as, api_keys, rate_limit): gateways between the load
+    balancer and the nodes."""
     policy: Policy | None = None
     """The controller policy the spec gives (`components.controller_policy.fleet_policy`, the clouds' own); the
     supervisor runs it with its time scale (`LocalFleet.policy`). None: built from the fields above."""
