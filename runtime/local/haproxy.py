@@ -66,6 +66,9 @@ def render_config(
         f"    timeout server {timeout_server_s}s",
         f"    retries {retries}",
         "    option redispatch 1",
+        # Send each piece of a response as it comes: by default HAProxy holds small writes while it expects more
+        # (MSG_MORE), which bunches a token stream into ~200 ms bursts.
+        "    option http-no-delay",
         # Retry idempotent requests on another replica when one dies mid-connection.
         "    retry-on conn-failure empty-response response-timeout 502 503",
         "frontend fleet",

@@ -85,7 +85,7 @@ async def run_llm_scenario(
         {
             "continued": sum(continued.values()),
             "continued_by": continued,
-            "continuation_gap_s": {"p50": _pct(gaps, 50), "p99": _pct(gaps, 99)},
+            "continuation_gap_s": {"p50": _pct(gaps, 50), "p90": _pct(gaps, 90), "p99": _pct(gaps, 99)},
             "replica_ttft_s": {"p50": _pct(ttfts, 50), "p99": _pct(ttfts, 99)},
             "preemptions": {"total": sum(done.values()), **done},
             "concurrency": concurrency,

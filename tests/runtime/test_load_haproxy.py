@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import time
@@ -112,3 +113,38 @@ async def test_preempting_one_of_two_replicas_loses_no_request(tmp_path: Path) -
         for wl, emu, _, _ in replicas:
             await wl.stop()
             await emu.stop()
+
+
+async def test_a_token_stream_passes_haproxy_token_by_token(tmp_path: Path) -> None:
+    """An LLM answer, one event every 33 ms, reaches the client as it is sent: without `option http-no-delay`
+    HAProxy held the small writes and delivered them in ~200 ms bunches (most gaps 0, every seventh 230 ms)."""
+    from spotstack.runtime.llm.server import EngineTiming, LlmServer
+
+    server = LlmServer(timing=EngineTiming(tokens_per_s=30.0, ttft_s=0.0))
+    await server.start()
+    port = free_port()
+    lb = HAProxy(tmp_path / "lb", port, [Server("r0", server.port, server.port)])
+    await lb.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def up() -> bool:
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/ready") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(up, 30, "HAProxy to mark the replica up")
+            body = {"prompt": "tick", "max_tokens": 30, "stream": True}
+            arrivals = []
+            async with s.post(f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: {"):
+                        arrivals.append(time.monotonic())
+        gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+        assert len(arrivals) == 30
+        assert gaps[len(gaps) // 2] > 0.015, gaps  # the median gap is the engine's (33 ms), not a bunch's 0
+    finally:
+        await lb.stop()
+        await server.stop()
