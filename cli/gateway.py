@@ -34,6 +34,15 @@ def gateway_run(
     replicas_file: Path | None = typer.Option(
         None, "--replicas-file", help="A JSON list of replicas in the same form, re-read as it changes."
     ),
+    discover: str | None = typer.Option(
+        None, "--discover", help="Find the fleet's nodes with the cloud's API: aws, gcp or alicloud (every 5 s)."
+    ),
+    fleet: str | None = typer.Option(
+        None, "--fleet", help="--discover: the fleet tag's value (AWS, Alibaba) or label's (GCP) on its nodes."
+    ),
+    region: str | None = typer.Option(None, "--region", help="--discover: the fleet's region (AWS, Alibaba)."),
+    replica_port: int = typer.Option(8080, "--replica-port", help="--discover: the model server's port."),
+    ready_port: int = typer.Option(8471, "--ready-port", help="--discover: the agent's readiness port."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     api_keys_file: Path | None = typer.Option(
@@ -51,17 +60,20 @@ def gateway_run(
     """Route OpenAI-compatible requests to the READY replica with the least generation left, and carry each stream
     through its replica's preemption: on SIGTERM it stops taking requests and finishes those in flight."""
     from spotstack.runtime.gateway.keys import Keys
-    from spotstack.runtime.gateway.replicas import Pool
+    from spotstack.runtime.gateway.replicas import Pool, cloud_finder
     from spotstack.runtime.gateway.server import Gateway, GatewayConfig
 
     _logging(log_level)
     if form not in ("token_ids", "text"):
         raise typer.BadParameter("--continue-as: token_ids or text")
-    if not replica and replicas_file is None:
-        raise typer.BadParameter("name the replicas: --replica URL (repeatable) or --replicas-file F")
+    if not replica and replicas_file is None and discover is None:
+        raise typer.BadParameter("name the replicas: --replica URL (repeatable), --replicas-file F or --discover")
+    if discover is not None and (discover not in ("aws", "gcp", "alicloud") or not fleet):
+        raise typer.BadParameter("--discover aws|gcp|alicloud needs --fleet (the nodes' fleet tag or label)")
     try:
         keys = Keys.from_file(api_keys_file, rate_limit) if api_keys_file else None
-        pool = Pool(replica, replicas_file)
+        finder = cloud_finder(discover, fleet, replica_port, ready_port, region) if discover and fleet else None
+        pool = Pool(replica, replicas_file, finder=finder)
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise typer.Exit(2) from exc

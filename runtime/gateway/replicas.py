@@ -1,5 +1,6 @@
-"""The replicas a gateway routes to: where they are (a list, or a file the fleet rewrites as nodes come and go)
-and whether each is READY and when it is due to go, from its agent's /ready (probed twice a second).
+"""The replicas a gateway routes to: where they are (a list, a file the fleet rewrites as nodes come and go, or the
+cloud's API: the fleet's running instances by tag or label, as the peer cache finds its peers) and whether each is
+READY and when it is due to go, from its agent's /ready (probed twice a second).
 
 A replica is `URL` (its agent's /ready is `URL/ready`) or `URL ready=PROBE_URL` where the requests and the
 readiness live on different ports (the agent's proxy and its health server).
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,10 +39,46 @@ def parse_replica(spec: str) -> tuple[str, str]:
     return url, probe
 
 
+Finder = Callable[[], list[str]]
+"""Lists the fleet's replicas (specs as above); raises when the cloud's API cannot say."""
+
+
+def cloud_finder(
+    kind: str,
+    fleet: str,
+    port: int,
+    ready_port: int,
+    region: str | None = None,
+    endpoint: str | None = None,
+    metadata_url: str | None = None,
+) -> Finder:
+    """The fleet's running nodes from the cloud's API (`aws`, `gcp`, `alicloud`), with the gateway's identity:
+    requests to `port` (the model server), readiness from the agent on `ready_port`."""
+    from spotstack.runtime.cache.discovery import discover
+
+    def find() -> list[str]:
+        addrs = discover(
+            kind, peers=[], target=fleet, port=port, region=region, endpoint=endpoint, metadata_url=metadata_url
+        )
+        return [f"http://{a} ready=http://{a.rsplit(':', 1)[0]}:{ready_port}/ready" for a in addrs]
+
+    return find
+
+
 class Pool:
-    def __init__(self, specs: list[str], file: str | Path | None = None, probe_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        specs: list[str],
+        file: str | Path | None = None,
+        probe_s: float = 0.5,
+        finder: Finder | None = None,
+        find_s: float = 5.0,
+    ) -> None:
         self.file = Path(file) if file else None
         self.probe_s = probe_s
+        self.finder, self.find_s = finder, find_s
+        self._found: list[tuple[str, str]] = []
+        self._found_at = 0.0
         self.replicas: dict[str, ReplicaView] = {}
         self.probes: dict[str, str] = {}
         self._static = [parse_replica(s) for s in specs]
@@ -72,8 +110,22 @@ class Pool:
                 self.replicas[u] = ReplicaView(u)
             self.probes[u] = probe
 
+    async def _find(self) -> None:
+        """Ask the cloud for the fleet's nodes (every `find_s`); a failed answer keeps the last list: a broken
+        view is never an empty fleet."""
+        if self.finder is None or time.monotonic() - self._found_at < self.find_s:
+            return
+        self._found_at = time.monotonic()
+        try:
+            self._found = [parse_replica(s) for s in await asyncio.to_thread(self.finder)]
+        except Exception as exc:  # the cloud's API: throttled, unreachable, or refused
+            log.warning("finding the fleet's replicas failed (%s); keeping the %d known", exc, len(self._found))
+            return
+        self._sync(self._static + self._from_file() + self._found)
+
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        await self._find()
         await self.probe_all()
         self._task = asyncio.create_task(self._loop())
 
@@ -88,7 +140,8 @@ class Pool:
         while True:
             await asyncio.sleep(self.probe_s)
             if self.file is not None:
-                self._sync(self._static + self._from_file())
+                self._sync(self._static + self._from_file() + self._found)
+            await self._find()
             await self.probe_all()
 
     async def probe_all(self) -> None:

@@ -463,3 +463,44 @@ async def _ready(session: aiohttp.ClientSession, port: int) -> bool:
             return r.status == 200
     except aiohttp.ClientError:
         return False
+
+
+# ---- finding the replicas with the cloud's API --------------------------------------------------------
+async def test_the_gateway_finds_the_fleets_nodes_on_aws_and_keeps_them_when_the_api_fails() -> None:
+    """moto's EC2: the fleet's running instances by tag become replicas (model server port, agent readiness
+    port); another fleet's and stopped ones do not; a failed DescribeInstances keeps the list it had."""
+    import boto3
+    from moto import mock_aws
+
+    from spotstack.runtime.gateway.replicas import cloud_finder
+
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        ami = ec2.describe_images()["Images"][0]["ImageId"]
+
+        def launch(fleet: str) -> str:
+            tags = [{"ResourceType": "instance", "Tags": [{"Key": "spotstack:fleet", "Value": fleet}]}]
+            inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, TagSpecifications=tags)["Instances"][0]
+            return str(inst["PrivateIpAddress"])
+
+        mine = [launch("llm"), launch("llm")]
+        launch("other")
+        find = cloud_finder("aws", "llm", 8080, 8471, region="us-east-1")
+        broken = {"now": False}
+
+        def finder() -> list[str]:
+            if broken["now"]:
+                raise RuntimeError("RequestLimitExceeded")
+            return find()
+
+        pool = Pool([], finder=finder, probe_s=0.05, find_s=0.0)
+        await pool.start()
+        try:
+            assert sorted(pool.replicas) == sorted(f"http://{ip}:8080" for ip in mine)
+            assert {pool.probes[f"http://{ip}:8080"] for ip in mine} == {f"http://{ip}:8471/ready" for ip in mine}
+            broken["now"] = True
+            rounds = pool._changed
+            await wait_for(lambda: rounds.is_set(), 10, "a probe round with the API failing")
+            assert len(pool.replicas) == 2  # a broken view is not an empty fleet
+        finally:
+            await pool.stop()
