@@ -73,9 +73,15 @@ def replica_main(port_file: Path, tokens: int, itl_ms: float) -> None:
     asyncio.run(main())
 
 
-def spawn(args: list[str], port_file: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return p, port_file
+def spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def spotstack(port_file: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A `spotstack` command on a port of its own choosing, written to `port_file`."""
+    return spawn(
+        [str(BIN / "spotstack"), *args, "--port", "0", "--port-file", str(port_file), "--log-level", "warning"]
+    )
 
 
 async def port_of(port_file: Path) -> int:
@@ -126,30 +132,14 @@ async def load(url: str, concurrency: int, seconds: float, tokens: int) -> tuple
 
 async def overhead(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     me = [sys.executable, __file__, "--role", "replica"]
-    paced, _ = spawn([*me, "--port-file", str(tmp / "paced"), "--itl-ms", str(args.itl_ms)], tmp / "paced")
-    burst, _ = spawn([*me, "--port-file", str(tmp / "burst"), "--itl-ms", "0"], tmp / "burst")
+    paced = spawn([*me, "--port-file", str(tmp / "paced"), "--itl-ms", str(args.itl_ms)])
+    burst = spawn([*me, "--port-file", str(tmp / "burst"), "--itl-ms", "0"])
     procs = [paced, burst]
     try:
         pp, bp = await port_of(tmp / "paced"), await port_of(tmp / "burst")
         gws = {}
         for name, port in (("paced", pp), ("burst", bp)):
-            g = subprocess.Popen(
-                [
-                    str(BIN / "spotstack"),
-                    "gateway",
-                    "run",
-                    "--replica",
-                    f"http://127.0.0.1:{port}",
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(tmp / f"gw-{name}"),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            g = spotstack(tmp / f"gw-{name}", "gateway", "run", "--replica", f"http://127.0.0.1:{port}")
             procs.append(g)
             gws[name] = await port_of(tmp / f"gw-{name}")
         await asyncio.sleep(1.0)  # the gateways' first probes
@@ -200,44 +190,10 @@ async def continuation(args: argparse.Namespace, tmp: Path) -> dict[str, object]
     for k in range(args.cuts):
         procs = []
         try:
-            for i in range(2):
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            str(BIN / "spotstack"),
-                            "llm",
-                            "serve",
-                            "--port",
-                            "0",
-                            "--port-file",
-                            str(tmp / f"c{k}-{i}"),
-                            "--log-level",
-                            "warning",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+            procs += [spotstack(tmp / f"c{k}-{i}", "llm", "serve") for i in range(2)]
             ports = [await port_of(tmp / f"c{k}-{i}") for i in range(2)]
             reps = [a for p in ports for a in ("--replica", f"http://127.0.0.1:{p}")]
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "spotstack"),
-                        "gateway",
-                        "run",
-                        *reps,
-                        "--port",
-                        "0",
-                        "--port-file",
-                        str(tmp / f"g{k}"),
-                        "--log-level",
-                        "warning",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(spotstack(tmp / f"g{k}", "gateway", "run", *reps))
             gp = await port_of(tmp / f"g{k}")
             await asyncio.sleep(1.0)
             async with aiohttp.ClientSession() as s:

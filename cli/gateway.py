@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from spotstack.cli.agent import _level, _logging
+from spotstack.runtime.files import write_atomic
 
 gateway_app = typer.Typer(
     help="The fleet gateway: OpenAI-compatible routing that continues streams across preemptions.",
@@ -83,9 +84,7 @@ def gateway_run(
         gw = Gateway(cfg, pool, keys)
         await gw.start()
         if port_file is not None:
-            tmp = port_file.with_name(f".{port_file.name}.tmp")
-            tmp.write_text(f"{gw.port}\n")
-            tmp.replace(port_file)
+            write_atomic(port_file, f"{gw.port}\n")
         await _until_signal()
         finished = await gw.drain()
         if not finished:
@@ -114,9 +113,7 @@ def llm_serve(
         server = LlmServer(host, port, EngineTiming(tokens_per_s=tokens_per_s, ttft_s=ttft))
         await server.start()
         if port_file is not None:
-            tmp = port_file.with_name(f".{port_file.name}.tmp")
-            tmp.write_text(f"{server.port}\n")
-            tmp.replace(port_file)
+            write_atomic(port_file, f"{server.port}\n")
         await _until_signal()
         await server.stop()
 
