@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo plan test quick lint typecheck unit bench clean
+.PHONY: setup demo plan test quick lint typecheck unit docs bench clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,12 @@ plan: setup
 	$(BIN)/spotstack plan --stack dev
 
 ## Everything CI runs.
-test: setup lint typecheck unit
+test: setup lint typecheck docs unit
+
+## The documentation site (docs/), strict: a broken link fails. The spec reference is generated: it must be current.
+docs: setup
+	$(BIN)/python scripts/spec_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build  # not --quiet: it hides the warnings strict mode counts
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,9 +22,10 @@ PACKAGE = "spotstack"
 
 class GpuFleetArgs(TypedDict):
     spec: pulumi.Input[dict[str, Any]]
-    """The fleet: one entry of the `spotstack:fleets` list (README, "The fleet spec"): `name`, `cloud` (aws, gcp or
-    alicloud), `region`, `zones`, `instances`, `capacity`, `image`, and the optional `service`, `scaling`,
-    `model_cache`, `jobs`, `network`. Plain values: the resources it declares are named from it."""
+    """The fleet: one entry of the `spotstack:fleets` list (docs/spec.md; every field in docs/reference/spec.md):
+    `name`, `cloud` (aws, gcp or alicloud), `region`, `zones`, `instances`, `capacity`, `image`, and the optional
+    `service`, `scaling`, `model_cache`, `jobs`, `network`. Plain values: the resources it declares are named
+    from it."""
     network_id: NotRequired[pulumi.Input[str]]
     """A network of your program's own: the VPC id (AWS, Alibaba) or the network's self link (GCP). With
     `subnet_ids`, replaces `spec.network`."""

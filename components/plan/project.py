@@ -40,7 +40,7 @@ def entry_point(project_dir: Path) -> Path:
     if runtime_name != "python":
         raise StackFileError(
             f"{meta_path}: runtime is {runtime_name!r}: `spotstack plan` runs Python programs (a YAML or TypeScript "
-            "program uses the components through the provider: see README, 'Any language')"
+            "program uses the components through the provider: see docs/deploy.md, 'Any language')"
         )
     main = project_dir.resolve() / str(meta.get("main", "."))
     path = main / "__main__.py" if main.is_dir() else main

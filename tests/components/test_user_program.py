@@ -55,8 +55,8 @@ def test_the_stacks_default_provider_serves_every_resource(plan: Plan) -> None:
 
 
 def test_readme_snippet_is_the_example(project: Path) -> None:
-    """The README's 'your own program' block is the example's code, so running the example runs the snippet."""
-    readme = (ROOT / "README.md").read_text()
+    """The docs' "your own program" block is the example's code, so running the example runs the snippet."""
+    readme = (ROOT / "docs" / "deploy.md").read_text()
     marker = readme.index("examples/aws-own-vpc/__main__.py")
     block = re.search(r"```python\n(.*?)```", readme[marker:], re.S)
     assert block is not None
