@@ -149,3 +149,35 @@ def check_notifications(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[
     }
     errors = [Problem(f"{at}.notifications.{k}", f"not a {fleet.cloud} target") for k, bad in foreign.items() if bad]
     return errors, []
+
+
+SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
+
+
+def check_gateway(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
+    """Where the gateway is deployed (AWS and local fleets), and what its settings must look like there."""
+    gw = fleet.service.gateway
+    if gw is None or fleet.cloud == "local":
+        return [], []
+    where = f"{at}.service.gateway"
+    from spotstack.components.gateway import DEFAULT_TYPES
+
+    if fleet.cloud not in DEFAULT_TYPES:
+        return [], [
+            Problem(
+                where,
+                f"the gateway is not deployed on {fleet.cloud} yet: its load balancer routes to the nodes directly "
+                "(no stream is continued across a preemption); run `spotstack gateway run --discover "
+                f"{fleet.cloud}` in front of the fleet",
+            )
+        ]
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    if gw.api_keys is not None and (not SSM_NAME.match(gw.api_keys) or gw.api_keys.lower().startswith(("aws", "ssm"))):
+        errors.append(Problem(f"{where}.api_keys", "must be an SSM parameter name (a SecureString you create)"))
+    if gw.api_keys is None:
+        warnings.append(Problem(f"{where}.api_keys", "no API keys: the gateway takes every request"))
+    default, _ = DEFAULT_TYPES[fleet.cloud]
+    if gw.type is not None and gw.type != default:
+        warnings.append(Problem(f"{where}.type", f"{gw.type} is not in the price table: the plan does not price it"))
+    return errors, warnings

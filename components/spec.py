@@ -206,11 +206,13 @@ class GatewaySpec(_Model):
 
     replicas: int = Field(default=2, ge=1, le=20)
     """Gateway processes (instances on a cloud), spread across zones."""
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    """The gateways' instance type (on-demand, CPU only); the cloud's default (`components/gateway.py`) if unset."""
     continue_as: Literal["token_ids", "text"] = "token_ids"
     """How a continuation carries the tokens already sent: token ids (vLLM's `return_token_ids`) or text."""
     api_keys: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
-    """Where the API keys are, one a line: a secret's name in the cloud's store, a file on a local fleet.
-    Without it the gateway takes every request."""
+    """Where the API keys are, one a line: on AWS the name of an SSM SecureString parameter you create, on a local
+    fleet a file (made with one key if absent). Without it the gateway takes every request."""
     rate_limit: float | None = Field(default=None, gt=0, le=100_000)
     """Requests per second per API key."""
 

@@ -17,7 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from spotstack.components import catalog
 from spotstack.components.problem import Problem, SpecError
-from spotstack.components.service_checks import check_jobs, check_max_request, check_notifications, check_tls
+from spotstack.components.service_checks import (
+    check_gateway,
+    check_jobs,
+    check_max_request,
+    check_notifications,
+    check_tls,
+)
 from spotstack.components.spec import (
     NOTICE_WINDOW_S,
     CapacitySpec,
@@ -237,14 +243,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors, warnings = errors + rerr, warnings + rwarn
     nerr, nwarn = check_notifications(fleet, at)
     errors, warnings = errors + nerr, warnings + nwarn
-    if fleet.service.gateway is not None and fleet.cloud != "local":
-        warnings.append(
-            Problem(
-                f"{at}.service.gateway",
-                f"the gateway is not deployed on {fleet.cloud} yet: its load balancer routes to the nodes directly "
-                "(no stream is continued across a preemption); run `spotstack gateway run` in front of the fleet",
-            )
-        )
+    gerr, gwarn = check_gateway(fleet, at)
+    errors, warnings = errors + gerr, warnings + gwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

@@ -255,3 +255,69 @@ def render_cloud_init(
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+GATEWAY_UNIT = "spotstack-gateway.service"
+GATEWAY_KEYS_PATH = "/etc/spotstack/api-keys"
+
+
+def gateway_unit(command: list[str], drain_s: int) -> str:
+    """The systemd unit of a gateway instance: `spotstack gateway run`, given the time to finish its streams."""
+    return "\n".join(
+        [
+            "[Unit]",
+            "Description=spotstack fleet gateway (routing, streams continued across preemptions)",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            f"ExecStart={shlex.join(command)}",
+            "Restart=always",
+            "RestartSec=2",
+            # SIGTERM drains: streams in flight finish (up to the longest request) before it exits.
+            f"TimeoutStopSec={drain_s + 30}",
+            "KillSignal=SIGTERM",
+            "NoNewPrivileges=true",
+            "ProtectSystem=full",
+            "ProtectHome=true",
+            "PrivateTmp=true",
+            "LimitNOFILE=65536",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
+
+
+def render_gateway_cloud_init(
+    command: list[str], drain_s: int, agent: AgentInstall, secrets: tuple[Secret, ...] = ()
+) -> str:
+    """A gateway instance's `#cloud-config`: fetch its API keys with the instance's identity, install the package
+    (the agent's wheel carries the gateway), start the unit."""
+    doc = {
+        "write_files": [
+            {"path": f"/etc/systemd/system/{GATEWAY_UNIT}", "content": gateway_unit(command, drain_s)},
+            *(
+                [
+                    {
+                        "path": OBJECTGET,
+                        "permissions": "0644",
+                        "encoding": "gz+b64",
+                        "content": _gz_b64(objectget_source()),
+                    }
+                ]
+                if agent.wheel_url
+                else []
+            ),
+        ],
+        "runcmd": [
+            ["mkdir", "-p", "/var/lib/spotstack", "/etc/spotstack"],
+            *(["sh", "-c", fetch_secret(s)] for s in secrets),
+            *install_steps(agent),
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", GATEWAY_UNIT],
+        ],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)

@@ -18,7 +18,18 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from spotstack.components import inputs, service_checks, tokens
-from spotstack.components.aws import controller, group, iam, load_balancer, mix, model_store, node, queues, scaling
+from spotstack.components.aws import (
+    controller,
+    gateway,
+    group,
+    iam,
+    load_balancer,
+    mix,
+    model_store,
+    node,
+    queues,
+    scaling,
+)
 from spotstack.components.component import fleet_options, image_reference, report
 from spotstack.components.spec import FleetSpec
 
@@ -92,6 +103,13 @@ class AwsGpuFleet(pulumi.ComponentResource):
         lb, tg = front.alb, front.target_group
         lb_sg, node_sg = front.security_group, front.node_security_group
         self.listener, self.https_listener = front.listener, front.https_listener
+
+        self.gateway_group: aws.autoscaling.Group | None = None
+        """The gateways' group, with `service.gateway` (components/aws/gateway.py)."""
+        if front.gateway_target_group is not None and front.gateway_security_group is not None:
+            self.gateway_group = gateway.declare(
+                name, spec, resolved, subnet_ids, front.gateway_security_group, front.gateway_target_group, child
+            )
 
         role = aws.iam.Role(f"{name}-node-role", assume_role_policy=iam.ASSUME_EC2, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-node-profile", role=role.name, opts=child)
@@ -288,6 +306,7 @@ class AwsGpuFleet(pulumi.ComponentResource):
                 "group_name": self.group_name,
                 "fallback_group_name": self.fallback_group_name,
                 "controller_function": self.controller_function,
+                "gateway_group_name": self.gateway_group.name if self.gateway_group else None,
                 "controller_config": self.controller_config,
                 "role_arn": self.role_arn,
                 "job_queue_urls": (

@@ -1,7 +1,8 @@
 """An AWS fleet's front: the security groups (the LB takes `allowed_cidrs`; nodes take service and readiness
 traffic from the LB only, peer-cache traffic from each other), the ALB, the target group that routes on the agent's
 readiness and keeps a leaving target's requests for the drain timeout, the HTTP listener, and with a certificate
-the HTTPS listener (TLS 1.2/1.3) while HTTP redirects."""
+the HTTPS listener (TLS 1.2/1.3) while HTTP redirects. With `service.gateway`, the listeners forward to the
+gateways' target group instead, and nodes take service and readiness traffic from the gateways too."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from spotstack.components.aws import node
+from spotstack.components.gateway import GATEWAY_PORT
 from spotstack.components.spec import FleetSpec
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -24,6 +27,8 @@ class LoadBalancer:
     target_group: aws.lb.TargetGroup
     listener: aws.lb.Listener
     https_listener: aws.lb.Listener | None
+    gateway_security_group: aws.ec2.SecurityGroup | None = None
+    gateway_target_group: aws.lb.TargetGroup | None = None
 
 
 def declare(
@@ -78,6 +83,7 @@ def declare(
             to_port=port,
             opts=child,
         )
+    gw_sg = _gateway_security_group(name, spec, vpc_id, lb_sg, node_sg, child) if svc.gateway else None
     if spec.model_cache is not None:
         peer = spec.model_cache.peer_port
         aws.vpc.SecurityGroupIngressRule(
@@ -131,7 +137,9 @@ def declare(
         ),
         opts=child,
     )
-    forward = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)
+    gw_tg = _gateway_target_group(name, spec, vpc_id, child) if svc.gateway else None
+    front = gw_tg if gw_tg is not None else tg
+    forward = aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=front.arn)
     redirect = aws.lb.ListenerDefaultActionArgs(
         type="redirect",
         redirect=aws.lb.ListenerDefaultActionRedirectArgs(protocol="HTTPS", port="443", status_code="HTTP_301"),
@@ -159,4 +167,102 @@ def declare(
             default_actions=[forward],
             opts=child,
         )
-    return LoadBalancer(lb_sg, node_sg, lb, tg, listener, https_listener)
+    if gw_tg is not None:
+        # The nodes' target group stays with the load balancer, which health-checks its targets only while a
+        # listener routes to it (the controller reads their health): a rule no client request matches, a header
+        # whose value is a secret kept in the stack's state.
+        secret = random.RandomPassword(f"{name}-health-only", length=32, special=False, opts=child)
+        aws.lb.ListenerRule(
+            f"{name}-nodes-health-only",
+            region=spec.region,
+            listener_arn=(https_listener or listener).arn,
+            priority=1,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name="X-Spotstack-Health-Only", values=[secret.result]
+                    )
+                )
+            ],
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=tg.arn)],
+            opts=child,
+        )
+    return LoadBalancer(lb_sg, node_sg, lb, tg, listener, https_listener, gw_sg, gw_tg)
+
+
+def _gateway_security_group(
+    name: str,
+    spec: FleetSpec,
+    vpc_id: pulumi.Input[str],
+    lb_sg: aws.ec2.SecurityGroup,
+    node_sg: aws.ec2.SecurityGroup,
+    child: pulumi.ResourceOptions,
+) -> aws.ec2.SecurityGroup:
+    """The gateways take the load balancer's traffic; the nodes take the gateways' (service and readiness)."""
+    region = spec.region
+    gw_sg = aws.ec2.SecurityGroup(
+        f"{name}-gateway-sg", region=region, vpc_id=vpc_id, description=f"{name} gateways", opts=child
+    )
+    aws.vpc.SecurityGroupIngressRule(
+        f"{name}-gateway-in",
+        region=region,
+        security_group_id=gw_sg.id,
+        referenced_security_group_id=lb_sg.id,
+        ip_protocol="tcp",
+        from_port=GATEWAY_PORT,
+        to_port=GATEWAY_PORT,
+        opts=child,
+    )
+    aws.vpc.SecurityGroupEgressRule(
+        f"{name}-lb-out-gateways",
+        region=region,
+        security_group_id=lb_sg.id,
+        referenced_security_group_id=gw_sg.id,
+        ip_protocol="tcp",
+        from_port=GATEWAY_PORT,
+        to_port=GATEWAY_PORT,
+        opts=child,
+    )
+    for port_name, port in (("service", spec.service.port), ("readiness", node.AGENT_PORT)):
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-node-in-gateway-{port_name}",
+            region=region,
+            security_group_id=node_sg.id,
+            referenced_security_group_id=gw_sg.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            opts=child,
+        )
+    # To the nodes, and to the EC2 API (finding the nodes), SSM (its keys) and S3 (the package at boot).
+    aws.vpc.SecurityGroupEgressRule(
+        f"{name}-gateway-out", region=region, security_group_id=gw_sg.id, cidr_ipv4="0.0.0.0/0", ip_protocol="-1",
+        opts=child,
+    )  # fmt: skip
+    return gw_sg
+
+
+def _gateway_target_group(
+    name: str, spec: FleetSpec, vpc_id: pulumi.Input[str], child: pulumi.ResourceOptions
+) -> aws.lb.TargetGroup:
+    return aws.lb.TargetGroup(
+        f"{name}-gateway-tg",
+        region=spec.region,
+        port=GATEWAY_PORT,
+        protocol="HTTP",
+        target_type="instance",
+        vpc_id=vpc_id,
+        # A gateway leaving (scale-in, a new template) finishes its streams: as long as the longest request.
+        deregistration_delay=min(3600, spec.service.max_request_s),
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            path="/ready",
+            port="traffic-port",
+            protocol="HTTP",
+            matcher="200",
+            interval=5,
+            timeout=2,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+        ),
+        opts=child,
+    )

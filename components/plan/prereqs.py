@@ -55,6 +55,20 @@ def _common(f: FleetSpec) -> list[Item]:
         )
     if f.capacity.base_on_demand:
         out.append(Item(f.name, f.cloud, "billed", f"{f.capacity.base_on_demand} on-demand base replica(s), always on"))
+    gw = f.service.gateway
+    if gw is not None and f.cloud != "local":
+        from spotstack.components.gateway import DEFAULT_TYPES, gateway_type
+
+        if f.cloud in DEFAULT_TYPES:
+            typ, price = gateway_type(f)
+            cost = (
+                f", about ${gw.replicas * price * HOURS_PER_MONTH:,.0f}/month" if price is not None else " (unpriced)"
+            )
+            out.append(Item(f.name, f.cloud, "billed", f"the gateways: {gw.replicas} on-demand {typ}, always on{cost}"))
+            if gw.api_keys is not None:
+                out.append(
+                    Item(f.name, f.cloud, "needs", f"the gateways' API keys, one a line: {gw.api_keys} (secret)")
+                )
     wp = f.capacity.warm_pool
     if wp is not None:
         kept = warm_pool_kept(f)

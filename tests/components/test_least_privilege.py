@@ -252,3 +252,16 @@ def test_a_grant_without_a_call_is_caught(monkeypatch: pytest.MonkeyPatch) -> No
     granted: set[Any] = {a for st in doc["Statement"] for a in st["Action"]}
     extra = granted - (set(ali_agent_calls()) | ALI_BY_LIBRARIES)
     assert extra == {"ess:CompleteLifecycleAction", "alb:RemoveServersFromServerGroup"}
+
+
+def test_the_aws_gateways_role_holds_what_the_gateway_calls_and_nothing_else() -> None:
+    """The gateway instances' role (stacks/Pulumi.dev-llm.yaml): it finds the nodes (peer discovery's
+    DescribeInstances), reads its API keys (`agent fetch-secret`'s GetParameter) and the package's wheel (objectget's
+    GetObject) — each a call the runtime makes — and holds nothing more."""
+    from spotstack.components.plan import plan_stack
+
+    run = plan_stack(ROOT, "dev-llm").run
+    doc = json.loads(run.find("aws:iam/rolePolicy:RolePolicy", "llm-gateway-policy")[0].inputs["policy"])
+    granted = {a for st in doc["Statement"] for a in st["Action"]}
+    assert granted == {"ec2:DescribeInstances", "ssm:GetParameter", "s3:GetObject"}
+    assert granted <= set(aws_agent_calls()) | AWS_BY_LIBRARIES

@@ -18,7 +18,7 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
-STACKS = ["dev", "dev-gcp", "dev-alicloud"]
+STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,24 @@ RULES = [
         "aws:lb/targetGroup:TargetGroup",
         "name: at most 32 alphanumerics or hyphens, no hyphen at the ends",
         _name(ELB_NAME, 32),
+    ),
+    Rule(
+        "aws:lb/targetGroup:TargetGroup",
+        "deregistrationDelay 0-3600 s",
+        lambda i: 0 <= int(i.get("deregistrationDelay", 300)) <= 3600,
+    ),
+    Rule(
+        "aws:lb/listenerRule:ListenerRule",
+        "priority 1-50000; 1-5 conditions; an HTTP header name of at most 40 characters and values of at most 128",
+        lambda i: (
+            1 <= int(i.get("priority", 1)) <= 50000
+            and 1 <= len(i.get("conditions") or []) <= 5
+            and all(
+                len(c["httpHeader"]["httpHeaderName"]) <= 40 and all(len(v) <= 128 for v in c["httpHeader"]["values"])
+                for c in i.get("conditions") or []
+                if c.get("httpHeader")
+            )
+        ),
     ),
     Rule(
         "aws:lb/loadBalancer:LoadBalancer",

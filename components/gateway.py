@@ -1,0 +1,48 @@
+"""The fleet gateway as the components deploy it, whatever the cloud: its default instance type and price, its port,
+and the command its instances run. Pure."""
+
+from __future__ import annotations
+
+from spotstack.components.spec import FleetSpec
+from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, VENV
+from spotstack.runtime.config import AGENT_PORT
+
+GATEWAY_PORT = 8000
+"""Where a gateway instance listens (the load balancer's target port and health check)."""
+
+DEFAULT_TYPES: dict[str, tuple[str, float]] = {
+    # A gateway is a few streams' bookkeeping: 2 vCPU, on-demand (it must outlive the spot nodes it fronts).
+    # USD per hour on-demand, Linux, in the dev stacks' regions (the clouds' price pages, 2026-12).
+    "aws": ("c7i.large", 0.08925),
+}
+"""Cloud -> (instance type, on-demand USD/h) when `service.gateway.type` is unset."""
+
+
+def gateway_type(fleet: FleetSpec) -> tuple[str, float | None]:
+    """The instance type and, where known, its hourly price (a type the table lacks is priced by nobody: the plan
+    says so)."""
+    gw = fleet.service.gateway
+    assert gw is not None
+    default, price = DEFAULT_TYPES[fleet.cloud]
+    if gw.type is None or gw.type == default:
+        return default, price
+    return gw.type, None
+
+
+def gateway_command(fleet: FleetSpec, region: str, fleet_tag: str) -> list[str]:
+    """`spotstack gateway run` on an instance: the fleet's nodes found by tag with the instance's identity, the
+    model server's port for requests, the agent's for readiness."""
+    gw = fleet.service.gateway
+    assert gw is not None
+    cmd = [
+        f"{VENV}/bin/spotstack", "gateway", "run",
+        "--discover", fleet.cloud, "--fleet", fleet_tag, "--region", region,
+        "--replica-port", str(fleet.service.port), "--ready-port", str(AGENT_PORT),
+        "--host", "0.0.0.0", "--port", str(GATEWAY_PORT),
+        "--continue-as", gw.continue_as, "--max-request", str(fleet.service.max_request_s),
+    ]  # fmt: skip
+    if gw.api_keys is not None:
+        cmd += ["--api-keys-file", GATEWAY_KEYS_PATH]
+    if gw.rate_limit is not None:
+        cmd += ["--rate-limit", str(gw.rate_limit)]
+    return cmd
