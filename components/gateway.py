@@ -14,6 +14,7 @@ DEFAULT_TYPES: dict[str, tuple[str, float]] = {
     # A gateway is a few streams' bookkeeping: 2 vCPU, on-demand (it must outlive the spot nodes it fronts).
     # USD per hour on-demand, Linux, in the dev stacks' regions (the clouds' price pages, 2026-12).
     "aws": ("c7i.large", 0.08925),
+    "gcp": ("e2-standard-2", 0.067006),
 }
 """Cloud -> (instance type, on-demand USD/h) when `service.gateway.type` is unset."""
 

@@ -151,6 +151,7 @@ def check_notifications(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[
     return errors, []
 
 
+GCP_SECRET = re.compile(r"^(projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]{1,255}$")
 SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 
 
@@ -173,8 +174,15 @@ def check_gateway(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
         ]
     errors: list[Problem] = []
     warnings: list[Problem] = []
-    if gw.api_keys is not None and (not SSM_NAME.match(gw.api_keys) or gw.api_keys.lower().startswith(("aws", "ssm"))):
+    keys = gw.api_keys
+    if (
+        keys is not None
+        and fleet.cloud == "aws"
+        and (not SSM_NAME.match(keys) or keys.lower().startswith(("aws", "ssm")))
+    ):
         errors.append(Problem(f"{where}.api_keys", "must be an SSM parameter name (a SecureString you create)"))
+    if keys is not None and fleet.cloud == "gcp" and not GCP_SECRET.match(keys):
+        errors.append(Problem(f"{where}.api_keys", "must be a Secret Manager secret id, or projects/P/secrets/ID"))
     if gw.api_keys is None:
         warnings.append(Problem(f"{where}.api_keys", "no API keys: the gateway takes every request"))
     default, _ = DEFAULT_TYPES[fleet.cloud]

@@ -17,7 +17,7 @@ import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
 from spotstack.components.component import fleet_options, image_reference, report
-from spotstack.components.gcp import controller, disks, identity, load_balancer, mapping, queues
+from spotstack.components.gcp import controller, disks, gateway, identity, load_balancer, mapping, queues
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
 
 C = gcp.compute
@@ -308,7 +308,12 @@ class GcpGpuFleet(pulumi.ComponentResource):
             migs["fallback"] = group("fallback", od_tpl, types, 0, managed=True, standby=warm)
         backends = list(migs.values())
 
-        lb = load_balancer.declare(name, spec, hc, backends, args.certificate, child)
+        front = (
+            gateway.declare(name, spec, resolved, network, subnet, node_tag, fleet_label, child)
+            if svc.gateway
+            else None
+        )
+        lb = load_balancer.declare(name, spec, hc, backends, args.certificate, child, front)
         bs, address = lb.backend, lb.address
         self.certificate: pulumi.CustomResource | None = lb.certificate
         """The Google-managed certificate the fleet declared for `service.tls.domains`, if any."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from spotstack.components import inputs
 from spotstack.components.gcp import mapping
@@ -31,7 +32,11 @@ def declare(
     backends: list[gcp.compute.RegionInstanceGroupManager],
     certificate_arg: pulumi.Input[str] | None,
     child: pulumi.ResourceOptions,
+    gateway: gcp.compute.BackendService | None = None,
 ) -> LoadBalancer:
+    """With `gateway` (the gateways' backend service) the URL map sends every request there; the nodes' backend
+    service stays in it through a route no client request matches, so that it keeps health-checking the nodes (the
+    controller reads their health)."""
     svc = spec.service
     qps = spec.scaling.target_qps_per_replica
     bs = C.BackendService(
@@ -54,7 +59,34 @@ def declare(
         ],
         opts=child,
     )
-    url_map = C.URLMap(f"{name}-urlmap", default_service=bs.id, opts=child)
+    if gateway is None:
+        url_map = C.URLMap(f"{name}-urlmap", default_service=bs.id, opts=child)
+    else:
+        secret = random.RandomPassword(f"{name}-health-only", length=32, special=False, opts=child)
+        header = C.URLMapPathMatcherRouteRuleMatchRuleHeaderMatchArgs(
+            header_name="X-Spotstack-Health-Only", exact_match=secret.result
+        )
+        url_map = C.URLMap(
+            f"{name}-urlmap",
+            default_service=gateway.id,
+            host_rules=[C.URLMapHostRuleArgs(hosts=["*"], path_matcher="all")],
+            path_matchers=[
+                C.URLMapPathMatcherArgs(
+                    name="all",
+                    default_service=gateway.id,
+                    route_rules=[
+                        C.URLMapPathMatcherRouteRuleArgs(
+                            priority=1,
+                            match_rules=[
+                                C.URLMapPathMatcherRouteRuleMatchRuleArgs(prefix_match="/", header_matches=[header])
+                            ],
+                            service=bs.id,
+                        )
+                    ],
+                )
+            ],
+            opts=child,
+        )
     address = C.GlobalAddress(f"{name}-ip", opts=child)
     certificate, managed = _certificate(name, spec, certificate_arg, child)
     http_map = url_map

@@ -265,3 +265,25 @@ def test_the_aws_gateways_role_holds_what_the_gateway_calls_and_nothing_else() -
     granted = {a for st in doc["Statement"] for a in st["Action"]}
     assert granted == {"ec2:DescribeInstances", "ssm:GetParameter", "s3:GetObject"}
     assert granted <= set(aws_agent_calls()) | AWS_BY_LIBRARIES
+
+
+def test_the_gcp_gateways_service_account_holds_what_the_gateway_calls() -> None:
+    """The gateways' service account (stacks/Pulumi.dev-gcp-llm.yaml): finding the nodes (compute.instances.list,
+    the Compute API's aggregated list), reading its keys (secretmanager.versions.access) and the wheel
+    (storage.objects.get); every role it holds serves one of those, and each is a call the runtime makes."""
+    from spotstack.components.plan import plan_stack
+
+    run = plan_stack(ROOT, "dev-gcp-llm").run
+    email = run.find("gcp:serviceaccount/account:Account", "llm-gateway-sa")[0].outputs["email"]
+    custom = {r.inputs["roleId"]: set(r.inputs["permissions"]) for r in run.resources if "roleId" in r.inputs}
+    granted: set[str] = set()
+    for r in run.resources:
+        if r.inputs.get("member") != f"serviceAccount:{email}":
+            continue
+        role = r.inputs["role"]
+        perms = GCP_ROLES[role] if role.startswith("roles/") else custom[role.rsplit("/", 1)[1]]
+        needed = {"compute.instances.list", "secretmanager.versions.access", "storage.objects.get"}
+        assert perms & needed, f"{r.name}: {role} serves no call of the gateway's"
+        granted |= perms
+    assert {"compute.instances.list", "secretmanager.versions.access", "storage.objects.get"} <= granted
+    assert {"compute.instances.list", "secretmanager.versions.access"} <= set(gcp_agent_calls())

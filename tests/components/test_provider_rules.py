@@ -18,7 +18,7 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
-STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm"]
+STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm"]
 
 
 @dataclass(frozen=True)
