@@ -10,11 +10,13 @@ from spotstack.runtime.config import AGENT_PORT
 GATEWAY_PORT = 8000
 """Where a gateway instance listens (the load balancer's target port and health check)."""
 
-DEFAULT_TYPES: dict[str, tuple[str, float]] = {
+DEFAULT_TYPES: dict[str, tuple[str, float | None]] = {
     # A gateway is a few streams' bookkeeping: 2 vCPU, on-demand (it must outlive the spot nodes it fronts).
     # USD per hour on-demand, Linux, in the dev stacks' regions (the clouds' price pages, 2026-12).
     "aws": ("c7i.large", 0.08925),
     "gcp": ("e2-standard-2", 0.067006),
+    # Alibaba publishes per-region ECS prices on its console only: unpriced here (the plan says so).
+    "alicloud": ("ecs.c7.large", None),
 }
 """Cloud -> (instance type, on-demand USD/h) when `service.gateway.type` is unset."""
 

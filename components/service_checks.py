@@ -151,6 +151,7 @@ def check_notifications(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[
     return errors, []
 
 
+OOS_NAME = re.compile(r"^(?!(?i:aliyun|acs|alibaba|alicloud|oos))[A-Za-z0-9_/-]{2,180}$")
 GCP_SECRET = re.compile(r"^(projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]{1,255}$")
 SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 
@@ -181,6 +182,8 @@ def check_gateway(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
         and (not SSM_NAME.match(keys) or keys.lower().startswith(("aws", "ssm")))
     ):
         errors.append(Problem(f"{where}.api_keys", "must be an SSM parameter name (a SecureString you create)"))
+    if keys is not None and fleet.cloud == "alicloud" and not OOS_NAME.match(keys):
+        errors.append(Problem(f"{where}.api_keys", "must be an OOS secret parameter name (2-180 of A-Za-z0-9_/-)"))
     if keys is not None and fleet.cloud == "gcp" and not GCP_SECRET.match(keys):
         errors.append(Problem(f"{where}.api_keys", "must be a Secret Manager secret id, or projects/P/secrets/ID"))
     if gw.api_keys is None:

@@ -22,6 +22,7 @@ from spotstack.components import inputs, node, tokens
 from spotstack.components.alicloud import (
     configuration,
     controller,
+    gateway,
     load_balancer,
     mapping,
     model_store,
@@ -181,6 +182,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
         lb = load_balancer.declare(name, spec, vpc_id, vswitches, self._certificate(args), child)
         alb, servers, listener = lb.alb, lb.servers, lb.listener
+        if lb.gateway_servers is not None:
+            gateway.declare(name, spec, resolved, vpc_id, vpc_cidr, vswitches, lb.gateway_servers, child)
         self.https_listener: ali.alb.Listener | None = lb.https_listener
         """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_alicloud as ali
+import pulumi_random as random
 
 from spotstack.components import node
+from spotstack.components.alicloud import gateway
 from spotstack.components.spec import FleetSpec
 
 TLS_POLICY = "tls_cipher_policy_1_2_strict_with_1_3"
@@ -21,6 +23,7 @@ class LoadBalancer:
     servers: ali.alb.ServerGroup
     listener: ali.alb.Listener
     https_listener: ali.alb.Listener | None
+    gateway_servers: ali.alb.ServerGroup | None = None
 
 
 def declare(
@@ -31,6 +34,9 @@ def declare(
     certificate: pulumi.Input[str] | None,
     child: pulumi.ResourceOptions,
 ) -> LoadBalancer:
+    """With `service.gateway` the listeners forward to the gateways' server group; the nodes' server group stays
+    on the listener through a rule no client request matches (a secret header), so that the ALB keeps
+    health-checking the nodes (the controller reads their health)."""
     svc = spec.service
     # An ALB, not a CLB: ESS tracks per-server QPS (LoadBalancerRealServerAverageQps) only for ALB server
     # groups, and an ALB spans the fleet's zones (one vSwitch per zone; ALB requires two or more).
@@ -73,11 +79,13 @@ def declare(
         tags={**spec.tags, node.FLEET_TAG: name},
         opts=child,
     )
+    gateways = gateway.server_group(name, spec, vpc_id, child) if svc.gateway else None
+    front = gateways if gateways is not None else servers
     forward = ali.alb.ListenerDefaultActionArgs(
         type="ForwardGroup",
         forward_group_config=ali.alb.ListenerDefaultActionForwardGroupConfigArgs(
             server_group_tuples=[
-                ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(server_group_id=servers.id)
+                ali.alb.ListenerDefaultActionForwardGroupConfigServerGroupTupleArgs(server_group_id=front.id)
             ]
         ),
     )
@@ -126,4 +134,32 @@ def declare(
             ],
             opts=child,
         )
-    return LoadBalancer(alb, servers, listener, https_listener)
+    if gateways is not None:
+        secret = random.RandomPassword(f"{name}-health-only", length=32, special=False, opts=child)
+        ali.alb.Rule(
+            f"{name}-nodes-health-only",
+            rule_name=f"{name}-nodes-health-only",
+            listener_id=(https_listener or listener).id,
+            priority=2,
+            rule_conditions=[
+                ali.alb.RuleRuleConditionArgs(
+                    type="Header",
+                    header_config=ali.alb.RuleRuleConditionHeaderConfigArgs(
+                        key="X-Spotstack-Health-Only", values=[secret.result]
+                    ),
+                )
+            ],
+            rule_actions=[
+                ali.alb.RuleRuleActionArgs(
+                    order=1,
+                    type="ForwardGroup",
+                    forward_group_config=ali.alb.RuleRuleActionForwardGroupConfigArgs(
+                        server_group_tuples=[
+                            ali.alb.RuleRuleActionForwardGroupConfigServerGroupTupleArgs(server_group_id=servers.id)
+                        ]
+                    ),
+                )
+            ],
+            opts=child,
+        )
+    return LoadBalancer(alb, servers, listener, https_listener, gateways)

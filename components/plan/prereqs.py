@@ -62,7 +62,9 @@ def _common(f: FleetSpec) -> list[Item]:
         if f.cloud in DEFAULT_TYPES:
             typ, price = gateway_type(f)
             cost = (
-                f", about ${gw.replicas * price * HOURS_PER_MONTH:,.0f}/month" if price is not None else " (unpriced)"
+                f", about ${gw.replicas * price * HOURS_PER_MONTH:,.0f}/month"
+                if price is not None
+                else " (unpriced here: see the cloud's price page for the type)"
             )
             out.append(Item(f.name, f.cloud, "billed", f"the gateways: {gw.replicas} on-demand {typ}, always on{cost}"))
             if gw.api_keys is not None:

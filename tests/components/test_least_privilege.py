@@ -287,3 +287,13 @@ def test_the_gcp_gateways_service_account_holds_what_the_gateway_calls() -> None
         granted |= perms
     assert {"compute.instances.list", "secretmanager.versions.access", "storage.objects.get"} <= granted
     assert {"compute.instances.list", "secretmanager.versions.access"} <= set(gcp_agent_calls())
+
+
+def test_the_alicloud_gateways_role_holds_only_calls_the_runtime_makes() -> None:
+    from spotstack.components.plan import plan_stack
+
+    run = plan_stack(ROOT, "dev-alicloud-llm").run
+    doc = json.loads(run.find("alicloud:ram/policy:Policy", "llm-gateway-policy")[0].inputs["policyDocument"])
+    granted = {a for st in doc["Statement"] for a in st["Action"]}
+    assert {"ecs:DescribeInstances", "oos:GetSecretParameter", "oss:GetObject"} <= granted
+    assert granted <= set(ali_agent_calls()) | ALI_BY_LIBRARIES

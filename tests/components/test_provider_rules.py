@@ -18,7 +18,7 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
-STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm"]
+STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm", "dev-alicloud-llm"]
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,16 @@ RULES = [
         "alicloud:ess/lifecycleHook:LifecycleHook",
         "lifecycleTransition SCALE_OUT or SCALE_IN",
         _one_of("lifecycleTransition", "SCALE_OUT", "SCALE_IN"),
+    ),
+    Rule(
+        "alicloud:alb/rule:Rule",
+        "priority 1-10000; a header condition's key of at most 40 characters",
+        lambda i: (
+            1 <= int(i.get("priority", 1)) <= 10000
+            and all(
+                len(c["headerConfig"]["key"]) <= 40 for c in i.get("ruleConditions") or [] if c.get("type") == "Header"
+            )
+        ),
     ),
     Rule(
         "alicloud:ram/role:Role",
