@@ -60,7 +60,7 @@ def gateway_run(
 ) -> None:
     """Route OpenAI-compatible requests to the READY replica with the least generation left, and carry each stream
     through its replica's preemption: on SIGTERM it stops taking requests and finishes those in flight."""
-    from spotstack.runtime.gateway.keys import Keys
+    from spotstack.runtime.gateway.keys import KeyFile
     from spotstack.runtime.gateway.replicas import Pool, cloud_finder
     from spotstack.runtime.gateway.server import Gateway, GatewayConfig
 
@@ -72,7 +72,8 @@ def gateway_run(
     if discover is not None and (discover not in ("aws", "gcp", "alicloud") or not fleet):
         raise typer.BadParameter("--discover aws|gcp|alicloud needs --fleet (the nodes' fleet tag or label)")
     try:
-        keys = Keys.from_file(api_keys_file, rate_limit) if api_keys_file else None
+        # Re-read as it changes; until it exists (the boot fetches it) every request gets 503, none gets through.
+        keys = KeyFile(api_keys_file, rate_limit) if api_keys_file else None
         finder = cloud_finder(discover, fleet, replica_port, ready_port, region) if discover and fleet else None
         pool = Pool(replica, replicas_file, finder=finder)
     except (OSError, ValueError) as exc:

@@ -4,6 +4,7 @@ Pub/Sub, MNS limits) and HTTPS certificates. Errors and warnings, each with its 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from spotstack.components.problem import Problem
 from spotstack.components.spec import FleetSpec
@@ -156,38 +157,33 @@ GCP_SECRET = re.compile(r"^(projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]{1,255}$"
 SSM_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 
 
+KEY_STORES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "aws": (
+        lambda k: SSM_NAME.match(k) is not None and not k.lstrip("/").lower().startswith(("aws", "ssm")),
+        "an SSM parameter name (a SecureString you create)",
+    ),
+    "gcp": (lambda k: GCP_SECRET.match(k) is not None, "a Secret Manager secret id, or projects/P/secrets/ID"),
+    "alicloud": (lambda k: OOS_NAME.match(k) is not None, "an OOS secret parameter name (2-180 of A-Za-z0-9_/-)"),
+}
+"""Where each cloud's gateways read their API keys from, and what a name there looks like."""
+
+
 def check_gateway(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
-    """Where the gateway is deployed (AWS and local fleets), and what its settings must look like there."""
+    """What the gateway's settings must look like on each cloud (its API keys' secret name, its type's price)."""
     gw = fleet.service.gateway
     if gw is None or fleet.cloud == "local":
         return [], []
     where = f"{at}.service.gateway"
     from spotstack.components.gateway import DEFAULT_TYPES
 
-    if fleet.cloud not in DEFAULT_TYPES:
-        return [], [
-            Problem(
-                where,
-                f"the gateway is not deployed on {fleet.cloud} yet: its load balancer routes to the nodes directly "
-                "(no stream is continued across a preemption); run `spotstack gateway run --discover "
-                f"{fleet.cloud}` in front of the fleet",
-            )
-        ]
     errors: list[Problem] = []
     warnings: list[Problem] = []
-    keys = gw.api_keys
-    if (
-        keys is not None
-        and fleet.cloud == "aws"
-        and (not SSM_NAME.match(keys) or keys.lower().startswith(("aws", "ssm")))
-    ):
-        errors.append(Problem(f"{where}.api_keys", "must be an SSM parameter name (a SecureString you create)"))
-    if keys is not None and fleet.cloud == "alicloud" and not OOS_NAME.match(keys):
-        errors.append(Problem(f"{where}.api_keys", "must be an OOS secret parameter name (2-180 of A-Za-z0-9_/-)"))
-    if keys is not None and fleet.cloud == "gcp" and not GCP_SECRET.match(keys):
-        errors.append(Problem(f"{where}.api_keys", "must be a Secret Manager secret id, or projects/P/secrets/ID"))
     if gw.api_keys is None:
         warnings.append(Problem(f"{where}.api_keys", "no API keys: the gateway takes every request"))
+    else:
+        ok, what = KEY_STORES[fleet.cloud]
+        if not ok(gw.api_keys):
+            errors.append(Problem(f"{where}.api_keys", f"must be {what}"))
     default, _ = DEFAULT_TYPES[fleet.cloud]
     if gw.type is not None and gw.type != default:
         warnings.append(Problem(f"{where}.type", f"{gw.type} is not in the price table: the plan does not price it"))

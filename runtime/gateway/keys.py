@@ -68,3 +68,44 @@ class Keys:
             b.tokens -= 1.0
             return True
         return False
+
+
+class KeysNotLoaded(RuntimeError):
+    """The keys file is not there yet (the boot fetches it from the secret store): no request is let through."""
+
+
+class KeyFile:
+    """The keys of a file, re-read when it changes (keys rotate without a restart). Until the file exists every
+    request is refused with KeysNotLoaded (the gateway answers 503): a gateway never serves without its keys. A file
+    that becomes unreadable or empty keeps the keys last read."""
+
+    def __init__(self, path: str | Path, rate_per_s: float | None = None) -> None:
+        self.path, self.rate_per_s = Path(path), rate_per_s
+        self._keys: Keys | None = None
+        self._stamp: tuple[float, int] | None = None
+
+    def current(self) -> Keys:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_mtime, st.st_size) != self._stamp:
+            try:
+                fresh = Keys.from_file(self.path, self.rate_per_s)
+                if self._keys is not None:
+                    fresh._buckets = self._keys._buckets
+                self._keys, self._stamp = fresh, (st.st_mtime, st.st_size)
+            except (OSError, ValueError) as exc:
+                import logging
+
+                logging.getLogger("spotstack.gateway").warning("API keys: %s (keeping the keys last read)", exc)
+                self._stamp = (st.st_mtime, st.st_size)
+        if self._keys is None:
+            raise KeysNotLoaded(f"the API keys ({self.path}) are not loaded yet")
+        return self._keys
+
+    def check(self, header: str | None) -> tuple[bytes | None, str]:
+        return self.current().check(header)
+
+    def allow(self, digest: bytes, now: float | None = None) -> bool:
+        return self.current().allow(digest, now)

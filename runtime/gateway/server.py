@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from spotstack.runtime.gateway.keys import Keys, key_id
+from spotstack.runtime.gateway.keys import KeyFile, Keys, KeysNotLoaded, key_id
 from spotstack.runtime.gateway.replicas import Pool
 from spotstack.runtime.gateway.route import ReplicaView, migrate_now, pick
 from spotstack.runtime.gateway.splice import Form, Kind, NotContinuable, Splice
@@ -150,7 +150,7 @@ class Attempt:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, pool: Pool, keys: Keys | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, pool: Pool, keys: Keys | KeyFile | None = None) -> None:
         self.cfg, self.pool, self.keys = cfg, pool, keys
         self.metrics = Metrics()
         self.draining = False
@@ -236,7 +236,11 @@ class Gateway:
     def _auth(self, request: web.Request) -> web.Response | None:
         if self.keys is None:
             return None
-        digest, why = self.keys.check(request.headers.get("Authorization"))
+        try:
+            digest, why = self.keys.check(request.headers.get("Authorization"))
+        except KeysNotLoaded as exc:
+            self.metrics.requests.labels("keys_not_loaded").inc()
+            return _error(503, str(exc), "unavailable")
         if digest is None:
             self.metrics.requests.labels("unauthorized").inc()
             return _error(401, why, "invalid_api_key")

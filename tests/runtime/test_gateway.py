@@ -504,3 +504,30 @@ async def test_the_gateway_finds_the_fleets_nodes_on_aws_and_keeps_them_when_the
             assert len(pool.replicas) == 2  # a broken view is not an empty fleet
         finally:
             await pool.stop()
+
+
+async def test_keys_not_yet_fetched_refuse_everything_and_rotated_keys_take_effect(tmp_path: Path) -> None:
+    """A gateway whose keys file the boot has not fetched yet lets nothing through (503, not open); once it is
+    there the keys hold, and a rewritten file (a rotation) replaces them without a restart."""
+    from spotstack.runtime.gateway.keys import KeyFile
+
+    keyfile = tmp_path / "api-keys"
+    f = await make_fleet(n=1, keys=KeyFile(keyfile))
+    try:
+        body = {"prompt": "k", "max_tokens": 3}
+
+        async def status_with(key: str) -> int:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with f.session.post(f.gateway.url + "/v1/completions", json=body, headers=headers) as r:
+                await r.read()
+                return r.status
+
+        assert await status_with("sk-old") == 503
+        keyfile.write_text("sk-old\n")
+        assert await status_with("sk-old") == 200
+        keyfile.write_text("sk-new-and-longer\n")  # another size: the change is seen at once
+        assert await status_with("sk-old") == 401
+        assert await status_with("sk-new-and-longer") == 200
+        assert f.replicas[0].served == 2
+    finally:
+        await close(f)
