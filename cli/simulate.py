@@ -128,6 +128,12 @@ def simulate(
     baseline: str = typer.Option(
         "skyserve", "--baseline", help="Also run SkyServe as its code behaves (skyserve), or none."
     ),
+    regions: str | None = typer.Option(
+        None,
+        "--regions",
+        help="Only the pools of these regions (comma-separated, e.g. us-east-1,us-west-2; a pool's region is its "
+        "trace file's zone): what a fleet confined to them would get.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """How often N replicas are READY, and at what share of the on-demand cost, on real spot traces.
@@ -139,6 +145,7 @@ def simulate(
     """
     from spotstack.runtime.controller.simulate import Timeline, Timings, controllers, load_traces
     from spotstack.runtime.controller.simulate import simulate as run
+    from spotstack.runtime.controller.traces import in_regions, region_of
 
     fleet_policy = None
     if stack is not None:
@@ -186,6 +193,8 @@ def simulate(
             warm_disk_ratio=warm_disk_ratio,
         )
         pools = load_traces(traces)
+        if regions is not None:
+            pools = in_regions(pools, [r.strip() for r in regions.split(",") if r.strip()])
     except (ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -243,13 +252,15 @@ def simulate(
             "stack": stack,
             "policy": {"base_on_demand": base_on_demand, **ours},
             "pools": [p.name for p in pools],
+            "regions": sorted({region_of(p) for p in pools}),
             "timings": timings.__dict__,
             "results": [r.as_dict() for r in results],
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     hours = results[0].hours if results else 0
-    t = Table(title=f"{len(pools)} pools from {traces}, {hours:.0f} h replayed")
+    where = ", ".join(sorted({region_of(p) for p in pools}))
+    t = Table(title=f"{len(pools)} pools in {where} from {traces}, {hours:.0f} h replayed")
     for col in ("N", "policy", "N READY", "≥N/2 READY", "mean READY", "cost", "preempted", "launches", "refused"):
         t.add_column(col, justify="left" if col == "policy" else "right")
     for r in results:

@@ -63,3 +63,25 @@ def load_traces(folder: Path) -> list[Trace]:
     if not out:
         raise ValueError(f"{folder}: no *.json traces")
     return out
+
+
+ZONE = re.compile(r"^(?P<region>[a-z]+(?:-[a-z]+)*(?:-?\d+)?)(?:-[a-z]|(?<=\d)[a-z])$")
+"""A zone's name: the region's, then a letter (AWS `us-east-1a`, Alibaba `us-west-1a` or `cn-hangzhou-h`, GCP
+`us-central1-a`)."""
+
+
+def region_of(trace: Trace) -> str:
+    """The region of a trace's pool, from its file's zone (`<zone>_<gpu>_<count>`); `unknown` where the name has
+    none a cloud would write."""
+    zone = Path(trace.name).name.split("_", 1)[0]
+    m = ZONE.match(zone)
+    return m.group("region") if m else "unknown"
+
+
+def in_regions(pools: list[Trace], regions: list[str]) -> list[Trace]:
+    """The pools of these regions only; a region with no pool is an error that names the regions there are."""
+    have = sorted({region_of(t) for t in pools})
+    missing = [r for r in regions if r not in have]
+    if missing:
+        raise ValueError(f"no traces in region(s) {', '.join(missing)}: the traces cover {', '.join(have)}")
+    return [t for t in pools if region_of(t) in regions]
