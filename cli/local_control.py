@@ -15,7 +15,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _plan(stack: str) -> tuple[Any, Path]:
-    from spotstack.cli.local import _plan as plan
+    from spotstack.cli.local_plan import fleet_plan as plan
 
     return plan(stack)
 

@@ -62,24 +62,15 @@ def user_data(fleet: FleetSpec) -> str:
 
 def server_group(name: str, spec: FleetSpec, vpc_id: pulumi.Input[str], child: pulumi.ResourceOptions) -> Any:
     """The ALB server group the gateways register in (health: their /ready on their own port)."""
+    from spotstack.components.alicloud.load_balancer import health_check
+
     return ali.alb.ServerGroup(
         f"{name}-gateway-servers",
         server_group_name=f"{name}-gateways",
         server_group_type="Instance",
         protocol="HTTP",
         vpc_id=vpc_id,
-        health_check_config=ali.alb.ServerGroupHealthCheckConfigArgs(
-            health_check_enabled=True,
-            health_check_protocol="HTTP",
-            health_check_method="GET",
-            health_check_path="/ready",
-            health_check_connect_port=GATEWAY_PORT,
-            health_check_codes=["http_2xx"],
-            health_check_interval=2,
-            health_check_timeout=2,
-            healthy_threshold=2,
-            unhealthy_threshold=2,
-        ),
+        health_check_config=health_check("/ready", GATEWAY_PORT),
         sticky_session_config=ali.alb.ServerGroupStickySessionConfigArgs(sticky_session_enabled=False),
         tags={**spec.tags, GATEWAY_TAG: name},
         opts=child,

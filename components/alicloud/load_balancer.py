@@ -63,18 +63,7 @@ def declare(
         vpc_id=vpc_id,
         # Route on the agent's readiness (off while draining or loading the model); ESS judges the
         # instance itself on ECS status, so a drain never gets a node replaced.
-        health_check_config=ali.alb.ServerGroupHealthCheckConfigArgs(
-            health_check_enabled=True,
-            health_check_protocol="HTTP",
-            health_check_method="GET",
-            health_check_path=svc.readiness_path,
-            health_check_connect_port=node.AGENT_PORT,
-            health_check_codes=["http_2xx"],
-            health_check_interval=2,
-            health_check_timeout=2,
-            healthy_threshold=2,
-            unhealthy_threshold=2,
-        ),
+        health_check_config=health_check(svc.readiness_path, node.AGENT_PORT),
         sticky_session_config=ali.alb.ServerGroupStickySessionConfigArgs(sticky_session_enabled=False),
         tags={**spec.tags, node.FLEET_TAG: name},
         opts=child,
@@ -163,3 +152,19 @@ def declare(
             opts=child,
         )
     return LoadBalancer(alb, servers, listener, https_listener, gateways)
+
+
+def health_check(path: str, port: int) -> ali.alb.ServerGroupHealthCheckConfigArgs:
+    """An ALB server group's HTTP check of `path` on `port`, every 2 s, 2 answers to change state."""
+    return ali.alb.ServerGroupHealthCheckConfigArgs(
+        health_check_enabled=True,
+        health_check_protocol="HTTP",
+        health_check_method="GET",
+        health_check_path=path,
+        health_check_connect_port=port,
+        health_check_codes=["http_2xx"],
+        health_check_interval=2,
+        health_check_timeout=2,
+        healthy_threshold=2,
+        unhealthy_threshold=2,
+    )

@@ -203,37 +203,10 @@ def _gateway_security_group(
     gw_sg = aws.ec2.SecurityGroup(
         f"{name}-gateway-sg", region=region, vpc_id=vpc_id, description=f"{name} gateways", opts=child
     )
-    aws.vpc.SecurityGroupIngressRule(
-        f"{name}-gateway-in",
-        region=region,
-        security_group_id=gw_sg.id,
-        referenced_security_group_id=lb_sg.id,
-        ip_protocol="tcp",
-        from_port=GATEWAY_PORT,
-        to_port=GATEWAY_PORT,
-        opts=child,
-    )
-    aws.vpc.SecurityGroupEgressRule(
-        f"{name}-lb-out-gateways",
-        region=region,
-        security_group_id=lb_sg.id,
-        referenced_security_group_id=gw_sg.id,
-        ip_protocol="tcp",
-        from_port=GATEWAY_PORT,
-        to_port=GATEWAY_PORT,
-        opts=child,
-    )
+    _allow(f"{name}-gateway-in", region, gw_sg, lb_sg, GATEWAY_PORT, child)
+    _allow(f"{name}-lb-out-gateways", region, lb_sg, gw_sg, GATEWAY_PORT, child, egress=True)
     for port_name, port in (("service", spec.service.port), ("readiness", node.AGENT_PORT)):
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-node-in-gateway-{port_name}",
-            region=region,
-            security_group_id=node_sg.id,
-            referenced_security_group_id=gw_sg.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            opts=child,
-        )
+        _allow(f"{name}-node-in-gateway-{port_name}", region, node_sg, gw_sg, port, child)
     # To the nodes, and to the EC2 API (finding the nodes), SSM (its keys) and S3 (the package at boot).
     aws.vpc.SecurityGroupEgressRule(
         f"{name}-gateway-out", region=region, security_group_id=gw_sg.id, cidr_ipv4="0.0.0.0/0", ip_protocol="-1",
@@ -264,5 +237,28 @@ def _gateway_target_group(
             healthy_threshold=2,
             unhealthy_threshold=2,
         ),
+        opts=child,
+    )
+
+
+def _allow(
+    rname: str,
+    region: str,
+    sg: aws.ec2.SecurityGroup,
+    other: aws.ec2.SecurityGroup,
+    port: int,
+    child: pulumi.ResourceOptions,
+    egress: bool = False,
+) -> None:
+    """One TCP port between two security groups: into `sg` from `other` (or, `egress`, out of `sg` to it)."""
+    rule = aws.vpc.SecurityGroupEgressRule if egress else aws.vpc.SecurityGroupIngressRule
+    rule(
+        rname,
+        region=region,
+        security_group_id=sg.id,
+        referenced_security_group_id=other.id,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
         opts=child,
     )

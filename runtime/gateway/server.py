@@ -18,19 +18,20 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spotstack.runtime.gateway.keys import KeyFile, Keys, KeysNotLoaded, key_id
+from spotstack.runtime.gateway.metrics import Metrics
 from spotstack.runtime.gateway.replicas import Pool
 from spotstack.runtime.gateway.route import ReplicaView, migrate_now, pick
+from spotstack.runtime.gateway.sink import ClientSink
 from spotstack.runtime.gateway.splice import Form, Kind, NotContinuable, Splice
+from spotstack.runtime.gateway.sse import events
 from spotstack.runtime.net import read_capped, serve
 
 log = logging.getLogger("spotstack.gateway")
@@ -56,87 +57,6 @@ class GatewayConfig:
     """A replica's generation rate until a stream has measured its own (for the early migration)."""
     max_body_bytes: int = 8 << 20
     drain_s: float = 600.0
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter("spotstack_gateway_requests", "Requests by outcome", ["outcome"], registry=r)
-        self.continued = Counter(
-            "spotstack_gateway_streams_continued", "Continuations by why (cut, migrated, refused)", ["why"], registry=r
-        )
-        self.gap = Histogram(
-            "spotstack_gateway_continuation_gap_seconds",
-            "From a replica's failure to the next token from another",
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "spotstack_gateway_ttft_seconds",
-            "Time to first token by replica",
-            ["replica"],
-            registry=r,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10),
-        )
-        self.itl = Histogram(
-            "spotstack_gateway_inter_token_seconds",
-            "Between tokens by replica",
-            ["replica"],
-            registry=r,
-            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1, 2),
-        )
-        self.inflight = Gauge("spotstack_gateway_inflight", "Requests in flight", registry=r)
-        # Raw samples for reports (`/status`): bounded, newest kept.
-        self.gap_samples: deque[float] = deque(maxlen=10_000)
-        self.ttft_samples: deque[float] = deque(maxlen=10_000)
-        self.continued_by: dict[str, int] = {}
-
-
-class ClientSink:
-    """The client's side of a stream: a writer task drains a bounded buffer, so the upstream is read at the
-    replica's pace whatever the client's."""
-
-    def __init__(self, resp: web.StreamResponse, request: web.Request, limit: int) -> None:
-        self.resp, self.request, self.limit = resp, request, limit
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.queued = 0
-        self.broken: str | None = None
-        self.task = asyncio.create_task(self._run())
-
-    def put(self, data: bytes) -> bool:
-        if self.broken:
-            return False
-        self.queued += len(data)
-        if self.queued > self.limit:
-            self.cut(f"the client read too slowly ({self.queued} bytes waiting)")
-            return False
-        self.queue.put_nowait(data)
-        return True
-
-    def cut(self, why: str) -> None:
-        self.broken = self.broken or why
-        if self.request.transport is not None:
-            self.request.transport.abort()
-
-    async def _run(self) -> None:
-        while (data := await self.queue.get()) is not None:
-            try:
-                await self.resp.write(data)
-            except (ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
-                self.broken = self.broken or "the client went away"
-                return
-            self.queued -= len(data)
-
-    async def close(self, timeout: float) -> bool:
-        """Flush what is left (a slow client gets `timeout`); True when the client took everything."""
-        self.queue.put_nowait(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), timeout)
-        except TimeoutError:
-            self.cut("the client did not read the end of its answer")
-            self.task.cancel()
-        return self.broken is None
 
 
 class Attempt:
@@ -366,7 +286,7 @@ class Gateway:
                             sink,
                         )
                     return Attempt.REFUSED, f"HTTP {up.status} {text.strip()[:200]}", sink
-                async for data in _events(up):
+                async for data in events(up):
                     if data == b"[DONE]":
                         return Attempt.DONE, "", sink
                     doc = json.loads(data)
@@ -436,21 +356,6 @@ class Gateway:
         else:
             self.metrics.requests.labels("client_gone").inc()
         return sink.resp
-
-
-async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The `data:` payloads of a server-sent event stream (multi-line data joined with newlines)."""
-    data: list[bytes] = []
-    async for line in resp.content:
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-        elif line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" "))
-    if data:
-        yield b"\n".join(data)
 
 
 def _error(status: int, message: str, typ: str) -> web.Response:

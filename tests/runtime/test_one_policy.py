@@ -35,7 +35,7 @@ def without(p: Policy, names: tuple[str, ...]) -> dict[str, object]:
 def test_the_clouds_the_local_fleet_and_simulate_run_one_policy(
     stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spotstack.cli.local import _plan
+    from spotstack.cli.local_plan import fleet_plan as _plan
     from spotstack.cli.simulate import _from_stack
 
     monkeypatch.chdir(ROOT)
