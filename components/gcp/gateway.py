@@ -14,6 +14,7 @@ import pulumi_gcp as gcp
 from spotstack.components import agent_wheel, inputs, node
 from spotstack.components.gateway import GATEWAY_PORT, gateway_command, gateway_type
 from spotstack.components.gcp import mapping
+from spotstack.components.gcp.identity import read_prefixes
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, Secret, render_gateway_cloud_init
 from spotstack.runtime.config import AGENT_PORT
@@ -82,18 +83,8 @@ def declare(
         )
     if spec.model_cache is not None:
         bucket = inputs.bucket_of(resolved)
-        gcp.storage.BucketIAMMember(
-            f"{name}-gateway-read-package",
-            bucket=bucket,
-            role="roles/storage.objectViewer",
-            member=member,
-            condition=bucket.apply(
-                lambda b: gcp.storage.BucketIAMMemberConditionArgs(
-                    title="the agent's wheels only",
-                    expression=f'resource.name.startsWith("projects/_/buckets/{b}/objects/{agent_wheel.KEY_PREFIX}")',
-                )
-            ),
-            opts=child,
+        read_prefixes(
+            f"{name}-gateway-read-package", bucket, (agent_wheel.KEY_PREFIX,), "the agent's wheels only", member, child
         )
     # The load balancer's proxies and health checkers reach the gateways; the gateways reach the nodes.
     C.Firewall(

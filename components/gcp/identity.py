@@ -34,21 +34,13 @@ def declare(
     mc = spec.model_cache
     if mc is not None:
         bucket = inputs.bucket_of(resolved)
-        gcp.storage.BucketIAMMember(
+        read_prefixes(
             f"{name}-read-model",
-            bucket=bucket,
-            role="roles/storage.objectViewer",
-            member=member,
-            condition=bucket.apply(
-                lambda b: gcp.storage.BucketIAMMemberConditionArgs(
-                    title="model prefix and the agent's wheels only",
-                    expression=" || ".join(
-                        f'resource.name.startsWith("projects/_/buckets/{b}/objects/{p}")'
-                        for p in (mc.prefix, agent_wheel.KEY_PREFIX)
-                    ),
-                )
-            ),
-            opts=pulumi.ResourceOptions.merge(
+            bucket,
+            (mc.prefix, agent_wheel.KEY_PREFIX),
+            "model prefix and the agent's wheels only",
+            member,
+            pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[model_store_resource] if model_store_resource else [])
             ),
         )
@@ -73,3 +65,29 @@ def declare(
             opts=child,
         )
     return sa, member
+
+
+def read_prefixes(
+    rname: str,
+    bucket: pulumi.Output[str],
+    prefixes: tuple[str, ...],
+    title: str,
+    member: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> gcp.storage.BucketIAMMember:
+    """Object reads in `bucket` under these prefixes only (an IAM condition on the object's name)."""
+    return gcp.storage.BucketIAMMember(
+        rname,
+        bucket=bucket,
+        role="roles/storage.objectViewer",
+        member=member,
+        condition=bucket.apply(
+            lambda b: gcp.storage.BucketIAMMemberConditionArgs(
+                title=title,
+                expression=" || ".join(
+                    f'resource.name.startsWith("projects/_/buckets/{b}/objects/{p}")' for p in prefixes
+                ),
+            )
+        ),
+        opts=opts,
+    )
