@@ -6,6 +6,7 @@ parameter and the package's wheel; nothing else."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -28,16 +29,7 @@ def gateway_policy(region: str, keys_parameter: str | None, bucket: str | None) 
     """Pure: find the nodes (DescribeInstances has no resource scope), read the API keys, fetch the wheel."""
     st: list[dict[str, Any]] = [{"Effect": "Allow", "Action": ["ecs:DescribeInstances"], "Resource": ["*"]}]
     if keys_parameter is not None:
-        st.append(
-            {
-                "Effect": "Allow",
-                "Action": ["oos:GetSecretParameter"],
-                "Resource": [f"acs:oos:{region}:*:secretparameter/{keys_parameter}"],
-            }
-        )
-        # OOS reads a Secret parameter through KMS as the caller (as for the nodes' cache token).
-        st.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]})
-        st.append({"Effect": "Allow", "Action": ["kms:GetSecretValue"], "Resource": [f"acs:kms:{region}:*:secret/*"]})
+        st += mapping.read_secret_parameter(region, keys_parameter)
     if bucket is not None:
         st.append({"Effect": "Allow", "Action": ["oss:GetObject"], "Resource": [f"acs:oss:*:*:{bucket}/{AGENT_KEYS}*"]})
     return {"Version": "1", "Statement": st}
@@ -55,8 +47,6 @@ def user_data(fleet: FleetSpec) -> str:
     text = render_gateway_cloud_init(
         command, fleet.service.max_request_s, node.agent_install("alicloud", fleet), secrets
     )
-    import base64
-
     return base64.b64encode(text.encode()).decode()
 
 

@@ -146,19 +146,24 @@ def node_policy(
         )
         st.append({"Effect": "Allow", "Action": ["cr:GetAuthorizationToken"], "Resource": ["*"]})
     if token_parameter is not None:
-        # GetSecretParameter with decryption acts in KMS as the caller: OOS's API reference names kms:GetSecretValue
-        # as its dependency, and the value is decrypted with the key OOS encrypts with (kms:Decrypt). The stack
-        # lets OOS use its service key, whose id differs per account and is not known at plan time: region-wide.
-        st.append(
-            {
-                "Effect": "Allow",
-                "Action": ["oos:GetSecretParameter"],
-                "Resource": [f"acs:oos:{region}:*:secretparameter/{token_parameter}"],
-            }
-        )
-        st.append({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]})
-        st.append({"Effect": "Allow", "Action": ["kms:GetSecretValue"], "Resource": [f"acs:kms:{region}:*:secret/*"]})
+        st += read_secret_parameter(region, token_parameter)
     return {"Version": "1", "Statement": st}
+
+
+def read_secret_parameter(region: str, name: str) -> list[dict[str, Any]]:
+    """Reading one OOS Secret parameter. GetSecretParameter with decryption acts in KMS as the caller: OOS's API
+    reference names kms:GetSecretValue as its dependency, and the value is decrypted with the key OOS encrypts with
+    (kms:Decrypt). The stack lets OOS use its service key, whose id differs per account and is not known at plan
+    time: region-wide."""
+    return [
+        {
+            "Effect": "Allow",
+            "Action": ["oos:GetSecretParameter"],
+            "Resource": [f"acs:oos:{region}:*:secretparameter/{name}"],
+        },
+        {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]},
+        {"Effect": "Allow", "Action": ["kms:GetSecretValue"], "Resource": [f"acs:kms:{region}:*:secret/*"]},
+    ]
 
 
 def registry_login(instance_id: str, region: str, image_url: str) -> str:

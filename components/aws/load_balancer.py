@@ -125,16 +125,7 @@ def declare(
         vpc_id=vpc_id,
         # The ALB keeps a deregistered target's open requests this long: the drain timeout.
         deregistration_delay=svc.drain_timeout,
-        health_check=aws.lb.TargetGroupHealthCheckArgs(
-            path=svc.readiness_path,
-            port=str(node.AGENT_PORT),
-            protocol="HTTP",
-            matcher="200",
-            interval=5,
-            timeout=2,
-            healthy_threshold=2,
-            unhealthy_threshold=2,
-        ),
+        health_check=_ready_check(svc.readiness_path, str(node.AGENT_PORT)),
         opts=child,
     )
     gw_tg = _gateway_target_group(name, spec, vpc_id, child) if svc.gateway else None
@@ -227,16 +218,7 @@ def _gateway_target_group(
         vpc_id=vpc_id,
         # A gateway leaving (scale-in, a new template) finishes its streams: as long as the longest request.
         deregistration_delay=min(3600, spec.service.max_request_s),
-        health_check=aws.lb.TargetGroupHealthCheckArgs(
-            path="/ready",
-            port="traffic-port",
-            protocol="HTTP",
-            matcher="200",
-            interval=5,
-            timeout=2,
-            healthy_threshold=2,
-            unhealthy_threshold=2,
-        ),
+        health_check=_ready_check("/ready", "traffic-port"),
         opts=child,
     )
 
@@ -261,4 +243,18 @@ def _allow(
         from_port=port,
         to_port=port,
         opts=child,
+    )
+
+
+def _ready_check(path: str, port: str) -> aws.lb.TargetGroupHealthCheckArgs:
+    """A target group's readiness check: every 5 s, 2 answers to change state."""
+    return aws.lb.TargetGroupHealthCheckArgs(
+        path=path,
+        port=port,
+        protocol="HTTP",
+        matcher="200",
+        interval=5,
+        timeout=2,
+        healthy_threshold=2,
+        unhealthy_threshold=2,
     )
