@@ -134,6 +134,8 @@ class LlmServer:
         self._model: TinyLM | None = TinyLM(Shape()) if model_dir is None else None
         self.active = 0
         self.served = 0
+        self.generated = 0
+        """Tokens sent, all requests."""
         self.ready = model_dir is None
         self._streams: set[web.StreamResponse] = set()
         self._runner: web.AppRunner | None = None
@@ -235,6 +237,7 @@ class LlmServer:
             delay = first + i / t.tokens_per_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            self.generated += 1
             yield tok
 
     def _chunk(self, rid: str, created: int, job: Job, tok: int | None, finish: str | None) -> dict[str, Any]:

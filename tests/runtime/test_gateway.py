@@ -252,8 +252,10 @@ async def test_a_non_streaming_request_is_continued_inside_the_gateway(fleet: Fl
 
     async def killer() -> None:
         await wait_for(lambda: any(r.active for r in fleet.replicas), 10, "the request to start")
-        await asyncio.sleep(0.2)  # some tokens generated on it (the client sees none until the end)
-        fleet.kill(fleet.serving())
+        busy = fleet.serving()
+        # Some tokens generated on it (the client sees none until the end), then it dies.
+        await wait_for(lambda: busy.generated >= 20, 10, "20 tokens from the first replica")
+        fleet.kill(busy)
 
     k = asyncio.create_task(killer())
     async with fleet.session.post(
@@ -314,7 +316,7 @@ async def test_with_no_ready_replica_a_request_waits_then_gets_503_with_a_reason
         assert "no replica could serve the request: no READY replica" in doc["error"]["message"]
         # One that becomes READY while a request waits takes it.
         task = asyncio.create_task(stream(f, "/v1/completions", {"prompt": "late", "max_tokens": 5}))
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: f.gateway.inflight == 1, 10, "the request to be waiting in the gateway")
         f.agents[1].ready = True
         assert (await task).text == decode(reference(encode("late"), 5))
     finally:
@@ -378,7 +380,8 @@ async def test_a_client_that_does_not_read_is_cut_and_frees_its_replica() -> Non
             + body
         )
         await writer.drain()
-        await wait_for(lambda: f.replicas[0].active == 1, 10, "the stream to start")
+        # The stream started (its tokens were generated); a window check on `active == 1` could miss a short one.
+        await wait_for(lambda: f.replicas[0].generated > 0, 10, "the stream to start")
         # The gateway cuts the client once 64 KiB wait for it; the replica's request ends with it.
         await wait_for(lambda: f.replicas[0].active == 0, 30, "the replica to be freed")
         assert f.replicas[0].served == 1
