@@ -5,7 +5,8 @@ one every `--itl-ms`, answering with token ids as vLLM does; fast and cheap so t
 `spotstack gateway run` in front of it. The client here sends the same streamed requests straight to the replica
 (the baseline) and through the gateway, in alternating rounds, and reports medians over the rounds:
 
-- latency: TTFT p50 and inter-token p99 with `--concurrency` streams at a time, paced tokens;
+- latency: TTFT p50 and inter-token p99 with `--concurrency` streams at a time, paced tokens, the streams
+  started spread over one stream's duration (as independent users arrive, not in lockstep);
 - throughput: streamed requests per second through one gateway process, tokens unpaced (`--burst-tokens` each);
 - continuation: two real generative replicas (`spotstack llm serve`) behind the gateway; one is killed mid-stream
   (SIGKILL) in each of `--cuts` runs; the gap the client sees against the replica's own TTFT.
@@ -111,22 +112,28 @@ async def one(session: aiohttp.ClientSession, url: str, tokens: int) -> tuple[fl
     return ttft, gaps
 
 
-async def load(url: str, concurrency: int, seconds: float, tokens: int) -> tuple[int, list[float], list[float]]:
-    """`concurrency` streams at a time for `seconds`: (requests done, TTFTs, inter-token gaps)."""
+async def load(
+    url: str, concurrency: int, seconds: float, tokens: int, spread_s: float = 0.0
+) -> tuple[int, list[float], list[float]]:
+    """`concurrency` streams at a time for `seconds`: (requests done, TTFTs, inter-token gaps). `spread_s`: the
+    workers start spread over this long (one stream's duration), as independent users arrive; streams of equal
+    length started at one instant stay in lockstep, and every TTFT would then be measured at the back of a
+    `concurrency`-deep burst."""
     done, ttfts, gaps = 0, [], []
     end = time.perf_counter() + seconds
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
 
-        async def worker() -> None:
+        async def worker(i: int) -> None:
             nonlocal done
+            await asyncio.sleep(spread_s * i / concurrency)
             while time.perf_counter() < end:
                 t, g = await one(session, url, tokens)
                 done += 1
                 ttfts.append(t)
                 gaps.extend(g)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return done, ttfts, gaps
 
 
@@ -146,7 +153,10 @@ async def overhead(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         rows: dict[str, list[float]] = {k: [] for k in ("ttft_d", "ttft_g", "itl_d", "itl_g", "rps_d", "rps_g")}
         for r in range(args.rounds):
             for via, port in (("d", pp), ("g", gws["paced"])):
-                _, ttfts, gaps = await load(f"http://127.0.0.1:{port}", args.concurrency, args.seconds, args.tokens)
+                spread = args.tokens * args.itl_ms / 1000  # one stream's duration
+                _, ttfts, gaps = await load(
+                    f"http://127.0.0.1:{port}", args.concurrency, args.seconds, args.tokens, spread
+                )
                 rows[f"ttft_{via}"].append(statistics.median(ttfts) * 1000)
                 rows[f"itl_{via}"].append(pct(gaps, 99) * 1000)
             for via, port in (("d", bp), ("g", gws["burst"])):

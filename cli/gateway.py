@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,6 +19,18 @@ gateway_app = typer.Typer(
     no_args_is_help=True,
 )
 llm_app = typer.Typer(help="A small OpenAI-compatible generative server (the local fleet's LLM).", no_args_is_help=True)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop (libuv's event loop, as vLLM's server runs): about twice the streamed events per CPU-second of
+    asyncio's own loop, where the gateway spends its time. asyncio's loop where uvloop does not build (Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def _until_signal() -> None:
@@ -92,7 +106,7 @@ def gateway_run(
             sys.stderr.write(f"drain: {gw.inflight} request(s) still in flight after {cfg.drain_s:.0f}s\n")
         await gw.stop()
 
-    asyncio.run(main())
+    _run(main())
 
 
 @llm_app.command("serve")
@@ -118,4 +132,4 @@ def llm_serve(
         await _until_signal()
         await server.stop()
 
-    asyncio.run(main())
+    _run(main())
