@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spotstack.runtime.gateway.keys import KeyFile, Keys, KeysNotLoaded, key_id
 from spotstack.runtime.gateway.metrics import Metrics
 from spotstack.runtime.gateway.replicas import Pool
-from spotstack.runtime.gateway.route import ReplicaView, migrate_now, pick
+from spotstack.runtime.gateway.route import Leaving, ReplicaView, migrate_now, migrate_one_more, pick
 from spotstack.runtime.gateway.sink import ClientSink
 from spotstack.runtime.gateway.splice import Form, Kind, NotContinuable, Splice
 from spotstack.runtime.gateway.sse import events
@@ -53,6 +53,9 @@ class GatewayConfig:
     """No event from a replica for this long: it is treated as dead and the stream continues elsewhere."""
     client_buffer_bytes: int = 1 << 20
     migrate_margin_s: float = 5.0
+    migrate_at_once: int = 2
+    """Streams leaving one replica at a time (route.migrate_one_more); all of them within `migrate_margin_s` of
+    its node's end."""
     tokens_per_s: float = 30.0
     """A replica's generation rate until a stream has measured its own (for the early migration)."""
     max_body_bytes: int = 8 << 20
@@ -87,7 +90,9 @@ class Gateway:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60), auto_decompress=False
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            auto_decompress=False,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         await self.pool.start()
         app = web.Application(client_max_size=self.cfg.max_body_bytes)
@@ -177,7 +182,7 @@ class Gateway:
         if denied is not None:
             return denied
         try:
-            body = json.loads(await read_capped(request, self.cfg.max_body_bytes))
+            body = orjson.loads(await read_capped(request, self.cfg.max_body_bytes))
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             splice = Splice(kind, body, self.cfg.form)
@@ -211,11 +216,20 @@ class Gateway:
             await self.pool.changed(min(left, 1.0))
 
     async def _serve(self, request: web.Request, splice: Splice) -> web.StreamResponse:
+        moving: list[Leaving] = []
+        try:
+            return await self._serve_attempts(request, splice, moving)
+        finally:
+            for m in moving:  # a migration whose continuation never started (no replica, the client gone)
+                m.release()
+
+    async def _serve_attempts(self, request: web.Request, splice: Splice, moving: list[Leaving]) -> web.StreamResponse:
         stream = bool(splice.body.get("stream"))
         model = str(splice.body.get("model") or "")
         sink: ClientSink | None = None
         last: str | None = None
         failed_at: float | None = None
+        moved: Leaving | None = None
         why = "no READY replica"
         while splice.attempts < self.cfg.max_attempts:
             replica = await self._choose(splice, last)
@@ -227,10 +241,18 @@ class Gateway:
             replica.tokens += reserved
             before = splice.sent
             try:
-                outcome, detail, sink = await self._attempt(request, replica, body, splice, stream, sink, failed_at)
+                outcome, detail, sink = await self._attempt(
+                    request, replica, body, splice, stream, sink, failed_at, moved
+                )
             finally:
                 replica.requests -= 1
                 replica.tokens -= reserved - min(reserved, splice.sent - before)
+                if moved is not None:  # its continuation has started (or failed): the next stream may leave
+                    moved.release()
+                    moved = None
+            if outcome == Attempt.MIGRATE:
+                moved = Leaving(replica)  # counted by _attempt, released at the continuation's first token
+                moving.append(moved)
             if outcome == Attempt.DONE:
                 return await self._finish(splice, sink, model)
             if outcome == Attempt.CLIENT:
@@ -266,7 +288,10 @@ class Gateway:
         stream: bool,
         sink: ClientSink | None,
         failed_at: float | None,
+        moved: Leaving | None = None,
     ) -> tuple[str, object, ClientSink | None]:
+        """One upstream request. `moved`: the replica this stream is migrating off (its `moving` count is released
+        at this attempt's first token)."""
         assert self._session is not None
         cfg = self.cfg
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_s, sock_read=cfg.stall_s)
@@ -289,7 +314,7 @@ class Gateway:
                 async for data in events(up):
                     if data == b"[DONE]":
                         return Attempt.DONE, "", sink
-                    doc = json.loads(data)
+                    doc = orjson.loads(data)
                     if "error" in doc:
                         return (
                             (Attempt.CUT if got or splice.sent else Attempt.REFUSED),
@@ -302,6 +327,8 @@ class Gateway:
                     now = time.monotonic()
                     if splice.last_tokens:  # a token (not the chat role's opening event): the latencies
                         if got == 0:
+                            if moved is not None:
+                                moved.release()
                             self.metrics.ttft.labels(replica.url).observe(now - started)
                             if failed_at is not None:
                                 self.metrics.gap.observe(now - failed_at)
@@ -316,12 +343,13 @@ class Gateway:
                     if stream:
                         if sink is None:
                             sink = await self._open(request)
-                        if not sink.put(b"data: " + json.dumps(out, separators=(",", ":")).encode() + b"\n\n"):
+                        if not sink.put(b"data: " + orjson.dumps(out) + b"\n\n"):
                             return Attempt.CLIENT, sink.broken, sink
                     if splice.last_tokens and got % 8 == 0 and self._should_migrate(replica, splice, started, got):
+                        replica.moving += 1
                         return Attempt.MIGRATE, f"its node goes in {replica.leaving_at - time.time():.0f}s", sink  # type: ignore[operator]
                 return (Attempt.CUT if got or splice.sent else Attempt.REFUSED), "the stream ended without [DONE]", sink
-        except (aiohttp.ClientError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, orjson.JSONDecodeError) as exc:
             what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return (Attempt.CUT if got or splice.sent else Attempt.REFUSED), what, sink
 
@@ -330,7 +358,12 @@ class Gateway:
             return False
         elapsed = time.monotonic() - started
         rate = got / elapsed if elapsed > 1.0 else self.cfg.tokens_per_s
-        if not migrate_now(replica.leaving_at, time.time(), splice.tokens_left, rate, self.cfg.migrate_margin_s):
+        now = time.time()
+        if not migrate_now(replica.leaving_at, now, splice.tokens_left, rate, self.cfg.migrate_margin_s):
+            return False
+        if not migrate_one_more(
+            replica.moving, replica.leaving_at, now, self.cfg.migrate_at_once, self.cfg.migrate_margin_s
+        ):
             return False
         # Only when another replica can take it now; otherwise stay until the node goes.
         return pick(self.pool.views(), time.time(), frozenset({replica.url}), splice.tokens_left / rate) is not None
@@ -347,7 +380,7 @@ class Gateway:
         if sink is None:  # a stream that carried nothing: still one well-formed response
             raise web.HTTPBadGateway(text="the replica answered with no tokens")
         if splice.client_wants_usage:
-            sink.put(b"data: " + json.dumps(splice.usage_event(model), separators=(",", ":")).encode() + b"\n\n")
+            sink.put(b"data: " + orjson.dumps(splice.usage_event(model)) + b"\n\n")
         sink.put(b"data: [DONE]\n\n")
         if await sink.close(self.cfg.stall_s):
             with contextlib.suppress(ConnectionError, RuntimeError):

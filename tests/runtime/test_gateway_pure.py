@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spotstack.runtime.gateway.route import ReplicaView, migrate_now, pick
+from spotstack.runtime.gateway.route import ReplicaView, migrate_now, migrate_one_more, pick
 from spotstack.runtime.gateway.splice import NotContinuable, Splice
 
 NOW = 1000.0
@@ -99,3 +99,16 @@ def test_usage_is_the_clients_prompt_and_every_token_sent() -> None:
 def test_what_cannot_be_continued_is_refused(extra: dict[str, object]) -> None:
     with pytest.raises(NotContinuable):
         Splice("completions", {"prompt": "x", **extra})
+
+
+@pytest.mark.parametrize(
+    ("moving", "leaving_in", "want"),
+    [
+        (0, 30.0, True),  # none leaving yet: this one may
+        (1, 30.0, True),  # one in flight, two allowed
+        (2, 30.0, False),  # two in flight: wait for a first token elsewhere
+        (2, 4.0, True),  # within the margin of the node's end: every stream goes
+    ],
+)
+def test_migrate_one_more(moving: int, leaving_in: float, want: bool) -> None:
+    assert migrate_one_more(moving, NOW + leaving_in, NOW, limit=2, urgent_s=5.0) is want
