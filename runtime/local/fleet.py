@@ -42,7 +42,8 @@ from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, ag
 from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan, local_policy
 from spotstack.runtime.local.postbox import Postbox
-from spotstack.runtime.local.reaper import Ledger, die_with_parent
+from spotstack.runtime.local.priority import node_preexec
+from spotstack.runtime.local.reaper import Ledger
 from spotstack.runtime.local.replica import Node
 from spotstack.runtime.net import free_port
 
@@ -195,7 +196,7 @@ class LocalFleet:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # a node dies with its supervisor, even a SIGKILLed one
+            preexec_fn=node_preexec,  # dies with its supervisor; boots behind the serving nodes
         )
         self.ledger.record(proc.pid, f"node {name}", group=True)
         node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm)

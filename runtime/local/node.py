@@ -21,6 +21,7 @@ from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.llm.server import EngineTiming, LlmServer
 from spotstack.runtime.local.model_server import ModelServer
+from spotstack.runtime.local.priority import serving_priority
 
 log = logging.getLogger("spotstack.node")
 
@@ -48,6 +49,7 @@ async def run_node(spec: dict[str, Any]) -> None:
     async def load_when_pulled() -> None:
         await agent.model_ready.wait()
         await model.load()
+        serving_priority()
 
     loader = asyncio.create_task(load_when_pulled())
     await stop.wait()
