@@ -3,7 +3,7 @@ the gateway's tests and benchmarks run against.
 
     POST /v1/completions       {"prompt": "text" | [token ids], "max_tokens": n, "stream": bool, ...}
     POST /v1/chat/completions  {"messages": [...], "continue_final_message": bool, ...}
-    GET  /v1/models, /ready, /health
+    GET  /v1/models, /ready, /health, /metrics (requests in flight)
 
 Streams are server-sent events, one token per event, ending with `data: [DONE]`, as vLLM, SGLang and TGI send them.
 Like vLLM it accepts a prompt as token ids, `return_token_ids` (each choice then carries `token_ids`), and chat
@@ -162,6 +162,7 @@ class LlmServer:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/ready", self.ready_check)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/health", self.ready_check)
         self._runner, self.port = await serve(app, self.host, self.port, shutdown_timeout=1.0)
         log.info("LLM server on %s (%.0f tok/s)", self.url, self.timing.tokens_per_s)
@@ -184,6 +185,15 @@ class LlmServer:
 
     async def ready_check(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.ready else 503, text="ready\n" if self.ready else "not ready\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Requests in flight as a Prometheus gauge, as vLLM exports `vllm:num_requests_running`: what an agent
+        in front of an engine it does not proxy waits on to reach zero in its drain."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+        registry = CollectorRegistry()
+        Gauge("num_requests_running", "Requests being generated", registry=registry).set(self.active)
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL_NAME, "object": "model"}]})

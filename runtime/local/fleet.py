@@ -160,6 +160,10 @@ class LocalFleet:
         used = {n.slot for n in self.nodes.values()}
         slot = "" if prepare else next(s for s in self.slots if s not in used)
         ports = {k: free_port() for k in ("emulator", "agent", "proxy", "model", "peer")}
+        # Behind gateways (as on a cloud) the traffic goes to the model server itself; else through the agent's
+        # proxy, which counts requests in flight for the drain.
+        direct = self.plan.gateway is not None
+        ports["traffic"] = ports["model"] if direct else ports["proxy"]
         ndir = self.workdir / "nodes" / name
         ndir.mkdir(parents=True, exist_ok=True)
         warm = launch.role == "fallback" and bool(self.stopped)
@@ -175,6 +179,7 @@ class LocalFleet:
             model_url=self.model_url,
             workdir=self.workdir,
             jobs=self.jobs,
+            direct=direct,
         )
         spec = {
             "name": name,
@@ -214,7 +219,7 @@ class LocalFleet:
     def _in_slots(self) -> list[tuple[int, int]]:
         """Nodes behind HAProxy, those without a notice first: (traffic port, readiness port)."""
         nodes = sorted((n for n in self.nodes.values() if n.slot in self._filled), key=lambda n: n.kill_at is not None)
-        return [(n.ports["proxy"], n.ports["agent"]) for n in nodes]
+        return [(n.ports["traffic"], n.ports["agent"]) for n in nodes]
 
     def free_slot(self) -> bool:
         used = {n.slot for n in self.nodes.values()}
@@ -308,7 +313,7 @@ class LocalFleet:
             if n.state == "failed":
                 await self._retire(n)
             elif n.state == "ready" and self._haproxy is not None and n.slot not in self._filled:
-                await self._haproxy.fill(n.slot, n.ports["proxy"], n.ports["agent"])
+                await self._haproxy.fill(n.slot, n.ports["traffic"], n.ports["agent"])
                 self._filled.add(n.slot)
         serving = sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled)
         if self.market_live:
@@ -340,9 +345,9 @@ class LocalFleet:
 
     def write_replicas(self) -> None:
         """The gateways' replica list: every node running (they probe each one's readiness themselves), by its
-        agent's proxy (which counts streams in flight for the drain) and its agent's /ready."""
+        model server and its agent's /ready."""
         specs = [
-            f"http://127.0.0.1:{n.ports['proxy']} ready=http://127.0.0.1:{n.ports['agent']}/ready"
+            f"http://127.0.0.1:{n.ports['traffic']} ready=http://127.0.0.1:{n.ports['agent']}/ready"
             for n in self.nodes.values()
             if n.state in ("provisioning", "loading", "ready", "draining")
         ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+RUNNING = "num_requests_running"
+"""The LLM server's gauge of requests in flight (runtime/llm/server.py)."""
 DRAIN_MARGIN_S = 0.5
 """The local agents' drain safety margin."""
 DRAIN_LEAD_S = 1.0
@@ -24,9 +26,13 @@ def agent_config(
     model_url: str,
     workdir: Path,
     jobs: dict[str, Any] | None = None,
+    direct: bool = False,
 ) -> dict[str, Any]:
     """`lb`: (HAProxy socket, server slot), or None for a node outside the load balancer (a warm pool
-    instance's first boot). `disk`: where the model is placed (a warm pool disk, or a fresh one)."""
+    instance's first boot). `disk`: where the model is placed (a warm pool disk, or a fresh one). `direct`: the
+    traffic reaches the model server itself (gateways in front, as on a cloud), and the drain reads the streams in
+    flight from its metrics (`num_requests_running`, as from vLLM's `vllm:num_requests_running`) instead of
+    counting them in the agent's proxy."""
     doc: dict[str, Any] = {
         "cloud": "aws",
         "node_name": name,
@@ -37,7 +43,9 @@ def agent_config(
             "port": ports["agent"],
             "workload_health_url": f"http://127.0.0.1:{ports['model']}/ready",
         },
-        "inflight": {"proxy_listen_port": ports["proxy"]},
+        "inflight": {"metrics_url": f"http://127.0.0.1:{ports['model']}/metrics", "metrics_gauge": RUNNING}
+        if direct
+        else {"proxy_listen_port": ports["proxy"]},
         "workload": {"port": ports["model"], "pid_file": str(ndir / "node.pid"), "signal": "SIGUSR1"},
         "load_balancer": {"kind": "none"}
         if lb is None

@@ -41,7 +41,7 @@ def snapshot(fleet: LocalFleet) -> dict[str, Any]:
                 "percent": n.model.get("percent"),
                 "from_peers": n.model.get("from_peers", 0),
                 "from_origin": n.model.get("from_origin", 0),
-                "endpoint": f"127.0.0.1:{n.ports['proxy']}",
+                "endpoint": f"127.0.0.1:{n.ports['traffic']}",
                 "age_s": round(time.time() - n.launched_at, 1),
             }
             for n in nodes
