@@ -61,6 +61,9 @@ def _root(
     ),
 ) -> None:
     """Deploy spot GPU fleets (plan), and run the node agent and peer model cache on each node."""
+    from spotstack.runtime.loopwatch import from_env
+
+    from_env()  # SPOTSTACK_LOOP_WATCH=<seconds>: log callbacks that hold an event loop
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,41 @@ def region_config(raw: dict[str, Any]) -> dict[str, str]:
     """Stack config an Alibaba fleet needs besides `spotstack:fleets`: its provider's region (Alibaba resources
     take no region of their own, and a fleet refuses a provider in another region)."""
     return {"alicloud:region": raw["region"]} if raw.get("cloud") == "alicloud" else {}
+
+
+# The modules that run the agent, its drain and its queue worker in the test's own event loop: there, any callback
+# of the agent's that uses over 100 ms of CPU fails the test (runtime/loopwatch.py; a blocking call on the loop
+# stalls every stream, probe and notice the node serves). The test's own body and fixtures are not judged.
+LOOP_WATCHED = {
+    "test_agent_e2e",
+    "test_agent_hardening",
+    "test_agent_cache",
+    "test_drain",
+    "test_drain_always_runs",
+    "test_withdrawn_notices",
+    "test_jobs_agent",
+    "test_proxy",
+}
+LOOP_WATCH_S = 0.1
+
+
+@pytest.fixture(autouse=True)
+def loop_watch(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.module.__name__.rsplit(".", 1)[-1] not in LOOP_WATCHED:
+        yield
+        return
+    from spotstack.runtime.loopwatch import watch
+
+    slow: list[str] = []
+    tests_own = (str(ROOT / "tests"), "pytest_asyncio")  # the test's body and its fixtures
+
+    def report(what: str, cpu: float, wall: float) -> None:
+        if not any(t in what for t in tests_own):
+            slow.append(f"{what}: {cpu * 1000:.0f} ms of CPU ({wall * 1000:.0f} ms wall)")
+
+    stop = watch(LOOP_WATCH_S, report)
+    try:
+        yield
+    finally:
+        stop()
+    assert not slow, "callbacks that held the event loop:\n" + "\n".join(slow)

@@ -22,6 +22,7 @@ from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.llm.server import EngineTiming, LlmServer
 from spotstack.runtime.local.model_server import ModelServer
 from spotstack.runtime.local.priority import serving_priority
+from spotstack.runtime.loopwatch import from_env
 
 log = logging.getLogger("spotstack.node")
 
@@ -67,4 +68,5 @@ def main(config_path: str) -> None:
         format=f"%(asctime)s {spec['name']} %(name)s %(message)s",
         filename=str(Path(config_path).with_suffix(".log")),
     )
+    from_env()  # SPOTSTACK_LOOP_WATCH: the local fleet's tests watch their nodes' loops
     asyncio.run(run_node(spec))

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
+from tests import loopcheck
 from tests.conftest import ROOT
 from tests.waits import marked
 
@@ -18,7 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
     mark = uuid.uuid4().hex
-    env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark}
+    env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark, **loopcheck.ENV}
+    since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--json"],
         cwd=ROOT,
@@ -44,3 +47,5 @@ def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
     assert r["cost_usd"] < r["cost_all_on_demand_usd"], r
     assert "READY" in out.stderr and "scale in fall-" in out.stderr  # fallback returned to spot
     assert marked(mark) == []  # nothing it started is left running
+    # No process of the fleet (supervisor, nodes) held its event loop with a blocking call.
+    assert loopcheck.slow_callbacks(out.stderr, ROOT / ".spotstack" / "local" / "local", since) == []

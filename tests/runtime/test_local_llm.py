@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
+from tests import loopcheck
 from tests.conftest import ROOT
 from tests.waits import marked
 
@@ -19,7 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> None:
     mark = uuid.uuid4().hex
-    env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark}
+    env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark, **loopcheck.ENV}
+    since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--llm", "--json",
          "--concurrency", "12", "--duration", "80"],
@@ -37,3 +40,5 @@ def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> N
     assert p["kill"] >= 2 and p["gcp-30s"] >= 2 and p["total"] >= 6, r
     assert r["continued"] >= 3, r  # streams did cross replicas (cut, or moved ahead of a notice)
     assert marked(mark) == []  # nothing it started is left running
+    # No process of the fleet (supervisor, nodes, gateways) held its event loop with a blocking call.
+    assert loopcheck.slow_callbacks(out.stderr, ROOT / ".spotstack" / "local" / "llm", since) == []
