@@ -109,7 +109,8 @@ class Agent(NodeCache, NodeDrain):
             await self._identity_task
             assert self.identity is not None and self.identity.instance_id and self.identity.group_name
             lc = self.cfg.lifecycle
-            protection = AwsProtection(
+            protection = await asyncio.to_thread(  # a boto3 client: credentials from IMDS, a service model read
+                AwsProtection,
                 self.identity.group_name,
                 self.identity.instance_id,
                 lc.region or self.cfg.region,
@@ -120,8 +121,9 @@ class Agent(NodeCache, NodeDrain):
         async def ready() -> bool:
             return await server.not_ready() is None
 
-        self.worker = build_worker(
-            self.cfg, self.state.node, self._session, ready, protection, self.overrides.get("sqs_client")
+        # Off the loop: the queue's client (boto3: credentials, a service model) and the result store's filesystem.
+        self.worker = await asyncio.to_thread(
+            build_worker, self.cfg, self.state.node, self._session, ready, protection, self.overrides.get("sqs_client")
         )
         self.worker.start()
         while True:  # /status shows the worker

@@ -167,6 +167,7 @@ class NodeCache:
                     resolve_manifest, c.model_url, peers, token, digest=c.manifest_digest
                 )
                 stage = "pull"
+                origin = await asyncio.to_thread(Origin, c.model_url)  # fsspec: imports, credential lookups
                 result = await asyncio.to_thread(
                     pull,
                     store,
@@ -174,7 +175,7 @@ class NodeCache:
                     c.dest,
                     peers=peers,
                     token=token,
-                    origin=Origin(c.model_url),
+                    origin=origin,
                     options=PullOptions(
                         swarm_self=swarm_self,
                         origin_connections=c.origin_connections,

@@ -160,8 +160,13 @@ async def run_llm_load(
 
         await asyncio.gather(*(client(i) for i in range(concurrency)))
     out.seconds = time.monotonic() - started
+
     # Each stream against its reference, once the load is over (computing them meanwhile would hold this process's
-    # event loop, and the clients would read their tokens late and in bursts).
-    for s in out.streams:
-        s.duplicated, s.missing = _diff(s.text, reference(model, s.prompt, s.max_tokens))
+    # event loop, and the clients would read their tokens late and in bursts), and in a thread: seconds of model
+    # steps would hold the fleet's own loop (its ticks, its controller) in this process.
+    def check() -> None:
+        for s in out.streams:
+            s.duplicated, s.missing = _diff(s.text, reference(model, s.prompt, s.max_tokens))
+
+    await asyncio.to_thread(check)
     return out
