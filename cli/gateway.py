@@ -29,8 +29,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     except ImportError:
         asyncio.run(main)
         return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    uvloop.run(main)  # not asyncio.Runner(loop_factory=...): Python 3.10 has none
 
 
 async def _until_signal() -> None:
