@@ -52,3 +52,24 @@ def test_from_env_refuses_a_threshold_that_is_not_seconds(
         loopwatch.from_env()
     assert "expected seconds" in caplog.text
     assert asyncio.events.Handle._run is original
+
+
+async def test_a_garbage_collection_is_not_counted_against_the_callback_it_lands_in() -> None:
+    import gc
+
+    seen: list[tuple[str, float, float]] = []
+    junk = [[i, [i]] for i in range(3_000_000)]  # a large heap: a full collection of it takes a while
+    stop = loopwatch.watch(0.05, lambda what, cpu, wall: seen.append((what, cpu, wall)))
+    try:
+
+        async def collects() -> float:
+            t = time.thread_time()
+            gc.collect()
+            return time.thread_time() - t
+
+        spent = await asyncio.create_task(collects(), name="collects")
+    finally:
+        stop()
+        del junk
+    assert spent > 0.05  # the collection itself was long enough to be reported, were it counted
+    assert not [s for s in seen if "collects" in s[0]]
