@@ -247,11 +247,9 @@ class Gateway:
             finally:
                 replica.requests -= 1
                 replica.tokens -= reserved - min(reserved, splice.sent - before)
-                if moved is not None:  # its continuation has started (or failed): the next stream may leave
-                    moved.release()
-                    moved = None
             if outcome == Attempt.MIGRATE:
-                moved = Leaving(replica)  # counted by _attempt, released at the continuation's first token
+                # Counted by _attempt; released at the continuation's first token, or by _serve when none comes.
+                moved = Leaving(replica)
                 moving.append(moved)
             if outcome == Attempt.DONE:
                 return await self._finish(splice, sink, model)
@@ -366,7 +364,7 @@ class Gateway:
         ):
             return False
         # Only when another replica can take it now; otherwise stay until the node goes.
-        return pick(self.pool.views(), time.time(), frozenset({replica.url}), splice.tokens_left / rate) is not None
+        return pick(self.pool.views(), now, frozenset({replica.url}), splice.tokens_left / rate) is not None
 
     async def _open(self, request: web.Request) -> ClientSink:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from spotstack.runtime.llm.model import Shape, TinyLM, decode, encode
 from spotstack.runtime.net import serve
@@ -138,6 +139,10 @@ class LlmServer:
         """Tokens sent, all requests."""
         self.ready = model_dir is None
         self._streams: set[web.StreamResponse] = set()
+        self._registry = CollectorRegistry()
+        Gauge("num_requests_running", "Requests being generated", registry=self._registry).set_function(
+            lambda: self.active
+        )
         self._runner: web.AppRunner | None = None
 
     @property
@@ -189,11 +194,7 @@ class LlmServer:
     async def metrics(self, request: web.Request) -> web.Response:
         """Requests in flight as a Prometheus gauge, as vLLM exports `vllm:num_requests_running`: what an agent
         in front of an engine it does not proxy waits on to reach zero in its drain."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-
-        registry = CollectorRegistry()
-        Gauge("num_requests_running", "Requests being generated", registry=registry).set(self.active)
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL_NAME, "object": "model"}]})
