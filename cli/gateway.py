@@ -57,6 +57,18 @@ def gateway_run(
     region: str | None = typer.Option(None, "--region", help="--discover: the fleet's region (AWS, Alibaba)."),
     replica_port: int = typer.Option(8080, "--replica-port", help="--discover: the model server's port."),
     ready_port: int = typer.Option(8471, "--ready-port", help="--discover: the agent's readiness port."),
+    metadata_url: str | None = typer.Option(
+        None,
+        "--metadata-url",
+        envvar="SPOTSTACK_AGENT__METADATA__BASE_URL",
+        help="--discover: the instance metadata service (default: the cloud's own; the agent's variable).",
+    ),
+    discovery_endpoint: str | None = typer.Option(
+        None,
+        "--discovery-endpoint",
+        envvar="SPOTSTACK_AGENT__CACHE__DISCOVERY_ENDPOINT",
+        help="--discover: the compute API's URL (default: the cloud's own; the agent's variable).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     api_keys_file: Path | None = typer.Option(
@@ -87,7 +99,11 @@ def gateway_run(
     try:
         # Re-read as it changes; until it exists (the boot fetches it) every request gets 503, none gets through.
         keys = KeyFile(api_keys_file, rate_limit) if api_keys_file else None
-        finder = cloud_finder(discover, fleet, replica_port, ready_port, region) if discover and fleet else None
+        finder = (
+            cloud_finder(discover, fleet, replica_port, ready_port, region, discovery_endpoint, metadata_url)
+            if discover and fleet
+            else None
+        )
         pool = Pool(replica, replicas_file, finder=finder)
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -22,14 +22,15 @@ DEFAULT_TYPES: dict[str, tuple[str, float | None]] = {
 
 
 def gateway_type(fleet: FleetSpec) -> tuple[str, float | None]:
-    """The instance type and, where known, its hourly price (a type the table lacks is priced by nobody: the plan
-    says so)."""
+    """The instance type and, where known, its hourly price: the spec's `on_demand_price`, else the table's for its
+    default type (a type priced by neither is unpriced: the plan says so)."""
     gw = fleet.service.gateway
     assert gw is not None
     default, price = DEFAULT_TYPES[fleet.cloud]
-    if gw.type is None or gw.type == default:
-        return default, price
-    return gw.type, None
+    typ = gw.type or default
+    if gw.on_demand_price is not None:
+        return typ, gw.on_demand_price
+    return typ, price if typ == default else None
 
 
 def gateway_command(fleet: FleetSpec, region: str, fleet_tag: str) -> list[str]:

@@ -208,11 +208,15 @@ class GatewaySpec(_Model):
     """Gateway processes (instances on a cloud), spread across zones."""
     type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     """The gateways' instance type (on-demand, CPU only); the cloud's default (`components/gateway.py`) if unset."""
+    on_demand_price: float | None = Field(default=None, gt=0, le=MAX_PRICE)
+    """The type's hourly on-demand price, for the plan's bill, where the table has none (a type you name, or
+    Alibaba's default, whose per-region price is on its console only)."""
     continue_as: Literal["token_ids", "text"] = "token_ids"
     """How a continuation carries the tokens already sent: token ids (vLLM's `return_token_ids`) or text."""
     api_keys: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
-    """Where the API keys are, one a line: on AWS the name of an SSM SecureString parameter you create, on a local
-    fleet a file (made with one key if absent). Without it the gateway takes every request."""
+    """Where the API keys are, one a line, in a secret you create: an SSM SecureString parameter's name (AWS), a
+    Secret Manager secret's id (GCP), an OOS encrypted parameter's name (Alibaba); on a local fleet a file (made with
+    one key if absent). Without it the gateway takes every request."""
     rate_limit: float | None = Field(default=None, gt=0, le=100_000)
     """Requests per second per API key."""
 

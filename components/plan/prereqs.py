@@ -64,7 +64,8 @@ def _common(f: FleetSpec) -> list[Item]:
             cost = (
                 f", about ${gw.replicas * price * HOURS_PER_MONTH:,.0f}/month"
                 if price is not None
-                else " (unpriced here: see the cloud's price page for the type)"
+                else " (unpriced here: see the cloud's price page for the type, and give it as "
+                "`service.gateway.on_demand_price`)"
             )
             out.append(Item(f.name, f.cloud, "billed", f"the gateways: {gw.replicas} on-demand {typ}, always on{cost}"))
             if gw.api_keys is not None:

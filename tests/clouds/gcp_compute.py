@@ -54,6 +54,8 @@ class ComputeFake:
         self.objects: dict[str, tuple[bytes, int]] = {}
         self.calls: list[str] = []
         self.token: str | None = None
+        self.label = "llm"
+        """The fleet's `spotstack-fleet` label on every VM here."""
         """When set, instance listings need `Authorization: Bearer <token>` (a node's metadata token)."""
         self._auth = ""
         self._n = 0
@@ -168,7 +170,7 @@ class ComputeFake:
                 return self._error(401, "authError", "Request is missing required authentication credential.")
             flt = q.get("filter", "")
             label = re.search(r'labels\.spotstack-fleet = "([^"]+)"', flt)
-            if label and label.group(1) != "llm":
+            if label and label.group(1) != self.label:
                 return 200, {"kind": "compute#instanceAggregatedList", "items": {}}, None
             names = set(re.findall(r'\bname = "([^"]+)"', flt))
             items: dict[str, Any] = {}
@@ -210,7 +212,7 @@ class ComputeFake:
             "creationTimestamp": T_CREATED,
             "networkInterfaces": [{"name": "nic0", "networkIP": vm.ip}],
             "scheduling": {"provisioningModel": "SPOT" if vm.spot else "STANDARD"},
-            "labels": {"spotstack-fleet": "llm"},
+            "labels": {"spotstack-fleet": self.label},
         }
 
     def _mig(self, method: str, mig: Mig, verb: str, q: dict[str, str], body: bytes) -> tuple[int, Any, Any]:

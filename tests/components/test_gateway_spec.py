@@ -38,3 +38,25 @@ def test_good_names_pass_and_no_keys_is_a_warning(cloud: str, keys: str) -> None
     assert [p.reason for p in problems if p.path.endswith("gateway.api_keys")] == [
         "no API keys: the gateway takes every request"
     ]
+
+
+@pytest.mark.parametrize(
+    ("cloud", "gateway", "says"),
+    [
+        ("aws", {}, "2 on-demand c7i.large, always on, about $130/month"),
+        ("gcp", {"replicas": 3}, "3 on-demand e2-standard-2, always on, about $147/month"),
+        ("alicloud", {}, "2 on-demand ecs.c7.large, always on (unpriced here"),
+        ("alicloud", {"on_demand_price": 0.1}, "2 on-demand ecs.c7.large, always on, about $146/month"),
+        ("aws", {"type": "m7i.large"}, "2 on-demand m7i.large, always on (unpriced here"),
+        ("aws", {"type": "m7i.large", "on_demand_price": 0.1008}, "2 on-demand m7i.large, always on, about $147/month"),
+    ],
+)
+def test_the_plan_bills_the_gateways_with_the_tables_price_or_the_specs(
+    cloud: str, gateway: dict[str, Any], says: str
+) -> None:
+    from spotstack.components.plan.engine import PlanRun
+    from spotstack.components.plan.prereqs import prerequisites
+
+    fleets, _ = validate_fleets([fleet(cloud, api_keys="llm-api-keys", **gateway)])
+    billed = [i.text for i in prerequisites(fleets, PlanRun([], [])) if "the gateways:" in i.text]
+    assert len(billed) == 1 and says in billed[0], billed
