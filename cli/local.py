@@ -81,7 +81,7 @@ def demo(
         "(needs a stack whose fleet runs llm-server with service.gateway, e.g. --stack llm).",
     ),
     concurrency: int = typer.Option(
-        32, "--concurrency", help="--llm: streaming clients at once.", callback=number(1, 512)
+        24, "--concurrency", help="--llm: streaming clients at once.", callback=number(1, 512)
     ),
     duration: float = typer.Option(
         240.0, "--duration", help="--llm: seconds of load (streams that started finish).", callback=number(10, 7200)

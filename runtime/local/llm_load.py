@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -95,7 +96,8 @@ async def one_stream(
     session: aiohttp.ClientSession, url: str, rng: random.Random, headers: dict[str, str]
 ) -> StreamResult:
     kind = rng.choice(["completions", "chat"])
-    n = rng.randint(50, 2000)
+    # Answer lengths as chat traffic has them (most short, a long tail): log-uniform over 50-2000 tokens.
+    n = round(math.exp(rng.uniform(math.log(50), math.log(2000))))
     text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
     if kind == "chat":
         messages = [{"role": "user", "content": text}]
