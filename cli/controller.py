@@ -36,6 +36,10 @@ ENDPOINT = typer.Option(
 )
 
 
+FUNCTION_MODULES = {"aws": "aws_lambda", "gcp": "gcp_function", "alicloud": "alicloud_function"}
+"""Each cloud's controller function (runtime/controller/): `fleet_and_store` builds what its handler runs."""
+
+
 def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
     """Adaptor, store and policy from a controller's configuration document, as its function builds them.
     Credentials from each cloud's usual chain (AWS: boto3's; GCP: application default credentials; Alibaba:
@@ -50,36 +54,21 @@ def _from_config(source: str, endpoint_url: str | None) -> tuple[Any, Any, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         err.print(f"[red]error:[/red] --config {source}: not a controller configuration ({exc})", highlight=False)
         raise typer.Exit(2) from None
-    if cloud == "aws":
-        from spotstack.runtime.controller.aws_lambda import fleet_and_store
+    if cloud not in FUNCTION_MODULES:
+        err.print(f"[red]error:[/red] --config {source}: unknown cloud {cloud!r}", highlight=False)
+        raise typer.Exit(2)
+    import importlib
 
-        return (*fleet_and_store(cfg, endpoint_url), policy)
-    if cloud == "gcp":
-        from spotstack.runtime.controller.adaptors.gcp import GcsStore
-        from spotstack.runtime.controller.gcp_function import fleet_of
-
-        opts = {"api_endpoint": endpoint_url} if endpoint_url else None
-        return fleet_of(cfg, client_options=opts), GcsStore(cfg["bucket"], cfg["object"]), policy
-    if cloud == "alicloud":
-        import os
-
-        from spotstack.runtime.controller.adaptors.alicloud import Api, OssStore, credentials_from_env
-        from spotstack.runtime.controller.adaptors.oss import OssBucket
-        from spotstack.runtime.controller.alicloud_function import fleet_of as ali_fleet
-
-        try:
-            creds = credentials_from_env()
-        except KeyError as exc:
-            err.print(f"[red]error:[/red] Alibaba Cloud credentials: {exc} is not set", highlight=False)
-            raise typer.Exit(2) from None
-        region = cfg["region"]
-        endpoints = dict.fromkeys(("ess", "ecs", "alb"), endpoint_url) if endpoint_url else None
-        oss_endpoint = os.environ.get("SPOTSTACK_OSS_ENDPOINT", f"https://oss-{region}.aliyuncs.com")
-        bucket = OssBucket(oss_endpoint, cfg["bucket"], region, lambda: creds)  # V4-signed, as the function's
-        store = OssStore(bucket, f"controller/{cfg['fleet']}")
-        return ali_fleet(cfg, Api(region, creds, endpoints)), store, policy
-    err.print(f"[red]error:[/red] --config {source}: unknown cloud {cloud!r}", highlight=False)
-    raise typer.Exit(2)
+    module = importlib.import_module(f"spotstack.runtime.controller.{FUNCTION_MODULES[cloud]}")
+    try:
+        fleet, store = module.fleet_and_store(cfg, endpoint_url, inside=False)
+    except PermissionError as exc:  # Alibaba's credentials come from the environment only
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyError as exc:
+        err.print(f"[red]error:[/red] --config {source}: no {exc} (not a controller configuration)", highlight=False)
+        raise typer.Exit(2) from None
+    return fleet, store, policy
 
 
 def _setup(

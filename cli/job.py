@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spotstack.runtime.errors import one_line
+from spotstack.runtime.jobs.clients import ROLES, JobClient, MnsJobs, PubSubJobs, QueueMissing, SqsJobs
 
 job_app = typer.Typer(help="Tasks on a fleet's queue: submit, status, result, logs, list.", no_args_is_help=True)
 con, err = Console(), Console(stderr=True, soft_wrap=True)
@@ -37,10 +38,9 @@ def fail(msg: str, code: int = 2) -> typer.Exit:
 
 
 class Queues:
-    """The stack's job queues and result store."""
+    """The stack's job queues (a `JobClient` for its queue service) and result store."""
 
     def __init__(self, stack: str, fleet: str | None, endpoint_url: str | None) -> None:
-        from spotstack.components import node
         from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
         from spotstack.components.program import config_value
         from spotstack.components.validate import SpecError, validate_fleets
@@ -54,119 +54,102 @@ class Queues:
         chosen = [f for f in fleets if f.jobs is not None and (fleet is None or f.name == fleet)]
         if not chosen:
             raise fail(f"stack {stack!r} has no fleet{f' {fleet!r}' if fleet else ''} with a `jobs` section")
-        f = chosen[0]
-        self.fleet = f
-        import boto3
-
+        self.fleet = f = chosen[0]
         if f.cloud == "local":
-            path = project / ".spotstack" / "local" / stack / "jobs.json"
-            try:
-                doc = json.loads(path.read_text())
-            except (OSError, ValueError):
-                raise fail(
-                    f"no local fleet for {stack!r} is running ({path} is missing): `spotstack local up -s {stack}`"
-                ) from None
-            endpoint_url = endpoint_url or doc["endpoint_url"]
-            import os
+            self.client: JobClient = _local(project / ".spotstack" / "local" / stack / "jobs.json", stack, endpoint_url)
+            return
+        assert f.jobs is not None
+        from spotstack.components.node import job_queue_name
+        from spotstack.runtime.clouds import CLOUDS
 
-            os.environ.setdefault("AWS_ENDPOINT_URL", endpoint_url)  # the result store (moto's S3) too
-            os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-            self.sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint_url)
-            self.urls = {"input": doc["input_url"], "output": doc["output_url"], "dead": doc["dead_letter_url"]}
-            self.results_url = doc["results_url"]
-        elif f.cloud == "aws":
-            self.sqs = boto3.client("sqs", region_name=f.region, endpoint_url=endpoint_url)
-            self.urls = {}
-            for role in ("input", "output", "dead"):
-                name = node.job_queue_name(f, role, sf.project, stack)
-                try:
-                    self.urls[role] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                except self.sqs.exceptions.QueueDoesNotExist:
-                    raise fail(f"no queue {name} in {f.region}: is the stack deployed?", 1) from None
-            assert f.jobs is not None
-            self.results_url = f"s3://{f.jobs.bucket}/{f.jobs.prefix}results"
+        names = {r: job_queue_name(f, r, sf.project, stack) for r in ROLES}
+        results = CLOUDS[f.cloud].url(f.jobs.bucket, f"{f.jobs.prefix}results")
+        if f.cloud == "aws":
+            self.client = _aws(f.region, names, results, endpoint_url)
         elif f.cloud == "gcp":
-            from spotstack.runtime.jobs.pubsub import PubSubApi
-
             gcp_project = sf.config.get("gcp:project")
             if not gcp_project:
                 raise fail(f"stack {stack!r} sets no gcp:project: the topics live in the project it names")
-            self.pubsub = PubSubApi("", api=endpoint_url, token_source=_gcp_token)
-            # The topic ids the components give (components/gcp/queues.py), in the stack's project.
-            names = {
-                r: node.stack_name(f"{f.name}-jobs-{r}", 255, sf.project, stack) for r in ("input", "output", "dead")
-            }
-            self.topics = {r: f"projects/{gcp_project}/topics/{n}" for r, n in names.items()}
-            assert f.jobs is not None
-            self.results_url = f"gs://{f.jobs.bucket}/{f.jobs.prefix}results"
-        elif f.cloud == "alicloud":
-            self._alicloud(f, sf.project, stack, endpoint_url)
+            self.client = _gcp(str(gcp_project), names, results, endpoint_url)
         else:
-            raise fail(f"fleet {f.name!r} is on {f.cloud}: `spotstack job` speaks SQS, Pub/Sub and MNS")
-        self.cloud = f.cloud
-
-    def _alicloud(self, f: Any, project: str, stack: str, endpoint_url: str | None) -> None:
-        """MNS queues (the names the components give) on the account's public endpoint, results in OSS, with the
-        user's AccessKey from the environment (ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET, optional _SECURITY_TOKEN)."""
-        import os
-
-        import fsspec.config
-
-        from spotstack.components import node
-        from spotstack.runtime.jobs.mns import MnsApi
-
-        key, secret = os.environ.get(ALI_KEY_ENV), os.environ.get(ALI_SECRET_ENV)
-        if not key or not secret:
-            raise fail(f"set {ALI_KEY_ENV} and {ALI_SECRET_ENV} (an AccessKey that may use the fleet's queues)")
-        creds = {"AccessKeyId": key, "AccessKeySecret": secret, "SecurityToken": os.environ.get(ALI_TOKEN_ENV, "")}
-        if endpoint_url is None:
-            account = os.environ.get(ALI_ACCOUNT_ENV)
-            if not account:
-                raise fail(f"set {ALI_ACCOUNT_ENV} (your account ID: MNS endpoints are per account) or --endpoint-url")
-            endpoint_url = f"https://{account}.mns.{f.region}.aliyuncs.com"
-        self.mns = MnsApi(endpoint_url, lambda: creds)
-        self.paths = {
-            r: "/queues/" + node.stack_name(f"{f.name}-jobs-{r}", 120, project, stack)
-            for r in ("input", "output", "dead")
-        }
-        store = os.environ.get("SPOTSTACK_OSS_ENDPOINT") or f"https://oss-{f.region}.aliyuncs.com"
-        from spotstack.runtime import ossfs_v4
-
-        ossfs_v4.install()  # OSS Signature V4: new buckets refuse V1
-        conf = {"endpoint": store, "key": key, "secret": secret, "region": f.region}
-        if creds["SecurityToken"]:
-            conf["token"] = creds["SecurityToken"]
-        fsspec.config.conf["oss"] = conf  # ossfs reads anonymously unless given a key
-        self.results_url = f"oss://{f.jobs.bucket}/{f.jobs.prefix}results"
+            self.client = _alicloud(f.region, names, results, endpoint_url)
 
     def send(self, body: str) -> None:
-        if self.cloud == "gcp":
-            self.pubsub.publish(self.topics["input"], body, {})
-        elif self.cloud == "alicloud":
-            from spotstack.runtime.jobs.mns import send
-
-            send(self.mns, self.paths["input"], body)
-        else:
-            self.sqs.send_message(QueueUrl=self.urls["input"], MessageBody=body)
+        self.client.send(body)
 
     def store(self) -> Any:
         from spotstack.runtime.jobs.store import ResultStore
 
-        return ResultStore(self.results_url)
+        return ResultStore(self.client.results_url)
 
     def depth(self, role: str) -> tuple[int, int] | None:
-        """(waiting, in flight); None where the queue service does not say (Pub/Sub: Cloud Monitoring does)."""
-        if self.cloud == "gcp":
-            return None
-        if self.cloud == "alicloud":
-            from spotstack.runtime.jobs.mns import depth as mns_depth
+        return self.client.depth(role)
 
-            return mns_depth(self.mns, self.paths[role])
-        from spotstack.runtime.jobs.sqs import depth
 
-        d = depth(self.sqs, self.urls[role])
-        return d["visible"], d["in_flight"]
+def _local(path: Path, stack: str, endpoint_url: str | None) -> JobClient:
+    """A running local fleet's queues (moto's SQS), from the file it writes while it runs."""
+    import os
+
+    import boto3
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise fail(
+            f"no local fleet for {stack!r} is running ({path} is missing): `spotstack local up -s {stack}`"
+        ) from None
+    endpoint_url = endpoint_url or doc["endpoint_url"]
+    os.environ.setdefault("AWS_ENDPOINT_URL", endpoint_url)  # the result store (moto's S3) too
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint_url)
+    urls = {"input": doc["input_url"], "output": doc["output_url"], "dead": doc["dead_letter_url"]}
+    return SqsJobs(sqs, urls, doc["results_url"])
+
+
+def _aws(region: str, names: dict[str, str], results: str, endpoint_url: str | None) -> JobClient:
+    import boto3
+
+    try:
+        return SqsJobs.by_name(boto3.client("sqs", region_name=region, endpoint_url=endpoint_url), names, results)
+    except QueueMissing as missing:
+        raise fail(f"no queue {missing} in {region}: is the stack deployed?", 1) from None
+
+
+def _gcp(project: str, names: dict[str, str], results: str, endpoint_url: str | None) -> JobClient:
+    from spotstack.runtime.jobs.pubsub import PubSubApi
+
+    topics = {r: f"projects/{project}/topics/{n}" for r, n in names.items()}
+    return PubSubJobs(PubSubApi("", api=endpoint_url, token_source=_gcp_token), topics, results)
+
+
+def _alicloud(region: str, names: dict[str, str], results: str, endpoint_url: str | None) -> JobClient:
+    """MNS queues on the account's public endpoint, results in OSS, with the user's AccessKey from the environment
+    (ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET, optional _SECURITY_TOKEN)."""
+    import os
+
+    import fsspec.config
+
+    from spotstack.runtime import ossfs_v4
+    from spotstack.runtime.jobs.mns import MnsApi
+
+    key, secret = os.environ.get(ALI_KEY_ENV), os.environ.get(ALI_SECRET_ENV)
+    if not key or not secret:
+        raise fail(f"set {ALI_KEY_ENV} and {ALI_SECRET_ENV} (an AccessKey that may use the fleet's queues)")
+    creds = {"AccessKeyId": key, "AccessKeySecret": secret, "SecurityToken": os.environ.get(ALI_TOKEN_ENV, "")}
+    if endpoint_url is None:
+        account = os.environ.get(ALI_ACCOUNT_ENV)
+        if not account:
+            raise fail(f"set {ALI_ACCOUNT_ENV} (your account ID: MNS endpoints are per account) or --endpoint-url")
+        endpoint_url = f"https://{account}.mns.{region}.aliyuncs.com"
+    store = os.environ.get("SPOTSTACK_OSS_ENDPOINT") or f"https://oss-{region}.aliyuncs.com"
+    ossfs_v4.install()  # OSS Signature V4: new buckets refuse V1
+    conf = {"endpoint": store, "key": key, "secret": secret, "region": region}
+    if creds["SecurityToken"]:
+        conf["token"] = creds["SecurityToken"]
+    fsspec.config.conf["oss"] = conf  # ossfs reads anonymously unless given a key
+    paths = {r: f"/queues/{n}" for r, n in names.items()}
+    return MnsJobs(MnsApi(endpoint_url, lambda: creds), paths, results)
 
 
 @job_app.command("submit")
@@ -274,7 +257,7 @@ def list_(
         q = Queues(stack, fleet, endpoint_url)
         store = q.store()
         rows = [r for i in store.ids() if (r := store.get(i)) is not None]
-        depths = {role: q.depth(role) for role in ("input", "output", "dead")}
+        depths = {role: q.depth(role) for role in ROLES}
     if as_json:
         print(json.dumps({"queues": depths, "tasks": [r.model_dump(exclude={"output", "log_tail"}) for r in rows]}))
         return

@@ -141,13 +141,13 @@ def bake(
     a node's first boot runs. Upload the folder to /tmp/spotstack-bake and run bake.sh as root (Packer:
     examples/bake/node.pkr.hcl); set `machine_image` to the image. Its nodes then install nothing at boot."""
     from spotstack.components.agent_wheel import build
-    from spotstack.components.node import AGENT_EXTRA
     from spotstack.runtime.bootstrap import AgentInstall, bake_script
+    from spotstack.runtime.clouds import CLOUDS
 
-    if cloud not in AGENT_EXTRA:
-        raise typer.BadParameter(f"must be one of {', '.join(AGENT_EXTRA)}", param_hint="--cloud")
+    if cloud not in CLOUDS:
+        raise typer.BadParameter(f"must be one of {', '.join(CLOUDS)}", param_hint="--cloud")
     w = build()
-    agent = AgentInstall(AGENT_EXTRA[cloud], w.version, sha256=w.sha256, wheel_file=f"{BAKE_DIR}/{w.filename}")
+    agent = AgentInstall(CLOUDS[cloud].agent_extra, w.version, sha256=w.sha256, wheel_file=f"{BAKE_DIR}/{w.filename}")
     out.mkdir(parents=True, exist_ok=True)
     for name, data in ((w.filename, w.path.read_bytes()), ("bake.sh", bake_script(agent, gpu_setup).encode())):
         tmp = out / f".{name}.tmp"

@@ -285,7 +285,7 @@ def _from_stack(stack: str, fleet: str | None) -> dict[str, Any]:
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
-    from spotstack.runtime.config import NOTICE_WINDOW_S
+    from spotstack.runtime.clouds import PROFILES
 
     try:
         fleets, _ = validate_fleets(config_value(load_stack(find_project(Path.cwd()), stack).config))
@@ -301,7 +301,7 @@ def _from_stack(stack: str, fleet: str | None) -> dict[str, Any]:
     return {
         "replicas": [max(1, c.desired_or_min)],
         "base_on_demand": min(c.base_on_demand, max(1, c.desired_or_min)),
-        "notice_s": NOTICE_WINDOW_S.get(f.cloud, 120.0),
+        "notice_s": PROFILES[f.cloud].notice_s,
         "drain_s": float(f.service.drain_timeout),
         "warm_pool_size": c.warm_pool.size if c.warm_pool is not None else None,
         "policy": fleet_policy(f),

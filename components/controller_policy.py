@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from spotstack.components import node
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.config import NOTICE_WINDOW_S
+from spotstack.runtime.clouds import CLOUDS
 from spotstack.runtime.controller.decide import Policy
 from spotstack.runtime.drain.decide import leave_before
 
@@ -18,7 +18,7 @@ LOCAL_NOTICE_S = 10.0
 def fleet_policy(spec: FleetSpec) -> Policy:
     cap = spec.capacity
     d = node.drain_config(spec)
-    window = NOTICE_WINDOW_S.get(spec.cloud, LOCAL_NOTICE_S)
+    window = CLOUDS[spec.cloud].notice_s if spec.cloud in CLOUDS else LOCAL_NOTICE_S
     # GCP's agent drains at the notice (its 30 s window is all a drain has): as it does, so the policy credits it.
     serve_through = d.serve_through_notice and spec.cloud != "gcp"
     return Policy(

@@ -12,6 +12,7 @@ from spotstack.components import catalog
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.bootstrap import VENV, WHEEL_DIR, AgentInstall, Workload, render_cloud_init
 from spotstack.runtime.bootstrap import Secret as Secret
+from spotstack.runtime.clouds import AWS, CLOUDS, PROFILES
 from spotstack.runtime.config import AGENT_PORT as AGENT_PORT
 from spotstack.runtime.config import (
     AgentConfig,
@@ -27,20 +28,10 @@ from spotstack.runtime.config import (
 )
 
 CACHE_TOKEN_PATH = "/etc/spotstack/cache-token"
-# The tag/label every node of a fleet carries; peer discovery filters on it.
-FLEET_TAG = "spotstack:fleet"
+FLEET_TAG = AWS.fleet_key
+"""The tag every node of an AWS or Alibaba fleet carries (GCP's label: `GCP.fleet_key`)."""
 ROOT_VOLUME_GB = 200
 """Every node's boot disk: the image, the Docker image and the model on disk (what a warm pool keeps)."""
-
-
-# What a node installs: the agent plus the fsspec backend its cloud's object store needs
-# (gs:// and oss:// model URLs failed with the plain `agent` extra).
-AGENT_EXTRA: dict[str, str] = {"aws": "agent", "gcp": "agent-gcp", "alicloud": "agent-alicloud"}
-
-
-SCHEME: dict[str, str] = {"aws": "s3", "gcp": "gs", "alicloud": "oss"}
-USER_DATA_LIMIT: dict[str, int] = {"aws": 16 * 1024, "gcp": 256 * 1024, "alicloud": 32 * 1024}
-"""The most user data each cloud takes, before base64: EC2's 16 KB, a GCE metadata value's 256 KB, ECS's 32 KB."""
 
 
 def agent_version() -> str | None:
@@ -56,18 +47,19 @@ def agent_install(cloud: str, fleet: FleetSpec | None = None) -> AgentInstall:
     """How the fleet's nodes get the agent: the wheel of the spotstack deploying them, which the fleet publishes
     to its model bucket (`components/agent_wheel.py`), when it has one; else spotstack pinned to that version from
     the package index (the plan warns). Either way a new release never changes a running fleet's next boot."""
-    extra = AGENT_EXTRA[cloud]
+    extra = CLOUDS[cloud].agent_extra
     mc = fleet.model_cache if fleet is not None else None
     if fleet is None or mc is None:
         return AgentInstall(extra, agent_version())
     from spotstack.components.agent_wheel import build
 
     w = build()
+    assert mc.bucket is not None, "the model bucket is resolved (components/inputs.py) before a boot document"
     return AgentInstall(
         extra,
         w.version,
         sha256=w.sha256,
-        wheel_url=f"{SCHEME[cloud]}://{mc.bucket}/{w.key}",
+        wheel_url=CLOUDS[cloud].url(mc.bucket, w.key),
         wheel_file=f"{WHEEL_DIR}/{w.filename}",
         region=fleet.region if cloud != "gcp" else None,
     )
@@ -178,7 +170,7 @@ def cloud_init(
     )
     agent = agent_install(cfg.cloud, fleet)
     text = render_cloud_init(cfg, workload, agent, secrets=secrets, gpu_setup=gpu_setup)
-    limit = USER_DATA_LIMIT[cfg.cloud]
+    limit = CLOUDS[cfg.cloud].user_data_limit
     if len(text.encode()) > limit:
         raise ValueError(
             f"fleet {fleet.name}: the node's boot document is {len(text.encode())} bytes; {cfg.cloud} takes at most "
@@ -188,9 +180,12 @@ def cloud_init(
 
 
 def job_queue_name(fleet: FleetSpec, role: str, project: str | None = None, stack: str | None = None) -> str:
-    """An SQS job queue's name (`input`, `output`, `dead`), within SQS's 80 characters: `spotstack job` finds the
-    queues by it."""
-    return secret_id(fleet, f"jobs-{role}", project, stack)[:80]
+    """A job queue's name (`input`, `output`, `dead`; on GCP a topic's) as the components declare it and
+    `spotstack job` finds it, within the queue service's limit (SQS 80, Pub/Sub 255, MNS 120)."""
+    limit = PROFILES[fleet.cloud].queue_name_limit
+    if fleet.cloud in ("gcp", "alicloud"):
+        return stack_name(f"{fleet.name}-jobs-{role}", limit, project, stack)
+    return secret_id(fleet, f"jobs-{role}", project, stack)[:limit]  # SQS: the names deployed stacks have
 
 
 def secret_id(fleet: FleetSpec, what: str, project: str | None = None, stack: str | None = None) -> str:

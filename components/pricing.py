@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from spotstack.components import catalog
 from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.spec import FleetSpec, InstanceSpec
+from spotstack.runtime.clouds import PROFILES
 
 HOURS_PER_MONTH = 730.0
-DISK_USD_PER_GB_MONTH: dict[str, float] = {"aws": 0.08, "gcp": 0.04, "alicloud": 0.14, "local": 0.0}
-"""List prices of each cloud's boot disk as the nodes declare it (gp3, pd-standard, ESSD PL1), us regions,
-2026: what a stopped warm-pool instance costs."""
 
 
 def on_demand_price(fleet: FleetSpec, inst: InstanceSpec) -> float:
@@ -80,7 +78,7 @@ def warm_pool_idle(fleet: FleetSpec) -> float:
         return 0.0
     if wp.state == "running":
         return round(wp.size * on_demand_price(fleet, fleet.instances[0]), 4)
-    disk = DISK_USD_PER_GB_MONTH.get(fleet.cloud, 0.0)  # a local fleet pays nothing
+    disk = PROFILES[fleet.cloud].disk_usd_per_gb_month  # a local fleet pays nothing
     return round(warm_pool_kept(fleet) * ROOT_VOLUME_GB * disk / HOURS_PER_MONTH, 4)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from spotstack.components.problem import Problem
 from spotstack.components.spec import FleetSpec
+from spotstack.runtime.clouds import PROFILES
 
 PUBSUB_MIN_ATTEMPTS, PUBSUB_MAX_LEASE, PUBSUB_MAX_RETENTION = 5, 600, 7 * 86400
 MNS_MAX_RETENTION = 7 * 86400
@@ -108,14 +109,9 @@ def check_jobs(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]
     return errors, warnings
 
 
-MAX_REQUEST_S = {"aws": 4000, "alicloud": 600, "gcp": 86400, "local": 86400}
-"""The most each cloud's load balancer waits: the AWS ALB idle timeout (1-4000 s), the Alibaba ALB listener's
-request timeout (0-600 s, the provider's docstring), GCP's backend service timeout (to 2^31 s; our spec's cap)."""
-
-
 def check_max_request(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """A timeout the load balancer cannot take is an error; a drain longer than any request is a warning."""
-    svc, most = fleet.service, MAX_REQUEST_S[fleet.cloud]
+    svc, most = fleet.service, PROFILES[fleet.cloud].max_request_s
     errors: list[Problem] = []
     warnings: list[Problem] = []
     if svc.max_request_s > most:

@@ -7,7 +7,6 @@ beside the specs; `spotstack plan` prints them and `pulumi up` logs them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +15,7 @@ __all__ = ["Problem", "SpecError", "validate_fleets"]
 from pydantic import BaseModel, ValidationError
 
 from spotstack.components import catalog
+from spotstack.components.alicloud import checks as alicloud_checks
 from spotstack.components.problem import Problem, SpecError
 from spotstack.components.service_checks import (
     check_gateway,
@@ -25,7 +25,6 @@ from spotstack.components.service_checks import (
     check_tls,
 )
 from spotstack.components.spec import (
-    NOTICE_WINDOW_S,
     CapacitySpec,
     FleetSpec,
     InstanceSpec,
@@ -34,6 +33,7 @@ from spotstack.components.spec import (
     ServiceSpec,
 )
 from spotstack.components.tag_checks import check_image, check_tags
+from spotstack.runtime.clouds import PROFILES
 
 
 def _path(prefix: str, loc: Sequence[int | str]) -> str:
@@ -88,11 +88,10 @@ def _check_capacity(cap: CapacitySpec, at: str) -> list[Problem]:
 
 
 def _check_zones(cloud: str, region: str, zones: list[str], at: str) -> list[Problem]:
-    form = _ZONE_FORMS.get(cloud, "{region}.*").format(region=re.escape(region))
     errors = [
         Problem(f"{at}.zones[{z}]", f"zone {zone!r} is not in region {region!r}")
         for z, zone in enumerate(zones)
-        if not re.fullmatch(form, zone)
+        if not PROFILES[cloud].zone_in(zone, region)
     ]
     if len(set(zones)) != len(zones):
         errors.append(Problem(f"{at}.zones", "lists a zone twice"))
@@ -173,52 +172,9 @@ def _check_cache_memory(fleet: FleetSpec, at: str) -> list[Problem]:
     ]
 
 
-_ZONE_FORMS = {
-    # us-east-1 -> us-east-1a; us-central1 -> us-central1-a; cn-hangzhou -> cn-hangzhou-h
-    "aws": "{region}[a-z]",
-    "gcp": "{region}-[a-z]",
-    "alicloud": "{region}-?[a-z]",
-    "local": "{region}(-[a-z0-9]+)?",
-}
-
-
 def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) -> list[Problem]:
     if cache is not None and cache.peer_port == service.port:
         return [Problem(f"{at}.model_cache.peer_port", f"must differ from service.port ({service.port})")]
-    return []
-
-
-def _check_alicloud_registry(fleet: FleetSpec, at: str) -> list[Problem]:
-    """An Alibaba repository lives in an ACR EE instance, which is a subscription: reuse one, or ask to buy one."""
-    img = fleet.image
-    if fleet.cloud != "alicloud" or not img.create_registry or img.registry is not None:
-        return []
-    if img.registry_instance is None and not img.create_registry_instance:
-        return [
-            Problem(
-                f"{at}.image.registry_instance",
-                "name your ACR Enterprise Edition instance (cri-...) to hold the repository, or set "
-                "image.create_registry_instance: true to buy one (a monthly subscription), or give image.registry",
-            )
-        ]
-    if img.registry_instance is not None and img.create_registry_instance:
-        return [Problem(f"{at}.image.create_registry_instance", "give registry_instance or create one, not both")]
-    return []
-
-
-def _check_alicloud_alb(fleet: FleetSpec, at: str) -> list[Problem]:
-    """An Alibaba fleet sits behind an ALB, which spans two zones or more, one vSwitch per zone."""
-    if fleet.cloud != "alicloud":
-        return []
-    if len(fleet.zones) < 2:
-        return [Problem(f"{at}.zones", "Alibaba Cloud fleets need two zones or more (an ALB spans at least two)")]
-    if fleet.network is not None and fleet.network.subnets and len(fleet.network.subnets) != len(fleet.zones):
-        return [
-            Problem(
-                f"{at}.network.subnets",
-                f"give one vSwitch per zone, in the zones' order ({len(fleet.zones)}); the ALB maps each zone to one",
-            )
-        ]
     return []
 
 
@@ -233,8 +189,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors += _check_ports(fleet.model_cache, fleet.service, at)
     if fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
-    errors += _check_alicloud_alb(fleet, at)
-    errors += _check_alicloud_registry(fleet, at)
+    if fleet.cloud == "alicloud":
+        errors += alicloud_checks.check(fleet, at)
     errors += check_tls(fleet, at)
     errors += check_tags(fleet, at) + check_image(fleet, at)
     jerr, jwarn = check_jobs(fleet, at)
@@ -255,12 +211,12 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
         )
     if not fleet.spot_instances and (cap.on_demand_above_base_percent < 100 or cap.dynamic_on_demand_fallback):
         warnings.append(Problem(f"{at}.instances", "no type allows spot: the whole fleet runs on-demand"))
-    window = NOTICE_WINDOW_S[fleet.cloud]
+    window = PROFILES[fleet.cloud].notice_s
     if fleet.service.drain_timeout > window:
         warnings.append(
             Problem(
                 f"{at}.service.drain_timeout",
-                f"{fleet.service.drain_timeout}s is longer than {fleet.cloud}'s {window}s spot notice: "
+                f"{fleet.service.drain_timeout}s is longer than {fleet.cloud}'s {window:g}s spot notice: "
                 "a preempted node dies before its drain ends",
             )
         )
@@ -295,7 +251,7 @@ def _partial_checks(item: dict[str, Any], at: str) -> list[Problem]:
     if cap is not None:
         errors += _check_capacity(cap, at)
     region, zones, cloud = item.get("region"), item.get("zones"), item.get("cloud")
-    cloud = cloud if isinstance(cloud, str) and cloud in NOTICE_WINDOW_S else None
+    cloud = cloud if isinstance(cloud, str) and cloud in PROFILES else None
     if cloud and isinstance(region, str) and isinstance(zones, list) and all(isinstance(z, str) for z in zones):
         errors += _check_zones(cloud, region, zones, at)
     raw_instances = item.get("instances")

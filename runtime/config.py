@@ -14,17 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spotstack.runtime.clouds import CLOUDS
+
 Cloud = Literal["aws", "gcp", "alicloud"]
 Discovery = Literal["static", "dns", "file", "aws", "gcp", "alicloud"]
 
-# Where each cloud's metadata server lives; tests and local fleets point the agent elsewhere.
-DEFAULT_METADATA_URL: dict[str, str] = {
-    "aws": "http://169.254.169.254",
-    "gcp": "http://metadata.google.internal",
-    "alicloud": "http://100.100.100.200",
-}
-# Seconds between a spot notice and the reclaim, per cloud.
-NOTICE_WINDOW_S: dict[str, float] = {"aws": 120.0, "gcp": 30.0, "alicloud": 300.0}
 
 ENV_PREFIX = "SPOTSTACK_AGENT__"
 AGENT_PORT = 8471
@@ -258,7 +252,7 @@ class AgentConfig(_Model):
 
     @property
     def metadata_url(self) -> str:
-        return (self.metadata.base_url or DEFAULT_METADATA_URL[self.cloud]).rstrip("/")
+        return (self.metadata.base_url or CLOUDS[self.cloud].metadata_url).rstrip("/")
 
     @model_validator(mode="after")
     def _cross(self) -> AgentConfig:

@@ -26,9 +26,11 @@ import urllib.request
 import uuid
 from typing import Any
 
-GCP_METADATA = "http://metadata.google.internal"
+from spotstack.runtime.clouds import ALICLOUD, GCP
+
+GCP_METADATA = GCP.metadata_url
 GCP_SECRETS_API = "https://secretmanager.googleapis.com"
-ALICLOUD_METADATA = "http://100.100.100.200"
+ALICLOUD_METADATA = ALICLOUD.metadata_url
 TIMEOUT_S = 5.0
 
 

@@ -77,7 +77,7 @@ def declare(
     def queue(role: str, **kw: Any) -> ali.message.ServiceQueue:
         return MQ.ServiceQueue(
             f"{name}-jobs-{role}",
-            queue_name=node.stack_name(f"{name}-jobs-{role}", 120),
+            queue_name=node.job_queue_name(spec, role),
             enable_sse=True,
             sse_type="SMQ",  # keys managed by the service; KMS keys need a key of the user's
             tags=tags,

@@ -23,6 +23,7 @@ import pulumi_gcp as gcp
 from spotstack.components import node
 from spotstack.components.component import controller_base
 from spotstack.components.spec import FleetSpec
+from spotstack.runtime.clouds import GCP
 from spotstack.runtime.controller.package import GCP_ENTRY_POINT, GCP_MAIN, GCP_REQUIREMENTS, function_files
 
 SCHEDULE = "* * * * *"
@@ -98,7 +99,7 @@ def declare(
 ) -> tuple[gcp.cloudfunctionsv2.Function, pulumi.Output[str]]:
     """The controller's resources; returns the function and its configuration document."""
     project = migs["fallback"].project
-    labels = {"spotstack-fleet": name}
+    labels = {GCP.fleet_key: name}
     bucket = gcp.storage.Bucket(
         f"{name}-controller",
         location=spec.region.upper(),

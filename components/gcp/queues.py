@@ -36,9 +36,7 @@ def declare(
     retention = f"{min(j.retention, PUBSUB_MAX_RETENTION)}s"
 
     def topic(role: str) -> gcp.pubsub.Topic:
-        return PS.Topic(
-            f"{name}-jobs-{role}", name=node.stack_name(f"{name}-jobs-{role}", 255), labels=labels, opts=child
-        )
+        return PS.Topic(f"{name}-jobs-{role}", name=node.job_queue_name(spec, role), labels=labels, opts=child)
 
     inp, out, dead = topic("input"), topic("output"), topic("dead")
     tasks = PS.Subscription(

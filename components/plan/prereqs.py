@@ -15,6 +15,7 @@ from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.plan.engine import PlanRun
 from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle, warm_pool_kept
 from spotstack.components.spec import FleetSpec
+from spotstack.runtime.clouds import PROFILES
 
 Kind = Literal["needs", "billed", "rolls"]
 
@@ -40,16 +41,13 @@ def _gpus(f: FleetSpec) -> tuple[dict[str, int], int]:
     return gpus, vcpu
 
 
-SCHEME = {"aws": "s3", "gcp": "gs", "alicloud": "oss"}
-
-
 def _common(f: FleetSpec) -> list[Item]:
     """What every cloud's fleet needs (its image, its model) and bills (its base replicas)."""
     out = [Item(f.name, f.cloud, "needs", f"the image {f.image.repository}:{f.image.tag} pushed to its registry")]
     mc = f.model_cache
     if mc is not None:
         bucket = mc.bucket or "<the fleet's model_bucket>"
-        url = f"{SCHEME[f.cloud]}://{bucket}/{mc.prefix}"
+        url = PROFILES[f.cloud].url(bucket, mc.prefix)
         out.append(
             Item(f.name, f.cloud, "needs", f"the model's files and its manifest (`spotstack cache manifest {url}`)")
         )

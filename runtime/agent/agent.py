@@ -20,7 +20,8 @@ from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.supervisor import Supervisor
 from spotstack.runtime.agent.wiring import Identity, build_monitors
 from spotstack.runtime.backoff import Backoff
-from spotstack.runtime.config import NOTICE_WINDOW_S, AgentConfig
+from spotstack.runtime.clouds import CLOUDS
+from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.drain.decide import Verdict, horizon, spot_horizon
 from spotstack.runtime.drain.sequence import DrainReport
 from spotstack.runtime.drain.targets import Lifecycle, Rotation
@@ -162,7 +163,7 @@ class Agent(NodeCache, NodeDrain):
             monitors,
             self._drain,
             poll_interval_s=cfg.metadata.poll_interval_s,
-            horizon_s=horizon(cfg.drain.timeout_s, cfg.drain.safety_margin_s, NOTICE_WINDOW_S[cfg.cloud]),
+            horizon_s=horizon(cfg.drain.timeout_s, cfg.drain.safety_margin_s, CLOUDS[cfg.cloud].notice_s),
             # GCP's 30 s notice is all a drain has: no window there.
             spot_horizon_s=(
                 spot_horizon(d.timeout_s, d.safety_margin_s, d.deregistration_grace_s, d.lead_s)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-FLEET_TAG = "spotstack:fleet"
+from spotstack.runtime.clouds import ALICLOUD, AWS, GCP
 
 
 def _unique(addrs: Iterable[str], exclude: set[str]) -> list[str]:
@@ -51,7 +51,7 @@ def from_aws(
     out: list[str] = []
     pages = client.get_paginator("describe_instances").paginate(
         Filters=[
-            {"Name": f"tag:{FLEET_TAG}", "Values": [fleet]},
+            {"Name": f"tag:{AWS.fleet_key}", "Values": [fleet]},
             {"Name": "instance-state-name", "Values": ["running"]},
         ]
     )
@@ -72,8 +72,6 @@ def _note(zones: dict[str, str] | None, peer: str, zone: str) -> None:
         zones[peer] = zone
 
 
-GCP_LABEL = "spotstack-fleet"
-"""GCP label keys allow no colon: the fleet's label is `spotstack-fleet`."""
 GCP_API = "https://compute.googleapis.com"
 
 
@@ -97,7 +95,7 @@ def from_gcp(
     my_zone = gcp_metadata("instance/zone", md).rsplit("/", 1)[-1]
     region = my_zone.rsplit("-", 1)[0]
     _note(zones, "", my_zone)
-    query = {"filter": f'(labels.{GCP_LABEL} = "{fleet}") AND (status = RUNNING)', "maxResults": "500"}
+    query = {"filter": f'(labels.{GCP.fleet_key} = "{fleet}") AND (status = RUNNING)', "maxResults": "500"}
     out: list[str] = []
     while True:
         url = f"{api_url or GCP_API}/compute/v1/projects/{project}/aggregated/instances?"
@@ -132,7 +130,7 @@ def from_alicloud(
     page = 1
     while True:
         params = {
-            "Tag.1.Key": FLEET_TAG,
+            "Tag.1.Key": ALICLOUD.fleet_key,
             "Tag.1.Value": fleet,
             "Status": "Running",
             "PageSize": "100",

@@ -59,14 +59,29 @@ def fleet_of(cfg: dict[str, Any], api: Api) -> AlicloudFleet:
     )
 
 
+def fleet_and_store(
+    cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
+) -> tuple[AlicloudFleet, OssStore]:
+    """The adaptor and the controller's memory from its configuration document, with the credentials in the
+    environment (ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET / _SECURITY_TOKEN: the function's role, or a user's; a
+    missing one raises PermissionError). `inside`: in Function Compute, which reaches OSS in its region by the internal
+    endpoint without the internet; outside, the public one (SPOTSTACK_OSS_ENDPOINT overrides either)."""
+    try:
+        creds = credentials_from_env()
+    except KeyError as exc:
+        raise PermissionError(f"Alibaba Cloud credentials: {exc.args[0]} is not set") from None
+    region = cfg["region"]
+    endpoints = dict.fromkeys(("ess", "ecs", "alb"), endpoint_url) if endpoint_url else None
+    oss = (
+        os.environ.get("SPOTSTACK_OSS_ENDPOINT") or f"https://oss-{region}{'-internal' if inside else ''}.aliyuncs.com"
+    )
+    # Signed V4 by the standard library (the runtime's oss2 signs V1, which new buckets refuse).
+    bucket = OssBucket(oss, cfg["bucket"], region, lambda: creds)
+    return fleet_of(cfg, Api(region, creds, endpoints)), OssStore(bucket, f"controller/{cfg['fleet']}")
+
+
 def handler(event: Any, context: Any = None) -> str:
     logging.getLogger().setLevel(logging.INFO)
     cfg = json.loads(os.environ[ENV])
-    creds = credentials_from_env()
-    region = cfg["region"]
-    # The internal endpoint: Function Compute reaches OSS in its region without the internet. Signed V4 by the
-    # standard library (the runtime's oss2 signs V1, which new buckets refuse).
-    bucket = OssBucket(f"https://oss-{region}-internal.aliyuncs.com", cfg["bucket"], region, lambda: creds)
-    store = OssStore(bucket, f"controller/{cfg['fleet']}")
-    out = handle(event_of(event), cfg, fleet_of(cfg, Api(region, creds)), store)
+    out = handle(event_of(event), cfg, *fleet_and_store(cfg))
     return json.dumps(out, default=str)

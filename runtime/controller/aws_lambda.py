@@ -42,7 +42,11 @@ def handle(
     return report(result, kind)
 
 
-def fleet_and_store(cfg: dict[str, Any], endpoint_url: str | None = None) -> tuple[AwsFleet, DynamoStore]:
+def fleet_and_store(
+    cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
+) -> tuple[AwsFleet, DynamoStore]:
+    """The adaptor and the controller's memory from its configuration document (`inside`: in the function; the
+    same either way here). Credentials: boto3's chain."""
     region = cfg.get("region")
     fleet = AwsFleet(
         cfg["main_group"],

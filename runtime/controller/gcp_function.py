@@ -62,11 +62,20 @@ def fleet_of(cfg: dict[str, Any], **kw: Any) -> GcpFleet:
     )
 
 
+def fleet_and_store(
+    cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
+) -> tuple[GcpFleet, GcsStore]:
+    """The adaptor and the controller's memory from its configuration document (`inside`: in the function; the
+    same either way here). Credentials: application default credentials."""
+    opts = {"api_endpoint": endpoint_url} if endpoint_url else None
+    return fleet_of(cfg, client_options=opts), GcsStore(cfg["bucket"], cfg["object"])
+
+
 def handler(request: Any) -> tuple[str, int, dict[str, str]]:
     """The functions framework's entry point: a Flask request in, (body, status, headers) out. An error is a 500,
     so Pub/Sub redelivers the preemption and the error alert counts it."""
     logging.getLogger().setLevel(logging.INFO)
     cfg = json.loads(os.environ[ENV])
     body = request.get_json(silent=True) or {}
-    out = handle(body, cfg, fleet_of(cfg), GcsStore(cfg["bucket"], cfg["object"]))
+    out = handle(body, cfg, *fleet_and_store(cfg))
     return json.dumps(out, default=str), 200, {"Content-Type": "application/json"}

@@ -16,6 +16,7 @@ RUNTIME = Path(__file__).resolve().parents[1]
 """The `spotstack.runtime` package folder."""
 COMMON = (
     "__init__.py",
+    "clouds.py",
     "controller/__init__.py",
     "controller/decide.py",
     "controller/state.py",

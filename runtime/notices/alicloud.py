@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from spotstack.runtime.clouds import ALICLOUD
 from spotstack.runtime.notices.base import WallClock, wall_clock
 from spotstack.runtime.notices.clock import parse_iso_utc
 from spotstack.runtime.notices.event import InterruptionEvent, Kind, event_id
@@ -15,7 +16,7 @@ from spotstack.runtime.notices.metadata import TokenMetadataClient
 
 TERMINATION_TIME = "/latest/meta-data/instance/spot/termination-time"
 INSTANCE_ID = "/latest/meta-data/instance-id"
-NOTICE_S = 300.0
+NOTICE_S = ALICLOUD.notice_s
 
 
 class SpotTerminationMonitor:

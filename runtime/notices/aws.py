@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from spotstack.runtime.clouds import AWS
 from spotstack.runtime.notices.base import WallClock, wall_clock
 from spotstack.runtime.notices.clock import BadNotice, parse_http_date, parse_iso_utc
 from spotstack.runtime.notices.event import InterruptionEvent, Kind, event_id
@@ -16,7 +17,7 @@ LIFECYCLE_STATE = "/latest/meta-data/autoscaling/target-lifecycle-state"
 SCHEDULED = "/latest/meta-data/events/maintenance/scheduled"
 INSTANCE_ID = "/latest/meta-data/instance-id"
 GROUP_TAG = "/latest/meta-data/tags/instance/aws:autoscaling:groupName"
-NOTICE_S = 120.0
+NOTICE_S = AWS.notice_s
 
 # Scheduled event codes after which this instance stops serving.
 STOPPING_CODES = {"instance-stop", "instance-retirement", "instance-reboot", "system-reboot", "system-maintenance"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spotstack.runtime.clouds import GCP
 from spotstack.runtime.notices.base import WallClock, wall_clock
 from spotstack.runtime.notices.clock import BadNotice
 from spotstack.runtime.notices.event import InterruptionEvent, Kind, event_id
@@ -9,7 +10,7 @@ from spotstack.runtime.notices.metadata import GcpMetadataClient
 
 PREEMPTED = "/instance/preempted"
 MAINTENANCE = "/instance/maintenance-event"
-NOTICE_S = 30.0  # spot / preemptible: ACPI soft-off follows 30 s after the notice
+NOTICE_S = GCP.notice_s  # spot / preemptible: ACPI soft-off follows 30 s after the notice
 MAINTENANCE_NOTICE_S = 60.0  # terminate-on-host-maintenance gives 60 s
 
 

@@ -107,12 +107,12 @@ def test_the_published_wheel_holds_what_setuptools_builds(tmp_path: Path, agent_
 
 
 def test_every_clouds_boot_document_fits_its_user_data_limit() -> None:
-    from spotstack.components.node import USER_DATA_LIMIT
+    from spotstack.runtime.clouds import CLOUDS
 
     for cloud in ("aws", "gcp", "alicloud"):
         text = rendered_boot_document(cloud)
         # Room left for a larger fleet's settings (jobs, schedules, a registry login).
-        assert len(text.encode()) < USER_DATA_LIMIT[cloud] * 0.7, (cloud, len(text))
+        assert len(text.encode()) < CLOUDS[cloud].user_data_limit * 0.7, (cloud, len(text))
 
 
 def test_the_packer_template_runs_what_spotstack_bake_writes() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from spotstack.components.agent_wheel import KEY_PREFIX, build
 from spotstack.components.plan import Plan, plan_stack
+from spotstack.runtime.clouds import CLOUDS
 from tests.boot.test_boot_path import rendered_boot_document
 from tests.conftest import ROOT
 
@@ -22,7 +23,6 @@ OBJECT = {
     "gcp": ("gcp:storage/bucketObject:BucketObject", "name"),
     "alicloud": ("alicloud:oss/bucketObject:BucketObject", "key"),
 }
-SCHEME = {"aws": "s3", "gcp": "gs", "alicloud": "oss"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_the_fleet_publishes_its_agent_and_boots_it_by_digest(cloud: str, plans:
     assert digest == wheel.sha256 and obj.inputs[key_field] == wheel.key
     assert obj.inputs[key_field].startswith(KEY_PREFIX)
     (bucket,) = {r.inputs["bucket"] for r in plans[cloud].run.find(typ) if r.name.endswith("-agent-wheel")}
-    url = f"{SCHEME[cloud]}://{bucket}/{wheel.key}"
+    url = CLOUDS[cloud].url(bucket, wheel.key)
     boot = rendered_boot_document(cloud)
     assert f"{url} {digest}" in boot  # fetched from the fleet's bucket and checked against the deployed digest
     assert "pip install" in boot and f"spotstack-{wheel.version}-py3-none-any.whl[agent" in boot

@@ -21,6 +21,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from spotstack.runtime.clouds import ALICLOUD
 from spotstack.runtime.controller import rollout
 from spotstack.runtime.controller.adaptors.oss import OssBucket
 from spotstack.runtime.controller.decide import Decision, Replica, Role
@@ -28,7 +29,7 @@ from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 from spotstack.runtime.secrets import alicloud_call
 
-NOTICE_S = 300.0
+NOTICE_S = ALICLOUD.notice_s
 """Alibaba gives a spot instance five minutes."""
 RETRY_S = 300.0
 NO_STOCK = re.compile(r"NoStock|sold out|OutOfStock|InsufficientBalance|not enough (stock|resource)", re.I)

@@ -12,6 +12,7 @@ import asyncio
 import re
 from typing import Any
 
+from spotstack.runtime.clouds import AWS
 from spotstack.runtime.controller.decide import Decision, Role
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
@@ -55,7 +56,7 @@ PENDING = ("Pending", "Pending:Wait", "Pending:Proceed")
 FAILED_LAUNCH = re.compile(
     r"InsufficientInstanceCapacity|SpotMaxPriceTooLow|MaxSpotInstanceCountExceeded|capacity", re.I
 )
-NOTICE_S = 120.0
+NOTICE_S = AWS.notice_s
 """AWS gives a spot instance two minutes."""
 RETRY_S = 300.0
 """A spot type that refused a launch is treated as unobtainable this long."""

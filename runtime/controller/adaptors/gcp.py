@@ -13,11 +13,12 @@ import re
 from datetime import datetime
 from typing import Any
 
+from spotstack.runtime.clouds import GCP
 from spotstack.runtime.controller.decide import Decision, Replica, Role
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 
-NOTICE_S = 30.0
+NOTICE_S = GCP.notice_s
 """GCP gives a spot VM 30 seconds."""
 RETRY_S = 300.0
 """A machine type a zone refused is treated as unobtainable this long."""
