@@ -30,7 +30,8 @@ from _moto_s3 import BIN
 from spotstack.runtime.jobs.sqs import SqsResults, SqsTasks, create_queues
 from spotstack.runtime.jobs.store import ResultStore
 from spotstack.runtime.jobs.task import Result, Task
-from spotstack.runtime.jobs.worker import Worker, WorkerSettings
+from spotstack.runtime.jobs.worker import Worker
+from spotstack.runtime.jobs.worker_state import WorkerSettings
 from spotstack.runtime.net import free_port, serve
 
 

@@ -21,9 +21,12 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spotstack.runtime.files import write_atomic
+
+if TYPE_CHECKING:  # a training script imports this module: it stays free of pydantic
+    from spotstack.runtime.jobs.task import Task
 
 ENV_URL = "SPOTSTACK_CHECKPOINT_URL"
 ENV_DEADLINE_FILE = "SPOTSTACK_CHECKPOINT_DEADLINE_FILE"
@@ -137,3 +140,12 @@ class Checkpoints:
             if len(data) == marker.get("size") and _digest(data) == marker.get("blake3"):
                 return step, bytes(data)
         return None
+
+
+def latest_step(checkpoint_url: str | None, task: Task) -> int | None:
+    """The step a training task resumes from: its newest checkpoint under `<checkpoint_url>/<task id>` (blocking
+    I/O: call it off the event loop). None for a task that is not training, or has none."""
+    if not (task.training and checkpoint_url):
+        return None
+    steps = Checkpoints(f"{checkpoint_url.rstrip('/')}/{task.id}").steps()
+    return steps[-1] if steps else None

@@ -5,7 +5,43 @@ The controller's choice prefers idle replicas too (`decide`: `Replica.busy`, rea
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("spotstack.jobs")
+
+
+class Protection(Protocol):
+    """The cloud's scale-in protection for this node (AWS: instance protection in its Auto Scaling group)."""
+
+    async def set(self, protected: bool) -> None: ...
+
+
+class ProtectionKeeper:
+    """Keeps the node protected from scale-in while `busy()` (any task runs): the cloud call only on a change,
+    retried until it holds. Set `changed` when busy may have changed."""
+
+    def __init__(self, protection: Protection, busy: Callable[[], bool]) -> None:
+        self.protection, self.busy = protection, busy
+        self.protected = False
+        self.changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            want = self.busy()
+            if want != self.protected:
+                try:
+                    await self.protection.set(want)
+                    self.protected = want
+                except Exception as exc:
+                    log.warning("scale-in protection %s failed: %s", "on" if want else "off", exc)
+                    await asyncio.sleep(2.0)
+                    continue
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 5.0)
 
 
 class AwsProtection:

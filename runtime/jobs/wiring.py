@@ -9,7 +9,9 @@ from typing import Any
 import aiohttp
 
 from spotstack.runtime.config import AgentConfig
-from spotstack.runtime.jobs.worker import Protection, Worker, WorkerSettings
+from spotstack.runtime.jobs.protection import Protection
+from spotstack.runtime.jobs.worker import Worker
+from spotstack.runtime.jobs.worker_state import WorkerSettings
 
 
 def build_worker(

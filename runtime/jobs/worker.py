@@ -21,81 +21,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import aiohttp
 
 from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.jobs import claims
+from spotstack.runtime.jobs.checkpoint import latest_step
+from spotstack.runtime.jobs.protection import Protection, ProtectionKeeper
 from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
 from spotstack.runtime.jobs.runner import CommandRun, HttpRun, Outcome
 from spotstack.runtime.jobs.store import ResultStore
 from spotstack.runtime.jobs.task import Counts, Result, Task
+from spotstack.runtime.jobs.worker_state import Running, Stats, WorkerSettings
 
 log = logging.getLogger("spotstack.jobs")
-
-
-class Protection(Protocol):
-    """The cloud's scale-in protection for this node (AWS: instance protection in its Auto Scaling group)."""
-
-    async def set(self, protected: bool) -> None: ...
-
-
-@dataclass
-class WorkerSettings:
-    node: str
-    http_url: str | None = None
-    """Tasks are POSTed here (the workload's task endpoint) ..."""
-    command: list[str] | None = None
-    """... or run as this command (the body on stdin)."""
-    task_commands: bool = False
-    """Tasks may name their own command (anyone who can send to the input queue runs it on the node)."""
-    concurrency: int = 1
-    lease_s: float = 60.0
-    task_timeout_s: float = 900.0
-    max_attempts: int = 3
-    wait_s: float = 5.0
-    """Long-poll per receive; short enough that a notice stops taking within it."""
-    retry_delay_s: float = 1.0
-    """A failed task is visible again after this times its failures (at most 15 min: SQS's delay limit)."""
-    checkpoint_url: str | None = None
-    """Training runs checkpoint under `<checkpoint_url>/<task id>`."""
-    resume_command: list[str] | None = None
-    """A training run that has a checkpoint starts with this instead of its command."""
-    workdir: Path = Path("/var/lib/spotstack/jobs")
-
-
-@dataclass
-class Running:
-    delivery: Delivery
-    task: Task
-    run: HttpRun | CommandRun
-    future: asyncio.Task[None] | None = None
-    started_at: float = field(default_factory=time.time)
-    key: str = ""
-    """Its key in `Worker.running`: the receipt handle it came with (MNS hands out a new one at each heartbeat)."""
-    given_back: bool = False
-    claimed: bool = False
-    """Its running marker is in the result store (renewed at each heartbeat, removed at the end)."""
-    leaving: bool = False
-    """A notice came: whatever its run returns, the task goes back (a training run's exit after its checkpoint
-    is not the job's end)."""
-
-
-@dataclass
-class Stats:
-    done: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    given_back: int = 0
-    duplicates: int = 0
-    """Deliveries of a task whose result was already stored: deleted without running."""
-    give_back_s: list[float] = field(default_factory=list)
-    """Per give-back on a notice: seconds from the notice to the task visible again."""
-    rolled_over: int = 0
-    """Training runs checkpointed and re-queued at the queue's hold limit (SQS, MNS: 12 h from receipt)."""
 
 
 class Worker:
@@ -113,7 +52,8 @@ class Worker:
         protection: Protection | None = None,
     ) -> None:
         self.tasks, self.results, self.store, self.s = tasks, results, store, settings
-        self._ready, self._session, self._protection = ready, session, protection
+        self._ready, self._session = ready, session
+        self._keeper = ProtectionKeeper(protection, lambda: bool(self.running)) if protection is not None else None
         self.running: dict[str, Running] = {}
         self.accepting = True
         self.stats = Stats()
@@ -121,8 +61,6 @@ class Worker:
         self._freed = asyncio.Event()
         self._stopping = False
         self._side: set[asyncio.Task[None]] = set()
-        self._protected = False
-        self._changed = asyncio.Event()
 
     # -- contracts the drain uses: Rotation (leave), Inflight (count) ---------------------------
     async def leave(self) -> None:
@@ -198,7 +136,7 @@ class Worker:
             await self.give_back_all(reason="agent stopping")
 
     async def _loop(self) -> None:
-        protect = asyncio.create_task(self._protect_loop()) if self._protection is not None else None
+        protect = asyncio.create_task(self._keeper.run()) if self._keeper is not None else None
         backoff = Backoff(0.5, 10.0)
         try:
             while not self._stopping:
@@ -252,12 +190,12 @@ class Worker:
             )
         r = Running(d, d.task, self._runner(d.task), key=d.handle)
         self.running[r.key] = r
-        self._changed.set()
+        self._busy_changed()
         r.future = asyncio.create_task(self._handle(r))
 
     def _ended(self, r: Running) -> None:
         self.running.pop(r.key, None)
-        self._changed.set()
+        self._busy_changed()
         self._freed.set()
 
     async def _refuse(self, d: Delivery, why: str) -> None:
@@ -340,7 +278,7 @@ class Worker:
             if self.store is not None and not await self._claimed(r):
                 return
             # One listing of the task's checkpoints, off the event loop: where it resumes from, and so which command.
-            resumed = await self._resumed_from(task)
+            resumed = await asyncio.to_thread(latest_step, self.s.checkpoint_url, task)
             if resumed is not None and self.s.resume_command:
                 r.run = self._runner(task, resuming=True)
             hb = asyncio.create_task(self._heartbeat(r))
@@ -384,15 +322,6 @@ class Worker:
         else:
             await asyncio.to_thread(self.tasks.delete, d)
         return False
-
-    async def _resumed_from(self, task: Task) -> int | None:
-        if not (task.training and self.s.checkpoint_url):
-            return None
-        from spotstack.runtime.jobs.checkpoint import Checkpoints
-
-        url = f"{self.s.checkpoint_url.rstrip('/')}/{task.id}"
-        steps = await asyncio.to_thread(lambda: Checkpoints(url).steps())
-        return steps[-1] if steps else None
 
     async def _answer(self, r: Running, outcome: Outcome, resumed: int | None) -> None:
         d, task = r.delivery, r.task
@@ -446,29 +375,15 @@ class Worker:
                     return
                 await asyncio.sleep(backoff.next())
 
-    # -- scale-in protection ---------------------------------------------------------------------------
-    async def _protect_loop(self) -> None:
-        """Protected from scale-in while any task runs; the cloud call only on a change, retried until it holds."""
-        assert self._protection is not None
-        while True:
-            want = bool(self.running)
-            if want != self._protected:
-                try:
-                    await self._protection.set(want)
-                    self._protected = want
-                except Exception as exc:
-                    log.warning("scale-in protection %s failed: %s", "on" if want else "off", exc)
-                    await asyncio.sleep(2.0)
-                    continue
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), 5.0)
+    def _busy_changed(self) -> None:
+        if self._keeper is not None:
+            self._keeper.changed.set()
 
     def status(self) -> dict[str, object]:
         return {
             "accepting": self.accepting,
             "running": sorted(r.task.id for r in self.running.values()),
-            "protected": self._protected,
+            "protected": self._keeper.protected if self._keeper is not None else False,
             "done": self.stats.done,
             "retried": self.stats.retried,
             "dead_lettered": self.stats.dead_lettered,

@@ -22,9 +22,7 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +40,9 @@ from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, ag
 from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan, local_policy
 from spotstack.runtime.local.postbox import Postbox
-from spotstack.runtime.local.priority import node_preexec
 from spotstack.runtime.local.reaper import Ledger
-from spotstack.runtime.local.replica import Node
+from spotstack.runtime.local.replica import Node, spawn_node
+from spotstack.runtime.local.warm_pool import WarmPool, end_process
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
@@ -86,10 +84,7 @@ class LocalFleet:
         """Every child process, so `local down` can reap them after a crash."""
         self.market_live = False
         """The market plays from the moment the fleet first has its desired replicas READY."""
-        self.stopped: list[Path] = []
-        """The warm pool: disks of stopped fallback nodes, their model placed."""
-        self._preparing: list[Node] = []
-        """Warm pool instances on their first boot."""
+        self.warm_pool = WarmPool(plan.warm_pool, self.events, self._shm)
         self.warm_starts = 0
         self._cloud = LocalCloud(self)
         self._store = MemoryStore()
@@ -148,11 +143,11 @@ class LocalFleet:
             self.lb_port = self.gateways.front_port
         # The warm pool's instances boot once, load the model and stop (AWS: into the pool at creation).
         for _ in range(self.plan.warm_pool):
-            self._preparing.append(self._launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
+            self.warm_pool.preparing.append(self.launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
         self._task = asyncio.create_task(self._loop())
 
     # -- nodes -------------------------------------------------------------------------------
-    def _launch(self, launch: Launch, *, prepare: bool = False) -> Node:
+    def launch(self, launch: Launch, *, prepare: bool = False) -> Node:
         """Start a node process. `prepare`: a warm pool instance's first boot, outside the load balancer: it
         loads the model onto its disk and is stopped (`_prepared`)."""
         self.counter += 1
@@ -166,8 +161,9 @@ class LocalFleet:
         ports["traffic"] = ports["model"] if direct else ports["proxy"]
         ndir = self.workdir / "nodes" / name
         ndir.mkdir(parents=True, exist_ok=True)
-        warm = launch.role == "fallback" and bool(self.stopped)
-        disk = self.stopped.pop(0) if warm else self._shm / "disks" / name
+        kept = self.warm_pool.take() if launch.role == "fallback" else None
+        warm = kept is not None
+        disk = kept or self._shm / "disks" / name
         agent = agent_config(
             name,
             ports,
@@ -188,21 +184,7 @@ class LocalFleet:
             "workload": self.plan.workload,
             "tokens_per_s": self.tokens_per_s,
         }
-        cfg_path = ndir / "node.json"
-        cfg_path.write_text(json.dumps(spec))
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from spotstack.runtime.local.node import main; main(sys.argv[1])",
-                str(cfg_path),
-            ],
-            env=self._env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=node_preexec,  # dies with its supervisor; boots behind the serving nodes
-        )
+        proc = spawn_node(ndir / "node.json", spec, self._env)
         self.ledger.record(proc.pid, f"node {name}", group=True)
         node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm)
         if prepare:
@@ -269,9 +251,7 @@ class LocalFleet:
         self.events.append(f"{time.strftime('%H:%M:%S')} preempt {name}{'' if notice else ' WITHOUT notice'}")
 
     async def _retire(self, node: Node) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(node.proc.wait)
+        await end_process(node)
         if self._haproxy is not None:
             with contextlib.suppress(OSError):
                 await self._haproxy.empty(node.slot)
@@ -279,18 +259,7 @@ class LocalFleet:
         self._filled.discard(node.slot)  # the slot is free again: a node launched into it must be filled anew
         self.retired.append(self.nodes.pop(node.name))
         shutil.rmtree(self._shm / node.name, ignore_errors=True)
-        running = sum(1 for n in self.nodes.values() if n.role == "fallback")
-        keep = (
-            node.role == "fallback"
-            and not node.preempted
-            and node.model.get("state") == "ready"
-            and len(self.stopped) + running < self.plan.warm_pool  # `size` prepared in all, as on AWS
-        )
-        if keep and node.disk is not None:
-            self.stopped.append(node.disk)  # stopped, its model on disk
-            self.events.append(f"{time.strftime('%H:%M:%S')} {node.name} back to the warm pool, stopped")
-        elif node.disk is not None:
-            shutil.rmtree(node.disk, ignore_errors=True)
+        self.warm_pool.returned(node, sum(1 for n in self.nodes.values() if n.role == "fallback"))
 
     # -- the controller loop -------------------------------------------------------------------
     async def tick(self) -> None:
@@ -307,7 +276,7 @@ class LocalFleet:
         for n in list(self.nodes.values()):
             if n.kill_at is not None and now >= n.kill_at:
                 await self._retire(n)
-        await self._deliver_owed()
+        await self.postbox.deliver_owed(list(self.nodes.values()))
         await asyncio.gather(*(self._observe(n, now) for n in self.nodes.values()))
         for n in list(self.nodes.values()):
             if n.state == "failed":
@@ -326,7 +295,7 @@ class LocalFleet:
                 self._unnoticed = False
             self._measured_at = now
         await self._release_covered()
-        await self._prepared(now)
+        await self.warm_pool.settle(lambda n: self._observe(n, now), self.retired)
         # Nodes still starting are listed too: those that pull together form a swarm (each reads its share of the
         # model from the object store and the rest from the others).
         peers = "\n".join(
@@ -357,25 +326,6 @@ class LocalFleet:
         """The spec's policy (the clouds' own) at this fleet's time scale (`plan.local_policy`)."""
         return local_policy(self.plan, self.stable_s, self.notice_s)
 
-    async def _deliver_owed(self) -> None:
-        await self.postbox.deliver_owed(list(self.nodes.values()))
-
-    async def _prepared(self, now: float) -> None:
-        """Warm pool instances whose model is on disk are stopped: their disks join the pool."""
-        await asyncio.gather(*(self._observe(n, now) for n in self._preparing))
-        for n in list(self._preparing):
-            if n.model.get("state") == "ready" or n.proc.poll() is not None:
-                self._preparing.remove(n)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(n.proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(n.proc.wait)
-                n.ended_at = time.time()
-                self.retired.append(n)  # paid while it booted, as AWS bills a warm pool instance's first boot
-                shutil.rmtree(self._shm / n.name, ignore_errors=True)
-                if n.model.get("state") == "ready" and n.disk is not None:
-                    self.stopped.append(n.disk)
-                    self.events.append(f"{time.strftime('%H:%M:%S')} {n.name} stopped in the warm pool, model on disk")
-
     async def _release_covered(self) -> None:
         """A noticed node serves through its notice (the agent's window) until the replicas serving without it
         reach the target; then the controller releases it: it leaves rotation and drains at once."""
@@ -393,7 +343,7 @@ class LocalFleet:
                     + ("" if ok else " (the node had no notice waiting)")
                 )
 
-    def _scale_in(self, name: str) -> None:
+    def scale_in(self, name: str) -> None:
         """The controller ends a node: like an ASG scale-in, it drains first (lifecycle Terminated)."""
         node = self.nodes[name]
         if node.kill_at is not None:
@@ -432,10 +382,7 @@ class LocalFleet:
                 await self._task
         for n in list(self.nodes.values()):
             await self._retire(n)
-        for n in self._preparing:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(n.proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(n.proc.wait)
+        await self.warm_pool.stop()
         if self.gateways is not None:
             await self.gateways.stop()
         if self._haproxy is not None:

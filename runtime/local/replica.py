@@ -1,13 +1,17 @@
-"""One node of a local fleet as its supervisor tracks it: role, type, HAProxy slot, ports, process, state."""
+"""One node of a local fleet as its supervisor tracks it (role, type, HAProxy slot, ports, process, state), and how
+its process starts."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.decide import Role, State
+from spotstack.runtime.local.priority import node_preexec
 
 
 @dataclass
@@ -46,3 +50,22 @@ class Node:
     @property
     def market(self) -> str:
         return "spot" if self.role == "spot" else "on_demand"
+
+
+def spawn_node(cfg_path: Path, spec: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Write a node's config (`runtime/local/node.py` reads it) and start its process: in a session of its own (the
+    supervisor ends it with its group), dying with the supervisor and booting behind the serving nodes."""
+    cfg_path.write_text(json.dumps(spec))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from spotstack.runtime.local.node import main; main(sys.argv[1])",
+            str(cfg_path),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=node_preexec,
+    )

@@ -49,7 +49,7 @@ def snapshot(fleet: LocalFleet) -> dict[str, Any]:
         "preemptions": fleet.preemptions,
         "fallbacks": fleet.fallbacks_launched,
         "warm_starts": fleet.warm_starts,
-        "warm_pool_stopped": len(fleet.stopped),
+        "warm_pool_stopped": len(fleet.warm_pool.stopped),
         "below_target_s": round(fleet.below_target_s, 1),
         "below_target_unnoticed_s": round(fleet.below_target_unnoticed_s, 1),
         "bytes_on_disk": sum(n.model.get("on_disk", 0) for n in [*nodes, *fleet.retired]),

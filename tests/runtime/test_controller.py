@@ -401,8 +401,8 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
         market=market,
         last_unobtainable={},
         notice_s=10.0,
-        _scale_in=ended.append,
-        _launch=launched.append,
+        scale_in=ended.append,
+        launch=launched.append,
         free_slot=lambda: True,
     )
     cloud, store = LocalCloud(fleet), MemoryStore()

@@ -17,7 +17,8 @@ from aiohttp import web
 from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
 from spotstack.runtime.jobs.mns import MnsApi, MnsError, MnsResults, MnsTasks, send, unwrap, wrap
 from spotstack.runtime.jobs.task import Counts, Task
-from spotstack.runtime.jobs.worker import Worker, WorkerSettings
+from spotstack.runtime.jobs.worker import Worker
+from spotstack.runtime.jobs.worker_state import WorkerSettings
 from spotstack.runtime.net import serve
 from spotstack.runtime.secrets import alicloud_ram_credentials
 from tests.clouds.mns import MnsFake

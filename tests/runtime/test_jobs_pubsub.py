@@ -16,7 +16,8 @@ import pytest
 from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
 from spotstack.runtime.jobs.pubsub import PubSubApi, PubSubResults, PubSubTasks
 from spotstack.runtime.jobs.task import Task
-from spotstack.runtime.jobs.worker import Worker, WorkerSettings
+from spotstack.runtime.jobs.worker import Worker
+from spotstack.runtime.jobs.worker_state import WorkerSettings
 from spotstack.runtime.net import serve
 from tests.clouds.pubsub import PubSubFake
 from tests.runtime.test_jobs_worker import Workload

@@ -17,7 +17,8 @@ from aiohttp import web
 from spotstack.runtime.jobs.sqs import SqsResults, SqsTasks, create_queues
 from spotstack.runtime.jobs.store import ResultStore
 from spotstack.runtime.jobs.task import Task
-from spotstack.runtime.jobs.worker import Worker, WorkerSettings
+from spotstack.runtime.jobs.worker import Worker
+from spotstack.runtime.jobs.worker_state import WorkerSettings
 from spotstack.runtime.net import serve
 from tests.runtime.jobskit import depth, drain_queue, moto_server, sqs_client
 from tests.waits import wait_for

@@ -55,16 +55,16 @@ async def test_a_notice_posted_while_the_node_starts_reaches_it_with_its_deadlin
     node = starting_node("spot-1", "spot")
     await asyncio.to_thread(fleet.preempt, node.name)  # the emulators answer on this loop
     assert node.owed == "notice" and node.kill_at is not None  # nothing listened: owed, not dropped
-    await fleet._deliver_owed()
+    await fleet.postbox.deliver_owed(list(fleet.nodes.values()))
     assert node.owed == "notice"  # still starting
     async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
         assert emu.instance_action is None
-        await fleet._deliver_owed()
+        await fleet.postbox.deliver_owed(list(fleet.nodes.values()))
         assert node.owed is None
         # The deadline the node reads is the one the cloud set at the preemption, not one from now.
         assert emu.instance_action == {"action": "terminate", "time": iso_utc(node.kill_at)}
         assert any(f"{node.name} took its notice late" in e for e in fleet.events)
-        await fleet._deliver_owed()  # said once
+        await fleet.postbox.deliver_owed(list(fleet.nodes.values()))  # said once
         assert sum("took its notice late" in e for e in fleet.events) == 1
 
 
@@ -72,11 +72,11 @@ async def test_a_scale_in_while_the_node_starts_reaches_it(
     fleet: LocalFleet, starting_node: Callable[[str, str], Node]
 ) -> None:
     node = starting_node("fall-1", "fallback")
-    await asyncio.to_thread(fleet._scale_in, node.name)
+    await asyncio.to_thread(fleet.scale_in, node.name)
     assert node.owed == "terminated"
     async with AwsImdsEmulator(port=node.ports["emulator"]) as emu:
         assert emu.lifecycle_state == "InService"
-        await fleet._deliver_owed()
+        await fleet.postbox.deliver_owed(list(fleet.nodes.values()))
         assert node.owed is None and emu.lifecycle_state == "Terminated"
 
 

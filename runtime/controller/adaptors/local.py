@@ -8,14 +8,39 @@ decides, and this adaptor acts by starting and scaling in node processes. Memory
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from spotstack.runtime.controller.decide import Decision, Replica, track_obtainability
+from spotstack.runtime.controller.decide import Decision, Launch, Replica, track_obtainability
 from spotstack.runtime.controller.round import Seen
 from spotstack.runtime.controller.state import ControllerState
 
 if TYPE_CHECKING:
-    from spotstack.runtime.local.fleet import LocalFleet
+    from spotstack.runtime.local.market import Market
+    from spotstack.runtime.local.plan import FleetPlan
+    from spotstack.runtime.local.replica import Node
+
+
+class Instances(Protocol):
+    """What this adaptor needs of the supervisor it drives (`runtime/local/fleet.LocalFleet`): its nodes and market
+    to observe, and launch / scale in to act."""
+
+    last_unobtainable: dict[str, float]
+    """Pool -> when it last became unobtainable (`decide.track_obtainability`), kept across rounds."""
+
+    @property
+    def nodes(self) -> Mapping[str, Node]: ...
+    @property
+    def plan(self) -> FleetPlan: ...
+    @property
+    def market(self) -> Market: ...
+    @property
+    def market_live(self) -> bool: ...
+    @property
+    def notice_s(self) -> float: ...
+    def free_slot(self) -> bool: ...
+    def launch(self, launch: Launch) -> object: ...
+    def scale_in(self, name: str) -> None: ...
 
 
 class MemoryStore:
@@ -32,7 +57,7 @@ class MemoryStore:
 
 
 class LocalCloud:
-    def __init__(self, fleet: LocalFleet) -> None:
+    def __init__(self, fleet: Instances) -> None:
         self.fleet = fleet
         self._refused: list[tuple[str, float]] = []
         """Spot launches the market refused since the last round: remembered against their pool."""
@@ -68,7 +93,7 @@ class LocalCloud:
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
         f = self.fleet
         for name in d.terminate:
-            f._scale_in(name)
+            f.scale_in(name)
         sizes = dict(seen.sizes)
         for launch in d.launch[:max_launches]:
             if launch.role == "spot" and not seen.spot_obtainable.get(launch.type, False):
@@ -76,6 +101,6 @@ class LocalCloud:
                 continue
             if not f.free_slot():  # every load-balancer slot is taken (nodes still leaving): next round
                 break
-            f._launch(launch)
+            f.launch(launch)
             sizes[launch.role] = sizes.get(launch.role, 0) + 1
         return sizes
