@@ -74,3 +74,26 @@ def controller_base(spec: FleetSpec, cloud: str) -> dict[str, Any]:
         "max_launches": 4,
         "policy": policy_document(fleet_policy(spec)),
     }
+
+
+SHARED_OUTPUTS = ("endpoint", "controller_config", "group_names", "node_identity", "job_queues")
+"""What every fleet component registers under the same names, whatever its cloud (besides its cloud's own)."""
+
+
+def shared_outputs(
+    endpoint: pulumi.Input[str],
+    controller_config: pulumi.Input[str] | None,
+    group_names: dict[str, pulumi.Input[str]],
+    node_identity: pulumi.Input[str],
+    job_queues: dict[str, pulumi.Input[str]] | None,
+) -> dict[str, Any]:
+    """`endpoint`: the load balancer's DNS name or address; `group_names`: role (main or base, spot, fallback,
+    gateway) -> the group's name or id; `node_identity`: the nodes' role ARN, service account email or RAM role
+    name; `job_queues`: role (input, output, dead) -> the queue's URL (SQS), topic (Pub/Sub) or name (MNS)."""
+    return {
+        "endpoint": endpoint,
+        "controller_config": controller_config,
+        "group_names": group_names,
+        "node_identity": node_identity,
+        "job_queues": job_queues,
+    }

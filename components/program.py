@@ -61,7 +61,7 @@ def _declare_aws(
         ),
         opts,
     )
-    return {"endpoint": gpu.load_balancer_dns, "group": gpu.group_name, "controller_config": gpu.controller_config}
+    return gpu.shared
 
 
 def _declare_gcp(
@@ -98,11 +98,7 @@ def _declare_gcp(
         GcpGpuFleetArgs(spec=fleet, image_url=image_url, repository=repository, model_store=store, **(wiring or {})),
         opts,
     )
-    return {
-        "endpoint": gpu.address,
-        "service_account": gpu.service_account_email,
-        "controller_config": gpu.controller_config,
-    }
+    return gpu.shared
 
 
 def _declare_alicloud(
@@ -152,7 +148,7 @@ def _declare_alicloud(
         ),
         opts,
     )
-    return {"endpoint": gpu.address, "scaling_group": gpu.scaling_group_id, "controller_config": gpu.controller_config}
+    return gpu.shared
 
 
 DECLARE = {"aws": _declare_aws, "gcp": _declare_gcp, "alicloud": _declare_alicloud}

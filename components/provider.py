@@ -50,6 +50,15 @@ class GpuFleet(pulumi.ComponentResource):
     controller_config: pulumi.Output[str] | None
     """The fleet controller's configuration document, where the fleet has a controller
     (`spotstack controller once --config`)."""
+    group_names: pulumi.Output[dict[str, str]]
+    """Role (`main` on AWS and Alibaba, `base`/`spot` on GCP; `fallback`, `gateway`) -> the group's name (an Auto
+    Scaling group, a regional managed instance group) or id (an ESS scaling group)."""
+    node_identity: pulumi.Output[str]
+    """Who the nodes are to the cloud: the role's ARN (AWS), the service account's email (GCP), the RAM role's name
+    (Alibaba): grant it what your workload reads."""
+    job_queues: pulumi.Output[dict[str, str]] | None
+    """Where a fleet with `jobs` takes tasks: `input`, `output`, `dead` -> the SQS queue URL, the Pub/Sub topic or
+    the MNS queue name."""
     warnings: pulumi.Output[list[str]]
     """What the cloud cannot honour of the spec as written (also logged by `pulumi up`)."""
 
@@ -82,11 +91,13 @@ class GpuFleet(pulumi.ComponentResource):
             )
         outputs = declare(fleet, pulumi.ResourceOptions(parent=self), _wiring(fleet.cloud, args))
         self.endpoint = outputs["endpoint"]
-        self.controller_config = outputs.get("controller_config")
+        self.controller_config = outputs["controller_config"]
+        self.group_names = pulumi.Output.from_input(outputs["group_names"])
+        self.node_identity = outputs["node_identity"]
+        queues = outputs["job_queues"]
+        self.job_queues = pulumi.Output.from_input(queues) if queues is not None else None
         self.warnings = pulumi.Output.from_input(warnings)
-        self.register_outputs(
-            {"endpoint": self.endpoint, "controller_config": self.controller_config, "warnings": self.warnings}
-        )
+        self.register_outputs({**outputs, "warnings": self.warnings})
 
 
 def _path(path: str) -> str:
@@ -115,15 +126,32 @@ def _wiring(cloud: str, args: GpuFleetArgs) -> dict[str, Any]:
 COMPONENTS: list[type[pulumi.ComponentResource]] = [GpuFleet]
 
 
-def schema(version: str | None = None) -> dict[str, Any]:
-    """The package schema Pulumi infers from `COMPONENTS` (what `pulumi package add` reads), without the CLI."""
+def _provider(version: str) -> Any:
+    """Pulumi's component provider for `COMPONENTS`, its inferred schema with `spec` typed from `FleetSpec`
+    (`spec_schema.py`; the analyzer sees `dict[str, Any]`). Constructing a component is the analyzer's as is: the
+    spec arrives as the object the program wrote."""
     import json
 
     from pulumi.provider.experimental.component import ComponentProvider
 
-    provider = ComponentProvider(COMPONENTS, PACKAGE, version=version or _version())
+    from spotstack.components.spec_schema import spec_types
+
+    provider = ComponentProvider(COMPONENTS, PACKAGE, version=version)
     assert provider.schema is not None
-    doc: dict[str, Any] = json.loads(provider.schema)
+    doc = json.loads(provider.schema)
+    ref, types = spec_types(PACKAGE)
+    res = doc["resources"][f"{PACKAGE}:index:GpuFleet"]
+    res["inputProperties"]["spec"] = {**ref, "description": res["inputProperties"]["spec"]["description"]}
+    doc.setdefault("types", {}).update(types)
+    provider.schema = json.dumps(doc)
+    return provider
+
+
+def schema(version: str | None = None) -> dict[str, Any]:
+    """The package schema (what `pulumi package add` reads), without the CLI."""
+    import json
+
+    doc: dict[str, Any] = json.loads(_provider(version or _version()).schema)
     return doc
 
 
@@ -138,6 +166,9 @@ def _version() -> str:
 
 def main() -> None:
     """Serve the components to the Pulumi engine (the plugin's entry point)."""
-    from pulumi.provider.experimental import component_provider_host
+    import sys
 
-    component_provider_host(COMPONENTS, PACKAGE, version=_version())
+    from pulumi.provider import main as serve
+
+    # What `component_provider_host` does, with the typed spec in the schema it serves.
+    serve(_provider(_version()), sys.argv[1:])

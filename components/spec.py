@@ -1,8 +1,8 @@
 """The cloud-neutral fleet spec: what a user writes under `spotstack:fleets` in a stack file.
 
 Every cloud's component reads this one model; none adds fields of its own. Field checks live
-here (pydantic); rules that span fields or need the catalog live in `validate.py`, which also
-turns every problem into a `path: reason` line.
+here (pydantic) and in `field_checks.py` (the longer ones); rules that span fields or need the catalog live in
+`validate.py`, which also turns every problem into a `path: reason` line.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from spotstack.runtime.config import AGENT_PORT, PEER_PORT, check_readiness_path
+from spotstack.components.field_checks import check_cidr, check_cron, check_timezone, not_agent_port
+from spotstack.runtime.config import PEER_PORT, check_readiness_path
 
 Cloud = Literal["aws", "gcp", "alicloud", "local"]
-
-# How long each cloud warns before it reclaims a spot node (seconds). Used to warn when a
-# drain timeout cannot fit, and by the agent as the default deadline.
-NOTICE_WINDOW_S: dict[str, int] = {"aws": 120, "gcp": 30, "alicloud": 300, "local": 120}
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
 Path = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
@@ -32,68 +29,10 @@ MAX_PRICE = 1000.0
 class _Model(BaseModel):
     # Unknown keys are typos more often than not: reject them (the error names the key).
     # strict: YAML's `true` is not the number 1, and "3" is not 3; infinities and NaN are never a value.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-def check_cron(expr: str) -> str:
-    """Five-field Unix cron (minute hour day-of-month month day-of-week), each field in its range."""
-    names = {
-        3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-        4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-    }
-    bounds = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)]
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"{expr!r} must have 5 fields (minute hour day-of-month month day-of-week)")
-    for k, (field, (what, lo, hi)) in enumerate(zip(fields, bounds, strict=True)):
-
-        def value(tok: str, k: int = k, what: str = what, lo: int = lo, hi: int = hi) -> int:
-            low = tok.lower()
-            if k in names and low in names[k]:
-                return names[k].index(low) + (1 if k == 3 else 0)
-            if not tok.isdigit():
-                raise ValueError(f"{expr!r}: {what} {tok!r} is not a number")
-            n = int(tok)
-            if not lo <= n <= hi:
-                raise ValueError(f"{expr!r}: {what} {n} is outside {lo}-{hi}")
-            return n
-
-        for part in field.split(","):
-            rng, _, step = part.partition("/")
-            if step and (not step.isdigit() or int(step) == 0):
-                raise ValueError(f"{expr!r}: {what} step {step!r} must be a positive number")
-            if rng in ("*", "?"):
-                continue
-            a, dash, b = rng.partition("-")
-            if dash and value(a) > value(b):
-                raise ValueError(f"{expr!r}: {what} range {rng!r} runs backwards")
-            value(a)
-    return expr
-
-
-def check_timezone(tz: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{tz!r} is not an IANA time zone (e.g. UTC, America/New_York)") from None
-    return tz
-
-
-def not_agent_port(port: int) -> int:
-    if port == AGENT_PORT:
-        raise ValueError(f"{port} is the node agent's port; pick another")
-    return port
-
-
-def check_cidr(cidr: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_network(cidr, strict=True))
-    except ValueError as exc:
-        raise ValueError(f"{cidr!r} is not a CIDR block ({exc})") from None
+    # The docstring under each field is its description (the multi-language schema, components/spec_schema.py).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
 
 NodePort = Annotated[int, Field(ge=1, le=65535), AfterValidator(not_agent_port)]
@@ -164,6 +103,9 @@ class WarmPoolSpec(_Model):
 
 
 class CapacitySpec(_Model):
+    """How many replicas, and which run on-demand: bounds, the on-demand base, the on-demand share above it, the
+    fallback to on-demand while spot is short, and its warm pool."""
+
     min: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Fewest replicas."""
     max: int = Field(ge=1, le=MAX_REPLICAS)
@@ -222,6 +164,9 @@ class GatewaySpec(_Model):
 
 
 class ServiceSpec(_Model):
+    """How clients reach the replicas: the model server's port and readiness path, the drain, the longest request,
+    the load balancer (public or internal, who may reach it, TLS) and the optional fleet gateway."""
+
     port: NodePort = 8080
     """Port the model server listens on."""
     readiness_path: Annotated[Path, AfterValidator(check_readiness_path)] = "/ready"
@@ -246,6 +191,8 @@ class ServiceSpec(_Model):
 
 
 class ScheduleSpec(_Model):
+    """A scheduled floor: at least `min` replicas from each `cron` time, for the schedule window."""
+
     name: Name
     cron: Annotated[str, AfterValidator(check_cron)]
     """Five-field cron expression, in `timezone`."""
@@ -256,6 +203,8 @@ class ScheduleSpec(_Model):
 
 
 class QueueScalingSpec(_Model):
+    """Scale on a queue of your own: replicas = backlog / `backlog_per_instance`."""
+
     name: Annotated[str, StringConstraints(min_length=1)]
     """Queue whose backlog drives scaling (SQS queue name on AWS)."""
     backlog_per_instance: int = Field(ge=1, le=1_000_000)
@@ -263,6 +212,9 @@ class QueueScalingSpec(_Model):
 
 
 class ScalingSpec(_Model):
+    """Autoscaling between `capacity.min` and `capacity.max`: requests per second per replica, a queue's backlog,
+    schedules."""
+
     target_qps_per_replica: float | None = Field(default=None, gt=0, le=1_000_000)
     """Requests per second one replica should serve; drives target tracking."""
     queue: QueueScalingSpec | None = None
@@ -272,6 +224,8 @@ class ScalingSpec(_Model):
 
 
 class ImageSpec(_Model):
+    """The workload's container image and the registry it comes from (declared by the fleet, or yours)."""
+
     repository: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
     """Image repository name (without registry host)."""
     tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
@@ -289,6 +243,9 @@ class ImageSpec(_Model):
 
 
 class ModelCacheSpec(_Model):
+    """The model files: where they live in the object store, and the peer cache that serves them from the nodes'
+    memory to the next node that starts."""
+
     bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = None
     """Object-store bucket holding the model files. A program may leave it out and pass the bucket as the fleet's
     `model_bucket` Input instead; a stack's fleets must name it."""
@@ -375,6 +332,8 @@ class NotificationsSpec(_Model):
 
 
 class NetworkSpec(_Model):
+    """A network of your own to place the fleet in (default: the cloud's default network)."""
+
     id: str
     """VPC (AWS, Alibaba) or network (GCP) to place the fleet in; default: the cloud's default."""
     subnets: list[str] = Field(default_factory=list)
@@ -382,6 +341,9 @@ class NetworkSpec(_Model):
 
 
 class FleetSpec(_Model):
+    """One fleet: a spot GPU group with its on-demand fallback, load balancer, autoscaling, controller and
+    identity on one cloud and region, as `spotstack:fleets` lists them."""
+
     name: Name
     """Fleet name; every resource of the fleet is named from it."""
     cloud: Cloud

@@ -29,7 +29,7 @@ from spotstack.components.alicloud import (
     queues,
     scaling,
 )
-from spotstack.components.component import fleet_options, image_reference, report
+from spotstack.components.component import fleet_options, image_reference, report, shared_outputs
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.config import AgentConfig, LifecycleConfig
 from spotstack.runtime.controller.adaptors.alicloud import CONFIG_TAG
@@ -182,8 +182,10 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
         lb = load_balancer.declare(name, spec, vpc_id, vswitches, self._certificate(args), child)
         alb, servers, listener = lb.alb, lb.servers, lb.listener
+        gateway_group: dict[str, pulumi.Input[str]] = {}
         if lb.gateway_servers is not None:
-            gateway.declare(name, spec, resolved, vpc_id, vpc_cidr, vswitches, lb.gateway_servers, child)
+            gw = gateway.declare(name, spec, resolved, vpc_id, vpc_cidr, vswitches, lb.gateway_servers, child)
+            gateway_group["gateway"] = gw.id
         self.https_listener: ali.alb.Listener | None = lb.https_listener
         """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
 
@@ -350,8 +352,17 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         self.address = alb.dns_name
         self.scaling_group_id = group.id
         self.role_name = role.role_name
+        q = self.job_queues
+        self.shared = shared_outputs(
+            alb.dns_name,
+            self.controller_config,
+            {"main": group.id, **({"fallback": warm_group.id} if warm_group is not None else {}), **gateway_group},
+            role.role_name,
+            {"input": q.input.queue_name, "output": q.output.queue_name, "dead": q.dead.queue_name} if q else None,
+        )
         self.register_outputs(
             {
+                **self.shared,
                 "address": self.address,
                 "scaling_group_id": self.scaling_group_id,
                 "role_name": self.role_name,

@@ -30,7 +30,7 @@ from spotstack.components.aws import (
     queues,
     scaling,
 )
-from spotstack.components.component import fleet_options, image_reference, report
+from spotstack.components.component import fleet_options, image_reference, report, shared_outputs
 from spotstack.components.spec import FleetSpec
 
 ASG = aws.autoscaling
@@ -296,8 +296,22 @@ class AwsGpuFleet(pulumi.ComponentResource):
         self.target_group_arn = tg.arn
         self.group_name = main.name
         self.role_arn = role.arn
+        groups: dict[str, pulumi.Input[str]] = {"main": main.name}
+        if self.fallback_group is not None:
+            groups["fallback"] = self.fallback_group.name
+        if self.gateway_group is not None:
+            groups["gateway"] = self.gateway_group.name
+        q = self.job_queues
+        self.shared = shared_outputs(
+            lb.dns_name,
+            self.controller_config,
+            groups,
+            role.arn,
+            {"input": q.input.url, "output": q.output.url, "dead": q.dead.url} if q else None,
+        )
         self.register_outputs(
             {
+                **self.shared,
                 "load_balancer_dns": self.load_balancer_dns,
                 "load_balancer_arn": self.load_balancer_arn,
                 "load_balancer_zone_id": self.load_balancer_zone_id,

@@ -16,9 +16,10 @@ import pulumi_gcp as gcp
 import pulumi_random as random
 
 from spotstack.components import inputs, node, tokens
-from spotstack.components.component import fleet_options, image_reference, report
-from spotstack.components.gcp import controller, disks, gateway, identity, load_balancer, mapping, queues
+from spotstack.components.component import fleet_options, image_reference, report, shared_outputs
+from spotstack.components.gcp import controller, disks, gateway, identity, load_balancer, mapping, queues, scaling
 from spotstack.components.spec import FleetSpec, WarmPoolSpec
+from spotstack.runtime.clouds import GCP
 
 C = gcp.compute
 
@@ -132,7 +133,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 f"{name}-cache-token",
                 secret_id=node.secret_id(spec, "cache-token"),
                 replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
-                labels={"spotstack-fleet": fleet_label},
+                labels={GCP.fleet_key: fleet_label},
                 opts=child,
             )
             gcp.secretmanager.SecretVersion(
@@ -161,7 +162,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         self.job_queues: queues.JobQueues | None = None
         """The fleet's Pub/Sub topics and subscriptions when it serves jobs."""
         if spec.jobs is not None:
-            self.job_queues = queues.declare(name, spec, member, {"spotstack-fleet": spec.name}, child)
+            self.job_queues = queues.declare(name, spec, member, {GCP.fleet_key: spec.name}, child)
 
         image = image_reference(self, spec, args.image_url)
         jq = self.job_queues
@@ -228,7 +229,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 service_account=C.InstanceTemplateServiceAccountArgs(email=sa.email, scopes=["cloud-platform"]),
                 metadata=metadata,
                 tags=[node_tag],
-                labels={"spotstack-fleet": fleet_label, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
+                labels={GCP.fleet_key: fleet_label, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
                 opts=child,  # name_prefix: a changed template is created before the old one goes
             )
 
@@ -308,10 +309,10 @@ class GcpGpuFleet(pulumi.ComponentResource):
             migs["fallback"] = group("fallback", od_tpl, types, 0, managed=True, standby=warm)
         backends = list(migs.values())
 
-        front = (
+        front, front_group = (
             gateway.declare(name, spec, resolved, network, subnet, node_tag, fleet_label, child)
             if svc.gateway
-            else None
+            else (None, None)
         )
         lb = load_balancer.declare(name, spec, hc, backends, args.certificate, child, front)
         bs, address = lb.backend, lb.address
@@ -319,7 +320,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         """The Google-managed certificate the fleet declared for `service.tls.domains`, if any."""
         if spot_mig is not None:
             tasks = self.job_queues.tasks.name if self.job_queues is not None else None
-            self._autoscaler(name, spec, g, spot_mig, child, tasks)
+            scaling.declare(name, spec, g, spot_mig, child, tasks)
         self.controller_function: pulumi.Output[str] | None = None
         self.controller: pulumi.CustomResource | None = None
         self.controller_config: pulumi.Output[str] | None = None
@@ -334,8 +335,20 @@ class GcpGpuFleet(pulumi.ComponentResource):
         self.address = address.address
         self.backend_service = bs.name
         self.service_account_email = sa.email
+        q = self.job_queues
+        self.shared = shared_outputs(
+            address.address,
+            self.controller_config,
+            {
+                **{k: m.name for k, m in migs.items()},
+                **({"gateway": front_group.name} if front_group is not None else {}),
+            },
+            sa.email,
+            {"input": q.input.id, "output": q.output.id, "dead": q.dead.id} if q else None,
+        )
         self.register_outputs(
             {
+                **self.shared,
                 "address": self.address,
                 "backend_service": self.backend_service,
                 "service_account_email": self.service_account_email,
@@ -352,62 +365,4 @@ class GcpGpuFleet(pulumi.ComponentResource):
                     else None
                 ),
             }
-        )
-
-    @staticmethod
-    def _autoscaler(
-        name: str,
-        spec: FleetSpec,
-        g: mapping.Groups,
-        mig: gcp.compute.RegionInstanceGroupManager,
-        child: pulumi.ResourceOptions,
-        tasks: pulumi.Input[str] | None = None,
-    ) -> None:
-        """`tasks`: the fleet's own task subscription, scaled on with `jobs.backlog_per_instance`."""
-        sc = spec.scaling
-        backlog: tuple[pulumi.Input[str], int] | None = None
-        if sc.queue is not None:
-            backlog = (sc.queue.name, sc.queue.backlog_per_instance)
-        elif tasks is not None and spec.jobs is not None and spec.jobs.backlog_per_instance is not None:
-            backlog = (tasks, spec.jobs.backlog_per_instance)
-        C.RegionAutoscaler(
-            f"{name}-autoscaler",
-            region=spec.region,
-            target=mig.id,
-            autoscaling_policy=C.RegionAutoscalerAutoscalingPolicyArgs(
-                min_replicas=g.spot_min,
-                max_replicas=g.spot_max,
-                cooldown_period=300,
-                load_balancing_utilization=C.RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs(
-                    target=mapping.LB_UTILIZATION
-                )
-                if sc.target_qps_per_replica
-                else None,
-                # Replicas = undelivered messages / per-instance backlog (Cloud Monitoring samples it each minute).
-                metrics=[
-                    C.RegionAutoscalerAutoscalingPolicyMetricArgs(
-                        name="pubsub.googleapis.com/subscription/num_undelivered_messages",
-                        filter=pulumi.Output.concat(
-                            'resource.type = pubsub_subscription AND resource.label.subscription_id = "',
-                            backlog[0],
-                            '"',
-                        ),
-                        single_instance_assignment=float(backlog[1]),
-                    )
-                ]
-                if backlog
-                else None,
-                scaling_schedules=[
-                    C.RegionAutoscalerAutoscalingPolicyScalingScheduleArgs(
-                        name=s.name,
-                        schedule=s.cron,
-                        time_zone=s.timezone,
-                        duration_sec=mapping.SCHEDULE_WINDOW_S,
-                        min_required_replicas=max(0, s.min - g.base),
-                    )
-                    for s in sc.schedules
-                ]
-                or None,
-            ),
-            opts=child,
         )

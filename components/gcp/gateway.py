@@ -50,8 +50,8 @@ def declare(
     node_tag: str,
     fleet_label: str,
     child: pulumi.ResourceOptions,
-) -> gcp.compute.BackendService:
-    """The gateways and their backend service (the URL map's default)."""
+) -> tuple[gcp.compute.BackendService, gcp.compute.RegionInstanceGroupManager]:
+    """The gateways' backend service (the URL map's default) and their group."""
     gw = spec.service.gateway
     assert gw is not None
     svc = spec.service
@@ -141,7 +141,7 @@ def declare(
         http_health_check=C.HealthCheckHttpHealthCheckArgs(port=GATEWAY_PORT, request_path="/ready"),
         opts=child,
     )
-    return C.BackendService(
+    backend = C.BackendService(
         f"{name}-gateway-backend",
         protocol="HTTP",
         port_name="gateway",
@@ -153,3 +153,4 @@ def declare(
         backends=[C.BackendServiceBackendArgs(group=group.instance_group, balancing_mode="UTILIZATION")],
         opts=child,
     )
+    return backend, group

@@ -42,8 +42,8 @@ def test_schema_lists_every_component_with_typed_inputs_and_outputs(schema: dict
             assert prop.get("description"), (token, name)
     fleet = schema["resources"][TOKEN]
     assert fleet["requiredInputs"] == ["spec"]
-    assert {k: v["type"] for k, v in fleet["inputProperties"].items()} == {
-        "spec": "object",
+    assert {k: v.get("type") or v["$ref"] for k, v in fleet["inputProperties"].items()} == {
+        "spec": "#/types/spotstack:index:FleetSpec",
         "networkId": "string",
         "subnetIds": "array",
         "certificate": "string",
@@ -52,9 +52,47 @@ def test_schema_lists_every_component_with_typed_inputs_and_outputs(schema: dict
     assert {k: v["type"] for k, v in fleet["properties"].items()} == {
         "endpoint": "string",
         "controllerConfig": "string",
+        "groupNames": "object",
+        "nodeIdentity": "string",
+        "jobQueues": "object",
         "warnings": "array",
     }
-    assert set(fleet["required"]) == {"endpoint", "warnings"}
+    assert set(fleet["required"]) == {"endpoint", "groupNames", "nodeIdentity", "warnings"}
+
+
+def test_the_spec_is_typed_from_fleet_spec(schema: dict[str, Any]) -> None:
+    """Every model of the spec is a schema type with every field, typed and described; a nested model by reference."""
+    from pydantic import BaseModel
+
+    from spotstack.components.spec import FleetSpec
+
+    def check(model: type[BaseModel]) -> None:
+        t = schema["types"][f"spotstack:index:{model.__name__}"]
+        assert set(t["properties"]) == set(model.model_fields), model.__name__
+        assert set(t.get("required", [])) == {n for n, f in model.model_fields.items() if f.is_required()}
+        for name, prop in t["properties"].items():
+            assert prop.get("type") or prop.get("$ref"), (model.__name__, name)
+            assert prop.get("description"), (model.__name__, name)  # the field's docstring
+            ref = prop.get("$ref") or prop.get("items", {}).get("$ref")
+            if ref:
+                nested = next(a for a in _models(model.model_fields[name].annotation) if ref.endswith(f":{a.__name__}"))
+                check(nested)
+
+    check(FleetSpec)
+    cap = schema["types"]["spotstack:index:CapacitySpec"]["properties"]
+    assert cap["base_on_demand"]["type"] == "integer"  # the spec's own names, as the provider receives them
+    assert "`aws`" in schema["types"]["spotstack:index:FleetSpec"]["properties"]["cloud"]["description"]
+
+
+def _models(annotation: Any) -> list[Any]:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    found = [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+    for a in get_args(annotation):
+        found += _models(a)
+    return found
 
 
 def test_committed_schema_is_what_the_classes_give(schema: dict[str, Any]) -> None:
