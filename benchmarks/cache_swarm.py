@@ -5,8 +5,10 @@ In one run, on the same generated model, with moto's S3 server (its own process)
            nobody holds the model yet: every node reads the whole model from the origin);
   - swarm: K nodes pull at the same time as one swarm (`PullOptions.swarm_self`): each chunk is read from the
            origin once, by its rendezvous owner, and the rest flows between the nodes.
-Reported: bytes read from the origin (target <= 1.2 x the model), time until the last node has the model, and
-that every node's files are byte-identical to the model. Medians over --rounds.
+  - swarm, polled: the swarm as it was, each joiner asking every peer what it holds every 0.25 s.
+Reported: bytes read from the origin (target <= 1.2 x the model), time until the last node has the model, that every
+node's files are byte-identical to the model, and what learning each other's inventories cost (requests and HTTP
+bytes, streamed against polled: target <= 10%). Medians over --rounds.
 
     .venv/bin/python benchmarks/cache_swarm.py [--mb 500] [--nodes 5] [--rounds 3]
 """
@@ -67,7 +69,9 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
-async def round_(m: Manifest, url: str, work: Path, nodes: int, swarm: bool) -> tuple[float, int, bool]:
+async def round_(
+    m: Manifest, url: str, work: Path, nodes: int, swarm: bool, stream: bool = True
+) -> tuple[float, int, tuple[int, int]]:
     counter, lock = [0], threading.Lock()
     servers = [PeerServer(Store(work / f"s{k}", 1 << 40), TOKEN, "127.0.0.1", 0) for k in range(nodes)]
     for s in servers:
@@ -85,7 +89,7 @@ async def round_(m: Manifest, url: str, work: Path, nodes: int, swarm: bool) -> 
                     peers=names if swarm else [],
                     token=TOKEN,
                     origin=CountingOrigin(url, counter, lock),
-                    options=PullOptions(swarm_self=names[k] if swarm else None),
+                    options=PullOptions(swarm_self=names[k] if swarm else None, inventory_stream=stream),
                 )
                 for k in range(nodes)
             )
@@ -95,7 +99,8 @@ async def round_(m: Manifest, url: str, work: Path, nodes: int, swarm: bool) -> 
         for s in servers:
             await s.stop()
     assert all(r.progress.done == m.total_bytes for r in results)
-    return secs, counter[0], True
+    inventory = (sum(r.progress.inventory_requests for r in results), sum(r.progress.inventory_bytes for r in results))
+    return secs, counter[0], inventory
 
 
 def main(mb: int, nodes: int, rounds: int) -> None:
@@ -109,27 +114,38 @@ def main(mb: int, nodes: int, rounds: int) -> None:
         want = digest(model)
         moto, url = start_s3(model)
         print(f"model: {m.total_bytes / 1e6:.0f} MB, {sum(len(f.chunks) for f in m.files)} chunks; {nodes} nodes")
-        out: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
+        modes = {"alone": (False, True), "swarm": (True, True), "swarm, polled": (True, False)}
+        out: dict[str, list[tuple[float, int]]] = {k: [] for k in modes}
+        inv: dict[str, list[tuple[int, int]]] = {k: [] for k in modes}
         for r in range(rounds):
-            for swarm in (False, True):
-                run = work / f"run-{r}-{swarm}"
-                secs, origin_bytes, _ = asyncio.run(round_(m, url, run, nodes, swarm))
+            for mode, (swarm, stream) in modes.items():
+                run = work / f"run-{r}-{mode.replace(', ', '-')}"
+                secs, origin_bytes, inventory = asyncio.run(round_(m, url, run, nodes, swarm, stream))
                 same = all(digest(run / f"d{k}") == want for k in range(nodes))
                 assert same, "a node's files differ from the model"
-                out[swarm].append((secs, origin_bytes))
+                out[mode].append((secs, origin_bytes))
+                inv[mode].append(inventory)
                 print(
-                    f"round {r + 1} {'swarm' if swarm else 'alone'}: {secs:6.2f} s, origin "
-                    f"{origin_bytes / m.total_bytes:.2f} x the model, every node byte-identical"
+                    f"round {r + 1} {mode}: {secs:6.2f} s, origin {origin_bytes / m.total_bytes:.2f} x the model, "
+                    f"every node byte-identical; inventory {inventory[0]} requests, {inventory[1] / 1e3:.1f} kB"
                 )
                 shutil.rmtree(run)
-        alone_s = statistics.median(s for s, _ in out[False])
-        swarm_s = statistics.median(s for s, _ in out[True])
-        alone_b = statistics.median(b for _, b in out[False]) / m.total_bytes
-        swarm_b = statistics.median(b for _, b in out[True]) / m.total_bytes
+        alone_s = statistics.median(s for s, _ in out["alone"])
+        swarm_s = statistics.median(s for s, _ in out["swarm"])
+        polled_s = statistics.median(s for s, _ in out["swarm, polled"])
+        alone_b = statistics.median(b for _, b in out["alone"]) / m.total_bytes
+        swarm_b = statistics.median(b for _, b in out["swarm"]) / m.total_bytes
+        req = {k: statistics.median(i[0] for i in v) for k, v in inv.items()}
+        kb = {k: statistics.median(i[1] for i in v) / 1e3 for k, v in inv.items()}
         print(f"\n{nodes} nodes, {m.total_bytes / 1e6:.0f} MB, {os.cpu_count()} cores, medians of {rounds}")
         print(f"  all from origin   {alone_s:6.2f} s   origin bytes {alone_b:.2f} x the model")
         print(f"  swarm             {swarm_s:6.2f} s   origin bytes {swarm_b:.2f} x the model  (target <= 1.2)")
         print(f"  swarm time / all-from-origin time = {swarm_s / alone_s:.2f}")
+        print(f"  swarm, polled     {polled_s:6.2f} s")
+        s_req, s_kb, p_req, p_kb = req["swarm"], kb["swarm"], req["swarm, polled"], kb["swarm, polled"]
+        print(f"  inventory, streamed: {s_req:.0f} requests, {s_kb:.1f} kB")
+        print(f"  inventory, polled:   {p_req:.0f} requests, {p_kb:.1f} kB")
+        print(f"  streamed / polled inventory bytes = {s_kb / p_kb:.1%} (target <= 10%)")
     finally:
         if moto is not None:
             moto.terminate()

@@ -18,13 +18,15 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.cache import schedule
 from spotstack.runtime.cache.assemble import Buffers, FileJob, PullError
+from spotstack.runtime.cache.inventory import Following
 from spotstack.runtime.cache.manifest import Manifest
+from spotstack.runtime.cache.options import Progress, PullOptions, PullResult
 from spotstack.runtime.cache.place import (
     PLACED,
     TMP_MARK,
@@ -48,70 +50,6 @@ __all__ = [
     "clean_leftovers",
     "pull",
 ]
-
-
-@dataclass
-class Progress:
-    total: int
-    done: int = 0
-    by_source: dict[str, int] = field(default_factory=dict)
-    refetched: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_chunk: tuple[str, int, float] | None = None
-    """The chunk just completed: its source, bytes and seconds from request to verified (for metrics)."""
-    banned: set[str] = field(default_factory=set)
-    """Peers banned so far (corrupt bytes, a refused token, repeated failures)."""
-
-    @property
-    def from_peers(self) -> int:
-        return sum(v for k, v in self.by_source.items() if k != schedule.ORIGIN)
-
-    @property
-    def from_origin(self) -> int:
-        return self.by_source.get(schedule.ORIGIN, 0)
-
-
-@dataclass
-class PullResult:
-    manifest: Manifest
-    dest: Path
-    progress: Progress
-    seconds: float
-    already_cached: int
-    on_disk: int = 0
-    """Bytes kept from an earlier pull into the same dest (a restarted node), not fetched again."""
-
-    @property
-    def gbps(self) -> float:
-        return self.progress.done / self.seconds / 1e9 if self.seconds else 0.0
-
-
-@dataclass
-class PullOptions:
-    connections_per_peer: int = 2
-    origin_connections: int = 4
-    chunk_timeout_s: float = 10.0
-    """A peer that sends nothing for this long is a stalled peer."""
-    max_attempts_per_chunk: int = 6
-    max_busy_waits: int = 100
-    """Times a chunk waits 0.1 s for a busy peer when no other source has it (a busy answer is no failure)."""
-    verify_sha256: bool | None = None
-    """Check each file's sha256 before it is renamed into place. Every chunk is always checked; None (the
-    default): only when the manifest's chunk hash is not cryptographic (version 1, xxh3-128). With BLAKE3
-    chunks the file sha256 adds nothing but ~0.9 CPU-seconds per GB on one core."""
-    swarm_self: str | None = None
-    """This node's name as its peers list it (host:port of its cache server): pull as one of a swarm, the
-    origin's chunks split with the peers that pull at the same time (`schedule.Swarm`). None: no swarm."""
-    swarm_wait_s: float = 30.0
-    """How long to wait for a fellow joiner's chunk before reading it from the origin."""
-    inventory_refresh_s: float = 0.25
-    """How often a swarm pull asks its peers what they hold now."""
-    zone: str | None = None
-    """This node's zone: peers in it are asked first (`peer_zones` says where the others are)."""
-    peer_zones: dict[str, str] = field(default_factory=dict)
-    swarm_gone_after: int = 8
-    """Inventory requests a joiner may fail in a row before its chunks pass to the others (it gets them back
-    when it answers again)."""
 
 
 def pull(
@@ -371,42 +309,37 @@ def _fetch_all(
                 src.busy[source] -= 1
             complete(job, i, source, size, time.monotonic() - fetch_started)
 
-    def refresh() -> None:
-        """A swarm's peers gain chunks during the pull: ask them again, until this pull is done."""
-        assert src.swarm is not None
-        misses: dict[str, int] = {}
-        while True:
-            with cond:
-                if pending == 0 or errors:
-                    return
-                cond.wait(opts.inventory_refresh_s)
-            for name, peer in by_name.items():
-                if name in full_peers:
-                    continue
-                try:
-                    inv = peer.inventory()
-                except (ChunkFailed, OSError, ValueError):
-                    misses[name] = misses.get(name, 0) + 1
-                    if misses[name] >= opts.swarm_gone_after:
-                        with cond:
-                            src.swarm.gone.add(name)  # its chunks pass to the others meanwhile
-                    continue
-                misses[name] = 0
-                if wanted <= inv:
-                    full_peers.add(name)
-                with cond:
-                    src.swarm.gone.discard(name)
-                    for h in inv:
-                        holders.setdefault(h, set()).add(name)
-                    cond.notify_all()
+    def learned(name: str, got: set[str]) -> None:
+        with cond:
+            for h in got:
+                holders.setdefault(h, set()).add(name)
+            cond.notify_all()
 
+    following = (
+        Following(
+            by_name,
+            wanted,
+            learned,
+            src.swarm,
+            cond,
+            stream=opts.inventory_stream,
+            poll_s=opts.inventory_refresh_s,
+            gone_after=opts.swarm_gone_after,
+        )
+        if src.swarm is not None
+        else None
+    )
     threads = [threading.Thread(target=worker, name=f"pull-{n}", daemon=True) for n in range(width)]
-    if src.swarm is not None:
-        threads.append(threading.Thread(target=refresh, name="pull-inventory", daemon=True))
     for th in threads:
         th.start()
+    if following is not None:
+        following.start(full_peers)
     for th in threads:
         th.join()
+    if following is not None:
+        following.stop()
+    prog.inventory_requests = sum(p.inventory_requests for p in by_name.values())
+    prog.inventory_bytes = sum(p.inventory_bytes for p in by_name.values())
     for p in by_name.values():
         p.drop()
     if errors:

@@ -5,6 +5,7 @@
     GET  /v1/inventory               every chunk hash this node can serve, as a JSON list
     GET  /v1/inventory?since=E:N     what it gained since the answer that said {"epoch": E, "seq": N}:
                                      {"epoch", "seq", "full", "chunks"} (all of them when E is not this server's)
+    GET  /v1/inventory/stream        a line of hash prefixes each time it gains chunks (inventory.py)
     GET  /v1/manifest?url=<model>    the manifest this node pulled from that URL (when the origin is down)
     GET  /healthz                    no token needed
 
@@ -30,39 +31,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
+from spotstack.runtime.cache.inventory import PREFIX, STREAM_PATH, InventoryLog, InventoryWatch
 from spotstack.runtime.cache.store import ChunkRef, Store
 from spotstack.runtime.config import PEER_PORT
 from spotstack.runtime.net import Limits, serve
 
-SINCE = re.compile(r"^([0-9a-f]{16}):(\d{1,12})$")
-
 log = logging.getLogger("spotstack.cache.server")
-
-
-class InventoryLog:
-    """Each chunk hash this server has listed, numbered in the order it first appeared. A swarm's joiners ask every
-    0.25 s during a pull: with `since`, an answer carries only what is new (a 2 GB model is ~130 hashes at 16 MiB,
-    ~9 KB, asked by every joiner of every other). The epoch changes when the server restarts: a client that saw
-    another epoch gets everything again. Hashes are only added: a chunk evicted later is simply not served
-    (404), as before."""
-
-    def __init__(self) -> None:
-        import secrets
-
-        self.epoch = secrets.token_hex(8)
-        self._seq: dict[str, int] = {}
-        self._order: list[str] = []
-
-    def since(self, now: list[str], since: str) -> dict[str, Any]:
-        for h in now:
-            if h not in self._seq:
-                self._seq[h] = len(self._order) + 1
-                self._order.append(h)
-        m = SINCE.match(since)
-        seq = len(self._order)
-        if m is None or m[1] != self.epoch or int(m[2]) > seq:
-            return {"epoch": self.epoch, "seq": seq, "full": True, "chunks": sorted(set(now))}
-        return {"epoch": self.epoch, "seq": seq, "full": False, "chunks": self._order[int(m[2]) :]}
 
 
 HASH = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{32})$")
@@ -150,6 +124,7 @@ class PeerServer:
         self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0, "too_slow": 0}
         self._runner: web.AppRunner | None = None
         self._inventory_log = InventoryLog()
+        self._watch = InventoryWatch(store.inventory)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -219,6 +194,21 @@ class PeerServer:
             return web.json_response(now)
         return web.json_response(self._inventory_log.since(now, since))
 
+    async def inventory_stream(self, request: web.Request) -> web.StreamResponse:
+        """A line each time this node holds new chunks (their hashes' first 16 hex digits; all of them first), an
+        empty line on a quiet stream every HEARTBEAT_S (inventory.py)."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=ascii", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        sent: set[str] = set()
+        try:
+            async for now in self._watch.changes():
+                new = [h for h in now if h not in sent]
+                sent.update(new)
+                await resp.write((" ".join(h[:PREFIX] for h in new) + "\n").encode())
+        except (ConnectionResetError, ConnectionError):
+            pass  # the reader is gone (its pull ended)
+        return resp
+
     async def manifest(self, request: web.Request) -> web.Response:
         m = self.store.manifest_for_url(request.query.get("url", ""))
         if m is None:
@@ -232,6 +222,7 @@ class PeerServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/v1/chunks/{digest}", self.chunk)  # and HEAD, as documented
         app.router.add_get("/v1/inventory", self.inventory)
+        app.router.add_get(STREAM_PATH, self.inventory_stream)
         app.router.add_get("/v1/manifest", self.manifest)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -240,5 +231,6 @@ class PeerServer:
         self._runner, self.port = await serve(self.app(), self.host, self.port, limits=self.limits)
 
     async def stop(self) -> None:
+        await self._watch.close()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -8,6 +8,7 @@ import http.client
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from spotstack.runtime.cache.assemble import PullError
@@ -22,6 +23,13 @@ class ChunkFailed(Exception):
     def __init__(self, reason: str, *, fatal: bool = False, busy: bool = False) -> None:
         super().__init__(reason)
         self.fatal, self.busy = fatal, busy
+
+
+class NoStream(ChunkFailed):
+    """The peer has no inventory stream (a version from before it): poll its inventory instead."""
+
+    def __init__(self) -> None:
+        super().__init__("no inventory stream (404)")
 
 
 def parse_peer(base: str) -> tuple[str, int]:
@@ -77,6 +85,12 @@ class Peer:
         self._local = threading.local()
         self._known: set[str] = set()
         self._since = "0" * 16 + ":0"  # no epoch yet: the first answer is the whole list
+        self._lock = threading.Lock()
+        self.inventory_requests = 0
+        self.inventory_connections = 0
+        self.inventory_bytes = 0
+        """HTTP bytes both ways of inventory requests (request line and headers, status and headers, body and chunk
+        framing; not TCP's): what a swarm spends learning who holds what."""
 
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -98,6 +112,8 @@ class Peer:
             conn.request("GET", path, headers=self.headers)
             r = conn.getresponse()
             body = r.read()
+            if path.startswith("/v1/inventory"):
+                self._count(path, r, len(body), connection=True)
             if r.status != 200:
                 raise ChunkFailed(f"{path.split('?')[0]}: HTTP {r.status}", fatal=r.status in (401, 403))
             return body
@@ -107,15 +123,74 @@ class Peer:
     def manifest(self, url: str) -> Manifest:
         return Manifest.model_validate_json(self._get("/v1/manifest?" + urllib.parse.urlencode({"url": url})))
 
+    def known(self) -> set[str]:
+        """What the peer has said it holds, so far."""
+        with self._lock:
+            return set(self._known)
+
+    def _count(self, path: str, r: http.client.HTTPResponse, body: int, *, connection: bool) -> None:
+        request = len(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept-Encoding: identity\r\n\r\n")
+        request += sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+        response = len(f"HTTP/1.1 {r.status} {r.reason}\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in r.getheaders())
+        with self._lock:
+            self.inventory_requests += 1
+            self.inventory_connections += connection
+            self.inventory_bytes += request + response + body
+
+    def follow(
+        self,
+        wanted: set[str],
+        news: Callable[[set[str]], None],
+        opened: Callable[[http.client.HTTPConnection, bool], None],
+        stop: threading.Event,
+    ) -> None:
+        """Read the peer's inventory stream: `news` gets each batch of `wanted` hashes it gains (what it holds, first),
+        until it holds all of `wanted`, `stop` is set, or the stream ends. `opened(conn, True/False)` lets the caller
+        shut the connection from another thread. NoStream: a peer without the stream."""
+        from spotstack.runtime.cache.inventory import HEARTBEAT_S, PREFIX, STREAM_PATH
+
+        by_prefix = {h[:PREFIX]: h for h in wanted}
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=3 * HEARTBEAT_S)
+        opened(conn, True)
+        try:
+            conn.request("GET", STREAM_PATH, headers=self.headers)
+            r = conn.getresponse()
+            self._count(STREAM_PATH, r, 0, connection=True)
+            if r.status == 404:
+                r.read()
+                raise NoStream()
+            if r.status != 200:
+                r.read()
+                raise ChunkFailed(f"{STREAM_PATH}: HTTP {r.status}", fatal=r.status in (401, 403))
+            while not stop.is_set():
+                line = r.readline()
+                if not line:
+                    return  # the stream ended: the peer's bound, or it stopped
+                with self._lock:
+                    self.inventory_bytes += len(line) + len(f"{len(line):x}") + 4  # chunked framing
+                got = {by_prefix[p] for p in line.decode("ascii", "replace").split() if p in by_prefix}
+                if got:
+                    with self._lock:
+                        self._known |= got
+                        enough = wanted <= self._known
+                    news(got)
+                    if enough:
+                        return
+        finally:
+            opened(conn, False)
+            conn.close()
+
     def inventory(self) -> set[str]:
         """Every chunk the peer has listed so far: after the first answer, only what it gained since is sent."""
         answer = json.loads(self._get("/v1/inventory?" + urllib.parse.urlencode({"since": self._since})))
         if isinstance(answer, list):  # a peer from before `since`: the whole list every time
-            self._known = set(answer)
-            return set(self._known)
-        known = set() if answer.get("full") else self._known
-        known.update(answer["chunks"])
-        self._known, self._since = known, f"{answer['epoch']}:{answer['seq']}"
+            with self._lock:
+                self._known = set(answer)
+                return set(self._known)
+        with self._lock:
+            known = set() if answer.get("full") else set(self._known)
+            known.update(answer["chunks"])
+            self._known, self._since = known, f"{answer['epoch']}:{answer['seq']}"
         return set(known)
 
     def fetch_into(self, digest: str, view: memoryview, hasher: Any = None) -> None:
