@@ -163,7 +163,7 @@ class NodeDrain:
         task = self._prepare_task
         if self._drain_parts is None and task is not None and not task.done():
             left = event.deadline - self.cfg.drain.safety_margin_s - self.clock()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), max(0.5, min(ADAPTOR_WAIT_S, left / 4)))
         if self._drain_parts is not None:
             return self._drain_parts

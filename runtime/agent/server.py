@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -49,7 +50,7 @@ class AgentServer:
         try:
             async with self._session.get(self.workload_health_url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                 ok = r.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
         self._health_cache = (time.monotonic(), ok)
         return ok

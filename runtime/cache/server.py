@@ -77,7 +77,7 @@ class ChunkResponse(web.StreamResponse):
                 raise ConnectionResetError("connection lost")
             try:
                 await asyncio.wait_for(self._send(loop, transport, writer, fobj), self._send_timeout_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 # A reader this slow holds a transfer slot other nodes need: it loses the slot and the connection.
                 transport.abort()
                 raise SlowReader(f"chunk not sent in {self._send_timeout_s:.0f}s") from None

@@ -18,7 +18,7 @@ class CommandWorkload:
         proc = await asyncio.create_subprocess_exec(*self.argv)
         try:
             code = await asyncio.wait_for(proc.wait(), self.timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             proc.kill()
             raise
         if code != 0:

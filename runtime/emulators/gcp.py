@@ -147,7 +147,7 @@ class GcpMetadataEmulator(EmulatorServer):
                 return current != start if last is None else etag(current) != last
 
             async with cond:
-                with contextlib.suppress(TimeoutError):  # timeout_sec passed: answer the current value
+                with contextlib.suppress(asyncio.TimeoutError):  # timeout_sec passed: answer the current value
                     await asyncio.wait_for(cond.wait_for(changed), timeout)
         return self._answer(self.values[path])
 

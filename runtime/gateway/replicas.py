@@ -160,7 +160,7 @@ class Pool:
                 r.ready = resp.status == 200
                 leaving = resp.headers.get(LEAVING_AT_HEADER)
                 r.leaving_at = float(leaving) if leaving else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             r.ready = False
         if r.ready:
             r.failures = 0
@@ -173,7 +173,7 @@ class Pool:
 
     async def changed(self, timeout: float) -> None:
         """Wait for the next probe round (or the timeout)."""
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     def views(self) -> list[ReplicaView]:

@@ -111,7 +111,7 @@ class Gateway:
         try:
             await asyncio.wait_for(self._idle.wait(), self.cfg.drain_s if timeout is None else timeout)
             return True
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
 
     async def stop(self) -> None:
@@ -347,7 +347,7 @@ class Gateway:
                         replica.moving += 1
                         return Attempt.MIGRATE, f"its node goes in {replica.leaving_at - time.time():.0f}s", sink  # type: ignore[operator]
                 return (Attempt.CUT if got or splice.sent else Attempt.REFUSED), "the stream ended without [DONE]", sink
-        except (aiohttp.ClientError, TimeoutError, ConnectionError, orjson.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, orjson.JSONDecodeError) as exc:
             what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return (Attempt.CUT if got or splice.sent else Attempt.REFUSED), what, sink
 

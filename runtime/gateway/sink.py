@@ -49,7 +49,7 @@ class ClientSink:
         self.queue.put_nowait(None)
         try:
             await asyncio.wait_for(asyncio.shield(self.task), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self.cut("the client did not read the end of its answer")
             self.task.cancel()
         return self.broken is None

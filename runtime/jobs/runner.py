@@ -54,7 +54,7 @@ class HttpRun:
                     return Outcome(True, json.loads(text) if text else None)
                 except ValueError:
                     return Outcome(True, text)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return Outcome(False, error=f"no answer in {self.timeout_s:g}s")
         except aiohttp.ClientError as exc:
             return Outcome(False, error=f"workload unreachable: {exc}")
@@ -112,7 +112,7 @@ class CommandRun:
         body = b"" if self.task.body is None else json.dumps(self.task.body).encode()
         try:
             out, errs = await asyncio.wait_for(self.proc.communicate(body), self.timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self._kill()
             await self.proc.wait()
             return Outcome(False, error=f"ran past its timeout ({self.timeout_s:g}s)")

@@ -128,7 +128,7 @@ class Worker:
         if self._loop_task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._loop_task), self.s.wait_s + 10)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._loop_task
@@ -143,7 +143,7 @@ class Worker:
                 try:
                     if not self.accepting or len(self.running) >= self.s.concurrency or not await self._ready():
                         self._freed.clear()
-                        with contextlib.suppress(TimeoutError):
+                        with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._freed.wait(), 0.2)
                         continue
                     free = self.s.concurrency - len(self.running)

@@ -204,7 +204,7 @@ class HAProxy:
             self._proc.terminate()
             try:
                 await asyncio.wait_for(self._proc.wait(), 5)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
         self._proc = None

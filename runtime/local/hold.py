@@ -54,7 +54,7 @@ class HoldServer:
                 f"http://127.0.0.1:{check_port}/ready", timeout=aiohttp.ClientTimeout(total=1)
             ) as r:
                 return r.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -74,7 +74,7 @@ class HoldServer:
                         answer = web.Response(status=up.status, reason=up.reason, body=await up.read())
                         answer.headers.extend((k, v) for k, v in up.headers.items() if k.lower() not in HOP)
                         return answer
-                except (aiohttp.ClientError, TimeoutError):
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     continue  # it went between its check and the request: the next one
             await asyncio.sleep(self.poll_s)
         self.gave_up += 1

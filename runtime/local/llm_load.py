@@ -133,7 +133,7 @@ async def one_stream(
                                 res.gaps.append(now - last)
                             last = now
                             parts.append(piece)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         res.error = type(exc).__name__
     res.prompt, res.text = prompt, "".join(parts)
     if not res.error and done != 1:

@@ -55,7 +55,7 @@ async def run_load(url: str, rps: float, duration_s: float, timeout_s: float = 3
                     res.latencies.append(time.monotonic() - t)
                     return
                 key = f"HTTP {r.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             key = exc.__class__.__name__
         res.failed += 1
         res.errors[key] = res.errors.get(key, 0) + 1

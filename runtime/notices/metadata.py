@@ -7,6 +7,7 @@ hardened mode). Anything else unexpected raises `MetadataError`; monitors never 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -62,7 +63,7 @@ class TokenMetadataClient:
                 if r.status != 200:
                     raise MetadataError(f"token request: HTTP {r.status}")
                 token = (await _text(r)).strip()
-        except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, TooLarge) as exc:
             raise MetadataError(f"token request: {exc.__class__.__name__}: {exc}") from exc
         if not token:
             raise MetadataError("token request: empty token")
@@ -91,7 +92,7 @@ class TokenMetadataClient:
                     if r.status != 200:
                         raise MetadataError(f"{path}: HTTP {r.status}")
                     return await _text(r)
-            except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, TooLarge) as exc:
                 raise MetadataError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
         raise MetadataError(f"{path}: HTTP 401 with a fresh token")
 
@@ -157,5 +158,5 @@ class GcpMetadataClient:
                 if r.headers.get("Metadata-Flavor") != "Google":
                     raise MetadataError(f"{path}: response lacks Metadata-Flavor: Google (not a metadata server?)")
                 return await _text(r), r.headers.get("ETag")
-        except (aiohttp.ClientError, TimeoutError, TooLarge) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, TooLarge) as exc:
             raise MetadataError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
