@@ -176,6 +176,7 @@ class LocalFleet:
             workdir=self.workdir,
             jobs=self.jobs,
             direct=direct,
+            template=self.plan.node,
         )
         spec = {
             "name": name,

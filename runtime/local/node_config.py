@@ -27,12 +27,14 @@ def agent_config(
     workdir: Path,
     jobs: dict[str, Any] | None = None,
     direct: bool = False,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`lb`: (HAProxy socket, server slot), or None for a node outside the load balancer (a warm pool
     instance's first boot). `disk`: where the model is placed (a warm pool disk, or a fresh one). `direct`: the
     traffic reaches the model server itself (gateways in front, as on a cloud), and the drain reads the streams in
     flight from its metrics (`num_requests_running`, as from vLLM's `vllm:num_requests_running`) instead of
-    counting them in the agent's proxy."""
+    counting them in the agent's proxy. `template`: the node's configuration as the components give a cloud node of
+    the spec (`FleetPlan.node`); what is written here replaces its values (`LOCAL`), the rest stays the spec's."""
     doc: dict[str, Any] = {
         "cloud": "aws",
         "node_name": name,
@@ -59,7 +61,6 @@ def agent_config(
             "model_url": model_url,
             "dest": str(disk),
             "store_dir": str(store_dir),
-            "memory_limit_bytes": 1 << 30,
             "peer_port": ports["peer"],
             "token_file": str(workdir / "token"),
             "discovery": "file",
@@ -68,6 +69,30 @@ def agent_config(
             "advertise": f"127.0.0.1:{ports['peer']}",
         },
     }
+    if template is None:
+        doc["cache"]["memory_limit_bytes"] = 1 << 30
     if jobs is not None and lb is not None:  # a warm pool instance's first boot takes no tasks
         doc["jobs"] = {**jobs, "workdir": str(ndir / "jobs")}
-    return doc
+    if template is None:
+        return doc
+    # The local fleet plays AWS without a region: its clients go to the loopback endpoints they are given.
+    base = {k: v for k, v in template.items() if k != "region"}
+    return merged(base, doc)
+
+
+LOCAL = {
+    "node_name", "metadata", "readiness.host", "readiness.port", "readiness.workload_health_url", "inflight",
+    "workload.port", "workload.pid_file", "workload.signal", "load_balancer", "lifecycle", "drain.safety_margin_s",
+    "drain.lead_s", "cache.model_url", "cache.dest", "cache.store_dir", "cache.peer_port", "cache.token_file",
+    "cache.discovery", "cache.discovery_target", "cache.advertise", "jobs",
+}  # fmt: skip
+"""What a local node's configuration changes of the spec's (dotted paths): its ports, paths and endpoints, its
+HAProxy slot, the drain's time scale, the peers file, and the local queues."""
+
+
+def merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top`'s values in place of its own, section by section."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

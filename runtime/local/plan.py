@@ -33,6 +33,9 @@ class FleetPlan:
     gateway: dict[str, Any] | None = None
     """The spec's `service.gateway` (replicas, continue_as, api_keys, rate_limit): gateways between the load
     balancer and the nodes."""
+    node: dict[str, Any] | None = None
+    """The nodes' agent configuration as a cloud node of the spec gets it (`components.node.agent_config`, AWS's
+    form); the supervisor changes only what is local (`node_config.agent_config`). None: the local form alone."""
     policy: Policy | None = None
     """The controller policy the spec gives (`components.controller_policy.fleet_policy`, the clouds' own); the
     supervisor runs it with its time scale (`LocalFleet.policy`). None: built from the fields above."""
