@@ -18,7 +18,7 @@ from spotstack.runtime.agent.proxy import CountingProxy
 from spotstack.runtime.agent.server import AgentServer
 from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.supervisor import Supervisor
-from spotstack.runtime.agent.wiring import Identity, build_monitors
+from spotstack.runtime.agent.wiring import Identity, Injected, build_monitors
 from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.clouds import CLOUDS
 from spotstack.runtime.config import AgentConfig
@@ -32,7 +32,9 @@ log = logging.getLogger("spotstack.agent")
 
 
 class Agent(NodeCache, NodeDrain):
-    def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: AgentConfig, *, clock: Callable[[], float] = time.time, injected: Injected | None = None
+    ) -> None:
         self.cfg = config
         self.clock = clock
         self.metrics = AgentMetrics()
@@ -65,8 +67,8 @@ class Agent(NodeCache, NodeDrain):
         self._drain_parts: tuple[list[Rotation], Lifecycle | None] | None = None
         """The load balancer and lifecycle adaptors, built once the identity resolves (`_prepare_drain`)."""
         self._drain_parts_error: str | None = None
-        # Test and benchmark hooks: adaptors may be injected instead of built from the config.
-        self.overrides: dict[str, Any] = {}
+        self.injected = injected or Injected()
+        """Adaptors given instead of built from the configuration (the local fleet's nodes, tests)."""
 
     def _on_notice(self, event: InterruptionEvent, monitor: Monitor, v: Verdict) -> None:
         self.metrics.notices.labels(event.kind.value, monitor.name, v.value).inc()
@@ -103,7 +105,7 @@ class Agent(NodeCache, NodeDrain):
 
         assert self.server is not None and self._session is not None and self._identity_task is not None
         server = self.server
-        protection = self.overrides.get("protection")
+        protection = self.injected.protection
         if protection is None and self.cfg.jobs.scale_in_protection:
             from spotstack.runtime.jobs.protection import AwsProtection
 
@@ -116,7 +118,7 @@ class Agent(NodeCache, NodeDrain):
                 self.identity.instance_id,
                 lc.region or self.cfg.region,
                 lc.endpoint_url,
-                client=self.overrides.get("autoscaling_client"),
+                client=self.injected.autoscaling_client,
             )
 
         async def ready() -> bool:
@@ -124,7 +126,7 @@ class Agent(NodeCache, NodeDrain):
 
         # Off the loop: the queue's client (boto3: credentials, a service model) and the result store's filesystem.
         self.worker = await asyncio.to_thread(
-            build_worker, self.cfg, self.state.node, self._session, ready, protection, self.overrides.get("sqs_client")
+            build_worker, self.cfg, self.state.node, self._session, ready, protection, self.injected.sqs_client
         )
         self.worker.start()
         while True:  # /status shows the worker
@@ -158,7 +160,7 @@ class Agent(NodeCache, NodeDrain):
             token=lambda: self.fleet_token,
         )
         await self.server.start()
-        monitors = self.overrides.get("monitors") or build_monitors(cfg, self._session, self.clock)
+        monitors = self.injected.monitors or build_monitors(cfg, self._session, self.clock)
         self.supervisor = Supervisor(
             monitors,
             self._drain,

@@ -17,7 +17,7 @@ from spotstack.runtime.agent.metrics import AgentMetrics
 from spotstack.runtime.agent.proxy import CountingProxy
 from spotstack.runtime.agent.state import AgentState
 from spotstack.runtime.agent.supervisor import Supervisor
-from spotstack.runtime.agent.wiring import Identity
+from spotstack.runtime.agent.wiring import Identity, Injected
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.drain.lifecycle import AsgLifecycle
 from spotstack.runtime.drain.sequence import Drainer, DrainReport, DrainSettings, Step
@@ -55,7 +55,7 @@ class NodeDrain:
     proxy: CountingProxy | None
     supervisor: Supervisor | None
     worker: Any
-    overrides: dict[str, Any]
+    injected: Injected
     clock: Callable[[], float]
     report: DrainReport | None
     drained: asyncio.Event
@@ -67,8 +67,8 @@ class NodeDrain:
 
     # -- wiring -------------------------------------------------------------------------------
     def _rotations(self) -> list[Rotation]:
-        if "rotations" in self.overrides:
-            return list(self.overrides["rotations"])
+        if self.injected.rotations is not None:
+            return list(self.injected.rotations)
         lb = self.cfg.load_balancer
         if lb.kind == "haproxy":
             from spotstack.runtime.drain.haproxy import HAProxyRotation
@@ -92,8 +92,10 @@ class NodeDrain:
         return []
 
     def _lifecycle(self) -> Lifecycle | None:
-        if "lifecycle" in self.overrides:
-            return self.overrides["lifecycle"]  # type: ignore[no-any-return]
+        if self.injected.no_lifecycle:
+            return None
+        if self.injected.lifecycle is not None:
+            return self.injected.lifecycle
         lc = self.cfg.lifecycle
         if not lc.enabled or self.cfg.cloud != "aws":
             # Alibaba: the SCALE_IN hook's default result (CONTINUE) ends its wait at the heartbeat timeout,
@@ -112,7 +114,7 @@ class NodeDrain:
             self.identity.instance_id,
             lc.region or self.cfg.region,
             lc.endpoint_url,
-            client=self.overrides.get("autoscaling_client"),
+            client=self.injected.autoscaling_client,
         )
 
     def _workload(self) -> Workload:

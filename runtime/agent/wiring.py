@@ -5,15 +5,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.config import AgentConfig
+from spotstack.runtime.drain.targets import Lifecycle, Rotation
+from spotstack.runtime.jobs.protection import Protection
 from spotstack.runtime.notices.base import Monitor
 from spotstack.runtime.notices.metadata import GcpMetadataClient, TokenMetadataClient, alicloud_metadata, aws_imds
 
 log = logging.getLogger("spotstack.agent")
+
+
+@dataclass
+class Injected:
+    """Adaptors given to the agent instead of built from its configuration: the local fleet's nodes (no Auto Scaling
+    group to tell), tests and benchmarks (clients pointed at moto, monitors of their own)."""
+
+    monitors: list[Monitor] | None = None
+    rotations: list[Rotation] | None = None
+    lifecycle: Lifecycle | None = None
+    no_lifecycle: bool = False
+    """No lifecycle action to complete, whatever the configuration says (the local supervisor ends the process)."""
+    protection: Protection | None = None
+    autoscaling_client: Any = None
+    """A boto3 Auto Scaling client for the lifecycle action and scale-in protection."""
+    sqs_client: Any = None
 
 
 def build_monitors(cfg: AgentConfig, session: aiohttp.ClientSession, clock: Callable[[], float]) -> list[Monitor]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.agent.agent import Agent
+from spotstack.runtime.agent.wiring import Injected
 from spotstack.runtime.config import AgentConfig
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.llm.server import EngineTiming, LlmServer
@@ -38,8 +39,7 @@ async def run_node(spec: dict[str, Any]) -> None:
     else:
         model = ModelServer(cfg.cache.dest, "127.0.0.1", cfg.workload.port)
     await model.start()
-    agent = Agent(cfg)
-    agent.overrides["lifecycle"] = None  # no Auto Scaling group to tell: the supervisor ends the process
+    agent = Agent(cfg, injected=Injected(no_lifecycle=True))  # no Auto Scaling group to tell: the supervisor ends it
     await agent.start()
 
     stop = asyncio.Event()

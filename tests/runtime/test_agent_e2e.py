@@ -128,7 +128,7 @@ async def test_aws_notice_drains_deregisters_signals_and_completes(
                     drain={"timeout_s": 10, "safety_margin_s": 5, "serve_through_notice": False},
                 )
             )
-            agent.overrides["autoscaling_client"] = asg
+            agent.injected.autoscaling_client = asg
             await agent.start()
             agents.append(agent)
             assert await ready_status(agent) == 200
@@ -372,7 +372,7 @@ async def test_warm_pool_node_completes_its_launching_hook_once_ready(
                     lifecycle={"enabled": True, "hook_name": "llm-drain", "launch_hook_name": "llm-warm"},
                 )
             )
-            agent.overrides["autoscaling_client"] = asg
+            agent.injected.autoscaling_client = asg
             await agent.start()
             agents.append(agent)
             await wait_for(lambda: agent.identity is not None and agent.identity.group_name is not None, what="group")

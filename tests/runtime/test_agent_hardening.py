@@ -49,7 +49,7 @@ async def test_cache_without_a_token_is_not_ready_until_the_token_arrives(
     make_model(tmp_path / "model", {"w.bin": 2 * MiB})
     token_file = tmp_path / "cache-token"  # not written yet: boot delivers it late
     agent = Agent(cache_config(tmp_path, token_file))
-    agent.overrides["monitors"] = []
+    agent.injected.monitors = []
     await agent.start()
     try:
         await wait_for(lambda: agent.state.blocked is not None, what="the agent to notice the missing token")
@@ -66,7 +66,7 @@ async def test_a_short_token_keeps_the_node_out_of_rotation(tmp_path: Path) -> N
     make_model(tmp_path / "model", {"w.bin": 1000})
     (tmp_path / "t").write_text("short")
     agent = Agent(cache_config(tmp_path, tmp_path / "t"))
-    agent.overrides["monitors"] = []
+    agent.injected.monitors = []
     await agent.start()
     try:
         await wait_for(lambda: agent.state.blocked is not None and "5 characters" in agent.state.blocked)

@@ -207,7 +207,7 @@ async def test_a_warm_pool_instance_does_not_wait_for_a_model_not_uploaded(
                 },
             )
         )
-        agent.overrides["autoscaling_client"] = asg
+        agent.injected.autoscaling_client = asg
         await agent.start()
         try:
             await wait_for(lambda: agent.state.launch_hook == "completed", 30, "the hook completed without a model")

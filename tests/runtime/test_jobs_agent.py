@@ -77,7 +77,7 @@ async def start_agent(w: dict[str, Any], tmp: Path, **drain: Any) -> tuple[Agent
         }
     )
     agent = Agent(cfg)
-    agent.overrides["lifecycle"] = None
+    agent.injected.no_lifecycle = True
     await agent.start()
     await wait_for(lambda: agent.worker is not None or (agent._jobs_task is not None and agent._jobs_task.done()), 30)
     assert agent.worker is not None, agent._jobs_task.exception() if agent._jobs_task else None

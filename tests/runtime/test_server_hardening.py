@@ -116,7 +116,7 @@ async def test_a_connection_flood_cannot_starve_ready_or_the_drain(tmp_path: Pat
         }
     )
     agent = Agent(cfg)
-    agent.overrides["monitors"] = []
+    agent.injected.monitors = []
     await agent.start()
     assert agent.server is not None
     url = f"http://127.0.0.1:{agent.server.port}/ready"
