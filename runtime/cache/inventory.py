@@ -107,7 +107,12 @@ class InventoryWatch:
     async def _run(self) -> None:
         try:
             while self._listeners > 0 and not self._closed:
-                now = frozenset(await asyncio.to_thread(self.read))
+                try:
+                    now = frozenset(await asyncio.to_thread(self.read))
+                except OSError as exc:  # the store's files could not be read this time: the last answer stands
+                    log.warning("inventory: reading the store failed: %s", exc)
+                    await asyncio.sleep(self.every_s * 10)
+                    continue
                 if now != self.current or self.version == 0:
                     async with self._cond:
                         self.current, self.version = now, self.version + 1

@@ -128,3 +128,24 @@ async def test_a_peer_without_the_stream_is_polled(tmp_path: Path) -> None:
     assert all(r.progress.done == m.total_bytes for r in results)
     assert sum(reads.by_node.values()) == m.total_bytes
     assert all(r.progress.inventory_requests >= 2 for r in results)  # the refused stream, then polls
+
+
+async def test_a_store_that_cannot_be_read_for_a_while_keeps_the_stream_open() -> None:
+    from spotstack.runtime.cache.inventory import InventoryWatch
+
+    reads = iter([OSError("EIO"), ["a" * 64], ["a" * 64, "b" * 64]])
+
+    def read() -> list[str]:
+        r = next(reads, ["a" * 64, "b" * 64])
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    watch = InventoryWatch(read, every_s=0.01)
+    seen: list[frozenset[str]] = []
+    async for now in watch.changes(heartbeat_s=5.0, max_s=30.0):
+        seen.append(now)
+        if len(now) == 2:
+            break
+    await watch.close()
+    assert seen[0] == {"a" * 64} and seen[-1] == {"a" * 64, "b" * 64}  # the failed read was skipped, not fatal
