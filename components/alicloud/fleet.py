@@ -182,10 +182,11 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
 
         lb = load_balancer.declare(name, spec, vpc_id, vswitches, self._certificate(args), child)
         alb, servers, listener = lb.alb, lb.servers, lb.listener
-        gateway_group: dict[str, pulumi.Input[str]] = {}
-        if lb.gateway_servers is not None:
-            gw = gateway.declare(name, spec, resolved, vpc_id, vpc_cidr, vswitches, lb.gateway_servers, child)
-            gateway_group["gateway"] = gw.id
+        gateway_group = (
+            gateway.declare(name, spec, resolved, vpc_id, vpc_cidr, vswitches, lb.gateway_servers, child)
+            if lb.gateway_servers is not None
+            else None
+        )
         self.https_listener: ali.alb.Listener | None = lb.https_listener
         """The HTTPS listener (443) when the fleet has a certificate; `listener` (80) then redirects to it."""
 
@@ -352,11 +353,16 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
         self.address = alb.dns_name
         self.scaling_group_id = group.id
         self.role_name = role.role_name
+        group_ids: dict[str, pulumi.Input[str]] = {"main": group.id}
+        if warm_group is not None:
+            group_ids["fallback"] = warm_group.id
+        if gateway_group is not None:
+            group_ids["gateway"] = gateway_group.id
         q = self.job_queues
         self.shared = shared_outputs(
             alb.dns_name,
             self.controller_config,
-            {"main": group.id, **({"fallback": warm_group.id} if warm_group is not None else {}), **gateway_group},
+            group_ids,
             role.role_name,
             {"input": q.input.queue_name, "output": q.output.queue_name, "dead": q.dead.queue_name} if q else None,
         )

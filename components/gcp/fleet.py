@@ -335,14 +335,14 @@ class GcpGpuFleet(pulumi.ComponentResource):
         self.address = address.address
         self.backend_service = bs.name
         self.service_account_email = sa.email
+        groups: dict[str, pulumi.Input[str]] = {k: m.name for k, m in migs.items()}
+        if front_group is not None:
+            groups["gateway"] = front_group.name
         q = self.job_queues
         self.shared = shared_outputs(
             address.address,
             self.controller_config,
-            {
-                **{k: m.name for k, m in migs.items()},
-                **({"gateway": front_group.name} if front_group is not None else {}),
-            },
+            groups,
             sa.email,
             {"input": q.input.id, "output": q.output.id, "dead": q.dead.id} if q else None,
         )

@@ -175,15 +175,13 @@ class Following:
         for t in self._threads:
             t.join(timeout=5)
 
-    def _opened(self, conn: http.client.HTTPConnection | None, add: bool) -> None:
+    def _opened(self, conn: http.client.HTTPConnection, add: bool) -> None:
         with self.lock:
-            if conn is None:
-                return
             if add:
                 self._open.add(conn)
             else:
                 self._open.discard(conn)
-        if add and self._stop.is_set() and conn.sock is not None:  # stopped while this one was opening
+        if add and self._stop.is_set() and conn.sock is not None:  # stopped while this one was connecting
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
 

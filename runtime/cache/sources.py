@@ -151,8 +151,9 @@ class Peer:
 
         by_prefix = {h[:PREFIX]: h for h in wanted}
         conn = http.client.HTTPConnection(self.host, self.port, timeout=3 * HEARTBEAT_S)
-        opened(conn, True)
         try:
+            conn.connect()
+            opened(conn, True)  # connected: the caller can shut its socket from now on
             conn.request("GET", STREAM_PATH, headers=self.headers)
             r = conn.getresponse()
             self._count(STREAM_PATH, r, 0, connection=True)
