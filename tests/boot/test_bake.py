@@ -49,6 +49,7 @@ def read(p: str) -> str:
     return Path(p).read_text().strip()
 
 
+@pytest.mark.slow
 def test_a_baked_image_boots_without_an_index_or_the_bucket(tmp_path: Path, agent_wheel: tuple[Path, Path]) -> None:
     boot = install_part(rendered_boot_document("aws"))
     agent = agent_install("aws", _aws_fleet())
@@ -106,6 +107,7 @@ def test_the_published_wheel_holds_what_setuptools_builds(tmp_path: Path, agent_
     assert wheel_bytes()[0] == ours.path.read_bytes()
 
 
+@pytest.mark.slow
 def test_every_clouds_boot_document_fits_its_user_data_limit() -> None:
     from spotstack.runtime.clouds import CLOUDS
 

@@ -198,6 +198,7 @@ def registry_login(node: ScratchNode, user: str, password: str | None) -> None:
     assert got == password if password is not None else len(got) > 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud", list(STACKS))
 async def test_node_boots_to_ready(
     cloud: str, tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
@@ -207,6 +208,7 @@ async def test_node_boots_to_ready(
         await asyncio.to_thread(check_node, b)  # its login's servers run on this loop
 
 
+@pytest.mark.slow
 async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
     tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
 ) -> None:

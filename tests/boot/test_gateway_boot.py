@@ -99,6 +99,7 @@ def models(port: int, key: str | None) -> int:
         return int(err.code)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud", list(STACKS))
 async def test_a_gateway_boots_finds_the_fleets_nodes_and_requires_its_key(
     cloud: str, tmp_path: Path, agent_wheel: tuple[Path, Path]

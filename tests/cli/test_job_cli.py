@@ -22,6 +22,7 @@ from tests.conftest import ROOT, base_fleet
 from tests.runtime.jobskit import moto_server
 
 
+@pytest.mark.slow
 def test_submit_then_status_result_logs_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = {**base_fleet(), "jobs": {"bucket": "acme-jobs", "task_commands": True}}
     (tmp_path / "Pulumi.yaml").write_text("name: acme\nruntime: python\n")
@@ -81,6 +82,7 @@ def test_submit_then_status_result_logs_and_list(tmp_path: Path, monkeypatch: py
         assert both.returncode == 2 and "one of them" in both.stderr
 
 
+@pytest.mark.slow
 async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_gcs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,6 +142,7 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
         await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_alicloud_submit_sends_to_the_fleets_mns_queue_and_reads_results_from_oss(tmp_path: Path) -> None:
     """On Alibaba Cloud: tasks go to the input queue the components name, signed with the user's AccessKey from the
     environment; results are read from OSS with the same key; `list` reads the queues' depths."""

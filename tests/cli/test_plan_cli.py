@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, base_fleet
@@ -28,6 +29,7 @@ def spotstack(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_plan_dev_prints_tree_and_costs() -> None:
     out = spotstack("plan", "--stack", "dev")
     assert out.returncode == 0, out.stderr
@@ -37,6 +39,7 @@ def test_plan_dev_prints_tree_and_costs() -> None:
     assert "requests per target per minute" in out.stdout  # a target says what it counts
 
 
+@pytest.mark.slow
 def test_plan_text_and_json_count_the_same_resources_and_do_not_wrap_when_piped() -> None:
     env_free = spotstack("plan", "--stack", "dev")
     doc = json.loads(spotstack("plan", "--stack", "dev", "--json").stdout)
@@ -45,6 +48,7 @@ def test_plan_text_and_json_count_the_same_resources_and_do_not_wrap_when_piped(
     assert "aws:autoscaling/group:Group llm-fallback-asg" in env_free.stdout
 
 
+@pytest.mark.slow
 def test_plan_json_is_machine_readable() -> None:
     out = spotstack("plan", "--stack", "dev", "--json")
     assert out.returncode == 0, out.stderr
@@ -99,6 +103,7 @@ def test_local_stack_plans_nothing_and_says_why() -> None:
     assert doc["resources"] == [] and any("local fleet" in w for w in doc["warnings"])
 
 
+@pytest.mark.slow
 def test_plan_leaves_no_event_loop_for_the_garbage_collector() -> None:
     """Left open, Pulumi's loop was finalised at exit after its self-pipe, printing
     "Exception ignored in BaseEventLoop.__del__ ... Invalid file descriptor: -1" on ~3 in 80 plans."""

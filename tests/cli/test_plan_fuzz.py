@@ -125,6 +125,7 @@ def check(code: int, out: str, err: str, exc: BaseException | None) -> None:
     path=st.sampled_from(FLEET_PATHS),
     value=st.sampled_from(NASTY),
 )
+@pytest.mark.slow
 def test_random_mutations_plan_or_exit_2_with_paths(tmp_path: Path, op: str, path: tuple[Any, ...], value: Any) -> None:
     doc = mutate(DEV, op, path, value)
     try:

@@ -105,6 +105,7 @@ def test_the_boot_document_fetches_the_keys_installs_the_package_and_starts_the_
     assert "TimeoutStopSec=930" in unit  # the drain: the longest request, and a margin
 
 
+@pytest.mark.slow
 def test_the_boot_documents_gateway_command_finds_the_fleets_nodes_on_moto(plan: PlanRun, tmp_path: Path) -> None:
     """The unit's command line, as rendered, run here: the package's own `spotstack` instead of /opt/spotstack's,
     a free port on loopback, the API keys in a file; moto's EC2 holds two of the fleet's nodes, a gateway instance

@@ -36,6 +36,7 @@ def test_boot_disk_type_per_machine_family(machine: str, disk: str) -> None:
     assert "pd-standard" not in disks.supported("g2-standard-8")
 
 
+@pytest.mark.slow
 def test_gcp_templates_name_a_disk_type_their_family_takes(gcp: PlanRun) -> None:
     tpl = one(gcp, "gcp:compute/instanceTemplate:InstanceTemplate", "llm-spot-tpl")
     (boot,) = [d for d in tpl["disks"] if d.get("boot")]
@@ -52,6 +53,7 @@ def test_gcp_nodes_run_the_gpu_setup_step_unless_baked(gcp: PlanRun) -> None:
     assert ["sh", "-c", GPU_SETUP] not in boot_doc(md["user-data"])["runcmd"]
 
 
+@pytest.mark.slow
 def test_load_balancers_wait_for_the_longest_request() -> None:
     """GCP's backend service defaulted to 30 s and Alibaba's ALB listener to 60 s: a long generation got a 504."""
     from spotstack.components.service_checks import check_max_request

@@ -69,6 +69,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_plans_the_project_it_is_given(project: Path) -> None:
     out = _cli("plan", "--project", str(project), "--stack", "dev", "--json")
     assert out.returncode == 0, out.stderr
@@ -89,6 +90,7 @@ def test_a_failing_program_exits_2_with_its_own_traceback(tmp_path: Path) -> Non
     assert "runpy" not in out.stderr  # the program's frames, not the plan's
 
 
+@pytest.mark.slow
 def test_a_bad_input_names_its_property(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLE, tmp_path / "p")
     main = tmp_path / "p" / "__main__.py"

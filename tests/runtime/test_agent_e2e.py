@@ -87,6 +87,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
+@pytest.mark.slow
 async def test_aws_notice_drains_deregisters_signals_and_completes(
     aws_env: None, workload: tuple[Path, Path], agents: list[Agent]
 ) -> None:
@@ -151,6 +152,7 @@ async def test_aws_notice_drains_deregisters_signals_and_completes(
             ]
 
 
+@pytest.mark.slow
 async def test_a_spot_notice_is_served_through_until_the_drain_is_due(
     workload: tuple[Path, Path], agents: list[Agent]
 ) -> None:
@@ -215,6 +217,7 @@ async def test_alicloud_notice_drains_with_hardened_metadata(workload: tuple[Pat
         assert agent.report is not None and agent.report.ok and agent.report.finished_at < deadline
 
 
+@pytest.mark.slow
 async def test_garbage_from_metadata_never_crashes_and_never_drains_twice(
     workload: tuple[Path, Path], agents: list[Agent]
 ) -> None:

@@ -120,6 +120,7 @@ def big_model(tmp_path: Path) -> Iterator[tuple[Manifest, Path]]:
     yield m, tmp_path
 
 
+@pytest.mark.slow
 def test_peer_killed_mid_transfer(big_model: tuple[Manifest, Path]) -> None:
     m, tmp = big_model
     (tmp / "token").write_text(TOKEN)
@@ -189,6 +190,7 @@ def test_no_peer_and_no_origin_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "config.json").exists()
 
 
+@pytest.mark.slow
 async def test_origin_down_while_peers_have_everything(seeded: tuple[Manifest, Path]) -> None:
     m, tmp = seeded
     (tmp / "token").write_text(TOKEN)

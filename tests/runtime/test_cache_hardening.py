@@ -210,6 +210,7 @@ def test_leftovers_of_a_killed_pull_are_removed_at_the_next(tmp_path: Path) -> N
     assert clean_leftovers(tmp_path / "nothing-here") == []
 
 
+@pytest.mark.slow
 def test_a_2000_file_model_pulls_under_1024_descriptors(tmp_path: Path) -> None:
     root = tmp_path / "model"
     for k in range(2000):

@@ -10,6 +10,7 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from spotstack.runtime.cache.inventory import PREFIX, STREAM_PATH
@@ -89,6 +90,7 @@ def swarm(tmp: Path, names: list[str], stream: bool, reads: Reads) -> list[PullR
         return list(ex.map(one, range(len(names))))
 
 
+@pytest.mark.slow
 async def test_a_swarm_learns_by_stream_with_a_fraction_of_the_polled_requests(tmp_path: Path) -> None:
     m = make_model(tmp_path / "model", {"a.bin": 40 * MiB, "c.json": 300})
     want = {k: v for k, v in digest_tree(tmp_path / "model").items() if k != MANIFEST_NAME}

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, build_manifest, write_manifest
 from spotstack.runtime.cache.store import Store
 from tests.runtime.cachekit import TOKEN, MiB, digest_tree
@@ -34,6 +36,7 @@ def _files(model: Path) -> dict[str, str]:
     return {k: v for k, v in digest_tree(model).items() if k != MANIFEST_NAME}
 
 
+@pytest.mark.slow
 def test_parallel_pulls_into_one_store_place_every_byte(tmp_path: Path) -> None:
     rng = random.Random(11)
     shared = rng.randbytes(9 * MiB + 123)  # a file both models hold: one store file, two pulls writing it

@@ -9,6 +9,8 @@ import threading
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
+
 from spotstack.runtime.cache import schedule
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest
 from spotstack.runtime.cache.pull import Origin, PullOptions, PullResult, pull
@@ -83,6 +85,7 @@ async def test_three_nodes_joining_at_once_read_the_model_from_the_origin_once(t
     assert len([n for n, c in counts.items() if c > 0]) == 3  # the first node is not special
 
 
+@pytest.mark.slow
 async def test_a_dead_joiner_costs_time_not_the_pull(tmp_path: Path) -> None:
     m = make_model(tmp_path / "model", {"a.bin": 12 * MiB})
     dead = f"127.0.0.1:{free_port()}"  # listed as a joiner; nothing answers there

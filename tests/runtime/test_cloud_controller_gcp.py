@@ -91,6 +91,7 @@ def preempted(cloud: Cloud, name: str, at: float) -> dict[str, Any]:
     return {"message": {"data": data, "messageId": "1"}, "subscription": "projects/proj/subscriptions/llm-ctl"}
 
 
+@pytest.mark.slow
 def test_a_spot_stockout_grows_the_fallback_and_it_shrinks_only_after_the_hold(cloud: Cloud) -> None:
     r = handle({}, CFG, cloud.fleet, cloud.store, now=T0)
     assert r["acted"] and r["wanted"]["fallback"] == 0 and cloud.target("llm-fallback-mig") == 0

@@ -92,6 +92,7 @@ def test_cloud_init_writes_config_and_starts_both_units() -> None:
     assert "/etc/spotstack/objectget.py" not in files
 
 
+@pytest.mark.slow
 def test_a_secret_fetch_retries_until_the_permission_arrives(tmp_path: Path) -> None:
     """The boot's secret fetch, run as cloud-init runs it: it fails while the node lacks the permission,
     then lands the secret atomically (never a partial file) and boot was never held up."""

@@ -76,6 +76,7 @@ CORRUPT = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", CORRUPT)
 def test_a_corrupt_state_is_reported_and_the_round_still_runs(cloud: Cloud, text: str) -> None:
     handle({"detail-type": "Scheduled Event"}, CFG, cloud.fleet, cloud.store, now=T0)

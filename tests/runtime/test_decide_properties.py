@@ -4,6 +4,7 @@ target, names only replicas that exist, and is the same for the same input."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ def after(obs: Observed, d: Decision) -> list[Replica | str]:
     return kept + [x.role for x in d.launch]
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None)
 @given(policies(), observations())
 def test_decide_invariants(policy: Policy, obs: Observed) -> None:

@@ -198,6 +198,7 @@ def test_serving_through_a_spot_notice_defers_only_spot_notices_until_the_drain_
     assert got is expected
 
 
+@pytest.mark.slow
 async def test_a_deferred_notice_from_a_long_poll_monitor_still_drains_when_due() -> None:
     """A long-poll monitor reports a notice once; the supervisor must come back to it itself."""
     from spotstack.runtime.agent.supervisor import Supervisor

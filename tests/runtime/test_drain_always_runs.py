@@ -68,6 +68,7 @@ def steps(agent: Agent) -> dict[str, Any]:
     return {s.name: (s.ok, s.error) for s in agent.report.steps}
 
 
+@pytest.mark.slow
 async def test_an_identity_that_never_resolves_still_drains(
     aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path]
 ) -> None:
@@ -109,6 +110,7 @@ async def test_an_adaptor_that_cannot_be_built_is_a_failed_step(
         await agent.stop()
 
 
+@pytest.mark.slow
 async def test_a_slow_credential_endpoint_never_stalls_the_agent(
     aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +139,7 @@ async def test_a_slow_credential_endpoint_never_stalls_the_agent(
         await agent.stop()
 
 
+@pytest.mark.slow
 async def test_readiness_goes_off_before_the_drain_waits_for_anything(
     aws_env: None, emu: AwsImdsEmulator, workload: tuple[Path, Path]
 ) -> None:

@@ -371,6 +371,7 @@ async def test_a_client_that_does_not_read_is_cut_and_frees_its_replica() -> Non
         await close(f)
 
 
+@pytest.mark.slow
 async def test_drain_finishes_streams_in_flight_and_refuses_new_ones(fleet: Fleet) -> None:
     prompt = "finish what you started"
     expect = decode(reference(encode(prompt), 300))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from spotstack.runtime.gateway.server import GatewayConfig
 from spotstack.runtime.llm.model import decode, encode
 from tests.runtime.test_gateway import assert_one_response, close, make_fleet, reference, stream
 from tests.waits import wait_for
 
 
+@pytest.mark.slow
 async def test_a_long_stream_leaves_a_node_that_is_due_to_go_before_it_would_end() -> None:
     f = await make_fleet(n=2, cfg=GatewayConfig(wait_s=5.0, migrate_margin_s=0.5))
     try:
@@ -31,6 +34,7 @@ async def test_a_long_stream_leaves_a_node_that_is_due_to_go_before_it_would_end
         await close(f)
 
 
+@pytest.mark.slow
 async def test_a_nodes_streams_leave_one_at_a_time_and_all_before_it_goes() -> None:
     """Six streams on a node given a notice: each leaves once the one before it has its first token elsewhere
     (`migrate_at_once` = 1), not six prefills landing on the other replicas at one instant; all leave, every one

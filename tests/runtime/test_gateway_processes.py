@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from spotstack.runtime.gateway.replicas import Pool
 from spotstack.runtime.llm.model import decode, encode
@@ -32,6 +33,7 @@ async def _port(port_file: Path) -> int:
     return int(await asyncio.to_thread(port_file.read_text))
 
 
+@pytest.mark.slow
 async def test_processes_a_sigkilled_replica_mid_stream_and_a_sigtermed_gateway_that_drains(tmp_path: Path) -> None:
     procs = [_spawn(["llm", "serve", "--tokens-per-s", "100", "--ttft", "0.01"], tmp_path / f"r{i}") for i in range(2)]
     gw: subprocess.Popen[bytes] | None = None

@@ -119,6 +119,7 @@ async def test_spot_notice_gives_the_running_task_back_at_the_notice(world: dict
         await agent.stop()
 
 
+@pytest.mark.slow
 async def test_scale_in_waits_for_the_running_task_then_drains(world: dict[str, Any], tmp_path: Path) -> None:
     w = world
     agent, q = await start_agent(w, tmp_path)

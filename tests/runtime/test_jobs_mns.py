@@ -163,6 +163,7 @@ async def test_the_agent_config_builds_an_mns_worker_with_the_nodes_credentials(
         assert [d.task.id for d in got if d.task] == ["via-config"]
 
 
+@pytest.mark.slow
 async def test_a_task_held_across_heartbeats_ends_and_frees_its_slot(world: dict[str, Any]) -> None:
     """Each heartbeat gives the delivery a new receipt handle: the task still ends (deleted with the latest one)
     and its slot is freed (the worker kept running tasks under their first handle and lost track of them)."""
@@ -181,6 +182,7 @@ async def test_a_task_held_across_heartbeats_ends_and_frees_its_slot(world: dict
         await w.stop()
 
 
+@pytest.mark.slow
 async def test_results_go_to_oss_with_the_nodes_ram_role(world: dict[str, Any]) -> None:
     """An Alibaba node keeps results in OSS: ossfs reads anonymously unless told, so the worker sets the node's
     RAM role credentials (from the metadata server) as fsspec's oss:// defaults; the loopback OSS checks each

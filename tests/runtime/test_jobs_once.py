@@ -56,6 +56,7 @@ async def test_lost_send_answers_do_not_multiply_a_failing_task(rig: Any) -> Non
     assert [m["body"]["id"] for m in drain_queue(r.sqs, r.q["dead"])] == ["bad"]
 
 
+@pytest.mark.slow
 async def test_a_task_whose_lease_is_lost_is_not_run_by_a_second_worker(
     rig: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

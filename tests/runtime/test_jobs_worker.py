@@ -91,6 +91,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, Workload, aiohttp.Clie
         await w.stop()
 
 
+@pytest.mark.slow
 async def test_every_task_has_one_result_and_leaves_the_queue(rig: Any) -> None:
     r, wl, session = rig
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", concurrency=4)
@@ -155,6 +156,7 @@ async def test_notice_gives_running_tasks_back_at_once_without_counting_a_failur
     assert drain_queue(r.sqs, r.q["output"]) == []
 
 
+@pytest.mark.slow
 async def test_heartbeats_keep_a_long_task_leased_to_its_worker(rig: Any) -> None:
     r, wl, session = rig
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", lease_s=5)
@@ -173,6 +175,7 @@ async def test_heartbeats_keep_a_long_task_leased_to_its_worker(rig: Any) -> Non
     assert wl.calls == ["slow"]
 
 
+@pytest.mark.slow
 async def test_not_ready_takes_nothing_and_a_stored_result_is_not_run_again(rig: Any) -> None:
     r, wl, session = rig
     worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task")
@@ -195,6 +198,7 @@ async def test_not_ready_takes_nothing_and_a_stored_result_is_not_run_again(rig:
     assert depth(r.sqs, r.q["input"]) == (0, 0)
 
 
+@pytest.mark.slow
 async def test_training_run_checkpoints_on_notice_and_resumes_to_the_uninterrupted_loss(rig: Any) -> None:
     r, _, session = rig
     ckpt = r.tmp / "ckpt"
@@ -228,6 +232,7 @@ async def test_training_run_checkpoints_on_notice_and_resumes_to_the_uninterrupt
     assert res.output["resumes"] == [{"from": stopped_at, "previous_reached": stopped_at, "redone": 0}]
 
 
+@pytest.mark.slow
 async def test_a_training_run_rolls_over_before_the_queues_hold_limit(rig: Any) -> None:
     """SQS hides a message at most 12 h from its receipt: before that a training run checkpoints and goes back to
     the queue (not counted as a preemption), resumes, and still ends at the uninterrupted loss. The limit is made
@@ -252,6 +257,7 @@ async def test_a_training_run_rolls_over_before_the_queues_hold_limit(rig: Any) 
     assert res.output["resumes"] and all(x["redone"] >= 0 for x in res.output["resumes"])
 
 
+@pytest.mark.slow
 async def test_a_delivery_after_a_silent_end_is_reported_and_give_backs_are_not(
     rig: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,6 +36,7 @@ def test_config_renders_checks_on_the_readiness_port(tmp_path: Path) -> None:
     assert "timeout check 2s" in text and "fall 3" in text
 
 
+@pytest.mark.slow
 async def test_preempting_one_of_two_replicas_loses_no_request(tmp_path: Path) -> None:
     replicas = []
     lb_port = free_port()

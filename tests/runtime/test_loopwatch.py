@@ -54,6 +54,7 @@ def test_from_env_refuses_a_threshold_that_is_not_seconds(
     assert asyncio.events.Handle._run is original
 
 
+@pytest.mark.slow
 async def test_a_garbage_collection_is_not_counted_against_the_callback_it_lands_in() -> None:
     import gc
 

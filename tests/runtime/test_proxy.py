@@ -103,6 +103,7 @@ async def test_a_large_body_streams_through_without_growing_the_agent(
     assert peak - before < 64 * MiB, f"the proxy grew by {(peak - before) / MiB:.0f} MiB"
 
 
+@pytest.mark.slow
 async def test_a_body_over_the_cap_gets_413_and_never_reaches_the_workload(
     proxied: tuple[CountingProxy, list[int]],
 ) -> None:

@@ -259,6 +259,7 @@ def test_cli_takes_the_policy_from_a_stack_and_flags_win(tmp_path: Path) -> None
     assert gcp["timings"]["notice_s"] == 25.0 and {r["replicas"] for r in gcp["results"]} == {2}
 
 
+@pytest.mark.slow
 def test_cli_plots_the_replay_to_a_png(tmp_path: Path) -> None:
     write(tmp_path / "t", "a", {"metadata": {"gap_seconds": 60}, "data": [1] * 60 + [0] * 30 + [1] * 60})
     write(tmp_path / "t", "b", {"metadata": {"gap_seconds": 60}, "data": [0] * 150})

@@ -37,6 +37,7 @@ async def imds() -> AsyncIterator[tuple[AwsImdsEmulator, aiohttp.ClientSession]]
         yield emu, session
 
 
+@pytest.mark.slow
 async def test_a_moved_then_canceled_scheduled_event_never_drains(
     imds: tuple[AwsImdsEmulator, aiohttp.ClientSession],
 ) -> None:
