@@ -5,7 +5,7 @@ credited with leaving 40 s before its deadline when its agent, draining 90 s, le
 
 from __future__ import annotations
 
-from spotstack.components import node
+from spotstack.components import node, regions
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.clouds import CLOUDS
 from spotstack.runtime.controller.decide import Policy
@@ -22,7 +22,7 @@ def fleet_policy(spec: FleetSpec) -> Policy:
     # GCP's agent drains at the notice (its 30 s window is all a drain has): as it does, so the policy credits it.
     serve_through = d.serve_through_notice and spec.cloud != "gcp"
     return Policy(
-        spot_types=tuple(i.type for i in spec.spot_instances),
+        spot_types=spot_pools(spec),
         on_demand_types=tuple(i.type for i in spec.instances),
         min=cap.min,
         max=cap.max,
@@ -33,3 +33,12 @@ def fleet_policy(spec: FleetSpec) -> Policy:
             window, d.timeout_s, d.safety_margin_s, d.deregistration_grace_s, d.lead_s, serve_through
         ),
     )
+
+
+def spot_pools(spec: FleetSpec) -> tuple[str, ...]:
+    """The spot types in priority order; across regions, each type once per region (`<region>/<type>`, the home
+    region first): priority stays per type, and `decide()` spreads over regions as over pools."""
+    types = [i.type for i in spec.spot_instances]
+    if not spec.multi_region:
+        return tuple(types)
+    return tuple(regions.pool(r.region, t) for t in types for r in spec.region_list)

@@ -7,7 +7,7 @@ here (pydantic) and in `field_checks.py` (the longer ones); rules that span fiel
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -340,15 +340,38 @@ class NetworkSpec(_Model):
     """Subnets / vSwitches / subnetworks, one or more per zone."""
 
 
+Region = Annotated[str, StringConstraints(min_length=1)]
+Zones = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+MAX_REGIONS = 8
+
+
+class RegionSpec(_Model):
+    """One region of a fleet that spans several: its zones and, where you bring one, its network."""
+
+    region: Region
+    zones: Zones
+    """The region's zones the fleet may use."""
+    network: NetworkSpec | None = None
+    """A network of yours in this region (default: the region's default network)."""
+
+
 class FleetSpec(_Model):
     """One fleet: a spot GPU group with its on-demand fallback, load balancer, autoscaling, controller and
-    identity on one cloud and region, as `spotstack:fleets` lists them."""
+    identity on one cloud, in one region or several, as `spotstack:fleets` lists them."""
 
     name: Name
     """Fleet name; every resource of the fleet is named from it."""
     cloud: Cloud
-    region: Annotated[str, StringConstraints(min_length=1)]
-    zones: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    region: Region
+    """The fleet's region. With `regions`, filled in: the home region."""
+    zones: Zones
+    """The region's zones the fleet may use. With `regions`, filled in: the home region's."""
+    regions: list[RegionSpec] = Field(default_factory=list, max_length=MAX_REGIONS)
+    """Several regions, each with its zones (instead of `region` and `zones`): spot capacity is taken wherever it
+    is, behind one endpoint (docs/multi-region.md). AWS so far."""
+    home: Region | None = None
+    """With `regions`: where the controller, its memory, the front door's state and the model store live
+    (default: the first region)."""
     instances: list[InstanceSpec] = Field(min_length=1)
     capacity: CapacitySpec
     service: ServiceSpec = Field(default_factory=ServiceSpec)
@@ -364,6 +387,40 @@ class FleetSpec(_Model):
     """Boot image; default: the cloud's GPU image with NVIDIA drivers and Docker."""
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_region_form(cls, data: Any) -> Any:
+        """`regions` fills in `region`, `zones` and `network` from the home region, so everything that serves one
+        region reads the home region; `region` and `zones` alone mean one region, as before."""
+        if not isinstance(data, dict) or not data.get("regions") or not isinstance(data["regions"], list):
+            return data
+        entries = [r for r in data["regions"] if isinstance(r, dict)]
+        home = data.get("home", entries[0].get("region") if entries else None)
+        at_home = next((r for r in entries if r.get("region") == home), None)
+        if at_home is None:  # `home` names no region: region_checks.py says so with its path; the rest is read
+            if not entries:
+                return data
+            at_home = entries[0]
+        filled = {"region": at_home.get("region"), "zones": at_home.get("zones"), "network": at_home.get("network")}
+        given = {k: data[k] for k in filled if data.get(k) is not None}
+        if any(filled[k] != v for k, v in given.items()):
+            # The same values again (a spec dumped and read back) are fine; anything else is two answers.
+            raise ValueError(
+                "give region and zones (one region) or regions (several, each with its zones and network), not both"
+            )
+        return {**data, **{k: v for k, v in filled.items() if v is not None}, "home": home}
+
     @property
     def spot_instances(self) -> list[InstanceSpec]:
         return [i for i in self.instances if i.is_spot]
+
+    @property
+    def region_list(self) -> list[RegionSpec]:
+        """Every region of the fleet, the home region first; the one-region form gives one."""
+        if not self.regions:
+            return [RegionSpec(region=self.region, zones=self.zones, network=self.network)]
+        return sorted(self.regions, key=lambda r: r.region != self.region)
+
+    @property
+    def multi_region(self) -> bool:
+        return len(self.regions) > 1

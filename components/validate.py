@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from spotstack.components import catalog
 from spotstack.components.alicloud import checks as alicloud_checks
 from spotstack.components.problem import Problem, SpecError
+from spotstack.components.region_checks import check_regions
 from spotstack.components.service_checks import (
     check_gateway,
     check_jobs,
@@ -181,13 +182,15 @@ def _check_ports(cache: ModelCacheSpec | None, service: ServiceSpec, at: str) ->
 def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Rules that span fields or need the catalog. Returns (errors, warnings)."""
     cap = fleet.capacity
-    errors = _check_capacity(cap, at) + _check_zones(fleet.cloud, fleet.region, fleet.zones, at)
+    errors = _check_capacity(cap, at)
+    if not fleet.regions:  # with regions, their zones and networks are checked where the user wrote them
+        errors += _check_zones(fleet.cloud, fleet.region, fleet.zones, at)
     errors += _check_cache_memory(fleet, at)
     inst_errors, warnings = _check_instances(fleet.cloud, fleet.region, list(fleet.instances), at)
     errors += inst_errors
     errors += _check_schedules(fleet.scaling, cap.max, at)
     errors += _check_ports(fleet.model_cache, fleet.service, at)
-    if fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
+    if not fleet.regions and fleet.network is not None and fleet.cloud != "local" and not fleet.network.subnets:
         errors.append(Problem(f"{at}.network.subnets", "give at least one subnet when network is set"))
     if fleet.cloud == "alicloud":
         errors += alicloud_checks.check(fleet, at)
@@ -201,6 +204,8 @@ def _cross_field(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem
     errors, warnings = errors + nerr, warnings + nwarn
     gerr, gwarn = check_gateway(fleet, at)
     errors, warnings = errors + gerr, warnings + gwarn
+    rerr, rwarn = check_regions(fleet, at)
+    errors, warnings = errors + rerr, warnings + rwarn
     wp = cap.warm_pool
     if wp is not None and wp.state == "running" and fleet.cloud != "aws":
         errors.append(

@@ -12,6 +12,8 @@ last sizes: the main group still replaces spot, only the fallback stops moving.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -41,8 +43,22 @@ EVENTS: dict[str, dict[str, Any]] = {
 }
 
 
-def controller_policy(region: str, fallback_group: str, table_arn: str, log_group_arn: str) -> dict[str, Any]:
-    """What one round does, and nothing more. Pure: names and ARNs in, the policy document out."""
+@dataclass
+class Controlled:
+    """One region's groups, as the controller sizes them."""
+
+    region: str
+    main_group: str
+    fallback_group: str
+    target_group: aws.lb.TargetGroup
+
+
+def controller_policy(
+    region: str, fallback_group: str, table_arn: str, log_group_arn: str, others: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What one round does, and nothing more. Pure: names and ARNs in, the policy document out. `others`: the
+    other regions of a fleet across regions (the fallback group has the same name in each)."""
+    fallbacks = [iam.group_arn(r, fallback_group) for r in (region, *others)]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -50,7 +66,7 @@ def controller_policy(region: str, fallback_group: str, table_arn: str, log_grou
                 "Sid": "SizeTheFallback",
                 "Effect": "Allow",
                 "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-                "Resource": iam.group_arn(region, fallback_group),
+                "Resource": fallbacks[0] if len(fallbacks) == 1 else fallbacks,
             },
             {
                 # AWS offers no resource-level permissions for these: "*" is the only legal resource.
@@ -81,15 +97,27 @@ def controller_policy(region: str, fallback_group: str, table_arn: str, log_grou
     }
 
 
-def config(spec: FleetSpec, main_group: str, fallback_group: str, table: str, tg_arn: str) -> dict[str, Any]:
-    """The function's `SPOTSTACK_CONTROLLER` document (read by `aws_lambda.handler`)."""
-    return {
+def config(
+    spec: FleetSpec,
+    main_group: str,
+    fallback_group: str,
+    table: str,
+    tg_arn: str,
+    regions: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `aws_lambda.handler`). `regions`: a fleet across
+    regions lists each region's groups and target group (`region`, `main_group`, `fallback_group`,
+    `target_group_arn`, `on_demand_price`, its share of `min`, `max` and `base_on_demand`), the home region first."""
+    doc = {
         **controller_base(spec, "aws"),
         "main_group": main_group,
         "fallback_group": fallback_group,
         "target_group_arn": tg_arn,
         "table": table,
     }
+    if regions:
+        doc["regions"] = list(regions)
+    return doc
 
 
 def names(spec: FleetSpec, project: str | None = None, stack: str | None = None) -> dict[str, str]:
@@ -105,14 +133,14 @@ def names(spec: FleetSpec, project: str | None = None, stack: str | None = None)
 def declare(
     name: str,
     spec: FleetSpec,
-    main_group: str,
-    fallback_group: str,
-    tg: aws.lb.TargetGroup,
+    controlled: Sequence[Controlled],
     tags: dict[str, str],
     child: pulumi.ResourceOptions,
 ) -> tuple[aws.lambda_.Function, pulumi.Output[str]]:
-    """The controller's resources; returns the function and its configuration document (for
-    `spotstack controller once --config`)."""
+    """The controller's resources, in the home region (`controlled[0]`); returns the function and its configuration
+    document (for `spotstack controller once --config`)."""
+    home, others = controlled[0], list(controlled[1:])
+    main_group, fallback_group = home.main_group, home.fallback_group
     fn_name = names(spec)["function"]
     table = aws.dynamodb.Table(
         f"{name}-controller-state",
@@ -143,13 +171,15 @@ def declare(
         f"{name}-controller-policy",
         role=role.id,
         policy=pulumi.Output.all(table.arn, logs.arn).apply(
-            lambda a: json.dumps(controller_policy(spec.region, fallback_group, a[0], a[1]))
+            lambda a: json.dumps(controller_policy(spec.region, fallback_group, a[0], a[1], [c.region for c in others]))
         ),
         opts=child,
     )
     code = pulumi.AssetArchive({k: pulumi.FileAsset(str(v)) for k, v in lambda_files().items()})
-    doc = pulumi.Output.all(table.name, tg.arn).apply(
-        lambda a: json.dumps(config(spec, main_group, fallback_group, a[0], a[1]))
+    doc = pulumi.Output.all(table.name, *[c.target_group.arn for c in controlled]).apply(
+        lambda a: json.dumps(
+            config(spec, main_group, fallback_group, a[0], a[1], _regions(spec, controlled, a[1:]) if others else ())
+        )
     )
     fn = aws.lambda_.Function(
         f"{name}-controller",
@@ -179,7 +209,8 @@ def declare(
                 {
                     "source": ["aws.autoscaling"],
                     "detail-type": ["EC2 Instance Launch Unsuccessful"],
-                    "detail": {"AutoScalingGroupName": [main_group]},
+                    # Across regions, a region's refused fallback launch sends the fallback elsewhere.
+                    "detail": {"AutoScalingGroupName": [main_group] + ([fallback_group] if others else [])},
                 }
             )
         },
@@ -207,6 +238,8 @@ def declare(
             source_arn=rule.arn,
             opts=child,
         )
+    for c in others:
+        _forward_events(name, spec, c, tags, child)
     actions = alarm_targets(name, spec, tags, child)
     aws.cloudwatch.MetricAlarm(
         f"{name}-controller-errors",
@@ -227,6 +260,89 @@ def declare(
         opts=child,
     )
     return fn, doc
+
+
+def _regions(spec: FleetSpec, controlled: Sequence[Controlled], tg_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """Each region's groups, the fallback type's price there, and its share of the fleet's bounds."""
+    from spotstack.components import catalog, regions
+
+    od_type = spec.instances[0]
+    caps = {p.region: p.capacity for p in regions.parts(spec)}
+    return [
+        {
+            "region": c.region,
+            "main_group": c.main_group,
+            "fallback_group": c.fallback_group,
+            "target_group_arn": arn,
+            "on_demand_price": catalog.on_demand_price("aws", od_type.type, c.region, od_type.on_demand_price),
+            "min": caps[c.region].min,
+            "max": caps[c.region].max,
+            "base_on_demand": caps[c.region].base_on_demand,
+        }
+        for c, arn in zip(controlled, tg_arns, strict=True)
+    ]
+
+
+ASSUME_EVENTS = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
+
+
+def _forward_events(
+    name: str, spec: FleetSpec, c: Controlled, tags: dict[str, str], child: pulumi.ResourceOptions
+) -> None:
+    """Another region's spot warnings, rebalance recommendations and failed launches, sent to the home region's
+    default event bus, where the controller's rules take them (EventBridge cannot target a function in another
+    region; it can target another region's bus)."""
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=child.parent)).account_id
+    bus = account.apply(lambda a: f"arn:aws:events:{spec.region}:{a}:event-bus/default")
+    role = aws.iam.Role(
+        f"{name}-controller-forward-{c.region}", assume_role_policy=ASSUME_EVENTS, tags=tags, opts=child
+    )
+    aws.iam.RolePolicy(
+        f"{name}-controller-forward-{c.region}",
+        role=role.id,
+        policy=bus.apply(
+            lambda b: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": b}],
+                }
+            )
+        ),
+        opts=child,
+    )
+    patterns = {
+        **EVENTS,
+        "launch-failed": {
+            "source": ["aws.autoscaling"],
+            "detail-type": ["EC2 Instance Launch Unsuccessful"],
+            "detail": {"AutoScalingGroupName": [c.main_group, c.fallback_group]},
+        },
+    }
+    for key, pattern in patterns.items():
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-controller-{key}-{c.region}",
+            region=c.region,
+            name=node.stack_name(f"{spec.name}-ctl-{key}", 64),
+            description=f"spotstack: {spec.name}'s {key} events to the controller in {spec.region}",
+            event_pattern=json.dumps(pattern),
+            tags=tags,
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-controller-{key}-{c.region}-target",
+            region=c.region,
+            rule=rule.name,
+            arn=bus,
+            role_arn=role.arn,
+            opts=child,
+        )
 
 
 def alarm_targets(

@@ -9,6 +9,10 @@ import pulumi_aws as aws
 
 from spotstack.components import agent_wheel, tokens
 
+CROSS_REGION_USD_PER_GB = 0.02
+"""S3 data transfer between two US regions, per GB (aws.amazon.com/s3/pricing): what a fleet across regions pays
+when another region's node reads the home region's bucket."""
+
 
 class AwsModelStoreArgs(TypedDict, total=False):
     bucket: pulumi.Input[str]

@@ -79,12 +79,14 @@ def _common(f: FleetSpec) -> list[Item]:
             what = f"up to {kept} stopped instances' {ROOT_VOLUME_GB} GB disks (ESS keeps each the fallback scales in)"
         else:
             what = f"{wp.size} stopped instance(s)' {ROOT_VOLUME_GB} GB disks"
+        per = len(f.region_list)
+        what += f" in each of {per} regions" if per > 1 else ""
         out.append(
             Item(
                 f.name,
                 f.cloud,
                 "billed",
-                f"the warm pool: {what}, about ${warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month"
+                f"the warm pool: {what}, about ${per * warm_pool_idle(f) * HOURS_PER_MONTH:,.0f}/month"
                 + (
                     "; its instances boot once at creation and load the model onto their disks: upload the model "
                     "first (before it is there, they go into the pool without it, and load it when started)"
@@ -115,6 +117,8 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
             f"({f.capacity.max} replicas of the largest type); new accounts start at 0",
         ),
     ]
+    if f.multi_region:
+        out = _aws_regions(f, quota)
     upstream = f.image.pull_through_upstream
     if upstream:
         from spotstack.components.aws.registry import needs_credential
@@ -122,8 +126,18 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
         if needs_credential(upstream):
             text = f"a Secrets Manager secret named `ecr-pullthroughcache/...` with credentials for {upstream}"
             out.append(Item(f.name, "aws", "needs", text))
-    if run.find("aws:lb/loadBalancer:LoadBalancer"):
+    albs = len(run.find("aws:lb/loadBalancer:LoadBalancer"))
+    if albs == 1:
         out.append(Item(f.name, "aws", "billed", "an Application Load Balancer (hourly, plus capacity units)"))
+    elif albs:
+        out.append(
+            Item(
+                f.name,
+                "aws",
+                "billed",
+                f"{albs} Application Load Balancers, one per region (hourly, plus capacity units)",
+            )
+        )
     # Since February 2024 AWS bills every public IPv4 address; the default VPC's subnets give each node one.
     per_node = PUBLIC_IPV4_USD_H * HOURS_PER_MONTH
     where = "the given subnets give nodes public addresses" if f.network else "the default VPC's subnets"
@@ -145,6 +159,51 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
                 "aws",
                 "billed",
                 "the fleet controller: a Lambda round every minute and a DynamoDB item (~$0.3/month)",
+            )
+        )
+    return out
+
+
+def _aws_regions(f: FleetSpec, quota: str) -> list[Item]:
+    """A fleet across regions: each region's quota (its main group's share, and the fallback, which may stand in
+    for the whole fleet's spot replicas there), the front door, and the model store read across regions."""
+    from spotstack.components import regions
+    from spotstack.components.aws.front_door import HOURLY_USD, PREMIUM_USD_PER_GB
+    from spotstack.components.aws.model_store import CROSS_REGION_USD_PER_GB
+
+    largest = max((t.vcpu for i in f.instances if (t := catalog.lookup(f.cloud, i.type)) is not None), default=0)
+    fallback = regions.fallback_max(f) if f.capacity.dynamic_on_demand_fallback else 0
+    out = []
+    for part in regions.parts(f):
+        most = part.capacity.max + fallback
+        out.append(
+            Item(
+                f.name,
+                "aws",
+                "needs",
+                f"EC2 vCPU quotas in {part.region} for {quota} instances, spot and on-demand: up to "
+                f"{largest * most} vCPUs ({part.capacity.max} replicas of the largest type, {fallback} more as "
+                "fallback); new accounts start at 0",
+            )
+        )
+    out.append(
+        Item(
+            f.name,
+            "aws",
+            "billed",
+            f"the front door, a Global Accelerator: ${HOURLY_USD}/h (~${HOURLY_USD * HOURS_PER_MONTH:.0f}/month), plus "
+            f"a data-transfer premium of about ${PREMIUM_USD_PER_GB}/GB on its traffic",
+        )
+    )
+    if f.model_cache is not None:
+        out.append(
+            Item(
+                f.name,
+                "aws",
+                "billed",
+                f"the model store is the home region's ({f.region}), read across regions: the first node of another "
+                f"region to start pulls the model at ${CROSS_REGION_USD_PER_GB}/GB of inter-region transfer (its "
+                "peers serve the rest); per start, not while idle",
             )
         )
     return out

@@ -17,26 +17,35 @@ from typing import Any
 
 from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
+from spotstack.runtime.controller.regions import Region, Regions, spot_types_in
 from spotstack.runtime.controller.round import run_round
 
 __all__ = ["fleet_and_store", "handle", "handler", "policy_of"]
 
 
 def handle(
-    event: dict[str, Any], cfg: dict[str, Any], fleet: AwsFleet, store: DynamoStore, now: float | None = None
+    event: dict[str, Any],
+    cfg: dict[str, Any],
+    fleet: AwsFleet | Regions,
+    store: DynamoStore,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """One invocation: remember what the event says, then one round. Testable without Lambda."""
+    """One invocation: remember what the event says, then one round. Testable without Lambda. Across regions,
+    another region's events arrive forwarded to the home region's bus, with their `region`."""
     now = time.time() if now is None else now
     state = store.load()
     kind = str(event.get("detail-type", "Scheduled Event"))
     detail = event.get("detail") or {}
+    adaptor = (
+        fleet.regions.get(str(event.get("region")), fleet.regions[fleet.home]).fleet
+        if isinstance(fleet, Regions)
+        else fleet
+    )
     if kind == "EC2 Spot Instance Interruption Warning" and detail.get("instance-id"):
-        new = fleet.record_interruption(state, str(detail["instance-id"]), when(event.get("time")))
+        new = adaptor.record_interruption(state, str(detail["instance-id"]), when(event.get("time")))
         log.info("interruption warning for %s (%s)", detail["instance-id"], "new" if new else "seen before")
-    elif (
-        kind.startswith("EC2 Instance Launch Unsuccessful") and detail.get("AutoScalingGroupName") == cfg["main_group"]
-    ):
-        for t in fleet.failed_types(str(detail.get("StatusMessage", ""))):
+    elif kind.startswith("EC2 Instance Launch Unsuccessful"):
+        for t in adaptor.refused(str(detail.get("AutoScalingGroupName")), str(detail.get("StatusMessage", ""))):
             state.failed(t, when(event.get("time")))
     result = run_round(fleet, store, policy_of(cfg), now, state=state, max_launches=int(cfg.get("max_launches", 4)))
     return report(result, kind)
@@ -44,10 +53,33 @@ def handle(
 
 def fleet_and_store(
     cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
-) -> tuple[AwsFleet, DynamoStore]:
+) -> tuple[AwsFleet | Regions, DynamoStore]:
     """The adaptor and the controller's memory from its configuration document (`inside`: in the function; the
-    same either way here). Credentials: boto3's chain."""
+    same either way here); across regions, an adaptor per region composed (its memory in the home region).
+    Credentials: boto3's chain."""
     region = cfg.get("region")
+    store = DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url)
+    if cfg.get("regions"):
+        pools = cfg["policy"]["spot_types"]
+        parts = [
+            Region(
+                r["region"],
+                AwsFleet(
+                    r["main_group"],
+                    r.get("fallback_group"),
+                    r["target_group_arn"],
+                    spot_types_in(pools, r["region"]),
+                    region=r["region"],
+                    endpoint_url=endpoint_url,
+                    pool_prefix=f"{r['region']}/",
+                ),
+                tuple(p for p in pools if p.startswith(f"{r['region']}/")),
+                r.get("on_demand_price"),
+                (int(r["min"]), int(r["max"]), int(r["base_on_demand"])) if "min" in r else None,
+            )
+            for r in cfg["regions"]
+        ]
+        return Regions(parts, str(region)), store
     fleet = AwsFleet(
         cfg["main_group"],
         cfg.get("fallback_group"),
@@ -56,7 +88,7 @@ def fleet_and_store(
         region=region,
         endpoint_url=endpoint_url,
     )
-    return fleet, DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url)
+    return fleet, store
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

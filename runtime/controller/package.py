@@ -22,6 +22,7 @@ COMMON = (
     "controller/state.py",
     "controller/round.py",
     "controller/rollout.py",
+    "controller/regions.py",
     "controller/invocation.py",
     "controller/adaptors/__init__.py",
 )

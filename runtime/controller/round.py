@@ -36,6 +36,11 @@ class Seen:
     None: from the refused launches the controller remembers."""
     roll: Step | None = None
     """The next step of a rolling replacement, where the adaptor rolls one itself (Alibaba: ESS has none)."""
+    parts: dict[str, Seen] | None = None
+    """A fleet across regions: what each region that answered showed (runtime/controller/regions.py)."""
+    bounds: tuple[int, int, int] | None = None
+    """The min, max and on-demand base of the part of the fleet seen, when that is not all of it (a region that did
+    not answer): the round decides for that part only."""
 
 
 @dataclass
@@ -145,8 +150,12 @@ def run_round(
         state.history(),
     )
     measured = max(state.spot_ready_after) if state.spot_ready_after else policy.spot_ready_s
+    if seen.bounds is not None:
+        low, high, base = seen.bounds
+        policy = replace(policy, min=low, max=high, base_on_demand=base)
     d = decide(replace(policy, spot_ready_s=measured), obs)
-    state.prune(now, {r.id for r in seen.replicas})
+    # A partial view (a region that did not answer) must not forget what it did not see: its READY times, notices.
+    state.prune(now, {r.id for r in seen.replicas} if seen.bounds is None else None)
     reasons: list[str] = []
     if dry_run:
         return RoundResult(d, seen, {}, False, False, ["dry run: nothing changed"], problem)

@@ -18,7 +18,7 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
-STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm", "dev-alicloud-llm"]
+STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm", "dev-alicloud-llm", "dev-multiregion"]
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,45 @@ RULES = [
     ),
     Rule(
         "alicloud:oos/secretParameter:SecretParameter", "name: 2-180 of [A-Za-z0-9_/-], no reserved prefix", _oos_name
+    ),
+    # AWS Global Accelerator (its API reference: CreateAccelerator, CreateListener, CreateEndpointGroup)
+    Rule(
+        "aws:globalaccelerator/accelerator:Accelerator",
+        "name: at most 64 alphanumerics, periods or hyphens, no hyphen or period at the ends",
+        _name(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", 64),
+    ),
+    Rule(
+        "aws:globalaccelerator/accelerator:Accelerator",
+        "ipAddressType IPV4 or DUAL_STACK",
+        _one_of("ipAddressType", "IPV4", "DUAL_STACK"),
+    ),
+    Rule("aws:globalaccelerator/listener:Listener", "protocol TCP or UDP", _one_of("protocol", "TCP", "UDP")),
+    Rule(
+        "aws:globalaccelerator/listener:Listener",
+        "clientAffinity NONE or SOURCE_IP",
+        _one_of("clientAffinity", "NONE", "SOURCE_IP"),
+    ),
+    Rule(
+        "aws:globalaccelerator/listener:Listener",
+        "1-10 port ranges within 1-65535",
+        lambda i: (
+            1 <= len(i["portRanges"]) <= 10 and all(1 <= p["fromPort"] <= p["toPort"] <= 65535 for p in i["portRanges"])
+        ),
+    ),
+    Rule(
+        "aws:globalaccelerator/endpointGroup:EndpointGroup",
+        "a region, a traffic dial of 0-100 and endpoint weights of 0-255",
+        lambda i: (
+            bool(i.get("endpointGroupRegion"))
+            and 0 <= i.get("trafficDialPercentage", 100) <= 100
+            and all(0 <= e.get("weight", 128) <= 255 for e in i.get("endpointConfigurations", []))
+        ),
+    ),
+    # EventBridge PutTargets: an event bus in another region (or account) is a target only with a role to put to it.
+    Rule(
+        "aws:cloudwatch/eventTarget:EventTarget",
+        "an event bus target has a roleArn",
+        lambda i: ":event-bus/" not in str(i.get("arn", "")) or bool(i.get("roleArn")),
     ),
 ]
 

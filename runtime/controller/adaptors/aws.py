@@ -14,6 +14,7 @@ from typing import Any
 
 from spotstack.runtime.clouds import AWS
 from spotstack.runtime.controller.decide import Decision, Role
+from spotstack.runtime.controller.regions import ON_DEMAND
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 
@@ -82,9 +83,12 @@ class AwsFleet:
         region: str | None = None,
         endpoint_url: str | None = None,
         clients: dict[str, Any] | None = None,
+        pool_prefix: str = "",
     ) -> None:
         self.main_group, self.fallback_group, self.tg = main_group, fallback_group, target_group_arn
         self.spot_types = spot_types
+        # One region of a fleet across regions names its pools `<region>/<type>` (runtime/controller/regions.py).
+        self.prefix = pool_prefix
         if clients is None:
             import boto3
 
@@ -130,7 +134,7 @@ class AwsFleet:
                     now,
                     iid,
                     role,
-                    inst["InstanceType"],
+                    self.prefix + inst["InstanceType"],
                     launched,
                     leaving=life.startswith("Terminating") or health.get(iid) == "draining",
                     starting=life in PENDING,
@@ -138,33 +142,47 @@ class AwsFleet:
                     busy=bool(inst.get("ProtectedFromScaleIn")),  # the node's worker protects itself while busy
                 )
             )
-        obtainable = state.obtainable(self.spot_types, now, RETRY_S)
+        obtainable = state.obtainable(tuple(self.prefix + t for t in self.spot_types), now, RETRY_S)
         sizes = {g: int(groups[g]["DesiredCapacity"]) for g in names}
         return Seen(tuple(replicas), sizes[self.main_group], obtainable, sizes, tuple(notes))
 
     def _failed_launches(self, state: ControllerState, now: float) -> list[str]:
-        """Refused spot launches from the main group's recent scaling activities, each recorded once."""
-        seen = set(state.last.get("activities", []))
+        """Refused spot launches from the main group's recent scaling activities, each recorded once; in a region of
+        a fleet across regions, refused fallback launches too (as the pool `<region>/on-demand`: the controller
+        sends the fallback elsewhere while that region refuses it)."""
+        key = f"activities:{self.prefix}" if self.prefix else "activities"
+        seen = set(state.last.get(key, []))
         notes = []
-        acts = self.asg.describe_scaling_activities(AutoScalingGroupName=self.main_group, MaxRecords=20)["Activities"]
-        for a in acts:
-            if a["ActivityId"] in seen or a.get("StatusCode") != "Failed":
-                continue
-            seen.add(a["ActivityId"])
-            message = a.get("StatusMessage", "")
-            if not FAILED_LAUNCH.search(message):
-                continue
-            at = a["StartTime"].timestamp() if hasattr(a.get("StartTime"), "timestamp") else now
-            for t in self.failed_types(message):
-                state.failed(t, at)
-            notes.append(f"refused launch: {message[:160]}")
-        state.last["activities"] = sorted(seen)[-50:]
+        groups = [self.main_group] + ([self.fallback_group] if self.prefix and self.fallback_group else [])
+        for group in groups:
+            acts = self.asg.describe_scaling_activities(AutoScalingGroupName=group, MaxRecords=20)["Activities"]
+            for a in acts:
+                if a["ActivityId"] in seen or a.get("StatusCode") != "Failed":
+                    continue
+                seen.add(a["ActivityId"])
+                message = a.get("StatusMessage", "")
+                if not FAILED_LAUNCH.search(message):
+                    continue
+                at = a["StartTime"].timestamp() if hasattr(a.get("StartTime"), "timestamp") else now
+                for t in self.refused(group, message):
+                    state.failed(t, at)
+                notes.append(f"refused launch: {message[:160]}")
+        state.last[key] = sorted(seen)[-50:]
         return notes
 
+    def refused(self, group: str, message: str) -> list[str]:
+        """The pools a refused launch of one of the fleet's groups counts against: the main group's, the spot pools
+        its message names; a region's fallback group's, `<region>/on-demand` (none in a fleet in one region)."""
+        if group == self.main_group:
+            return self.failed_types(message)
+        if group == self.fallback_group and self.prefix:
+            return [self.prefix + ON_DEMAND]
+        return []
+
     def failed_types(self, message: str) -> list[str]:
-        """The spot types a failure message names; none named: all of them (AWS often does not say)."""
+        """The spot pools a failure message names; none named: all of them (AWS often does not say)."""
         named = [t for t in self.spot_types if t in message]
-        return named or list(self.spot_types)
+        return [self.prefix + t for t in named or self.spot_types]
 
     def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
         """An EC2 Spot Instance Interruption Warning for one of this fleet's instances: its pool and deadline,
@@ -175,7 +193,7 @@ class AwsFleet:
             return False
         res = self.ec2.describe_instances(InstanceIds=[instance])["Reservations"]
         pool = res[0]["Instances"][0]["InstanceType"] if res and res[0]["Instances"] else "unknown"
-        return state.preempted(instance, pool, at, at + NOTICE_S)
+        return state.preempted(instance, self.prefix + pool, at, at + NOTICE_S)
 
     # -- act -------------------------------------------------------------------------------------------------
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
