@@ -61,7 +61,8 @@ def agent_install(cloud: str, fleet: FleetSpec | None = None) -> AgentInstall:
         sha256=w.sha256,
         wheel_url=CLOUDS[cloud].url(mc.bucket, w.key),
         wheel_file=f"{WHEEL_DIR}/{w.filename}",
-        region=fleet.region if cloud != "gcp" else None,
+        # The store's region: across regions the home region's bucket is read from every region.
+        region=(fleet.home or fleet.region) if cloud != "gcp" else None,
     )
 
 

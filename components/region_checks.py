@@ -11,7 +11,7 @@ from spotstack.components.problem import Problem
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.clouds import PROFILES
 
-MULTI_REGION_CLOUDS = ("aws",)
+MULTI_REGION_CLOUDS = ("aws", "gcp")
 """Where a fleet may span regions today (docs/multi-region.md says what the others take)."""
 
 
@@ -59,12 +59,20 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
                 f"must be >= the number of regions ({len(fleet.regions)}): each region's groups hold one at least",
             )
         )
-    if fleet.service.tls is not None:
+    if fleet.cloud == "gcp" and fleet.service.gateway is not None:
+        errors.append(
+            Problem(
+                f"{at}.service.gateway",
+                "GCP's gateways across regions are not built yet (a gateway group per region behind the global "
+                "load balancer); serve from one region, or across regions without the gateway",
+            )
+        )
+    if fleet.service.tls is not None and fleet.cloud == "aws":
         errors.append(
             Problem(
                 f"{at}.service.tls",
-                "a certificate is regional (an ACM certificate per region's load balancer): HTTPS across regions is "
-                "not built yet; terminate TLS in front of the accelerator, or serve from one region",
+                "an ACM certificate is regional (one per region's load balancer): HTTPS across regions is not built "
+                "yet on AWS; terminate TLS in front of the accelerator, or serve from one region",
             )
         )
     if fleet.jobs is not None or fleet.scaling.queue is not None:

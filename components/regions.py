@@ -72,7 +72,8 @@ def _part(spec: FleetSpec, region: RegionSpec, i: int, n: int) -> FleetSpec:
             "zones": region.zones,
             "network": region.network,
             "regions": [],
-            "home": None,
+            # The home region stays known to the part: the model store is there (the boot's wheel fetch signs for it).
+            "home": spec.region,
             "capacity": CapacitySpec.model_validate(capacity.model_dump()),
             "scaling": _scaling(spec.scaling, i, n),
         }

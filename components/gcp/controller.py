@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -55,9 +56,17 @@ def preemption_filter(base_instance_name: str) -> str:
     )
 
 
-def config(spec: FleetSpec, project: str, groups: dict[str, str], backend_service: str, bucket: str) -> dict[str, Any]:
-    """The function's `SPOTSTACK_CONTROLLER` document (read by `gcp_function.handler`)."""
-    return {
+def config(
+    spec: FleetSpec,
+    project: str,
+    groups: dict[str, str],
+    backend_service: str,
+    bucket: str,
+    regions: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The function's `SPOTSTACK_CONTROLLER` document (read by `gcp_function.handler`). `regions`: a fleet across
+    regions lists each region's groups, the fallback type's price there and its share of the fleet's bounds."""
+    doc = {
         **controller_base(spec, "gcp"),
         "project": project,
         "groups": groups,
@@ -65,6 +74,40 @@ def config(spec: FleetSpec, project: str, groups: dict[str, str], backend_servic
         "bucket": bucket,
         "object": f"controller/{spec.name}.json",
     }
+    if regions:
+        doc["regions"] = list(regions)
+    return doc
+
+
+def regional(spec: FleetSpec, groups: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    from spotstack.components import catalog, regions
+
+    od = spec.instances[0]
+    caps = {p.region: p.capacity for p in regions.parts(spec)}
+    return [
+        {
+            "region": r,
+            "groups": g,
+            "on_demand_price": catalog.on_demand_price("gcp", od.type, r, od.on_demand_price),
+            "min": caps[r].min,
+            "max": caps[r].max,
+            "base_on_demand": caps[r].base_on_demand,
+        }
+        for r, g in groups.items()
+    ]
+
+
+def size_condition(project: str, fallbacks: Sequence[tuple[str, str]], base_names: dict[str, str]) -> str:
+    """The IAM condition that lets the controller resize and delete in the fallback groups (`(region, name)`) and
+    nothing else: the groups by resource name, their VMs by name prefix."""
+    groups = " || ".join(
+        f'resource.name == "projects/{project}/regions/{r}/instanceGroupManagers/{n}"' for r, n in fallbacks
+    )
+    return (
+        f"{groups} || "
+        f'(resource.type == "compute.googleapis.com/Instance" && resource.name.extract('
+        f'"/instances/{{name}}").startsWith("{base_names["fallback"]}-"))'
+    )
 
 
 def role_id(spec: FleetSpec, what: str) -> str:
@@ -92,12 +135,14 @@ def source_digest() -> str:
 def declare(
     name: str,
     spec: FleetSpec,
-    migs: dict[str, gcp.compute.RegionInstanceGroupManager],
+    fleet_migs: dict[str, dict[str, gcp.compute.RegionInstanceGroupManager]],
     base_names: dict[str, str],
     backend: gcp.compute.BackendService,
     child: pulumi.ResourceOptions,
 ) -> tuple[gcp.cloudfunctionsv2.Function, pulumi.Output[str]]:
-    """The controller's resources; returns the function and its configuration document."""
+    """The controller's resources, in the home region; returns the function and its configuration document.
+    `fleet_migs`: region -> role -> group, the home region first."""
+    migs = fleet_migs[spec.region]
     project = migs["fallback"].project
     labels = {GCP.fleet_key: name}
     bucket = gcp.storage.Bucket(
@@ -138,20 +183,16 @@ def declare(
         opts=child,
     )
     gcp.projects.IAMMember(f"{name}-controller-observe", project=project, role=observe.name, member=member, opts=child)
-    fallback = migs["fallback"]
+    fallbacks = [(r, m["fallback"]) for r, m in fleet_migs.items()]
     gcp.projects.IAMMember(
         f"{name}-controller-size",
         project=project,
         role=size.name,
         member=member,
         condition=gcp.projects.IAMMemberConditionArgs(
-            title="the fallback group and its VMs only",
-            expression=pulumi.Output.all(project, fallback.name).apply(
-                lambda a: (
-                    f'resource.name == "projects/{a[0]}/regions/{spec.region}/instanceGroupManagers/{a[1]}" || '
-                    f'(resource.type == "compute.googleapis.com/Instance" && resource.name.extract('
-                    f'"/instances/{{name}}").startsWith("{base_names["fallback"]}-"))'
-                )
+            title="the fallback group and its VMs only" if len(fallbacks) == 1 else "the fallback groups and their VMs",
+            expression=pulumi.Output.all(project, *[m.name for _, m in fallbacks]).apply(
+                lambda a: size_condition(a[0], [(r, n) for (r, _), n in zip(fallbacks, a[1:], strict=True)], base_names)
             ),
         ),
         opts=child,
@@ -163,9 +204,11 @@ def declare(
         member=member,
         opts=child,
     )
-    groups = pulumi.Output.all(**{k: m.name for k, m in migs.items()})
-    env = pulumi.Output.all(project, groups, backend.name, bucket.name).apply(
-        lambda a: json.dumps(config(spec, a[0], a[1], a[2], a[3]))
+    groups = {r: pulumi.Output.all(**{k: m.name for k, m in ms.items()}) for r, ms in fleet_migs.items()}
+    env = pulumi.Output.all(project, backend.name, bucket.name, groups).apply(
+        lambda a: json.dumps(
+            config(spec, a[0], a[3][spec.region], a[1], a[2], regional(spec, a[3]) if len(fleet_migs) > 1 else ())
+        )
     )
     # The function's build runs as an account of its own: a project created since July 2024 may not let Cloud
     # Build's default account build (it lost its broad roles), and the default compute account may be disabled.

@@ -15,10 +15,10 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
-from spotstack.components import inputs, node, tokens
+from spotstack.components import inputs, node, regions, tokens
 from spotstack.components.component import fleet_options, image_reference, report, shared_outputs
-from spotstack.components.gcp import controller, disks, gateway, identity, load_balancer, mapping, queues, scaling
-from spotstack.components.spec import FleetSpec, WarmPoolSpec
+from spotstack.components.gcp import controller, gateway, identity, load_balancer, mapping, queues, region
+from spotstack.components.spec import FleetSpec
 from spotstack.runtime.clouds import GCP
 
 C = gcp.compute
@@ -67,7 +67,7 @@ class GcpGpuFleet(pulumi.ComponentResource):
         fleet_label = node.stack_name(name, 63)
         base_names = {kind: node.stack_name(f"{name}-{kind}", 58) for kind in ("base", "spot", "fallback")}
         self.warnings = report(self, mapping.warnings(spec))
-        svc, g = spec.service, mapping.groups(spec)
+        svc = spec.service
         network: pulumi.Input[str] = spec.network.id if spec.network else "default"
         subnet: pulumi.Input[str] | None = spec.network.subnets[0] if spec.network and spec.network.subnets else None
         wired = inputs.require_together("GcpGpuFleet", network=args.network, subnetwork=args.subnetwork)
@@ -79,21 +79,6 @@ class GcpGpuFleet(pulumi.ComponentResource):
 
         sa, member = identity.declare(name, spec, resolved, args.model_store, args.repository, child)
         mc = spec.model_cache
-
-        # Egress: nodes have no external address, and boot installs the agent and pulls the image and the
-        # model (GCS, Artifact Registry): on the default network the fleet declares a Cloud NAT for its
-        # region. A network the spec names is the user's: its egress is theirs (the plan says so).
-        if spec.network is None and not wired:
-            router = C.Router(f"{name}-router", network=network, region=spec.region, opts=child)
-            C.RouterNat(
-                f"{name}-nat",
-                router=router.name,
-                region=spec.region,
-                nat_ip_allocate_option="AUTO_ONLY",
-                source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
-                log_config=C.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
-                opts=child,
-            )
 
         # Traffic only from Google's load balancers and health checkers; peer cache only between nodes.
         C.Firewall(
@@ -197,117 +182,25 @@ class GcpGpuFleet(pulumi.ComponentResource):
                 "shutdown-script": mapping.shutdown_script(node.AGENT_PORT),
             }
 
-        metadata = pulumi.Output.all(image, token_secret, job_ids, resolved).apply(lambda a: boot(*a))
-
-        def template(kind: str, machine_type: str, spot: bool) -> gcp.compute.InstanceTemplate:
-            acc = mapping.accelerator(machine_type)
-            return C.InstanceTemplate(
-                f"{name}-{kind}-tpl",
-                # A template is global, but its subnetwork is resolved in this region (default: the provider's).
-                region=spec.region,
-                name_prefix=f"{name}-{kind}-",
-                machine_type=machine_type,
-                disks=[
-                    C.InstanceTemplateDiskArgs(
-                        source_image=spec.machine_image or mapping.DEFAULT_IMAGE,
-                        disk_size_gb=node.ROOT_VOLUME_GB,
-                        # Unset, the provider sends pd-standard, which G2 (L4) and the Hyperdisk-only families refuse.
-                        disk_type=disks.boot_disk_type(machine_type),
-                        boot=True,
-                        auto_delete=True,
-                    )
-                ],
-                guest_accelerators=[C.InstanceTemplateGuestAcceleratorArgs(type=acc[0], count=acc[1])] if acc else None,
-                scheduling=C.InstanceTemplateSchedulingArgs(
-                    provisioning_model="SPOT" if spot else "STANDARD",
-                    preemptible=spot,
-                    automatic_restart=not spot,
-                    on_host_maintenance="TERMINATE",  # GPUs cannot live-migrate
-                    instance_termination_action="DELETE" if spot else None,
-                ),
-                network_interfaces=[C.InstanceTemplateNetworkInterfaceArgs(network=network, subnetwork=subnet)],
-                service_account=C.InstanceTemplateServiceAccountArgs(email=sa.email, scopes=["cloud-platform"]),
-                metadata=metadata,
-                tags=[node_tag],
-                labels={GCP.fleet_key: fleet_label, **{k.replace(":", "-"): v for k, v in spec.tags.items()}},
-                opts=child,  # name_prefix: a changed template is created before the old one goes
+        def metadata(region_name: str) -> pulumi.Output[dict[str, str]]:
+            """A region's boot metadata: the agent configured with its own region's part of the fleet."""
+            return pulumi.Output.all(image, token_secret, job_ids, resolved).apply(
+                lambda a: boot(a[0], a[1], a[2], next(p for p in regions.parts(a[3]) if p.region == region_name))
             )
 
-        def group(
-            kind: str,
-            tpl: gcp.compute.InstanceTemplate,
-            types: list[str],
-            size: int,
-            managed: bool,
-            standby: WarmPoolSpec | None = None,
-        ) -> gcp.compute.RegionInstanceGroupManager:
-            extra = pulumi.ResourceOptions(ignore_changes=["targetSize"]) if managed else pulumi.ResourceOptions()
-            pool: dict[str, object] = {}
-            if standby is not None:
-                # The standby pool: stopped VMs whose disks hold the agent, the image and the model. In
-                # SCALE_OUT_POOL mode a resize up starts them first and the MIG refills the pool itself; a new
-                # VM serves `initial_delay_sec` (boot and model load) before it is stopped into the pool.
-                pool = {
-                    "standby_policy": C.RegionInstanceGroupManagerStandbyPolicyArgs(
-                        mode="SCALE_OUT_POOL", initial_delay_sec=mapping.STANDBY_INITIAL_DELAY_S
-                    ),
-                    "target_stopped_size": standby.size,
-                }
-            return C.RegionInstanceGroupManager(
-                f"{name}-{kind}-mig",
-                base_instance_name=base_names[kind],
-                region=spec.region,
-                distribution_policy_zones=spec.zones,
-                versions=[C.RegionInstanceGroupManagerVersionArgs(instance_template=tpl.self_link_unique)],
-                target_size=size,
-                named_ports=[C.RegionInstanceGroupManagerNamedPortArgs(name="http", port=svc.port)],
-                # Auto-healing judges liveness (/healthz): readiness is 503 while draining or loading, and
-                # healing on it recreated every VM that drained or lagged.
-                auto_healing_policies=C.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                    health_check=live.id, initial_delay_sec=600
-                ),
-                # BALANCED: spread over the zones but let a zone short of a type take fewer; instance
-                # flexibility is not supported with the default EVEN shape.
-                distribution_policy_target_shape="BALANCED",
-                instance_flexibility_policy=C.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs(
-                    instance_selections=[
-                        C.RegionInstanceGroupManagerInstanceFlexibilityPolicyInstanceSelectionArgs(
-                            name=f"rank-{rank}", machine_types=[t], rank=rank
-                        )
-                        for rank, t in enumerate(types)
-                    ]
-                ),
-                # A new template (image, agent, settings) rolls through the group at once and spot-safely:
-                # one replacement per zone comes up and must stay available `min_ready_sec` (boot, model from
-                # peers) before an old VM goes; none is taken down first. Fixed surge: 0 or >= the zones.
-                # (OPPORTUNISTIC left running VMs on the old template until something else replaced them.)
-                update_policy=C.RegionInstanceGroupManagerUpdatePolicyArgs(
-                    type="PROACTIVE",
-                    minimal_action="REPLACE",
-                    replacement_method="SUBSTITUTE",
-                    instance_redistribution_type="NONE",
-                    max_surge_fixed=len(spec.zones),
-                    max_unavailable_fixed=0,
-                    min_ready_sec=mapping.ROLLOUT_MIN_READY_S,
-                ),
-                opts=pulumi.ResourceOptions.merge(child, extra),
-                **pool,
+        shared = region.Shared(
+            network, subnet, spec.network is None and not wired, node_tag, fleet_label, sa, metadata, live, base_names
+        )
+        tasks = self.job_queues.tasks.name if self.job_queues is not None else None
+        self.regions: dict[str, region.GcpFleetRegion] = {}
+        """Each region's groups, the home region first (one, under the fleet's name, for a fleet in one region)."""
+        for part in regions.parts(spec):
+            self.regions[part.region] = region.declare(
+                regions.resource_name(name, spec, part.region), part, shared, child, tasks
             )
-
-        migs: dict[str, gcp.compute.RegionInstanceGroupManager] = {}
-        od_tpl = template("ondemand", g.on_demand_types[0], spot=False)
-        if g.base:
-            migs["base"] = group("base", od_tpl, g.on_demand_types, g.base, managed=False)
-        spot_mig = None
-        if g.spot_types:
-            spot_tpl = template("spot", g.spot_types[0], spot=True)
-            spot_mig = migs["spot"] = group("spot", spot_tpl, g.spot_types, g.spot_target, managed=True)
-        warm = spec.capacity.warm_pool
-        if spec.capacity.dynamic_on_demand_fallback:
-            # With a standby pool the group keeps one type: a stopped VM restarts as the type it was made.
-            types = g.on_demand_types[:1] if warm is not None else g.on_demand_types
-            migs["fallback"] = group("fallback", od_tpl, types, 0, managed=True, standby=warm)
-        backends = list(migs.values())
+        here = self.regions[spec.region]
+        migs = here.migs
+        backends = [m for r in self.regions.values() for m in r.migs.values()]
 
         front, front_group = (
             gateway.declare(name, spec, resolved, network, subnet, node_tag, fleet_label, child)
@@ -318,17 +211,15 @@ class GcpGpuFleet(pulumi.ComponentResource):
         bs, address = lb.backend, lb.address
         self.certificate: pulumi.CustomResource | None = lb.certificate
         """The Google-managed certificate the fleet declared for `service.tls.domains`, if any."""
-        if spot_mig is not None:
-            tasks = self.job_queues.tasks.name if self.job_queues is not None else None
-            scaling.declare(name, spec, g, spot_mig, child, tasks)
         self.controller_function: pulumi.Output[str] | None = None
         self.controller: pulumi.CustomResource | None = None
         self.controller_config: pulumi.Output[str] | None = None
         """The controller's configuration document (`spotstack controller once --config`)."""
         if "fallback" in migs:
-            # The fallback group moves only when the controller moves it: it runs decide() every minute and at
-            # each preemption of a spot VM (components/gcp/controller.py).
-            fn, doc = controller.declare(name, spec, migs, {k: base_names[k] for k in migs}, bs, child)
+            # The fallback groups move only when the controller moves them: it runs decide() every minute and at
+            # each preemption of a spot VM, over every region (components/gcp/controller.py).
+            fleet_migs = {k: r.migs for k, r in self.regions.items()}
+            fn, doc = controller.declare(name, spec, fleet_migs, {k: base_names[k] for k in migs}, bs, child)
             self.controller_function, self.controller_config, self.controller = fn.name, doc, fn
 
         self.backend, self.groups, self.service_account = bs, migs, sa

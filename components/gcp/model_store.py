@@ -9,6 +9,10 @@ import pulumi_gcp as gcp
 
 from spotstack.components import agent_wheel, tokens
 
+CROSS_REGION_USD_PER_GB = 0.02
+"""Cloud Storage's data transfer between regions within North America, per GB (cloud.google.com/storage/pricing,
+network usage): what a fleet across regions pays when another region's node reads a regional bucket."""
+
 
 class GcpModelStoreArgs(TypedDict, total=False):
     bucket: str

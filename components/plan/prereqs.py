@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from spotstack.components import catalog
+from spotstack.components import catalog, regions
 from spotstack.components.node import ROOT_VOLUME_GB
 from spotstack.components.plan.engine import PlanRun
 from spotstack.components.pricing import HOURS_PER_MONTH, warm_pool_idle, warm_pool_kept
@@ -167,7 +167,6 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
 def _aws_regions(f: FleetSpec, quota: str) -> list[Item]:
     """A fleet across regions: each region's quota (its main group's share, and the fallback, which may stand in
     for the whole fleet's spot replicas there), the front door, and the model store read across regions."""
-    from spotstack.components import regions
     from spotstack.components.aws.front_door import HOURLY_USD, PREMIUM_USD_PER_GB
     from spotstack.components.aws.model_store import CROSS_REGION_USD_PER_GB
 
@@ -215,9 +214,11 @@ def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
         f"NVIDIA_{g.replace('-', '_').upper()}_GPUS and PREEMPTIBLE_NVIDIA_{g.replace('-', '_').upper()}_GPUS ≥ {n}"
         for g, n in sorted(gpus.items())
     )
+    where = [p.region for p in regions.parts(f)] if f.multi_region else [f.region]
     out = [
-        Item(
-            f.name, "gcp", "needs", f"GPU quotas in {f.region}: {quota} (and GPUS_ALL_REGIONS); new projects start at 0"
+        *(
+            Item(f.name, "gcp", "needs", f"GPU quotas in {r}: {quota} (and GPUS_ALL_REGIONS); new projects start at 0")
+            for r in where
         ),
         Item(
             f.name,
@@ -226,8 +227,23 @@ def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
             "APIs enabled in the project: compute, secretmanager, artifactregistry, storage, iam",
         ),
     ]
-    if run.find("gcp:compute/routerNat:RouterNat"):
-        out.append(Item(f.name, "gcp", "billed", "a Cloud NAT gateway (hourly per VM using it, plus data processed)"))
+    nats = len(run.find("gcp:compute/routerNat:RouterNat"))
+    if nats:
+        what = "a Cloud NAT gateway" if nats == 1 else f"{nats} Cloud NAT gateways, one per region"
+        out.append(Item(f.name, "gcp", "billed", f"{what} (hourly per VM using it, plus data processed)"))
+    if f.multi_region and f.model_cache is not None:
+        from spotstack.components.gcp.model_store import CROSS_REGION_USD_PER_GB
+
+        out.append(
+            Item(
+                f.name,
+                "gcp",
+                "billed",
+                f"the model bucket is read from every region: from a regional bucket, the first node of another region "
+                f"pulls the model at about ${CROSS_REGION_USD_PER_GB}/GB of inter-region transfer (its peers serve the "
+                "rest); a multi- or dual-region bucket spanning the regions (location US, or a pair) avoids it",
+            )
+        )
     if run.find("gcp:compute/globalForwardingRule:GlobalForwardingRule"):
         out.append(Item(f.name, "gcp", "billed", "an external HTTP load balancer forwarding rule (hourly)"))
     if any(r.name == f"{f.name}-controller" for r in run.find("gcp:cloudfunctionsv2/function:Function")):

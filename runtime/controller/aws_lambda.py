@@ -26,7 +26,7 @@ __all__ = ["fleet_and_store", "handle", "handler", "policy_of"]
 def handle(
     event: dict[str, Any],
     cfg: dict[str, Any],
-    fleet: AwsFleet | Regions,
+    fleet: AwsFleet | Regions[AwsFleet],
     store: DynamoStore,
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def handle(
 
 def fleet_and_store(
     cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
-) -> tuple[AwsFleet | Regions, DynamoStore]:
+) -> tuple[AwsFleet | Regions[AwsFleet], DynamoStore]:
     """The adaptor and the controller's memory from its configuration document (`inside`: in the function; the
     same either way here); across regions, an adaptor per region composed (its memory in the home region).
     Credentials: boto3's chain."""

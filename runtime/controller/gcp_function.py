@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.gcp import GcpFleet, GcsStore
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
+from spotstack.runtime.controller.regions import Region, Regions, spot_types_in
 from spotstack.runtime.controller.round import Store, run_round
 
 PREEMPTED = "compute.instances.preempted"
@@ -34,9 +36,14 @@ def log_entry(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def handle(
-    body: dict[str, Any], cfg: dict[str, Any], fleet: GcpFleet, store: Store, now: float | None = None
+    body: dict[str, Any],
+    cfg: dict[str, Any],
+    fleet: GcpFleet | Regions[GcpFleet],
+    store: Store,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """One request: remember the preemption it reports (if any), then one round. Testable without Cloud Run."""
+    """One request: remember the preemption it reports (if any), then one round. Testable without Cloud Run.
+    Across regions, the preempted VM's zone says whose adaptor records it."""
     now = time.time() if now is None else now
     state = store.load()
     entry = log_entry(body)
@@ -45,10 +52,18 @@ def handle(
         payload = entry.get("protoPayload") or {}
         kind = str(payload.get("methodName", "log entry"))
         if kind == PREEMPTED and payload.get("resourceName"):
-            new = fleet.record_preemption(state, str(payload["resourceName"]), when(entry.get("timestamp")))
+            resource = str(payload["resourceName"])
+            adaptor = fleet.adaptor(region_of(resource)) if isinstance(fleet, Regions) else fleet
+            new = adaptor.record_preemption(state, resource, when(entry.get("timestamp")))
             log.info("preemption of %s (%s)", payload["resourceName"], "new" if new else "seen before")
     result = run_round(fleet, store, policy_of(cfg), now, state=state, max_launches=int(cfg.get("max_launches", 4)))
     return report(result, kind)
+
+
+def region_of(resource: str) -> str | None:
+    """The region of `projects/P/zones/Z/instances/NAME` (a zone is its region and a letter)."""
+    parts = resource.split("/")
+    return parts[parts.index("zones") + 1].rsplit("-", 1)[0] if "zones" in parts[:-1] else None
 
 
 def fleet_of(cfg: dict[str, Any], **kw: Any) -> GcpFleet:
@@ -62,13 +77,37 @@ def fleet_of(cfg: dict[str, Any], **kw: Any) -> GcpFleet:
     )
 
 
+def regions_of(cfg: dict[str, Any], kw_of: Callable[[str], dict[str, Any]]) -> Regions[GcpFleet]:
+    """A fleet across regions: an adaptor per region (`kw_of(region)`: its client options), composed."""
+    pools = cfg["policy"]["spot_types"]
+    parts = []
+    for r in cfg["regions"]:
+        name = str(r["region"])
+        fleet = GcpFleet(
+            cfg["project"],
+            name,
+            {k: v for k, v in r["groups"].items() if v},
+            cfg["backend_service"],
+            spot_types_in(pools, name),
+            pool_prefix=f"{name}/",
+            **kw_of(name),
+        )
+        mine = tuple(p for p in pools if p.startswith(f"{name}/"))
+        bounds = (int(r["min"]), int(r["max"]), int(r["base_on_demand"])) if "min" in r else None
+        parts.append(Region(name, fleet, mine, r.get("on_demand_price"), bounds))
+    return Regions(parts, str(cfg["region"]))
+
+
 def fleet_and_store(
     cfg: dict[str, Any], endpoint_url: str | None = None, *, inside: bool = True
-) -> tuple[GcpFleet, GcsStore]:
-    """The adaptor and the controller's memory from its configuration document (`inside`: in the function; the
-    same either way here). Credentials: application default credentials."""
+) -> tuple[GcpFleet | Regions[GcpFleet], GcsStore]:
+    """The adaptor (across regions, one per region composed) and the controller's memory from its configuration
+    document (`inside`: in the function; the same either way here). Credentials: application default credentials."""
     opts = {"api_endpoint": endpoint_url} if endpoint_url else None
-    return fleet_of(cfg, client_options=opts), GcsStore(cfg["bucket"], cfg["object"])
+    store = GcsStore(cfg["bucket"], cfg["object"])
+    if cfg.get("regions"):
+        return regions_of(cfg, lambda _: {"client_options": opts}), store
+    return fleet_of(cfg, client_options=opts), store
 
 
 def handler(request: Any) -> tuple[str, int, dict[str, str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from spotstack.runtime.controller.decide import Decision
 from spotstack.runtime.controller.round import CloudFleet, Seen
@@ -37,17 +37,17 @@ RETRY_S = 300.0
 class RegionFleet(CloudFleet, Protocol):
     """One region's adaptor: a `CloudFleet` whose pools are named `<region>/<type>`."""
 
-    fallback_group: str | None
+    @property
+    def fallback_group(self) -> str | None: ...
 
-    def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool: ...
 
-    def refused(self, group: str, message: str) -> list[str]: ...
+F = TypeVar("F", bound=RegionFleet)
 
 
 @dataclass(frozen=True)
-class Region:
+class Region(Generic[F]):
     name: str
-    fleet: RegionFleet
+    fleet: F
     pools: tuple[str, ...] = ()
     """Its spot pools (`<region>/<type>`): none is placed into while the region is unknown."""
     on_demand_price: float | None = None
@@ -99,10 +99,11 @@ def fallback_shares(wanted: int, regions: Mapping[str, Standing]) -> dict[str, i
     return shares
 
 
-class Regions:
-    """Every region's adaptor as one `CloudFleet` (and the event hooks the cloud function calls)."""
+class Regions(Generic[F]):
+    """Every region's adaptor as one `CloudFleet` (and the region's adaptor for an event the cloud function
+    handles)."""
 
-    def __init__(self, regions: Sequence[Region], home: str) -> None:
+    def __init__(self, regions: Sequence[Region[F]], home: str) -> None:
         self.regions = {r.name: r for r in regions}
         self.home = home
         self._round: tuple[ControllerState, float] = (ControllerState(), 0.0)
@@ -180,7 +181,7 @@ class Regions:
             sizes.update({f"{name}{SEP}{g}": n for g, n in done.items()})
         return sizes
 
-    def adaptor(self, region: object) -> RegionFleet:
+    def adaptor(self, region: object) -> F:
         """The adaptor of the region an event came from (forwarded events keep their `region`); the home region's
         for an event that names none or another."""
         r = self.regions.get(str(region)) or self.regions[self.home]

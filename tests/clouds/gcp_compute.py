@@ -51,6 +51,8 @@ class ComputeFake:
         self.migs: dict[str, Mig] = {}
         self.deleted: dict[str, Vm] = {}
         self.stocked_out: set[str] = set()
+        self.on_demand_out = False
+        """The region has no on-demand capacity either: on-demand groups fail to grow (a regional outage)."""
         self.objects: dict[str, tuple[bytes, int]] = {}
         self.calls: list[str] = []
         self.token: str | None = None
@@ -83,7 +85,8 @@ class ComputeFake:
         with self._lock:
             for mig in self.migs.values():
                 while len(mig.vms) < mig.target:
-                    t = next((t for t in mig.types if not (mig.spot and t in self.stocked_out)), None)
+                    out = self.stocked_out if mig.spot else (set(mig.types) if self.on_demand_out else set())
+                    t = next((t for t in mig.types if t not in out), None)
                     if t is None:
                         mig.errors.append(
                             {

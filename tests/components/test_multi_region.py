@@ -76,19 +76,22 @@ def test_every_problem_of_regions_names_its_path() -> None:
     assert got["fleets[0].regions[2].region"] == "'us-east-1' is listed twice"
     both = problems({**fleet(), "region": "us-west-2", "zones": ["us-west-2a"]})
     assert "not both" in both["fleets[0]"]
-    assert (
-        "spans regions on aws so far"
-        in problems(
-            fleet(
-                cloud="gcp",
-                regions=[
-                    {"region": "us-central1", "zones": ["us-central1-a"]},
-                    {"region": "us-east4", "zones": ["us-east4-a"]},
-                ],
-                instances=[{"type": "g2-standard-4", "spot": {}}],
-            )
-        )["fleets[0].regions"]
+    ali = fleet(
+        cloud="alicloud",
+        regions=[{"region": "us-west-1", "zones": ["us-west-1a"]}, {"region": "us-east-1", "zones": ["us-east-1a"]}],
+        instances=[{"type": "ecs.gn7i-c8g1.2xlarge", "spot": {}}],
     )
+    assert "spans regions on aws, gcp so far" in problems(ali)["fleets[0].regions"]
+    gcp = fleet(
+        cloud="gcp",
+        regions=[
+            {"region": "us-central1", "zones": ["us-central1-a"]},
+            {"region": "us-east4", "zones": ["us-east4-a"]},
+        ],
+        instances=[{"type": "g2-standard-4", "spot": {}}],
+        service={"gateway": {}},
+    )
+    assert "gateways across regions are not built yet" in problems(gcp)["fleets[0].service.gateway"]
     assert "number of regions" in problems(fleet(capacity={"max": 1}))["fleets[0].capacity.max"]
     tls = {
         "tls": {"certificate": "arn:aws:acm:us-east-1:123456789012:certificate/0123abcd-0123-4567-89ab-0123456789ab"}
@@ -194,26 +197,82 @@ def test_the_plan_lists_each_regions_quota_and_bills_the_front_door(plan: Plan) 
     assert any("in each of 2 regions" in t for t in billed)  # a warm pool per region
 
 
-def test_the_one_region_form_written_as_regions_plans_as_before(tmp_path: Any) -> None:
-    """`regions` with one entry is the same fleet as `region` and `zones`: the same resources, the same inputs."""
+def _both_forms(tmp_path: Any, stack: str) -> tuple[Plan, Plan]:
+    """The stack's plan as written (`region` and `zones`) and with its fleet written as `regions` of one."""
     import shutil
 
-    doc = yaml.safe_load((ROOT / "stacks/Pulumi.dev.yaml").read_text())
+    doc = yaml.safe_load((ROOT / f"stacks/Pulumi.{stack}.yaml").read_text())
     fleet_doc = doc["config"]["spotstack:fleets"][0]
-    as_regions = {k: v for k, v in fleet_doc.items() if k not in ("region", "zones")}
+    as_regions = {k: v for k, v in fleet_doc.items() if k not in ("region", "zones", "network")}
     as_regions["regions"] = [{"region": fleet_doc["region"], "zones": fleet_doc["zones"]}]
+    if "network" in fleet_doc:
+        as_regions["regions"][0]["network"] = fleet_doc["network"]
     plans = []
     for form, fleets in (("zones", [fleet_doc]), ("regions", [as_regions])):
         project = tmp_path / form
         (project / "stacks").mkdir(parents=True)
         for f in ("Pulumi.yaml", "__main__.py"):
             shutil.copy(ROOT / f, project / f)
-        (project / "stacks/Pulumi.dev.yaml").write_text(
-            yaml.safe_dump({"config": {**doc["config"], "spotstack:fleets": fleets}})
-        )
-        plans.append(plan_stack(project, "dev"))
-    a, b = plans
+        config = {"config": {**doc["config"], "spotstack:fleets": fleets}}
+        (project / f"stacks/Pulumi.{stack}.yaml").write_text(yaml.safe_dump(config))
+        plans.append(plan_stack(project, stack))
+    return plans[0], plans[1]
+
+
+def test_the_one_region_form_written_as_regions_plans_as_before(tmp_path: Any) -> None:
+    """`regions` with one entry is the same fleet as `region` and `zones`: the same resources, the same inputs."""
+    a, b = _both_forms(tmp_path, "dev")
     assert {(r.type, r.name): r.inputs for r in a.run.resources} == {
         (r.type, r.name): r.inputs for r in b.run.resources
     }
     assert [i.text for i in a.before_up] == [i.text for i in b.before_up]
+
+
+@pytest.fixture(scope="module")
+def gcp_plan() -> Plan:
+    return plan_stack(ROOT, "dev-gcp-multiregion")
+
+
+def test_gcp_regions_are_backends_of_one_global_load_balancer(gcp_plan: Plan) -> None:
+    migs = gcp_plan.run.find("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager")
+    by_region: dict[str, list[str]] = {}
+    for m in migs:
+        by_region.setdefault(m.inputs["region"], []).append(m.name)
+        assert all(z.startswith(m.inputs["region"] + "-") for z in m.inputs["distributionPolicyZones"])
+    # The on-demand base (1) is the home region's share; spot and fallback groups in both.
+    assert {r: len(v) for r, v in by_region.items()} == {"us-central1": 3, "us-east4": 2}
+    [backend] = gcp_plan.run.find("gcp:compute/backendService:BackendService")
+    groups = {b["group"] for b in backend.inputs["backends"]}
+    assert len(groups) == 5  # every region's groups
+    assert len(gcp_plan.run.find("gcp:compute/globalForwardingRule:GlobalForwardingRule")) == 1
+    # Templates are global: each region's carry its own names, and its nodes' agent is told its own region.
+    templates = gcp_plan.run.find("gcp:compute/instanceTemplate:InstanceTemplate")
+    assert len({t.inputs["namePrefix"] for t in templates}) == len(templates) == 4
+    for t in templates:
+        assert f'\\"region\\": \\"{t.inputs["region"]}\\"' in t.inputs["metadata"]["user-data"]
+    assert len(gcp_plan.run.find("gcp:compute/regionAutoscaler:RegionAutoscaler")) == 2
+    assert len(gcp_plan.run.find("gcp:compute/routerNat:RouterNat")) == 2
+
+
+def test_gcp_controller_sizes_each_regions_fallback_and_nothing_else(gcp_plan: Plan) -> None:
+    [fn] = gcp_plan.run.find("gcp:cloudfunctionsv2/function:Function")
+    assert fn.inputs["location"] == "us-central1"
+    doc = json.loads(fn.inputs["serviceConfig"]["environmentVariables"]["SPOTSTACK_CONTROLLER"])
+    assert [r["region"] for r in doc["regions"]] == ["us-central1", "us-east4"]
+    assert sum(r["max"] for r in doc["regions"]) == doc["policy"]["max"]
+    [size] = [m for m in gcp_plan.run.find("gcp:projects/iAMMember:IAMMember") if m.name == "llm-controller-size"]
+    expr = size.inputs["condition"]["expression"]
+    for region in ("us-central1", "us-east4"):
+        assert f"/regions/{region}/instanceGroupManagers/" in expr
+    assert expr.count("instanceGroupManagers/") == 2
+    needs = [i.text for i in gcp_plan.before_up if i.kind == "needs"]
+    assert any("GPU quotas in us-central1" in t for t in needs) and any("GPU quotas in us-east4" in t for t in needs)
+    billed = [i.text for i in gcp_plan.before_up if i.kind == "billed"]
+    assert any("read from every region" in t and "/GB" in t for t in billed)
+
+
+def test_the_gcp_one_region_form_written_as_regions_plans_as_before(tmp_path: Any) -> None:
+    a, b = _both_forms(tmp_path, "dev-gcp")
+    assert {(r.type, r.name): r.inputs for r in a.run.resources} == {
+        (r.type, r.name): r.inputs for r in b.run.resources
+    }

@@ -18,7 +18,16 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
-STACKS = ["dev", "dev-gcp", "dev-alicloud", "dev-llm", "dev-gcp-llm", "dev-alicloud-llm", "dev-multiregion"]
+STACKS = [
+    "dev",
+    "dev-gcp",
+    "dev-alicloud",
+    "dev-llm",
+    "dev-gcp-llm",
+    "dev-alicloud-llm",
+    "dev-multiregion",
+    "dev-gcp-multiregion",
+]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from spotstack.runtime.clouds import GCP
 from spotstack.runtime.controller.decide import Decision, Replica, Role
+from spotstack.runtime.controller.regions import ON_DEMAND
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 
@@ -53,13 +54,16 @@ class GcpFleet:
         clients: dict[str, Any] | None = None,
         client_options: dict[str, Any] | None = None,
         credentials: Any = None,
+        pool_prefix: str = "",
     ) -> None:
-        """`groups`: role ("base", "spot", "fallback") -> MIG name; any may be absent."""
+        """`groups`: role ("base", "spot", "fallback") -> MIG name; any may be absent. `pool_prefix`: one region of
+        a fleet across regions names its pools `<region>/<type>` (runtime/controller/regions.py)."""
         from google.cloud import compute_v1
 
         self.c = compute_v1
         self.project, self.region, self.groups, self.backend = project, region, groups, backend_service
         self.spot_types = spot_types
+        self.prefix = pool_prefix
         if clients is None:
             kw = {"client_options": client_options, "credentials": credentials}
             clients = {
@@ -70,6 +74,10 @@ class GcpFleet:
         self.migs, self.instances, self.backends = clients["migs"], clients["instances"], clients["backends"]
         self._urls: dict[str, str] = {}
         """VM name -> its URL, as the last observation listed it (deleteInstances takes URLs)."""
+
+    @property
+    def fallback_group(self) -> str | None:
+        return self.groups.get("fallback")
 
     def _mig(self, name: str) -> dict[str, str]:
         return {"project": self.project, "region": self.region, "instance_group_manager": name}
@@ -118,7 +126,7 @@ class GcpFleet:
                     now,
                     name,
                     role,
-                    last(pool),
+                    self.prefix + last(pool),
                     launched,
                     leaving=m.current_action in LEAVING_ACTIONS or status == "STOPPING",
                     starting=m.current_action in STARTING_ACTIONS or status in ("PROVISIONING", "STAGING", ""),
@@ -127,30 +135,38 @@ class GcpFleet:
             )
         sizes = {self.groups[role]: int(mig.target_size) for role, mig in migs.items()}
         target = sum(int(migs[r].target_size) for r in ("base", "spot") if r in migs)
-        obtainable = state.obtainable(self.spot_types, now, RETRY_S)
+        obtainable = state.obtainable(tuple(self.prefix + t for t in self.spot_types), now, RETRY_S)
         return Seen(tuple(replicas), target, obtainable, sizes, tuple(notes))
 
     def _refusals(self, state: ControllerState, now: float) -> list[str]:
-        """The spot group's recent errors (`listErrors`): stockouts recorded once against the machine type."""
-        if "spot" not in self.groups:
+        """The spot group's recent errors (`listErrors`): stockouts recorded once against the machine type; in a
+        region of a fleet across regions, the fallback group's too (as `<region>/on-demand`: the controller sends
+        the fallback elsewhere while that region refuses it)."""
+        roles = [r for r in ["spot"] + (["fallback"] if self.prefix else []) if r in self.groups]
+        if not roles:
             return []
-        seen = set(state.last.get("errors", []))
+        key = f"errors:{self.prefix}" if self.prefix else "errors"
+        seen = set(state.last.get(key, []))
         notes = []
-        req = self.c.ListErrorsRegionInstanceGroupManagersRequest(**self._mig(self.groups["spot"]), max_results=50)
-        for e in self.migs.list_errors(request=req):
-            key = f"{e.timestamp}|{e.instance_action_details.instance}"
-            text = f"{e.error.code}: {e.error.message}"
-            if key in seen:
-                continue
-            seen.add(key)
-            if not STOCKOUT.search(text):
-                continue
-            # A zone's stockout names the type only sometimes: unnamed, every ranked type is refused there.
-            named = [t for t in self.spot_types if t in text] or list(self.spot_types)
-            for t in named:
-                state.failed(t, _ts(e.timestamp, now))
-            notes.append(f"refused launch: {text[:160]}")
-        state.last["errors"] = sorted(seen)[-100:]
+        for role in roles:
+            req = self.c.ListErrorsRegionInstanceGroupManagersRequest(**self._mig(self.groups[role]), max_results=50)
+            for e in self.migs.list_errors(request=req):
+                mark = f"{e.timestamp}|{e.instance_action_details.instance}"
+                text = f"{e.error.code}: {e.error.message}"
+                if mark in seen:
+                    continue
+                seen.add(mark)
+                if not STOCKOUT.search(text):
+                    continue
+                if role == "fallback":
+                    pools = [self.prefix + ON_DEMAND]
+                else:
+                    # A zone's stockout names the type only sometimes: unnamed, every ranked type is refused there.
+                    pools = [self.prefix + t for t in [t for t in self.spot_types if t in text] or self.spot_types]
+                for p in pools:
+                    state.failed(p, _ts(e.timestamp, now))
+                notes.append(f"refused launch: {text[:160]}")
+        state.last[key] = sorted(seen)[-100:]
         return notes
 
     def record_preemption(self, state: ControllerState, resource: str, at: float) -> bool:
@@ -168,7 +184,7 @@ class GcpFleet:
                 pool = last(vm.machine_type)
             except NotFound:  # deleted already (a spot VM goes 30 s after its notice): the pool stays unknown
                 pass
-        return state.preempted(name, pool, at, at + NOTICE_S)
+        return state.preempted(name, self.prefix + pool, at, at + NOTICE_S)
 
     # -- act -------------------------------------------------------------------------------------------------
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
