@@ -20,7 +20,7 @@ from rich.console import Console
 from spotstack.cli.local_control import LOCK_FD_ENV, alive, call, control, fail, prerequisites, take_workdir
 from spotstack.cli.local_plan import fleet_plan as _plan
 from spotstack.cli.local_plan import market as _market
-from spotstack.cli.local_report import print_report, report, status_table, window
+from spotstack.cli.local_report import http_scenario, print_report, report, status_table, window
 from spotstack.cli.params import existing_file, number
 from spotstack.runtime.files import write_atomic
 
@@ -86,11 +86,17 @@ def demo(
     duration: float = typer.Option(
         240.0, "--duration", help="--llm: seconds of load (streams that started finish).", callback=number(10, 7200)
     ),
+    regions: int = typer.Option(
+        1,
+        "--regions",
+        help="2: the fleet across two regions, each behind its own HAProxy under a front one; the first loses every "
+        "pool, spot and on-demand, for a while (a regional outage) while requests go on.",
+        callback=number(1, 2),
+    ),
 ) -> None:
     """Run the scripted scenario end to end: preemptions from the trace, an outage with on-demand
     fallback and return to spot, a kill without notice; then print the report and stop everything."""
     from spotstack.runtime.local.fleet import LocalFleet
-    from spotstack.runtime.local.load import run_load
 
     if jobs and stack == "local":
         stack = "jobs"
@@ -103,10 +109,17 @@ def demo(
     if jobs and plan.jobs is None:
         err.print(f"[red]error:[/red] stack {stack!r}: the fleet has no `jobs` section; --jobs needs one")
         raise typer.Exit(2)
+    if regions > 1 and (llm or jobs):
+        err.print("[red]error:[/red] --regions is a scenario of its own: not with --llm or --jobs")
+        raise typer.Exit(2)
     prerequisites()
     lock = take_workdir(stack, workdir)
     # The LLM scenario preempts by script (kinds and times the report counts); no trace plays beside it.
     market = _market(plan, None if llm else trace, speed, scripted=llm)
+    if regions > 1:
+        from spotstack.cli import local_regions
+
+        plan, market, timing = local_regions.setup(plan, regions, speed)
     trace_len = max((len(t.data) * t.gap_s for t in market.traces.values()), default=600.0)
     scenario_s = min(trace_len / speed, 50.0)
 
@@ -125,6 +138,8 @@ def demo(
                     if jobs
                     else f"{concurrency} streaming clients for {duration:.0f}s while spot nodes are taken"
                     if llm
+                    else f"{rps} req/s through a regional outage of {regions - 1} region(s) in {regions}"
+                    if regions > 1
                     else f"{rps} req/s for {scenario_s:.0f}s while the market plays"
                 )
             )
@@ -137,6 +152,8 @@ def demo(
                 for e in fleet.events:
                     err.print(f"  {e}")
                 return r
+            if regions > 1:
+                return await local_regions.run(fleet, rps, timing, lambda line: err.print(line, highlight=False))
             if jobs:
                 from spotstack.runtime.local.jobs import run_scenario
 
@@ -146,30 +163,9 @@ def demo(
                 for e in fleet.events:
                     err.print(f"  {e}")
                 return r
-            t0 = time.time()
-            load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, scenario_s))
-            shown = 0.0
-            while not load.done():
-                await asyncio.sleep(0.5)
-                if time.time() - shown > 5:
-                    shown = time.time()
-                    err.print(status_table(fleet.snapshot()))
-                if kill_without_notice and time.time() - t0 > scenario_s - 8 and fleet.killed_without_notice == 0:
-                    victim = next(
-                        (
-                            n.name
-                            for n in fleet.nodes.values()
-                            if n.state == "ready" and n.kill_at is None and n.role != "base"
-                        ),
-                        None,
-                    )
-                    if victim:
-                        fleet.preempt(victim, notice=False)
-            result = await load
-            snap = fleet.snapshot()
-            for e in fleet.events:  # the whole log: the snapshot keeps only the latest
-                err.print(f"  {e}")
-            return report(result, snap)
+            return await http_scenario(
+                fleet, rps, scenario_s, kill_without_notice, lambda x: err.print(x, highlight=False)
+            )
         finally:
             await fleet.stop()
 
@@ -181,6 +177,8 @@ def demo(
     r["wall_s"] = round(time.time() - started, 1)
     if as_json:
         print(json.dumps(r))
+    elif regions > 1:
+        local_regions.print_regions_report(r)
     elif llm:
         from spotstack.cli.local_report import print_llm_report
 

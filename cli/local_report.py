@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -137,3 +138,35 @@ def print_llm_report(r: dict[str, Any]) -> None:
         t.add_row("errors", ", ".join(f"{k} x{v}" for k, v in r["errors"].items()))
     t.add_row("wall time", f"{r['wall_s']} s")
     con.print(t)
+
+
+async def http_scenario(
+    fleet: Any, rps: float, scenario_s: float, kill_without_notice: bool, show: Callable[[Any], None]
+) -> dict[str, Any]:
+    """The default scenario: steady requests while the market plays, its status every 5 s, and a node killed
+    without notice near the end."""
+    import asyncio
+    import time
+
+    from spotstack.runtime.local.load import run_load
+
+    t0 = time.time()
+    load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, scenario_s))
+    shown = 0.0
+    while not load.done():
+        await asyncio.sleep(0.5)
+        if time.time() - shown > 5:
+            shown = time.time()
+            show(status_table(fleet.snapshot()))
+        if kill_without_notice and time.time() - t0 > scenario_s - 8 and fleet.killed_without_notice == 0:
+            victim = next(
+                (n.name for n in fleet.nodes.values() if n.state == "ready" and n.kill_at is None and n.role != "base"),
+                None,
+            )
+            if victim:
+                fleet.preempt(victim, notice=False)
+    result = await load
+    snap = fleet.snapshot()
+    for e in fleet.events:  # the whole log: the snapshot keeps only the latest
+        show(f"  {e}")
+    return report(result, snap)

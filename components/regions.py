@@ -10,14 +10,10 @@ decides over every region's pools at once (runtime/controller/regions.py).
 from __future__ import annotations
 
 from spotstack.components.spec import CapacitySpec, FleetSpec, RegionSpec, ScalingSpec
+from spotstack.runtime.controller.regions import SEP, share
 
-POOL_SEP = "/"
+POOL_SEP = SEP
 """A pool across regions is `<region>/<type>`: the policy's spot types and the controller's pools."""
-
-
-def share(total: int, parts: int, index: int) -> int:
-    """Part `index` of `total` split into `parts` as evenly as integers allow, the first parts larger."""
-    return total // parts + (1 if index < total % parts else 0)
 
 
 def pool(region: str, instance_type: str) -> str:

@@ -188,6 +188,12 @@ class Regions(Generic[F]):
         return r.fleet
 
 
+def share(total: int, parts: int, index: int) -> int:
+    """Part `index` of `total` split into `parts` as evenly as integers allow, the first parts larger: each region's
+    share of a fleet's bounds (components/regions.py) and of its spot replicas (the local fleet)."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
 def spot_types_in(policy_spot_types: Sequence[str], region: str) -> tuple[str, ...]:
     """The bare spot types of one region, from the policy's `<region>/<type>` pools."""
     return tuple(p[len(region) + 1 :] for p in policy_spot_types if p.startswith(region + SEP))

@@ -41,6 +41,7 @@ from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan, local_policy
 from spotstack.runtime.local.postbox import Postbox
 from spotstack.runtime.local.reaper import Ledger
+from spotstack.runtime.local.regions import HEALTH_PATH, on_demand_region, region_of
 from spotstack.runtime.local.replica import Node, spawn_node
 from spotstack.runtime.local.warm_pool import WarmPool, end_process
 from spotstack.runtime.net import free_port
@@ -64,7 +65,10 @@ class LocalFleet:
         self.notice_s, self.tick_s, self.stable_s = notice_s, tick_s, stable_s
         self.model_dir = model_dir
         self.nodes: dict[str, Node] = {}
-        self.slots = [f"s{i}" for i in range(3 * plan.max + 2)]
+        self.regions: tuple[str, ...] = plan.regions or ("",)
+        """Its regions (`runtime/local/regions.py`), each a group of slots behind its own HAProxy; one: no name."""
+        self.slot_region = {f"{r}s{i}".lstrip("-"): r for r in self.regions for i in range(3 * plan.max + 2)}
+        self.slots = list(self.slot_region)
         self.counter = 0
         self.preemptions = 0
         self.fallbacks_launched = 0
@@ -74,6 +78,9 @@ class LocalFleet:
         self.events: list[str] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._haproxy: HAProxy | None = None
+        """The clients' load balancer: the nodes' (one region), or the front over the regions' (several)."""
+        self._lbs: dict[str, HAProxy] = {}
+        """Region -> the HAProxy its nodes are behind."""
         self._task: asyncio.Task[None] | None = None
         self._env: dict[str, str] = {}
         self._shm = Path("/dev/shm") / f"spotstack-local-{os.getpid()}"
@@ -129,12 +136,7 @@ class LocalFleet:
             self.jobs = await asyncio.to_thread(create_local_queues, self.plan, self._env, self.workdir)
         self.lb_port = free_port()
         await self.hold.start()
-        self._haproxy = HAProxy(
-            self.workdir / "lb", self.lb_port, [Server(s, 9, 9, disabled=True) for s in self.slots], self.hold.port
-        )
-        await self._haproxy.start()
-        if self._haproxy.pid is not None:
-            self.ledger.record(self._haproxy.pid, "haproxy")
+        await self._start_load_balancers()
         if self.plan.gateway is not None:
             # The clients' load balancer fronts the gateways; the gateways find the nodes in `replicas.json`.
             self.write_replicas()
@@ -146,14 +148,52 @@ class LocalFleet:
             self.warm_pool.preparing.append(self.launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
         self._task = asyncio.create_task(self._loop())
 
+    async def _start_load_balancers(self) -> None:
+        """One region: one HAProxy, the hold server its backup. Several: an HAProxy per region over its slots, and a
+        front one over the regions', checking each region's `HEALTH_PATH` (503 while it has no node in rotation),
+        the hold server its backup."""
+        multi = len(self.regions) > 1
+        for r in self.regions:
+            slots = [Server(s, 9, 9, disabled=True) for s, sr in self.slot_region.items() if sr == r]
+            lb = HAProxy(
+                self.workdir / ("lb" if not multi else f"lb-{r}"),
+                free_port() if multi else self.lb_port,
+                slots,
+                None if multi else self.hold.port,
+                monitor_path=HEALTH_PATH if multi else None,
+            )
+            await lb.start()
+            if lb.pid is not None:
+                self.ledger.record(lb.pid, f"haproxy {r}".strip())
+            self._lbs[r] = lb
+        self._haproxy = self._lbs[self.regions[0]]
+        if multi:
+            fronts = [Server(r, lb.listen_port, lb.listen_port, HEALTH_PATH) for r, lb in self._lbs.items()]
+            self._haproxy = HAProxy(self.workdir / "lb-front", self.lb_port, fronts, self.hold.port)
+            await self._haproxy.start()
+            if self._haproxy.pid is not None:
+                self.ledger.record(self._haproxy.pid, "haproxy front")
+
     # -- nodes -------------------------------------------------------------------------------
+    def region_for(self, launch: Launch) -> str | None:
+        """A launch's region: its pool's (spot), else the first with on-demand capacity (home first); None: no
+        region can take it now (a regional outage everywhere)."""
+        if len(self.regions) == 1:
+            return self.regions[0]
+        pool_region = region_of(launch.type)
+        if pool_region is not None:
+            return pool_region
+        return on_demand_region(self.regions, lambda r: self.market.on_demand_obtainable(r, time.time()))
+
     def launch(self, launch: Launch, *, prepare: bool = False) -> Node:
         """Start a node process. `prepare`: a warm pool instance's first boot, outside the load balancer: it
         loads the model onto its disk and is stopped (`_prepared`)."""
         self.counter += 1
         name = f"{'warm' if prepare else launch.role[:4]}-{self.counter}"
         used = {n.slot for n in self.nodes.values()}
-        slot = "" if prepare else next(s for s in self.slots if s not in used)
+        region = self.region_for(launch) or self.regions[0]
+        slot = "" if prepare else next(s for s in self.slots if s not in used and self.slot_region[s] == region)
+        lb = self._lbs.get(region)
         ports = {k: free_port() for k in ("emulator", "agent", "proxy", "model", "peer")}
         # Behind gateways (as on a cloud) the traffic goes to the model server itself; else through the agent's
         # proxy, which counts requests in flight for the drain.
@@ -170,7 +210,7 @@ class LocalFleet:
             ndir,
             disk,
             self._shm / name / "store",
-            lb=None if prepare else (str(self._haproxy.socket if self._haproxy else ""), slot),
+            lb=None if prepare else (str(lb.socket if lb else ""), slot),
             drain_timeout_s=self.plan.drain_timeout_s,
             model_url=self.model_url,
             workdir=self.workdir,
@@ -187,7 +227,7 @@ class LocalFleet:
         }
         proc = spawn_node(ndir / "node.json", spec, self._env)
         self.ledger.record(proc.pid, f"node {name}", group=True)
-        node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm)
+        node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm, region=region)
         if prepare:
             self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} into the warm pool")
             return node
@@ -196,7 +236,8 @@ class LocalFleet:
             self.fallbacks_launched += 1
         self.warm_starts += warm
         how = ", from the warm pool" if warm else ""
-        self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{how})")
+        where = f" in {region}" if len(self.regions) > 1 and launch.role != "spot" else ""
+        self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{where}{how})")
         return node
 
     def _in_slots(self) -> list[tuple[int, int]]:
@@ -204,9 +245,9 @@ class LocalFleet:
         nodes = sorted((n for n in self.nodes.values() if n.slot in self._filled), key=lambda n: n.kill_at is not None)
         return [(n.ports["traffic"], n.ports["agent"]) for n in nodes]
 
-    def free_slot(self) -> bool:
+    def free_slot(self, region: str | None = None) -> bool:
         used = {n.slot for n in self.nodes.values()}
-        return any(s not in used for s in self.slots)
+        return any(s not in used and region in (None, self.slot_region[s]) for s in self.slots)
 
     async def _observe(self, node: Node, now: float) -> None:
         if node.proc.poll() is not None:
@@ -253,9 +294,10 @@ class LocalFleet:
 
     async def _retire(self, node: Node) -> None:
         await end_process(node)
-        if self._haproxy is not None:
+        lb = self._lbs.get(node.region)
+        if lb is not None and node.slot:
             with contextlib.suppress(OSError):
-                await self._haproxy.empty(node.slot)
+                await lb.empty(node.slot)
         node.ended_at = time.time()
         self._filled.discard(node.slot)  # the slot is free again: a node launched into it must be filled anew
         self.retired.append(self.nodes.pop(node.name))
@@ -282,8 +324,8 @@ class LocalFleet:
         for n in list(self.nodes.values()):
             if n.state == "failed":
                 await self._retire(n)
-            elif n.state == "ready" and self._haproxy is not None and n.slot not in self._filled:
-                await self._haproxy.fill(n.slot, n.ports["traffic"], n.ports["agent"])
+            elif n.state == "ready" and n.region in self._lbs and n.slot not in self._filled:
+                await self._lbs[n.region].fill(n.slot, n.ports["traffic"], n.ports["agent"])
                 self._filled.add(n.slot)
         serving = sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled)
         if self.market_live:
@@ -386,8 +428,8 @@ class LocalFleet:
         await self.warm_pool.stop()
         if self.gateways is not None:
             await self.gateways.stop()
-        if self._haproxy is not None:
-            await self._haproxy.stop()
+        for lb in {id(x): x for x in [*self._lbs.values(), *([self._haproxy] if self._haproxy else [])]}.values():
+            await lb.stop()
         await self.hold.stop()
         for p in self._procs:
             p.terminate()

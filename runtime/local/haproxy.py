@@ -49,8 +49,10 @@ def render_config(
     retries: int = 3,
     timeout_server_s: int = 60,
     hold_port: int | None = None,
+    monitor_path: str | None = None,
 ) -> str:
-    """An HAProxy config: one frontend, one backend of replicas, an admin runtime socket. Pure."""
+    """An HAProxy config: one frontend, one backend of replicas, an admin runtime socket. Pure. `monitor_path`: the
+    frontend answers it 200 while a replica is in rotation, 503 while none is (a front load balancer's check)."""
     lines = [
         "global",
         f"    stats socket {socket} mode 600 level admin",
@@ -73,6 +75,11 @@ def render_config(
         "    retry-on conn-failure empty-response response-timeout 502 503",
         "frontend fleet",
         f"    bind 127.0.0.1:{listen_port}",
+        *(
+            [f"    monitor-uri {monitor_path}", f"    monitor fail if {{ nbsrv({BACKEND}) lt 1 }}"]
+            if monitor_path
+            else []
+        ),
         f"    default_backend {BACKEND}",
         f"backend {BACKEND}",
         "    balance leastconn",
@@ -103,11 +110,19 @@ def _socket_path(workdir: Path) -> Path:
 
 
 class HAProxy:
-    def __init__(self, workdir: Path, listen_port: int, servers: list[Server], hold_port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        listen_port: int,
+        servers: list[Server],
+        hold_port: int | None = None,
+        monitor_path: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.listen_port = listen_port
         self.servers = servers
         self.hold_port = hold_port
+        self.monitor_path = monitor_path
         self.socket = _socket_path(workdir)
         self.config_path = workdir / "haproxy.cfg"
         self._proc: asyncio.subprocess.Process | None = None
@@ -125,7 +140,9 @@ class HAProxy:
         binary = self.binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            render_config(self.listen_port, self.socket, self.servers, hold_port=self.hold_port)
+            render_config(
+                self.listen_port, self.socket, self.servers, hold_port=self.hold_port, monitor_path=self.monitor_path
+            )
         )
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         check = await asyncio.create_subprocess_exec(

@@ -10,7 +10,7 @@ cloud's notice, then killed when the notice runs out).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -54,12 +54,18 @@ class Market:
     """Per spot type."""
     speed: float = 60.0
     started: float = 0.0
+    on_demand: dict[str, Trace] = field(default_factory=dict)
+    """Per region of a fleet across regions: whether on-demand capacity is there (absent: always)."""
 
     def trace_s(self, now: float) -> float:
         return (now - self.started) * self.speed
 
     def obtainable(self, type_: str, now: float) -> bool:
         trace = self.traces.get(type_)
+        return True if trace is None else trace.at(self.trace_s(now)) == 1
+
+    def on_demand_obtainable(self, region: str, now: float) -> bool:
+        trace = self.on_demand.get(region)
         return True if trace is None else trace.at(self.trace_s(now)) == 1
 
     def edges(self, prev: float, now: float) -> list[str]:

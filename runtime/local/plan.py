@@ -36,6 +36,8 @@ class FleetPlan:
     node: dict[str, Any] | None = None
     """The nodes' agent configuration as a cloud node of the spec gets it (`components.node.agent_config`, AWS's
     form); the supervisor changes only what is local (`node_config.agent_config`). None: the local form alone."""
+    regions: tuple[str, ...] = ()
+    """A fleet across regions (`runtime/local/regions.py`): its regions, the home region first; empty: one."""
     policy: Policy | None = None
     """The controller policy the spec gives (`components.controller_policy.fleet_policy`, the clouds' own); the
     supervisor runs it with its time scale (`LocalFleet.policy`). None: built from the fields above."""

@@ -43,6 +43,8 @@ class Node:
     """The controller told it (POST /release) that its replacement serves: leave rotation now."""
     posting: bool = False
     """A notice or scale-in is being posted to it right now (`LocalFleet._post`)."""
+    region: str = ""
+    """Its region, in a fleet across regions."""
     owed: str | None = None
     """What the cloud has posted for it that its metadata emulator has not taken yet ("notice", "terminated"): a
     node still starting gets it once its emulator listens, as a late-booting instance still finds its notice."""

@@ -91,6 +91,7 @@ def _aws_fleet() -> FleetSpec:
     return validate_fleets(sf.config["spotstack:fleets"])[0][0]
 
 
+@pytest.mark.slow
 def test_the_published_wheel_holds_what_setuptools_builds(tmp_path: Path, agent_wheel: tuple[Path, Path]) -> None:
     """The wheel the components publish (made from the installed package) has the same files as the wheel
     setuptools builds from pyproject.toml, the same metadata, and is the same bytes each time."""

@@ -34,6 +34,7 @@ def source_file(source: Any) -> Path:
     return Path(source["file"] if isinstance(source, dict) else source)  # an Asset, or Alibaba's path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cloud", list(STACKS))
 def test_the_fleet_publishes_its_agent_and_boots_it_by_digest(cloud: str, plans: dict[str, Plan]) -> None:
     typ, key_field = OBJECT[cloud]

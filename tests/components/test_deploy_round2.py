@@ -137,6 +137,7 @@ def test_the_aws_plan_prices_each_nodes_public_ipv4() -> None:
     assert any("public IPv4 address per running node" in t and "$0.005/h" in t for t in billed), billed
 
 
+@pytest.mark.slow
 def test_gcp_controller_builds_with_an_account_the_stack_declares(gcp: PlanRun) -> None:
     """Projects created since July 2024 may not let Cloud Build's default account build a function."""
     fn = one(gcp, "gcp:cloudfunctionsv2/function:Function", "llm-controller")
@@ -147,6 +148,7 @@ def test_gcp_controller_builds_with_an_account_the_stack_declares(gcp: PlanRun) 
     assert grant["role"] == "roles/cloudbuild.builds.builder"
 
 
+@pytest.mark.slow
 def test_alibaba_nodes_boot_the_newest_ubuntu_image_unless_pinned() -> None:
     """A 2024 build pinned in the code would be retired in time, and its kernel may not match the driver."""
     import re
@@ -163,6 +165,7 @@ def test_alibaba_nodes_boot_the_newest_ubuntu_image_unless_pinned() -> None:
     )
 
 
+@pytest.mark.slow
 def test_every_clouds_controller_alarm_notifies_someone() -> None:
     """The deployability issue, item 7: the alarms had no notification target on AWS and GCP (they fired to
     nobody); each cloud now wires `notifications` (emails, or the cloud's own target) into its alarm."""

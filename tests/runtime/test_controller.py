@@ -232,6 +232,7 @@ def test_flapping_availability_does_not_flap_the_fleet() -> None:
     assert sum(1 for rep in replicas.values() if rep.alive) == 3
 
 
+@pytest.mark.slow
 def test_aws_adaptor_sets_both_groups_on_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)

@@ -342,6 +342,7 @@ async def test_without_a_valid_key_401_and_nothing_reaches_a_replica(tmp_path: P
         await close(f)
 
 
+@pytest.mark.slow
 async def test_a_client_that_does_not_read_is_cut_and_frees_its_replica() -> None:
     f = await make_fleet(n=1, cfg=GatewayConfig(client_buffer_bytes=64 << 10))
     f.replicas[0].timing = EngineTiming(tokens_per_s=5000.0, ttft_s=0.0)

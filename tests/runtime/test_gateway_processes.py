@@ -78,6 +78,7 @@ async def _ready(session: aiohttp.ClientSession, port: int) -> bool:
 
 
 # ---- finding the replicas with the cloud's API --------------------------------------------------------
+@pytest.mark.slow
 async def test_the_gateway_finds_the_fleets_nodes_on_aws_and_keeps_them_when_the_api_fails() -> None:
     """moto's EC2: the fleet's running instances by tag become replicas (model server port, agent readiness
     port); another fleet's and stopped ones do not; a failed DescribeInstances keeps the list it had."""

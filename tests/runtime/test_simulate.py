@@ -247,6 +247,7 @@ def test_a_run_too_long_to_finish_is_refused_before_it_starts(tmp_path: Path) ->
     assert r.returncode == 2 and "controller ticks (at most 20,000,000)" in flat(r.stderr)
 
 
+@pytest.mark.slow
 def test_cli_takes_the_policy_from_a_stack_and_flags_win(tmp_path: Path) -> None:
     write(tmp_path, "a", {"metadata": {"gap_seconds": 60}, "data": [1] * 120})
     dev = json.loads(cli("--traces", str(tmp_path), "--stack", "dev", "--baseline", "none", "--json").stdout)

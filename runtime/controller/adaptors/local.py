@@ -8,12 +8,14 @@ decides, and this adaptor acts by starting and scaling in node processes. Memory
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from spotstack.runtime.controller.decide import Decision, Launch, Replica, track_obtainability
 from spotstack.runtime.controller.round import Seen
 from spotstack.runtime.controller.state import ControllerState
+from spotstack.runtime.local.regions import region_of, spot_pool
 
 if TYPE_CHECKING:
     from spotstack.runtime.local.market import Market
@@ -38,7 +40,8 @@ class Instances(Protocol):
     def market_live(self) -> bool: ...
     @property
     def notice_s(self) -> float: ...
-    def free_slot(self) -> bool: ...
+    def free_slot(self, region: str | None = None) -> bool: ...
+    def region_for(self, launch: Launch) -> str | None: ...
     def launch(self, launch: Launch) -> object: ...
     def scale_in(self, name: str) -> None: ...
 
@@ -95,11 +98,20 @@ class LocalCloud:
         for name in d.terminate:
             f.scale_in(name)
         sizes = dict(seen.sizes)
+        regions = f.plan.regions
+        have = Counter(region_of(r.type) or "" for r in seen.replicas if r.role == "spot" and r.alive)
         for launch in d.launch[:max_launches]:
+            if regions and launch.role == "spot":
+                # Each region keeps its share of spot, as each cloud region's group does (refused there, not moved).
+                launch = Launch("spot", spot_pool(launch.type, regions, have, d.wanted_spot))
+                have[region_of(launch.type) or ""] += 1
             if launch.role == "spot" and not seen.spot_obtainable.get(launch.type, False):
                 self._refused.append((launch.type, time.time()))  # the market refuses the launch
                 continue
-            if not f.free_slot():  # every load-balancer slot is taken (nodes still leaving): next round
+            region = f.region_for(launch)
+            if region is None:  # no region has on-demand capacity now: the next round tries again
+                continue
+            if not f.free_slot(region):  # every load-balancer slot is taken (nodes still leaving): next round
                 break
             f.launch(launch)
             sizes[launch.role] = sizes.get(launch.role, 0) + 1
