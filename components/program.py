@@ -11,11 +11,11 @@ from typing import Any
 import pulumi
 
 from spotstack.components import node
+from spotstack.components.plan.stackfile import CONFIG_NAMESPACE, FLEETS_KEY, config_value
 from spotstack.components.spec import FleetSpec
 from spotstack.components.validate import SpecError, validate_fleets
 
-CONFIG_NAMESPACE = "spotstack"
-FLEETS_KEY = "fleets"
+__all__ = ["CONFIG_NAMESPACE", "DECLARE", "FLEETS_KEY", "config_value", "run"]
 
 
 def _declare_aws(
@@ -152,11 +152,6 @@ def _declare_alicloud(
 
 
 DECLARE = {"aws": _declare_aws, "gcp": _declare_gcp, "alicloud": _declare_alicloud}
-
-
-def config_value(stack_config: dict[str, Any]) -> Any:
-    """The fleets list from a stack file's `config:` mapping."""
-    return stack_config.get(f"{CONFIG_NAMESPACE}:{FLEETS_KEY}")
 
 
 def run() -> None:

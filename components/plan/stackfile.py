@@ -9,6 +9,14 @@ from typing import Any
 
 import yaml
 
+CONFIG_NAMESPACE = "spotstack"
+FLEETS_KEY = "fleets"
+
+
+def config_value(stack_config: dict[str, Any]) -> Any:
+    """The fleets list from a stack file's `config:` mapping."""
+    return stack_config.get(f"{CONFIG_NAMESPACE}:{FLEETS_KEY}")
+
 
 class StackFileError(Exception):
     """The project or stack file is missing or unreadable."""
