@@ -43,8 +43,18 @@ def split_url(model_url: str) -> tuple[str, str]:
 
 
 class Cloud(ABC):
-    def __init__(self, model: dict[str, bytes], manifest: Manifest, model_url: str, secret: str, delay_s: float):
+    def __init__(
+        self,
+        model: dict[str, bytes],
+        manifest: Manifest,
+        model_url: str,
+        secret: str,
+        delay_s: float,
+        region: str | None = None,
+    ):
+        """`region`: the node's, when it is not the fleet's home region (a fleet across regions)."""
         self.model, self.manifest, self.secret = model, manifest, secret
+        self.region = region
         self.bucket, self.prefix = split_url(model_url)
         self.allowed_from = time.time() + delay_s
         """When the node's permission to read the token has reached the cloud's IAM."""
@@ -96,11 +106,16 @@ class Aws(Cloud):
             "aws_access_key_id": "test",
             "aws_secret_access_key": "test",
         }
-        s3 = boto3.client("s3", **kw)
+        s3 = boto3.client("s3", **kw)  # the model bucket is the home region's, read from every region
         s3.create_bucket(Bucket=self.bucket)
         for key, data in self.objects().items():
             s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-        self.ssm = boto3.client("ssm", **kw)
+        region = self.region or "us-east-1"
+        if region != "us-east-1":
+            # The home region holds a token of its own under the same name: a node reading the wrong region's
+            # parameter gets the wrong token (check_node compares).
+            boto3.client("ssm", **kw).put_parameter(Name=self.secret, Value="home-regions-token", Type="SecureString")
+        self.ssm = boto3.client("ssm", **{**kw, "region_name": region})
         self._late: asyncio.Task[None] | None = None
         if time.time() >= self.allowed_from:
             self._put_token()
@@ -108,7 +123,9 @@ class Aws(Cloud):
             # moto cannot hold back a permission; a parameter that is not readable until then fails the
             # node's read the same way (an error answer) and exercises the same retry path.
             self._late = asyncio.create_task(self._put_token_later())
-        self.imds = AwsImdsEmulator(tags={"spotstack:fleet": "llm", "aws:autoscaling:groupName": "llm-spot"})
+        self.imds = AwsImdsEmulator(
+            region=region, zone=f"{region}a", tags={"spotstack:fleet": "llm", "aws:autoscaling:groupName": "llm-spot"}
+        )
         await self.imds.start()
         return {
             "AWS_ENDPOINT_URL": self.url,
@@ -143,7 +160,8 @@ class Gcp(Cloud):
     async def start(self) -> dict[str, str]:
         from gcp_storage_emulator.server import create_server
 
-        self.meta = GcpMetadataEmulator()
+        region = self.region or "us-central1"
+        self.meta = GcpMetadataEmulator(zone=f"{region}-a")
         await self.meta.start()
         self.secrets = SecretManagerFake({self.secret: TOKEN}, self.meta.access_token, allowed_from=self.allowed_from)
         app = web.Application()
@@ -156,7 +174,7 @@ class Gcp(Cloud):
         await asyncio.to_thread(self._upload, gcs)
         host = self.meta.url.removeprefix("http://")
         # Peer discovery lists the fleet's VMs through the Compute API with the node's token.
-        self.compute = ComputeFake("acme-ml", "us-central1", ["us-central1-a"], "backend")
+        self.compute = ComputeFake("acme-ml", region, [f"{region}-a"], "backend")
         self.compute.token = self.meta.access_token
         return {
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.meta.url,

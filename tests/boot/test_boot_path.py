@@ -40,16 +40,23 @@ BOOT_RESOURCES = {
 PERMISSION_DELAY_S = 60.0
 
 
-def rendered_boot_document(cloud: str) -> str:
-    """The first node boot document in the stack's plan, decoded as the cloud hands it to cloud-init."""
+SECOND_REGION = {"aws": ("dev-multiregion", "us-west-2"), "gcp": ("dev-gcp-multiregion", "us-east4")}
+"""A fleet across regions: a node of its second region (its own region's secrets and peers, the home region's store)."""
+
+
+def rendered_boot_document(cloud: str, stack: str | None = None, region: str | None = None) -> str:
+    """The first node boot document in the stack's plan (of `region`'s, when given), decoded as the cloud hands it to
+    cloud-init."""
     from spotstack.components import program
     from spotstack.components.plan.engine import run_offline
     from spotstack.components.plan.stackfile import load_stack
 
-    sf = load_stack(ROOT, STACKS[cloud])
+    sf = load_stack(ROOT, stack or STACKS[cloud])
     plan = run_offline(program.run, sf.config, project=sf.project, stack=sf.stack)
     typ, key = BOOT_RESOURCES[cloud]
-    value: Any = next(r.inputs[key] for r in plan.resources if r.type == typ)
+    value: Any = next(
+        r.inputs[key] for r in plan.resources if r.type == typ and region in (None, r.inputs.get("region"))
+    )
     if cloud == "gcp":
         value = value["user-data"]  # GCE passes the `user-data` metadata key to cloud-init
     value = value.get("value", value) if isinstance(value, dict) else value
@@ -98,7 +105,7 @@ def ready(url: str) -> bool:
 
 @contextlib.asynccontextmanager
 async def booted_node(
-    cloud: str, delay: float, tmp_path: Path, agent_wheel: tuple[Path, Path], text: str
+    cloud: str, delay: float, tmp_path: Path, agent_wheel: tuple[Path, Path], text: str, region: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     doc = BootDoc.parse(text)
     cfg_text = next(str(f["content"]) for f in doc.files if f["path"] == "/etc/spotstack/agent.json")
@@ -108,7 +115,10 @@ async def booted_node(
     fetch = next(c[2] for c in doc.runcmd if "fetch-secret" in " ".join(c))
     src = make_model(tmp_path)
     files = model_files(src)
-    setup = CLOUDS[cloud](files, build_manifest(str(src)), cfg["cache"]["model_url"], secret_name(fetch), delay)
+    assert region in (None, cfg["region"]), cfg["region"]  # the node is told its own region
+    setup = CLOUDS[cloud](
+        files, build_manifest(str(src)), cfg["cache"]["model_url"], secret_name(fetch), delay, region=region
+    )
     root = tmp_path / "node"
     wheels, deps = agent_wheel
     node = ScratchNode(root, wheels, deps, {})
@@ -222,3 +232,18 @@ async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
             await asyncio.to_thread(check_node, b)  # its login's servers run on this loop
 
     await asyncio.gather(*(one(c) for c in STACKS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cloud", list(SECOND_REGION))
+async def test_a_node_in_the_second_region_boots_to_ready(
+    cloud: str, tmp_path: Path, agent_wheel: tuple[Path, Path]
+) -> None:
+    """A fleet across regions: the second region's boot document, as planned. The node reads its cache token from
+    its own region's secret store (AWS: the home region's SSM holds a different token under the same name), pulls
+    the agent's wheel and the model from the home region's bucket, lists peers in its own region, and is READY."""
+    stack, region = SECOND_REGION[cloud]
+    text = await asyncio.to_thread(rendered_boot_document, cloud, stack, region)
+    async with booted_node(cloud, 0.0, tmp_path, agent_wheel, text, region) as b:
+        await reach_ready(b, 300)
+        await asyncio.to_thread(check_node, b)
