@@ -79,7 +79,7 @@ def _setup(
     if stack is None:
         err.print("[red]error:[/red] give --stack NAME (AWS fleets) or --config FILE (any cloud)")
         raise typer.Exit(2)
-    from spotstack.components.aws.controller import config, names
+    from spotstack.components.aws.controller import config, names, regions_config
     from spotstack.components.plan.stackfile import StackFileError, find_project, load_stack
     from spotstack.components.program import config_value
     from spotstack.components.validate import SpecError, validate_fleets
@@ -104,17 +104,27 @@ def _setup(
     n = names(f, sf.project, stack)
     import boto3
 
-    try:
-        asg = boto3.client("autoscaling", region_name=f.region, endpoint_url=endpoint_url)
-        found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[n["main_group"]])["AutoScalingGroups"]
-    except _cloud_errors() as exc:
-        err.print(f"[red]error:[/red] cannot read the group {n['main_group']} in {f.region}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    if not found or not found[0].get("TargetGroupARNs"):
-        err.print(f"[red]error:[/red] no group {n['main_group']} with a target group in {f.region}: deployed?")
-        raise typer.Exit(1)
+    from spotstack.components import regions
+
+    tgs = []
+    for region in [p.region for p in regions.parts(f)]:  # every region of a fleet across regions, home first
+        try:
+            asg = boto3.client("autoscaling", region_name=region, endpoint_url=endpoint_url)
+            found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[n["main_group"]])["AutoScalingGroups"]
+        except _cloud_errors() as exc:
+            err.print(f"[red]error:[/red] cannot read the group {n['main_group']} in {region}: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        if not found or not found[0].get("TargetGroupARNs"):
+            err.print(f"[red]error:[/red] no group {n['main_group']} with a target group in {region}: deployed?")
+            raise typer.Exit(1)
+        tgs.append(found[0]["TargetGroupARNs"][0])
     # The deployed function's configuration document, read the way its handler reads it.
-    cfg = config(f, n["main_group"], n["fallback_group"], n["table"], found[0]["TargetGroupARNs"][0])
+    across = (
+        regions_config(f, [(p.region, n["main_group"], n["fallback_group"]) for p in regions.parts(f)], tgs)
+        if f.multi_region
+        else ()
+    )
+    cfg = config(f, n["main_group"], n["fallback_group"], n["table"], tgs[0], across)
     cloud, store = fleet_and_store(cfg, endpoint_url)
     return f, cloud, store, policy_of(cfg)
 

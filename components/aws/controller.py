@@ -263,23 +263,30 @@ def declare(
 
 
 def _regions(spec: FleetSpec, controlled: Sequence[Controlled], tg_arns: Sequence[str]) -> list[dict[str, Any]]:
-    """Each region's groups, the fallback type's price there, and its share of the fleet's bounds."""
+    return regions_config(spec, [(c.region, c.main_group, c.fallback_group) for c in controlled], tg_arns)
+
+
+def regions_config(
+    spec: FleetSpec, groups: Sequence[tuple[str, str, str]], tg_arns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The configuration document's `regions`: each region's groups (`(region, main, fallback)`) and target group,
+    the fallback type's price there, and its share of the fleet's bounds."""
     from spotstack.components import catalog, regions
 
     od_type = spec.instances[0]
     caps = {p.region: p.capacity for p in regions.parts(spec)}
     return [
         {
-            "region": c.region,
-            "main_group": c.main_group,
-            "fallback_group": c.fallback_group,
+            "region": region,
+            "main_group": main,
+            "fallback_group": fallback,
             "target_group_arn": arn,
-            "on_demand_price": catalog.on_demand_price("aws", od_type.type, c.region, od_type.on_demand_price),
-            "min": caps[c.region].min,
-            "max": caps[c.region].max,
-            "base_on_demand": caps[c.region].base_on_demand,
+            "on_demand_price": catalog.on_demand_price("aws", od_type.type, region, od_type.on_demand_price),
+            "min": caps[region].min,
+            "max": caps[region].max,
+            "base_on_demand": caps[region].base_on_demand,
         }
-        for c, arn in zip(controlled, tg_arns, strict=True)
+        for (region, main, fallback), arn in zip(groups, tg_arns, strict=True)
     ]
 
 

@@ -7,6 +7,7 @@ is a hook reporting its replacements unhealthy until spot returns."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,3 +238,34 @@ def test_new_fallback_goes_to_the_best_region_and_what_runs_stays() -> None:
     assert fallback_shares(2, ending) == {"a": 1, "b": 1}
     never = {"a": _standing(asked=2, alive=2), "b": _standing(asked=2, alive=0, price=0.1)}
     assert fallback_shares(2, never) == {"a": 2, "b": 0}
+
+
+def test_controller_once_reads_a_stack_across_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`spotstack controller once --stack dev-multiregion`: every region's groups, found where `pulumi up` put them,
+    in one round (its pools `<region>/<type>`), its memory in the home region."""
+    from typer.testing import CliRunner
+
+    from spotstack.cli.main import app
+    from spotstack.components.aws.controller import names
+    from spotstack.components.plan.stackfile import config_value, load_stack
+    from spotstack.components.validate import validate_fleets
+    from tests.conftest import ROOT
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": HOME}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(ROOT)
+    sf = load_stack(ROOT, "dev-multiregion")
+    spec = validate_fleets(config_value(sf.config))[0][0]
+    n = names(spec, sf.project, "dev-multiregion")
+    with mock_aws():
+        for region in (HOME, OTHER):
+            clients = [boto3.client(s, region_name=region) for s in ("ec2", "autoscaling", "elbv2", "dynamodb")]
+            deploy(*clients, n["main_group"], n["fallback_group"], n["table"])
+        out = CliRunner().invoke(app, ["controller", "once", "--stack", "dev-multiregion", "--dry-run", "--json"])
+        assert out.exit_code == 0, out.output
+        doc = json.loads(out.stdout.strip().splitlines()[-1])
+        assert doc["target"] == 6 and len(doc["replicas"]) == 6  # 3 in each region's main group
+        assert {r["pool"].split("/")[0] for r in doc["replicas"]} == {HOME, OTHER}
+        assert set(doc["sizes_before"]) == {
+            f"{r}/{g}" for r in (HOME, OTHER) for g in (n["main_group"], n["fallback_group"])
+        }
