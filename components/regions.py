@@ -9,6 +9,8 @@ decides over every region's pools at once (runtime/controller/regions.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from spotstack.components.spec import CapacitySpec, FleetSpec, RegionSpec, ScalingSpec
 from spotstack.runtime.controller.regions import SEP, share
 
@@ -36,6 +38,23 @@ def fallback_max(spec: FleetSpec) -> int:
     """The most replicas a region's on-demand fallback group holds: the fleet's spot share, whichever region it
     stands in for (one region: the same, the fallback never above the spec's spot share)."""
     return max(1, spec.capacity.max - spec.capacity.base_on_demand)
+
+
+def controller_entry(spec: FleetSpec, region: str) -> dict[str, Any]:
+    """What a controller's configuration document says of one region of a fleet across regions, on every cloud: the
+    fallback type's on-demand price there (where new fallback goes) and the region's share of the fleet's bounds
+    (what a round decides within while another region does not answer)."""
+    from spotstack.components import catalog
+
+    od = spec.instances[0]
+    cap = next(p.capacity for p in parts(spec) if p.region == region)
+    return {
+        "region": region,
+        "on_demand_price": catalog.on_demand_price(spec.cloud, od.type, region, od.on_demand_price),
+        "min": cap.min,
+        "max": cap.max,
+        "base_on_demand": cap.base_on_demand,
+    }
 
 
 def parts(spec: FleetSpec) -> list[FleetSpec]:

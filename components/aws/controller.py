@@ -29,18 +29,20 @@ SCHEDULE = "rate(1 minute)"
 TIMEOUT_S = 60
 MEMORY_MB = 256
 LOG_RETENTION_DAYS = 14
-ASSUME_LAMBDA = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-)
+ASSUME_LAMBDA = iam.assume_role("lambda.amazonaws.com")
 EVENTS: dict[str, dict[str, Any]] = {
     "interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
 }
+
+
+def launch_failed(groups: Sequence[str]) -> dict[str, Any]:
+    """The EventBridge pattern of these Auto Scaling groups' refused launches."""
+    return {
+        "source": ["aws.autoscaling"],
+        "detail-type": ["EC2 Instance Launch Unsuccessful"],
+        "detail": {"AutoScalingGroupName": list(groups)},
+    }
 
 
 @dataclass
@@ -204,15 +206,9 @@ def declare(
     )
     rules: dict[str, dict[str, Any]] = {
         **{k: {"event_pattern": json.dumps(v)} for k, v in EVENTS.items()},
+        # Across regions, a region's refused fallback launch sends the fallback elsewhere.
         "launch-failed": {
-            "event_pattern": json.dumps(
-                {
-                    "source": ["aws.autoscaling"],
-                    "detail-type": ["EC2 Instance Launch Unsuccessful"],
-                    # Across regions, a region's refused fallback launch sends the fallback elsewhere.
-                    "detail": {"AutoScalingGroupName": [main_group] + ([fallback_group] if others else [])},
-                }
-            )
+            "event_pattern": json.dumps(launch_failed([main_group] + ([fallback_group] if others else [])))
         },
         "schedule": {"schedule_expression": SCHEDULE},
     }
@@ -270,34 +266,21 @@ def regions_config(
     spec: FleetSpec, groups: Sequence[tuple[str, str, str]], tg_arns: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The configuration document's `regions`: each region's groups (`(region, main, fallback)`) and target group,
-    the fallback type's price there, and its share of the fleet's bounds."""
-    from spotstack.components import catalog, regions
+    with what every cloud's document says of a region (`regions.controller_entry`)."""
+    from spotstack.components import regions
 
-    od_type = spec.instances[0]
-    caps = {p.region: p.capacity for p in regions.parts(spec)}
     return [
         {
-            "region": region,
+            **regions.controller_entry(spec, region),
             "main_group": main,
             "fallback_group": fallback,
             "target_group_arn": arn,
-            "on_demand_price": catalog.on_demand_price("aws", od_type.type, region, od_type.on_demand_price),
-            "min": caps[region].min,
-            "max": caps[region].max,
-            "base_on_demand": caps[region].base_on_demand,
         }
         for (region, main, fallback), arn in zip(groups, tg_arns, strict=True)
     ]
 
 
-ASSUME_EVENTS = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-)
+ASSUME_EVENTS = iam.assume_role("events.amazonaws.com")
 
 
 def _forward_events(
@@ -324,14 +307,7 @@ def _forward_events(
         ),
         opts=child,
     )
-    patterns = {
-        **EVENTS,
-        "launch-failed": {
-            "source": ["aws.autoscaling"],
-            "detail-type": ["EC2 Instance Launch Unsuccessful"],
-            "detail": {"AutoScalingGroupName": [c.main_group, c.fallback_group]},
-        },
-    }
+    patterns = {**EVENTS, "launch-failed": launch_failed([c.main_group, c.fallback_group])}
     for key, pattern in patterns.items():
         rule = aws.cloudwatch.EventRule(
             f"{name}-controller-{key}-{c.region}",

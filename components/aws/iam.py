@@ -16,12 +16,18 @@ DESCRIBE_ONLY_STAR = (
     "ecr:GetAuthorizationToken",
 )
 
-ASSUME_EC2 = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-    }
-)
+
+def assume_role(service: str) -> str:
+    """A role's trust policy: the AWS service `service` (e.g. `ec2.amazonaws.com`) may assume it, nothing else."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        }
+    )
+
+
+ASSUME_EC2 = assume_role("ec2.amazonaws.com")
 
 
 @dataclass(frozen=True)

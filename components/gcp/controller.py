@@ -80,21 +80,11 @@ def config(
 
 
 def regional(spec: FleetSpec, groups: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    from spotstack.components import catalog, regions
+    """The configuration document's `regions`: each region's groups, with what every cloud's document says of a
+    region (`regions.controller_entry`)."""
+    from spotstack.components import regions
 
-    od = spec.instances[0]
-    caps = {p.region: p.capacity for p in regions.parts(spec)}
-    return [
-        {
-            "region": r,
-            "groups": g,
-            "on_demand_price": catalog.on_demand_price("gcp", od.type, r, od.on_demand_price),
-            "min": caps[r].min,
-            "max": caps[r].max,
-            "base_on_demand": caps[r].base_on_demand,
-        }
-        for r, g in groups.items()
-    ]
+    return [{**regions.controller_entry(spec, r), "groups": g} for r, g in groups.items()]
 
 
 def size_condition(project: str, fallbacks: Sequence[tuple[str, str]], base_names: dict[str, str]) -> str:

@@ -394,7 +394,7 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
             busy=False,
         ),
     }
-    plan = SimpleNamespace(spot_types=("g6", "g5"), desired=3)
+    plan = SimpleNamespace(spot_types=("g6", "g5"), desired=3, regions=())
     fleet: Any = SimpleNamespace(
         nodes=nodes,
         plan=plan,
@@ -404,7 +404,8 @@ def test_the_local_fleet_runs_the_clouds_round_through_its_adaptor() -> None:
         notice_s=10.0,
         scale_in=ended.append,
         launch=launched.append,
-        free_slot=lambda: True,
+        free_slot=lambda region=None: True,
+        region_for=lambda launch: "",
     )
     cloud, store = LocalCloud(fleet), MemoryStore()
     policy = replace(P, spread=True)
