@@ -28,16 +28,17 @@ class Item:
     text: str
 
 
-def _gpus(f: FleetSpec) -> tuple[dict[str, int], int]:
-    """Per GPU model, the most GPUs the fleet may run at its maximum size; and the most vCPUs."""
+def _gpus(f: FleetSpec, most: int | None = None) -> tuple[dict[str, int], int]:
+    """Per GPU model, the most GPUs `most` replicas (default: the fleet's maximum size) may run; and the most vCPUs."""
+    n = f.capacity.max if most is None else most
     gpus: dict[str, int] = {}
     vcpu = 0
     for i in f.instances:
         t = catalog.lookup(f.cloud, i.type)
         if t is None:
             continue
-        gpus[t.gpu] = max(gpus.get(t.gpu, 0), t.gpu_count * f.capacity.max)
-        vcpu = max(vcpu, t.vcpu * f.capacity.max)
+        gpus[t.gpu] = max(gpus.get(t.gpu, 0), t.gpu_count * n)
+        vcpu = max(vcpu, t.vcpu * n)
     return gpus, vcpu
 
 
@@ -208,17 +209,31 @@ def _aws_regions(f: FleetSpec, quota: str) -> list[Item]:
     return out
 
 
-def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
-    gpus, _ = _gpus(f)
-    quota = ", ".join(
+def _gcp_quota(f: FleetSpec, most: int) -> str:
+    """The GPU quotas `most` replicas of the fleet's types need, per GPU model."""
+    return ", ".join(
         f"NVIDIA_{g.replace('-', '_').upper()}_GPUS and PREEMPTIBLE_NVIDIA_{g.replace('-', '_').upper()}_GPUS ≥ {n}"
-        for g, n in sorted(gpus.items())
+        for g, n in sorted(_gpus(f, most)[0].items())
     )
-    where = [p.region for p in regions.parts(f)] if f.multi_region else [f.region]
+
+
+def _gcp(f: FleetSpec, run: PlanRun) -> list[Item]:
+    # Across regions, a region may run its part of the fleet and, as fallback, the fleet's whole spot share.
+    fallback = regions.fallback_max(f) if f.multi_region and f.capacity.dynamic_on_demand_fallback else 0
+    most = (
+        {p.region: p.capacity.max + fallback for p in regions.parts(f)}
+        if f.multi_region
+        else {f.region: f.capacity.max}
+    )
     out = [
         *(
-            Item(f.name, "gcp", "needs", f"GPU quotas in {r}: {quota} (and GPUS_ALL_REGIONS); new projects start at 0")
-            for r in where
+            Item(
+                f.name,
+                "gcp",
+                "needs",
+                f"GPU quotas in {r}: {_gcp_quota(f, n)} (and GPUS_ALL_REGIONS); new projects start at 0",
+            )
+            for r, n in most.items()
         ),
         Item(
             f.name,

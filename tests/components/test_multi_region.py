@@ -266,7 +266,9 @@ def test_gcp_controller_sizes_each_regions_fallback_and_nothing_else(gcp_plan: P
         assert f"/regions/{region}/instanceGroupManagers/" in expr
     assert expr.count("instanceGroupManagers/") == 2
     needs = [i.text for i in gcp_plan.before_up if i.kind == "needs"]
-    assert any("GPU quotas in us-central1" in t for t in needs) and any("GPU quotas in us-east4" in t for t in needs)
+    # Each region: its part of the fleet (4) and, as fallback, the fleet's whole spot share (8 - 1 base).
+    assert any("GPU quotas in us-central1" in t and "≥ 11" in t for t in needs)
+    assert any("GPU quotas in us-east4" in t and "≥ 11" in t for t in needs)
     billed = [i.text for i in gcp_plan.before_up if i.kind == "billed"]
     assert any("read from every region" in t and "/GB" in t for t in billed)
 
