@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.aws import AwsFleet, DynamoStore
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
-from spotstack.runtime.controller.regions import Region, Regions, spot_types_in
+from spotstack.runtime.controller.regions import Regions, from_config
 from spotstack.runtime.controller.round import run_round
 
 __all__ = ["fleet_and_store", "handle", "handler", "policy_of"]
@@ -60,26 +61,20 @@ def fleet_and_store(
     region = cfg.get("region")
     store = DynamoStore(cfg["table"], cfg["fleet"], region=region, endpoint_url=endpoint_url)
     if cfg.get("regions"):
-        pools = cfg["policy"]["spot_types"]
-        parts = [
-            Region(
-                r["region"],
-                AwsFleet(
-                    r["main_group"],
-                    r.get("fallback_group"),
-                    r["target_group_arn"],
-                    spot_types_in(pools, r["region"]),
-                    region=r["region"],
-                    endpoint_url=endpoint_url,
-                    pool_prefix=f"{r['region']}/",
-                ),
-                tuple(p for p in pools if p.startswith(f"{r['region']}/")),
-                r.get("on_demand_price"),
-                (int(r["min"]), int(r["max"]), int(r["base_on_demand"])) if "min" in r else None,
+
+        def adaptor(r: Mapping[str, Any], types: tuple[str, ...]) -> AwsFleet:
+            name = str(r["region"])
+            return AwsFleet(
+                r["main_group"],
+                r.get("fallback_group"),
+                r["target_group_arn"],
+                types,
+                region=name,
+                endpoint_url=endpoint_url,
+                pool_prefix=f"{name}/",
             )
-            for r in cfg["regions"]
-        ]
-        return Regions(parts, str(region)), store
+
+        return from_config(cfg, adaptor), store
     fleet = AwsFleet(
         cfg["main_group"],
         cfg.get("fallback_group"),

@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from spotstack.runtime.controller.adaptors.gcp import GcpFleet, GcsStore
 from spotstack.runtime.controller.invocation import ENV, log, policy_of, report, when
-from spotstack.runtime.controller.regions import Region, Regions, spot_types_in
+from spotstack.runtime.controller.regions import Regions, from_config
 from spotstack.runtime.controller.round import Store, run_round
 
 PREEMPTED = "compute.instances.preempted"
@@ -79,23 +79,15 @@ def fleet_of(cfg: dict[str, Any], **kw: Any) -> GcpFleet:
 
 def regions_of(cfg: dict[str, Any], kw_of: Callable[[str], dict[str, Any]]) -> Regions[GcpFleet]:
     """A fleet across regions: an adaptor per region (`kw_of(region)`: its client options), composed."""
-    pools = cfg["policy"]["spot_types"]
-    parts = []
-    for r in cfg["regions"]:
+
+    def adaptor(r: Mapping[str, Any], types: tuple[str, ...]) -> GcpFleet:
         name = str(r["region"])
-        fleet = GcpFleet(
-            cfg["project"],
-            name,
-            {k: v for k, v in r["groups"].items() if v},
-            cfg["backend_service"],
-            spot_types_in(pools, name),
-            pool_prefix=f"{name}/",
-            **kw_of(name),
+        groups = {k: v for k, v in r["groups"].items() if v}
+        return GcpFleet(
+            cfg["project"], name, groups, cfg["backend_service"], types, pool_prefix=f"{name}/", **kw_of(name)
         )
-        mine = tuple(p for p in pools if p.startswith(f"{name}/"))
-        bounds = (int(r["min"]), int(r["max"]), int(r["base_on_demand"])) if "min" in r else None
-        parts.append(Region(name, fleet, mine, r.get("on_demand_price"), bounds))
-    return Regions(parts, str(cfg["region"]))
+
+    return from_config(cfg, adaptor)
 
 
 def fleet_and_store(

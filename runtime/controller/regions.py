@@ -17,9 +17,9 @@ fleet's bounds) and the round says so. Only when no region answers does the roun
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from spotstack.runtime.controller.decide import Decision
 from spotstack.runtime.controller.round import CloudFleet, Seen
@@ -133,7 +133,8 @@ class Regions(Generic[F]):
         if unknown:
             known = [self.regions[n].bounds for n in parts]
             if all(b is not None for b in known):
-                bounds = (sum(b[0] for b in known if b), sum(b[1] for b in known if b), sum(b[2] for b in known if b))
+                low, high, base = (sum(x) for x in zip(*[b for b in known if b is not None], strict=True))
+                bounds = (low, high, base)
             else:
                 raise RuntimeError(
                     f"{'; '.join(notes)}; the regions' shares of the fleet are not known: nothing acted on"
@@ -186,6 +187,22 @@ class Regions(Generic[F]):
         for an event that names none or another."""
         r = self.regions.get(str(region)) or self.regions[self.home]
         return r.fleet
+
+
+def from_config(cfg: Mapping[str, Any], adaptor: Callable[[Mapping[str, Any], tuple[str, ...]], F]) -> Regions[F]:
+    """A fleet across regions from its controller configuration document (every cloud's: `regions` entries with
+    `region`, `on_demand_price`, `min`, `max`, `base_on_demand`, the home region `region`): each region's adaptor
+    is `adaptor(entry, its bare spot types)`, its pools named `<region>/<type>`."""
+    pools = cfg["policy"]["spot_types"]
+    parts = []
+    for entry in cfg["regions"]:
+        name = str(entry["region"])
+        bounds = (int(entry["min"]), int(entry["max"]), int(entry["base_on_demand"])) if "min" in entry else None
+        mine = tuple(p for p in pools if p.startswith(name + SEP))
+        parts.append(
+            Region(name, adaptor(entry, spot_types_in(pools, name)), mine, entry.get("on_demand_price"), bounds)
+        )
+    return Regions(parts, str(cfg["region"]))
 
 
 def share(total: int, parts: int, index: int) -> int:
