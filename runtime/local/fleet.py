@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -32,8 +31,9 @@ from spotstack.runtime.controller.decide import Launch, Policy
 from spotstack.runtime.controller.round import run_round
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local import node_api, report
-from spotstack.runtime.local.gateways import Gateways
-from spotstack.runtime.local.haproxy import HAProxy, Server
+from spotstack.runtime.local.balancers import LoadBalancers
+from spotstack.runtime.local.gateways import Gateways, write_replicas
+from spotstack.runtime.local.haproxy import HAProxy
 from spotstack.runtime.local.hold import HoldServer
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
@@ -41,7 +41,7 @@ from spotstack.runtime.local.objectstore import start_object_store
 from spotstack.runtime.local.plan import FleetPlan, local_policy
 from spotstack.runtime.local.postbox import Postbox
 from spotstack.runtime.local.reaper import Ledger
-from spotstack.runtime.local.regions import HEALTH_PATH, on_demand_region, region_of
+from spotstack.runtime.local.regions import launch_region
 from spotstack.runtime.local.replica import Node, spawn_node
 from spotstack.runtime.local.warm_pool import WarmPool, end_process
 from spotstack.runtime.net import free_port
@@ -77,10 +77,9 @@ class LocalFleet:
         self.lb_port = 0
         self.events: list[str] = []
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._haproxy: HAProxy | None = None
-        """The clients' load balancer: the nodes' (one region), or the front over the regions' (several)."""
         self._lbs: dict[str, HAProxy] = {}
-        """Region -> the HAProxy its nodes are behind."""
+        """Region -> the HAProxy its nodes are behind (`balancers.LoadBalancers.by_region`, once started)."""
+        self._balancers: LoadBalancers | None = None
         self._task: asyncio.Task[None] | None = None
         self._env: dict[str, str] = {}
         self._shm = Path("/dev/shm") / f"spotstack-local-{os.getpid()}"
@@ -136,10 +135,12 @@ class LocalFleet:
             self.jobs = await asyncio.to_thread(create_local_queues, self.plan, self._env, self.workdir)
         self.lb_port = free_port()
         await self.hold.start()
-        await self._start_load_balancers()
+        self._balancers = LoadBalancers(self.workdir, self.slot_region, self.lb_port, self.ledger)
+        await self._balancers.start(self.hold.port)
+        self._lbs = self._balancers.by_region
         if self.plan.gateway is not None:
             # The clients' load balancer fronts the gateways; the gateways find the nodes in `replicas.json`.
-            self.write_replicas()
+            write_replicas(self.workdir, self.nodes.values())
             self.gateways = Gateways(self.workdir, self.plan.gateway, self._env, self.ledger)
             await self.gateways.start()
             self.lb_port = self.gateways.front_port
@@ -148,42 +149,10 @@ class LocalFleet:
             self.warm_pool.preparing.append(self.launch(Launch("fallback", self.plan.on_demand_types[0]), prepare=True))
         self._task = asyncio.create_task(self._loop())
 
-    async def _start_load_balancers(self) -> None:
-        """One region: one HAProxy, the hold server its backup. Several: an HAProxy per region over its slots, and a
-        front one over the regions', checking each region's `HEALTH_PATH` (503 while it has no node in rotation),
-        the hold server its backup."""
-        multi = len(self.regions) > 1
-        for r in self.regions:
-            slots = [Server(s, 9, 9, disabled=True) for s, sr in self.slot_region.items() if sr == r]
-            lb = HAProxy(
-                self.workdir / ("lb" if not multi else f"lb-{r}"),
-                free_port() if multi else self.lb_port,
-                slots,
-                None if multi else self.hold.port,
-                monitor_path=HEALTH_PATH if multi else None,
-            )
-            await lb.start()
-            if lb.pid is not None:
-                self.ledger.record(lb.pid, f"haproxy {r}".strip())
-            self._lbs[r] = lb
-        self._haproxy = self._lbs[self.regions[0]]
-        if multi:
-            fronts = [Server(r, lb.listen_port, lb.listen_port, HEALTH_PATH) for r, lb in self._lbs.items()]
-            self._haproxy = HAProxy(self.workdir / "lb-front", self.lb_port, fronts, self.hold.port)
-            await self._haproxy.start()
-            if self._haproxy.pid is not None:
-                self.ledger.record(self._haproxy.pid, "haproxy front")
-
     # -- nodes -------------------------------------------------------------------------------
     def region_for(self, launch: Launch) -> str | None:
-        """A launch's region: its pool's (spot), else the first with on-demand capacity (home first); None: no
-        region can take it now (a regional outage everywhere)."""
-        if len(self.regions) == 1:
-            return self.regions[0]
-        pool_region = region_of(launch.type)
-        if pool_region is not None:
-            return pool_region
-        return on_demand_region(self.regions, lambda r: self.market.on_demand_obtainable(r, time.time()))
+        """A launch's region (`regions.launch_region`); None: no region can take it now."""
+        return launch_region(self.regions, launch.type, lambda r: self.market.on_demand_obtainable(r, time.time()))
 
     def launch(self, launch: Launch, *, prepare: bool = False) -> Node:
         """Start a node process. `prepare`: a warm pool instance's first boot, outside the load balancer: it
@@ -348,22 +317,12 @@ class LocalFleet:
         )
         (self.workdir / "peers").write_text(peers + "\n")
         if self.gateways is not None:
-            self.write_replicas()
+            write_replicas(self.workdir, self.nodes.values())
 
         policy = self.policy()
         # The clouds' round: observe (the adaptor reads this supervisor's nodes), decide, act (it starts and
         # scales in node processes). Every launch a decision asks for is carried out (the bound is the cloud's).
         run_round(self._cloud, self._store, policy, now, max_launches=2 * self.plan.max + 2)
-
-    def write_replicas(self) -> None:
-        """The gateways' replica list: every node running (they probe each one's readiness themselves), by its
-        model server and its agent's /ready."""
-        specs = [
-            f"http://127.0.0.1:{n.ports['traffic']} ready=http://127.0.0.1:{n.ports['agent']}/ready"
-            for n in self.nodes.values()
-            if n.state in ("provisioning", "loading", "ready", "draining")
-        ]
-        write_atomic(self.workdir / "replicas.json", json.dumps(specs))
 
     def policy(self) -> Policy:
         """The spec's policy (the clouds' own) at this fleet's time scale (`plan.local_policy`)."""
@@ -428,8 +387,8 @@ class LocalFleet:
         await self.warm_pool.stop()
         if self.gateways is not None:
             await self.gateways.stop()
-        for lb in {id(x): x for x in [*self._lbs.values(), *([self._haproxy] if self._haproxy else [])]}.values():
-            await lb.stop()
+        if self._balancers is not None:
+            await self._balancers.stop()
         await self.hold.stop()
         for p in self._procs:
             p.terminate()

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,17 @@ from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local.haproxy import HAProxy, Server
 from spotstack.runtime.local.reaper import Ledger, die_with_parent
 from spotstack.runtime.net import free_port
+
+
+def write_replicas(workdir: Path, nodes: Iterable[Any]) -> None:
+    """The gateways' replica list (`replicas.json`): every node running (they probe each one's readiness
+    themselves), by its model server and its agent's /ready."""
+    specs = [
+        f"http://127.0.0.1:{n.ports['traffic']} ready=http://127.0.0.1:{n.ports['agent']}/ready"
+        for n in nodes
+        if n.state in ("provisioning", "loading", "ready", "draining")
+    ]
+    write_atomic(workdir / "replicas.json", json.dumps(specs))
 
 
 class Gateways:

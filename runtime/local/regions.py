@@ -56,6 +56,14 @@ def on_demand_region(regions: Sequence[str], obtainable: Callable[[str], bool]) 
     return next((r for r in regions if obtainable(r)), None)
 
 
+def launch_region(regions: Sequence[str], pool: str, on_demand: Callable[[str], bool]) -> str | None:
+    """A launch's region: the only one; a spot pool's own; else the first region with on-demand capacity (home
+    first); None: none has any now (a regional outage everywhere)."""
+    if len(regions) == 1:
+        return regions[0]
+    return region_of(pool) or on_demand_region(regions, on_demand)
+
+
 def outage_market(
     plan: FleetPlan, speed: float, *, before: int = 4, outage: int = 8, after: int = 12, gap_s: float = 60.0
 ) -> tuple[Market, float]:
