@@ -3,6 +3,8 @@ and CIDR blocks. Each returns the value or raises ValueError with a message that
 
 from __future__ import annotations
 
+from typing import Any
+
 from spotstack.runtime.config import AGENT_PORT
 
 
@@ -65,3 +67,23 @@ def check_cidr(cidr: str) -> str:
         return str(ipaddress.ip_network(cidr, strict=True))
     except ValueError as exc:
         raise ValueError(f"{cidr!r} is not a CIDR block ({exc})") from None
+
+
+def fill_home_region(data: Any) -> Any:
+    """A fleet's raw spec with `regions`: `region`, `zones` and `network` filled in from the home region (`home`,
+    default the first), so everything that serves one region reads the home region. `home` naming no region is read
+    as the first (region_checks.py reports it with its path). The same values given again (a spec dumped and read
+    back) are fine; different ones are two answers."""
+    if not isinstance(data, dict) or not data.get("regions") or not isinstance(data["regions"], list):
+        return data
+    entries = [r for r in data["regions"] if isinstance(r, dict)]
+    if not entries:
+        return data
+    home = data.get("home", entries[0].get("region"))
+    at_home = next((r for r in entries if r.get("region") == home), entries[0])
+    filled = {"region": at_home.get("region"), "zones": at_home.get("zones"), "network": at_home.get("network")}
+    if any(filled[k] != data[k] for k in filled if data.get(k) is not None):
+        raise ValueError(
+            "give region and zones (one region) or regions (several, each with its zones and network), not both"
+        )
+    return {**data, **{k: v for k, v in filled.items() if v is not None}, "home": home}

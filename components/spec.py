@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from spotstack.components.field_checks import check_cidr, check_cron, check_timezone, not_agent_port
+from spotstack.components.field_checks import check_cidr, check_cron, check_timezone, fill_home_region, not_agent_port
 from spotstack.runtime.config import PEER_PORT, check_readiness_path
 
 Cloud = Literal["aws", "gcp", "alicloud", "local"]
@@ -368,7 +368,7 @@ class FleetSpec(_Model):
     """The region's zones the fleet may use. With `regions`, filled in: the home region's."""
     regions: list[RegionSpec] = Field(default_factory=list, max_length=MAX_REGIONS)
     """Several regions, each with its zones (instead of `region` and `zones`): spot capacity is taken wherever it
-    is, behind one endpoint (docs/multi-region.md). AWS so far."""
+    is, behind one endpoint (docs/multi-region.md). AWS and GCP so far."""
     home: Region | None = None
     """With `regions`: where the controller, its memory, the front door's state and the model store live
     (default: the first region)."""
@@ -392,23 +392,7 @@ class FleetSpec(_Model):
     def _one_region_form(cls, data: Any) -> Any:
         """`regions` fills in `region`, `zones` and `network` from the home region, so everything that serves one
         region reads the home region; `region` and `zones` alone mean one region, as before."""
-        if not isinstance(data, dict) or not data.get("regions") or not isinstance(data["regions"], list):
-            return data
-        entries = [r for r in data["regions"] if isinstance(r, dict)]
-        home = data.get("home", entries[0].get("region") if entries else None)
-        at_home = next((r for r in entries if r.get("region") == home), None)
-        if at_home is None:  # `home` names no region: region_checks.py says so with its path; the rest is read
-            if not entries:
-                return data
-            at_home = entries[0]
-        filled = {"region": at_home.get("region"), "zones": at_home.get("zones"), "network": at_home.get("network")}
-        given = {k: data[k] for k in filled if data.get(k) is not None}
-        if any(filled[k] != v for k, v in given.items()):
-            # The same values again (a spec dumped and read back) are fine; anything else is two answers.
-            raise ValueError(
-                "give region and zones (one region) or regions (several, each with its zones and network), not both"
-            )
-        return {**data, **{k: v for k, v in filled.items() if v is not None}, "home": home}
+        return fill_home_region(data)
 
     @property
     def spot_instances(self) -> list[InstanceSpec]:
