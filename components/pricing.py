@@ -14,6 +14,10 @@ HOURS_PER_MONTH = 730.0
 
 def on_demand_price(fleet: FleetSpec, inst: InstanceSpec) -> float:
     price = catalog.on_demand_price(fleet.cloud, inst.type, fleet.region, inst.on_demand_price)
+    if price is None and fleet.home is not None:
+        # A region's part of a fleet across regions, where the catalog has no price: the home region's (the spec's
+        # checks warned, naming the region).
+        price = catalog.on_demand_price(fleet.cloud, inst.type, fleet.home)
     if price is None:  # validate_fleets rejects this earlier; this guards direct callers
         raise ValueError(f"no on-demand price for {inst.type} in {fleet.region}")
     return price

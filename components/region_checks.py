@@ -11,8 +11,7 @@ from spotstack.components.problem import Problem
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.clouds import PROFILES
 
-MULTI_REGION_CLOUDS = ("aws", "gcp")
-"""Where a fleet may span regions today (docs/multi-region.md says what the others take)."""
+CLOUD_NAMES = {"aws": "AWS", "gcp": "GCP", "alicloud": "Alibaba Cloud"}
 
 
 def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
@@ -44,14 +43,6 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
             warnings += _offered(fleet, r.region, at)
     if len(fleet.regions) < 2:
         return errors, warnings
-    if fleet.cloud not in MULTI_REGION_CLOUDS:
-        errors.append(
-            Problem(
-                f"{at}.regions",
-                f"a fleet spans regions on {', '.join(MULTI_REGION_CLOUDS)} so far; on {fleet.cloud}, declare one "
-                "fleet per region (docs/multi-region.md says what spanning them takes)",
-            )
-        )
     if fleet.capacity.max < len(fleet.regions):
         errors.append(
             Problem(
@@ -59,20 +50,22 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
                 f"must be >= the number of regions ({len(fleet.regions)}): each region's groups hold one at least",
             )
         )
-    if fleet.cloud == "gcp" and fleet.service.gateway is not None:
+    if fleet.cloud in ("gcp", "alicloud") and fleet.service.gateway is not None:
+        front = "the global load balancer" if fleet.cloud == "gcp" else "the accelerator"
         errors.append(
             Problem(
                 f"{at}.service.gateway",
-                "GCP's gateways across regions are not built yet (a gateway group per region behind the global "
-                "load balancer); serve from one region, or across regions without the gateway",
+                f"{CLOUD_NAMES[fleet.cloud]}'s gateways across regions are not built yet (a gateway group per region "
+                f"behind {front}); serve from one region, or across regions without the gateway",
             )
         )
-    if fleet.service.tls is not None and fleet.cloud == "aws":
+    if fleet.service.tls is not None and fleet.cloud in ("aws", "alicloud"):
+        what = "an ACM certificate is regional" if fleet.cloud == "aws" else "the accelerator forwards port 80 only"
         errors.append(
             Problem(
                 f"{at}.service.tls",
-                "an ACM certificate is regional (one per region's load balancer): HTTPS across regions is not built "
-                "yet on AWS; terminate TLS in front of the accelerator, or serve from one region",
+                f"{what} (one certificate per region's load balancer): HTTPS across regions is not built yet on "
+                f"{CLOUD_NAMES[fleet.cloud]}; terminate TLS in front of the accelerator, or serve from one region",
             )
         )
     if fleet.jobs is not None or fleet.scaling.queue is not None:

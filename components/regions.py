@@ -50,7 +50,9 @@ def controller_entry(spec: FleetSpec, region: str) -> dict[str, Any]:
     cap = next(p.capacity for p in parts(spec) if p.region == region)
     return {
         "region": region,
-        "on_demand_price": catalog.on_demand_price(spec.cloud, od.type, region, od.on_demand_price),
+        # Where the catalog has no price for the region, the home region's (the spec's checks warned).
+        "on_demand_price": catalog.on_demand_price(spec.cloud, od.type, region, od.on_demand_price)
+        or catalog.on_demand_price(spec.cloud, od.type, spec.region),
         "min": cap.min,
         "max": cap.max,
         "base_on_demand": cap.base_on_demand,

@@ -368,7 +368,7 @@ class FleetSpec(_Model):
     """The region's zones the fleet may use. With `regions`, filled in: the home region's."""
     regions: list[RegionSpec] = Field(default_factory=list, max_length=MAX_REGIONS)
     """Several regions, each with its zones (instead of `region` and `zones`): spot capacity is taken wherever it
-    is, behind one endpoint (docs/multi-region.md). AWS and GCP so far."""
+    is, behind one endpoint (docs/multi-region.md), on every cloud."""
     home: Region | None = None
     """With `regions`: where the controller, its memory, the front door's state and the model store live
     (default: the first region)."""

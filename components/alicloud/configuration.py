@@ -27,8 +27,11 @@ def declare(
     role_name: pulumi.Input[str],
     user_data: pulumi.Output[str],
     child: pulumi.ResourceOptions,
+    *,
+    fleet_tag: str | None = None,
 ) -> list[ali.ess.ScalingConfiguration]:
-    """The main group's configuration first, then the fallback group's (when it has one)."""
+    """The main group's configuration first, then the fallback group's (when it has one). `fleet_tag`: the
+    instances' fleet tag (peer discovery's key; default `name`: across regions, the fleet's name in every region)."""
     configurations: list[ali.ess.ScalingConfiguration] = []
     for kind, g in zip(("", "fallback-"), groups, strict=False):
         on_demand_only = kind == "fallback-"
@@ -56,7 +59,7 @@ def declare(
                 system_disk_category="cloud_essd",
                 system_disk_size=node.ROOT_VOLUME_GB,
                 # The instances carry the digest: the controller rolls those launched from an older one.
-                tags={**spec.tags, node.FLEET_TAG: name, CONFIG_TAG: _digest(user_data, launch)},
+                tags={**spec.tags, node.FLEET_TAG: fleet_tag or name, CONFIG_TAG: _digest(user_data, launch)},
                 active=True,
                 enable=True,
                 force_delete=True,

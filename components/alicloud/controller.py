@@ -19,6 +19,8 @@ import base64
 import io
 import json
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -48,12 +50,37 @@ def fc_function_dimensions(region: str, function: str) -> dict[str, str]:
     return {"region": region, "functionName": function}
 
 
-def controller_policy(
-    region: str, main_group: str, fallback_group: str | None, server_group: str, listener: str, bucket: str, logs: str
-) -> dict[str, Any]:
-    """What one round does, and nothing more. Pure: ids in, the RAM policy document out."""
+@dataclass(frozen=True)
+class RegionIds:
+    """What the controller acts on in one region, by id."""
 
-    groups = [f"acs:ess:{region}:*:scalinggroup/{g}" for g in (main_group, fallback_group) if g]
+    region: str
+    main_group: str
+    fallback_group: str | None
+    server_group: str
+    listener: str
+
+
+def controller_policy(
+    region: str,
+    main_group: str,
+    fallback_group: str | None,
+    server_group: str,
+    listener: str,
+    bucket: str,
+    logs: str,
+    others: Sequence[RegionIds] = (),
+) -> dict[str, Any]:
+    """What one round does, and nothing more. Pure: ids in, the RAM policy document out. `others`: across regions,
+    every other region's groups and server group (the round observes and sizes them from the home region)."""
+    here = RegionIds(region, main_group, fallback_group, server_group, listener)
+    every = [here, *others]
+    groups = [f"acs:ess:{r.region}:*:scalinggroup/{g}" for r in every for g in (r.main_group, r.fallback_group) if g]
+    balancers = [
+        arn
+        for r in every
+        for arn in (f"acs:alb:{r.region}:*:servergroup/{r.server_group}", f"acs:alb:{r.region}:*:listener/{r.listener}")
+    ]
     return {
         "Version": "1",
         "Statement": [
@@ -77,10 +104,7 @@ def controller_policy(
             {
                 "Effect": "Allow",
                 "Action": ["alb:ListServerGroupServers", "alb:GetListenerHealthStatus"],
-                "Resource": [
-                    f"acs:alb:{region}:*:servergroup/{server_group}",
-                    f"acs:alb:{region}:*:listener/{listener}",
-                ],
+                "Resource": balancers,
             },
             {
                 "Effect": "Allow",
@@ -106,10 +130,12 @@ def config(
     listener: str,
     bucket: str,
     config_tag: str,
+    others: Sequence[tuple[RegionIds, str]] = (),
 ) -> dict[str, Any]:
     """The function's `SPOTSTACK_CONTROLLER` document (read by `alicloud_function.handler`). `config_tag`: the
-    main group's configuration digest, which its instances carry as the `spotstack:config` tag."""
-    return {
+    main group's configuration digest, which its instances carry as the `spotstack:config` tag. `others`: across
+    regions, each other region's ids and digest: the document then lists every region, the home region first."""
+    doc = {
         **controller_base(spec, "alicloud"),
         "main_group": main_group,
         "fallback_group": fallback_group,
@@ -118,6 +144,42 @@ def config(
         "bucket": bucket,
         "config_tag": config_tag,
     }
+    if others:
+        from spotstack.components.regions import controller_entry
+
+        here = RegionIds(spec.region, main_group, fallback_group, server_group, listener)
+        doc["regions"] = [
+            {
+                **controller_entry(spec, r.region),
+                "main_group": r.main_group,
+                "fallback_group": r.fallback_group,
+                "server_group": r.server_group,
+                "listener": r.listener,
+                "config_tag": tag,
+            }
+            for r, tag in [(here, config_tag), *others]
+        ]
+    return doc
+
+
+@dataclass
+class Controlled:
+    """One region's groups and load balancer, as the controller acts on them."""
+
+    region: str
+    main_group: ali.ess.ScalingGroup
+    fallback_group: ali.ess.ScalingGroup | None
+    servers: ali.alb.ServerGroup
+    listener: ali.alb.Listener
+    config_tag: pulumi.Output[str]
+    """Read from the main scaling configuration's outputs, so the function learns a new digest only once ESS
+    launches from it (else it would roll to a configuration ESS does not launch yet)."""
+
+    def ids(self) -> pulumi.Output[RegionIds]:
+        fallback = self.fallback_group.id if self.fallback_group is not None else None
+        return pulumi.Output.all(self.main_group.id, fallback, self.servers.id, self.listener.id).apply(
+            lambda a: RegionIds(self.region, *a)
+        )
 
 
 def code_zip() -> str:
@@ -133,19 +195,15 @@ def code_zip() -> str:
 
 
 def declare(
-    name: str,
-    spec: FleetSpec,
-    main_group: ali.ess.ScalingGroup,
-    fallback_group: ali.ess.ScalingGroup | None,
-    servers: ali.alb.ServerGroup,
-    listener: ali.alb.Listener,
-    config_tag: pulumi.Output[str],
-    child: pulumi.ResourceOptions,
+    name: str, spec: FleetSpec, controlled: Sequence[Controlled], child: pulumi.ResourceOptions
 ) -> tuple[ali.fc.V3Function, pulumi.Output[str]]:
-    """The controller's resources; returns the function and its configuration document. `config_tag`: read from
-    the main scaling configuration's outputs, so the function learns a new digest only once ESS launches from it
-    (else it would roll to a configuration ESS does not launch yet)."""
-    fallback_id = fallback_group.id if fallback_group is not None else None
+    """The controller's resources (in the home region, `child`'s provider); returns the function and its
+    configuration document. `controlled`: each region's groups, the home region first."""
+    home, others = controlled[0], controlled[1:]
+    main_group, servers, listener = home.main_group, home.servers, home.listener
+    fallback_id = home.fallback_group.id if home.fallback_group is not None else None
+    other_ids = pulumi.Output.all(*[c.ids() for c in others])
+    other_tags = pulumi.Output.all(*[c.config_tag for c in others])
     fn_name = node.stack_name(f"{name}-controller", 64)
     tags = {"spotstack-fleet": name}
     bucket = ali.oss.Bucket(
@@ -183,8 +241,8 @@ def declare(
         f"{name}-controller-policy",
         policy_name=node.stack_name(f"{name}-controller", 128),
         policy_document=pulumi.Output.all(
-            main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, logs.project_name
-        ).apply(lambda a: json.dumps(controller_policy(spec.region, *a))),
+            main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, logs.project_name, other_ids
+        ).apply(lambda a: json.dumps(controller_policy(spec.region, a[0], a[1], a[2], a[3], a[4], a[5], others=a[6]))),
         opts=child,
     )
     attach = ali.ram.RolePolicyAttachment(
@@ -194,8 +252,12 @@ def declare(
         role_name=role.role_name,
         opts=child,
     )
-    env = pulumi.Output.all(main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, config_tag).apply(
-        lambda a: json.dumps(config(spec, *a))
+    env = pulumi.Output.all(
+        main_group.id, fallback_id, servers.id, listener.id, bucket.bucket, home.config_tag, other_ids, other_tags
+    ).apply(
+        lambda a: json.dumps(
+            config(spec, a[0], a[1], a[2], a[3], a[4], a[5], others=list(zip(a[6], a[7], strict=True)))
+        )
     )
     fn = ali.fc.V3Function(
         f"{name}-controller",

@@ -114,6 +114,8 @@ def node_policy(
     prefix: str,
     repo: str | None,
     token_parameter: str | None = None,
+    *,
+    registry_region: str | None = None,
 ) -> dict[str, Any]:
     """The node role: what the agent calls and nothing else (tests/components/test_least_privilege.py holds the
     list). No lifecycle or load-balancer writes: on Alibaba the node leaves the ALB through its failing health
@@ -141,7 +143,7 @@ def node_policy(
             {
                 "Effect": "Allow",
                 "Action": ["cr:PullRepository"],
-                "Resource": [f"acs:cr:{region}:*:repository/{repo}"],
+                "Resource": [f"acs:cr:{registry_region or region}:*:repository/{repo}"],
             }
         )
         st.append({"Effect": "Allow", "Action": ["cr:GetAuthorizationToken"], "Resource": ["*"]})
@@ -164,6 +166,18 @@ def read_secret_parameter(region: str, name: str) -> list[dict[str, Any]]:
         {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [f"acs:kms:{region}:*:key/*"]},
         {"Effect": "Allow", "Action": ["kms:GetSecretValue"], "Resource": [f"acs:kms:{region}:*:secret/*"]},
     ]
+
+
+def oss_public_endpoint(region: str) -> str:
+    """A region's OSS endpoint from anywhere (the VPC-internal one serves its own region only)."""
+    return f"https://oss-{region}.aliyuncs.com"
+
+
+def registry_internet_host(image_url: str) -> str:
+    """An ACR EE image by the instance's internet endpoint (`<instance>-registry.<region>.cr.aliyuncs.com`) rather
+    than its VPC endpoint (`-registry-vpc`), which a VPC links to in the instance's region only."""
+    host, sep, rest = image_url.partition("/")
+    return host.replace("-registry-vpc.", "-registry.", 1) + sep + rest
 
 
 def registry_login(instance_id: str, region: str, image_url: str) -> str:

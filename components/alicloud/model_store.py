@@ -10,6 +10,9 @@ import pulumi_alicloud as ali
 
 from spotstack.components import agent_wheel, tokens
 
+OSS_PRICING = "https://www.alibabacloud.com/product/oss/pricing"
+"""OSS's price list: a fleet across regions reads the home bucket from the others as internet outbound traffic."""
+
 
 class AlicloudModelStoreArgs(TypedDict, total=False):
     bucket: str

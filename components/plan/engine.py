@@ -152,7 +152,7 @@ def _gcp_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
     kind = typ.rsplit(":", 1)[-1]
     out: dict[str, Any] = {"id": f"{kind.lower()}-{name}"}
     if typ == "alicloud:vpc/network:Network":
@@ -162,7 +162,9 @@ def _alicloud_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, 
     if kind == "ApplicationLoadBalancer":
         out["address"] = "198.51.100.20"
     elif typ == "alicloud:alb/loadBalancer:LoadBalancer":
-        out["dnsName"] = f"alb-plan{name}.us-west-1.alb.aliyuncs.com"
+        out["dnsName"] = f"alb-plan{name}.{region or 'us-west-1'}.alb.aliyuncs.com"
+    elif typ == "alicloud:ecs/eipAddress:EipAddress":
+        out["ipAddress"] = f"203.0.113.{int(_hex17(name), 16) % 250 + 1}"  # TEST-NET-3: documentation addresses
     elif kind == "Role":
         out["name"] = inputs.get("roleName") or inputs.get("name") or name
         out["arn"] = f"acs:ram::1234567890123456:role/{out['name']}"
@@ -210,7 +212,7 @@ class PlanMocks(pulumi.runtime.Mocks):
         elif args.typ.startswith("gcp:"):
             extra = _gcp_outputs(args.typ, args.name, inputs)
         elif args.typ.startswith("alicloud:"):
-            extra = _alicloud_outputs(args.typ, args.name, inputs)
+            extra = _alicloud_outputs(args.typ, args.name, inputs, region)
             rid = extra["id"]
         else:
             extra = {}

@@ -119,7 +119,9 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
         ),
     ]
     if f.multi_region:
-        out = _aws_regions(f, quota)
+        from spotstack.components.plan import region_prereqs
+
+        out = region_prereqs.aws(f, quota)
     upstream = f.image.pull_through_upstream
     if upstream:
         from spotstack.components.aws.registry import needs_credential
@@ -160,50 +162,6 @@ def _aws(f: FleetSpec, run: PlanRun) -> list[Item]:
                 "aws",
                 "billed",
                 "the fleet controller: a Lambda round every minute and a DynamoDB item (~$0.3/month)",
-            )
-        )
-    return out
-
-
-def _aws_regions(f: FleetSpec, quota: str) -> list[Item]:
-    """A fleet across regions: each region's quota (its main group's share, and the fallback, which may stand in
-    for the whole fleet's spot replicas there), the front door, and the model store read across regions."""
-    from spotstack.components.aws.front_door import HOURLY_USD, PREMIUM_USD_PER_GB
-    from spotstack.components.aws.model_store import CROSS_REGION_USD_PER_GB
-
-    largest = max((t.vcpu for i in f.instances if (t := catalog.lookup(f.cloud, i.type)) is not None), default=0)
-    fallback = regions.fallback_max(f) if f.capacity.dynamic_on_demand_fallback else 0
-    out = []
-    for part in regions.parts(f):
-        most = part.capacity.max + fallback
-        out.append(
-            Item(
-                f.name,
-                "aws",
-                "needs",
-                f"EC2 vCPU quotas in {part.region} for {quota} instances, spot and on-demand: up to "
-                f"{largest * most} vCPUs ({part.capacity.max} replicas of the largest type, {fallback} more as "
-                "fallback); new accounts start at 0",
-            )
-        )
-    out.append(
-        Item(
-            f.name,
-            "aws",
-            "billed",
-            f"the front door, a Global Accelerator: ${HOURLY_USD}/h (~${HOURLY_USD * HOURS_PER_MONTH:.0f}/month), plus "
-            f"a data-transfer premium of about ${PREMIUM_USD_PER_GB}/GB on its traffic",
-        )
-    )
-    if f.model_cache is not None:
-        out.append(
-            Item(
-                f.name,
-                "aws",
-                "billed",
-                f"the model store is the home region's ({f.region}), read across regions: the first node of another "
-                f"region to start pulls the model at ${CROSS_REGION_USD_PER_GB}/GB of inter-region transfer (its "
-                "peers serve the rest); per start, not while idle",
             )
         )
     return out
@@ -297,10 +255,18 @@ def _alicloud(f: FleetSpec, run: PlanRun) -> list[Item]:
             "the Auto Scaling service-linked role (AliyunServiceRoleForAutoScaling), created on first use of ESS",
         ),
     ]
-    if run.find("alicloud:vpc/natGateway:NatGateway"):
-        out.append(Item(f.name, "alicloud", "billed", "an enhanced NAT gateway and its EIP (hourly, plus traffic)"))
-    if run.find("alicloud:alb/loadBalancer:LoadBalancer"):
-        out.append(Item(f.name, "alicloud", "billed", "a load balancer instance (hourly, plus capacity units)"))
+    if f.multi_region:
+        from spotstack.components.plan import region_prereqs
+
+        out = [*region_prereqs.alicloud(f), *out[1:]]
+    nats = len(run.find("alicloud:vpc/natGateway:NatGateway"))
+    if nats:
+        what = "an enhanced NAT gateway and its EIP" if nats == 1 else f"{nats} enhanced NAT gateways (one per region)"
+        out.append(Item(f.name, "alicloud", "billed", f"{what} (hourly, plus traffic)"))
+    albs = len(run.find("alicloud:alb/loadBalancer:LoadBalancer"))
+    if albs:
+        what = "a load balancer instance" if albs == 1 else f"{albs} load balancer instances (one per region)"
+        out.append(Item(f.name, "alicloud", "billed", f"{what} (hourly, plus capacity units)"))
     if any(r.name == f"{f.name}-controller" for r in run.find("alicloud:fc/v3Function:V3Function")):
         out.append(
             Item(

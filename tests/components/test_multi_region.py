@@ -80,8 +80,13 @@ def test_every_problem_of_regions_names_its_path() -> None:
         cloud="alicloud",
         regions=[{"region": "us-west-1", "zones": ["us-west-1a"]}, {"region": "us-east-1", "zones": ["us-east-1a"]}],
         instances=[{"type": "ecs.gn7i-c8g1.2xlarge", "spot": {}}],
+        image={"repository": "llm", "registry_instance": "cri-acme"},
+        service={"gateway": {}, "tls": {"certificate": "12345-us-west-1"}},
     )
-    assert "spans regions on aws, gcp so far" in problems(ali)["fleets[0].regions"]
+    got = problems(ali)
+    assert "Alibaba Cloud's gateways across regions are not built yet" in got["fleets[0].service.gateway"]
+    assert "forwards port 80 only" in got["fleets[0].service.tls"]
+    assert "fleets[0].regions" not in got  # Alibaba spans regions too
     gcp = fleet(
         cloud="gcp",
         regions=[

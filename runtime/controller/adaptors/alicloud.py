@@ -25,6 +25,7 @@ from spotstack.runtime.clouds import ALICLOUD
 from spotstack.runtime.controller import rollout
 from spotstack.runtime.controller.adaptors.oss import OssBucket
 from spotstack.runtime.controller.decide import Decision, Replica, Role
+from spotstack.runtime.controller.regions import ON_DEMAND
 from spotstack.runtime.controller.round import Seen, replica, size_fallback
 from spotstack.runtime.controller.state import ControllerState
 from spotstack.runtime.secrets import alicloud_call
@@ -32,6 +33,8 @@ from spotstack.runtime.secrets import alicloud_call
 NOTICE_S = ALICLOUD.notice_s
 """Alibaba gives a spot instance five minutes."""
 RETRY_S = 300.0
+ROUND_S = 60.0
+"""The controller's timer: a round every minute."""
 NO_STOCK = re.compile(r"NoStock|sold out|OutOfStock|InsufficientBalance|not enough (stock|resource)", re.I)
 VERSIONS = {"ess": "2014-08-28", "ecs": "2014-05-26", "alb": "2020-06-16"}
 STARTING = {"Pending", "Adding", "Pending:Wait"}
@@ -94,12 +97,16 @@ class AlicloudFleet:
         spot_types: tuple[str, ...],
         api: Api,
         config_tag: str | None = None,
+        *,
+        pool_prefix: str = "",
     ) -> None:
         """Groups by scaling group id; `server_group`: the ALB server group both register in, behind `listener`;
-        `config_tag`: the deployed configuration's digest (the main group's instances without it are rolled)."""
+        `config_tag`: the deployed configuration's digest (the main group's instances without it are rolled);
+        `pool_prefix`: one region of a fleet across regions names its pools `<region>/<type>`."""
         self.main_group, self.fallback_group, self.server_group = main_group, fallback_group, server_group
         self.listener = listener
         self.spot_types, self.api, self.config_tag = spot_types, api, config_tag
+        self.prefix = pool_prefix
 
     # -- observe ---------------------------------------------------------------------------------------------
     def observe(self, state: ControllerState, now: float) -> Seen:
@@ -139,6 +146,7 @@ class AlicloudFleet:
             for bad in sg.get("NonNormalServers", [])
         }
         notes = self._refusals(state, now)
+        self._recycling(state, now, details)
         replicas: list[Replica] = []
         current: dict[str, bool] = {}
         for group, inst in members:
@@ -154,7 +162,7 @@ class AlicloudFleet:
                     now,
                     iid,
                     role,
-                    ecs.get("InstanceType", "unknown"),
+                    self.prefix + ecs.get("InstanceType", "unknown"),
                     _ts(ecs.get("CreationTime") or inst.get("CreationTime", ""), now),
                     leaving=life in LEAVING or ecs.get("Status") == "Stopping",
                     starting=life in STARTING or ecs.get("Status") in ("Pending", "Starting"),
@@ -166,7 +174,7 @@ class AlicloudFleet:
                 tags = _items(ecs, "Tags", "Tag")
                 current[iid] = any(t.get("TagKey") == CONFIG_TAG and t.get("TagValue") == self.config_tag for t in tags)
         sizes = {g: int(groups[g].get("DesiredCapacity", groups[g].get("TotalCapacity", 0))) for g in ids}
-        obtainable = state.obtainable(self.spot_types, now, RETRY_S)
+        obtainable = state.obtainable(tuple(self.prefix + t for t in self.spot_types), now, RETRY_S)
         # A surge asked for in an earlier round is in the desired size but is not what the autoscaler wants:
         # decide() must not stand in a fallback for its instance while it loads.
         surged = 1 if rollout.Surge.from_json(state.last.get("roll")) is not None else 0
@@ -203,22 +211,42 @@ class AlicloudFleet:
         return step
 
     def _refusals(self, state: ControllerState, now: float) -> list[str]:
-        """The spot group's failed scaling activities (`NoStock` and the like), each recorded once."""
-        seen = set(state.last.get("activities", []))
+        """The spot group's failed scaling activities (`NoStock` and the like), each recorded once; in a region of a
+        fleet across regions, the fallback group's too (as the pool `<region>/on-demand`: the controller sends the
+        fallback elsewhere while that region refuses it)."""
+        key = f"activities:{self.prefix}" if self.prefix else "activities"
+        seen = set(state.last.get(key, []))
         notes = []
-        doc = self.api("ess", "DescribeScalingActivities", ScalingGroupId=self.main_group, PageSize=20)
-        for a in _items(doc, "ScalingActivities", "ScalingActivity"):
-            if a["ScalingActivityId"] in seen:
-                continue
-            seen.add(a["ScalingActivityId"])
-            text = " ".join(str(a.get(k, "")) for k in ("StatusMessage", "Cause", "Description"))
-            if a.get("StatusCode") not in ("Failed", "Warning") or not NO_STOCK.search(text):
-                continue
-            for t in [t for t in self.spot_types if t in text] or list(self.spot_types):
-                state.failed(t, _ts(str(a.get("StartTime", "")), now))
-            notes.append(f"refused launch: {text.strip()[:160]}")
-        state.last["activities"] = sorted(seen)[-50:]
+        groups = [self.main_group] + ([self.fallback_group] if self.prefix and self.fallback_group else [])
+        for group in groups:
+            doc = self.api("ess", "DescribeScalingActivities", ScalingGroupId=group, PageSize=20)
+            for a in _items(doc, "ScalingActivities", "ScalingActivity"):
+                if a["ScalingActivityId"] in seen:
+                    continue
+                seen.add(a["ScalingActivityId"])
+                text = " ".join(str(a.get(k, "")) for k in ("StatusMessage", "Cause", "Description"))
+                if a.get("StatusCode") not in ("Failed", "Warning") or not NO_STOCK.search(text):
+                    continue
+                if group == self.main_group:
+                    pools = [self.prefix + t for t in [t for t in self.spot_types if t in text] or self.spot_types]
+                else:
+                    pools = [self.prefix + ON_DEMAND]
+                for p in pools:
+                    state.failed(p, _ts(str(a.get("StartTime", "")), now))
+                notes.append(f"refused launch: {text.strip()[:160]}")
+        state.last[key] = sorted(seen)[-50:]
         return notes
+
+    def _recycling(self, state: ControllerState, now: float, details: dict[str, dict[str, Any]]) -> None:
+        """Spot instances ECS has locked for recycling (`OperationLocks` with `LockReason: Recycling`, set when the
+        interruption notice is sent): remembered as noticed, once. Another region's interruption events do not
+        reach the home region's EventBridge trigger; this sees them within a round, and any the trigger missed."""
+        for iid, ecs in details.items():
+            locks = _items(ecs, "OperationLocks", "LockReason")
+            if any(lock.get("LockReason") == "Recycling" for lock in locks) and iid not in state.notices:
+                pool = self.prefix + str(ecs.get("InstanceType", "unknown"))
+                # The notice came at most a round ago: credit the node with the least it may have left.
+                state.preempted(iid, pool, now, now + NOTICE_S - ROUND_S)
 
     def record_interruption(self, state: ControllerState, instance: str, at: float) -> bool:
         """An `ecs:Instance:PreemptibleInstanceInterruption` event: the instance's pool and deadline, once."""
@@ -230,7 +258,8 @@ class AlicloudFleet:
             return False
         doc = self.api("ecs", "DescribeInstances", InstanceIds=json.dumps([instance]))
         found = _items(doc, "Instances", "Instance")
-        return state.preempted(instance, found[0]["InstanceType"] if found else "unknown", at, at + NOTICE_S)
+        pool = self.prefix + (found[0]["InstanceType"] if found else "unknown")
+        return state.preempted(instance, pool, at, at + NOTICE_S)
 
     # -- act -------------------------------------------------------------------------------------------------
     def act(self, d: Decision, seen: Seen, max_launches: int) -> dict[str, int]:
