@@ -163,6 +163,9 @@ class CacheConfig(_Model):
     """DNS name, peers file, or the fleet's tag value / group name, by discovery kind."""
     origin_endpoint: str | None = None
     """The object store's endpoint, where not the cloud's default (oss://: the region's internal endpoint)."""
+    origin_region: str | None = None
+    """The model bucket's region, where not the node's (a fleet across regions reads the home region's bucket):
+    oss:// requests are signed for it."""
     origin_connections: int = Field(default=4, ge=1, le=64)
     """Parallel ranged reads from the object store (16 MiB chunks)."""
     connections_per_peer: int = Field(default=2, ge=1, le=16)

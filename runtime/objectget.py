@@ -171,11 +171,14 @@ def oss_request(bucket: str, key: str, region: str, base: str, now: dt.datetime)
     creds = json.loads(_open(urllib.request.Request(path + role[0])))
     endpoint = os.environ.get("SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT")
     quoted = urllib.parse.quote(key, safe="/")
-    url = (
-        f"{endpoint.rstrip('/')}/{bucket}/{quoted}"
-        if endpoint
-        else f"https://{bucket}.oss-{region}-internal.aliyuncs.com/{quoted}"
-    )
+    if endpoint:
+        url = f"{endpoint.rstrip('/')}/{bucket}/{quoted}"
+    else:
+        # The VPC-internal endpoint serves its own region only: a node of another region (a fleet across regions
+        # reads the home region's bucket) goes by the public one.
+        here = _open(urllib.request.Request(f"{base}/latest/meta-data/region-id")).decode().strip()
+        internal = "-internal" if here == region else ""
+        url = f"https://{bucket}.oss-{region}{internal}.aliyuncs.com/{quoted}"
     return urllib.request.Request(url, headers=oss_v4_headers("GET", bucket, key, region, creds, now))
 
 

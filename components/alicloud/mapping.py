@@ -168,11 +168,6 @@ def read_secret_parameter(region: str, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def oss_public_endpoint(region: str) -> str:
-    """A region's OSS endpoint from anywhere (the VPC-internal one serves its own region only)."""
-    return f"https://oss-{region}.aliyuncs.com"
-
-
 def registry_internet_host(image_url: str) -> str:
     """An ACR EE image by the instance's internet endpoint (`<instance>-registry.<region>.cr.aliyuncs.com`) rather
     than its VPC endpoint (`-registry-vpc`), which a VPC links to in the instance's region only."""

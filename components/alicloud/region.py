@@ -256,8 +256,9 @@ def declare(
             jobs=node.jobs_config(spec, "oss", jobs, service="mns") if jobs else None,
         )
         if spec.region != home and spec.model_cache is not None:
-            # OSS's VPC-internal endpoint serves its own region only: the home bucket by its public endpoint.
-            cache = cfg.cache.model_copy(update={"origin_endpoint": mapping.oss_public_endpoint(home)})
+            # The home region's bucket: signed for its region, read by its public endpoint (OSS's VPC-internal
+            # endpoint serves its own region only).
+            cache = cfg.cache.model_copy(update={"origin_region": home})
             cfg = cfg.model_copy(update={"cache": cache})
         return cfg
 

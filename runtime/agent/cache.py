@@ -161,6 +161,7 @@ class NodeCache:
                     region=self.cfg.region,
                     metadata_url=self.cfg.metadata_url,
                     endpoint=c.origin_endpoint,
+                    bucket_region=c.origin_region,
                 )
                 stage = "manifest"
                 manifest, _ = await asyncio.to_thread(

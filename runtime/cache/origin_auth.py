@@ -17,8 +17,22 @@ def oss_endpoint(region: str) -> str:
     return f"https://oss-{region}-internal.aliyuncs.com"
 
 
-def configure(url: str, *, region: str | None, metadata_url: str, endpoint: str | None = None) -> None:
-    """Prepare fsspec to read `url` as this node. Raises `secrets.SecretError` while no credentials are served."""
+def public_endpoint(region: str) -> str:
+    """A region's OSS endpoint from anywhere (another region's nodes read the bucket by it)."""
+    return f"https://oss-{region}.aliyuncs.com"
+
+
+def configure(
+    url: str,
+    *,
+    region: str | None,
+    metadata_url: str,
+    endpoint: str | None = None,
+    bucket_region: str | None = None,
+) -> None:
+    """Prepare fsspec to read `url` as this node. `bucket_region`: the bucket's, where not the node's `region` (it
+    is then read by its public endpoint unless `endpoint` says otherwise). Raises `secrets.SecretError` while no
+    credentials are served."""
     if not url.startswith("oss://"):
         return
     import fsspec.config
@@ -26,14 +40,16 @@ def configure(url: str, *, region: str | None, metadata_url: str, endpoint: str 
     if endpoint is None:
         if not region:
             raise ValueError("an oss:// model needs the agent's region (or cache.origin_endpoint)")
-        endpoint = oss_endpoint(region)
+        # The VPC-internal endpoint serves its own region only.
+        endpoint = oss_endpoint(region) if bucket_region in (None, region) else public_endpoint(bucket_region)
     from spotstack.runtime import ossfs_v4
 
     ossfs_v4.install()  # Signature V4 (new buckets refuse V1), with the region in its scope
     creds = secrets.alicloud_ram_credentials(metadata_url)
     fsspec.config.conf["oss"] = {
         "endpoint": endpoint,
-        "region": region or ossfs_v4.region_of(endpoint),
+        # V4 signs for the bucket's region (across regions, the home region's, while the node is elsewhere).
+        "region": bucket_region or ossfs_v4.region_of(endpoint) or region,
         "key": creds["AccessKeyId"],
         "secret": creds["AccessKeySecret"],
         "token": creds["SecurityToken"],

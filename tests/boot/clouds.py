@@ -29,6 +29,8 @@ from tests.waits import wait_for
 
 TOKEN = "fleet-cache-token-0123456789abcdef0123"
 REGISTRY_INSTANCE = "cri-acme0dev0registry"  # stacks/Pulumi.dev-alicloud.yaml
+HOME_ALICLOUD = "us-west-1"
+"""The Alibaba stacks' (home) region: the registry's and the model bucket's."""
 
 
 def secret_name(fetch_command: str) -> str:
@@ -211,12 +213,14 @@ class Alicloud(Cloud):
     """ECS metadata (the RAM role's STS credentials), OOS (secret parameter) and OSS, both checking signatures."""
 
     async def start(self) -> dict[str, str]:
-        self.meta = AlicloudMetadataEmulator()
+        region = self.region or HOME_ALICLOUD
+        self.meta = AlicloudMetadataEmulator(region=region, zone=f"{region}a")
         await self.meta.start()
         creds = self.meta.credentials
-        self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from)
-        self.oss = OssFake({self.bucket: self.objects()}, creds)
-        self.acr = AcrFake(REGISTRY_INSTANCE, creds)
+        # The token is the node's own region's parameter; the bucket and the registry are the home region's.
+        self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from, region=region)
+        self.oss = OssFake({self.bucket: self.objects()}, creds, region=HOME_ALICLOUD)
+        self.acr = AcrFake(REGISTRY_INSTANCE, creds, region=HOME_ALICLOUD)
         self.ess = EssFake({self.meta.instance_id: "InService"}, creds)
         apps = oos_app, oss_app, acr_app, ess_app = [web.Application() for _ in range(4)]
         for fake, app in zip((self.oos, self.oss, self.acr, self.ess), apps, strict=True):

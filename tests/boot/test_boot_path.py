@@ -40,7 +40,11 @@ BOOT_RESOURCES = {
 PERMISSION_DELAY_S = 60.0
 
 
-SECOND_REGION = {"aws": ("dev-multiregion", "us-west-2"), "gcp": ("dev-gcp-multiregion", "us-east4")}
+SECOND_REGION = {
+    "aws": ("dev-multiregion", "us-west-2"),
+    "gcp": ("dev-gcp-multiregion", "us-east4"),
+    "alicloud": ("dev-alicloud-multiregion", "ap-southeast-1"),
+}
 """A fleet across regions: a node of its second region (its own region's secrets and peers, the home region's store)."""
 
 
@@ -55,7 +59,10 @@ def rendered_boot_document(cloud: str, stack: str | None = None, region: str | N
     plan = run_offline(program.run, sf.config, project=sf.project, stack=sf.stack)
     typ, key = BOOT_RESOURCES[cloud]
     value: Any = next(
-        r.inputs[key] for r in plan.resources if r.type == typ and region in (None, r.inputs.get("region"))
+        r.inputs[key]
+        for r in plan.resources
+        # Alibaba's resources take their region from a provider: a region's part is named `<fleet>-<region>-...`.
+        if r.type == typ and (region in (None, r.inputs.get("region")) or f"-{region}-" in r.name)
     )
     if cloud == "gcp":
         value = value["user-data"]  # GCE passes the `user-data` metadata key to cloud-init

@@ -65,13 +65,24 @@ class OosFake(RpcFake):
 
     action, version = "GetSecretParameter", "2019-06-01"
 
-    def __init__(self, parameters: dict[str, str], credentials: dict[str, str], *, allowed_from: float = 0.0) -> None:
+    def __init__(
+        self,
+        parameters: dict[str, str],
+        credentials: dict[str, str],
+        *,
+        allowed_from: float = 0.0,
+        region: str = "us-west-1",
+    ) -> None:
+        """`region`: where the parameters are (OOS is regional: another region's endpoint does not have them)."""
         super().__init__(credentials)
         self.parameters = parameters
         self.allowed_from = allowed_from
+        self.region = region
         self.denied = 0
 
     def answer(self, q: dict[str, str]) -> web.Response:
+        if q.get("RegionId") != self.region:
+            return web.json_response({"Code": "EntityNotExists.Parameter", "Message": "not in this region"}, status=404)
         if time.time() < self.allowed_from:
             self.denied += 1
             return web.json_response({"Code": "Forbidden.RAM", "Message": "User not authorized"}, status=403)
@@ -86,13 +97,15 @@ class AcrFake(RpcFake):
 
     action, version = "GetAuthorizationToken", "2018-12-01"
 
-    def __init__(self, instance_id: str, credentials: dict[str, str]) -> None:
+    def __init__(self, instance_id: str, credentials: dict[str, str], region: str = "us-west-1") -> None:
+        """`region`: the instance's (asked of another region, the instance does not exist)."""
         super().__init__(credentials)
         self.instance_id = instance_id
+        self.region = region
         self.password = "temp-registry-password-0123"
 
     def answer(self, q: dict[str, str]) -> web.Response:
-        if q.get("InstanceId") != self.instance_id:
+        if q.get("InstanceId") != self.instance_id or q.get("RegionId") != self.region:
             return web.json_response({"Code": "INSTANCE_NOT_EXIST"}, status=404)
         body = {"TempUsername": "cr_temp_user", "AuthorizationToken": self.password, "IsSuccess": True}
         return web.json_response({**body, "ExpireTime": 1795450000000, "Code": "success", "RequestId": "r"})

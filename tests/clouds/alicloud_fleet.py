@@ -35,6 +35,8 @@ class Ecs:
     warm_starts: int = 0
     config: str | None = None
     """Its scaling configuration's `spotstack:config` tag when it was launched."""
+    recycling: bool = False
+    """Its interruption notice sent: ECS locks it for recycling (`OperationLocks` names `Recycling`)."""
 
 
 @dataclass
@@ -54,7 +56,10 @@ class Group:
 
 
 class AlicloudFleetFake:
-    def __init__(self, credentials: dict[str, str], region: str, server_group: str, listener: str) -> None:
+    def __init__(
+        self, credentials: dict[str, str], region: str, server_group: str, listener: str, first_id: int = 0
+    ) -> None:
+        """`first_id`: where instance ids start (two fakes standing for two regions keep theirs apart)."""
         self.credentials, self.region, self.server_group, self.listener = credentials, region, server_group, listener
         self.groups: dict[str, Group] = {}
         self.stocked_out: set[str] = set()
@@ -64,7 +69,9 @@ class AlicloudFleetFake:
         """Action -> error code to answer with (a broken observation)."""
         self.launch_healthy = True
         """False: new instances fail the health check until a test says otherwise (a model still loading)."""
-        self._n = 0
+        self.on_demand_out = False
+        """True: the region has no on-demand capacity either (a regional outage): on-demand launches fail too."""
+        self._n = first_id
 
     def add_group(
         self,
@@ -96,7 +103,7 @@ class AlicloudFleetFake:
                 if g.spot and sum(1 for e in g.members.values() if not e.spot) < g.base:
                     g.members[f"i-{self._n:04x}"] = self._launch(g, g.types[0], False)
                     continue
-                t = next((t for t in g.types if not (g.spot and t in self.stocked_out)), None)
+                t = next((t for t in g.types if not (t in self.stocked_out if g.spot else self.on_demand_out)), None)
                 if t is None:
                     self._n += 1
                     g.activities.append(
@@ -248,6 +255,7 @@ class AlicloudFleetFake:
                 "ZoneId": f"{self.region}a",
                 "VpcAttributes": {"PrivateIpAddress": {"IpAddress": [f"172.16.0.{int(i[2:], 16)}"]}},
                 "Tags": {"Tag": [{"TagKey": "spotstack:config", "TagValue": e.config}] if e.config else []},
+                "OperationLocks": {"LockReason": [{"LockReason": "Recycling"}] if e.recycling else []},
             }
             for i in ids
             if (e := self._find(i)) is not None

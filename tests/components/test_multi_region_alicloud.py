@@ -93,11 +93,11 @@ def test_the_other_regions_nodes_boot_from_the_home_regions_registry_and_store(p
             agent = json.loads(files["/etc/spotstack/agent.json"])
             assert agent["region"] == k and agent["cache"]["discovery_target"] == "llm"
             if k == HOME:
-                assert agent["cache"].get("origin_endpoint") is None
+                assert agent["cache"].get("origin_region") is None
                 assert f"-registry-vpc.{HOME}.cr.aliyuncs.com" in doc
             else:
                 # OSS's internal endpoint serves its own region only; the registry's VPC endpoint likewise.
-                assert agent["cache"]["origin_endpoint"] == f"https://oss-{HOME}.aliyuncs.com"
+                assert agent["cache"]["origin_region"] == HOME and agent["cache"].get("origin_endpoint") is None
                 assert f"-registry.{HOME}.cr.aliyuncs.com" in doc and "-registry-vpc." not in doc
                 assert f"--region {HOME} --registry" in doc  # the registry's token, from its region
                 assert f"--region {OTHER}" in doc  # the cache token: the region's own OOS parameter

@@ -106,3 +106,27 @@ def test_s3_requests_are_signed_as_botocore_signs_them(monkeypatch: pytest.Monke
     )
     assert ours.get_header("Authorization") == theirs.headers["Authorization"]
     assert ours.get_header("X-amz-security-token") == "t0k"
+
+
+async def test_an_oss_object_of_another_region_is_read_by_the_public_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet across regions reads the home region's bucket from every region: OSS's VPC-internal endpoint serves
+    its own region only, so a node elsewhere goes by the public one; at home, the internal one. Signed for the
+    bucket's region either way."""
+    import datetime as dt
+
+    from spotstack.runtime.emulators.alicloud import AlicloudMetadataEmulator
+
+    monkeypatch.delenv("SPOTSTACK_AGENT__CACHE__ORIGIN_ENDPOINT", raising=False)
+    now = dt.datetime(2027, 1, 15, 8, tzinfo=dt.timezone.utc)
+    for node_region, host in (
+        ("ap-southeast-1", "models.oss-us-west-1.aliyuncs.com"),
+        ("us-west-1", "models.oss-us-west-1-internal.aliyuncs.com"),
+    ):
+        meta = AlicloudMetadataEmulator(region=node_region, zone=f"{node_region}a")
+        await meta.start()
+        try:
+            req = await asyncio.to_thread(objectget.oss_request, "models", "a/b.whl", "us-west-1", meta.url, now)
+        finally:
+            await meta.stop()
+        assert req.full_url == f"https://{host}/a/b.whl"
+        assert "/us-west-1/oss/aliyun_v4_request" in req.headers["Authorization"]
