@@ -27,6 +27,7 @@ STACKS = [
     "dev-alicloud-llm",
     "dev-multiregion",
     "dev-gcp-multiregion",
+    "dev-alicloud-multiregion",
 ]
 
 
@@ -308,6 +309,72 @@ RULES = [
             and 0 <= i.get("trafficDialPercentage", 100) <= 100
             and all(0 <= e.get("weight", 128) <= 255 for e in i.get("endpointConfigurations", []))
         ),
+    ),
+    # Alibaba Cloud Global Accelerator (pulumi_alicloud.ga's docstrings; GA's CreateAccelerator, CreateListener,
+    # CreateEndpointGroup and CreateIpSets references)
+    Rule(
+        "alicloud:ga/accelerator:Accelerator",
+        "pay-as-you-go billed by bandwidth plan or data transfer (CDT), or a subscription with its duration",
+        lambda i: (
+            i.get("paymentType", "Subscription") in ("PayAsYouGo", "Subscription")
+            and i.get("bandwidthBillingType", "BandwidthPackage") in ("BandwidthPackage", "CDT")
+            and (i.get("paymentType") == "PayAsYouGo") != (i.get("duration") is not None)
+        ),
+    ),
+    Rule(
+        "alicloud:ga/accelerator:Accelerator",
+        "name: 1-128 characters, starting with a letter, of letters, digits, _ . or -",
+        _name(r"[A-Za-z][A-Za-z0-9_.-]*", 128, "acceleratorName"),
+    ),
+    Rule(
+        "alicloud:ga/ipSet:IpSet",
+        "an acceleration region; ipVersion IPv4, IPv6 or DUAL_STACK; ispType BGP or BGP_PRO",
+        lambda i: (
+            bool(i.get("accelerateRegionId"))
+            and i.get("ipVersion", "IPv4") in ("IPv4", "IPv6", "DUAL_STACK")
+            and i.get("ispType", "BGP") in ("BGP", "BGP_PRO")
+        ),
+    ),
+    Rule(
+        "alicloud:ga/listener:Listener",
+        "protocol TCP, UDP, HTTP or HTTPS",
+        _one_of("protocol", "TCP", "UDP", "HTTP", "HTTPS"),
+    ),
+    Rule(
+        "alicloud:ga/listener:Listener",
+        "clientAffinity NONE or SOURCE_IP; listenerType Standard or CustomRouting",
+        lambda i: (
+            i.get("clientAffinity", "NONE") in ("NONE", "SOURCE_IP")
+            and i.get("listenerType", "Standard") in ("Standard", "CustomRouting")
+        ),
+    ),
+    Rule(
+        "alicloud:ga/listener:Listener",
+        "name: 2-128 characters starting with a letter, of letters, digits, _ or -; ports within 1-65499",
+        lambda i: (
+            _name(r"[A-Za-z][A-Za-z0-9_-]{1,127}", 128)(i)
+            and all(1 <= p["fromPort"] <= p["toPort"] <= 65499 for p in i["portRanges"])
+        ),
+    ),
+    Rule(
+        "alicloud:ga/endpointGroup:EndpointGroup",
+        "a region; endpoints of a listed type with weights of 0-255; health checks over TCP, HTTP or HTTPS",
+        lambda i: (
+            bool(i.get("endpointGroupRegion"))
+            and i.get("endpointGroupType", "default") in ("default", "virtual")
+            and all(
+                e["type"] in ("Domain", "Ip", "IpTarget", "PublicIp", "ECS", "SLB", "ALB", "NLB", "ENI", "OSS")
+                and 0 <= e["weight"] <= 255
+                for e in i["endpointConfigurations"]
+            )
+            and i.get("healthCheckProtocol", "tcp").lower() in ("tcp", "http", "https")
+            and 1 <= i.get("trafficPercentage", 100) <= 100
+        ),
+    ),
+    Rule(
+        "alicloud:cr/internetEndpoint:InternetEndpoint",
+        "entries are CIDR blocks",
+        lambda i: all(re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", e["entry"]) for e in i.get("entries") or []),
     ),
     # EventBridge PutTargets: an event bus in another region (or account) is a target only with a role to put to it.
     Rule(
