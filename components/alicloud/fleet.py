@@ -1,10 +1,13 @@
-"""AlicloudGpuFleet: an ESS scaling group of spot GPU instances behind an ALB, drained on notice.
+"""AlicloudGpuFleet: ESS scaling groups of spot GPU instances behind an ALB, drained on notice.
 
-Children: VPC and vSwitches (unless the spec names a network), a security group admitting only the
-VPC's range (where the ALB's addresses are) and the fleet's own peers, a RAM role scoped to the fleet, the scaling group
-(multi-AZ policy, on-demand base and percentage, spot remedy, on-demand compensation), its scaling
-configuration (types in order, spot price limits from the bids), an ALB server group with the agent's
-readiness check, a termination lifecycle hook, target tracking on QPS, and scheduled tasks.
+Children, per region (components/alicloud/region.py): VPC and vSwitches (unless a network is given), a NAT gateway, a
+security group admitting only the VPC's range (where the ALB's addresses are) and the fleet's own peers, a RAM role
+scoped to the region's part, the scaling group (multi-AZ policy, on-demand base and percentage, spot remedy,
+on-demand compensation) and the fallback group with its economical-mode pool, their scaling configurations (types in
+order, spot price limits from the bids), an ALB server group with the agent's readiness check, termination lifecycle
+hooks, target tracking on QPS, and scheduled tasks. Once per fleet: the controller (in the home region, over every
+region's groups) and, across regions, a Global Accelerator in front of the regions' ALBs
+(components/alicloud/front_door.py).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
     """A spot GPU fleet on Alibaba Cloud. Its child resources are exposed for a program to attach to:
     `load_balancer` (the ALB), `server_group`, `listener` (80), `https_listener` (443, with a certificate),
     `node_role`, `main_group`, `fallback_group` (None without a warm pool) and `controller` (the FC function that
-    rolls new configurations and sizes the fallback group)."""
+    rolls new configurations and sizes the fallback group): the home region's. `regions` holds every region's
+    resources and `accelerator` the Global Accelerator of a fleet across regions (its CNAME is the `endpoint`)."""
 
     address: pulumi.Output[str]
     scaling_group_id: pulumi.Output[str]
