@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,21 +136,3 @@ class FileJob:
     def discard(self) -> None:
         self.part.unlink(missing_ok=True)
         self.ok_path.unlink(missing_ok=True)
-
-
-class Buffers:
-    """A fixed pool of chunk-sized buffers: bounds memory and the lead of out-of-order chunks."""
-
-    def __init__(self, count: int, size: int) -> None:
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(count):
-            self._free.put(bytearray(size))
-
-    def get(self, timeout: float) -> bytearray | None:
-        try:
-            return self._free.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def put(self, buf: bytearray) -> None:
-        self._free.put(buf)

@@ -207,6 +207,7 @@ class Following:
                 if misses >= self.gone_after:
                     with self.lock:
                         self.swarm.gone.add(name)  # its chunks pass to the others meanwhile
+                        self.lock.notify_all()  # the pull's workers waiting on its chunks may go on
             if stream and misses == 0:
                 continue  # the stream ended (its bound, or the peer holds all we want): the loop decides
             self._stop.wait(self.poll_s)

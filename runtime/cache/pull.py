@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.cache import schedule
-from spotstack.runtime.cache.assemble import Buffers, FileJob, PullError
+from spotstack.runtime.cache.assemble import FileJob, PullError
 from spotstack.runtime.cache.inventory import Following
 from spotstack.runtime.cache.manifest import Manifest
 from spotstack.runtime.cache.options import Progress, PullOptions, PullResult
@@ -36,6 +34,7 @@ from spotstack.runtime.cache.place import (
     record_placed,
     same_fs,
 )
+from spotstack.runtime.cache.requests import Assignment, Requests
 from spotstack.runtime.cache.sources import ChunkFailed, Origin, Peer, usable_peers
 from spotstack.runtime.cache.store import Store
 
@@ -132,8 +131,6 @@ def _fetch_all(
     opts: PullOptions,
     progress: Callable[[Progress], None],
 ) -> Progress:
-    total = sum(j.entry.chunk_span(i, manifest.chunk_size)[1] for j in jobs for i in j.todo())
-    prog = Progress(total=total)
     by_name: dict[str, Peer] = {}
     holders: dict[str, set[str]] = {}
     wanted = {j.entry.chunks[i] for j in jobs for i in j.todo()}
@@ -166,162 +163,68 @@ def _fetch_all(
         zone_of=dict(opts.peer_zones),
         zone=opts.zone,
     )
-
-    tasks: queue.Queue[tuple[FileJob, int, frozenset[str], int, int]] = queue.Queue()
-    pending = 0
-    # Round-robin over files: each file's sha256 advances while the others download.
-    todo = [(j, j.todo()) for j in jobs]
-    for k in range(max((len(t) for _, t in todo), default=0)):
-        for j, t in todo:
-            if k < len(t):
-                tasks.put((j, t[k], frozenset(), 0, 0))
-                pending += 1
     width = max(2, min(32, len(by_name) * opts.connections_per_peer + (opts.origin_connections if origin else 0)))
-    buffers = Buffers(width * 2 + 2, manifest.chunk_size)
+    requests = Requests(
+        jobs,
+        src,
+        manifest.chunk_size,
+        width * 2 + 2,
+        has_origin=origin is not None,
+        max_attempts=opts.max_attempts_per_chunk,
+        max_busy_waits=opts.max_busy_waits,
+    )
     for j in jobs:
-        if not j.todo() and j.advance_hash(buffers.put):
+        if not j.todo() and j.advance_hash(requests.release):
             j.finish()
-    cond = threading.Condition()
-    errors: list[str] = []
-    last_failure: dict[tuple[str, int], str] = {}
-    """Each chunk's latest failure, for the error when no source is left (the origin's short read, a peer's 401)."""
-    finished: list[FileJob] = [j for j in jobs if not j.todo()]
-
-    def complete(job: FileJob, i: int, source: str, size: int, seconds: float) -> None:
-        nonlocal pending
-        if job.advance_hash(buffers.put) and job not in finished:
-            with cond:
-                if job in finished:
-                    return
-                finished.append(job)
-            try:
-                job.finish()
-            except PullError as exc:
-                errors.append(str(exc))
-        with cond:
-            prog.done += size
-            prog.by_source[source] = prog.by_source.get(source, 0) + size
-            prog.last_chunk = (source, size, seconds)
-            prog.banned = set(src.banned)
-            pending -= 1
-            cond.notify_all()
-            # The callback runs on this worker's thread, outside the lock: it gets this chunk's snapshot.
-            snap = replace(prog, by_source=dict(prog.by_source))
-        progress(snap)
+            requests.finished.add(id(j))
 
     def worker() -> None:
         try:
-            work()
+            while (a := requests.take()) is not None:
+                fetch(a)
         except Exception as exc:
-            with cond:
-                errors.append(f"internal error: {exc!r}")
-                cond.notify_all()
+            requests.fail(f"internal error: {exc!r}")
 
-    def work() -> None:
-        while True:
-            with cond:
-                if pending == 0 or errors:
-                    return
-            try:
-                job, i, tried, attempts, busy_waits = tasks.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            digest = job.entry.chunks[i]
-            # The chunk a file's sha256 waits on always gets a buffer; others wait for a free one,
-            # so early chunks cannot hold every buffer while the one they wait on starves.
-            buf = buffers.get(timeout=0.02) or (bytearray(manifest.chunk_size) if i == job.hashed else None)
-            if buf is None:
-                tasks.put((job, i, tried, attempts, busy_waits))
-                continue
-            with cond:
-                now = time.monotonic()
-                source = schedule.choose(src, digest, set(tried), now)
-                if source is None:
-                    if schedule.exhausted(src, digest, set(tried), now) or attempts >= opts.max_attempts_per_chunk:
-                        why = last_failure.get((job.entry.key, i))
-                        if why:
-                            detail = f"last: {why}"
-                        else:
-                            detail = "no peer holds it" + ("" if origin else ", and no origin was given")
-                        errors.append(f"{job.entry.path} chunk {i}: no source left ({detail})")
-                        cond.notify_all()
-                        buffers.put(buf)
-                        return
-                    tasks.put((job, i, tried, attempts, busy_waits))
-                    buffers.put(buf)
-                    cond.wait(0.01)
-                    continue
-                src.busy[source] = src.busy.get(source, 0) + 1
-            failure: Exception | None = None
-            fetch_started = time.monotonic()
-            _, size = job.span(i)
-            view = memoryview(buf)[:size]
-            try:
-                if source == schedule.ORIGIN:
-                    assert origin is not None
-                    origin.read_into(job.entry.path, i * manifest.chunk_size, view)
-                    got = manifest.digest(view)
-                else:
-                    hasher = manifest.hasher()
-                    by_name[source].fetch_into(digest, view, hasher)
-                    got = hasher.hexdigest()
-                if got != digest:
-                    raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
-                job.store_chunk(i, view, buf)
-            except ChunkFailed as exc:
-                failure = exc
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                    view.release()
-                    buffers.put(buf)
-                    raise PullError(f"the cache at {job.store.root} is full: {os.strerror(exc.errno)}") from None
-                failure = exc
-            except Exception as exc:
-                failure = exc
+    def fetch(a: Assignment) -> None:
+        job, i, source = a.request.job, a.request.index, a.source
+        _, size = job.span(i)
+        view = memoryview(a.buffer)[:size]
+        try:
+            if source == schedule.ORIGIN:
+                assert origin is not None
+                origin.read_into(job.entry.path, i * manifest.chunk_size, view)
+                got = manifest.digest(view)
+            else:
+                hasher = manifest.hasher()
+                by_name[source].fetch_into(a.request.digest, view, hasher)
+                got = hasher.hexdigest()
+            if got != a.request.digest:
+                raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
+            job.store_chunk(i, view, a.buffer)
+        except OSError as exc:
             view.release()
-            if failure is not None:
-                buffers.put(buf)
-                fatal = isinstance(failure, ChunkFailed) and failure.fatal
-                busy = isinstance(failure, ChunkFailed) and failure.busy
-                wait = False
-                with cond:
-                    src.busy[source] -= 1
-                    prog.refetched += 1
-                    what = "the origin" if source == schedule.ORIGIN else f"peer {source}"
-                    last_failure[(job.entry.key, i)] = f"{what}: {failure}"
-                    if busy and not schedule.exhausted(src, digest, set(tried | {source})):
-                        # A peer with every transfer slot taken: another source has it, ask that one.
-                        task = (job, i, tried | {source}, attempts, busy_waits)
-                    elif busy and busy_waits < opts.max_busy_waits:
-                        # Only this busy peer has it: wait for a slot rather than fail.
-                        task, wait = (job, i, tried, attempts, busy_waits + 1), True
-                    else:
-                        schedule.record_failure(src, source, fatal=fatal)
-                        # The origin gets three tries per chunk; a peer that failed this chunk, none.
-                        again = tried if source == schedule.ORIGIN and attempts < 2 else tried | {source}
-                        task = (job, i, frozenset(again), attempts + 1, busy_waits)
-                    cond.notify_all()
-                if wait:
-                    time.sleep(0.1)
-                tasks.put(task)
-                continue
-            with cond:
-                src.busy[source] -= 1
-            complete(job, i, source, size, time.monotonic() - fetch_started)
-
-    def learned(name: str, got: set[str]) -> None:
-        with cond:
-            for h in got:
-                holders.setdefault(h, set()).add(name)
-            cond.notify_all()
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                requests.release(a.buffer)
+                requests.fail(f"the cache at {job.store.root} is full: {os.strerror(exc.errno)}")
+                return
+            requests.failed(a, exc, fatal=False, busy=False)
+            return
+        except Exception as exc:
+            view.release()
+            chunk = exc if isinstance(exc, ChunkFailed) else None
+            requests.failed(a, exc, fatal=bool(chunk and chunk.fatal), busy=bool(chunk and chunk.busy))
+            return
+        view.release()
+        # The callback runs on this worker's thread, outside the lock: it gets this chunk's snapshot.
+        progress(requests.done(a, size))
 
     following = (
         Following(
             by_name,
             wanted,
-            learned,
+            requests.learned,
             src.swarm,
-            cond,
+            requests.cond,
             stream=opts.inventory_stream,
             poll_s=opts.inventory_refresh_s,
             gone_after=opts.swarm_gone_after,
@@ -338,10 +241,19 @@ def _fetch_all(
         th.join()
     if following is not None:
         following.stop()
+    prog = requests.progress
     prog.inventory_requests = sum(p.inventory_requests for p in by_name.values())
     prog.inventory_bytes = sum(p.inventory_bytes for p in by_name.values())
     for p in by_name.values():
         p.drop()
+    errors = requests.errors
+    if not errors:
+        # A file whose last chunk a worker stored while another was still hashing it: hash and move it now.
+        for j in requests.unfinished():
+            if j.advance_hash(requests.release):
+                j.finish()
+            else:
+                errors.append(f"{j.entry.path}: not every chunk arrived")
     if errors:
         raise PullError("; ".join(errors[:3]))
     return prog
