@@ -104,25 +104,33 @@ class FileJob:
 
     def advance_hash(self, release: Callable[[bytearray], None]) -> bool:
         """Hash every chunk now contiguous from the start; True once the whole file is hashed."""
-        if not self.lock.acquire(blocking=False):
-            return False  # another worker is hashing this file; it will take our chunk too
-        try:
-            n = len(self.entry.chunks)
-            while self.hashed < n and self.verified[self.hashed] == 1:
-                buf = self.pending.pop(self.hashed, None)
-                _, size = self.span(self.hashed)
-                if buf is None:
-                    if self.verify_sha256:  # resumed from an earlier pull: read it back
-                        with _opened(self.part, os.O_RDONLY) as fd:
-                            self.sha.update(os.pread(fd, size, self.span(self.hashed)[0]))
-                else:
-                    if self.verify_sha256:
-                        self.sha.update(memoryview(buf)[:size])
-                    release(buf)
-                self.hashed += 1
-            return self.hashed == n
-        finally:
-            self.lock.release()
+        n = len(self.entry.chunks)
+        while True:
+            if not self.lock.acquire(blocking=False):
+                return False  # another worker is hashing this file; it will take our chunk too
+            try:
+                done = self._hash_contiguous(n, release)
+            finally:
+                self.lock.release()
+            # A chunk stored while the lock was held: its worker could not take the lock, so it is ours to hash.
+            if done or self.verified[self.hashed] != 1:
+                return done
+
+    def _hash_contiguous(self, n: int, release: Callable[[bytearray], None]) -> bool:
+        """Hash the chunks contiguous from the start (the caller holds the lock); True once all are."""
+        while self.hashed < n and self.verified[self.hashed] == 1:
+            buf = self.pending.pop(self.hashed, None)
+            _, size = self.span(self.hashed)
+            if buf is None:
+                if self.verify_sha256:  # resumed from an earlier pull: read it back
+                    with _opened(self.part, os.O_RDONLY) as fd:
+                        self.sha.update(os.pread(fd, size, self.span(self.hashed)[0]))
+            else:
+                if self.verify_sha256:
+                    self.sha.update(memoryview(buf)[:size])
+                release(buf)
+            self.hashed += 1
+        return self.hashed == n
 
     def finish(self) -> None:
         """sha256 checked: move into files/ (atomic) and make it read-only."""

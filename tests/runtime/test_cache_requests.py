@@ -5,7 +5,9 @@ worker that waits for a change instead of polling."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from spotstack.runtime.cache import schedule
 from spotstack.runtime.cache.requests import BUSY_BACKOFF_S, Assignment, Requests
@@ -157,3 +159,36 @@ def test_a_waiting_worker_is_woken_by_a_change_and_the_last_chunk_ends_the_pull(
     progress = r.done(taken[0], CHUNK)
     assert progress.done == 2 * CHUNK == progress.total and r.over() and a.finished
     assert r.take() is None and r.unfinished() == []
+
+
+def test_a_chunk_stored_while_another_worker_hashes_its_file_is_hashed_by_that_worker(tmp_path: Path) -> None:
+    """Worker B stores chunk 1 while worker A holds the file's hash lock: B cannot take the lock and leaves the chunk
+    to A, which must hash it before it returns (else the file's last chunk waited for a call that never came)."""
+    from spotstack.runtime.cache.assemble import FileJob
+    from spotstack.runtime.cache.manifest import build_manifest
+    from spotstack.runtime.cache.store import Store
+
+    src = tmp_path / "model"
+    src.mkdir()
+    size = 1 << 20  # the smallest chunk a manifest takes
+    data = bytes(range(256)) * (2 * size // 256)  # two chunks
+    (src / "w.bin").write_bytes(data)
+    entry = build_manifest(str(src), chunk_size=size).files[0]
+    job = FileJob(Store(tmp_path / "store", 1 << 24), entry, size)
+    released: list[bytearray] = []
+    real = job._hash_contiguous
+    b_said: list[bool] = []
+
+    def a_hashing(n: int, release: Callable[[bytearray], None]) -> bool:
+        done = real(n, release)
+        if not b_said:  # B's chunk arrives now, while A holds the lock
+            job.store_chunk(1, memoryview(data[size:]), bytearray(data[size:]))
+            b_said.append(job.advance_hash(released.append))
+        return done
+
+    job._hash_contiguous = a_hashing  # type: ignore[method-assign]
+    job.store_chunk(0, memoryview(data[:size]), bytearray(data[:size]))
+    assert job.advance_hash(released.append) is True  # A hashed B's chunk too: the file is whole
+    assert b_said == [False] and job.hashed == 2 and len(released) == 2
+    job.finish()
+    assert Path(job.store.file_path(entry.key)).read_bytes() == data
