@@ -88,30 +88,24 @@ def declare(
     svc, m, cap, mc = spec.service, mapping.mix(spec), spec.capacity, spec.model_cache
     home = spec.home or spec.region
     sg = ali.ecs.SecurityGroup(f"{name}-sg", vpc_id=net.vpc_id, security_group_name=f"{name}-nodes", opts=child)
-    for port_name, port in (("service", svc.port), ("readiness", node.AGENT_PORT)):
+    # The service and the readiness check from the VPC's range (the ALB's addresses); the peer cache from the fleet.
+    rules: list[tuple[str, int, dict[str, pulumi.Input[str]]]] = [
+        ("service", svc.port, {"cidr_ip": net.vpc_cidr}),
+        ("readiness", node.AGENT_PORT, {"cidr_ip": net.vpc_cidr}),
+    ]
+    if mc is not None:
+        rules.append(("peers", mc.peer_port, {"source_security_group_id": sg.id}))
+    for port_name, port, source in rules:
         ali.ecs.SecurityGroupRule(
             f"{name}-in-{port_name}",
             type="ingress",
             ip_protocol="tcp",
             port_range=f"{port}/{port}",
-            cidr_ip=net.vpc_cidr,
             security_group_id=sg.id,
             policy="accept",
             nic_type="intranet",
             opts=child,
-        )
-    if mc is not None:
-        peer = mc.peer_port
-        ali.ecs.SecurityGroupRule(
-            f"{name}-in-peers",
-            type="ingress",
-            ip_protocol="tcp",
-            port_range=f"{peer}/{peer}",
-            source_security_group_id=sg.id,
-            security_group_id=sg.id,
-            policy="accept",
-            nic_type="intranet",
-            opts=child,
+            **source,
         )
 
     lb = load_balancer.declare(name, spec, net.vpc_id, net.vswitches, certificate, child)
