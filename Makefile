@@ -59,9 +59,10 @@ WORKERS ?= 2
 unit: setup
 	$(BIN)/python -m pytest -n $(WORKERS)
 
-## The loop while you work: lint, types, and the tests not marked slow.
+## The loop while you work: lint, types, and the tests not marked slow. A file's tests run on one worker: its
+## module fixtures (a stack's plan, a fake cloud) are built once, not once per worker that got some of its tests.
 quick: setup lint typecheck
-	$(BIN)/python -m pytest -n $(WORKERS) -m "not slow" -q
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow" -q
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _plan_committed_stacks_once() -> None:
+    """A committed stack's plan is the same in every test that reads it (a pure function of the stack file and the
+    code): planned once per test process, not once per module that asks. A test that plans another project (a copy
+    it edits) plans it afresh. Tests read a plan; none may change one."""
+    import functools
+
+    from spotstack.components import plan
+    from spotstack.components.plan import stack
+
+    @functools.cache
+    def committed(name: str) -> stack.Plan:
+        return stack.plan_stack(ROOT, name)
+
+    def plan_stack(project_dir: Path, name: str) -> stack.Plan:
+        return committed(name) if Path(project_dir).resolve() == ROOT else stack.plan_stack(project_dir, name)
+
+    plan.plan_stack = plan_stack  # type: ignore[attr-defined]
+
+
+_plan_committed_stacks_once()
+
+
 def base_fleet() -> dict[str, Any]:
     return {
         "name": "llm",

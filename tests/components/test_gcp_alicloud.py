@@ -241,6 +241,7 @@ def test_alicloud_all_spot_keeps_priority_order() -> None:
 
 
 # ---- one spec, three clouds; cloud-specific errors --------------------------------------------------
+@pytest.mark.slow  # three plans (~3 s)
 def test_one_spec_plans_on_all_three_clouds() -> None:
     raw = load_stack(ROOT, "dev").config["spotstack:fleets"][0]
     variants = {

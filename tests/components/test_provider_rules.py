@@ -18,6 +18,9 @@ import pytest
 from spotstack.components.plan import Plan, plan_stack
 from tests.conftest import ROOT
 
+# Every committed stack planned (~10 s): `make test` checks every rule; `make quick` leaves them to it.
+pytestmark = pytest.mark.slow
+
 STACKS = [
     "dev",
     "dev-gcp",
