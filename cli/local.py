@@ -354,12 +354,13 @@ def load(
     duration: float = typer.Option(30.0, "--duration", help="Seconds of load (1 to 86400).", callback=number(1, 86400)),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Send steady requests through the load balancer; the report counts only this window."""
-    from spotstack.runtime.local.load import run_load
+    """Send steady requests through the load balancer; the report counts only this window. Ctrl-C (or SIGTERM)
+    ends the window early: the requests already sent are answered, then the report."""
+    from spotstack.runtime.local.load import run_load_until_signal
 
     ctl = control(stack)
     before = call(ctl, "GET", "/status")
-    result = asyncio.run(run_load(before["lb"], rps, duration))
+    result = asyncio.run(run_load_until_signal(before["lb"], rps, duration))
     r = report(result, window(before, call(ctl, "GET", "/status")))
     print(json.dumps(r)) if as_json else print_report(r)
 

@@ -39,8 +39,11 @@ class LoadResult:
         return statistics.median(self.latencies) if self.latencies else 0.0
 
 
-async def run_load(url: str, rps: float, duration_s: float, timeout_s: float = 30.0) -> LoadResult:
-    """Send `rps` requests a second for `duration_s` (open loop: a slow fleet does not slow the sender)."""
+async def run_load(
+    url: str, rps: float, duration_s: float, timeout_s: float = 30.0, stop: asyncio.Event | None = None
+) -> LoadResult:
+    """Send `rps` requests a second for `duration_s` (open loop: a slow fleet does not slow the sender), or until
+    `stop` is set; the requests already sent are answered either way."""
     res = LoadResult()
     rng = random.Random(1)
     started = time.monotonic()
@@ -63,7 +66,7 @@ async def run_load(url: str, rps: float, duration_s: float, timeout_s: float = 3
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         tasks: list[asyncio.Task[None]] = []
         i = 0
-        while (now := time.monotonic() - started) < duration_s:
+        while (now := time.monotonic() - started) < duration_s and not (stop is not None and stop.is_set()):
             due = int(now * rps) + 1
             while i < due:
                 tasks.append(asyncio.create_task(one(session)))
@@ -73,3 +76,19 @@ async def run_load(url: str, rps: float, duration_s: float, timeout_s: float = 3
         await asyncio.gather(*tasks)
     res.seconds = time.monotonic() - started
     return res
+
+
+async def run_load_until_signal(url: str, rps: float, duration_s: float) -> LoadResult:
+    """`run_load`, ended early by SIGINT or SIGTERM (`spotstack local load`: Ctrl-C ends the window, not the
+    report)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_load(url, rps, duration_s, stop=stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
