@@ -41,6 +41,15 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
             errors.append(Problem(f"{rp}.network.subnets", "give at least one subnet when network is set"))
         if r.region != fleet.region:
             warnings += _offered(fleet, r.region, at)
+            if fleet.cloud == "alicloud" and r.network is not None and fleet.image.registry_instance is not None:
+                warnings.append(
+                    Problem(
+                        f"{rp}.network",
+                        "this region's nodes pull the home region's registry over its internet endpoint, which the "
+                        "fleet opens to the NAT addresses of the networks it makes: add this network's egress "
+                        "addresses to the registry's internet access list",
+                    )
+                )
     if len(fleet.regions) < 2:
         return errors, warnings
     if fleet.capacity.max < len(fleet.regions):

@@ -154,3 +154,14 @@ def test_the_alicloud_one_region_form_written_as_regions_plans_as_before(tmp_pat
     same = [r for r in a.run.resources if "controller" not in r.name]
     others = {(r.type, r.name): r.inputs for r in b.run.resources}
     assert all(others[(r.type, r.name)] == r.inputs for r in same)
+
+
+def test_another_regions_own_network_is_told_to_open_the_registry_to_its_egress() -> None:
+    from spotstack.components.validate import validate_fleets
+
+    doc = yaml.safe_load((ROOT / "stacks/Pulumi.dev-alicloud-multiregion.yaml").read_text())
+    raw = doc["config"]["spotstack:fleets"][0]
+    raw["regions"][1]["network"] = {"id": "vpc-0123456789abcdef0", "subnets": ["vsw-1", "vsw-2"]}
+    _, warnings = validate_fleets([raw])
+    said = {w.path: w.reason for w in warnings}
+    assert "registry's internet access list" in said["fleets[0].regions[1].network"]
