@@ -12,7 +12,7 @@ region's groups) and, across regions, a Global Accelerator in front of the regio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -47,6 +47,11 @@ class AlicloudGpuFleetArgs:
     """The model bucket's component, when declared alongside: the agent's wheel is put in the bucket after it."""
     model_bucket: pulumi.Input[str] | None = None
     """The model bucket's name, e.g. your own `alicloud.oss.Bucket(...).bucket`: replaces `spec.model_cache.bucket`."""
+    region_providers: Mapping[str, pulumi.ProviderResource] | None = None
+    """Across regions: the provider of each region other than the home one, e.g. `{"ap-southeast-1":
+    alicloud.Provider("sg", region="ap-southeast-1", assume_role=...)}` (the home region's is the one the program
+    passes, or the stack's). A region not given gets one made from the stack's `alicloud:profile`, `accessKey`,
+    `secretKey` and `securityToken` settings, else the environment's credentials."""
 
 
 class AlicloudGpuFleet(pulumi.ComponentResource):
@@ -74,11 +79,9 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
             home = part.region == spec.region
             rname = regions.resource_name(name, spec, part.region)
             # Alibaba's resources take their region from their provider: another region's part has its own.
-            here = (
-                child
-                if home
-                else pulumi.ResourceOptions(parent=self, provider=region.provider(name, part.region, self))
-            )
+            here = child
+            if not home:
+                here = pulumi.ResourceOptions(parent=self, provider=self._region_provider(args, name, part.region))
             self.regions[part.region] = region.declare(
                 rname,
                 part,
@@ -168,6 +171,12 @@ class AlicloudGpuFleet(pulumi.ComponentResource):
                 ),
             }
         )
+
+    def _region_provider(self, args: AlicloudGpuFleetArgs, name: str, where: str) -> pulumi.ProviderResource:
+        """The program's provider for `where` (it must be that region's: the region's part is declared with it), or
+        one made from the stack's credentials settings."""
+        given = (args.region_providers or {}).get(where)
+        return given if given is not None else region.provider(name, where, self)
 
     @staticmethod
     def _network(name: str, args: AlicloudGpuFleetArgs, child: pulumi.ResourceOptions) -> region.Network:

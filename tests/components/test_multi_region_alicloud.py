@@ -165,3 +165,28 @@ def test_another_regions_own_network_is_told_to_open_the_registry_to_its_egress(
     _, warnings = validate_fleets([raw])
     said = {w.path: w.reason for w in warnings}
     assert "registry's internet access list" in said["fleets[0].regions[1].network"]
+
+
+def test_a_program_gives_the_other_regions_provider() -> None:
+    """A program whose credentials are not the stack's settings (an assumed role, say) passes the other regions'
+    providers; the fleet then makes none of its own, and that region's part is declared with the given one."""
+    import pulumi_alicloud as ali
+
+    from spotstack.components.alicloud.fleet import AlicloudGpuFleet, AlicloudGpuFleetArgs
+    from spotstack.components.plan.engine import run_offline
+    from spotstack.components.validate import validate_fleets
+
+    doc = yaml.safe_load((ROOT / "stacks/Pulumi.dev-alicloud-multiregion.yaml").read_text())
+    [spec], _ = validate_fleets(doc["config"]["spotstack:fleets"])
+
+    def program() -> None:
+        sg = ali.Provider("singapore", region=OTHER, profile="ops")
+        AlicloudGpuFleet("llm", AlicloudGpuFleetArgs(spec=spec, region_providers={OTHER: sg}))
+
+    run = run_offline(program, {"alicloud:region": HOME})
+    [provider] = run.find("pulumi:providers:alicloud")
+    assert provider.name == "singapore" and provider.inputs["profile"] == "ops"
+    [other] = [g for g in run.find("alicloud:ess/scalingGroup:ScalingGroup") if g.name == f"llm-{OTHER}-group"]
+    assert other.provider.startswith(provider.urn)
+    [home] = [g for g in run.find("alicloud:ess/scalingGroup:ScalingGroup") if g.name == "llm-group"]
+    assert not home.provider  # the home region's part: the stack's provider
