@@ -12,12 +12,17 @@ from spotstack.runtime.clouds import PROFILES
 HOURS_PER_MONTH = 730.0
 
 
-def on_demand_price(fleet: FleetSpec, inst: InstanceSpec) -> float:
+def known_price(fleet: FleetSpec, inst: InstanceSpec) -> float | None:
+    """The type's hourly on-demand price in the fleet's region (its override first); for a region's part of a fleet
+    across regions where the catalog has none, the home region's (the spec's checks warned, naming the region)."""
     price = catalog.on_demand_price(fleet.cloud, inst.type, fleet.region, inst.on_demand_price)
     if price is None and fleet.home is not None:
-        # A region's part of a fleet across regions, where the catalog has no price: the home region's (the spec's
-        # checks warned, naming the region).
         price = catalog.on_demand_price(fleet.cloud, inst.type, fleet.home)
+    return price
+
+
+def on_demand_price(fleet: FleetSpec, inst: InstanceSpec) -> float:
+    price = known_price(fleet, inst)
     if price is None:  # validate_fleets rejects this earlier; this guards direct callers
         raise ValueError(f"no on-demand price for {inst.type} in {fleet.region}")
     return price

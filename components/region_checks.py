@@ -11,8 +11,6 @@ from spotstack.components.problem import Problem
 from spotstack.components.spec import FleetSpec
 from spotstack.runtime.clouds import PROFILES
 
-CLOUD_NAMES = {"aws": "AWS", "gcp": "GCP", "alicloud": "Alibaba Cloud"}
-
 
 def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Problem]]:
     """Errors and warnings of `regions` and `home` (none for the one-region form)."""
@@ -64,8 +62,8 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
         errors.append(
             Problem(
                 f"{at}.service.gateway",
-                f"{CLOUD_NAMES[fleet.cloud]}'s gateways across regions are not built yet (a gateway group per region "
-                f"behind {front}); serve from one region, or across regions without the gateway",
+                f"{PROFILES[fleet.cloud].title}'s gateways across regions are not built yet (a gateway group per "
+                f"region behind {front}); serve from one region, or across regions without the gateway",
             )
         )
     if fleet.service.tls is not None and fleet.cloud in ("aws", "alicloud"):
@@ -74,7 +72,7 @@ def check_regions(fleet: FleetSpec, at: str) -> tuple[list[Problem], list[Proble
             Problem(
                 f"{at}.service.tls",
                 f"{what} (one certificate per region's load balancer): HTTPS across regions is not built yet on "
-                f"{CLOUD_NAMES[fleet.cloud]}; terminate TLS in front of the accelerator, or serve from one region",
+                f"{PROFILES[fleet.cloud].title}; terminate TLS in front of the accelerator, or serve from one region",
             )
         )
     if fleet.jobs is not None or fleet.scaling.queue is not None:

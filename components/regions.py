@@ -44,15 +44,13 @@ def controller_entry(spec: FleetSpec, region: str) -> dict[str, Any]:
     """What a controller's configuration document says of one region of a fleet across regions, on every cloud: the
     fallback type's on-demand price there (where new fallback goes) and the region's share of the fleet's bounds
     (what a round decides within while another region does not answer)."""
-    from spotstack.components import catalog
+    from spotstack.components.pricing import known_price
 
-    od = spec.instances[0]
-    cap = next(p.capacity for p in parts(spec) if p.region == region)
+    part = next(p for p in parts(spec) if p.region == region)
+    cap = part.capacity
     return {
         "region": region,
-        # Where the catalog has no price for the region, the home region's (the spec's checks warned).
-        "on_demand_price": catalog.on_demand_price(spec.cloud, od.type, region, od.on_demand_price)
-        or catalog.on_demand_price(spec.cloud, od.type, spec.region),
+        "on_demand_price": known_price(part, spec.instances[0]),
         "min": cap.min,
         "max": cap.max,
         "base_on_demand": cap.base_on_demand,
