@@ -173,10 +173,7 @@ def _fetch_all(
         max_attempts=opts.max_attempts_per_chunk,
         max_busy_waits=opts.max_busy_waits,
     )
-    for j in jobs:
-        if not j.todo() and j.advance_hash(requests.release):
-            j.finish()
-            requests.finished.add(id(j))
+    requests.settle(final=False)
 
     def worker() -> None:
         try:
@@ -246,16 +243,10 @@ def _fetch_all(
     prog.inventory_bytes = sum(p.inventory_bytes for p in by_name.values())
     for p in by_name.values():
         p.drop()
-    errors = requests.errors
-    if not errors:
-        # A file whose last chunk a worker stored while another was still hashing it: hash and move it now.
-        for j in requests.unfinished():
-            if j.advance_hash(requests.release):
-                j.finish()
-            else:
-                errors.append(f"{j.entry.path}: not every chunk arrived")
-    if errors:
-        raise PullError("; ".join(errors[:3]))
+    if not requests.errors:
+        requests.settle(final=True)
+    if requests.errors:
+        raise PullError("; ".join(requests.errors[:3]))
     return prog
 
 

@@ -207,13 +207,26 @@ class Requests:
 
     # -- the swarm's side ------------------------------------------------------------------------------------
     def learned(self, peer: str, chunks: set[str]) -> None:
-        """A peer's inventory grew: what it holds may be asked of it now."""
+        """A peer's inventory grew: what it holds may be asked of it now. Those chunks go first in line (a scan finds
+        them at once, not behind chunks still waiting), and as many workers are woken as chunks became askable."""
         with self.cond:
             for h in chunks:
                 self.src.holders.setdefault(h, set()).add(peer)
-            self.cond.notify_all()
+            askable = [r for r in self.queue if r.digest in chunks]
+            for r in askable:
+                self.queue.remove(r)
+            self.queue.extendleft(reversed(askable))
+            self.cond.notify(len(askable))
 
-    def unfinished(self) -> list[FileJob]:
-        """Files not moved into the store yet (after the workers stop: the last hash may have been left to a worker
-        that was already past it)."""
-        return [j for j in self.jobs if id(j) not in self.finished]
+    def settle(self, *, final: bool) -> None:
+        """Move into the store every file whose chunks are all in and hashed but which no worker finished: before
+        the workers start, the files a resumed pull already holds whole; after they stop (`final`), any left
+        behind, and a file still missing a chunk is the pull's error."""
+        for j in self.jobs:
+            if id(j) in self.finished or (j.todo() and not final):
+                continue
+            if j.advance_hash(self.release):
+                j.finish()
+                self.finished.add(id(j))
+            elif final:
+                self.errors.append(f"{j.entry.path}: not every chunk arrived")
