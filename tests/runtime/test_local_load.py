@@ -14,13 +14,13 @@ from spotstack.runtime.net import serve
 
 
 async def test_a_signal_ends_the_window_and_every_request_sent_is_answered() -> None:
-    seen = asyncio.Event()
+    seen, signalled = asyncio.Event(), asyncio.Event()
     answered = 0
 
     async def embed(request: web.Request) -> web.Response:
         nonlocal answered
         seen.set()
-        await asyncio.sleep(0.2)  # in flight when the signal comes: it must still be answered
+        await signalled.wait()  # in flight when the signal comes: it must still be answered
         answered += 1
         return web.json_response({"embedding": [0.0]})
 
@@ -31,6 +31,7 @@ async def test_a_signal_ends_the_window_and_every_request_sent_is_answered() -> 
         load = asyncio.create_task(run_load_until_signal(f"http://127.0.0.1:{port}", 20.0, 3600.0))
         await asyncio.wait_for(seen.wait(), 30)
         os.kill(os.getpid(), signal.SIGINT)  # the handler is the load's own while it runs
+        signalled.set()
         result = await asyncio.wait_for(load, 60)
     finally:
         await runner.cleanup()
