@@ -1,8 +1,8 @@
 """The cloud-neutral fleet spec: what a user writes under `spotstack:fleets` in a stack file.
 
-Every cloud's component reads this one model; none adds fields of its own. Field checks live
-here (pydantic) and in `field_checks.py` (the longer ones); rules that span fields or need the catalog live in
-`validate.py`, which also turns every problem into a `path: reason` line.
+Every cloud's component reads this one model; none adds fields of its own. Field checks live here (pydantic), in
+`spec_types.py` (value types and limits) and `field_checks.py` (the longer ones); rules that span fields or need the
+catalog live in `validate.py`, which also turns every problem into a `path: reason` line.
 """
 
 from __future__ import annotations
@@ -11,19 +11,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from spotstack.components.field_checks import check_cidr, check_cron, check_timezone, fill_home_region, not_agent_port
+from spotstack.components.field_checks import check_cidr, check_cron, check_timezone, fill_home_region
+from spotstack.components.spec_types import (
+    MAX_PRICE,
+    MAX_REGIONS,
+    MAX_REPLICAS,
+    Cloud,
+    Domain,
+    Name,
+    NodePort,
+    Path,
+    Region,
+    SnsArn,
+    Zones,
+)
 from spotstack.runtime.config import PEER_PORT, check_readiness_path
-
-Cloud = Literal["aws", "gcp", "alicloud", "local"]
-
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
-Path = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
-
-
-# Far above any real fleet, low enough that no count overflows a cloud API's integer or a cost sum.
-MAX_REPLICAS = 1000
-MAX_PRICE = 1000.0
-"""USD per instance-hour: above every GPU type's list price."""
 
 
 class _Model(BaseModel):
@@ -33,10 +35,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, allow_inf_nan=False, use_attribute_docstrings=True
     )
-
-
-NodePort = Annotated[int, Field(ge=1, le=65535), AfterValidator(not_agent_port)]
-"""A port on the node besides the agent's own."""
 
 
 class SpotMarket(_Model):
@@ -125,11 +123,6 @@ class CapacitySpec(_Model):
     @property
     def desired_or_min(self) -> int:
         return self.min if self.desired is None else self.desired
-
-
-Domain = Annotated[
-    str, StringConstraints(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-]
 
 
 class TlsSpec(_Model):
@@ -310,9 +303,6 @@ class JobsSpec(_Model):
     """Allow training jobs (checkpointed, resumed after a preemption)."""
 
 
-SnsArn = Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")]
-
-
 class NotificationsSpec(_Model):
     """Who hears when the fleet's alarms fire (the controller failing: the groups keep their last sizes)."""
 
@@ -338,11 +328,6 @@ class NetworkSpec(_Model):
     """VPC (AWS, Alibaba) or network (GCP) to place the fleet in; default: the cloud's default."""
     subnets: list[str] = Field(default_factory=list)
     """Subnets / vSwitches / subnetworks, one or more per zone."""
-
-
-Region = Annotated[str, StringConstraints(min_length=1)]
-Zones = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
-MAX_REGIONS = 8
 
 
 class RegionSpec(_Model):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "components" / "spec.py"
+TYPES = ROOT / "components" / "spec_types.py"
+"""The value types and limits spec.py imports: read for the limits' numbers only."""
 OUT = ROOT / "docs" / "reference" / "spec.md"
 
 HEADER = """# Spec reference
@@ -54,9 +56,9 @@ def _limits(call: ast.expr | None) -> tuple[str, str]:
     return ast.unparse(call), ""
 
 
-def render(source: str) -> str:
+def render(source: str, types: str = "") -> str:
     tree = ast.parse(source)
-    for node in tree.body:
+    for node in [*ast.parse(types).body, *tree.body]:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and len(node.targets) == 1:
             target = node.targets[0]
             if isinstance(target, ast.Name) and isinstance(node.value.value, (int, float)):
@@ -95,7 +97,7 @@ def render(source: str) -> str:
 
 
 def main() -> int:
-    text = render(SOURCE.read_text())
+    text = render(SOURCE.read_text(), TYPES.read_text())
     if "--check" in sys.argv:
         if not OUT.exists() or OUT.read_text() != text:
             sys.stderr.write(f"{OUT.relative_to(ROOT)} is stale: run python scripts/spec_reference.py\n")
