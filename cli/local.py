@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from spotstack.cli.local_control import LOCK_FD_ENV, alive, call, control, fail, prerequisites, take_workdir
+from spotstack.cli.local_plan import check_trace
 from spotstack.cli.local_plan import fleet_plan as _plan
 from spotstack.cli.local_plan import market as _market
 from spotstack.cli.local_report import http_scenario, print_report, report, status_table, window
@@ -37,20 +38,8 @@ TRACE = typer.Option(
     None,
     "--trace",
     help="A spot availability trace (../shared/traces format).",
-    callback=lambda v: _check_trace(existing_file(v)),
+    callback=lambda v: check_trace(existing_file(v)),
 )
-
-
-def _check_trace(path: Path | None) -> Path | None:
-    """Read the trace now: a bad one is a usage error here, not a line in the supervisor's log."""
-    if path is not None:
-        from spotstack.runtime.local.market import load_trace
-
-        try:
-            load_trace(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise typer.BadParameter(f"{path}: {exc}") from None
-    return path
 
 
 @local_app.command("demo")
@@ -360,6 +349,9 @@ def load(
 
     ctl = control(stack)
     before = call(ctl, "GET", "/status")
+    err.print(  # stderr: --json's stdout stays one document. A script may wait for this line to preempt.
+        f"load: {rps:g} requests/s to {before['lb']} for up to {duration:g} s (Ctrl-C ends it early)"
+    )
     result = asyncio.run(run_load_until_signal(before["lb"], rps, duration))
     r = report(result, window(before, call(ctl, "GET", "/status")))
     print(json.dumps(r)) if as_json else print_report(r)

@@ -12,6 +12,18 @@ from rich.console import Console
 err = Console(stderr=True, soft_wrap=True)
 
 
+def check_trace(path: Path | None) -> Path | None:
+    """Read the trace now: a bad one is a usage error here, not a line in the supervisor's log."""
+    if path is not None:
+        from spotstack.runtime.local.market import load_trace
+
+        try:
+            load_trace(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise typer.BadParameter(f"{path}: {exc}") from None
+    return path
+
+
 def fleet_plan(stack: str) -> tuple[Any, Path]:
     from spotstack.components.local import plan_of
     from spotstack.components.plan.stackfile import StackFileError, config_value, find_project, load_stack

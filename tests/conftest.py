@@ -104,3 +104,14 @@ def loop_watch(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         stop()
     assert not slow, "callbacks that held the event loop:\n" + "\n".join(slow)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, so neither worker is left with a minutes-long fleet test while the other idles: the local
+    fleets (slow and behind HAProxy), then the other slow tests, then the rest, each group in file order."""
+
+    def weight(item: pytest.Item) -> int:
+        slow = item.get_closest_marker("slow") is not None
+        return 0 if slow and item.get_closest_marker("haproxy") is not None else 1 if slow else 2
+
+    items.sort(key=weight)

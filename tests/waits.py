@@ -25,12 +25,13 @@ async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 
         await asyncio.sleep(0.02)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = DEFAULT_S, what: str = "it") -> None:
+def wait_until(cond: Callable[[], bool], timeout: float = DEFAULT_S, what: str = "it", every: float = 0.02) -> None:
+    """`every`: seconds between checks; more where a check costs (a request to a busy fleet)."""
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 def marked(mark: str) -> list[int]:
