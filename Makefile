@@ -56,10 +56,11 @@ typecheck: setup
 # for; on a bigger machine, `make test WORKERS=4` (8 min 40 s here against ~14 min serial, with the odd timing flake).
 WORKERS ?= 2
 
-# A file's tests share a worker (--dist loadfile: module fixtures such as one local fleet for a file are built once);
-# the conftest orders the longest files first.
+# A file's tests share a worker (--dist loadfile: module fixtures such as one local fleet for a file are built once).
+# The conftest puts the longest files first; xdist's own reorder (files with the most tests first) would leave the
+# minutes-long one-test fleet files for last, one worker running them while the other idles.
 unit: setup
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## The loop while you work: lint, types, and the tests not marked slow. A file's tests run on one worker: its
 ## module fixtures (a stack's plan, a fake cloud) are built once, not once per worker that got some of its tests.

@@ -4,7 +4,7 @@ For each dev stack in `stacks/`, the boot document is taken from the planned lau
 template (GCP) or scaling configuration (Alibaba) exactly as the plan renders it, and run in a scratch root
 (tests/boot/scratch.py, which lists what it substitutes and why). The node must reach READY: the cache token
 fetched with the node's own identity, the model pulled from the cloud's object store into the model folder,
-and `/ready` answering 200. Then again with the node's permission to read the token arriving 20 s late (IAM
+and `/ready` answering 200. Then again with the node's permission to read the token arriving 60 s late (IAM
 propagation, or a policy created after the group): the boot's retry loop must still get it.
 """
 
@@ -37,8 +37,9 @@ BOOT_RESOURCES = {
     "gcp": ("gcp:compute/instanceTemplate:InstanceTemplate", "metadata"),
     "alicloud": ("alicloud:ess/scalingConfiguration:ScalingConfiguration", "userData"),
 }
-PERMISSION_DELAY_S = 20.0
-"""Late enough for several refused tries (the boot retries after 1, 2, 3 ... s), short enough for the loop."""
+PERMISSION_DELAY_S = 60.0
+"""Later than a node's first read of the token, which comes after the agent's install: on a busy 2-core machine that
+took over 20 s (a 20 s delay let a node read it at its first try)."""
 
 
 SECOND_REGION = {
