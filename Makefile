@@ -51,9 +51,8 @@ lint: setup
 typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
-# Parallel workers: the suite mostly waits (servers, subprocesses, moto), and tests are independent (own ports,
-# folders and processes). CI (2 cores) runs 2, which leaves the local-fleet tests' timing the room they were written
-# for; on a bigger machine, `make test WORKERS=4` (8 min 40 s here against ~14 min serial, with the odd timing flake).
+# Parallel workers: tests are independent (own ports, folders and processes). CI (2 cores) runs 2, which leaves the
+# local-fleet tests' timing the room they were written for (~10 min here); on a bigger machine, `make test WORKERS=4`.
 WORKERS ?= 2
 
 # A file's tests share a worker (--dist loadfile: module fixtures such as one local fleet for a file are built once).

@@ -214,8 +214,8 @@ def serve(stack: str = STACK, speed: float = SPEED, trace: Path = TRACE) -> None
                 have = ", ".join(sorted(fleet.nodes)) or "none"
                 return web.json_response({"error": f"no replica named {name!r}; replicas now: {have}"}, status=404)
             notice = request.query.get("notice", "1") == "1"
-            fleet.preempt(name, notice=notice)
-            return web.json_response({"preempted": name, "notice_s": fleet.notice_s if notice else 0})
+            leaving = not fleet.preempt(name, notice=notice)
+            return web.json_response({"preempted": name, "notice_s": notice * fleet.notice_s, "leaving": leaving})
 
         async def down(request: web.Request) -> web.Response:
             stop.set()
@@ -330,6 +330,8 @@ def preempt(
     r = call(control(stack), "POST", f"/preempt/{node}?notice={int(notice)}")
     if as_json:
         print(json.dumps(r))
+    elif r.get("leaving"):
+        con.print(f"{node} was already leaving (preempted or scaled in): nothing done")
     elif notice:
         con.print(f"preempted {node}: it has {r['notice_s']:g} s of notice, then it is gone")
     else:

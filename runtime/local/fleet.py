@@ -5,9 +5,9 @@ Parts and their cloud counterparts:
 - load balancer: HAProxy, one server slot per possible node (ALB target group / backend service / CLB);
 - nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM);
 - market: a trace replay that refuses spot launches and preempts spot nodes (the spot market);
-- controller: the clouds' round (`controller.round`) every tick through a local adaptor
-  (`controller/adaptors/local.py`), carried out by launching and ending node processes; it tells a
-  noticed node to leave rotation (POST /release) once the replicas serving without it reach the target;
+- controller: the clouds' round (`controller.round`) each tick through a local adaptor (`adaptors/local.py`),
+  carried out by launching and ending node processes; it tells a noticed node to leave rotation (POST /release)
+  once the replicas serving without it reach the target;
 - warm pool: a fallback node that makes way for spot keeps its model on disk, stopped (its process ends, its
   placed files stay); the next fallback node starts on that disk and serves without fetching (AWS warm pool).
   The pool fills as fallback nodes return (AWS boots its pool at creation instead).
@@ -244,12 +244,12 @@ class LocalFleet:
                     f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
                 )
 
-    def preempt(self, name: str, notice: bool = True, notice_s: float | None = None) -> None:
-        """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once.
-        `notice_s`: this notice's window (another cloud's, e.g. GCP's 30 s), else the fleet's."""
+    def preempt(self, name: str, notice: bool = True, notice_s: float | None = None) -> bool:
+        """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once; False: it was
+        already leaving (preempted or scaled in). `notice_s`: this notice's window (e.g. GCP's 30 s)."""
         node = self.nodes[name]
         if node.kill_at is not None:
-            return
+            return False
         node.preempted = True
         self.preemptions += 1
         if notice:
@@ -260,6 +260,7 @@ class LocalFleet:
             self._unnoticed = True
             node.kill_at = time.time()
         self.events.append(f"{time.strftime('%H:%M:%S')} preempt {name}{'' if notice else ' WITHOUT notice'}")
+        return True
 
     async def _retire(self, node: Node) -> None:
         await end_process(node)
@@ -362,7 +363,6 @@ class LocalFleet:
                 log.exception("controller tick failed")
             await asyncio.sleep(self.tick_s)
 
-    # -- reporting and stopping ----------------------------------------------------------------------
     def cost(self) -> tuple[float, float]:
         return report.cost(self)
 

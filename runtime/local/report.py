@@ -37,7 +37,8 @@ def snapshot(fleet: LocalFleet) -> dict[str, Any]:
                 "role": n.role,
                 "market": n.market,
                 "type": n.type,
-                "state": "PREEMPTED" if n.kill_at is not None and n.preempted else n.state.upper(),
+                # A node the controller scaled in is leaving (its agent drains on the notice): not READY to anyone.
+                "state": ("PREEMPTED" if n.preempted else "DRAINING") if n.kill_at is not None else n.state.upper(),
                 "percent": n.model.get("percent"),
                 "from_peers": n.model.get("from_peers", 0),
                 "from_origin": n.model.get("from_origin", 0),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.test_local_recovery import local, project, status, window_open
+from tests.runtime.test_local_recovery import local, project, start_load, status
 from tests.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
@@ -58,34 +58,29 @@ def test_the_fleet_token_is_private_and_the_control_api_needs_it(fleet: Path) ->
 
 def test_preempting_every_replica_at_once_fails_no_request(fleet: Path) -> None:
     cwd = fleet
-    load = subprocess.Popen(
-        # A cap only: the window ends (SIGINT) once the second round's replacements serve.
-        [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "10", "--duration", "300", "--json"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
+    load = start_load(cwd, rps=10)  # until the second round's replacements serve
     try:
-        window_open(load)
 
         def ready() -> list[str]:
             return [n["name"] for n in status(cwd)["nodes"] if n["state"] == "READY"]
 
+        preempted = 0
         for _ in range(2):
             wait_until(lambda: len(ready()) >= 3, timeout=120, what="the fleet back at 3 READY replicas", every=0.2)
             names = ready()
             preempts = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "spotstack.cli.main", "local", "preempt", n],
+                    [sys.executable, "-m", "spotstack.cli.main", "local", "preempt", n, "--json"],
                     cwd=cwd,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
                 for n in names
             ]
-            assert all(p.wait(60) == 0 for p in preempts)
+            replies = [json.loads(p.communicate(timeout=60)[0]) for p in preempts]
+            assert all(p.returncode == 0 for p in preempts)
+            # A fallback the controller scaled in between the READY list and the preemption was already leaving.
+            preempted += sum(not r["leaving"] for r in replies)
             assert load.poll() is None, "both rounds must fall inside the load window"
             # The next round starts once every noticed node is gone (the condition, not a time).
             wait_until(
@@ -104,4 +99,4 @@ def test_preempting_every_replica_at_once_fails_no_request(fleet: Path) -> None:
     report = json.loads(out.strip().splitlines()[-1])
     # Two rounds, each at least the 10 s notice: 200+ requests, some sent while no replica was READY.
     assert report["failed"] == 0 and report["ok"] == report["requests"] >= 150, report
-    assert report["preemptions"] >= 6, report
+    assert report["preemptions"] == preempted >= 4, report

@@ -49,12 +49,22 @@ def status(cwd: Path) -> dict[str, Any]:
     return call(ctl, "GET", "/status")
 
 
-def window_open(load: subprocess.Popen[str]) -> None:
-    """Wait for the load's first line: its window is open (the fleet's counters read), so a preemption from now on
-    counts in its report."""
+def start_load(cwd: Path, rps: int) -> subprocess.Popen[str]:
+    """`local load` with a long cap (the test ends the window with SIGINT, which still prints the report), returned
+    once its window is open (the fleet's counters read): a preemption from then on counts in its report."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", str(rps), "--duration", "600", "--json"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert load.stderr is not None
     line = load.stderr.readline()
-    assert line.startswith("load: "), line + load.stderr.read()[-2000:]
+    if not line.startswith("load: "):
+        load.kill()
+        raise AssertionError(line + load.stderr.read()[-2000:])
+    return load
 
 
 def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_reaped(tmp_path: Path) -> None:
@@ -68,15 +78,7 @@ def test_preemptions_on_a_slow_market_lose_nothing_and_a_killed_supervisor_is_re
         second = local(cwd, "up", "--speed", "0.001", timeout=60)
         assert second.returncode == 1 and "already running" in second.stderr, second.stderr
 
-        load = subprocess.Popen(
-            # A cap only: the window ends (SIGINT, which still prints the report) once the last preemption is served.
-            [sys.executable, "-m", "spotstack.cli.main", "local", "load", "--rps", "10", "--duration", "400", "--json"],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        window_open(load)
+        load = start_load(cwd, rps=10)  # until the last preemption is served
         cli = local(cwd, "status", "--json", timeout=30)  # the command users run; the polls below skip the CLI
         assert cli.returncode == 0 and all({"name", "role", "state"} <= set(n) for n in json.loads(cli.stdout)["nodes"])
         preempted: list[str] = []
