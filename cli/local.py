@@ -331,7 +331,7 @@ def preempt(
     if as_json:
         print(json.dumps(r))
     elif r.get("leaving"):
-        con.print(f"{node} was already leaving (preempted or scaled in): nothing done")
+        con.print(f"{node} was already leaving (noticed, or scaled in): nothing done")
     elif notice:
         con.print(f"preempted {node}: it has {r['notice_s']:g} s of notice, then it is gone")
     else:
