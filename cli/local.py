@@ -215,7 +215,8 @@ def serve(stack: str = STACK, speed: float = SPEED, trace: Path = TRACE) -> None
                 return web.json_response({"error": f"no replica named {name!r}; replicas now: {have}"}, status=404)
             notice = request.query.get("notice", "1") == "1"
             leaving = not fleet.preempt(name, notice=notice)
-            return web.json_response({"preempted": name, "notice_s": notice * fleet.notice_s, "leaving": leaving})
+            notice_s = fleet.notice_s if notice else 0
+            return web.json_response({"preempted": name, "notice_s": notice_s, "leaving": leaving})
 
         async def down(request: web.Request) -> web.Response:
             stop.set()
