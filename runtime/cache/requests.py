@@ -212,10 +212,11 @@ class Requests:
         with self.cond:
             for h in chunks:
                 self.src.holders.setdefault(h, set()).add(peer)
-            askable = [r for r in self.queue if r.digest in chunks]
-            for r in askable:
-                self.queue.remove(r)
-            self.queue.extendleft(reversed(askable))
+            askable: list[Request] = []
+            rest: list[Request] = []
+            for r in self.queue:  # one pass: a remove() per chunk would rescan the queue each time
+                (askable if r.digest in chunks else rest).append(r)
+            self.queue = deque(askable + rest)
             self.cond.notify(len(askable))
 
     def settle(self, *, final: bool) -> None:
