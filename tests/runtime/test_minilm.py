@@ -20,6 +20,9 @@ def test_embeddings_match_sentence_transformers(model: MiniLM) -> None:
     b = model.embed("A man is eating a piece of bread.")
     c = model.embed("The stock market crashed today.")
     assert a.shape == (384,) and abs(float(np.linalg.norm(a)) - 1) < 1e-5
+    # float32 throughout: a float64 scalar promotes the rest of the pass (and every weight it meets) to float64,
+    # at several times the CPU of every request the local fleets serve.
+    assert a.dtype == np.float32
     # sentence-transformers' documented similarity for this pair is 0.7553 (PyTorch, exact GELU).
     assert float(a @ b) == pytest.approx(0.7553, abs=0.002)
     assert float(a @ c) < 0.1
