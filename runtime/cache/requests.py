@@ -76,7 +76,10 @@ class Requests:
         self.queued: dict[tuple[int, int], Request] = {(id(r.job), r.index): r for r in self.queue}
         self.pending = len(self.queue)
         self.progress = Progress(total=sum(r.job.span(r.index)[1] for r in self.queue))
-        self.free = [bytearray(chunk_size) for _ in range(buffers)]
+        self.free: list[bytearray] = []
+        self.unmade = buffers
+        """Buffers of the pool not allocated yet: made on first use (a bytearray is zeroed when made, and a pull of a
+        few chunks would otherwise zero width x 2 chunks of memory it never uses)."""
         self.errors: list[str] = []
         self.last_failure: dict[tuple[str, int], str] = {}
         """Each chunk's latest failure, for the error when no source is left (the origin's short read, a 401)."""
@@ -110,7 +113,7 @@ class Requests:
         # early chunks holding every buffer cannot starve the one they wait on.
         candidates = (
             list(self.queue)
-            if self.free
+            if self.free or self.unmade
             else [r for j in self.jobs if (r := self.queued.get((id(j), j.hashed))) is not None]
         )
         for req in candidates:
@@ -129,7 +132,11 @@ class Requests:
                 continue
             self.queue.remove(req)
             del self.queued[(id(req.job), req.index)]
-            buf = self.free.pop() if self.free else bytearray(self.chunk_size)
+            if self.free:
+                buf = self.free.pop()
+            else:
+                self.unmade = max(0, self.unmade - 1)  # past the pool: the chunk a file's hash waits on
+                buf = bytearray(self.chunk_size)
             self.src.busy[source] = self.src.busy.get(source, 0) + 1
             return Assignment(req, source, buf, now)
         return wake
