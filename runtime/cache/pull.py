@@ -193,11 +193,12 @@ def _fetch_all(
                 got = manifest.digest(view)
             else:
                 hasher = manifest.hasher()
-                by_name[source].fetch_into(a.request.digest, view, hasher)
+                with job.writer(i) as write:  # each piece written as it arrives, marked servable once verified
+                    by_name[source].fetch_into(a.request.digest, view, hasher, write)
                 got = hasher.hexdigest()
             if got != a.request.digest:
                 raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
-            job.store_chunk(i, view, a.buffer)
+            job.store_chunk(i, view, a.buffer, written=source != schedule.ORIGIN)
         except OSError as exc:
             view.release()
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):

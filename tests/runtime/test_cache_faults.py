@@ -285,6 +285,23 @@ def test_full_destination_disk_leaves_no_partial_file(tmp_path: Path, tiny_disk:
     assert digest_tree(tmp_path / "elsewhere") == expected(tmp_path / "model")
 
 
+async def test_full_cache_while_receiving_from_a_peer_is_said_so(
+    seeded: tuple[Manifest, Path], tiny_disk: Path
+) -> None:
+    """A peer's bytes are written as they arrive: the store filling up mid-chunk is this node's failure (the cache is
+    full), said so at once, not a peer fault retried on every other peer until no source is left."""
+    m, tmp = seeded
+    async with peer(tmp / "a") as a, peer(tmp / "b") as b:
+        peers = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
+        with pytest.raises(PullError, match=r"the cache at .* is full") as caught:
+            # Claim plenty of room: the 8 MiB store runs into ENOSPC while writing the ~15 MiB model.
+            await asyncio.to_thread(
+                pull, Store(tiny_disk / "store", 1 << 34), m, tmp / "out", peers=peers, token=TOKEN, origin=None
+            )
+    assert "no source left" not in str(caught.value)
+    assert not (tmp / "out").exists() or not list((tmp / "out").iterdir())
+
+
 async def test_serves_verified_chunks_before_its_own_pull_finishes(tmp_path: Path) -> None:
     m = make_model(tmp_path / "model", {"w.bin": 8 * MiB})
     store = Store(tmp_path / "mid", 1 << 34)
