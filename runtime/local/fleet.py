@@ -3,7 +3,8 @@
 Parts and their cloud counterparts:
 - object store: moto's S3 server holding the model (S3 / GCS / OSS);
 - load balancer: HAProxy, one server slot per possible node (ALB target group / backend service / CLB);
-- nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM);
+- nodes: one process each with a metadata emulator, the agent, and a MiniLM model server (a GPU VM), forked from a
+  zygote that has imported them (`zygote.py`: a boot costs a fork, not a second of imports);
 - market: a trace replay that refuses spot launches and preempts spot nodes (the spot market);
 - controller: the clouds' round (`controller.round`) each tick through a local adaptor (`adaptors/local.py`),
   carried out by launching and ending node processes; it tells a noticed node to leave rotation (POST /release)
@@ -37,13 +38,14 @@ from spotstack.runtime.local.haproxy import HAProxy
 from spotstack.runtime.local.hold import HoldServer
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.node_config import DRAIN_LEAD_S, DRAIN_MARGIN_S, agent_config
-from spotstack.runtime.local.objectstore import start_object_store
+from spotstack.runtime.local.objectstore import start_object_store, stop_processes
 from spotstack.runtime.local.plan import FleetPlan, local_policy
 from spotstack.runtime.local.postbox import Postbox
 from spotstack.runtime.local.reaper import Ledger
 from spotstack.runtime.local.regions import launch_region
-from spotstack.runtime.local.replica import Node, spawn_node
+from spotstack.runtime.local.replica import Node, spawn_node, write_peers
 from spotstack.runtime.local.warm_pool import WarmPool, end_process
+from spotstack.runtime.local.zygote import Zygote
 from spotstack.runtime.net import free_port
 
 log = logging.getLogger("spotstack.local")
@@ -82,6 +84,7 @@ class LocalFleet:
         self._balancers: LoadBalancers | None = None
         self._task: asyncio.Task[None] | None = None
         self._env: dict[str, str] = {}
+        self._zygote = Zygote({}, workdir / "zygote.log")
         self._shm = Path("/dev/shm") / f"spotstack-local-{os.getpid()}"
         self.retired: list[Node] = []
         self._prev_tick = 0.0
@@ -129,6 +132,9 @@ class LocalFleet:
         self.model_url, self._env = await asyncio.to_thread(start_object_store, self.model_dir, self._procs)
         for p in self._procs:
             self.ledger.record(p.pid, "object store")
+        self._zygote = Zygote(self._env, self.workdir / "zygote.log")  # nodes fork from it (`zygote.py`)
+        await asyncio.to_thread(self._zygote.start)
+        self.ledger.record(self._zygote.pid or 0, "node zygote")
         if self.plan.jobs is not None:  # the same moto server is the fleet's SQS
             from spotstack.runtime.local.jobs import create_local_queues
 
@@ -194,7 +200,7 @@ class LocalFleet:
             "workload": self.plan.workload,
             "tokens_per_s": self.tokens_per_s,
         }
-        proc = spawn_node(ndir / "node.json", spec, self._env)
+        proc = spawn_node(ndir / "node.json", spec, self._zygote)
         self.ledger.record(proc.pid, f"node {name}", group=True)
         node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm, region=region)
         if prepare:
@@ -209,6 +215,10 @@ class LocalFleet:
         self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{where}{how})")
         return node
 
+    def serving(self) -> list[Node]:
+        """READY nodes in rotation (in a filled HAProxy slot)."""
+        return [n for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled]
+
     def _in_slots(self) -> list[tuple[int, int]]:
         """Nodes behind HAProxy, those without a notice first: (traffic port, readiness port)."""
         nodes = sorted((n for n in self.nodes.values() if n.slot in self._filled), key=lambda n: n.kill_at is not None)
@@ -219,7 +229,7 @@ class LocalFleet:
         return any(s not in used and region in (None, self.slot_region[s]) for s in self.slots)
 
     async def _observe(self, node: Node, now: float) -> None:
-        if node.proc.poll() is not None:
+        if node.proc.exited():
             node.state = "preempted" if node.preempted else "failed"
             return
         st = await asyncio.to_thread(node_api.status, node)
@@ -297,7 +307,7 @@ class LocalFleet:
             elif n.state == "ready" and n.region in self._lbs and n.slot not in self._filled:
                 await self._lbs[n.region].fill(n.slot, n.ports["traffic"], n.ports["agent"])
                 self._filled.add(n.slot)
-        serving = sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled)
+        serving = len(self.serving())
         if self.market_live:
             dt = now - (self._measured_at or now)
             if serving < self.plan.desired:
@@ -309,14 +319,7 @@ class LocalFleet:
             self._measured_at = now
         await self._release_covered()
         await self.warm_pool.settle(lambda n: self._observe(n, now), self.retired)
-        # Nodes still starting are listed too: those that pull together form a swarm (each reads its share of the
-        # model from the object store and the rest from the others).
-        peers = "\n".join(
-            f"127.0.0.1:{n.ports['peer']}"
-            for n in self.nodes.values()
-            if n.state in ("provisioning", "loading", "ready", "draining")
-        )
-        (self.workdir / "peers").write_text(peers + "\n")
+        write_peers(self.workdir, self.nodes.values())
         if self.gateways is not None:
             write_replicas(self.workdir, self.nodes.values())
 
@@ -332,7 +335,7 @@ class LocalFleet:
     async def _release_covered(self) -> None:
         """A noticed node serves through its notice (the agent's window) until the replicas serving without it
         reach the target; then the controller releases it: it leaves rotation and drains at once."""
-        serving = [n for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled]
+        serving = self.serving()
         without = sum(1 for n in serving if n.kill_at is None)
         leave = self.plan.drain_timeout_s + DRAIN_MARGIN_S + DRAIN_LEAD_S
         for n in serving:
@@ -372,7 +375,7 @@ class LocalFleet:
     async def wait_ready(self, count: int, timeout_s: float = 120) -> None:
         end = time.time() + timeout_s
         while time.time() < end:
-            if sum(1 for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled) >= count:
+            if len(self.serving()) >= count:
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"fewer than {count} replicas READY after {timeout_s}s: {self.snapshot()['nodes']}")
@@ -390,10 +393,7 @@ class LocalFleet:
         if self._balancers is not None:
             await self._balancers.stop()
         await self.hold.stop()
-        for p in self._procs:
-            p.terminate()
-        for p in self._procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
+        await asyncio.to_thread(self._zygote.stop)
+        await asyncio.to_thread(stop_processes, self._procs)
         shutil.rmtree(self._shm, ignore_errors=True)
         self.ledger.reap()  # anything that did not stop when asked

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -80,3 +81,12 @@ def start_object_store(given: Path | None, procs: list[subprocess.Popen[bytes]])
     model_url = f"s3://{BUCKET}/{PREFIX}"
     write_manifest(model_url, build_manifest(model_url))
     return model_url, env
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each, then wait up to 5 s for each (the ledger's reap kills what is left). Blocking."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(5)

@@ -19,7 +19,7 @@ BOOT_NICE = 10
 
 
 def node_preexec() -> None:
-    """`preexec_fn` of a node process: it dies with its supervisor (even a SIGKILLed one) and boots at
+    """First thing in a node process (`zygote.py`): it dies with its parent (even a SIGKILLed one) and boots at
     `BOOT_NICE` (any user may raise its own nice value)."""
     die_with_parent()
     with contextlib.suppress(OSError, AttributeError):

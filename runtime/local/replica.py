@@ -4,14 +4,13 @@ its process starts."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.decide import Role, State
-from spotstack.runtime.local.priority import node_preexec
+from spotstack.runtime.local.zygote import NodeProcess, Zygote
 
 
 @dataclass
@@ -21,7 +20,7 @@ class Node:
     type: str
     slot: str
     ports: dict[str, int]
-    proc: subprocess.Popen[bytes]
+    proc: NodeProcess
     launched_at: float
     state: State = "provisioning"
     ready_since: float | None = None
@@ -54,20 +53,16 @@ class Node:
         return "spot" if self.role == "spot" else "on_demand"
 
 
-def spawn_node(cfg_path: Path, spec: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Write a node's config (`runtime/local/node.py` reads it) and start its process: in a session of its own (the
-    supervisor ends it with its group), dying with the supervisor and booting behind the serving nodes."""
+def spawn_node(cfg_path: Path, spec: dict[str, Any], zygote: Zygote) -> NodeProcess:
+    """Write a node's config (`runtime/local/node.py` reads it) and start its process: a fork of the fleet's zygote,
+    in a session of its own (the supervisor ends it with its group), dying with the supervisor and booting behind
+    the serving nodes."""
     cfg_path.write_text(json.dumps(spec))
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from spotstack.runtime.local.node import main; main(sys.argv[1])",
-            str(cfg_path),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=node_preexec,
-    )
+    return zygote.fork(cfg_path)
+
+
+def write_peers(workdir: Path, nodes: Iterable[Node]) -> None:
+    """The peer cache's list of nodes (`<workdir>/peers`). Nodes still starting are listed too: those that pull
+    together form a swarm (each reads its share of the model from the object store and the rest from the others)."""
+    live = [n for n in nodes if n.state in ("provisioning", "loading", "ready", "draining")]
+    (workdir / "peers").write_text("".join(f"127.0.0.1:{n.ports['peer']}\n" for n in live) or "\n")

@@ -50,7 +50,7 @@ class WarmPool:
         bills a warm pool instance's first boot)."""
         await asyncio.gather(*(observe(n) for n in self.preparing))
         for n in list(self.preparing):
-            if n.model.get("state") == "ready" or n.proc.poll() is not None:
+            if n.model.get("state") == "ready" or n.proc.exited():
                 self.preparing.remove(n)
                 await end_process(n)
                 n.ended_at = time.time()

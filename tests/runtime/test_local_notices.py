@@ -20,6 +20,7 @@ from spotstack.runtime.local.fleet import LocalFleet
 from spotstack.runtime.local.market import Market
 from spotstack.runtime.local.plan import FleetPlan
 from spotstack.runtime.local.replica import Node
+from spotstack.runtime.local.zygote import NodeProcess
 from spotstack.runtime.net import free_port
 from tests.waits import wait_for
 
@@ -30,9 +31,13 @@ PLAN = FleetPlan("embed", ("g6.xlarge",), ("g6.xlarge",), 1, 3, 1, 0, 0, True, 5
 def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     fleet = LocalFleet(PLAN, tmp_path, Market({}, speed=60.0, started=0.0), notice_s=30.0)
     yield fleet
-    for n in fleet.nodes.values():
-        n.proc.kill()
-        n.proc.wait()
+    for proc in STARTED:
+        proc.kill()
+        proc.wait()
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 @pytest.fixture
@@ -41,8 +46,9 @@ def starting_node(fleet: LocalFleet) -> Callable[[str, str], Node]:
 
     def add(name: str, role: str) -> Node:
         proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        STARTED.append(proc)
         ports = {"emulator": free_port(), "agent": free_port()}
-        node = Node(name, role, "g6.xlarge", "s0", ports, proc, time.time())  # type: ignore[arg-type]
+        node = Node(name, role, "g6.xlarge", "s0", ports, NodeProcess(proc.pid), time.time())  # type: ignore[arg-type]
         fleet.nodes[name] = node
         return node
 
