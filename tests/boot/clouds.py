@@ -44,6 +44,33 @@ def split_url(model_url: str) -> tuple[str, str]:
     return bucket, prefix.rstrip("/")
 
 
+class LatePermission:
+    """The node's permission to read the token reaches the cloud's IAM `after_s` seconds after the node first asks
+    (and is refused): the boot must retry, however long the node took to get there. 0: granted from the start."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.first_refused: float | None = None
+        self.denied = 0
+
+    @property
+    def allowed_from(self) -> float:
+        """When the permission arrived (infinity while the node has not asked yet)."""
+        if self.after_s <= 0:
+            return 0.0
+        return float("inf") if self.first_refused is None else self.first_refused + self.after_s
+
+    def refuse(self) -> bool:
+        """Whether a read now is refused (counted)."""
+        now = time.time()
+        if now >= self.allowed_from:
+            return False
+        if self.first_refused is None:
+            self.first_refused = now
+        self.denied += 1
+        return True
+
+
 class Cloud(ABC):
     def __init__(
         self,
@@ -58,8 +85,8 @@ class Cloud(ABC):
         self.model, self.manifest, self.secret = model, manifest, secret
         self.region = region
         self.bucket, self.prefix = split_url(model_url)
-        self.allowed_from = time.time() + delay_s
-        """When the node's permission to read the token has reached the cloud's IAM."""
+        self.permission = LatePermission(delay_s)
+        """When the node's permission to read the token reaches the cloud's IAM."""
         self._runners: list[web.AppRunner] = []
 
     def objects(self) -> dict[str, bytes]:
@@ -83,9 +110,9 @@ class Cloud(ABC):
         for r in self._runners:
             await r.cleanup()
 
-    @abstractmethod
     def denied(self) -> int:
         """How many token reads the store refused (a delayed permission must have refused some)."""
+        return self.permission.denied
 
 
 class Aws(Cloud):
@@ -117,39 +144,43 @@ class Aws(Cloud):
             # The home region holds a token of its own under the same name: a node reading the wrong region's
             # parameter gets the wrong token (check_node compares).
             boto3.client("ssm", **kw).put_parameter(Name=self.secret, Value="home-regions-token", Type="SecureString")
-        self.ssm = boto3.client("ssm", **{**kw, "region_name": region})
-        self._late: asyncio.Task[None] | None = None
-        if time.time() >= self.allowed_from:
-            self._put_token()
-        else:
-            # moto cannot hold back a permission; a parameter that is not readable until then fails the
-            # node's read the same way (an error answer) and exercises the same retry path.
-            self._late = asyncio.create_task(self._put_token_later())
+        boto3.client("ssm", **{**kw, "region_name": region}).put_parameter(
+            Name=self.secret, Value=TOKEN, Type="SecureString"
+        )
+        # moto cannot refuse a permission: the node's SSM calls go through a gate that refuses its reads until the
+        # permission arrives (`AWS_ENDPOINT_URL_SSM`, botocore's per-service endpoint) and passes the rest to moto.
+        gate = web.Application()
+        gate.router.add_post("/", self._ssm_gate)
+        ssm = await self.serve(gate)
         self.imds = AwsImdsEmulator(
             region=region, zone=f"{region}a", tags={"spotstack:fleet": "llm", "aws:autoscaling:groupName": "llm-spot"}
         )
         await self.imds.start()
         return {
             "AWS_ENDPOINT_URL": self.url,
+            "AWS_ENDPOINT_URL_SSM": ssm,
             # botocore reads the instance profile's credentials from IMDS, as on a node.
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url + "/",
             "SPOTSTACK_AGENT__METADATA__BASE_URL": self.imds.url,
         }
 
-    def _put_token(self) -> None:
-        self.ssm.put_parameter(Name=self.secret, Value=TOKEN, Type="SecureString")
+    async def _ssm_gate(self, request: web.Request) -> web.Response:
+        import aiohttp
 
-    async def _put_token_later(self) -> None:
-        await asyncio.sleep(max(0.0, self.allowed_from - time.time()))
-        await asyncio.to_thread(self._put_token)
-
-    def denied(self) -> int:
-        # The node's reads before the parameter was there: moto records no refusals, so count by time.
-        return 1 if self._late is not None else 0
+        body = await request.read()
+        target = request.headers.get("X-Amz-Target", "")
+        if target == "AmazonSSM.GetParameter" and self.permission.refuse():
+            message = f"User is not authorized to perform: ssm:GetParameter on resource: {self.secret}"
+            doc = {"__type": "AccessDeniedException", "message": message}
+            return web.json_response(doc, status=400, content_type="application/x-amz-json-1.1")
+        keep = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.url + "/", data=body, headers=keep) as r,
+        ):
+            return web.Response(body=await r.read(), status=r.status, content_type=r.content_type)
 
     async def stop(self) -> None:
-        if self._late is not None:
-            self._late.cancel()
         await self.imds.stop()
         self.moto.terminate()
         self.moto.wait(30)
@@ -165,7 +196,7 @@ class Gcp(Cloud):
         region = self.region or "us-central1"
         self.meta = GcpMetadataEmulator(zone=f"{region}-a")
         await self.meta.start()
-        self.secrets = SecretManagerFake({self.secret: TOKEN}, self.meta.access_token, allowed_from=self.allowed_from)
+        self.secrets = SecretManagerFake({self.secret: TOKEN}, self.meta.access_token, refuse=self.permission.refuse)
         app = web.Application()
         self.secrets.routes(app)
         api = await self.serve(app)
@@ -199,9 +230,6 @@ class Gcp(Cloud):
             with urllib.request.urlopen(req, timeout=30) as r:
                 assert r.status == 200
 
-    def denied(self) -> int:
-        return self.secrets.denied
-
     async def stop(self) -> None:
         self.compute.stop()
         self.gcs.stop()
@@ -218,7 +246,7 @@ class Alicloud(Cloud):
         await self.meta.start()
         creds = self.meta.credentials
         # The token is the node's own region's parameter; the bucket and the registry are the home region's.
-        self.oos = OosFake({self.secret: TOKEN}, creds, allowed_from=self.allowed_from, region=region)
+        self.oos = OosFake({self.secret: TOKEN}, creds, refuse=self.permission.refuse, region=region)
         self.oss = OssFake({self.bucket: self.objects()}, creds, region=HOME_ALICLOUD)
         self.acr = AcrFake(REGISTRY_INSTANCE, creds, region=HOME_ALICLOUD)
         self.ess = EssFake({self.meta.instance_id: "InService"}, creds)
@@ -238,9 +266,6 @@ class Alicloud(Cloud):
             "SPOTSTACK_REGISTRY_API_URL": await self.serve(acr_app),
             "SPOTSTACK_AGENT__LIFECYCLE__ENDPOINT_URL": await self.serve(ess_app),
         }
-
-    def denied(self) -> int:
-        return self.oos.denied
 
     async def stop(self) -> None:
         await self.meta.stop()

@@ -14,6 +14,7 @@ import hmac
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -70,20 +71,21 @@ class OosFake(RpcFake):
         parameters: dict[str, str],
         credentials: dict[str, str],
         *,
-        allowed_from: float = 0.0,
+        refuse: Callable[[], bool] = lambda: False,
         region: str = "us-west-1",
     ) -> None:
         """`region`: where the parameters are (OOS is regional: another region's endpoint does not have them)."""
         super().__init__(credentials)
         self.parameters = parameters
-        self.allowed_from = allowed_from
+        self.refuse = refuse
+        """Whether the node's role lacks the permission now (RAM not yet propagated)."""
         self.region = region
         self.denied = 0
 
     def answer(self, q: dict[str, str]) -> web.Response:
         if q.get("RegionId") != self.region:
             return web.json_response({"Code": "EntityNotExists.Parameter", "Message": "not in this region"}, status=404)
-        if time.time() < self.allowed_from:
+        if self.refuse():
             self.denied += 1
             return web.json_response({"Code": "Forbidden.RAM", "Message": "User not authorized"}, status=403)
         if q.get("WithDecryption") != "true" or q.get("Name") not in self.parameters:

@@ -4,17 +4,19 @@ service account, 403 PERMISSION_DENIED without the accessor role, 404 for an unk
 from __future__ import annotations
 
 import base64
-import time
+from collections.abc import Callable
 
 from aiohttp import web
 
 
 class SecretManagerFake:
-    def __init__(self, secrets: dict[str, str], access_token: str, *, allowed_from: float = 0.0) -> None:
+    def __init__(
+        self, secrets: dict[str, str], access_token: str, *, refuse: Callable[[], bool] = lambda: False
+    ) -> None:
         self.secrets = secrets
         self.access_token = access_token
-        self.allowed_from = allowed_from
-        """Wall-clock time before which the node's account lacks the role (IAM not yet propagated)."""
+        self.refuse = refuse
+        """Whether the node's account lacks the role now (IAM not yet propagated)."""
         self.denied = 0
 
     def routes(self, app: web.Application) -> None:
@@ -22,7 +24,7 @@ class SecretManagerFake:
 
     async def _access(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if request.headers.get("Authorization") != f"Bearer {self.access_token}" or time.time() < self.allowed_from:
+        if request.headers.get("Authorization") != f"Bearer {self.access_token}" or self.refuse():
             self.denied += 1
             msg = f"Permission 'secretmanager.versions.access' denied for resource '{name}/versions/latest'"
             error = {"code": 403, "message": msg, "status": "PERMISSION_DENIED"}
