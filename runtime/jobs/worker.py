@@ -326,6 +326,7 @@ class Worker:
     async def _answer(self, r: Running, outcome: Outcome, resumed: int | None) -> None:
         d, task = r.delivery, r.task
         if outcome.unavailable:  # not the task's fault: another replica (or this one, later) takes it
+            await self._let_go(r)
             await asyncio.to_thread(self.tasks.give_back, d, d.counts, self.s.retry_delay_s)
             self.stats.retried += 1
             log.warning("task %s: the workload is unavailable (%s); given back", task.id, outcome.error)
@@ -357,9 +358,20 @@ class Worker:
             log.error("task %s failed %d times: dead-lettered (%s)", task.id, failures, outcome.error)
         else:
             counts = d.counts.model_copy(update={"failures": failures})
+            await self._let_go(r)
             await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
             self.stats.retried += 1
             log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
+
+    async def _let_go(self, r: Running) -> None:
+        """The attempt is over here: its claim and its slot go before its task goes back to the queue. A give-back
+        with no delay is visible at once, and this worker's own receive would otherwise take it for a second delivery
+        of a task still running here, and hold it back a whole lease."""
+        if r.claimed and self.store is not None:
+            with contextlib.suppress(Exception):  # a marker left behind expires on its own
+                await asyncio.to_thread(self.store.release, r.task.id)
+            r.claimed = False
+        self._ended(r)
 
     async def _delete_done(self, d: Delivery) -> None:
         """A finished task's message goes, retried while its lease holds: one left behind would come back and, with

@@ -106,6 +106,34 @@ async def test_notice_resends_running_tasks_with_counts_and_poison_goes_to_the_d
         await w.stop()
 
 
+async def test_a_task_given_back_at_once_is_run_again_not_held_as_a_duplicate(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed attempt gives its task back with no delay: visible at once, so this worker's own receive can take it
+    before the attempt's bookkeeping is over. It must run it again (that attempt has ended), not hold it back for a
+    whole lease as a duplicate of itself. The race is made certain: the give-back returns only once it is taken."""
+    fake, w = world["fake"], world["worker"](concurrency=2, lease_s=300, max_attempts=2, retry_delay_s=0)
+    original = MnsTasks.give_back
+
+    def give_back_then_wait(self: MnsTasks, d: Any, counts: Counts, delay_s: float = 0.0) -> None:
+        before = {m.id for m in fake.queues["input"].messages}
+        original(self, d, counts, delay_s)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(m.id not in before and m.dequeues for m in fake.queues["input"].messages):
+                return  # the re-sent copy was received (by the worker's free slot)
+            time.sleep(0.01)
+
+    monkeypatch.setattr(MnsTasks, "give_back", give_back_then_wait)
+    await asyncio.to_thread(world["submit"], Task(id="bad", body={"poison": True}))
+    w.start()
+    try:
+        await wait_for(lambda: w.stats.dead_lettered == 1, 60, "the poison task dead-lettered after its 2 attempts")
+        assert w.stats.duplicates == 0
+    finally:
+        await w.stop()
+
+
 async def test_a_heartbeat_takes_the_new_receipt_handle(world: dict[str, Any]) -> None:
     """ChangeMessageVisibility answers a new handle and retires the old: the delivery must carry the new one."""
     api = world["api"]
