@@ -29,10 +29,10 @@ from spotstack.runtime.jobs import claims
 from spotstack.runtime.jobs.checkpoint import latest_step
 from spotstack.runtime.jobs.protection import Protection, ProtectionKeeper
 from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
-from spotstack.runtime.jobs.runner import CommandRun, HttpRun, Outcome
+from spotstack.runtime.jobs.runner import Outcome
 from spotstack.runtime.jobs.store import ResultStore
-from spotstack.runtime.jobs.task import Counts, Result, Task
-from spotstack.runtime.jobs.worker_state import Running, Stats, WorkerSettings
+from spotstack.runtime.jobs.task import Counts, Result
+from spotstack.runtime.jobs.worker_state import Running, Stats, WorkerSettings, make_run
 
 log = logging.getLogger("spotstack.jobs")
 
@@ -188,7 +188,7 @@ class Worker:
                 d.task.id,
                 d.receives,
             )
-        r = Running(d, d.task, self._runner(d.task), key=d.handle)
+        r = Running(d, d.task, make_run(self.s, self._session, d.task), key=d.handle)
         self.running[r.key] = r
         self._busy_changed()
         r.future = asyncio.create_task(self._handle(r))
@@ -213,20 +213,6 @@ class Worker:
             self.stats.duplicates += 1
         except Exception as exc:  # its lease runs out and it comes back anyway
             log.error("holding back a duplicate delivery failed: %s", exc)
-
-    def _runner(self, task: Task, resuming: bool = False) -> HttpRun | CommandRun:
-        """`resuming`: a training task with a checkpoint, run with the resume command where there is one."""
-        timeout = task.timeout_s or self.s.task_timeout_s
-        ckpt = f"{self.s.checkpoint_url.rstrip('/')}/{task.id}" if task.training and self.s.checkpoint_url else None
-        argv = self.s.command
-        if task.command is not None and self.s.task_commands:
-            argv = task.command
-        if resuming and self.s.resume_command:
-            argv = self.s.resume_command
-        if argv is not None:
-            return CommandRun(list(argv), task, timeout, self.s.workdir, checkpoint_url=ckpt)
-        assert self.s.http_url and self._session is not None, "a worker needs an HTTP endpoint or a command"
-        return HttpRun(self._session, self.s.http_url, task, timeout)
 
     async def _heartbeat(self, r: Running) -> None:
         every = max(1.0, self.s.lease_s / 3)
@@ -280,7 +266,7 @@ class Worker:
             # One listing of the task's checkpoints, off the event loop: where it resumes from, and so which command.
             resumed = await asyncio.to_thread(latest_step, self.s.checkpoint_url, task)
             if resumed is not None and self.s.resume_command:
-                r.run = self._runner(task, resuming=True)
+                r.run = make_run(self.s, self._session, task, resuming=True)
             hb = asyncio.create_task(self._heartbeat(r))
             outcome = await r.run.run()
             hb.cancel()

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from spotstack.runtime.jobs.queue import Delivery
 from spotstack.runtime.jobs.runner import CommandRun, HttpRun
 from spotstack.runtime.jobs.task import Task
@@ -66,3 +68,21 @@ class Stats:
     """Per give-back on a notice: seconds from the notice to the task visible again."""
     rolled_over: int = 0
     """Training runs checkpointed and re-queued at the queue's hold limit (SQS, MNS: 12 h from receipt)."""
+
+
+def make_run(
+    s: WorkerSettings, session: aiohttp.ClientSession | None, task: Task, resuming: bool = False
+) -> HttpRun | CommandRun:
+    """How a task runs: the fleet's command (or the task's own, where allowed), else its HTTP endpoint. `resuming`: a
+    training task with a checkpoint, run with the resume command where there is one."""
+    timeout = task.timeout_s or s.task_timeout_s
+    ckpt = f"{s.checkpoint_url.rstrip('/')}/{task.id}" if task.training and s.checkpoint_url else None
+    argv = s.command
+    if task.command is not None and s.task_commands:
+        argv = task.command
+    if resuming and s.resume_command:
+        argv = s.resume_command
+    if argv is not None:
+        return CommandRun(list(argv), task, timeout, s.workdir, checkpoint_url=ckpt)
+    assert s.http_url and session is not None, "a worker needs an HTTP endpoint or a command"
+    return HttpRun(session, s.http_url, task, timeout)
