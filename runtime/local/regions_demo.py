@@ -14,6 +14,8 @@ from spotstack.runtime.local.fleet import LocalFleet
 from spotstack.runtime.local.load import run_load
 
 SAMPLE_S = 0.5
+AFTER_S = 30.0
+"""The load runs at most this long after the outage (it ends sooner once the fleet has settled back on spot)."""
 BACK_WITHIN_S = 120.0
 """After the load, how long the fleet may take to be back on spot in every region before the report says it was not."""
 
@@ -36,16 +38,20 @@ def back_on_spot(now: dict[str, dict[str, int]]) -> bool:
 async def run_regions_scenario(
     fleet: LocalFleet, rps: float, outage_from_s: float, outage_s: float, show: Callable[[str], None]
 ) -> tuple[Any, dict[str, Any]]:
-    """The load from now until the outage has been over for a while; returns the load's result and what the regions
-    did. `outage_from_s`, `outage_s`: when the outage starts (wall seconds after the market started) and how long."""
+    """The load from now until the fleet has settled back on spot after the outage (at most `AFTER_S` after it);
+    returns the load's result and what the regions did. `outage_from_s`, `outage_s`: when the outage starts (wall
+    seconds after the market started) and how long."""
     for _ in range(int(60 / SAMPLE_S)):  # the market starts at the supervisor's first tick with the fleet READY
         if fleet.market_live:
             break
         await asyncio.sleep(SAMPLE_S)
     started = fleet.market.started
     down = fleet.regions[0]
-    until = started + outage_from_s + outage_s + 30.0
-    load = asyncio.create_task(run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, max(10.0, until - time.time())))
+    until = started + outage_from_s + outage_s + AFTER_S
+    settled = asyncio.Event()
+    load = asyncio.create_task(
+        run_load(f"http://127.0.0.1:{fleet.lb_port}", rps, max(10.0, until - time.time()), stop=settled)
+    )
     peak_elsewhere = 0
     back_at: float | None = None
     during: list[dict[str, dict[str, int]]] = []
@@ -59,6 +65,8 @@ async def run_regions_scenario(
             peak_elsewhere = max(peak_elsewhere, sum(v["fallback"] for r, v in now.items() if r != down))
         if t > outage_from_s + outage_s and back_at is None and back_on_spot(now):
             back_at = t
+        if back_at is not None and not any(n.kill_at is not None for n in fleet.nodes.values()):
+            settled.set()  # back on spot, and the stand-ins have left: the load has seen the whole return
         if time.time() - shown > 5:
             shown = time.time()
             phase = "outage" if outage_from_s <= t <= outage_from_s + outage_s else "normal"
