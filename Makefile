@@ -51,9 +51,10 @@ lint: setup
 typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
-# Parallel workers: tests are independent (own ports, folders and processes). CI (2 cores) runs 2, which leaves the
-# local-fleet tests' timing the room they were written for (~10 min here); on a bigger machine, `make test WORKERS=4`.
-WORKERS ?= 2
+# Parallel workers: tests are independent (own ports, folders and processes). Three on CI's 2 cores: most tests wait
+# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~7 min quiet, ~9.5 min beside two
+# CPU-bound processes; 2 workers: ~9 and ~13). On a bigger machine, `make test WORKERS=6`.
+WORKERS ?= 3
 
 # A file's tests share a worker (--dist loadfile: module fixtures such as one local fleet for a file are built once).
 # The conftest puts the longest files first; xdist's own reorder (files with the most tests first) would leave the
