@@ -133,8 +133,7 @@ class LocalFleet:
         for p in self._procs:
             self.ledger.record(p.pid, "object store")
         self._zygote = Zygote(self._env, self.workdir / "zygote.log")  # nodes fork from it (`zygote.py`)
-        await asyncio.to_thread(self._zygote.start)
-        self.ledger.record(self._zygote.pid or 0, "node zygote")
+        self.ledger.record(await asyncio.to_thread(self._zygote.start), "node zygote")
         if self.plan.jobs is not None:  # the same moto server is the fleet's SQS
             from spotstack.runtime.local.jobs import create_local_queues
 

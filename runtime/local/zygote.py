@@ -78,7 +78,8 @@ class Zygote:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> None:
+    def start(self) -> int:
+        """Start it and wait until it has imported everything; its pid."""
         with open(self.log, "ab") as err:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from spotstack.runtime.local.zygote import serve; serve()"],
@@ -91,6 +92,7 @@ class Zygote:
         ready = self._read()
         if ready.get("ready") is not True:
             raise RuntimeError(f"the node zygote did not start: {ready.get('error', ready)} (see {self.log})")
+        return self._proc.pid
 
     def _read(self) -> dict[str, object]:
         assert self._proc is not None and self._proc.stdout is not None

@@ -13,8 +13,9 @@ from spotstack.runtime.local.zygote import NodeProcess, Zygote
 
 def test_a_node_that_fails_is_seen_to_end_and_the_zygote_forks_the_next(tmp_path: Path) -> None:
     z = Zygote(dict(os.environ), tmp_path / "zygote.log")
-    z.start()
+    pid = z.start()
     try:
+        assert pid == z.pid
         first = z.fork(tmp_path / "missing.json")  # node.main cannot read it: the node ends at once
         assert first.pid != z.pid
         assert first.exited(timeout_s=30)
