@@ -133,6 +133,9 @@ class Zygote:
 def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> None:
     """Import what a node runs, then fork a node per request until stdin ends."""
     die_with_parent()
+    # It shares the supervisor's process group: a Ctrl-C meant for the supervisor must not end it (the supervisor
+    # stops the fleet, then closes the zygote's stdin). Nodes run in sessions of their own and get Python's default.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp, out = stdin or sys.stdin.buffer, stdout or sys.stdout.buffer
     try:
         for name in PRELOAD:
@@ -184,6 +187,7 @@ def _fork(config: str) -> int:
 
 def _become_node(config: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the node waits for its own children (a job's command)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     node_preexec()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

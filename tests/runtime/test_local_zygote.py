@@ -4,6 +4,7 @@ node runs; the supervisor follows each through a pidfd."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ def test_a_node_that_fails_is_seen_to_end_and_the_zygote_forks_the_next(tmp_path
         first = z.fork(tmp_path / "missing.json")  # node.main cannot read it: the node ends at once
         assert first.pid != z.pid
         assert first.exited(timeout_s=30)
+        os.kill(pid, signal.SIGINT)  # a Ctrl-C at the supervisor's terminal reaches its group: the zygote stays
         second = z.fork(tmp_path / "missing-too.json")
         assert second.pid not in (first.pid, z.pid) and second.exited(timeout_s=30)
     finally:
