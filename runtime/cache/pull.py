@@ -1,8 +1,9 @@
 """Pull a model into the store from peers (and the origin for what no peer has), then into --dest.
 
 Each chunk is received into a pooled buffer, hashed as it arrives (BLAKE3; xxh3-128 for version 1 manifests) and
-checked, then written in place into the partial file in the memory-backed store (with a version 1 manifest, also fed
-to its file's sha256 in order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
+written in place into the partial file in the memory-backed store piece by piece (from the origin: whole, once
+checked); it is marked servable only once its hash checks (with a version 1 manifest, also fed to its file's sha256 in
+order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
 and hashing release the GIL), several per peer, spread over the peers that hold each chunk, same-zone peers first;
 in a swarm, chunks no peer has yet wait for their owner (`schedule.Swarm`). A chunk that fails — a dead peer,
 corrupt bytes, a stall — is fetched again from another peer or the origin. A complete file is renamed into the
