@@ -86,32 +86,17 @@ class FileJob:
     def span(self, i: int) -> tuple[int, int]:
         return self.entry.chunk_span(i, self.chunk_size)
 
-    @contextlib.contextmanager
-    def writer(self, i: int) -> Iterator[Callable[[int, memoryview], None]]:
-        """Write chunk `i`'s bytes in place as they arrive, `(offset in the chunk, bytes)`: each piece is written while
-        it is still in the CPU cache from being received and hashed (a write of the whole chunk afterwards reads it
-        back from memory). Nothing reads them before `store_chunk` marks the chunk verified (the server serves marked
-        chunks only, a resume hashes them again); a chunk that fails verification is written again by its next try."""
-        base, _ = self.span(i)
-        with _opened(self.part) as fd:
-
-            def write(off: int, data: memoryview) -> None:
-                done = 0
-                while done < len(data):
-                    done += os.pwrite(fd, data[done:], base + off + done)
-
-            yield write
-
-    def store_chunk(self, i: int, data: memoryview, buf: bytearray, *, written: bool = False) -> None:
-        """Write a verified chunk in place (unless `written` through `writer` already), mark it servable, and hand
-        its buffer to the hasher.
+    def store_chunk(self, i: int, data: memoryview, buf: bytearray) -> None:
+        """Write a verified chunk in place, mark it servable, and hand its buffer to the hasher.
 
         `verified[i]` flips last: the moment it does, another worker may hash the file's last chunk
         and finish it (closing its descriptors), so every write for this chunk must be done by then.
         """
-        if not written:
-            with self.writer(i) as write:
-                write(0, data)
+        off, _ = self.span(i)
+        written = 0
+        with _opened(self.part) as fd:
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], off + written)
         with _opened(self.ok_path) as fd:
             os.pwrite(fd, b"\x01", i)  # one byte: atomic, and seen by a server in another process
         self.pending[i] = buf

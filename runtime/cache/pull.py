@@ -1,9 +1,8 @@
 """Pull a model into the store from peers (and the origin for what no peer has), then into --dest.
 
 Each chunk is received into a pooled buffer, hashed as it arrives (BLAKE3; xxh3-128 for version 1 manifests) and
-written in place into the partial file in the memory-backed store piece by piece (from the origin: whole, once
-checked); it is marked servable only once its hash checks (with a version 1 manifest, also fed to its file's sha256 in
-order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
+checked, then written in place into the partial file in the memory-backed store (with a version 1 manifest, also fed
+to its file's sha256 in order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
 and hashing release the GIL), several per peer, spread over the peers that hold each chunk, same-zone peers first;
 in a swarm, chunks no peer has yet wait for their owner (`schedule.Swarm`). A chunk that fails — a dead peer,
 corrupt bytes, a stall — is fetched again from another peer or the origin. A complete file is renamed into the
@@ -194,12 +193,11 @@ def _fetch_all(
                 got = manifest.digest(view)
             else:
                 hasher = manifest.hasher()
-                with job.writer(i) as write:  # each piece written as it arrives, marked servable once verified
-                    by_name[source].fetch_into(a.request.digest, view, hasher, write)
+                by_name[source].fetch_into(a.request.digest, view, hasher)
                 got = hasher.hexdigest()
             if got != a.request.digest:
                 raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
-            job.store_chunk(i, view, a.buffer, written=source != schedule.ORIGIN)
+            job.store_chunk(i, view, a.buffer)
         except OSError as exc:
             view.release()
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):

@@ -25,13 +25,6 @@ class ChunkFailed(Exception):
         self.fatal, self.busy = fatal, busy
 
 
-class _SinkFailed(Exception):
-    """Where a fetch's bytes go failed (`OSError`, such as a full cache): raised as it is, not as the peer's fault."""
-
-    def __init__(self, error: OSError) -> None:
-        self.error = error
-
-
 class NoStream(ChunkFailed):
     """The peer has no inventory stream (a version from before it): poll its inventory instead."""
 
@@ -201,15 +194,8 @@ class Peer:
             self._known, self._since = known, f"{answer['epoch']}:{answer['seq']}"
         return set(known)
 
-    def fetch_into(
-        self,
-        digest: str,
-        view: memoryview,
-        hasher: Any = None,
-        sink: Callable[[int, memoryview], None] | None = None,
-    ) -> None:
-        """The chunk's bytes into `view`; fed to `hasher` and then `sink(offset, piece)` as they arrive (in STEP
-        pieces), when given."""
+    def fetch_into(self, digest: str, view: memoryview, hasher: Any = None) -> None:
+        """The chunk's bytes into `view`; fed to `hasher` as they arrive (in STEP pieces) when given."""
         conn = self._conn()
         try:
             conn.request("GET", f"/v1/chunks/{digest}", headers=self.headers)
@@ -221,22 +207,14 @@ class Peer:
                 self.drop()
                 raise ChunkFailed(f"length {r.length}, expected {len(view)}")
             got = 0
-            step = STEP if hasher is not None or sink is not None else len(view)
+            step = STEP if hasher is not None else len(view)
             while got < len(view):
                 n = r.readinto(view[got : got + step])
                 if not n:
                     raise ChunkFailed(f"connection closed after {got} of {len(view)} bytes")
                 if hasher is not None:
                     hasher.update(view[got : got + n])
-                if sink is not None:
-                    try:
-                        sink(got, view[got : got + n])
-                    except OSError as exc:
-                        raise _SinkFailed(exc) from exc
                 got += n
-        except _SinkFailed as failed:
-            self.drop()  # the rest of the body is unread
-            raise failed.error from None  # this node's own failure (a full cache), not the peer's
         except (OSError, http.client.HTTPException) as exc:
             self.drop()  # a reset or a stall (socket timeout): this connection is done
             raise ChunkFailed(f"{exc.__class__.__name__}: {exc}") from exc

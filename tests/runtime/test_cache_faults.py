@@ -288,8 +288,8 @@ def test_full_destination_disk_leaves_no_partial_file(tmp_path: Path, tiny_disk:
 async def test_full_cache_while_receiving_from_a_peer_is_said_so(
     seeded: tuple[Manifest, Path], tiny_disk: Path
 ) -> None:
-    """A peer's bytes are written as they arrive: the store filling up mid-chunk is this node's failure (the cache is
-    full), said so at once, not a peer fault retried on every other peer until no source is left."""
+    """The store filling up while a peer's chunks are written is this node's failure (the cache is full), said so at
+    once, not a peer fault retried on every other peer until no source is left."""
     m, tmp = seeded
     async with peer(tmp / "a") as a, peer(tmp / "b") as b:
         peers = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
