@@ -23,7 +23,7 @@ from spotstack.runtime.net import serve
 from spotstack.runtime.secrets import alicloud_ram_credentials
 from tests.clouds.mns import MnsFake
 from tests.runtime.test_jobs_worker import Workload
-from tests.waits import wait_for
+from tests.waits import wait_for, wait_until
 
 
 @pytest.fixture
@@ -118,11 +118,8 @@ async def test_a_task_given_back_at_once_is_run_again_not_held_as_a_duplicate(
     def give_back_then_wait(self: MnsTasks, d: Any, counts: Counts, delay_s: float = 0.0) -> None:
         before = {m.id for m in fake.queues["input"].messages}
         original(self, d, counts, delay_s)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(m.id not in before and m.dequeues for m in fake.queues["input"].messages):
-                return  # the re-sent copy was received (by the worker's free slot)
-            time.sleep(0.01)
+        resent = [m for m in fake.queues["input"].messages if m.id not in before]
+        wait_until(lambda: any(m.dequeues for m in resent), 30, "the re-sent copy received by the worker's free slot")
 
     monkeypatch.setattr(MnsTasks, "give_back", give_back_then_wait)
     await asyncio.to_thread(world["submit"], Task(id="bad", body={"poison": True}))
