@@ -52,7 +52,7 @@ class NodeProcess:
         except ProcessLookupError:
             self._fd = None  # gone already
 
-    def exited(self, timeout_s: float = 0.0) -> bool:
+    def exited(self, timeout_s: float | None = 0.0) -> bool:
         """True once the process has ended (waits up to `timeout_s` for it; None waits as long as it takes)."""
         if self._fd is None:
             return True
@@ -63,7 +63,7 @@ class NodeProcess:
         return True
 
     def wait(self) -> None:
-        self.exited(None)  # type: ignore[arg-type]
+        self.exited(None)
 
 
 class Zygote:
