@@ -72,8 +72,12 @@ def demo(
     concurrency: int = typer.Option(
         24, "--concurrency", help="--llm: streaming clients at once.", callback=number(1, 512)
     ),
-    duration: float = typer.Option(
-        240.0, "--duration", help="--llm: seconds of load (streams that started finish).", callback=number(10, 7200)
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        help="--llm: seconds of load, the preemptions spread over them. By default each preemption comes as soon "
+        "as the fleet has healed from the last, and the load ends with the last one (streams that started finish).",
+        callback=number(10, 7200),
     ),
     regions: int = typer.Option(
         1,
@@ -125,7 +129,7 @@ def demo(
                 + (
                     "the queue scenario starts"
                     if jobs
-                    else f"{concurrency} streaming clients for {duration:.0f}s while spot nodes are taken"
+                    else f"{concurrency} streaming clients while spot nodes are taken"
                     if llm
                     else f"{rps} req/s through a regional outage of {regions - 1} region(s) in {regions}"
                     if regions > 1

@@ -16,6 +16,13 @@ from spotstack.runtime.local.llm_load import _pct, run_llm_load
 KINDS = ("notice", "kill", "gcp-30s", "notice", "kill", "gcp-30s", "notice", "gcp-30s")
 """The preemptions, in order: at least two of each kind the issue names (notice-less kills, 30 s notices)."""
 
+GAP_S = 5.0
+"""Without a set duration, at least this long between two preemptions (and before the first): every replica carries
+streams again, some of them ones the last preemption moved."""
+
+MAX_S = 600.0
+"""Without a set duration, the load ends at the latest this long after it started."""
+
 
 def _victim(fleet: LocalFleet) -> str | None:
     """A READY spot node with no notice yet (spot is what a cloud takes back)."""
@@ -23,6 +30,12 @@ def _victim(fleet: LocalFleet) -> str | None:
         if n.state == "ready" and n.kill_at is None and n.role == "spot":
             return n.name
     return None
+
+
+def _healed(fleet: LocalFleet, last: str | None) -> bool:
+    """The fleet is back to its desired replicas in rotation, the last victim no longer among them."""
+    serving = fleet.serving()
+    return len(serving) >= fleet.plan.desired and all(n.name != last for n in serving)
 
 
 def _status(port: int) -> dict[str, Any]:
@@ -51,19 +64,32 @@ async def front_ready(fleet: LocalFleet, timeout_s: float = 60) -> None:
 
 
 async def run_llm_scenario(
-    fleet: LocalFleet, concurrency: int, duration_s: float, show: Callable[[str], None]
+    fleet: LocalFleet, concurrency: int, duration_s: float | None, show: Callable[[str], None]
 ) -> dict[str, Any]:
+    """`duration_s`: the load's length, the preemptions spread over it; None: each preemption as soon as the fleet
+    has healed from the last (`GAP_S` apart at least), and the load ends with the last one."""
     assert fleet.gateways is not None, "the fleet has no gateways (service.gateway)"
     await front_ready(fleet)
     url = f"http://127.0.0.1:{fleet.lb_port}"
-    load = asyncio.create_task(run_llm_load(url, concurrency, duration_s, api_key=fleet.gateways.api_key()))
-    t0 = time.monotonic()
-    every = duration_s / (len(KINDS) + 1)
+    # Each preemption hits a healed fleet. Without a set duration the clients start no stream after the last one,
+    # and every stream in flight then (some on its victim) runs to its end.
+    gap_s = GAP_S if duration_s is None else duration_s / (len(KINDS) + 1)
+    last_done = asyncio.Event()
+    load = asyncio.create_task(
+        run_llm_load(
+            url,
+            concurrency,
+            MAX_S if duration_s is None else duration_s,
+            api_key=fleet.gateways.api_key(),
+            stop=last_done if duration_s is None else None,
+        )
+    )
+    last_at, last = time.monotonic(), None
     done: dict[str, int] = {"notice": 0, "kill": 0, "gcp-30s": 0}
     i = 0
     while not load.done():
         await asyncio.sleep(0.5)
-        if i < len(KINDS) and time.monotonic() - t0 >= every * (i + 1):
+        if i < len(KINDS) and time.monotonic() - last_at >= gap_s and _healed(fleet, last):
             victim = _victim(fleet)
             if victim is None:
                 continue  # none READY to take yet: the next tick
@@ -71,7 +97,10 @@ async def run_llm_scenario(
             fleet.preempt(victim, notice=kind != "kill", notice_s=30.0 if kind == "gcp-30s" else None)
             done[kind] += 1
             show(f"{time.strftime('%H:%M:%S')} preempt {victim}: {kind}")
+            last_at, last = time.monotonic(), victim
             i += 1
+            if i == len(KINDS):
+                last_done.set()
     res = await load
     statuses = [await asyncio.to_thread(_status, p) for p in fleet.gateways.ports]
     continued: dict[str, int] = {}

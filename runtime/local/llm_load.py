@@ -143,10 +143,15 @@ async def one_stream(
 
 
 async def run_llm_load(
-    url: str, concurrency: int, duration_s: float, seed: int = 1, api_key: str | None = None
+    url: str,
+    concurrency: int,
+    duration_s: float,
+    seed: int = 1,
+    api_key: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LlmLoadResult:
-    """`concurrency` clients streaming one request after another until `duration_s` has passed (each stream that
-    started is awaited to its end)."""
+    """`concurrency` clients streaming one request after another until `duration_s` has passed or `stop` is set
+    (each stream that started is awaited to its end)."""
     out = LlmLoadResult()
     model = TinyLM()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -157,7 +162,7 @@ async def run_llm_load(
 
         async def client(i: int) -> None:
             rng = random.Random(seed * 1000 + i)
-            while time.monotonic() - started < duration_s:
+            while time.monotonic() - started < duration_s and not (stop and stop.is_set()):
                 out.streams.append(await one_stream(session, url, rng, headers))
 
         await asyncio.gather(*(client(i) for i in range(concurrency)))

@@ -25,7 +25,7 @@ def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> N
     since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--llm", "--json",
-         "--concurrency", "12", "--duration", "80"],
+         "--concurrency", "12"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,7 +37,7 @@ def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> N
     assert r["failed"] == 0 and r["completed"] == r["streams"] >= 20, r
     assert r["duplicated_tokens"] == 0 and r["missing_tokens"] == 0 and r["byte_identical"] == r["streams"], r
     p = r["preemptions"]
-    assert p["kill"] >= 2 and p["gcp-30s"] >= 2 and p["total"] >= 6, r
+    assert p == {"total": 8, "notice": 3, "kill": 2, "gcp-30s": 3}, r  # each as soon as the fleet healed
     assert r["continued"] >= 3, r  # streams did cross replicas (cut, or moved ahead of a notice)
     assert marked(mark) == []  # nothing it started is left running
     # No process of the fleet (supervisor, nodes, gateways) held its event loop with a blocking call.
