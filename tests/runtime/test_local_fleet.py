@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,14 @@ def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
     # came before a window ran out, depend on how busy the machine is (with three other test workers on 2 cores,
     # 12 s below target, and once no release at all), so the test asserts what is exact: no request failed (above).
     # The release itself is tested where its timing is the test's own (test_agent_e2e.py).
-    assert r["bytes_from_peers"] > r["bytes_from_origin"] > 0, r  # replacements came from peers
+    # The first nodes loaded the model from the object store (none had it); every node READY after the fleet first
+    # was (a replacement) loaded it from peers, or from its own disk (a warm start). How many there are depends on the
+    # market's timing, so the test does not weigh the peers' bytes against the origin's.
+    events = out.stderr[out.stderr.rindex("fleet READY: the spot market starts") :]  # the closing event list
+    later = re.findall(r"(\S+) READY \((\d+) MB from peers, (\d+) MB from origin, (\d+) MB already on disk\)", events)
+    assert later and r["bytes_from_origin"] > 0, out.stderr[-3000:]
+    assert all(origin == "0" and int(peers) + int(disk) > 0 for _, peers, origin, disk in later), later
+    assert r["bytes_from_peers"] > 0, r
     assert r["cost_usd"] < r["cost_all_on_demand_usd"], r
     assert "READY" in out.stderr and "scale in fall-" in out.stderr  # fallback returned to spot
     assert marked(mark) == []  # nothing it started is left running
