@@ -107,8 +107,9 @@ def demo(
         raise typer.Exit(2)
     prerequisites()
     lock = take_workdir(stack, workdir)
-    # The LLM scenario preempts by script (kinds and times the report counts); no trace plays beside it.
-    market = _market(plan, None if llm else trace, speed, scripted=llm)
+    # The LLM and queue scenarios preempt by script (kinds and times the report counts); no trace plays beside the
+    # LLM one, and beside the queue one only a trace given with --trace.
+    market = _market(plan, None if llm else trace, speed, scripted=llm or (jobs and trace is None))
     if regions > 1:
         from spotstack.cli import local_regions
 

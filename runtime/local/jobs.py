@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 BUCKET = "spotstack-local"
 TRAIN_ID = "train-1"
+NOTICES = 3
+"""Busy replicas the scenario preempts with notice, besides the training job's (their tasks are given back)."""
+GAP_S = 4.0
+"""At least this long between two of those notices, each on a healed fleet."""
+LIST_S = 2.0
+"""How often the scenario lists the results to see whether every task is answered."""
 WORDS = ("spot", "preemptible", "instance", "queue", "lease", "checkpoint", "resume", "drain", "notice", "replica")
 
 
@@ -84,10 +90,14 @@ async def run_scenario(
     train_steps: int = 300,
     train_step_s: float = 0.08,
     kill_without_notice: bool = True,
+    notices: int = NOTICES,
     deadline_s: float = 240.0,
     show: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Submit the work, interrupt the fleet while it runs, wait until every task is answered for, then count."""
+    """Submit the work, interrupt the fleet while it runs, wait until every task is answered for, then count.
+
+    The interruptions: the training job's replica with notice, `notices` busy replicas with notice (`GAP_S` apart,
+    each once the fleet has healed), one busy replica killed without notice; and whatever the market takes."""
     import boto3
 
     from spotstack.runtime.jobs.store import ResultStore
@@ -105,7 +115,10 @@ async def run_scenario(
     pending = [Task(id=i, body=batch(n)) for n, i in enumerate(ids)] + [Task(id=b, body={"texts": "?"}) for b in bad]
     pending.sort(key=lambda t: hash(t.id) % 97)  # poison among the rest
     interrupted_training = killed = False
+    noticed, noticed_at = 0, t0
     done: set[str] = set()
+    answered: list[str] = []
+    listed_at = 0.0
     while time.time() - t0 < deadline_s:
         due = int(len(pending) * min(1.0, (time.time() - t0) / submit_s))
         for task in pending[:due]:
@@ -120,12 +133,19 @@ async def run_scenario(
             interrupted_training = True
             show(f"interrupted {trainer.name} ({trainer.role}), which runs the training job, with notice")
         busy = [n for n in fleet.nodes.values() if n.tasks and n.kill_at is None and TRAIN_ID not in n.tasks]
+        healed = len(fleet.serving()) >= fleet.plan.desired
+        if noticed < notices and busy and healed and time.time() - noticed_at >= GAP_S:
+            fleet.preempt(busy[0].name)  # its tasks go back to the queue and finish elsewhere
+            noticed, noticed_at = noticed + 1, time.time()
+            show(f"preempted {busy[0].name} with notice, running {len(busy[0].tasks)} task(s)")
+            busy = busy[1:]
         if kill_without_notice and not killed and time.time() - t0 > submit_s * 0.6 and busy:
             fleet.preempt(busy[0].name, notice=False)  # tasks in flight, no notice: their leases run out
             killed = True
             show(f"killed {busy[0].name} without notice, running {len(busy[0].tasks)} task(s)")
-        done = set(await asyncio.to_thread(store.ids))
-        answered = [i for i in [*ids, *bad, TRAIN_ID] if i in done]
+        if time.time() - listed_at >= LIST_S:  # a listing of every result: on moto, ~0.1 CPU-s each
+            done, listed_at = set(await asyncio.to_thread(store.ids)), time.time()
+            answered = [i for i in [*ids, *bad, TRAIN_ID] if i in done]
         if not pending and len(answered) == tasks + poison + 1:
             finals = [await asyncio.to_thread(store.get, i) for i in [*bad, TRAIN_ID]]
             # A worker stores a result, publishes it, then deletes the task: once the input queue is empty too,
