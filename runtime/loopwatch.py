@@ -90,15 +90,11 @@ def _describe(handle: asyncio.events.Handle) -> str:
     task = getattr(cb, "__self__", None)
     if isinstance(task, asyncio.Task):
         coro = task.get_coro()
-        frame = getattr(coro, "cr_frame", None)
         code = getattr(coro, "cr_code", None)  # still there once the coroutine has returned (its frame is not)
-        where = (
-            f" at {frame.f_code.co_filename}:{frame.f_lineno}"
-            if frame is not None
-            else f" at {code.co_filename}"
-            if code is not None
-            else ""
-        )
+        frame = getattr(coro, "cr_frame", None)
+        where = f" at {code.co_filename}" if code is not None else ""
+        if where and frame is not None:
+            where += f":{frame.f_lineno}"
         return f"task {task.get_name()} ({getattr(coro, '__qualname__', coro)}){where}"
     return repr(handle)
 
