@@ -153,7 +153,11 @@ class Store:
                 if f.read(1) == b"\x01":
                     return self.part_path(ref.file_key), ref
         except OSError:
-            pass
+            # Its .ok file goes only after the rename into files/ (assemble.FileJob.finish): a pull that finished
+            # the file between the look above and this open left it there. A 404 for a chunk this node listed
+            # would send a fellow joiner to the origin for it, a second read of a chunk the swarm reads once.
+            if full.exists():
+                return full, ref
         return None
 
     def inventory(self) -> list[str]:
@@ -168,6 +172,8 @@ class Store:
                 try:
                     marks = self.ok_path(f.key).read_bytes()
                 except OSError:
+                    if self.file_path(f.key).exists():  # finished meanwhile (see `locate`)
+                        out.extend(f.chunks)
                     continue
                 out.extend(h for i, h in enumerate(f.chunks) if i < len(marks) and marks[i] == 1)
         return out

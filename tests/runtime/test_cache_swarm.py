@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from spotstack.runtime.cache import schedule
+from spotstack.runtime.cache.assemble import FileJob
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest
 from spotstack.runtime.cache.pull import Origin, PullOptions, PullResult, pull
 from spotstack.runtime.cache.store import Store
@@ -83,6 +84,42 @@ async def test_three_nodes_joining_at_once_read_the_model_from_the_origin_once(t
     assert sum(counts.values()) == m.total_bytes, counts
     assert sum(r.progress.from_peers for r in results) == 2 * m.total_bytes
     assert len([n for n, c in counts.items() if c > 0]) == 3  # the first node is not special
+
+
+@pytest.mark.parametrize("asked", ["locate", "inventory"])
+def test_a_file_finished_while_a_peer_asks_for_its_chunk_is_still_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: str
+) -> None:
+    """A pull finishing a file renames it into files/, then drops its .ok marks. A chunk asked for between the
+    server's look into files/ and its read of the marks was answered 404: the fellow joiner that asked read it from
+    the origin, a second read (CI saw the three-joiner test read 36 chunks of 35)."""
+    m = make_model(tmp_path / "model", {"a.bin": 3 * MiB})
+    store = Store(tmp_path / "store", 1 << 34)
+    store.add_manifest(m)
+    entry = m.files[0]
+    job = FileJob(store, entry, m.chunk_size)
+    data = (tmp_path / "model" / "a.bin").read_bytes()
+    for i in range(len(entry.chunks)):
+        off, size = job.span(i)
+        buf = bytearray(data[off : off + size])
+        job.store_chunk(i, memoryview(buf), buf)
+    assert job.advance_hash(lambda buf: None)
+    full, real_exists, finished = store.file_path(entry.key), Path.exists, []
+
+    def exists(self: Path) -> bool:
+        seen = real_exists(self)
+        if self == full and not finished:
+            job.finish()  # right after the server looked into files/
+            finished.append(True)
+        return seen
+
+    monkeypatch.setattr(Path, "exists", exists)
+    if asked == "locate":
+        found = store.locate(entry.chunks[1])
+        assert found is not None and found[0] == full
+    else:
+        assert set(store.inventory()) == set(entry.chunks)
+    assert finished and not job.ok_path.exists()
 
 
 @pytest.mark.slow
