@@ -122,7 +122,7 @@ class LocalFleet:
         self.ledger.record_dir(self._shm)  # memory: `down` frees it even after a SIGKILLed supervisor
         # The fleet's secret (peer cache, /release, the control API): readable by this user alone.
         write_atomic(self.workdir / "token", secrets.token_urlsafe(32), mode=0o600)
-        (self.workdir / "peers").write_text("")
+        self._write_peers()
         if self.model_dir is None and self.plan.workload == "llm":
             # The generative model's weights (fixed seed) as a checkpoint in the object store, pulled like any model.
             from spotstack.runtime.llm.model import TinyLM
@@ -199,6 +199,9 @@ class LocalFleet:
             "workload": self.plan.workload,
             "tokens_per_s": self.tokens_per_s,
         }
+        # Listed before it is forked: nodes of one round read each other there and pull as a swarm (written only at
+        # the next tick, each first node read the whole model from the object store).
+        self._write_peers(starting=[ports["peer"]])
         proc = spawn_node(ndir / "node.json", spec, self._zygote)
         self.ledger.record(proc.pid, f"node {name}", group=True)
         node = Node(name, launch.role, launch.type, slot, ports, proc, time.time(), disk=disk, warm=warm, region=region)
@@ -214,6 +217,10 @@ class LocalFleet:
         self.events.append(f"{time.strftime('%H:%M:%S')} launch {name} ({launch.role} {launch.type}{where}{how})")
         return node
 
+    def _write_peers(self, starting: list[int] | None = None) -> None:
+        """The peers file: the nodes and the warm pool's instances loading the model (their disks are the pool)."""
+        write_peers(self.workdir, [*self.nodes.values(), *self.warm_pool.preparing], starting or [])
+
     def serving(self) -> list[Node]:
         """READY nodes in rotation (in a filled HAProxy slot)."""
         return [n for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled]
@@ -226,32 +233,6 @@ class LocalFleet:
     def free_slot(self, region: str | None = None) -> bool:
         used = {n.slot for n in self.nodes.values()}
         return any(s not in used and region in (None, self.slot_region[s]) for s in self.slots)
-
-    async def _observe(self, node: Node, now: float) -> None:
-        if node.proc.exited():
-            node.state = "preempted" if node.preempted else "failed"
-            return
-        st = await asyncio.to_thread(node_api.status, node)
-        if st is None:
-            return
-        node.model = st.get("model") or {}
-        node.tasks = list((st.get("jobs") or {}).get("running") or [])
-        node.busy = bool(node.tasks)
-        node.seen_notice = bool(st.get("notices"))
-        if st["state"] in ("draining", "drained"):
-            node.state = "draining"
-        elif node.model.get("state") != "ready":
-            node.state = "loading"
-        else:
-            ready = await asyncio.to_thread(node_api.ready, node)
-            if ready and node.state != "ready":
-                node.state, node.ready_since = "ready", now
-                self.events.append(
-                    f"{time.strftime('%H:%M:%S')} {node.name} READY "
-                    f"({node.model.get('from_peers', 0) / 1e6:.0f} MB from peers, "
-                    f"{node.model.get('from_origin', 0) / 1e6:.0f} MB from origin, "
-                    f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
-                )
 
     def preempt(self, name: str, notice: bool = True, notice_s: float | None = None) -> bool:
         """The cloud reclaims a node: with its notice (then a kill when the window ends), or at once; False: it was
@@ -299,7 +280,7 @@ class LocalFleet:
             if n.kill_at is not None and now >= n.kill_at:
                 await self._retire(n)
         await self.postbox.deliver_owed(list(self.nodes.values()))
-        await asyncio.gather(*(self._observe(n, now) for n in self.nodes.values()))
+        await asyncio.gather(*(node_api.observe(n, now, self.events) for n in self.nodes.values()))
         for n in list(self.nodes.values()):
             if n.state == "failed":
                 await self._retire(n)
@@ -317,8 +298,8 @@ class LocalFleet:
                 self._unnoticed = False
             self._measured_at = now
         await self._release_covered()
-        await self.warm_pool.settle(lambda n: self._observe(n, now), self.retired)
-        write_peers(self.workdir, self.nodes.values())
+        await self.warm_pool.settle(lambda n: node_api.observe(n, now, self.events), self.retired)
+        self._write_peers()
         if self.gateways is not None:
             write_replicas(self.workdir, self.nodes.values())
 

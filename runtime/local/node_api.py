@@ -6,11 +6,39 @@ metadata service for a node that boots late)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.request
 from typing import Any
 
 from spotstack.runtime.local.replica import Node
+
+
+async def observe(node: Node, now: float, events: list[str]) -> None:
+    """A node's record brought up to date from its process and its agent (one tick's look); READY is an event."""
+    if node.proc.exited():
+        node.state = "preempted" if node.preempted else "failed"
+        return
+    st = await asyncio.to_thread(status, node)
+    if st is None:
+        return
+    node.model = st.get("model") or {}
+    node.tasks = list((st.get("jobs") or {}).get("running") or [])
+    node.busy = bool(node.tasks)
+    node.seen_notice = bool(st.get("notices"))
+    if st["state"] in ("draining", "drained"):
+        node.state = "draining"
+    elif node.model.get("state") != "ready":
+        node.state = "loading"
+    elif await asyncio.to_thread(ready, node) and node.state != "ready":
+        node.state, node.ready_since = "ready", now
+        events.append(
+            f"{time.strftime('%H:%M:%S')} {node.name} READY "
+            f"({node.model.get('from_peers', 0) / 1e6:.0f} MB from peers, "
+            f"{node.model.get('from_origin', 0) / 1e6:.0f} MB from origin, "
+            f"{node.model.get('on_disk', 0) / 1e6:.0f} MB already on disk)"
+        )
 
 
 def status(node: Node) -> dict[str, Any] | None:

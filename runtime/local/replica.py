@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spotstack.runtime.controller.decide import Role, State
+from spotstack.runtime.files import write_atomic
 from spotstack.runtime.local.zygote import NodeProcess, Zygote
 
 
@@ -61,8 +62,9 @@ def spawn_node(cfg_path: Path, spec: dict[str, Any], zygote: Zygote) -> NodeProc
     return zygote.fork(cfg_path)
 
 
-def write_peers(workdir: Path, nodes: Iterable[Node]) -> None:
+def write_peers(workdir: Path, nodes: Iterable[Node], starting: Iterable[int] = ()) -> None:
     """The peer cache's list of nodes (`<workdir>/peers`). Nodes still starting are listed too: those that pull
-    together form a swarm (each reads its share of the model from the object store and the rest from the others)."""
-    live = [n for n in nodes if n.state in ("provisioning", "loading", "ready", "draining")]
-    (workdir / "peers").write_text("".join(f"127.0.0.1:{n.ports['peer']}\n" for n in live) or "\n")
+    together form a swarm (each reads its share of the model from the object store and the rest from the others).
+    `starting`: peer ports of nodes about to be forked. Written whole or not at all: a node reads it at any time."""
+    ports = [n.ports["peer"] for n in nodes if n.state in ("provisioning", "loading", "ready", "draining")]
+    write_atomic(workdir / "peers", "".join(f"127.0.0.1:{p}\n" for p in [*ports, *starting]) or "\n")
