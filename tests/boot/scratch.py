@@ -44,6 +44,9 @@ SUBSTITUTED = {
     "SPOTSTACK_AGENT__* environment overrides (a test machine may use them)",
     "cloud endpoints": "metadata, secret store and object store point at loopback emulators through the "
     "agent's overrides and each SDK's own endpoint variable (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST)",
+    "python3 -m venv <venv>": "run with --without-pip: ensurepip (pip installing its bundled wheel into each "
+    "venv, ~5 CPU-s a boot) is replaced by this environment's pip, seen through the same .pth, and a bin/pip that "
+    "runs it with the venv's interpreter (so it installs into the venv, as the venv's own pip would)",
     "apt-get install python3-venv": "runs only where venv is missing; this machine has it",
     "the GPU setup step (Alibaba's stock image: driver, Docker, NVIDIA toolkit; GCP's accelerator image: Docker "
     "and the toolkit)": "needs a GPU, root and the "
@@ -92,10 +95,14 @@ def dependency_view(out: Path) -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     view = _mkdir(out / "deps")
     skip = ("spotstack", "__editable__", "_distutils_hack", "pip", "setuptools", "wheel")
+    tools = _mkdir(out / "pip")
     for entry in site.iterdir():
-        if entry.name.endswith(".pth") or entry.name.lower().startswith(skip):
+        if entry.name.endswith(".pth"):
             continue
-        (view / entry.name).symlink_to(entry)
+        if entry.name == "pip" or (entry.name.startswith("pip-") and entry.name.endswith(".dist-info")):
+            (tools / entry.name).symlink_to(entry)  # the node venv's pip (see SUBSTITUTED)
+        elif not entry.name.lower().startswith(skip):
+            (view / entry.name).symlink_to(entry)
     return view
 
 
@@ -175,6 +182,9 @@ class ScratchNode:
             return
         args = [self.remap(a) for a in cmd]
         self.log.append(f"run: {shlex.join(cmd)}")
+        if args[:3] == ["python3", "-m", "venv"] and len(args) == 4:
+            self.log.append("substituted: the venv's pip (see SUBSTITUTED)")
+            args = [*args[:3], "--without-pip", args[3]]
         proc = await asyncio.create_subprocess_exec(
             *args,
             env=self.node_env(),
@@ -187,12 +197,16 @@ class ScratchNode:
         assert proc.returncode == 0, f"boot step failed ({proc.returncode}): {shlex.join(cmd)}\n{out.decode()}"
         self.log += [f"out: {line}" for line in out.decode(errors="replace").splitlines()]
         if args[:3] == ["python3", "-m", "venv"]:
-            self.link_deps(args[3])
+            self.link_deps(args[-1])
 
     def link_deps(self, venv: str) -> None:
         """The agent's dependencies, seen by the node's new venv through a .pth (see SUBSTITUTED)."""
         site = next(Path(venv).glob("lib/python3*/site-packages"))
-        (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n")
+        (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n{self.deps.parent / 'pip'}\n")
+        pip = Path(venv) / "bin" / "pip"
+        if not pip.exists():
+            pip.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
+            pip.chmod(0o755)
 
     async def start_unit(self, unit: str) -> None:
         text = (self.root / "etc/systemd/system" / unit).read_text()
