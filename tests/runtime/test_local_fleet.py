@@ -9,23 +9,25 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests import loopcheck
-from tests.conftest import ROOT
+from tests.runtime.localkit import project
 from tests.waits import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 
-def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
+def test_demo_loses_no_request_and_loads_replacements_from_peers(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
     mark = uuid.uuid4().hex
     env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark, **loopcheck.ENV}
     since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--json"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -58,4 +60,4 @@ def test_demo_loses_no_request_and_loads_replacements_from_peers() -> None:
     assert "READY" in out.stderr and "scale in fall-" in out.stderr  # fallback returned to spot
     assert marked(mark) == []  # nothing it started is left running
     # No process of the fleet (supervisor, nodes) held its event loop with a blocking call.
-    assert loopcheck.slow_callbacks(out.stderr, ROOT / ".spotstack" / "local" / "local", since) == []
+    assert loopcheck.slow_callbacks(out.stderr, cwd / ".spotstack" / "local" / "local", since) == []

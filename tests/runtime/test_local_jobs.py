@@ -8,20 +8,22 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.runtime.localkit import project
 from tests.waits import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 
-def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_same_loss() -> None:
+def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_same_loss(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
     mark = uuid.uuid4().hex
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--jobs", "--json"],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark},
         capture_output=True,
         text=True,

@@ -9,24 +9,26 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests import loopcheck
-from tests.conftest import ROOT
+from tests.runtime.localkit import project
 from tests.waits import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
 
 
-def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> None:
+def test_llm_demo_continues_every_stream_through_every_kind_of_preemption(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
     mark = uuid.uuid4().hex
     env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark, **loopcheck.ENV}
     since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--llm", "--json",
          "--concurrency", "12"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -41,4 +43,4 @@ def test_llm_demo_continues_every_stream_through_every_kind_of_preemption() -> N
     assert r["continued"] >= 3, r  # streams did cross replicas (cut, or moved ahead of a notice)
     assert marked(mark) == []  # nothing it started is left running
     # No process of the fleet (supervisor, nodes, gateways) held its event loop with a blocking call.
-    assert loopcheck.slow_callbacks(out.stderr, ROOT / ".spotstack" / "local" / "llm", since) == []
+    assert loopcheck.slow_callbacks(out.stderr, cwd / ".spotstack" / "local" / "llm", since) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,17 +15,10 @@ import pytest
 
 from spotstack.runtime.local.reaper import Ledger
 from spotstack.runtime.local.reaper import pid_alive as alive
-from tests.conftest import ROOT
+from tests.runtime.localkit import project
 from tests.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.haproxy]
-
-
-def project(tmp: Path) -> Path:
-    shutil.copy(ROOT / "Pulumi.yaml", tmp / "Pulumi.yaml")
-    (tmp / "stacks").mkdir()
-    shutil.copy(ROOT / "stacks" / "Pulumi.local.yaml", tmp / "stacks" / "Pulumi.local.yaml")
-    return tmp
 
 
 def local(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from spotstack.runtime.local.regions import (
     with_regions,
 )
 from tests import loopcheck
-from tests.conftest import ROOT
+from tests.runtime.localkit import project
 from tests.waits import marked
 
 PLAN = FleetPlan(
@@ -94,13 +94,14 @@ def test_a_regions_haproxy_answers_its_health_as_its_rotation(tmp_path: Path) ->
 
 @pytest.mark.slow
 @pytest.mark.haproxy
-def test_a_regional_outage_fails_no_request_and_both_regions_return_to_spot() -> None:
+def test_a_regional_outage_fails_no_request_and_both_regions_return_to_spot(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
     mark = uuid.uuid4().hex
     env = {**os.environ, "COLUMNS": "160", "SPOTSTACK_TEST_MARK": mark, **loopcheck.ENV}
     since = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "spotstack.cli.main", "local", "demo", "--regions", "2", "--json"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -116,4 +117,4 @@ def test_a_regional_outage_fails_no_request_and_both_regions_return_to_spot() ->
     assert all(v["spot_ready"] >= 1 and v["fallback"] == 0 for v in r["regions_at_end"].values()), r
     assert " in region-2" in out.stderr  # a stand-in launched there
     assert marked(mark) == []  # nothing it started is left running
-    assert loopcheck.slow_callbacks(out.stderr, ROOT / ".spotstack" / "local" / "local", since) == []
+    assert loopcheck.slow_callbacks(out.stderr, cwd / ".spotstack" / "local" / "local", since) == []
