@@ -29,9 +29,20 @@ def spotstack(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(scope="module")
+def dev_text() -> subprocess.CompletedProcess[str]:
+    """`plan --stack dev` as text, once for the file's tests (a plan is seconds of CPU)."""
+    return spotstack("plan", "--stack", "dev")
+
+
+@pytest.fixture(scope="module")
+def dev_json() -> subprocess.CompletedProcess[str]:
+    return spotstack("plan", "--stack", "dev", "--json")
+
+
 @pytest.mark.slow
-def test_plan_dev_prints_tree_and_costs() -> None:
-    out = spotstack("plan", "--stack", "dev")
+def test_plan_dev_prints_tree_and_costs(dev_text: subprocess.CompletedProcess[str]) -> None:
+    out = dev_text
     assert out.returncode == 0, out.stderr
     assert "spotstack:index:AwsGpuFleet llm" in out.stdout
     assert "aws:autoscaling/group:Group llm-asg" in out.stdout
@@ -40,17 +51,19 @@ def test_plan_dev_prints_tree_and_costs() -> None:
 
 
 @pytest.mark.slow
-def test_plan_text_and_json_count_the_same_resources_and_do_not_wrap_when_piped() -> None:
-    env_free = spotstack("plan", "--stack", "dev")
-    doc = json.loads(spotstack("plan", "--stack", "dev", "--json").stdout)
+def test_plan_text_and_json_count_the_same_resources_and_do_not_wrap_when_piped(
+    dev_text: subprocess.CompletedProcess[str], dev_json: subprocess.CompletedProcess[str]
+) -> None:
+    env_free = dev_text
+    doc = json.loads(dev_json.stdout)
     assert f"{len(doc['resources'])} resources" in env_free.stdout
     # Piped output keeps every resource line whole, however long.
     assert "aws:autoscaling/group:Group llm-fallback-asg" in env_free.stdout
 
 
 @pytest.mark.slow
-def test_plan_json_is_machine_readable() -> None:
-    out = spotstack("plan", "--stack", "dev", "--json")
+def test_plan_json_is_machine_readable(dev_json: subprocess.CompletedProcess[str]) -> None:
+    out = dev_json
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["stack"] == "dev"
