@@ -225,6 +225,12 @@ class LocalFleet:
         """READY nodes in rotation (in a filled HAProxy slot)."""
         return [n for n in self.nodes.values() if n.state == "ready" and n.slot in self._filled]
 
+    def healed(self, last: str | None = None) -> bool:
+        """Back to its desired replicas in rotation, `last` (the last victim) no longer among them: a scenario's next
+        preemption hits a fleet that has recovered from the one before."""
+        serving = self.serving()
+        return len(serving) >= self.plan.desired and all(n.name != last for n in serving)
+
     def _in_slots(self) -> list[tuple[int, int]]:
         """Nodes behind HAProxy, those without a notice first: (traffic port, readiness port)."""
         nodes = sorted((n for n in self.nodes.values() if n.slot in self._filled), key=lambda n: n.kill_at is not None)

@@ -133,8 +133,7 @@ async def run_scenario(
             interrupted_training = True
             show(f"interrupted {trainer.name} ({trainer.role}), which runs the training job, with notice")
         busy = [n for n in fleet.nodes.values() if n.tasks and n.kill_at is None and TRAIN_ID not in n.tasks]
-        healed = len(fleet.serving()) >= fleet.plan.desired
-        if noticed < notices and busy and healed and time.time() - noticed_at >= GAP_S:
+        if noticed < notices and busy and fleet.healed() and time.time() - noticed_at >= GAP_S:
             fleet.preempt(busy[0].name)  # its tasks go back to the queue and finish elsewhere
             noticed, noticed_at = noticed + 1, time.time()
             show(f"preempted {busy[0].name} with notice, running {len(busy[0].tasks)} task(s)")

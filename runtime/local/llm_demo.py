@@ -32,12 +32,6 @@ def _victim(fleet: LocalFleet) -> str | None:
     return None
 
 
-def _healed(fleet: LocalFleet, last: str | None) -> bool:
-    """The fleet is back to its desired replicas in rotation, the last victim no longer among them."""
-    serving = fleet.serving()
-    return len(serving) >= fleet.plan.desired and all(n.name != last for n in serving)
-
-
 def _status(port: int) -> dict[str, Any]:
     import json
 
@@ -89,7 +83,7 @@ async def run_llm_scenario(
     i = 0
     while not load.done():
         await asyncio.sleep(0.5)
-        if i < len(KINDS) and time.monotonic() - last_at >= gap_s and _healed(fleet, last):
+        if i < len(KINDS) and time.monotonic() - last_at >= gap_s and fleet.healed(last):
             victim = _victim(fleet)
             if victim is None:
                 continue  # none READY to take yet: the next tick
