@@ -62,3 +62,20 @@ def test_a_program_wires_its_own_resources_to_the_fleets_children() -> None:
     assert sg.inputs["description"] == "llm GPU nodes"
     record = one(plan, "aws:route53/record:Record", "llm-dns")
     assert record["aliases"][0]["name"]  # the load balancer's DNS name, resolved through the attribute
+
+
+def test_an_offline_plan_skips_the_sdks_stack_walk_and_puts_it_back() -> None:
+    """The SDK's per-resource stack walk (a source position the mock monitor drops) is skipped while a plan runs
+    offline, and only then: a program planned after, or `pulumi up`, gets it as the SDK wrote it."""
+    from pulumi.runtime import resource as sdk
+
+    real = sdk._get_stack_trace
+    inside: list[bool] = []
+
+    def program() -> None:
+        pulumi.CustomResource("test:index:Probe", "probe", {})
+        inside.append(sdk._get_stack_trace is real)
+
+    assert [r.name for r in run_offline(program, {}).resources if r.custom] == ["probe"]
+    assert inside == [False]  # skipped inside the plan
+    assert sdk._get_stack_trace is real  # put back after it
