@@ -52,7 +52,7 @@ typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
 # Parallel workers: tests are independent (own ports, folders and processes). Three on CI's 2 cores: most tests wait
-# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~7 min quiet, ~9.5 min beside two
+# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~8.5 min quiet, ~14 min beside two
 # CPU-bound processes; 2 workers: ~9 and ~13). On a bigger machine, `make test WORKERS=6`.
 WORKERS ?= 3
 
