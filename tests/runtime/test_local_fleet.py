@@ -46,9 +46,9 @@ def test_demo_loses_no_request_and_loads_replacements_from_peers(tmp_path: Path)
     # came before a window ran out, depend on how busy the machine is (with three other test workers on 2 cores,
     # 12 s below target, and once no release at all), so the test asserts what is exact: no request failed (above).
     # The release itself is tested where its timing is the test's own (test_agent_e2e.py).
-    # The first nodes loaded the model from the object store (none had it); every node launched after the fleet
-    # first was READY (a replacement) loaded it from peers, or from its own disk (a warm start). How many there are
-    # depends on the market's timing, so the test does not weigh the peers' bytes against the origin's.
+    # The first nodes loaded the model from the object store between them (none had it); every node launched after
+    # the fleet first was READY (a replacement) loaded it from peers, or from its own disk (a warm start). How many
+    # there are depends on the market's timing, so the test does not weigh the peers' bytes against the origin's.
     events = out.stderr[out.stderr.rindex("fleet READY: the spot market starts") :]  # the closing event list
     launched = set(re.findall(r" launch (\S+) ", events))
     loads = re.findall(r"(\S+) READY \((\d+) MB from peers, (\d+) MB from origin, (\d+) MB already on disk\)", events)
