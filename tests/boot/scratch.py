@@ -95,7 +95,7 @@ def dependency_view(out: Path) -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     view = _mkdir(out / "deps")
     skip = ("spotstack", "__editable__", "_distutils_hack", "pip", "setuptools", "wheel")
-    tools = _mkdir(out / "pip")
+    tools = _mkdir(pip_view(view))
     for entry in site.iterdir():
         if entry.name.endswith(".pth"):
             continue
@@ -104,6 +104,11 @@ def dependency_view(out: Path) -> Path:
         elif not entry.name.lower().startswith(skip):
             (view / entry.name).symlink_to(entry)
     return view
+
+
+def pip_view(deps: Path) -> Path:
+    """Beside the dependency view: this environment's pip alone, for the node's venv (see SUBSTITUTED)."""
+    return deps.parent / "pip"
 
 
 @dataclass
@@ -202,7 +207,7 @@ class ScratchNode:
     def link_deps(self, venv: str) -> None:
         """The agent's dependencies, seen by the node's new venv through a .pth (see SUBSTITUTED)."""
         site = next(Path(venv).glob("lib/python3*/site-packages"))
-        (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n{self.deps.parent / 'pip'}\n")
+        (site / "spotstack-test-deps.pth").write_text(f"{self.deps}\n{pip_view(self.deps)}\n")
         pip = Path(venv) / "bin" / "pip"
         if not pip.exists():
             pip.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
