@@ -27,6 +27,8 @@ import blake3
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from spotstack.runtime.objects import read_small
+
 MANIFEST_NAME = "spotstack-manifest.json"
 DEFAULT_CHUNK = 16 << 20
 HASH_RE = r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$"
@@ -251,4 +253,4 @@ def write_manifest(url: str, manifest: Manifest) -> str:
 
 def read_manifest(url: str) -> Manifest:
     fs, root = _fs(url)
-    return Manifest.model_validate_json(fs.cat_file(f"{root}/{MANIFEST_NAME}"))
+    return Manifest.model_validate_json(read_small(fs, f"{root}/{MANIFEST_NAME}"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spotstack.runtime.files import write_atomic
+from spotstack.runtime.objects import read_small
 
 if TYPE_CHECKING:  # a training script imports this module: it stays free of pydantic
     from spotstack.runtime.jobs.task import Task
@@ -125,7 +126,7 @@ class Checkpoints:
     def reached(self) -> int:
         """The furthest step `mark` recorded (0 if none)."""
         try:
-            return int(self.fs.cat_file(f"{self.root}/progress"))
+            return int(read_small(self.fs, f"{self.root}/progress"))
         except (FileNotFoundError, ValueError):
             return 0
 
@@ -133,7 +134,7 @@ class Checkpoints:
         """The newest checkpoint whose data matches its marker."""
         for step in reversed(self.steps()):
             try:
-                marker = json.loads(self.fs.cat_file(f"{self.root}/{step:012d}.done"))
+                marker = json.loads(read_small(self.fs, f"{self.root}/{step:012d}.done"))
                 data = self.fs.cat_file(f"{self.root}/{step:012d}.ckpt")
             except (FileNotFoundError, ValueError):
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.jobs.claims import Marker
 from spotstack.runtime.jobs.task import Result
+from spotstack.runtime.objects import read_small
 
 RUNNING = ".running"
 """Beside the results: `<id>.json` markers of tasks running now (a dot folder: `ids()` lists results only)."""
@@ -72,7 +73,7 @@ class ResultStore:
 
     def running(self, task_id: str) -> Marker | None:
         try:
-            doc = json.loads(self._current().cat_file(self._marker_path(task_id)))
+            doc = json.loads(read_small(self._current(), self._marker_path(task_id)))
             return Marker(str(doc["node"]), float(doc["until"]))
         except FileNotFoundError:
             return None
@@ -87,7 +88,7 @@ class ResultStore:
         fs = self._current()
         fs.invalidate_cache(self.root)  # s3fs/gcsfs cache listings: a result written since must be seen
         try:
-            data = fs.cat_file(self._path(task_id))
+            data = read_small(fs, self._path(task_id))
         except FileNotFoundError:
             return None
         return Result.model_validate_json(data)
