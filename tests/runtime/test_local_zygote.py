@@ -38,3 +38,23 @@ def test_a_pidfd_follows_a_process_the_supervisor_did_not_start() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_every_botocore_session_a_node_makes_shares_the_zygotes_parsed_data() -> None:
+    """s3fs (aiobotocore) and boto3 each make sessions of their own: both get the loader the zygote filled, so no
+    node parses S3's service model again. In a child interpreter: the test process's botocore stays as it is."""
+    code = """
+import aiobotocore.session, boto3, botocore.session
+from spotstack.runtime.local.zygote import WARM_SERVICES, _share_botocore_data
+_share_botocore_data()
+shared = botocore.session.get_session().get_component("data_loader")
+assert aiobotocore.session.AioSession().get_component("data_loader") is shared
+assert boto3.session.Session()._session.get_component("data_loader") is shared
+assert botocore.session.Session().get_component("data_loader") is shared
+cached = {key[1] for key in shared._cache if key[0] == "load_service_model"}
+assert set(WARM_SERVICES) <= cached, cached
+assert botocore.session.create_loader("/tmp") is not shared  # a session given its own data path keeps it
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
