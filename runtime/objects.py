@@ -3,9 +3,9 @@ request.
 
 s3fs's `cat_file` asks an object's size before it reads (to split objects over 50 MB into concurrent range
 reads): a HEAD, and when the object is missing a listing too (is it a folder?). For the small documents these
-modules read that doubles or triples the requests — a queue worker read a task's result and marker three
-times per delivery, 16 S3 requests per task where 10 do. With `max_concurrency=1` s3fs reads in one GET (a missing
-object is one 404, raised as FileNotFoundError). gcsfs and ossfs already read in one request.
+modules read, that is two requests where one does: a queue worker reads a task's result and marker at every
+delivery (the jobs demo made 16 S3 requests per task, 10 with this). With `max_concurrency=1` s3fs reads in one
+GET (a missing object is one 404, raised as FileNotFoundError). gcsfs and ossfs already read in one request.
 """
 
 from __future__ import annotations
