@@ -332,30 +332,22 @@ class Worker:
             finished_at=time.time(),
             resumed_from=resumed,
         )
+        if self.store is not None:
+            await asyncio.to_thread(self.store.put, result)
         if status == "done":
-            if self.store is not None:  # stored first: a copy that comes back is then answered, not run again
-                await asyncio.to_thread(self.store.put, result)
             await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
             await self._delete_done(d)
             self.stats.done += 1
-            return
-        # A failure is stored once the queue holds the task's next copy: a stored "failed" or later attempt makes older
-        # copies stale (claims.py). Stored first, a node dying before the give-back or dead-letter lost the task: its
-        # copy came back after its lease and was deleted as stale. This way round that copy runs again.
-        if status == "failed":
+        elif status == "failed":
             await asyncio.to_thread(self.tasks.dead_letter, d, Counts(failures=failures), outcome.error)
-            if self.store is not None:
-                await asyncio.to_thread(self.store.put, result)
             self.stats.dead_lettered += 1
             log.error("task %s failed %d times: dead-lettered (%s)", task.id, failures, outcome.error)
-            return
-        counts = d.counts.model_copy(update={"failures": failures})
-        await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
-        if self.store is not None:
-            await asyncio.to_thread(self.store.put, result)
-        await self._let_go(r)  # slot and claim once stored: a copy judged before then would run this attempt again
-        self.stats.retried += 1
-        log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
+        else:
+            counts = d.counts.model_copy(update={"failures": failures})
+            await self._let_go(r)
+            await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
+            self.stats.retried += 1
+            log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
 
     async def _let_go(self, r: Running) -> None:
         """The attempt is over here: its claim and its slot go before its task goes back to the queue. A give-back
