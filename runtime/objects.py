@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
+def protocols(fs: Any) -> tuple[str, ...]:
+    """The fsspec filesystem's protocol names (a string or a tuple of them, depending on the backend)."""
     p = fs.protocol
     return tuple(p) if isinstance(p, (tuple, list)) else (str(p),)
 
@@ -21,6 +22,6 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 def read_small(fs: Any, path: str) -> bytes:
     """The whole object at `path` in one request (FileNotFoundError when there is none). Large objects (a
     checkpoint's data) are read with the filesystem's own `cat_file`, which may split them."""
-    if "s3" in _protocols(fs):
+    if "s3" in protocols(fs):
         return bytes(fs.cat_file(path, max_concurrency=1))
     return bytes(fs.cat_file(path))

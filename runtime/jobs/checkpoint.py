@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spotstack.runtime.files import write_atomic
-from spotstack.runtime.objects import read_small
+from spotstack.runtime.objects import protocols, read_small
 
 if TYPE_CHECKING:  # a training script imports this module: it stays free of pydantic
     from spotstack.runtime.jobs.task import Task
@@ -54,8 +54,7 @@ class Checkpoints:
         self.fs: Any
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.root = str(root).rstrip("/")
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self.local = "file" in protocol
+        self.local = "file" in protocols(self.fs)
         self._stop = False
 
     @classmethod

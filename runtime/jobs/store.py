@@ -17,7 +17,7 @@ from typing import Any
 from spotstack.runtime.files import write_atomic
 from spotstack.runtime.jobs.claims import Marker
 from spotstack.runtime.jobs.task import Result
-from spotstack.runtime.objects import read_small
+from spotstack.runtime.objects import protocols, read_small
 
 RUNNING = ".running"
 """Beside the results: `<id>.json` markers of tasks running now (a dot folder: `ids()` lists results only)."""
@@ -40,7 +40,7 @@ class ResultStore:
         self._refresh, self._refreshed = refresh, -REFRESH_S
         self.fs: Any
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.local = "file" in protocols(self.fs)
 
     def _current(self) -> Any:
         if self._refresh is not None and time.monotonic() - self._refreshed >= REFRESH_S:
