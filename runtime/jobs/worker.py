@@ -6,7 +6,8 @@
   dies in between leaves a duplicate, never a lost result (at-least-once; results are keyed by id). A task
   whose result is already stored is not run again: its stored result is published (again) and it is deleted.
 - Failed: given back after a delay with `failures + 1`; the attempt that reaches `max_attempts` sends it to
-  the dead-letter queue instead.
+  the dead-letter queue instead. The attempt is stored only after that, and its slot freed only after the store:
+  whatever point a node dies at, the queue holds a copy the store does not call stale.
 - Spot notice (`preempted`): no task is taken from that moment; training runs are told to checkpoint within
   the notice's budget; every unfinished task is given back at once with its counts (`preemptions + 1`, not a
   failure), so another replica takes it without waiting for a lease to run out.
@@ -61,6 +62,8 @@ class Worker:
         self._freed = asyncio.Event()
         self._stopping = False
         self._side: set[asyncio.Task[None]] = set()
+        self._waiting = 0
+        """Deliveries waiting for this worker's own earlier attempt at their task to be handed on (`_take_after`)."""
 
     # -- contracts the drain uses: Rotation (leave), Inflight (count) ---------------------------
     async def leave(self) -> None:
@@ -95,6 +98,13 @@ class Worker:
 
     async def _give_back(self, r: Running, seen: float, reason: str, *, preempted: bool = True) -> None:
         if r.given_back:
+            return
+        if r.handing_on:
+            # Its attempt is over and its answer on the way (result, give-back or dead-letter): cut off half-way, the
+            # store could record an attempt whose copy never reached the queue. It is let finish, as it would anyway.
+            if r.future is not None:
+                await asyncio.wait([r.future], timeout=max(1.0, self.s.lease_s))
+            self._ended(r)
             return
         r.given_back = True
         if r.future is not None and not r.future.done():
@@ -141,12 +151,13 @@ class Worker:
         try:
             while not self._stopping:
                 try:
-                    if not self.accepting or len(self.running) >= self.s.concurrency or not await self._ready():
+                    busy = len(self.running) + self._waiting
+                    if not self.accepting or busy >= self.s.concurrency or not await self._ready():
                         self._freed.clear()
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._freed.wait(), 0.2)
                         continue
-                    free = self.s.concurrency - len(self.running)
+                    free = self.s.concurrency - busy
                     got = await asyncio.to_thread(self.tasks.receive, free, self.s.wait_s, self.s.lease_s)
                     backoff.reset()
                     for d in got:
@@ -171,14 +182,18 @@ class Worker:
                 if d.task is None
                 else "the task names a command, and this fleet runs only its own handler (jobs.task_commands)"
             )
-            self._side.add(t := asyncio.create_task(self._refuse(d, why)))
-            t.add_done_callback(self._side.discard)
+            self._spawn(self._refuse(d, why))
             return
-        if any(r.task.id == d.task.id for r in self.running.values()):
+        here = [r for r in self.running.values() if r.task.id == d.task.id]
+        if here and all(r.handing_on for r in here):
+            # The copy this worker's own attempt just handed on (a give-back with no delay is visible at once): run
+            # once that attempt's answer is stored, not held back a whole lease as a duplicate of itself.
+            self._spawn(self._take_after(d, here))
+            return
+        if here:
             # A second delivery of a task running here (SQS, Pub/Sub deliver at least once): not run twice at once.
             log.warning("task %s: another delivery while it runs here: held back for %.0fs", d.task.id, self.s.lease_s)
-            self._side.add(t := asyncio.create_task(self._hold(d)))
-            t.add_done_callback(self._side.discard)
+            self._spawn(self._hold(d))
             return
         if d.receives > 1:
             # Give-backs re-send the task, so only a delivery that ended without any answer (a node lost without
@@ -193,8 +208,27 @@ class Worker:
         self._busy_changed()
         r.future = asyncio.create_task(self._handle(r))
 
+    async def _take_after(self, d: Delivery, earlier: list[Running]) -> None:
+        self._waiting += 1
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in earlier)), self.s.lease_s)
+        finally:
+            self._waiting -= 1
+        if not self.accepting or self._stopping:
+            await asyncio.to_thread(self.tasks.give_back, d, d.counts)
+        elif any(r.key in self.running for r in earlier):
+            await self._hold(d)  # its hand-on outlasted a lease: judged again later, like any duplicate
+        else:
+            self._take(d)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        self._side.add(t := asyncio.ensure_future(work))
+        t.add_done_callback(self._side.discard)
+
     def _ended(self, r: Running) -> None:
         self.running.pop(r.key, None)
+        r.ended.set()
         self._busy_changed()
         self._freed.set()
 
@@ -226,8 +260,7 @@ class Worker:
             await asyncio.sleep(every)
             if hold and time.time() >= r.started_at + hold - margin and not r.leaving:
                 if r.task.training:
-                    self._side.add(t := asyncio.create_task(self._roll_over(r, r.started_at + hold - every)))
-                    t.add_done_callback(self._side.discard)
+                    self._spawn(self._roll_over(r, r.started_at + hold - every))
                     return
                 if not warned:
                     log.warning(
@@ -311,6 +344,7 @@ class Worker:
 
     async def _answer(self, r: Running, outcome: Outcome, resumed: int | None) -> None:
         d, task = r.delivery, r.task
+        r.handing_on = True
         if outcome.unavailable:  # not the task's fault: another replica (or this one, later) takes it
             await self._let_go(r)
             await asyncio.to_thread(self.tasks.give_back, d, d.counts, self.s.retry_delay_s)
@@ -332,27 +366,33 @@ class Worker:
             finished_at=time.time(),
             resumed_from=resumed,
         )
-        if self.store is not None:
-            await asyncio.to_thread(self.store.put, result)
         if status == "done":
+            # Stored first: a node that dies before the delete leaves a copy that is answered from the store.
+            if self.store is not None:
+                await asyncio.to_thread(self.store.put, result)
             await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
             await self._delete_done(d)
             self.stats.done += 1
-        elif status == "failed":
+            return
+        # A failed attempt is stored only once the queue holds the task's next copy: stored first, a node that died
+        # in between left only the delivered copy, judged stale against the stored attempt when it came back (lost).
+        if status == "failed":
             await asyncio.to_thread(self.tasks.dead_letter, d, Counts(failures=failures), outcome.error)
             self.stats.dead_lettered += 1
             log.error("task %s failed %d times: dead-lettered (%s)", task.id, failures, outcome.error)
         else:
             counts = d.counts.model_copy(update={"failures": failures})
-            await self._let_go(r)
             await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
             self.stats.retried += 1
             log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
+        if self.store is not None:
+            # Before the slot frees: a second copy of the give-back (a SendMessage retried after a lost answer) taken
+            # next is then judged stale against this attempt, not run again.
+            await asyncio.to_thread(self.store.put, result)
+        await self._let_go(r)
 
     async def _let_go(self, r: Running) -> None:
-        """The attempt is over here: its claim and its slot go before its task goes back to the queue. A give-back
-        with no delay is visible at once, and this worker's own receive would otherwise take it for a second delivery
-        of a task still running here, and hold it back a whole lease."""
+        """The attempt is over here: its claim and its slot go."""
         if r.claimed and self.store is not None:
             with contextlib.suppress(Exception):  # a marker left behind expires on its own
                 await asyncio.to_thread(self.store.release, r.task.id)

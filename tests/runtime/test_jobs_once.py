@@ -4,7 +4,10 @@ command on a fleet without task commands is refused; task ids are path-safe. SQS
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,80 @@ async def test_lost_send_answers_do_not_multiply_a_failing_task(rig: Any) -> Non
         await worker.stop()
     assert wl.calls.count("bad") == 3
     assert [m["body"]["id"] for m in drain_queue(r.sqs, r.q["dead"])] == ["bad"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dies_at", ["give_back", "dead_letter"])
+async def test_a_node_that_dies_before_its_failed_attempt_reaches_the_queue_loses_no_task(
+    rig: Any, dies_at: str
+) -> None:
+    """The node ends between running a failed attempt and handing the task on (the give-back, or on the last attempt
+    the dead-letter queue): the delivered copy comes back after its lease and must run again, not be judged stale
+    against an attempt the store recorded for a copy that was never sent. Seen in the jobs demo: a poison task
+    killed without notice was in neither queue at the end."""
+    r, wl, session = rig
+    worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", max_attempts=2, retry_delay_s=0.1, lease_s=1)
+    real, died = getattr(worker.tasks, dies_at), []
+
+    def dies_once(*args: Any, **kw: Any) -> None:
+        if not died:
+            died.append(args)
+            raise ConnectionError("the node went before this call was sent")
+        real(*args, **kw)
+
+    setattr(worker.tasks, dies_at, dies_once)
+    r.submit(Task(id="bad", body={"poison": True}))
+    worker.start()
+    try:
+        await wait_for(lambda: worker.stats.dead_lettered == 1 and depth(r.sqs, r.q["input"]) == (0, 0), 60, "end")
+    finally:
+        await worker.stop()
+    assert died
+    assert [m["body"]["id"] for m in drain_queue(r.sqs, r.q["dead"])] == ["bad"]
+    stored = r.store.get("bad")
+    assert stored is not None and stored.status == "failed", stored
+
+
+@pytest.mark.parametrize("hand_on", ["give_back", "dead_letter"])
+async def test_a_notice_during_a_failed_attempts_hand_on_leaves_one_copy(rig: Any, hand_on: str) -> None:
+    """A spot notice comes while a failed attempt's give-back (or, on its last attempt, its dead-letter) is on its
+    way: the notice must not cut it off and give the task back again (a second copy), nor strand it."""
+    r, wl, session = rig
+    last = hand_on == "dead_letter"
+    worker = r.worker(session, f"http://127.0.0.1:{wl.port}/task", max_attempts=1 if last else 3, retry_delay_s=0)
+    real, release, calls, finished = getattr(worker.tasks, hand_on), threading.Event(), [], []
+
+    def slow(*args: Any, **kw: Any) -> None:
+        calls.append(args)
+        release.wait(30)
+        real(*args, **kw)
+        finished.append(args)
+
+    setattr(worker.tasks, hand_on, slow)
+    r.submit(Task(id="bad", body={"poison": True}))
+    worker.start()
+    try:
+        await wait_for(lambda: len(calls) == 1, 30, f"the failed attempt's {hand_on} under way")
+        notice = asyncio.create_task(worker.preempted(time.time() + 60))
+        for _ in range(3):  # the notice reaches the running task (code that cut the hand-on off did it here)
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(notice, 30)
+        await wait_for(lambda: len(finished) == len(calls), 30, "every hand-on sent")
+    finally:
+        release.set()
+        await worker.stop()
+    copies = [
+        (m["body"]["id"], m["attrs"]["spotstack.failures"]["StringValue"]) for m in drain_queue(r.sqs, r.q["input"])
+    ]
+    dead = [m["body"]["id"] for m in drain_queue(r.sqs, r.q["dead"])]
+    stored = r.store.get("bad")
+    assert stored is not None
+    if last:
+        assert (copies, dead, stored.status) == ([], ["bad"], "failed"), (copies, dead, stored)
+    else:
+        assert (copies, dead, stored.status, stored.attempt) == ([("bad", "1")], [], "retrying", 1), (copies, stored)
+    assert worker.running == {} and worker.stats.given_back == 0
 
 
 @pytest.mark.slow
