@@ -28,6 +28,7 @@ import aiohttp
 from spotstack.runtime.backoff import Backoff
 from spotstack.runtime.jobs import claims
 from spotstack.runtime.jobs.checkpoint import latest_step
+from spotstack.runtime.jobs.lease import delete_done, heartbeat
 from spotstack.runtime.jobs.protection import Protection, ProtectionKeeper
 from spotstack.runtime.jobs.queue import Delivery, ResultQueue, TaskQueue
 from spotstack.runtime.jobs.runner import Outcome
@@ -249,38 +250,9 @@ class Worker:
             log.error("holding back a duplicate delivery failed: %s", exc)
 
     async def _heartbeat(self, r: Running) -> None:
-        every = max(1.0, self.s.lease_s / 3)
-        hold = getattr(self.tasks, "max_hold_s", None)
-        # SQS and MNS keep a message hidden at most 12 h from its receipt, however often it is extended: before
-        # then a training run checkpoints and goes back to the queue (resumed at once, here or elsewhere); any
-        # other task would be handed to a second worker, which is said once.
-        margin = min(max(3 * self.s.lease_s, 300.0), hold / 2) if hold else 0.0
-        warned = False
-        while True:
-            await asyncio.sleep(every)
-            if hold and time.time() >= r.started_at + hold - margin and not r.leaving:
-                if r.task.training:
-                    self._spawn(self._roll_over(r, r.started_at + hold - every))
-                    return
-                if not warned:
-                    log.warning(
-                        "task %s nears the queue's %.0f h hold limit: another worker may take it too",
-                        r.task.id,
-                        hold / 3600,
-                    )
-                    warned = True
-            try:
-                await asyncio.to_thread(self.tasks.extend, r.delivery, self.s.lease_s)
-                if r.claimed and self.store is not None:
-                    until = time.time() + 2 * self.s.lease_s
-                    await asyncio.to_thread(self.store.claim, r.task.id, self.s.node, until)
-            except Exception as exc:
-                log.warning(
-                    "task %s: its lease could not be extended (%s): the queue may hand it to another worker while it "
-                    "runs here",
-                    r.task.id,
-                    exc,
-                )
+        deadline = await heartbeat(r, self.tasks, self.store, self.s)
+        # Apart from the heartbeat, which ends with the run: the roll-over waits for the run's checkpoint.
+        self._spawn(self._roll_over(r, deadline))
 
     async def _roll_over(self, r: Running, deadline: float) -> None:
         """A training run at the queue's hold limit: checkpoint, then back to the queue (not a preemption)."""
@@ -371,7 +343,7 @@ class Worker:
             if self.store is not None:
                 await asyncio.to_thread(self.store.put, result)
             await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
-            await self._delete_done(d)
+            await delete_done(self.tasks, d)
             self.stats.done += 1
             return
         # A failed attempt is stored only once the queue holds the task's next copy: stored first, a node that died
@@ -398,20 +370,6 @@ class Worker:
                 await asyncio.to_thread(self.store.release, r.task.id)
             r.claimed = False
         self._ended(r)
-
-    async def _delete_done(self, d: Delivery) -> None:
-        """A finished task's message goes, retried while its lease holds: one left behind would come back and, with
-        no store to say it was done, run again until the queue dead-lettered a task that succeeded."""
-        backoff = Backoff(0.5, 4.0)
-        for attempt in range(4):
-            try:
-                await asyncio.to_thread(self.tasks.delete, d)
-                return
-            except Exception as exc:
-                if attempt == 3:
-                    log.error("task %s is done, but deleting its message failed: %s", d.task.id if d.task else "?", exc)
-                    return
-                await asyncio.sleep(backoff.next())
 
     def _busy_changed(self) -> None:
         if self._keeper is not None:
