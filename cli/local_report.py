@@ -98,8 +98,13 @@ def print_jobs_report(r: dict[str, Any]) -> None:
     t.add_row("missing", ", ".join(r["missing"]) or "none")
     t.add_row("dead-letter queue", f"{', '.join(r['dead_letter']) or 'empty'} (poison: {', '.join(r['poison'])})")
     left = r["left_in_queue"]
-    t.add_row("left in the input queue", f"{left['visible']} waiting, {left['in_flight']} in flight")
+    t.add_row(
+        "left in the input queue",
+        f"{left['visible']} waiting, {left['in_flight']} in flight, {left['delayed']} delayed",
+    )
     t.add_row("results of given-back tasks", str(r["given_back_results"]))
+    if r.get("deadline_reached"):
+        t.add_row("ended", "[red]at the deadline, before every task was answered[/red]")
     tr = r["training"]
     same = "same as" if tr["loss"] == tr["baseline_loss"] else "DIFFERENT from"
     t.add_row("training", f"{tr['status']}: loss {tr['loss']} ({same} the uninterrupted run's {tr['baseline_loss']})")

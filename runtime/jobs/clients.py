@@ -47,7 +47,7 @@ class SqsJobs:
         from spotstack.runtime.jobs.sqs import depth
 
         d = depth(self.sqs, self.urls[role])
-        return d["visible"], d["in_flight"]
+        return d["visible"] + d["delayed"], d["in_flight"]  # a delayed give-back is waiting too
 
 
 class PubSubJobs:

@@ -5,9 +5,9 @@
 - Done: the result is written (result store, then output queue) before the task is deleted: a node that
   dies in between leaves a duplicate, never a lost result (at-least-once; results are keyed by id). A task
   whose result is already stored is not run again: its stored result is published (again) and it is deleted.
-- Failed: given back after a delay with `failures + 1`; the attempt that reaches `max_attempts` sends it to
-  the dead-letter queue instead. The attempt is stored only after that, and its slot freed only after the store:
-  whatever point a node dies at, the queue holds a copy the store does not call stale.
+- Failed: stored, then given back after a delay with `failures + 1`; the attempt that reaches `max_attempts`
+  sends it to the dead-letter queue instead, and only then is stored as failed. Whatever point a node dies at, the
+  queues hold a copy of the task that the store does not call stale.
 - Spot notice (`preempted`): no task is taken from that moment; training runs are told to checkpoint within
   the notice's budget; every unfinished task is given back at once with its counts (`preemptions + 1`, not a
   failure), so another replica takes it without waiting for a lease to run out.
@@ -63,8 +63,6 @@ class Worker:
         self._freed = asyncio.Event()
         self._stopping = False
         self._side: set[asyncio.Task[None]] = set()
-        self._waiting = 0
-        """Deliveries waiting for this worker's own earlier attempt at their task to be handed on (`_take_after`)."""
 
     # -- contracts the drain uses: Rotation (leave), Inflight (count) ---------------------------
     async def leave(self) -> None:
@@ -152,13 +150,12 @@ class Worker:
         try:
             while not self._stopping:
                 try:
-                    busy = len(self.running) + self._waiting
-                    if not self.accepting or busy >= self.s.concurrency or not await self._ready():
+                    if not self.accepting or len(self.running) >= self.s.concurrency or not await self._ready():
                         self._freed.clear()
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._freed.wait(), 0.2)
                         continue
-                    free = self.s.concurrency - busy
+                    free = self.s.concurrency - len(self.running)
                     got = await asyncio.to_thread(self.tasks.receive, free, self.s.wait_s, self.s.lease_s)
                     backoff.reset()
                     for d in got:
@@ -185,13 +182,7 @@ class Worker:
             )
             self._spawn(self._refuse(d, why))
             return
-        here = [r for r in self.running.values() if r.task.id == d.task.id]
-        if here and all(r.handing_on for r in here):
-            # The copy this worker's own attempt just handed on (a give-back with no delay is visible at once): run
-            # once that attempt's answer is stored, not held back a whole lease as a duplicate of itself.
-            self._spawn(self._take_after(d, here))
-            return
-        if here:
+        if any(r.task.id == d.task.id for r in self.running.values()):
             # A second delivery of a task running here (SQS, Pub/Sub deliver at least once): not run twice at once.
             log.warning("task %s: another delivery while it runs here: held back for %.0fs", d.task.id, self.s.lease_s)
             self._spawn(self._hold(d))
@@ -208,20 +199,6 @@ class Worker:
         self.running[r.key] = r
         self._busy_changed()
         r.future = asyncio.create_task(self._handle(r))
-
-    async def _take_after(self, d: Delivery, earlier: list[Running]) -> None:
-        self._waiting += 1
-        try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in earlier)), self.s.lease_s)
-        finally:
-            self._waiting -= 1
-        if not self.accepting or self._stopping:
-            await asyncio.to_thread(self.tasks.give_back, d, d.counts)
-        elif any(r.key in self.running for r in earlier):
-            await self._hold(d)  # its hand-on outlasted a lease: judged again later, like any duplicate
-        else:
-            self._take(d)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         self._side.add(t := asyncio.ensure_future(work))
@@ -299,6 +276,10 @@ class Worker:
         marker = await asyncio.to_thread(self.store.running, task.id)
         action, why = claims.judge(prior, marker, d.counts, self.s.node, time.time())
         if action == "run":
+            counts = claims.counted(prior, d.counts)
+            if counts != d.counts:
+                log.warning("task %s: a copy behind the store's attempt %d: run as the next", task.id, counts.failures)
+                d.counts = counts
             await asyncio.to_thread(self.store.claim, task.id, self.s.node, time.time() + 2 * self.s.lease_s)
             r.claimed = True
             return True
@@ -345,23 +326,25 @@ class Worker:
             await asyncio.to_thread(self.results.publish, task.id, result.for_queue())
             await delete_done(self.tasks, d)
             self.stats.done += 1
-            return
-        # A failed attempt is stored only once the queue holds the task's next copy: stored first, a node that died
-        # in between left only the delivered copy, judged stale against the stored attempt when it came back (lost).
-        if status == "failed":
+        elif status == "failed":
+            # Dead-lettered before it is stored as failed: stored first, a node that died in between left only the
+            # delivered copy, and the store's "failed" had it deleted as stale when it came back (lost).
             await asyncio.to_thread(self.tasks.dead_letter, d, Counts(failures=failures), outcome.error)
             self.stats.dead_lettered += 1
             log.error("task %s failed %d times: dead-lettered (%s)", task.id, failures, outcome.error)
+            if self.store is not None:
+                await asyncio.to_thread(self.store.put, result)
         else:
+            # Stored before the give-back exists: a copy taken from it (and any second copy of it, a SendMessage
+            # retried after a lost answer) is judged against this attempt. A node that dies in between leaves its
+            # delivered copy, which runs again counted from the store's attempt (claims.counted).
+            if self.store is not None:
+                await asyncio.to_thread(self.store.put, result)
             counts = d.counts.model_copy(update={"failures": failures})
+            await self._let_go(r)  # a give-back with no delay is visible at once: this worker may take it itself
             await asyncio.to_thread(self.tasks.give_back, d, counts, self.s.retry_delay_s * failures)
             self.stats.retried += 1
             log.warning("task %s failed (attempt %d of %d): %s", task.id, failures, self.s.max_attempts, outcome.error)
-        if self.store is not None:
-            # Before the slot frees: a second copy of the give-back (a SendMessage retried after a lost answer) taken
-            # next is then judged stale against this attempt, not run again.
-            await asyncio.to_thread(self.store.put, result)
-        await self._let_go(r)
 
     async def _let_go(self, r: Running) -> None:
         """The attempt is over here: its claim and its slot go."""

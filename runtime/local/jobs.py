@@ -119,6 +119,7 @@ async def run_scenario(
     done: set[str] = set()
     answered: list[str] = []
     listed_at = 0.0
+    reached = True
     while time.time() - t0 < deadline_s:
         due = int(len(pending) * min(1.0, (time.time() - t0) / submit_s))
         for task in pending[:due]:
@@ -152,16 +153,20 @@ async def run_scenario(
             if all(r is not None and r.status in ("done", "failed") for r in finals) and not any(
                 (await asyncio.to_thread(depth, sqs, j["input_url"])).values()
             ):
+                reached = False
                 break
         show(f"{len(answered)} of {tasks + poison + 1} answered; {fleet.preemptions} preemptions")
         await asyncio.sleep(0.5)
 
-    return await asyncio.to_thread(_count, sqs, j, store, ids, bad, train_steps, time.time() - t0, fleet)
+    report = await asyncio.to_thread(_count, sqs, j, store, ids, bad, train_steps, time.time() - t0, fleet)
+    return {**report, "deadline_reached": reached}
 
 
 def _count(
     sqs: Any, j: dict[str, Any], store: Any, ids: list[str], bad: list[str], steps: int, wall: float, fleet: Any
 ) -> dict[str, Any]:
+    # The input queue first: a task still answered while this counts shows as left in it, not as missing.
+    left = depth(sqs, j["input_url"])
     results = [Result.model_validate_json(m["Body"]) for m in drain(sqs, j["output_url"])]
     per_id = Counter(r.id for r in results)
     dead = sorted(json.loads(m["Body"]).get("id", "?") for m in drain(sqs, j["dead_letter_url"]))
@@ -175,7 +180,7 @@ def _count(
         "unexpected_results": sorted(set(per_id) - set(ids) - {TRAIN_ID}),
         "poison": bad,
         "dead_letter": dead,
-        "left_in_queue": depth(sqs, j["input_url"]),
+        "left_in_queue": left,
         "given_back_results": sum(1 for r in results if r.preemptions),
         "training": {
             "status": train.status if train else None,

@@ -43,8 +43,8 @@ def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue."""
+    """(waiting, in flight) messages of a queue; waiting includes those sent with a delay."""
     from spotstack.runtime.jobs.sqs import depth as queue_depth
 
     d = queue_depth(sqs, url)
-    return d["visible"], d["in_flight"]
+    return d["visible"] + d["delayed"], d["in_flight"]

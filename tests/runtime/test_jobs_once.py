@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from spotstack.runtime.jobs.claims import Marker, judge
+from spotstack.runtime.jobs.claims import Marker, counted, judge
 from spotstack.runtime.jobs.task import Counts, Result, Task
 from tests.runtime.jobskit import depth, drain_queue
 from tests.runtime.test_jobs_worker import rig as rig
@@ -223,7 +223,12 @@ def test_judge() -> None:
     assert judge(None, None, c0, "n1", 100.0)[0] == "run"
     assert judge(res("done", 1), None, c0, "n1", 100.0)[0] == "done"
     assert judge(res("failed", 3), None, c1, "n1", 100.0)[0] == "stale"
-    assert judge(res("retrying", 1), None, c0, "n1", 100.0)[0] == "stale"
+    # Behind the store: the delivery of a node that died before its give-back, or a second copy of one. Run, counted
+    # from the store's attempt (deleted as stale, the first was lost).
+    assert judge(res("retrying", 1), None, c0, "n1", 100.0)[0] == "run"
+    assert counted(res("retrying", 2), c0) == Counts(failures=2)
+    assert counted(res("retrying", 1), Counts(failures=1, preemptions=2)) == Counts(failures=1, preemptions=2)
+    assert counted(None, c1) == c1
     assert judge(res("retrying", 1), None, c1, "n1", 100.0)[0] == "run"
     assert judge(None, Marker("n2", 150.0), c0, "n1", 100.0)[0] == "hold"
     assert judge(None, Marker("n2", 50.0), c0, "n1", 100.0)[0] == "run"  # expired: its node is gone

@@ -36,7 +36,7 @@ def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_s
     # Every task has a result in the output queue (duplicates of work are allowed, and counted), none is lost,
     # nothing is left waiting or in flight, and the poison tasks (and only they) are in the dead-letter queue.
     assert r["tasks"] == 200 and r["results"] == 200 and r["missing"] == [] and r["unexpected_results"] == [], r
-    assert r["left_in_queue"] == {"visible": 0, "in_flight": 0}, r
+    assert r["left_in_queue"] == {"visible": 0, "in_flight": 0, "delayed": 0} and not r["deadline_reached"], r
     assert r["dead_letter"] == sorted(r["poison"]) and len(r["poison"]) == 3, r
     assert r["given_back_results"] >= 1, r  # tasks handed back on a notice finished elsewhere
     t = r["training"]
