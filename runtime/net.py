@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import random
 import resource
 import socket
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -196,7 +198,11 @@ async def serve(
     runner.server.__class__ = _QuietServer  # its handlers answer errors without echoing the request
     guard.append(_Guard(runner.server, lim))
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # the port is taken (or the start cancelled): nothing is left set up behind the caller
+        await runner.cleanup()
+        raise
     bound = port
     for sock in getattr(site._server, "sockets", None) or ():
         if isinstance(sock, socket.socket) or hasattr(sock, "getsockname"):
@@ -236,7 +242,33 @@ def raise_fd_limit(want: int = 65536) -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now, for programs (HAProxy) that cannot be told to pick one themselves."""
+    """A port free right now, for programs (HAProxy, a local fleet's nodes) that cannot be told to pick one themselves.
+
+    Taken below the kernel's ephemeral range where there is room: a port from inside it (what binding port 0 gives)
+    can be taken by any outbound connection's local end before its listener starts ("address already in use": a
+    busy test run's local fleet lost a node's peer cache so). Chosen at random from the OS's entropy, which a fork
+    does not copy, so two choosers rarely try the same one."""
+    low = _ephemeral_low()
+    for _ in range(64):
+        port = _rng.randrange(PORTS_FROM, low) if low - PORTS_FROM > 1000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+PORTS_FROM = 10000
+"""Below this: well-known and registered services' ports, left alone."""
+_rng = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here

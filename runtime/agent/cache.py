@@ -76,14 +76,24 @@ class NodeCache:
             self.state.model = {"state": "waiting", "url": c.model_url, "percent": 0.0}
         token = await self._read_token()
         store = await asyncio.to_thread(Store, c.store_dir, c.memory_limit_bytes)
-        self.peer_server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
-        try:
-            await self.peer_server.start()
-        except OSError as exc:
-            self.state.blocked = f"the peer cache cannot listen on port {c.peer_port}: {exc.strerror or exc}"
-            log.error("not ready: %s", self.state.blocked)
-            self.peer_server = None
-            return
+        server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
+        backoff, logged_at = Backoff(0.5, 10.0), -60.0
+        while True:
+            try:
+                await server.start()
+                break
+            except OSError as exc:
+                # Retried, not given up: a port held by a connection's local end or a process on its way out is free
+                # again soon; one another service keeps stays said in the log, and the node stays not ready.
+                self.state.blocked = f"the peer cache cannot listen on port {c.peer_port}: {exc.strerror or exc}"
+                if time.monotonic() - logged_at > 60:
+                    log.error("not ready: %s; retrying", self.state.blocked)
+                    logged_at = time.monotonic()
+                await asyncio.sleep(backoff.next())
+        if self.state.blocked:
+            log.warning("the peer cache listens on port %d now", server.port)
+            self.state.blocked = None
+        self.peer_server = server
         if c.model_url:
             assert self.state.model is not None
             self.state.model["state"] = "loading"

@@ -75,6 +75,32 @@ async def test_a_short_token_keeps_the_node_out_of_rotation(tmp_path: Path) -> N
         await agent.stop()
 
 
+async def test_a_taken_peer_port_keeps_the_node_out_of_rotation_until_it_is_free(tmp_path: Path) -> None:
+    """The peer cache's port is held by another socket when the agent starts (a connection's local end, a process
+    on its way out): the node stays not ready and binds once the port is free, instead of giving up for good."""
+    import socket
+
+    make_model(tmp_path / "model", {"w.bin": 1000})
+    (tmp_path / "t").write_text(TOKEN)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    cfg = cache_config(tmp_path, tmp_path / "t")
+    cfg.cache.peer_port = holder.getsockname()[1]
+    agent = Agent(cfg)
+    agent.injected.monitors = []
+    await agent.start()
+    try:
+        await wait_for(lambda: "cannot listen" in (agent.state.blocked or ""), what="the taken port noticed")
+        assert await ready_status(agent) == 503
+        holder.close()
+        await wait_for(lambda: agent.model_ready.is_set(), what="the model once the port is free")
+        assert agent.state.blocked is None and await ready_status(agent) == 200
+    finally:
+        holder.close()
+        await agent.stop()
+
+
 class Calls:
     def __init__(self) -> None:
         self.names: list[str] = []

@@ -182,3 +182,17 @@ def test_the_agent_raises_its_open_file_limit() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["4096", "4096"], out.stderr
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
+    """A port from inside the kernel's ephemeral range can be taken by an outbound connection's local end before its
+    listener starts; free_port keeps below it where there is room, and what it gives can be bound."""
+    from spotstack.runtime.net import PORTS_FROM, _ephemeral_low, free_port
+
+    low = _ephemeral_low()
+    ports = [free_port() for _ in range(20)]
+    if low - PORTS_FROM > 1000:
+        assert all(PORTS_FROM <= p < low for p in ports), ports
+    assert len(set(ports)) > 10  # random, not one port handed to everyone
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
