@@ -206,7 +206,6 @@ class Worker:
 
     def _ended(self, r: Running) -> None:
         self.running.pop(r.key, None)
-        r.ended.set()
         self._busy_changed()
         self._freed.set()
 

@@ -53,8 +53,6 @@ class Running:
     """Its running marker is in the result store (renewed at each heartbeat, removed at the end)."""
     handing_on: bool = False
     """Its run is over and its answer on the way (result, give-back or dead-letter, then the store): not cut off."""
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once it has left `Worker.running`."""
     leaving: bool = False
     """A notice came: whatever its run returns, the task goes back (a training run's exit after its checkpoint
     is not the job's end)."""
