@@ -34,6 +34,49 @@ def _plan_committed_stacks_once() -> None:
 _plan_committed_stacks_once()
 
 
+OFF_LOOPBACK: list[str] = []
+"""Names this test process was asked to resolve that are not loopback (see `_loopback_only`)."""
+
+
+def _loopback_only() -> None:
+    """Tests are hermetic: a lookup of any name but loopback fails at once, as on a machine with no network, and is
+    recorded so that the test fails (`hermetic`). Without this a test whose SDK client had no loopback endpoint
+    reached for the cloud's real one: on this machine a lookup failure and ~16 s of botocore's retries, on a CI
+    machine with a network a call to AWS itself. Processes a test starts are not covered: they get loopback URLs."""
+    import ipaddress
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name == "" or name == "localhost" or name.endswith(".localhost"):
+            return real(host, *args, **kwargs)
+        try:
+            if ipaddress.ip_address(name.split("%")[0]).is_loopback or ipaddress.ip_address(name).is_unspecified:
+                return real(host, *args, **kwargs)
+        except ValueError:
+            pass
+        OFF_LOOPBACK.append(name)
+        raise socket.gaierror(socket.EAI_NONAME, f"hermetic test: {name} is not a loopback address")
+
+    socket.getaddrinfo = getaddrinfo
+
+
+_loopback_only()
+
+
+@pytest.fixture(autouse=True)
+def hermetic() -> Iterator[None]:
+    """Fails a test that looked up a name off loopback (in this process; `_loopback_only` refused it)."""
+    OFF_LOOPBACK.clear()
+    yield
+    if OFF_LOOPBACK:
+        names = sorted(set(OFF_LOOPBACK))
+        OFF_LOOPBACK.clear()
+        pytest.fail(f"the test reached for a name off loopback: {names} (give its client a loopback endpoint)")
+
+
 def base_fleet() -> dict[str, Any]:
     return {
         "name": "llm",

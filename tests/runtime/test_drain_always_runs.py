@@ -18,6 +18,7 @@ from spotstack.runtime.agent.agent import Agent
 from spotstack.runtime.drain import elbv2
 from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.server import Fault
+from spotstack.runtime.net import free_port
 from tests.runtime.test_agent_e2e import config, ready_status, signalled
 from tests.runtime.test_agent_e2e import workload as workload
 from tests.waits import wait_for
@@ -27,7 +28,16 @@ TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/llm/012345
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    """Credentials, and AWS on a loopback port nobody listens on, tried once: the drain's ELB and lifecycle steps
+    fail at once (refused) where they reached for AWS's real endpoints, through 16 s of retries."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     yield
 
@@ -51,9 +61,9 @@ def agent_for(emu: AwsImdsEmulator, pid_file: Path) -> Agent:
     )
 
 
-async def drained_out_of_rotation(agent: Agent, emu: AwsImdsEmulator) -> float:
+async def drained_out_of_rotation(agent: Agent, emu: AwsImdsEmulator, notice_s: int = 60) -> float:
     """Post a notice; return seconds from the agent seeing it to /ready answering 503."""
-    emu.post_spot_notice(60)
+    emu.post_spot_notice(notice_s)
     await wait_for(lambda: bool(agent.state.notices), what="the notice seen")
     seen = time.time()
     await wait_for(lambda: agent.state.state in ("draining", "drained"), what="readiness off")
@@ -78,7 +88,8 @@ async def test_an_identity_that_never_resolves_still_drains(
     await agent.start()
     try:
         assert await ready_status(agent) == 200
-        assert await drained_out_of_rotation(agent, emu) < 1.0
+        # A 10 s notice: the drain waits a quarter of what it has left (not the 5 s cap) for the identity.
+        assert await drained_out_of_rotation(agent, emu, notice_s=10) < 1.0
         await signalled(marker)  # the workload was told
         got = steps(agent)
         assert got["readiness_off"][0] and got["stop_workload_signal"][0]
@@ -148,7 +159,7 @@ async def test_readiness_goes_off_before_the_drain_waits_for_anything(
     agent = agent_for(emu, pid_file)
     await agent.start()
     try:
-        emu.post_spot_notice(60)
+        emu.post_spot_notice(16)  # the drain waits ~4 s of it (a quarter) for the identity that never comes
         await wait_for(lambda: bool(agent.state.notices), what="the notice seen")
         async with aiohttp.ClientSession() as s:
             assert agent.server is not None
