@@ -149,12 +149,38 @@ def loop_watch(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not slow, "callbacks that held the event loop:\n" + "\n".join(slow)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first, so neither worker is left with a minutes-long fleet test while the other idles: the local
-    fleets (slow and behind HAProxy), then the other slow tests, then the rest, each group in file order."""
+FILE_SECONDS = {
+    "tests/runtime/test_local_recovery.py": 112,
+    "tests/runtime/test_local_llm.py": 97,
+    "tests/boot/test_boot_path.py": 93,
+    "tests/runtime/test_local_jobs.py": 83,
+    "tests/runtime/test_local_regions.py": 65,
+    "tests/runtime/test_local_fleet.py": 63,
+    "tests/runtime/test_local_preempt_all.py": 48,
+    "tests/runtime/test_jobs_worker.py": 43,
+    "tests/cli/test_plan_fuzz.py": 36,
+    "tests/cli/test_bad_input.py": 28,
+    "tests/cli/test_job_cli.py": 25,
+    "tests/boot/test_gateway_boot.py": 24,
+    "tests/runtime/test_agent_e2e.py": 21,
+    "tests/runtime/test_jobs_once.py": 19,
+    "tests/runtime/test_controller_state.py": 18,
+    "tests/cli/test_plan_cli.py": 17,
+    "tests/boot/test_bake.py": 15,
+}
+"""Seconds a file took in a full run on the 2-core machine (`make test`, three workers), for the order below. A
+file not listed counts as short; the figures only order the run, so a stale one costs minutes, never a failure."""
 
-    def weight(item: pytest.Item) -> int:
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, so no worker is left with a minute-long file while the others idle: the local fleets (slow and
+    behind HAProxy), then the other slow tests, then the rest; within each group the longest files first
+    (`FILE_SECONDS`), the others in file order. The run waits for its last file: a long one handed out near the end
+    (the jobs worker's lease tests, 43 s of waiting) left one core idle for its last half minute."""
+
+    def weight(item: pytest.Item) -> tuple[int, int]:
         slow = item.get_closest_marker("slow") is not None
-        return 0 if slow and item.get_closest_marker("haproxy") is not None else 1 if slow else 2
+        group = 0 if slow and item.get_closest_marker("haproxy") is not None else 1 if slow else 2
+        return group, -FILE_SECONDS.get(item.nodeid.split("::")[0], 0)
 
     items.sort(key=weight)

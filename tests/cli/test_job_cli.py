@@ -116,6 +116,7 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
         "GOOGLE_OAUTH_ACCESS_TOKEN": TOKEN,
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "NO_GCE_CHECK": "True",  # google-auth would ask the GCE metadata server (off loopback) for credentials
         "PYTHONPATH": str(ROOT.parent),
     }
 
@@ -128,7 +129,10 @@ async def test_gcp_submit_publishes_to_the_fleets_topic_and_reads_results_from_g
         assert sub.returncode == 0, sub.stderr
         ((body, _attrs),) = fake.bodies("tasks")
         assert json.loads(body)["id"] == "t-1" and json.loads(body)["body"] == {"n": 7}
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])  # the node's side, in this test
+        for k in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"):  # the node's side, in this test
+            monkeypatch.setenv(k, env[k])
+        # google-auth read NO_GCE_CHECK when this process imported it: the flag it keeps, set as the variable would.
+        monkeypatch.setattr("google.auth.compute_engine._metadata._NO_GCE_CHECK", True)
         store = ResultStore("gs://acme-jobs/jobs/results")
         await asyncio.to_thread(store.put, Result(id="t-1", status="done", output={"n": 14}, node="vm-1"))
         assert json.loads((await job("result", "t-1")).stdout) == {"n": 14}

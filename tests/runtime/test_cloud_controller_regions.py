@@ -197,7 +197,9 @@ def test_a_region_whose_api_fails_is_left_as_it_is(cloud: TwoRegions) -> None:
 
 
 def test_the_configuration_document_builds_an_adaptor_per_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", HOME)
+    # Credentials from the environment: without them botocore asks the instance metadata service (off loopback).
+    for k, v in {"AWS_DEFAULT_REGION": HOME, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
+        monkeypatch.setenv(k, v)
     regions = [
         {"region": r, "main_group": "llm-asg", "fallback_group": "llm-fallback-asg", "target_group_arn": f"arn:{r}"}
         for r in (HOME, OTHER)
