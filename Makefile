@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_STAMP := $(VENV)/.demo-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Bytecode is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE=1 on our dev machines): each
+# pytest worker otherwise rewrites the asserts of every test module again (~3.5 CPU-s a worker, every run), and every
+# CLI and node process compiles the package again. Empty counts as unset; __pycache__ is ignored by git.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: setup demo plan test quick lint typecheck unit docs bench clean
 
