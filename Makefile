@@ -56,7 +56,7 @@ typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
 # Parallel workers: tests are independent (own ports, folders and processes). Three on CI's 2 cores: most tests wait
-# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~6.5 min quiet, ~9.5 min beside
+# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~6 min quiet, ~8 min beside
 # two CPU-bound processes; when it took 8.5 and 14, 2 workers took ~9 and ~13). On a bigger machine, `make test WORKERS=6`.
 WORKERS ?= 3
 
