@@ -29,7 +29,7 @@ from spotstack.runtime.net import free_port, serve
 from tests.boot.clouds import CLOUDS, TOKEN, Alicloud, model_files, secret_name
 from tests.boot.scratch import BootDoc, ScratchNode
 from tests.conftest import ROOT
-from tests.waits import wait_for
+from tests.waits import wait_for, wait_until
 
 STACKS = {"aws": "dev", "gcp": "dev-gcp", "alicloud": "dev-alicloud"}
 BOOT_RESOURCES = {
@@ -182,7 +182,8 @@ def check_node(b: dict[str, Any]) -> None:
     assert "cache disabled" not in node.unit_log()
     if isinstance(b["cloud"], Alicloud):
         assert b["cloud"].oss.reads > 0  # the model came through OSS with the RAM role's signed requests
-        assert b["cloud"].ess.calls > 0  # the agent watches ESS for its own scale-in
+        # The agent watches ESS for its own scale-in: its first call may come after READY (busy run: it had not yet).
+        wait_until(lambda: b["cloud"].ess.calls > 0, timeout=60, what="the agent's first ESS call", every=0.1)
         registry_login(node, "cr_temp_user", b["cloud"].acr.password)
     elif len(node.workload_pre) > 1:
         # AWS (ECR, the instance profile through moto) and GCP (Artifact Registry, the metadata token): the agent's
