@@ -53,7 +53,8 @@ def _loopback_only() -> None:
         if name is None or name == "" or name == "localhost" or name.endswith(".localhost"):
             return real(host, *args, **kwargs)
         try:
-            if ipaddress.ip_address(name.split("%")[0]).is_loopback or ipaddress.ip_address(name).is_unspecified:
+            address = ipaddress.ip_address(name.split("%")[0])
+            if address.is_loopback or address.is_unspecified:
                 return real(host, *args, **kwargs)
         except ValueError:
             pass
