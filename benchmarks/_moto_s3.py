@@ -11,15 +11,13 @@ from pathlib import Path
 
 from spotstack.runtime.net import free_port
 
-BIN = Path(sys.executable).parent
-
 
 def start_s3(model: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the server, point boto3/s3fs at it (environment), upload `model` under s3://models/m; the process
     (terminate it when done) and the model's URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -25,7 +25,6 @@ import boto3
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _moto_s3 import BIN
 
 from spotstack.runtime.jobs.sqs import SqsResults, SqsTasks, create_queues
 from spotstack.runtime.jobs.store import ResultStore
@@ -210,7 +209,7 @@ def start_moto() -> tuple[Any, str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

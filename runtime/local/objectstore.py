@@ -38,10 +38,11 @@ def start_object_store(given: Path | None, procs: list[subprocess.Popen[bytes]])
     Returns the model's URL and the environment nodes need to reach the store. Blocking: run it in a thread.
     """
     port = free_port()
-    # This interpreter's moto, not whatever `moto_server` is first on PATH (another version, another venv).
+    # This interpreter's moto, not whatever `moto_server` is first on PATH (another version, another venv), with
+    # SQS's delete made safe beside concurrent sends (motoserver.py): the nodes' queues see both at once.
     procs.append(
         subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,

@@ -15,6 +15,9 @@ from spotstack.runtime.net import free_port
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
+    from spotstack.runtime.local.motoserver import patch
+
+    patch()  # SQS DeleteMessage beside concurrent sends (motoserver.py): one lost, the suite flakes
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
