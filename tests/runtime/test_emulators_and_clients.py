@@ -13,6 +13,7 @@ from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.emulators.gcp import GcpMetadataEmulator
 from spotstack.runtime.emulators.server import Fault
 from spotstack.runtime.notices.metadata import GcpMetadataClient, MetadataError, alicloud_metadata, aws_imds
+from tests.waits import ANSWER_S
 
 
 async def test_imds_requires_a_token_and_a_ttl() -> None:
@@ -44,7 +45,7 @@ async def test_imds_requires_a_token_and_a_ttl() -> None:
 async def test_imds_client_refreshes_token_and_retries_once_on_401() -> None:
     now = [0.0]
     async with AwsImdsEmulator() as emu, aiohttp.ClientSession() as s:
-        imds = aws_imds(s, emu.url, ttl_s=100)
+        imds = aws_imds(s, emu.url, ttl_s=100, timeout_s=ANSWER_S)
         imds._clock = lambda: now[0]  # type: ignore[method-assign]
         assert await imds.get("/latest/meta-data/instance-id") == "i-0123456789abcdef0"
         assert emu.issuer.issued == 1
@@ -77,7 +78,7 @@ async def test_imds_client_raises_metadata_error_on_500_and_timeouts() -> None:
 async def test_spot_notice_body_is_awss_format() -> None:
     async with AwsImdsEmulator() as emu, aiohttp.ClientSession() as s:
         emu.post_spot_notice(at=1505722920.0)
-        body = await aws_imds(s, emu.url).get("/latest/meta-data/spot/instance-action")
+        body = await aws_imds(s, emu.url, timeout_s=ANSWER_S).get("/latest/meta-data/spot/instance-action")
         assert body == '{"action": "terminate", "time": "2017-09-18T08:22:00Z"}'
 
 
@@ -93,7 +94,7 @@ async def test_gcp_requires_metadata_flavor() -> None:
 
 async def test_gcp_long_poll_returns_on_change_and_on_timeout() -> None:
     async with GcpMetadataEmulator() as emu, aiohttp.ClientSession() as s:
-        client = GcpMetadataClient(s, emu.url)
+        client = GcpMetadataClient(s, emu.url, timeout_s=ANSWER_S)
         value, tag = await client.get("/instance/preempted")
         assert value == "FALSE" and tag
         started = time.monotonic()
@@ -117,7 +118,7 @@ async def test_alicloud_hardened_mode_and_termination_time() -> None:
     async with AlicloudMetadataEmulator(tokens_required=True) as emu, aiohttp.ClientSession() as s:
         async with s.get(emu.url + "/latest/meta-data/instance-id") as r:
             assert r.status == 403
-        client = alicloud_metadata(s, emu.url)
+        client = alicloud_metadata(s, emu.url, timeout_s=ANSWER_S)
         assert await client.get("/latest/meta-data/instance/spot/termination-time") is None
         emu.post_spot_notice(at=1420480920.0)
         assert await client.get("/latest/meta-data/instance/spot/termination-time") == "2015-01-05T18:02:00Z"

@@ -15,11 +15,12 @@ from spotstack.runtime.notices import alicloud, aws, gcp
 from spotstack.runtime.notices.clock import BadNotice
 from spotstack.runtime.notices.event import Kind
 from spotstack.runtime.notices.metadata import GcpMetadataClient, alicloud_metadata, aws_imds
+from tests.waits import ANSWER_S
 
 
 async def test_aws_monitors() -> None:
     async with AwsImdsEmulator() as emu, aiohttp.ClientSession() as s:
-        imds = aws_imds(s, emu.url)
+        imds = aws_imds(s, emu.url, timeout_s=ANSWER_S)
         spot, reb = aws.SpotInterruptionMonitor(imds), aws.RebalanceMonitor(imds)
         life, sched = aws.LifecycleStateMonitor(imds, 90), aws.ScheduledEventsMonitor(imds)
         assert [await m.poll() for m in (spot, reb, life, sched)] == [None] * 4
@@ -42,12 +43,12 @@ async def test_aws_garbage_is_a_bad_notice(body: str) -> None:
     async with AwsImdsEmulator() as emu, aiohttp.ClientSession() as s:
         emu.inject(Fault("/latest/meta-data/spot/instance-action", status=200, body=body))
         with pytest.raises(BadNotice):
-            await aws.SpotInterruptionMonitor(aws_imds(s, emu.url)).poll()
+            await aws.SpotInterruptionMonitor(aws_imds(s, emu.url, timeout_s=ANSWER_S)).poll()
 
 
 async def test_gcp_monitors_long_poll() -> None:
     async with GcpMetadataEmulator() as emu, aiohttp.ClientSession() as s:
-        client = GcpMetadataClient(s, emu.url)
+        client = GcpMetadataClient(s, emu.url, timeout_s=ANSWER_S)
         pre, maint = gcp.PreemptedMonitor(client, wait_timeout_s=5), gcp.MaintenanceMonitor(client, wait_timeout_s=1)
         assert await pre.poll() is None  # first read: FALSE, remembers the etag
         emu.preempt()
@@ -64,12 +65,12 @@ async def test_gcp_garbage_is_a_bad_notice() -> None:
     async with GcpMetadataEmulator() as emu, aiohttp.ClientSession() as s:
         emu.set_value("preempted", "MAYBE")
         with pytest.raises(BadNotice):
-            await gcp.PreemptedMonitor(GcpMetadataClient(s, emu.url)).poll()
+            await gcp.PreemptedMonitor(GcpMetadataClient(s, emu.url, timeout_s=ANSWER_S)).poll()
 
 
 async def test_alicloud_monitor() -> None:
     async with AlicloudMetadataEmulator() as emu, aiohttp.ClientSession() as s:
-        mon = alicloud.SpotTerminationMonitor(alicloud_metadata(s, emu.url))
+        mon = alicloud.SpotTerminationMonitor(alicloud_metadata(s, emu.url, timeout_s=ANSWER_S))
         assert await mon.poll() is None
         when = emu.post_spot_notice(300)
         ev = await mon.poll()
@@ -93,13 +94,14 @@ async def test_alicloud_scale_in_is_read_from_ess() -> None:
         runner, port = await serve(app, "127.0.0.1", 0)
         try:
             describe = alicloud.ess_describe("us-west-1", emu.url, f"http://127.0.0.1:{port}")
-            mon = alicloud.ScaleInMonitor(alicloud_metadata(s, emu.url), describe, window_s=120, every_s=0)
+            md = alicloud_metadata(s, emu.url, timeout_s=ANSWER_S)
+            mon = alicloud.ScaleInMonitor(md, describe, window_s=120, every_s=0)
             assert await mon.poll() is None and ess.calls == 1
             ess.states["i-bp67acfmxazb4p"] = "Removing:Wait"
             ev = await mon.poll()
             assert ev is not None and ev.kind == Kind.SCALE_IN and ev.cloud == "alicloud"
             assert 100 < ev.deadline - time.time() <= 120
-            throttled = alicloud.ScaleInMonitor(alicloud_metadata(s, emu.url), describe, window_s=120, every_s=3600)
+            throttled = alicloud.ScaleInMonitor(md, describe, window_s=120, every_s=3600)
             await throttled.poll()
             await throttled.poll()  # within its interval: no second API call
             assert ess.calls == 3

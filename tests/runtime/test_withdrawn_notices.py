@@ -16,7 +16,7 @@ from spotstack.runtime.emulators.aws import AwsImdsEmulator
 from spotstack.runtime.notices import aws
 from spotstack.runtime.notices.event import InterruptionEvent
 from spotstack.runtime.notices.metadata import aws_imds
-from tests.waits import wait_for
+from tests.waits import ANSWER_S, wait_for
 
 
 class Watch:
@@ -43,7 +43,7 @@ async def test_a_moved_then_canceled_scheduled_event_never_drains(
 ) -> None:
     emu, session = imds
     watch = Watch()
-    monitor = aws.ScheduledEventsMonitor(aws_imds(session, emu.url))
+    monitor = aws.ScheduledEventsMonitor(aws_imds(session, emu.url, timeout_s=ANSWER_S))
     # Due 3 s before its deadline: an event 6 s away is deferred, then would drain at +3 s.
     sup = Supervisor([monitor], watch.drain, poll_interval_s=0.1, horizon_s=3.0, on_notice=watch.notice)
     first_due = time.time() + 6 - 3
@@ -71,7 +71,7 @@ async def test_a_withdrawn_rebalance_recommendation_does_not_drain(
 ) -> None:
     emu, session = imds
     watch = Watch()
-    monitor = aws.RebalanceMonitor(aws_imds(session, emu.url))
+    monitor = aws.RebalanceMonitor(aws_imds(session, emu.url, timeout_s=ANSWER_S))
     # drain_on_rebalance: the recommendation's deadline (its time + 120 s) is deferred until 3 s before.
     sup = Supervisor(
         [monitor], watch.drain, poll_interval_s=0.1, horizon_s=3.0, drain_on_rebalance=True, on_notice=watch.notice
