@@ -79,19 +79,44 @@ def as_v1(m: Manifest, root: Path) -> Manifest:
     return Manifest(version=1, chunk_hash="xxh3_128", chunk_size=m.chunk_size, files=files)
 
 
-def cpu_s(pids: list[int]) -> float:
-    """User + system CPU-seconds the processes have used so far (Linux /proc)."""
+def cpu_s(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU-seconds the processes have used so far (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        user, system = user + int(fields[11]) / tick, system + int(fields[12]) / tick
+    return user, system
 
 
-def own_cpu_s() -> float:
+def own_cpu_s() -> tuple[float, float]:
     t = os.times()
-    return t.user + t.system
+    return t.user, t.system
+
+
+def account(receiver: list[tuple[float, float]], senders: list[tuple[float, float]]) -> str:
+    """Median CPU-s as 'receiver user+sys, senders user+sys'."""
+    ru, rs = (statistics.median(x[k] for x in receiver) for k in (0, 1))
+    su, ss = (statistics.median(x[k] for x in senders) for k in (0, 1))
+    return f"receiver {ru:.2f} user + {rs:.2f} sys, senders {su:.2f} user + {ss:.2f} sys"
+
+
+class Meter:
+    """CPU-seconds of this process and of `pids` between start() and stop()."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.receiver: list[tuple[float, float]] = []
+        self.senders: list[tuple[float, float]] = []
+
+    def start(self) -> None:
+        self._own, self._them = own_cpu_s(), cpu_s(self.pids)
+
+    def stop(self) -> float:
+        own, them = own_cpu_s(), cpu_s(self.pids)
+        self.receiver.append((own[0] - self._own[0], own[1] - self._own[1]))
+        self.senders.append((them[0] - self._them[0], them[1] - self._them[1]))
+        return sum(self.receiver[-1]) + sum(self.senders[-1])
 
 
 def blake3_core_rate(seconds: float = 1.0) -> float:
@@ -259,19 +284,21 @@ def main(gb: float, rounds: int, shards: int) -> None:
         raw_cpu: list[float] = []
         raw_wall: list[float] = []
         pull_cpu: list[float] = []
+        raw_meter, pull_meter = Meter(sender_pids), Meter(peer_pids)
         for r in range(rounds):
             new, dest, raw_dest = shm / f"new-{r}", shm / f"dest-{r}", shm / f"raw-{r}"
             raw_dest.mkdir()
-            before = own_cpu_s() + cpu_s(sender_pids)
+            raw_meter.start()
             secs, n = raw_copy(raw_ports, raw_dest)
-            raw_cpu.append(own_cpu_s() + cpu_s(sender_pids) - before)
+            raw_cpu.append(raw_meter.stop())
             raw_wall.append(secs)
             raws.append(n / secs / 1e9)
             shutil.rmtree(raw_dest)
             secs, n = raw_copy(raw_ports, None)
             discards.append(n / secs / 1e9)
             for man, verify, out in ((m, None, pulls), (m1, True, v1_sha), (m1, False, v1_chunks)):
-                before = own_cpu_s() + cpu_s(peer_pids)
+                if out is pulls:
+                    pull_meter.start()
                 res = pull(
                     Store(new, 1 << 40),
                     man,
@@ -284,7 +311,7 @@ def main(gb: float, rounds: int, shards: int) -> None:
                 assert res.progress.from_peers == man.total_bytes
                 out.append(man.total_bytes / res.seconds / 1e9)
                 if out is pulls:
-                    pull_cpu.append(own_cpu_s() + cpu_s(peer_pids) - before)
+                    pull_cpu.append(pull_meter.stop())
                 shutil.rmtree(new)
                 shutil.rmtree(dest)
             print(
@@ -324,10 +351,16 @@ def main(gb: float, rounds: int, shards: int) -> None:
         rcpu, pcpu, rwall = statistics.median(raw_cpu), statistics.median(pull_cpu), statistics.median(raw_wall)
         bound = rwall * cores / (rcpu + hash_cpu)
         print("\nCPU account (medians; receiver + senders/peers):")
-        print(f"  raw copy               {rcpu:6.2f} CPU-s in {rwall:.2f} s")
-        print(f"  pull from 2 peers      {pcpu:6.2f} CPU-s in {m.total_bytes / pull_med / 1e9:.2f} s")
+        raw_account = account(raw_meter.receiver, raw_meter.senders)
+        print(f"  raw copy               {rcpu:6.2f} CPU-s in {rwall:.2f} s: {raw_account}")
+        print(
+            f"  pull from 2 peers      {pcpu:6.2f} CPU-s in {m.total_bytes / pull_med / 1e9:.2f} s: "
+            f"{account(pull_meter.receiver, pull_meter.senders)}"
+        )
         print(f"  BLAKE3, one core       {rate:6.2f} GB/s: hashing the model takes {hash_cpu:.2f} CPU-s")
         print(f"  best pull / raw on {cores} cores (raw's CPU + hashing, every core busy): {min(bound, 1.0):.2f}")
+        of_bound = pull_med / raw_med / min(bound, 1.0)
+        print(f"  pull / raw = {pull_med / raw_med:.2f}: {of_bound:.2f} of that bound (target >= 0.85)")
     finally:
         for p in procs:
             p.terminate()
