@@ -1,4 +1,6 @@
-"""The local fleet's moto server: SQS loses no message and revives none when sends and deletes land at once."""
+"""The local fleet's moto server: SQS loses no message and revives none when sends and deletes land at once.
+
+The server module itself (`python -m spotstack.runtime.local.motoserver`) is what every local fleet test starts."""
 
 from __future__ import annotations
 
@@ -64,44 +66,3 @@ def test_deletes_beside_sends_keep_every_other_message() -> None:
             assert [m.body for m in queue._messages] == ["new"] * 200, rnd
             a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
             assert a["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
-
-
-def test_the_server_module_serves_sqs() -> None:
-    """`python -m spotstack.runtime.local.motoserver` (what the local fleet starts) answers SQS calls."""
-    import subprocess
-    import time
-
-    from spotstack.runtime.net import free_port
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        sqs = boto3.client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            aws_access_key_id="t",
-            aws_secret_access_key="t",
-        )
-        end = time.monotonic() + 60
-        while True:
-            try:
-                url = sqs.create_queue(QueueName="q")["QueueUrl"]
-                break
-            except Exception:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < end, "the server did not answer in 60 s"
-                time.sleep(0.1)
-        sqs.send_message(QueueUrl=url, MessageBody="x")
-        (m,) = sqs.receive_message(QueueUrl=url)["Messages"]
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])  # a retried delete succeeds
-        a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        assert (a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
-    finally:
-        proc.terminate()
-        proc.wait(30)
