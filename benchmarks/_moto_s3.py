@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from spotstack.runtime.local import motoserver
 from spotstack.runtime.net import free_port
 
 
@@ -17,7 +17,7 @@ def start_s3(model: Path) -> tuple[subprocess.Popen[bytes], str]:
     (terminate it when done) and the model's URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
+        motoserver.argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -24,13 +24,12 @@ import aiohttp
 import boto3
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from spotstack.runtime.jobs.sqs import SqsResults, SqsTasks, create_queues
 from spotstack.runtime.jobs.store import ResultStore
 from spotstack.runtime.jobs.task import Result, Task
 from spotstack.runtime.jobs.worker import Worker
 from spotstack.runtime.jobs.worker_state import WorkerSettings
+from spotstack.runtime.local import motoserver
 from spotstack.runtime.net import free_port, serve
 
 
@@ -209,7 +208,7 @@ def start_moto() -> tuple[Any, str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
+        motoserver.argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -43,11 +43,17 @@ def patch() -> None:
     models.Queue.delete_message = delete_message  # type: ignore[method-assign]
 
 
-def main(argv: list[str] | None = None) -> None:
+def argv(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that starts this server with this interpreter's moto (not whatever `moto_server` is first on PATH:
+    another version, another venv)."""
+    return [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", host, "-p", str(port)]
+
+
+def main(args: list[str] | None = None) -> None:
     patch()
     from moto.server import main as moto_main
 
-    moto_main(sys.argv[1:] if argv is None else argv)
+    moto_main(sys.argv[1:] if args is None else args)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from spotstack.runtime.local import motoserver
 from spotstack.runtime.local.reaper import die_with_parent
 from spotstack.runtime.net import free_port
 
@@ -38,11 +38,10 @@ def start_object_store(given: Path | None, procs: list[subprocess.Popen[bytes]])
     Returns the model's URL and the environment nodes need to reach the store. Blocking: run it in a thread.
     """
     port = free_port()
-    # This interpreter's moto, not whatever `moto_server` is first on PATH (another version, another venv), with
-    # SQS's delete made safe beside concurrent sends (motoserver.py): the nodes' queues see both at once.
+    # moto with SQS's delete made safe beside concurrent sends (motoserver.py): the nodes' queues see both at once.
     procs.append(
         subprocess.Popen(
-            [sys.executable, "-m", "spotstack.runtime.local.motoserver", "-H", "127.0.0.1", "-p", str(port)],
+            motoserver.argv(port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
