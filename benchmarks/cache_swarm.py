@@ -45,10 +45,11 @@ class CountingOrigin(Origin):
         super().__init__(url)
         self.counter, self.lock = counter, lock
 
-    def read_into(self, rel: str, offset: int, view: memoryview) -> None:
-        super().read_into(rel, offset, view)
+    def read(self, rel: str, offset: int, size: int) -> bytes:
+        data = super().read(rel, offset, size)
         with self.lock:
-            self.counter[0] += len(view)
+            self.counter[0] += len(data)
+        return data
 
 
 def generate(root: Path, total: int) -> None:

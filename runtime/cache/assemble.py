@@ -31,8 +31,10 @@ class FileJob:
     """One file being pulled: which chunks are verified, and its sha256 so far.
 
     Chunks are written into the partial file with pwrite (bulk page-cache writes; receiving into an
-    mmap instead costs a page fault per 4 KiB, more than the transfer). sha256 must see the file in
-    order: a verified chunk's buffer waits in `pending` until every chunk before it is hashed.
+    mmap instead costs a page fault per 4 KiB, more than the transfer): streamed in as they arrive
+    (`writing`), or whole from a buffer. A chunk's bytes count only once its .ok byte is set, after its
+    hash checked: until then no server sends them and a resumed pull fetches them again. sha256 must
+    see the file in order: a verified chunk's buffer waits in `pending` until every chunk before it is hashed.
     """
 
     def __init__(
@@ -86,23 +88,40 @@ class FileJob:
     def span(self, i: int) -> tuple[int, int]:
         return self.entry.chunk_span(i, self.chunk_size)
 
-    def store_chunk(self, i: int, data: memoryview, buf: bytearray) -> None:
-        """Write a verified chunk in place, mark it servable, and hand its buffer to the hasher.
+    @contextlib.contextmanager
+    def writing(self, i: int) -> Iterator[Callable[[int, memoryview], None]]:
+        """`write(offset within the chunk, bytes)`: chunk `i` streamed into the partial file as it arrives, while
+        its pieces are still in the CPU's cache (not yet verified: `store_chunk(i, None, None)` marks it after)."""
+        start = self.span(i)[0]
+        with _opened(self.part) as fd:
+
+            def write(rel: int, piece: memoryview) -> None:
+                done = 0
+                while done < len(piece):
+                    done += os.pwrite(fd, piece[done:], start + rel + done)
+
+            yield write
+
+    def store_chunk(self, i: int, data: memoryview | None, buf: bytearray | None) -> None:
+        """Write a verified chunk in place (None: `writing` already did), mark it servable, and hand its buffer
+        (if any) to the hasher.
 
         `verified[i]` flips last: the moment it does, another worker may hash the file's last chunk
         and finish it (closing its descriptors), so every write for this chunk must be done by then.
         """
-        off, _ = self.span(i)
-        written = 0
-        with _opened(self.part) as fd:
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], off + written)
+        if data is not None:
+            off, _ = self.span(i)
+            written = 0
+            with _opened(self.part) as fd:
+                while written < len(data):
+                    written += os.pwrite(fd, data[written:], off + written)
         with _opened(self.ok_path) as fd:
             os.pwrite(fd, b"\x01", i)  # one byte: atomic, and seen by a server in another process
-        self.pending[i] = buf
+        if buf is not None:
+            self.pending[i] = buf
         self.verified[i] = 1
 
-    def advance_hash(self, release: Callable[[bytearray], None]) -> bool:
+    def advance_hash(self, release: Callable[[bytearray | None], None]) -> bool:
         """Hash every chunk now contiguous from the start; True once the whole file is hashed."""
         n = len(self.entry.chunks)
         while True:
@@ -116,7 +135,7 @@ class FileJob:
             if done or self.verified[self.hashed] != 1:
                 return done
 
-    def _hash_contiguous(self, n: int, release: Callable[[bytearray], None]) -> bool:
+    def _hash_contiguous(self, n: int, release: Callable[[bytearray | None], None]) -> bool:
         """Hash the chunks contiguous from the start (the caller holds the lock); True once all are."""
         while self.hashed < n and self.verified[self.hashed] == 1:
             buf = self.pending.pop(self.hashed, None)

@@ -1,8 +1,10 @@
 """Pull a model into the store from peers (and the origin for what no peer has), then into --dest.
 
-Each chunk is received into a pooled buffer, hashed as it arrives (BLAKE3; xxh3-128 for version 1 manifests) and
-checked, then written in place into the partial file in the memory-backed store (with a version 1 manifest, also fed
-to its file's sha256 in order; a chunk that arrives early waits in its buffer). Fetches run in threads (socket reads
+Each chunk is hashed as it arrives (BLAKE3; xxh3-128 for version 1 manifests), 1 MiB at a time, and each piece written
+in place into the partial file in the memory-backed store while it is still in the CPU's cache; the chunk is marked
+servable once its hash checks. Where a file's sha256 is checked too (version 1 manifests), chunks are received whole
+into pooled buffers instead, written once checked and fed to the sha256 in order (a chunk that arrives early waits
+in its buffer). Fetches run in threads (socket reads
 and hashing release the GIL), several per peer, spread over the peers that hold each chunk, same-zone peers first;
 in a swarm, chunks no peer has yet wait for their owner (`schedule.Swarm`). A chunk that fails — a dead peer,
 corrupt bytes, a stall — is fetched again from another peer or the origin. A complete file is renamed into the
@@ -168,7 +170,7 @@ def _fetch_all(
         jobs,
         src,
         manifest.chunk_size,
-        width * 2 + 2,
+        width * 2 + 2 if any(j.verify_sha256 for j in jobs) else None,
         has_origin=origin is not None,
         max_attempts=opts.max_attempts_per_chunk,
         max_busy_waits=opts.max_busy_waits,
@@ -185,21 +187,28 @@ def _fetch_all(
     def fetch(a: Assignment) -> None:
         job, i, source = a.request.job, a.request.index, a.source
         _, size = job.span(i)
-        view = memoryview(a.buffer)[:size]
+        # The chunk whole where it is not streamed into its file: in its buffer, or the origin's answer.
+        data: memoryview | None = None
         try:
             if source == schedule.ORIGIN:
                 assert origin is not None
-                origin.read_into(job.entry.path, i * manifest.chunk_size, view)
-                got = manifest.digest(view)
+                data = memoryview(origin.read(job.entry.path, i * manifest.chunk_size, size))
+                got = manifest.digest(data)
+                if a.buffer is not None:  # the file's sha256 takes it from the buffer, in order
+                    memoryview(a.buffer)[:size] = data
             else:
                 hasher = manifest.hasher()
-                by_name[source].fetch_into(a.request.digest, view, hasher)
+                if a.buffer is not None:
+                    data = memoryview(a.buffer)[:size]
+                    by_name[source].fetch(a.request.digest, size, hasher, into=data)
+                else:
+                    with job.writing(i) as write:
+                        by_name[source].fetch(a.request.digest, size, hasher, write=write)
                 got = hasher.hexdigest()
             if got != a.request.digest:
                 raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
-            job.store_chunk(i, view, a.buffer)
+            job.store_chunk(i, data, a.buffer)
         except OSError as exc:
-            view.release()
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 requests.release(a.buffer)
                 requests.fail(f"the cache at {job.store.root} is full: {os.strerror(exc.errno)}")
@@ -207,11 +216,12 @@ def _fetch_all(
             requests.failed(a, exc, fatal=False, busy=False)
             return
         except Exception as exc:
-            view.release()
             chunk = exc if isinstance(exc, ChunkFailed) else None
             requests.failed(a, exc, fatal=bool(chunk and chunk.fatal), busy=bool(chunk and chunk.busy))
             return
-        view.release()
+        finally:
+            if data is not None:
+                data.release()
         # The callback runs on this worker's thread, outside the lock: it gets this chunk's snapshot.
         progress(requests.done(a, size))
 

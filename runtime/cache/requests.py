@@ -46,7 +46,8 @@ class Request:
 class Assignment:
     request: Request
     source: str
-    buffer: bytearray
+    buffer: bytearray | None
+    """Where the chunk is received whole (None: it streams into its file, `Requests(buffers=None)`)."""
     asked_at: float
 
 
@@ -56,7 +57,7 @@ class Requests:
         jobs: Sequence[FileJob],
         sources: schedule.Sources,
         chunk_size: int,
-        buffers: int,
+        buffers: int | None,
         *,
         has_origin: bool,
         max_attempts: int,
@@ -76,8 +77,11 @@ class Requests:
         self.queued: dict[tuple[int, int], Request] = {(id(r.job), r.index): r for r in self.queue}
         self.pending = len(self.queue)
         self.progress = Progress(total=sum(r.job.span(r.index)[1] for r in self.queue))
+        self.buffered = buffers is not None
+        """Whether chunks are received whole into pooled buffers: only where a file's sha256 must see them in order
+        (a chunk that arrives early waits in its buffer). Otherwise each streams into its file as it is hashed."""
         self.free: list[bytearray] = []
-        self.unmade = buffers
+        self.unmade = buffers or 0
         """Buffers of the pool not allocated yet: made on first use (a bytearray is zeroed when made, and a pull of a
         few chunks would otherwise zero width x 2 chunks of memory it never uses)."""
         self.errors: list[str] = []
@@ -113,7 +117,7 @@ class Requests:
         # early chunks holding every buffer cannot starve the one they wait on.
         candidates = (
             list(self.queue)
-            if self.free or self.unmade
+            if self.free or self.unmade or not self.buffered
             else [r for j in self.jobs if (r := self.queued.get((id(j), j.hashed))) is not None]
         )
         for req in candidates:
@@ -132,7 +136,10 @@ class Requests:
                 continue
             self.queue.remove(req)
             del self.queued[(id(req.job), req.index)]
-            if self.free:
+            buf: bytearray | None = None
+            if not self.buffered:
+                pass  # the chunk streams into its file: no buffer to hold
+            elif self.free:
                 buf = self.free.pop()
             else:
                 self.unmade = max(0, self.unmade - 1)  # past the pool: the chunk a file's hash waits on
@@ -148,8 +155,10 @@ class Requests:
         self.errors.append(f"{req.job.entry.path} chunk {req.index}: no source left ({detail})")
         self.cond.notify_all()
 
-    def release(self, buf: bytearray) -> None:
+    def release(self, buf: bytearray | None) -> None:
         """A buffer back to the pool (the file's hash has taken its chunk)."""
+        if buf is None:
+            return
         with self.cond:
             self.free.append(buf)
             self.cond.notify()
@@ -185,7 +194,8 @@ class Requests:
         """A fetch that failed: the chunk is asked again, of another source where one is left."""
         req, source = a.request, a.source
         with self.cond:
-            self.free.append(a.buffer)
+            if a.buffer is not None:
+                self.free.append(a.buffer)
             self.src.busy[source] -= 1
             self.progress.refetched += 1
             what = "the origin" if source == schedule.ORIGIN else f"peer {source}"

@@ -56,7 +56,7 @@ class Clock:
 
 
 def manager(
-    jobs: list[Job], holders: dict[str, set[str]], *, buffers: int = 4, swarm: schedule.Swarm | None = None
+    jobs: list[Job], holders: dict[str, set[str]], *, buffers: int | None = 4, swarm: schedule.Swarm | None = None
 ) -> tuple[Requests, Clock]:
     clock = Clock()
     src = schedule.Sources(holders, per_peer_limit=1, origin_limit=2, swarm=swarm)
@@ -90,6 +90,20 @@ def test_without_a_free_buffer_only_the_chunk_a_hash_waits_on_goes() -> None:
     r.failed(first, ChunkFailed("reset"), fatal=False, busy=False)
     again = r.poll()
     assert isinstance(again, Assignment) and again.request.index == 0 and again.request.attempts == 1
+
+
+def test_streamed_chunks_hold_no_buffer_and_wait_on_none() -> None:
+    # Without a file sha256 to feed in order, chunks stream into their files: no pooled buffer is made or
+    # waited for, so as many go at once as the sources allow (here the origin's two slots and two peers).
+    a = job("a", 6)
+    r, _ = manager([a], {"a0": {"peer-1"}, "a1": {"peer-2"}}, buffers=None)
+    got = [r.poll() for _ in range(4)]
+    assert all(isinstance(g, Assignment) and g.buffer is None for g in got)
+    assert not r.free and r.poll() is None  # the sources' slots are full: wait for a change
+    first = got[0]
+    assert isinstance(first, Assignment)
+    r.failed(first, ChunkFailed("reset"), fatal=False, busy=False)
+    assert not r.free  # nothing to give back
 
 
 def test_a_chunk_only_a_busy_peer_holds_backs_off_then_asks_it_again() -> None:

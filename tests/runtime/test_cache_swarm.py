@@ -39,9 +39,10 @@ class CountingOrigin(Origin):
         super().__init__(url)
         self.reads, self.node = reads, node
 
-    def read_into(self, rel: str, offset: int, view: memoryview) -> None:
-        super().read_into(rel, offset, view)
-        self.reads.add(self.node, len(view))
+    def read(self, rel: str, offset: int, size: int) -> bytes:
+        data = super().read(rel, offset, size)
+        self.reads.add(self.node, len(data))
+        return data
 
 
 def join(tmp: Path, m: Manifest, k: int, name: str, peers: list[str], reads: Reads, wait_s: float = 30.0) -> PullResult:
@@ -84,6 +85,31 @@ async def test_three_nodes_joining_at_once_read_the_model_from_the_origin_once(t
     assert sum(counts.values()) == m.total_bytes, counts
     assert sum(r.progress.from_peers for r in results) == 2 * m.total_bytes
     assert len([n for n, c in counts.items() if c > 0]) == 3  # the first node is not special
+
+
+def test_bytes_streamed_into_a_chunk_are_served_only_once_it_is_verified(tmp_path: Path) -> None:
+    """A chunk streams into the partial file as it arrives, before its hash is known: a fellow joiner must not be
+    sent those bytes (a corrupt peer's, or half a chunk) until the pull has checked them and marked the chunk."""
+    m = make_model(tmp_path / "model", {"a.bin": 2 * MiB})
+    store = Store(tmp_path / "store", 1 << 34)
+    store.add_manifest(m)
+    entry = m.files[0]
+    job = FileJob(store, entry, m.chunk_size)
+    off, size = job.span(0)
+    with job.writing(0) as write:
+        write(0, memoryview(b"\xff" * size))  # what a corrupt peer sent
+    assert store.locate(entry.chunks[0]) is None and entry.chunks[0] not in store.inventory()
+    data = (tmp_path / "model" / "a.bin").read_bytes()[off : off + size]
+    with job.writing(0) as write:  # the chunk again, from a sound peer, in two pieces
+        write(0, memoryview(data)[: size // 2])
+        write(size // 2, memoryview(data)[size // 2 :])
+    assert store.locate(entry.chunks[0]) is None  # still unchecked
+    job.store_chunk(0, None, None)
+    found = store.locate(entry.chunks[0])
+    assert found is not None and found[0] == job.part
+    with open(found[0], "rb") as f:
+        f.seek(found[1].offset)
+        assert f.read(size) == data
 
 
 @pytest.mark.parametrize("asked", ["locate", "inventory"])
