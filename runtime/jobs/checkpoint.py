@@ -62,8 +62,13 @@ class Checkpoints:
         url = os.environ.get(ENV_URL)
         if not url:
             raise RuntimeError(f"{ENV_URL} is not set: run this as a spotstack training job, or set it")
+        # The handler goes first: fsspec and its cloud backend take a second or more to import on a cold node, and a
+        # notice then must ask the run to stop, not end it before its first checkpoint.
+        early: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, _frame: early.append(signum))
         ck = cls(url)
         ck.watch_notice()
+        ck._stop = ck._stop or bool(early)
         return ck
 
     # -- notice ---------------------------------------------------------------------------------------
