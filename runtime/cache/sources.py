@@ -19,6 +19,18 @@ STEP = 1 << 20
 """Bytes read (and hashed) at a time from a peer: small enough to hash while in the CPU cache."""
 
 
+_thread = threading.local()
+
+
+def _scratch() -> memoryview:
+    """This thread's STEP bytes to receive a streamed chunk through: one per pull worker, whichever peers it asks
+    (a pull's threads end with it, and their buffers with them)."""
+    buf: memoryview | None = getattr(_thread, "scratch", None)
+    if buf is None:
+        buf = _thread.scratch = memoryview(bytearray(STEP))
+    return buf
+
+
 class ChunkFailed(Exception):
     def __init__(self, reason: str, *, fatal: bool = False, busy: bool = False) -> None:
         super().__init__(reason)
@@ -104,12 +116,6 @@ class Peer:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             self._local.conn = conn
         return conn
-
-    def _scratch(self) -> memoryview:
-        buf: memoryview | None = getattr(self._local, "scratch", None)
-        if buf is None:
-            buf = self._local.scratch = memoryview(bytearray(STEP))
-        return buf
 
     def drop(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -229,7 +235,7 @@ class Peer:
                 self.drop()
                 raise ChunkFailed(f"length {r.length}, expected {size}")
             step = size if into is not None and hasher is None else STEP
-            buf = into if into is not None else self._scratch()
+            buf = into if into is not None else _scratch()
             got = 0
             while got < size:
                 piece = buf[got : got + step] if into is not None else buf[: min(step, size - got)]
