@@ -113,7 +113,11 @@ def print_jobs_report(r: dict[str, Any]) -> None:
             "  resumed",
             f"from step {res['from']} (the run before reached {res['previous_reached']}: {res['redone']} steps redone)",
         )
-    t.add_row("preemptions", f"{r['preemptions']} ({r['killed_without_notice']} without notice)")
+    t.add_row(
+        "preemptions",
+        f"{r['preemptions']} ({r['busy_notices']} busy replicas with notice, "
+        f"{r['killed_without_notice']} without notice)",
+    )
     t.add_row("wall time", f"{r['wall_s']} s")
     con.print(t)
 

@@ -32,7 +32,10 @@ def test_every_task_answered_once_poison_dead_lettered_training_resumes_to_the_s
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(r))  # the whole report, shown when an assertion below fails
-    assert r["preemptions"] >= 5 and r["killed_without_notice"] == 1, r
+    # The training job's replica, at least one busy replica with notice (up to three: a fast run answers every task
+    # before the fleet has healed for the third; CI at e3fb104 saw two) and one without.
+    assert r["busy_notices"] >= 1 and r["killed_without_notice"] == 1, r
+    assert r["preemptions"] >= r["busy_notices"] + 2, r
     # Every task has a result in the output queue (duplicates of work are allowed, and counted), none is lost,
     # nothing is left waiting or in flight, and the poison tasks (and only they) are in the dead-letter queue.
     assert r["tasks"] == 200 and r["results"] == 200 and r["missing"] == [] and r["unexpected_results"] == [], r
