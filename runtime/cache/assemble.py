@@ -110,11 +110,8 @@ class FileJob:
         and finish it (closing its descriptors), so every write for this chunk must be done by then.
         """
         if data is not None:
-            off, _ = self.span(i)
-            written = 0
-            with _opened(self.part) as fd:
-                while written < len(data):
-                    written += os.pwrite(fd, data[written:], off + written)
+            with self.writing(i) as write:
+                write(0, data)
         with _opened(self.ok_path) as fd:
             os.pwrite(fd, b"\x01", i)  # one byte: atomic, and seen by a server in another process
         if buf is not None:

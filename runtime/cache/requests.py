@@ -136,12 +136,10 @@ class Requests:
                 continue
             self.queue.remove(req)
             del self.queued[(id(req.job), req.index)]
-            buf: bytearray | None = None
-            if not self.buffered:
-                pass  # the chunk streams into its file: no buffer to hold
-            elif self.free:
+            buf: bytearray | None = None  # unbuffered: the chunk streams into its file
+            if self.buffered and self.free:
                 buf = self.free.pop()
-            else:
+            elif self.buffered:
                 self.unmade = max(0, self.unmade - 1)  # past the pool: the chunk a file's hash waits on
                 buf = bytearray(self.chunk_size)
             self.src.busy[source] = self.src.busy.get(source, 0) + 1
