@@ -4,11 +4,15 @@ A failure is a `ChunkFailed`, which the pull turns into a retry from another sou
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
+import struct
+import sys
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from spotstack.runtime.cache.assemble import PullError
@@ -29,6 +33,46 @@ def _scratch() -> memoryview:
     if buf is None:
         buf = _thread.scratch = memoryview(bytearray(STEP))
     return buf
+
+
+_WHOLE_READS = sys.platform == "linux"
+"""Receive each piece with one blocking MSG_WAITALL read (Linux: SO_RCVTIMEO stands in for Python's timeout)."""
+
+
+@contextlib.contextmanager
+def _body_reads(
+    conn: http.client.HTTPConnection, r: http.client.HTTPResponse, timeout_s: float
+) -> Iterator[Callable[[memoryview], int]]:
+    """A readinto for the rest of `r`'s body that fills each piece whole where it can: one system call and one
+    wake-up per piece, not one per socket buffer's worth (Python's timeout makes the socket non-blocking, so each
+    read returns what has arrived). The kernel's receive timeout keeps a stall an error (EAGAIN after `timeout_s`
+    with nothing received); the socket is back to Python's timeout when the body has been read."""
+    sock = conn.sock
+    fp = r.fp
+    if not _WHOLE_READS or sock is None or fp is None or not r.length:  # (peek would wait on an empty body)
+        yield r.readinto
+        return
+    buffered = len(fp.peek(0)[: r.length])  # body bytes read along with the headers (at most one read, if none)
+
+    def read(piece: memoryview) -> int:
+        nonlocal buffered
+        if buffered:  # from http.client's buffer first: the socket holds only what comes after
+            n = r.readinto(piece[:buffered])
+            buffered -= n
+            return n
+        try:
+            return sock.recv_into(piece, len(piece), socket.MSG_WAITALL)
+        except BlockingIOError:  # SO_RCVTIMEO ran out with nothing received
+            raise TimeoutError(f"nothing received in {seconds:g}s") from None
+
+    seconds = max(timeout_s, 0.001)  # a zero timeval would wait forever
+    timeval = struct.pack("@ll", int(seconds), int(seconds % 1 * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.settimeout(None)
+    yield read
+    sock.settimeout(timeout_s)  # only once the body is read whole: any failure drops the connection
+    r.length = 0
+    r.close()  # the response is done; the connection carries the next request
 
 
 class ChunkFailed(Exception):
@@ -237,19 +281,21 @@ class Peer:
             step = size if into is not None and hasher is None else STEP
             buf = into if into is not None else _scratch()
             got = 0
-            while got < size:
-                piece = buf[got : got + step] if into is not None else buf[: min(step, size - got)]
-                n = r.readinto(piece)
-                if not n:
-                    raise ChunkFailed(f"connection closed after {got} of {size} bytes")
-                if hasher is not None:
-                    hasher.update(piece[:n])
-                if write is not None:
-                    try:
-                        write(got, piece[:n])
-                    except OSError as exc:
-                        raise _WriteFailed(exc) from exc
-                got += n
+            with _body_reads(conn, r, self.timeout_s) as readinto:
+                while got < size:
+                    want = min(step - got % step, size - got)  # pieces end on STEP boundaries
+                    piece = buf[got : got + want] if into is not None else buf[:want]
+                    n = readinto(piece)
+                    if not n:
+                        raise ChunkFailed(f"connection closed after {got} of {size} bytes")
+                    if hasher is not None:
+                        hasher.update(piece[:n])
+                    if write is not None:
+                        try:
+                            write(got, piece[:n])
+                        except OSError as exc:
+                            raise _WriteFailed(exc) from exc
+                    got += n
         except _WriteFailed as exc:
             self.drop()  # the answer is not read to its end: the connection cannot carry another
             raise exc.error from None  # this node's failure (a full cache), not the peer's

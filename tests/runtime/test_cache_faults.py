@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, Manifest
 from spotstack.runtime.cache.pull import PullError, pull
+from spotstack.runtime.cache.sources import STEP, Peer
 from spotstack.runtime.cache.store import Store
 from spotstack.runtime.net import free_port, serve
 from tests.runtime.cachekit import TOKEN, MiB, digest_tree, do_pull, make_model, peer
@@ -78,6 +79,56 @@ async def test_corrupting_peer_is_caught_and_banned(seeded: tuple[Manifest, Path
     assert digest_tree(tmp / "out") == expected(tmp / "model")
     assert r.progress.refetched >= 1
     assert r.progress.by_source.get(f"127.0.0.1:{a.port}", 0) < m.total_bytes / 2
+
+
+async def test_a_chunk_that_arrives_in_dribbles_is_received_whole_over_one_kept_connection() -> None:
+    """The body is read in whole pieces (blocking reads under the kernel's receive timeout): bytes that came with
+    the headers, pauses and uneven writes still give every byte once, in order, and the connection goes back to
+    Python's timeout and carries the next chunk."""
+    import blake3
+
+    body = os.urandom(2 * STEP + 12345)  # crosses piece boundaries, with a tail
+    digest = blake3.blake3(body).hexdigest()
+    transports: list[int] = []
+
+    async def dribble(request: web.Request) -> web.StreamResponse:
+        transports.append(id(request.transport))
+        resp = web.StreamResponse(status=200, headers={"Content-Length": str(len(body))})
+        await resp.prepare(request)
+        for a, b in ((0, 1000), (1000, 700_000), (700_000, STEP + 3), (STEP + 3, len(body))):
+            await resp.write(body[a:b])
+            await asyncio.sleep(0.05)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/chunks/{h}", dribble)
+    runner, port = await serve(app, "127.0.0.1", 0, shutdown_timeout=0.1)
+    try:
+        src = Peer(f"127.0.0.1:{port}", TOKEN, timeout_s=2.0)
+
+        def collect(into: list[tuple[int, bytes]]) -> Callable[[int, memoryview], None]:
+            return lambda offset, piece: into.append((offset, bytes(piece)))
+
+        def fetch_twice() -> list[tuple[list[tuple[int, bytes]], str, float | None]]:
+            """Both fetches on one thread: its kept connection is the one the second goes over."""
+            out = []
+            for _ in range(2):
+                pieces: list[tuple[int, bytes]] = []
+                hasher = blake3.blake3()
+                src.fetch(digest, len(body), hasher, write=collect(pieces))
+                sock = src._conn().sock  # private: the connection this thread keeps for its next chunk
+                out.append((pieces, hasher.hexdigest(), sock.gettimeout() if sock is not None else None))
+            return out
+
+        for pieces, hexdigest, timeout in await asyncio.to_thread(fetch_twice):
+            writes = [(offset, offset + len(data)) for offset, data in pieces]
+            assert b"".join(data for _, data in pieces) == body and hexdigest == digest
+            assert [w[0] for w in writes] == [0] + [w[1] for w in writes[:-1]]  # in order, each byte once
+            assert all(a // STEP == (b - 1) // STEP for a, b in writes)  # no piece crosses a STEP boundary
+            assert timeout == 2.0  # back to Python's timeout, connection kept
+    finally:
+        await runner.cleanup()
+    assert len(transports) == 2 and transports[0] == transports[1]
 
 
 async def test_stalling_peer_times_out_and_others_finish(seeded: tuple[Manifest, Path]) -> None:
