@@ -55,10 +55,10 @@ lint: setup
 typecheck: setup
 	PATH=$(BIN):$$PATH scripts/typecheck
 
-# Parallel workers: tests are independent (own ports, folders and processes). Three on CI's 2 cores: most tests wait
-# on processes (fleets, boots), so a third worker fills the cores a second leaves idle (~6 min quiet, ~8 min beside
-# two CPU-bound processes; when it took 8.5 and 14, 2 workers took ~9 and ~13). On a bigger machine, `make test WORKERS=6`.
-WORKERS ?= 3
+# Parallel workers: tests are independent (own ports, folders and processes). Four on CI's 2 cores: most tests wait
+# on processes (fleets, boots, leases), and the cores were idle ~15% of a run with three (quiet: 358 s with three,
+# 320 s with four, same commit, same hour). On a bigger machine, `make test WORKERS=8`.
+WORKERS ?= 4
 
 # A file's tests share a worker (--dist loadfile: module fixtures such as one local fleet for a file are built once).
 # The conftest puts the longest files first; xdist's own reorder (files with the most tests first) would leave the

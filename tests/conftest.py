@@ -151,25 +151,24 @@ def loop_watch(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 FILE_SECONDS = {
-    "tests/runtime/test_local_recovery.py": 112,
-    "tests/runtime/test_local_llm.py": 97,
-    "tests/boot/test_boot_path.py": 93,
-    "tests/runtime/test_local_jobs.py": 83,
-    "tests/runtime/test_local_regions.py": 65,
-    "tests/runtime/test_local_fleet.py": 63,
-    "tests/runtime/test_local_preempt_all.py": 48,
+    "tests/runtime/test_local_llm.py": 108,
+    "tests/runtime/test_local_jobs.py": 93,
+    "tests/boot/test_boot_path.py": 62,
+    "tests/runtime/test_local_fleet.py": 62,
+    "tests/runtime/test_local_recovery.py": 62,
+    "tests/runtime/test_local_regions.py": 61,
     "tests/runtime/test_jobs_worker.py": 43,
-    "tests/cli/test_plan_fuzz.py": 36,
-    "tests/cli/test_bad_input.py": 28,
-    "tests/cli/test_job_cli.py": 25,
-    "tests/boot/test_gateway_boot.py": 24,
-    "tests/runtime/test_agent_e2e.py": 21,
-    "tests/runtime/test_jobs_once.py": 19,
-    "tests/runtime/test_controller_state.py": 18,
-    "tests/cli/test_plan_cli.py": 17,
-    "tests/boot/test_bake.py": 15,
+    "tests/cli/test_job_cli.py": 38,
+    "tests/runtime/test_local_preempt_all.py": 38,
+    "tests/boot/test_gateway_boot.py": 28,
+    "tests/cli/test_plan_fuzz.py": 25,
+    "tests/runtime/test_controller_state.py": 25,
+    "tests/runtime/test_jobs_once.py": 20,
+    "tests/cli/test_bad_input.py": 19,
+    "tests/cli/test_plan_cli.py": 19,
+    "tests/runtime/test_agent_e2e.py": 17,
 }
-"""Seconds a file took in a full run on the 2-core machine (`make test`, three workers), for the order below. A
+"""Seconds a file took in a full run on the 2-core machine (`make test`), for the order below. A
 file not listed counts as short; the figures only order the run, so a stale one costs minutes, never a failure."""
 
 

@@ -4,8 +4,8 @@ For each dev stack in `stacks/`, the boot document is taken from the planned lau
 template (GCP) or scaling configuration (Alibaba) exactly as the plan renders it, and run in a scratch root
 (tests/boot/scratch.py, which lists what it substitutes and why). The node must reach READY: the cache token
 fetched with the node's own identity, the model pulled from the cloud's object store into the model folder,
-and `/ready` answering 200. Then again with the node's permission to read the token arriving 60 s late (IAM
-propagation, or a policy created after the group): the boot's retry loop must still get it.
+and `/ready` answering 200, though the node's permission to read the token arrives late (IAM propagation, or a
+policy created after the group): the boot's retry loop must still get it.
 """
 
 from __future__ import annotations
@@ -219,20 +219,12 @@ def registry_login(node: ScratchNode, user: str, password: str | None) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cloud", list(STACKS))
-async def test_node_boots_to_ready(
-    cloud: str, tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
-) -> None:
-    async with booted_node(cloud, 0.0, tmp_path, agent_wheel, documents[cloud]) as b:
-        await reach_ready(b, 300)
-        await asyncio.to_thread(check_node, b)  # its login's servers run on this loop
-
-
-@pytest.mark.slow
-async def test_nodes_boot_to_ready_when_their_permission_arrives_late(
+async def test_a_node_boots_to_ready_on_each_cloud_though_its_permission_arrives_late(
     tmp_path: Path, agent_wheel: tuple[Path, Path], documents: dict[str, str]
 ) -> None:
-    """All three clouds at once; each refuses its node's first reads of the token."""
+    """All three clouds at once; each refuses its node's first reads of the token, then lets them through. A node
+    that reads it at once takes the same path less the refusals, so this is the boot test of each cloud too (one
+    boot per cloud, not two: each boot installs the agent and pulls the model)."""
 
     async def one(cloud: str) -> None:
         async with booted_node(cloud, PERMISSION_DELAY_S, tmp_path / cloud, agent_wheel, documents[cloud]) as b:
