@@ -57,6 +57,10 @@ class Market:
     on_demand: dict[str, Trace] = field(default_factory=dict)
     """Per region of a fleet across regions: whether on-demand capacity is there (absent: always)."""
 
+    def restart(self, now: float) -> None:
+        """Play the traces from their start again at `now` (a scenario that waits for the fleet to settle first)."""
+        self.started = now
+
     def trace_s(self, now: float) -> float:
         return (now - self.started) * self.speed
 

@@ -19,6 +19,18 @@ def test_trace_replay_with_time_compression() -> None:
     assert m.edges(1000.5, 1001.5) == ["g6"] and m.edges(1001.5, 1002.5) == []
 
 
+def test_a_market_held_at_its_start_takes_nothing_until_let_go() -> None:
+    """The regions scenario holds the clock at the start until the fleet settles: however long that takes, no pool
+    falls while held, and the outage comes its full lead after the last hold."""
+    m = Market({"g6": Trace(60.0, (1, 1, 0))}, speed=60.0, started=1000.0)
+    prev = 1000.0
+    for now in (1001.0, 1002.0, 1003.0, 1004.0):  # four wall seconds: past the outage, had it not been held
+        m.restart(now - 0.5)
+        assert m.edges(prev, now) == [] and m.obtainable("g6", now)
+        prev = now
+    assert m.edges(prev, 1004.0 - 0.5 + 1.9) == [] and m.edges(prev, 1004.0 - 0.5 + 2.1) == ["g6"]
+
+
 def test_synthetic_pools_fail_apart_then_together() -> None:
     a, b = synthetic(0), synthetic(2)
     short_a = [i for i, x in enumerate(a.data[:20]) if x == 0]
