@@ -38,9 +38,14 @@ def back_on_spot(now: dict[str, dict[str, int]]) -> bool:
     return all(r["spot_ready"] > 0 and r["fallback"] == 0 for r in now.values())
 
 
+def leaving(fleet: LocalFleet) -> bool:
+    """Some node is on its way out (noticed, or a stand-in scaled in and still draining)."""
+    return any(n.kill_at is not None for n in fleet.nodes.values())
+
+
 def settled_on_spot(fleet: LocalFleet) -> bool:
-    """Back on spot in every region, and no node leaving (a stand-in scaled in is gone, not draining)."""
-    return back_on_spot(regions_now(fleet)) and not any(n.kill_at is not None for n in fleet.nodes.values())
+    """Back on spot in every region, and no node leaving."""
+    return back_on_spot(regions_now(fleet)) and not leaving(fleet)
 
 
 async def run_regions_scenario(
@@ -82,7 +87,7 @@ async def run_regions_scenario(
             peak_elsewhere = max(peak_elsewhere, sum(v["fallback"] for r, v in now.items() if r != down))
         if t > outage_from_s + outage_s and back_at is None and back_on_spot(now):
             back_at = t
-        if back_at is not None and not any(n.kill_at is not None for n in fleet.nodes.values()):
+        if back_at is not None and not leaving(fleet):
             settled.set()  # back on spot, and the stand-ins have left: the load has seen the whole return
         if time.time() - shown > 5:
             shown = time.time()
