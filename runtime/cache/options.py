@@ -53,6 +53,10 @@ class PullResult:
 class PullOptions:
     connections_per_peer: int = 2
     origin_connections: int = 4
+    chunks_per_request: int = 8
+    """Consecutive chunks of a file asked of a peer in one request (a run, where the peer serves them; at most its
+    MAX_RUN): fewer round trips and one sendfile stream per answer. On loopback, 2.2 GB from two peers: median
+    1.22 s a pull one chunk a request, 1.13 s four, 1.08 s eight (less CPU on both ends, each of 6 pairs)."""
     chunk_timeout_s: float = 10.0
     """A peer that sends nothing for this long is a stalled peer."""
     max_attempts_per_chunk: int = 6

@@ -174,15 +174,50 @@ def _fetch_all(
         has_origin=origin is not None,
         max_attempts=opts.max_attempts_per_chunk,
         max_busy_waits=opts.max_busy_waits,
+        run_of=lambda source: min(opts.chunks_per_request, by_name[source].max_run) if source in by_name else 1,
     )
     requests.settle(final=False)
 
     def worker() -> None:
         try:
-            while (a := requests.take()) is not None:
-                fetch(a)
+            while (run := requests.take_run()) is not None:
+                if len(run) == 1:
+                    fetch(run[0])
+                else:
+                    fetch_run(run)
         except Exception as exc:
             requests.fail(f"internal error: {exc!r}")
+
+    def fetch_run(run: list[Assignment]) -> None:
+        """Consecutive chunks of one file from one peer in one answer, each verified and stored as it arrives. A
+        failure fails the chunk it struck; the chunks after it go back in line untried."""
+        source, left = run[0].source, list(run)
+        spans = [a.request.job.span(a.request.index) for a in run]
+        try:
+            with by_name[source].run([a.request.digest for a in run], sum(size for _, size in spans)) as body:
+                for a, (_, size) in zip(run, spans, strict=True):
+                    job, i = a.request.job, a.request.index
+                    hasher = manifest.hasher()
+                    with job.writing(i) as write:
+                        body(size, hasher, write=write)
+                    if hasher.hexdigest() != a.request.digest:
+                        raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
+                    job.store_chunk(i, None, None)
+                    left.pop(0)
+                    progress(requests.done(a, size))
+        except Exception as exc:
+            chunk = exc if isinstance(exc, ChunkFailed) else None
+            if chunk is not None and chunk.alone:  # the peer would not send these as one: ask each by itself
+                for a in reversed(left):
+                    requests.give_back(a, alone=True)
+                return
+            for a in reversed(left[1:]):
+                requests.give_back(a)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                requests.give_back(left[0])
+                requests.fail(f"the cache at {left[0].request.job.store.root} is full: {os.strerror(exc.errno)}")
+                return
+            requests.failed(left[0], exc, fatal=bool(chunk and chunk.fatal), busy=bool(chunk and chunk.busy))
 
     def fetch(a: Assignment) -> None:
         job, i, source = a.request.job, a.request.index, a.source

@@ -36,6 +36,8 @@ class Request:
     busy_waits: int = 0
     not_before: float = 0.0
     """A busy peer's back-off: not asked before this (clock time)."""
+    alone: bool = False
+    """Asked by itself, never as part of a run (a peer would not send it in one)."""
 
     @property
     def digest(self) -> str:
@@ -49,6 +51,9 @@ class Assignment:
     buffer: bytearray | None
     """Where the chunk is received whole (None: it streams into its file, `Requests(buffers=None)`)."""
     asked_at: float
+    holds_slot: bool = True
+    """Whether this chunk's end frees its source's transfer slot: in a run (several chunks in one answer) only the
+    last one's does, the others' come over the same connection."""
 
 
 class Requests:
@@ -63,8 +68,11 @@ class Requests:
         max_attempts: int,
         max_busy_waits: int,
         clock: Callable[[], float] = time.monotonic,
+        run_of: Callable[[str], int] = lambda source: 1,
     ) -> None:
         self.src, self.chunk_size, self.clock = sources, chunk_size, clock
+        self.run_of = run_of
+        """How many chunks a source sends in one answer (a peer's /v1/runs); 1: one at a time."""
         self.has_origin, self.max_attempts, self.max_busy_waits = has_origin, max_attempts, max_busy_waits
         self.cond = threading.Condition()
         self.jobs = list(jobs)
@@ -101,6 +109,37 @@ class Requests:
                     return None
                 # Nothing can be asked now: wait for a change, or for the earliest time-bound wait to run out.
                 self.cond.wait(None if got is None else max(0.0, got - self.clock()))
+
+    def take_run(self) -> list[Assignment] | None:
+        """As `take`, with the chunks that follow the first in its file, where its source holds them and sends runs:
+        one answer for all of them (streamed chunks only; buffered ones go alone)."""
+        first = self.take()
+        if first is None:
+            return None
+        with self.cond:
+            return self._extend(first)
+
+    def _extend(self, a: Assignment) -> list[Assignment]:
+        req, source = a.request, a.source
+        run = [a]
+        if self.buffered or source == schedule.ORIGIN or req.alone or source in self.src.banned:
+            return run
+        for k in range(1, self.run_of(source)):
+            nxt = self.queued.get((id(req.job), req.index + k))
+            if (
+                nxt is None
+                or nxt.alone
+                or nxt.not_before > a.asked_at
+                or source in nxt.tried
+                or source not in self.src.holders.get(nxt.digest, ())
+            ):
+                break
+            self.queue.remove(nxt)
+            del self.queued[(id(nxt.job), nxt.index)]
+            run.append(Assignment(nxt, source, None, a.asked_at, holds_slot=False))
+        if len(run) > 1:  # the slot goes with the last chunk: the connection is busy until then
+            run[0], run[-1] = replace(run[0], holds_slot=False), replace(run[-1], holds_slot=True)
+        return run
 
     def over(self) -> bool:
         return self.pending == 0 or bool(self.errors)
@@ -178,7 +217,7 @@ class Requests:
                     self.errors.append(str(exc))
         with self.cond:
             p = self.progress
-            self.src.busy[a.source] -= 1
+            self.src.busy[a.source] -= a.holds_slot
             p.done += size
             p.by_source[a.source] = p.by_source.get(a.source, 0) + size
             p.last_chunk = (a.source, size, self.clock() - a.asked_at)
@@ -194,7 +233,7 @@ class Requests:
         with self.cond:
             if a.buffer is not None:
                 self.free.append(a.buffer)
-            self.src.busy[source] -= 1
+            self.src.busy[source] -= a.holds_slot
             self.progress.refetched += 1
             what = "the origin" if source == schedule.ORIGIN else f"peer {source}"
             self.last_failure[(req.job.entry.key, req.index)] = f"{what}: {failure}"
@@ -210,6 +249,16 @@ class Requests:
                 tried = req.tried if source == schedule.ORIGIN and req.attempts < 2 else req.tried | {source}
                 again = replace(req, tried=frozenset(tried), attempts=req.attempts + 1)
             # First in line again: the oldest chunk wanted, the one its file's hash is likeliest to wait on.
+            self.queue.appendleft(again)
+            self.queued[(id(again.job), again.index)] = again
+            self.cond.notify_all()
+
+    def give_back(self, a: Assignment, *, alone: bool = False) -> None:
+        """A chunk of a run that was not received (the run broke off before it): first in line again, no try
+        counted; `alone`: asked by itself from now on (the peer would not send the run)."""
+        with self.cond:
+            self.src.busy[a.source] -= a.holds_slot
+            again = replace(a.request, alone=a.request.alone or alone)
             self.queue.appendleft(again)
             self.queued[(id(again.job), again.index)] = again
             self.cond.notify_all()

@@ -2,6 +2,9 @@
 
     GET  /v1/chunks/<BLAKE3 hex>     the chunk's bytes (sent with sendfile from the store)
     HEAD /v1/chunks/<hash>           whether this node has it
+    GET  /v1/runs/<hash>,<hash>,...  consecutive chunks of one file (at most MAX_RUN), their bytes one after the
+                                     other in one answer: one request and one sendfile stream for several chunks
+                                     (409 where they are not one span of one file here; the client asks them alone)
     GET  /v1/inventory               every chunk hash this node can serve, as a JSON list
     GET  /v1/inventory?since=E:N     what it gained since the answer that said {"epoch": E, "seq": N}:
                                      {"epoch", "seq", "full", "chunks"} (all of them when E is not this server's)
@@ -42,6 +45,9 @@ log = logging.getLogger("spotstack.cache.server")
 HASH = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{32})$")
 """BLAKE3-256 (manifest version 2) or xxh3-128 (version 1) hex digests."""
 MIN_TOKEN_LEN = 16
+MAX_RUN = 8
+"""Most chunks one /v1/runs request may name (a 16 MiB chunk each: 128 MiB in one answer). Advertised in the
+inventory answer (`runs`): a client asks runs only of a peer that says it serves them."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -154,6 +160,34 @@ class PeerServer:
         path, ref = found
         if request.method == "HEAD":
             return web.Response(headers={"Content-Length": str(ref.size), "X-Chunk-Hash": digest})
+        return await self._send_span(request, path, ref, ref.offset, ref.size, {"X-Chunk-Hash": digest}, 1)
+
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        """Consecutive chunks of one file in one answer: the span from the first's start to the last's end."""
+        digests = request.match_info["digests"].split(",")
+        if not 0 < len(digests) <= MAX_RUN or not all(HASH.match(d) for d in digests):
+            self.refused["bad_hash"] += 1
+            return web.Response(status=400, text=f"a run is 1 to {MAX_RUN} chunk hex digests, comma-separated\n")
+        found = [self.store.locate(d) for d in digests]
+        located = [f for f in found if f is not None]
+        if len(located) < len(found):
+            return web.Response(status=404, text="not here\n")
+        refs = [ref for _, ref in located]
+        first, last = refs[0], refs[-1]
+        if any(r.file_key != first.file_key or r.index != first.index + k for k, r in enumerate(refs)):
+            # Not one span here (a chunk whose bytes are also elsewhere is indexed under that file): ask them alone.
+            return web.Response(status=409, text="not consecutive chunks of one file here\n")
+        # A chunk found in files/ means the file is whole: every chunk of the run is there (the partial file was
+        # renamed into it, same inode).
+        full = self.store.file_path(first.file_key)
+        path = full if any(p == full for p, _ in located) else located[0][0]
+        size = last.offset + last.size - first.offset
+        return await self._send_span(request, path, first, first.offset, size, {}, len(refs))
+
+    async def _send_span(
+        self, request: web.Request, path: Path, ref: ChunkRef, offset: int, size: int, headers: dict[str, str], n: int
+    ) -> web.StreamResponse:
+        """Send [offset, offset + size) of the store file holding `ref`, inside a transfer slot (`n` chunks' time)."""
         if self._slots.locked():
             self.refused["busy"] += 1
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
@@ -161,19 +195,17 @@ class PeerServer:
             fobj = self._open(path, ref)  # memory-backed: no disk to wait on (a thread hop cost more than the open)
             if fobj is None:
                 return web.Response(status=404, text="not here\n")
-            resp = ChunkResponse(
-                fobj, ref.offset, ref.size, {"X-Chunk-Hash": digest, "Cache-Control": "no-store"}, self.send_timeout_s
-            )
+            resp = ChunkResponse(fobj, offset, size, {**headers, "Cache-Control": "no-store"}, self.send_timeout_s * n)
             try:
                 await resp.prepare(request)  # the transfer happens here, inside the slot
             except SlowReader:
                 # Counted and cut, one line: a traceback per slow reader would flood the log of a node under attack.
                 self.refused["too_slow"] += 1
-                log.info("cut a peer reading chunk %s too slowly (%s)", digest[:12], request.remote)
+                log.info("cut a peer reading %s too slowly (%s)", request.path[:40], request.remote)
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError() from None
-        self.served_bytes += ref.size
+        self.served_bytes += size
         self.store.touch(path)
         return resp
 
@@ -192,7 +224,7 @@ class PeerServer:
         since = request.query.get("since")
         if since is None:
             return web.json_response(now)
-        return web.json_response(self._inventory_log.since(now, since))
+        return web.json_response({**self._inventory_log.since(now, since), "runs": MAX_RUN})
 
     async def inventory_stream(self, request: web.Request) -> web.StreamResponse:
         """A line each time this node holds new chunks (their hashes' first 16 hex digits; all of them first), an
@@ -221,6 +253,7 @@ class PeerServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/v1/chunks/{digest}", self.chunk)  # and HEAD, as documented
+        app.router.add_get("/v1/runs/{digests}", self.run)
         app.router.add_get("/v1/inventory", self.inventory)
         app.router.add_get(STREAM_PATH, self.inventory_stream)
         app.router.add_get("/v1/manifest", self.manifest)

@@ -206,3 +206,67 @@ def test_a_chunk_stored_while_another_worker_hashes_its_file_is_hashed_by_that_w
     assert b_said == [False] and job.hashed == 2 and len(released) == 2
     job.finish()
     assert Path(job.store.file_path(entry.key)).read_bytes() == data
+
+
+def runs_manager(jobs: list[Job], holders: dict[str, set[str]], run: int = 4) -> Requests:
+    src = schedule.Sources(holders, per_peer_limit=1, origin_limit=2)
+    return Requests(
+        jobs,  # type: ignore[arg-type]
+        src,
+        CHUNK,
+        None,
+        has_origin=True,
+        max_attempts=6,
+        max_busy_waits=3,
+        clock=Clock(),
+        run_of=lambda source: run if source.startswith("peer") else 1,
+    )
+
+
+def test_a_run_takes_the_chunks_that_follow_in_the_file_while_its_peer_holds_them_and_one_slot() -> None:
+    a = job("a", 6)
+    holds = {f"a{i}": {"peer-1"} for i in (0, 1, 2, 4, 5)}  # not a3
+    r = runs_manager([a], holds)
+    run = r.take_run()
+    assert run is not None and [x.request.index for x in run] == [0, 1, 2] and {x.source for x in run} == {"peer-1"}
+    assert [x.holds_slot for x in run] == [False, False, True] and r.src.busy["peer-1"] == 1  # one connection
+    nxt = r.take_run()  # a3: only the origin has it, and the origin sends no runs
+    assert nxt is not None and [(x.request.index, x.source) for x in nxt] == [(3, schedule.ORIGIN)]
+    for x in run[:2]:
+        r.done(x, CHUNK)
+    assert r.src.busy["peer-1"] == 1  # the connection is still busy with the run's last chunk
+    r.done(run[2], CHUNK)
+    assert r.src.busy["peer-1"] == 0
+    last = r.take_run()
+    assert last is not None and [x.request.index for x in last] == [4, 5]
+
+
+def test_a_run_broken_off_fails_the_chunk_it_struck_and_gives_the_rest_back_untried() -> None:
+    a = job("a", 4)
+    r = runs_manager([a], {f"a{i}": {"peer-1", "peer-2"} for i in range(4)})
+    run = r.take_run()
+    assert run is not None and len(run) == 4
+    r.done(run[0], CHUNK)
+    for x in reversed(run[2:]):
+        r.give_back(x)
+    r.failed(run[1], ChunkFailed("corrupt bytes (hash mismatch)", fatal=True), fatal=True, busy=False)
+    assert r.src.busy[run[0].source] == 0 and run[0].source in r.src.banned
+    assert [(q.index, q.attempts, q.tried) for q in r.queue] == [
+        (1, 1, frozenset({run[0].source})),
+        (2, 0, frozenset()),
+        (3, 0, frozenset()),
+    ]
+    again = r.take_run()  # from the other peer, as one run again
+    assert again is not None and [x.request.index for x in again] == [1, 2, 3] and again[0].source != run[0].source
+
+
+def test_chunks_a_peer_would_not_send_as_a_run_are_asked_alone() -> None:
+    a = job("a", 3)
+    r = runs_manager([a], {f"a{i}": {"peer-1"} for i in range(3)})
+    run = r.take_run()
+    assert run is not None and len(run) == 3
+    for x in reversed(run):
+        r.give_back(x, alone=True)
+    assert r.src.busy["peer-1"] == 0 and r.progress.refetched == 0
+    single = r.take_run()
+    assert single is not None and [x.request.index for x in single] == [0] and single[0].holds_slot
