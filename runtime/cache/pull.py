@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,7 @@ def _fetch_all(
         failure fails the chunk it struck; the chunks after it go back in line untried."""
         source, left = run[0].source, list(run)
         spans = [a.request.job.span(a.request.index) for a in run]
+        started = run[0].asked_at  # each chunk's time (for metrics) from the end of the one before it
         try:
             with by_name[source].run([a.request.digest for a in run], sum(size for _, size in spans)) as body:
                 for a, (_, size) in zip(run, spans, strict=True):
@@ -204,7 +206,8 @@ def _fetch_all(
                         raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)
                     job.store_chunk(i, None, None)
                     left.pop(0)
-                    progress(requests.done(a, size))
+                    progress(requests.done(replace(a, asked_at=started), size))
+                    started = requests.clock()
         except Exception as exc:
             chunk = exc if isinstance(exc, ChunkFailed) else None
             if chunk is not None and chunk.alone:  # the peer would not send these as one: ask each by itself

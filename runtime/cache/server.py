@@ -253,7 +253,7 @@ class PeerServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/v1/chunks/{digest}", self.chunk)  # and HEAD, as documented
-        app.router.add_get("/v1/runs/{digests}", self.run)
+        app.router.add_get("/v1/runs/{digests}", self.run, allow_head=False)  # (a HEAD answer carries no bytes)
         app.router.add_get("/v1/inventory", self.inventory)
         app.router.add_get(STREAM_PATH, self.inventory_stream)
         app.router.add_get("/v1/manifest", self.manifest)

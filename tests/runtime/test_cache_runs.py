@@ -83,6 +83,8 @@ async def test_a_run_of_consecutive_chunks_comes_in_one_answer_and_anything_else
             assert (await get(*([w.chunks[0]] * (MAX_RUN + 1))))[0] == 400
             assert (await get(w.chunks[0], "../../etc/passwd"))[0] in (400, 404)
             assert (await get(w.chunks[0], headers={}))[0] == 401
+            async with s.head(f"{base}/v1/runs/{w.chunks[0]}", headers=HDR) as r:
+                assert r.status == 405  # a run is only ever sent, never asked about
         assert srv.served_bytes == len(data)
     finally:
         await srv.stop()
