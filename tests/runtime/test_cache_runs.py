@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, read_manifest
@@ -112,26 +113,20 @@ def seeded(tmp_path: Path) -> None:
     do_pull(tmp_path / "a", m, tmp_path / "dest", [], tmp_path / "model")
 
 
-async def test_a_pull_asks_a_peer_that_serves_runs_for_four_chunks_a_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("peer", "runs", "chunks"),
+    [
+        pytest.param({}, 2, 0, id="a peer that serves runs: four chunks a request"),
+        pytest.param({"runs": False}, 0, 8, id="a peer from before runs: chunk by chunk"),
+        # Each chunk was in one refused run (0-3, 4-7), then asked alone: no failure counted, the peer not banned.
+        pytest.param({"refuse_runs": True}, 2, 8, id="a peer that refuses a run: its chunks alone"),
+    ],
+)
+async def test_a_pull_asks_runs_only_where_a_peer_serves_them(
+    tmp_path: Path, peer: dict[str, bool], runs: int, chunks: int
+) -> None:
     await asyncio.to_thread(seeded, tmp_path)
-    srv = Counting(tmp_path / "a")
+    srv = Counting(tmp_path / "a", **peer)
     r = await pull_through(srv, tmp_path)
     assert digest_tree(tmp_path / "out") == expected(tmp_path / "model")
-    assert (srv.run_requests, srv.chunk_requests, r.progress.refetched) == (2, 0, 0)
-
-
-async def test_a_peer_from_before_runs_is_asked_chunk_by_chunk(tmp_path: Path) -> None:
-    await asyncio.to_thread(seeded, tmp_path)
-    srv = Counting(tmp_path / "a", runs=False)
-    r = await pull_through(srv, tmp_path)
-    assert digest_tree(tmp_path / "out") == expected(tmp_path / "model")
-    assert (srv.run_requests, srv.chunk_requests, r.progress.refetched) == (0, 8, 0)
-
-
-async def test_the_chunks_of_a_run_a_peer_refuses_are_asked_alone_and_count_as_no_failure(tmp_path: Path) -> None:
-    await asyncio.to_thread(seeded, tmp_path)
-    srv = Counting(tmp_path / "a", refuse_runs=True)
-    r = await pull_through(srv, tmp_path)
-    assert digest_tree(tmp_path / "out") == expected(tmp_path / "model")
-    # Each chunk was in one refused run (0-3, 4-7), then asked alone; the peer is not banned for it.
-    assert (srv.run_requests, srv.chunk_requests, r.progress.refetched, r.progress.banned) == (2, 8, 0, set())
+    assert (srv.run_requests, srv.chunk_requests, r.progress.refetched, r.progress.banned) == (runs, chunks, 0, set())
