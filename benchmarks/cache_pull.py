@@ -1,17 +1,15 @@
 """Pull a generated model from two peers on loopback, against the baselines of issues 5 and 14.
 
 In one run, on the same bytes:
-  - pull:   `spotstack.runtime.cache.pull` from two peers (`spotstack cache serve` processes) into a
-            memory-backed store and --dest, every chunk verified with BLAKE3 (manifest version 2, the
-            default; no per-file sha256 on the hot path);
+  - pull:   `spotstack.runtime.cache.pull` from two peers (`spotstack cache serve` processes) into a memory-backed
+            store and --dest, every chunk verified with BLAKE3 (manifest version 2, the default; no file sha256);
   - v1:     the same through a version 1 manifest of the same files (xxh3-128 chunks, every file's sha256
             checked: the previous default), and with its chunks only;
-  - raw:    a raw loopback sendfile copy: two sender processes sendfile() the same files over
-            TCP, the receiver writes them into files on the same file system (the machine's limit
-            for moving these bytes; also shown: receiving without writing);
+  - raw:    a raw loopback sendfile copy: two sender processes sendfile() the same files over TCP, the receiver
+            writes them into files on the same file system (the machine's limit for moving these bytes; also
+            shown: receiving without writing);
   - origin: the same model pulled from moto's S3 server (a separate process) through s3fs.
-Medians over --rounds for pull and raw; origin once (it is slow). Targets: pull >= 0.8 x raw (issue 14),
-pull >= 5 x origin.
+Medians over --rounds for pull and raw; origin once (it is slow). Targets: pull >= 0.8 x raw, >= 5 x origin.
 
 Also a CPU account of the same run: the CPU-seconds the raw copy and the pull take (this process, which
 receives, and the sender or peer processes, from /proc), and BLAKE3's rate on one core here. A pull moves the
@@ -137,12 +135,9 @@ REPORTED = Path("/sys/module/page_reporting/parameters/reported_kib")
 
 def given_back_kib() -> int | None:
     """KiB of freed memory this VM has handed back to its host so far (free page reporting), where the kernel says.
-
-    A copy into memory given back pays the host's faults again: on the development VM, 2.3 GB written into /dev/shm
-    took 0.87-1.46 s right after the same amount was freed and 1.5-2.3 s after a pause of 0.5-5 s; with the VM told
-    to keep freed memory for 30 s (page_reporting's min_free_ms, for that experiment only), 0.87-0.96 s after any
-    pause. Each copy here writes into what the one before it freed, so which copy finds its memory given back moves
-    the ratios more than the pull's own changes do."""
+    A copy into memory given back pays the host's faults again: 2.3 GB into /dev/shm took 0.87-1.46 s right after
+    the same amount was freed, 1.5-2.3 s after a pause of 0.5-5 s. Each copy here writes into what the one before it
+    freed, so which copy finds its memory given back moves the ratios more than the pull's own changes do."""
     try:
         return int(REPORTED.read_text())
     except (OSError, ValueError):
@@ -344,11 +339,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
 
         rate = statistics.median(rates)
         if given_back is not None and (now := given_back_kib()) is not None:
-            print(
-                f"this VM handed {(now - given_back) / 1e6:.1f} GB of freed memory back to its host during the rounds "
-                "(free page reporting): a copy into memory given back costs up to twice the system time, so compare "
-                "the CPU accounts below, not one ratio"
-            )
+            gb = (now - given_back) / 1e6
+            print(f"this VM handed {gb:.1f} GB of freed memory back to its host during the rounds (see given_back_kib)")
 
         # Origin: moto's S3 server in its own process, read through s3fs as a node would.
         moto, url = start_s3(model)
