@@ -182,7 +182,7 @@ def _fetch_all(
     def worker() -> None:
         try:
             while (run := requests.take_run()) is not None:
-                if len(run) == 1:
+                if run[0].source == schedule.ORIGIN or run[0].buffer is not None:
                     fetch(run[0])
                 else:
                     fetch_run(run)
@@ -190,8 +190,9 @@ def _fetch_all(
             requests.fail(f"internal error: {exc!r}")
 
     def fetch_run(run: list[Assignment]) -> None:
-        """Consecutive chunks of one file from one peer in one answer, each verified and stored as it arrives. A
-        failure fails the chunk it struck; the chunks after it go back in line untried."""
+        """Consecutive chunks of one file from one peer in one answer (one chunk, or a run), each streamed into its
+        file, verified and stored as it arrives. A failure fails the chunk it struck; the chunks after it go back
+        in line untried."""
         source, left = run[0].source, list(run)
         spans = [a.request.job.span(a.request.index) for a in run]
         started = run[0].asked_at  # each chunk's time (for metrics) from the end of the one before it
@@ -223,9 +224,9 @@ def _fetch_all(
             requests.failed(left[0], exc, fatal=bool(chunk and chunk.fatal), busy=bool(chunk and chunk.busy))
 
     def fetch(a: Assignment) -> None:
+        """A chunk received whole: the origin's answer, or a peer's into its buffer (for the file's sha256)."""
         job, i, source = a.request.job, a.request.index, a.source
         _, size = job.span(i)
-        # The chunk whole where it is not streamed into its file: in its buffer, or the origin's answer.
         data: memoryview | None = None
         try:
             if source == schedule.ORIGIN:
@@ -235,13 +236,10 @@ def _fetch_all(
                 if a.buffer is not None:  # the file's sha256 takes it from the buffer, in order
                     memoryview(a.buffer)[:size] = data
             else:
+                assert a.buffer is not None
                 hasher = manifest.hasher()
-                if a.buffer is not None:
-                    data = memoryview(a.buffer)[:size]
-                    by_name[source].fetch(a.request.digest, size, hasher, into=data)
-                else:
-                    with job.writing(i) as write:
-                        by_name[source].fetch(a.request.digest, size, hasher, write=write)
+                data = memoryview(a.buffer)[:size]
+                by_name[source].fetch(a.request.digest, size, hasher, into=data)
                 got = hasher.hexdigest()
             if got != a.request.digest:
                 raise ChunkFailed("corrupt bytes (hash mismatch)", fatal=True)

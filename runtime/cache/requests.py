@@ -122,7 +122,7 @@ class Requests:
     def _extend(self, a: Assignment) -> list[Assignment]:
         req, source = a.request, a.source
         run = [a]
-        if self.buffered or source == schedule.ORIGIN or req.alone or source in self.src.banned:
+        if self.buffered or source == schedule.ORIGIN or req.alone:
             return run
         for k in range(1, self.run_of(source)):
             nxt = self.queued.get((id(req.job), req.index + k))
@@ -248,20 +248,21 @@ class Requests:
                 # The origin gets three tries per chunk; a peer that failed this chunk, none.
                 tried = req.tried if source == schedule.ORIGIN and req.attempts < 2 else req.tried | {source}
                 again = replace(req, tried=frozenset(tried), attempts=req.attempts + 1)
-            # First in line again: the oldest chunk wanted, the one its file's hash is likeliest to wait on.
-            self.queue.appendleft(again)
-            self.queued[(id(again.job), again.index)] = again
-            self.cond.notify_all()
+            self._first_in_line(again)
 
     def give_back(self, a: Assignment, *, alone: bool = False) -> None:
         """A chunk of a run that was not received (the run broke off before it): first in line again, no try
         counted; `alone`: asked by itself from now on (the peer would not send the run)."""
         with self.cond:
             self.src.busy[a.source] -= a.holds_slot
-            again = replace(a.request, alone=a.request.alone or alone)
-            self.queue.appendleft(again)
-            self.queued[(id(again.job), again.index)] = again
-            self.cond.notify_all()
+            self._first_in_line(replace(a.request, alone=a.request.alone or alone))
+
+    def _first_in_line(self, req: Request) -> None:
+        """Back at the front (the caller holds `cond`): the oldest chunk wanted, the one its file's hash is likeliest
+        to wait on."""
+        self.queue.appendleft(req)
+        self.queued[(id(req.job), req.index)] = req
+        self.cond.notify_all()
 
     def fail(self, message: str) -> None:
         """The pull cannot go on (a full cache, an internal error): every worker stops."""

@@ -281,9 +281,11 @@ class Peer:
 
     @contextlib.contextmanager
     def run(self, digests: list[str], size: int) -> Iterator[Callable[..., None]]:
-        """Consecutive chunks of one file in one answer (`size` bytes in all): `body(n, hasher, write=...)` reads the
-        next chunk's `n` bytes as `fetch` does. Leaving before the answer is read whole drops the connection."""
-        with self._answer("/v1/runs/" + ",".join(digests), size, run=True) as body:
+        """Consecutive chunks of one file in one answer (`size` bytes in all; one chunk is asked as /v1/chunks):
+        `body(n, hasher, write=...)` reads the next chunk's `n` bytes as `fetch` does. Leaving before the answer is
+        read whole drops the connection."""
+        path = f"/v1/chunks/{digests[0]}" if len(digests) == 1 else "/v1/runs/" + ",".join(digests)
+        with self._answer(path, size, run=len(digests) > 1) as body:
             yield body
 
     @contextlib.contextmanager
