@@ -136,8 +136,8 @@ REPORTED = Path("/sys/module/page_reporting/parameters/reported_kib")
 def given_back_kib() -> int | None:
     """KiB of freed memory this VM has handed back to its host so far (free page reporting), where the kernel says.
     A copy into memory given back pays the host's faults again: 2.3 GB into /dev/shm took 0.87-1.46 s right after
-    the same amount was freed, 1.5-2.3 s after a pause of 0.5-5 s. Each copy here writes into what the one before it
-    freed, so which copy finds its memory given back moves the ratios more than the pull's own changes do."""
+    the same amount was freed, 1.5-2.3 s after a pause of 0.5-5 s. So every timed copy here starts right after the
+    copy before it is freed (`release`), none after a pause the others do not have."""
     try:
         return int(REPORTED.read_text())
     except (OSError, ValueError):
@@ -246,26 +246,10 @@ def main(gb: float, rounds: int, shards: int) -> None:
         (work / "token").write_text(TOKEN)
         peer_ports = [free_port(), free_port()]
         for store, port in zip((a, b), peer_ports, strict=True):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "spotstack"),
-                        "cache",
-                        "serve",
-                        "--store",
-                        str(store),
-                        "--token-file",
-                        str(work / "token"),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--limit-gib",
-                        "1024",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            opts = {"--store": store, "--token-file": work / "token", "--host": "127.0.0.1", "--port": port}
+            args = [str(BIN / "spotstack"), "cache", "serve", *(str(x) for kv in opts.items() for x in kv)]
+            args += ["--limit-gib", "1024"]
+            procs.append(subprocess.Popen(args, stderr=subprocess.DEVNULL))
         for port in peer_ports:
             wait_http(f"http://127.0.0.1:{port}/healthz")
         peer_pids = [p.pid for p in procs]  # only the two peers so far
@@ -286,7 +270,11 @@ def main(gb: float, rounds: int, shards: int) -> None:
         warm = shm / "warm-up"
         warm.mkdir()
         raw_copy(raw_ports, warm)
-        shutil.rmtree(warm)
+        held = [warm]  # the last copy's output: freed just before the next timed copy (see given_back_kib)
+
+        def release() -> None:
+            while held:
+                shutil.rmtree(held.pop())
 
         given_back = given_back_kib()
         pulls: list[float] = []
@@ -301,19 +289,19 @@ def main(gb: float, rounds: int, shards: int) -> None:
         rates: list[float] = []
         for r in range(rounds):
             new, dest, raw_dest = shm / f"new-{r}", shm / f"dest-{r}", shm / f"raw-{r}"
+            rates.append(blake3_core_rate(0.5))  # in every round: one sample varied 2.7-4.0 GB/s between runs
+            secs, n = raw_copy(raw_ports, None)
+            discards.append(n / secs / 1e9)
             raw_dest.mkdir()
+            release()
             raw_meter.start()
             secs, n = raw_copy(raw_ports, raw_dest)
             raw_cpu.append(raw_meter.stop())
             raw_wall.append(secs)
             raws.append(n / secs / 1e9)
-            # BLAKE3's rate in every round, beside the copy it is compared with: one sample varied 2.7-4.0 GB/s
-            # between runs here, which moved the bound more than the pull did.
-            rates.append(blake3_core_rate(0.5))
-            shutil.rmtree(raw_dest)
-            secs, n = raw_copy(raw_ports, None)
-            discards.append(n / secs / 1e9)
+            held.append(raw_dest)
             for man, verify, out in ((m, None, pulls), (m1, True, v1_sha), (m1, False, v1_chunks)):
+                release()
                 if out is pulls:
                     pull_meter.start()
                 res = pull(
@@ -329,14 +317,14 @@ def main(gb: float, rounds: int, shards: int) -> None:
                 out.append(man.total_bytes / res.seconds / 1e9)
                 if out is pulls:
                     pull_cpu.append(pull_meter.stop())
-                shutil.rmtree(new)
-                shutil.rmtree(dest)
+                held.extend((new, dest))
             print(
                 f"round {r + 1}: pull (BLAKE3) {pulls[-1]:.2f} GB/s, v1 xxh3+sha256 {v1_sha[-1]:.2f}, "
                 f"v1 chunks only {v1_chunks[-1]:.2f}, raw copy {raws[-1]:.2f} GB/s, "
                 f"raw receive-only {discards[-1]:.2f} GB/s"
             )
 
+        release()
         rate = statistics.median(rates)
         if given_back is not None and (now := given_back_kib()) is not None:
             gb = (now - given_back) / 1e6
