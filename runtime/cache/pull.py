@@ -209,7 +209,7 @@ def _fetch_all(
                     left.pop(0)
                     progress(requests.done(replace(a, asked_at=started), size))
                     started = requests.clock()
-        except Exception as exc:
+        except (ChunkFailed, OSError) as exc:  # (anything else is a fault of ours: the worker ends the pull)
             chunk = exc if isinstance(exc, ChunkFailed) else None
             if chunk is not None and chunk.alone:  # the peer would not send these as one: ask each by itself
                 for a in reversed(left):

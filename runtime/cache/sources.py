@@ -41,19 +41,18 @@ _BLOCKING_READS = sys.platform == "linux"
 """Receive with blocking reads under the kernel's receive timeout (Linux: SO_RCVTIMEO stands in for Python's)."""
 
 
-@contextlib.contextmanager
 def _body_reads(
     conn: http.client.HTTPConnection, r: http.client.HTTPResponse, timeout_s: float
-) -> Iterator[Callable[[memoryview], int]]:
+) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
     """A readinto for the rest of `r`'s body that blocks in the kernel until bytes are there and takes what has
-    arrived (Python's timeout makes the socket non-blocking: a poll() and a failed read around each wait instead).
-    The kernel's receive timeout keeps a stall an error (EAGAIN after `timeout_s` with nothing received); the socket
-    is back to Python's timeout when the body has been read."""
+    arrived (Python's timeout makes the socket non-blocking: a poll() and a failed read around each wait instead),
+    and `done()`, once the body is read whole, to put the socket back to Python's timeout and end the response (the
+    connection carries the next request; after a failure it is dropped instead). The kernel's receive timeout keeps
+    a stall an error (EAGAIN after `timeout_s` with nothing received)."""
     sock = conn.sock
     fp = r.fp
     if not _BLOCKING_READS or sock is None or fp is None or not r.length:  # (peek would wait on an empty body)
-        yield r.readinto
-        return
+        return r.readinto, lambda: None
     buffered = len(fp.peek(0)[: r.length])  # body bytes read along with the headers (at most one read, if none)
 
     def read(piece: memoryview) -> int:
@@ -67,14 +66,28 @@ def _body_reads(
         except BlockingIOError:  # SO_RCVTIMEO ran out with nothing received
             raise TimeoutError(f"nothing received in {seconds:g}s") from None
 
+    def done() -> None:
+        sock.settimeout(timeout_s)
+        r.length = 0
+        r.close()
+
     seconds = max(timeout_s, 0.001)  # a zero timeval would wait forever
     timeval = struct.pack("@ll", int(seconds), int(seconds % 1 * 1e6))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.settimeout(None)
-    yield read
-    sock.settimeout(timeout_s)  # only once the body is read whole: any failure drops the connection
-    r.length = 0
-    r.close()  # the response is done; the connection carries the next request
+    return read, done
+
+
+@contextlib.contextmanager
+def _peers_fault() -> Iterator[None]:
+    """A peer's answer failing, as the pull takes it: a reset, a stall or a bad answer is the peer's fault
+    (ChunkFailed); a write into the store that failed is this node's (its OSError: a full cache)."""
+    try:
+        yield
+    except _WriteFailed as exc:
+        raise exc.error from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ChunkFailed(f"{exc.__class__.__name__}: {exc}") from exc
 
 
 class ChunkFailed(Exception):
@@ -292,44 +305,41 @@ class Peer:
     def _answer(self, path: str, size: int, *, run: bool = False) -> Iterator[Callable[..., None]]:
         conn = self._conn()
         try:
-            conn.request("GET", path, headers=self.headers)
-            r = conn.getresponse()
-            if r.status not in (200, 206):
-                r.read()
-                raise ChunkFailed(
-                    f"HTTP {r.status}",
-                    fatal=r.status in (401, 403),
-                    busy=r.status == 503,
-                    alone=run and r.status in (400, 404, 409),
-                )
-            if r.length != size:
-                self.drop()
-                raise ChunkFailed(f"length {r.length}, expected {size}")
-            with _body_reads(conn, r, self.timeout_s) as readinto:
-                left = size
+            with _peers_fault():
+                conn.request("GET", path, headers=self.headers)
+                r = conn.getresponse()
+                if r.status not in (200, 206):
+                    r.read()
+                    raise ChunkFailed(
+                        f"HTTP {r.status}",
+                        fatal=r.status in (401, 403),
+                        busy=r.status == 503,
+                        alone=run and r.status in (400, 404, 409),
+                    )
+                if r.length != size:
+                    raise ChunkFailed(f"length {r.length}, expected {size}")
+                readinto, done = _body_reads(conn, r, self.timeout_s)
+            left = size
 
-                def body(
-                    n: int,
-                    hasher: Any = None,
-                    *,
-                    into: memoryview | None = None,
-                    write: Callable[[int, memoryview], None] | None = None,
-                ) -> None:
-                    nonlocal left
+            def body(
+                n: int,
+                hasher: Any = None,
+                *,
+                into: memoryview | None = None,
+                write: Callable[[int, memoryview], None] | None = None,
+            ) -> None:
+                nonlocal left
+                with _peers_fault():
                     _receive(readinto, n, hasher, into, write)
-                    left -= n
+                left -= n
 
-                yield body
-                if left:
-                    raise ChunkFailed(f"{left} bytes of the answer left unread")  # (the connection is dropped)
-        except _WriteFailed as exc:
-            self.drop()  # the answer is not read to its end: the connection cannot carry another
-            raise exc.error from None  # this node's failure (a full cache), not the peer's
-        except (OSError, http.client.HTTPException) as exc:
-            self.drop()  # a reset or a stall (socket timeout): this connection is done
-            raise ChunkFailed(f"{exc.__class__.__name__}: {exc}") from exc
+            yield body  # what the caller's own steps between reads raise (a corrupt chunk, a full cache) passes as is
+            if left:
+                raise ChunkFailed(f"{left} bytes of the answer left unread")
+            with _peers_fault():
+                done()
         except BaseException:
-            self.drop()  # anything else mid-answer (a corrupt chunk of a run): the rest of it is unread
+            self.drop()  # the answer is not read to its end, or the connection failed: it cannot carry another
             raise
 
 

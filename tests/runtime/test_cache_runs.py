@@ -4,13 +4,16 @@ that asks runs only of peers that serve them, and each chunk alone of any peer t
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from spotstack.runtime.cache.assemble import FileJob, PullError
 from spotstack.runtime.cache.manifest import MANIFEST_NAME, read_manifest
 from spotstack.runtime.cache.pull import PullResult
 from spotstack.runtime.cache.server import MAX_RUN, PeerServer
@@ -130,3 +133,19 @@ async def test_a_pull_asks_runs_only_where_a_peer_serves_them(
     r = await pull_through(srv, tmp_path)
     assert digest_tree(tmp_path / "out") == expected(tmp_path / "model")
     assert (srv.run_requests, srv.chunk_requests, r.progress.refetched, r.progress.banned) == (runs, chunks, 0, set())
+
+
+async def test_a_full_cache_between_chunks_of_a_run_is_this_nodes_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking a received chunk servable runs into a full cache while the run's answer is still open: said so at
+    once, not taken for the peer's fault and retried until no source is left."""
+    await asyncio.to_thread(seeded, tmp_path)
+
+    def full(self: FileJob, i: int, data: memoryview | None, buf: bytearray | None) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(FileJob, "store_chunk", full)
+    with pytest.raises(PullError, match=r"the cache at .* is full") as caught:
+        await pull_through(Counting(tmp_path / "a"), tmp_path)
+    assert "no source left" not in str(caught.value)
