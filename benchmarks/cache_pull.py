@@ -247,8 +247,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
         peer_ports = [free_port(), free_port()]
         for store, port in zip((a, b), peer_ports, strict=True):
             opts = {"--store": store, "--token-file": work / "token", "--host": "127.0.0.1", "--port": port}
+            opts["--limit-gib"] = 1024
             args = [str(BIN / "spotstack"), "cache", "serve", *(str(x) for kv in opts.items() for x in kv)]
-            args += ["--limit-gib", "1024"]
             procs.append(subprocess.Popen(args, stderr=subprocess.DEVNULL))
         for port in peer_ports:
             wait_http(f"http://127.0.0.1:{port}/healthz")
