@@ -140,6 +140,12 @@ def serve(
     max_transfers: int = typer.Option(
         8, "--max-transfers", help="Chunks sent at once; more get 503.", callback=number(1, 1024)
     ),
+    congestion_control: str = typer.Option(
+        None,
+        "--congestion-control",
+        help="TCP congestion control to send chunks with (e.g. cubic); default: the host's. BBR without the fq "
+        "qdisc paces every connection with a timer interrupt per burst.",
+    ),
 ) -> None:
     """Serve this node's verified chunks to peers (also part of `spotstack agent run`)."""
     from spotstack.runtime.cache.server import PeerServer
@@ -148,7 +154,14 @@ def serve(
     token = _token(token_file)
 
     async def run() -> None:
-        server = PeerServer(Store(store, int(limit_gib * 2**30)), token, host, port, max_transfers)
+        server = PeerServer(
+            Store(store, int(limit_gib * 2**30)),
+            token,
+            host,
+            port,
+            max_transfers,
+            congestion_control=congestion_control,
+        )
         try:
             await server.start()
         except OSError as exc:

@@ -93,6 +93,7 @@ def agent_config(
             discovery_target=discovery_target or fleet.name,
             origin_connections=mc.origin_connections,
             connections_per_peer=mc.peer_connections,
+            congestion_control=mc.congestion_control,
             manifest_digest=mc.manifest_digest,
             # Nodes that start together split the origin's chunks: each knows itself as discovery lists it.
             advertise="auto" if discovery in ("aws", "gcp", "alicloud") else None,

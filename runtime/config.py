@@ -170,6 +170,8 @@ class CacheConfig(_Model):
     """Parallel ranged reads from the object store (16 MiB chunks)."""
     connections_per_peer: int = Field(default=2, ge=1, le=16)
     """Parallel chunk transfers from each peer."""
+    congestion_control: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,15}$")
+    """TCP congestion control the peer cache sends chunks with (e.g. `cubic`); None: the host's."""
     manifest_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """The model's pinned manifest (`spotstack cache manifest` prints it): any other is refused."""
     discovery_endpoint: str | None = None

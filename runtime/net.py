@@ -8,7 +8,8 @@ request's raw header line (a bearer token included). `serve` adds what a node's 
   balancer's probe);
 - a header deadline: a connection that has not sent a whole request within `header_timeout_s` of
   connecting is closed; afterwards aiohttp's keep-alive timeout closes idle or trickling ones;
-- an error log that never carries request content (only the peer and the HTTP status).
+- an error log that never carries request content (only the peer and the HTTP status);
+- optionally, the TCP congestion control its connections send with (`congestion_control`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,26 @@ class _NoRequestContent(logging.Filter):
 _server_log = logging.getLogger("spotstack.http.server")
 _server_log.addFilter(_NoRequestContent())
 
+TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)  # Linux's number; Python names it from 3.6 on Linux
+_TCP_SYSCTL = Path("/proc/sys/net/ipv4")
+
+
+def set_congestion_control(sock: socket.socket, name: str) -> None:
+    """Send with TCP congestion control `name` on `sock`; a listening socket passes it on to every connection it
+    accepts. OSError saying why not: the kernel has no such algorithm, or this process may not choose it (without
+    CAP_NET_ADMIN only those in net.ipv4.tcp_allowed_congestion_control)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode("ascii"))
+    except (FileNotFoundError, PermissionError) as exc:
+        listed = "available" if isinstance(exc, FileNotFoundError) else "allowed"
+        try:
+            names = (_TCP_SYSCTL / f"tcp_{listed}_congestion_control").read_text().split()
+        except OSError:
+            names = []
+        known = f" ({listed}: {', '.join(names)})" if names else ""
+        why = "not in this kernel" if listed == "available" else "not allowed for this process"
+        raise type(exc)(exc.errno, f"TCP congestion control {name!r} is {why}{known}") from None
+
 
 class _Guard:
     """Connection bookkeeping for the cap and the header deadline.
@@ -165,8 +186,10 @@ async def serve(
     port: int,
     shutdown_timeout: float = 2.0,
     limits: Limits | None = None,
+    congestion_control: str | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Start `app` behind the connection cap and header deadline; returns the runner and the bound port."""
+    """Start `app` behind the connection cap and header deadline; returns the runner and the bound port. A
+    `congestion_control` this host refuses is logged, and the connections keep the host's default."""
     lim = limits or Limits()
     guard: list[_Guard] = []
 
@@ -203,11 +226,13 @@ async def serve(
     except BaseException:  # the port is taken (or the start cancelled): nothing is left set up behind the caller
         await runner.cleanup()
         raise
-    bound = port
-    for sock in getattr(site._server, "sockets", None) or ():
-        if isinstance(sock, socket.socket) or hasattr(sock, "getsockname"):
-            bound = int(sock.getsockname()[1])
-            break
+    listening = [s for s in getattr(site._server, "sockets", None) or () if hasattr(s, "getsockname")]
+    bound = int(listening[0].getsockname()[1]) if listening else port
+    try:
+        for sock in listening if congestion_control else ():
+            set_congestion_control(sock, congestion_control or "")
+    except OSError as exc:  # a tuning this host refuses: the server still serves, as the host would
+        _server_log.warning("port %d keeps the host's congestion control: %s", bound, exc.strerror or exc)
     return runner, bound
 
 

@@ -76,7 +76,7 @@ class NodeCache:
             self.state.model = {"state": "waiting", "url": c.model_url, "percent": 0.0}
         token = await self._read_token()
         store = await asyncio.to_thread(Store, c.store_dir, c.memory_limit_bytes)
-        server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port)
+        server = PeerServer(store, token, self.cfg.readiness.host, c.peer_port, congestion_control=c.congestion_control)
         backoff, logged_at = Backoff(0.5, 10.0), -60.0
         while True:
             try:

@@ -116,6 +116,7 @@ class PeerServer:
         max_transfers: int = 8,
         limits: Limits | None = None,
         send_timeout_s: float = 30.0,
+        congestion_control: str | None = None,
     ) -> None:
         if len(token) < MIN_TOKEN_LEN:
             raise ValueError(f"the fleet token must be at least {MIN_TOKEN_LEN} characters")
@@ -126,6 +127,9 @@ class PeerServer:
         self.limits = limits or Limits()
         self.send_timeout_s = send_timeout_s
         """Most time one chunk may take to send (16 MiB in 30 s: a reader below ~0.5 MB/s loses its slot)."""
+        self.congestion_control = congestion_control
+        """TCP congestion control the chunks are sent with (None: the host's). A host with BBR but without the fq
+        qdisc paces every connection with a timer interrupt per burst: CPU that bulk copies between nodes want."""
         self.served_bytes = 0
         self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0, "too_slow": 0}
         self._runner: web.AppRunner | None = None
@@ -261,7 +265,9 @@ class PeerServer:
         return app
 
     async def start(self) -> None:
-        self._runner, self.port = await serve(self.app(), self.host, self.port, limits=self.limits)
+        self._runner, self.port = await serve(
+            self.app(), self.host, self.port, limits=self.limits, congestion_control=self.congestion_control
+        )
 
     async def stop(self) -> None:
         await self._watch.close()

@@ -149,6 +149,12 @@ BAD: list[tuple[str, Mut, str, str]] = [
     ("bad bucket name", _set("model_cache.bucket", "Acme_Models"), "fleets[0].model_cache.bucket", "does not match"),
     ("peer port equals service", _set("model_cache.peer_port", 8080), "fleets[0].model_cache.peer_port", "must differ"),
     (
+        "congestion control not a name",
+        _set("model_cache.congestion_control", "BBR v2"),
+        "fleets[0].model_cache.congestion_control",
+        "does not match",
+    ),
+    (
         "cache size zero",
         _set("model_cache.memory_cache_gib", 0),
         "fleets[0].model_cache.memory_cache_gib",
