@@ -17,7 +17,15 @@ same bytes as the raw copy and also hashes every one of them, so on C cores it c
     raw wall x C / (raw CPU-s + hashing CPU-s)
 times the raw copy's speed: the bound printed last, which says whether a ratio target fits this machine.
 
-    .venv/bin/python benchmarks/cache_pull.py [--gb 2.2] [--rounds 3]
+The raw senders and the peers send with the same TCP congestion control, cubic (Linux's default) unless told
+otherwise, not whatever this host defaults to. With BBR and no fq qdisc (this development VM), TCP paces every
+connection with a timer interrupt per burst, at the rate it last saw delivered; on loopback that rate follows the
+CPU the receiver's hashing takes from the senders on the same cores, so the peers pay pacing interrupts that the
+raw copy, whose receiver does not hash, pays less of (per 2.2 GB: ~18k timer interrupts for a pull, ~12k for the raw
+copy; ~500 each with cubic). Peers on other machines do not share the receiver's cores. `--congestion-control
+system` measures with the host's default.
+
+    .venv/bin/python benchmarks/cache_pull.py [--gb 2.2] [--rounds 3] [--congestion-control cubic|reno|system]
 """
 
 from __future__ import annotations
@@ -26,12 +34,10 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,6 +48,7 @@ from spotstack.runtime.cache.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _moto_s3 import start_s3
+from _raw_copy import congestion_control, raw_copy, start_senders
 
 from spotstack.runtime.net import free_port
 
@@ -155,65 +162,10 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
     raise TimeoutError(url)
 
 
-SENDER = """
-import os, socket, sys
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen()
-files = sys.argv[2:]
-while True:
-    c, _ = srv.accept()
-    for path in files:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            c.sendall(size.to_bytes(8, "little"))
-            off = 0
-            while off < size:
-                off += os.sendfile(c.fileno(), f.fileno(), off, size - off)
-    c.close()
-"""
-
-
-def raw_copy(ports: list[int], dest: Path | None) -> tuple[float, int]:
-    """Receive from each sender on its own thread; write into files under dest (None: discard)."""
-    total = 0
-    lock = threading.Lock()
-
-    def receive(port: int, idx: int) -> None:
-        nonlocal total
-        buf = bytearray(4 << 20)
-        mv = memoryview(buf)
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            f_no = 0
-            while True:
-                head = c.recv(8, socket.MSG_WAITALL)
-                if len(head) < 8:
-                    return
-                size = int.from_bytes(head, "little")
-                out = os.open(dest / f"s{idx}-{f_no}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if dest else None
-                left = size
-                while left:
-                    n = c.recv_into(mv[: min(left, len(buf))])
-                    if not n:
-                        raise ConnectionError("sender closed early")
-                    if out is not None:
-                        os.write(out, mv[:n])
-                    left -= n
-                if out is not None:
-                    os.close(out)
-                f_no += 1
-                with lock:
-                    total += size
-
-    threads = [threading.Thread(target=receive, args=(p, i)) for i, p in enumerate(ports)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return time.perf_counter() - t, total
-
-
-def main(gb: float, rounds: int, shards: int) -> None:
+def main(gb: float, rounds: int, shards: int, cc_wanted: str) -> None:
+    cc = congestion_control(cc_wanted)
+    host_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    print(f"TCP congestion control of the raw senders and the peers: {cc or host_cc} (this host's default: {host_cc})")
     work = Path(tempfile.mkdtemp(prefix="spotstack-bench-"))
     shm = SHM / f"spotstack-bench-{os.getpid()}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -248,6 +200,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
         for store, port in zip((a, b), peer_ports, strict=True):
             opts = {"--store": store, "--token-file": work / "token", "--host": "127.0.0.1", "--port": port}
             opts["--limit-gib"] = 1024
+            if cc:
+                opts["--congestion-control"] = cc
             args = [str(BIN / "spotstack"), "cache", "serve", *(str(x) for kv in opts.items() for x in kv)]
             procs.append(subprocess.Popen(args, stderr=subprocess.DEVNULL))
         for port in peer_ports:
@@ -255,14 +209,8 @@ def main(gb: float, rounds: int, shards: int) -> None:
         peer_pids = [p.pid for p in procs]  # only the two peers so far
 
         # Raw senders: the same files, split between two processes like the two peers.
-        files = [str(sa.file_path(f.key)) for f in m.files]
-        raw_ports = [free_port(), free_port()]
-        senders = [
-            subprocess.Popen([sys.executable, "-c", SENDER, str(port), *files[i::2]])
-            for i, port in enumerate(raw_ports)
-        ]
+        senders, raw_ports = start_senders([str(sa.file_path(f.key)) for f in m.files], cc)
         procs.extend(senders)
-        time.sleep(0.5)
         sender_pids = [p.pid for p in senders]
 
         # Warm-up, untimed: this VM's first touch of fresh memory is slow (a round 1 raw copy ran at half the speed
@@ -383,5 +331,10 @@ if __name__ == "__main__":
     ap.add_argument("--gb", type=float, default=2.2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument(
+        "--congestion-control",
+        default="cubic",
+        help="TCP congestion control of the raw senders and the peers (default: cubic); system: the host's default",
+    )
     a = ap.parse_args()
-    main(a.gb, a.rounds, a.shards)
+    main(a.gb, a.rounds, a.shards, a.congestion_control)
