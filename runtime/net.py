@@ -103,7 +103,7 @@ def set_congestion_control(sock: socket.socket, name: str) -> None:
     accepts. OSError saying why not: the kernel has no such algorithm, or this process may not choose it (without
     CAP_NET_ADMIN only those in net.ipv4.tcp_allowed_congestion_control)."""
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode("ascii"))
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode("ascii", "replace"))  # no name has a "?"
     except (FileNotFoundError, PermissionError) as exc:
         listed = "available" if isinstance(exc, FileNotFoundError) else "allowed"
         try:

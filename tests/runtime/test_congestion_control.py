@@ -58,18 +58,19 @@ async def test_served_connections_send_with_the_congestion_control_given() -> No
         await runner.cleanup()
 
 
+@pytest.mark.parametrize("name", ["nosuchcc", "cübic"])
 async def test_one_the_host_lacks_is_logged_and_the_server_serves_as_the_host_would(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
     app = web.Application()
     app.router.add_get("/cc", sent_with)
-    runner, port = await serve(app, "127.0.0.1", 0, congestion_control="nosuchcc")
+    runner, port = await serve(app, "127.0.0.1", 0, congestion_control=name)
     try:
         assert await ask(port) == host_default()
     finally:
         await runner.cleanup()
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("'nosuchcc' is not in this kernel (available: " in m and host_default() in m for m in logged), logged
+    assert any(f"{name!r} is not in this kernel (available: " in m and host_default() in m for m in logged), logged
 
 
 class ProbedPeer(PeerServer):
