@@ -228,11 +228,12 @@ async def serve(
         raise
     listening = [s for s in getattr(site._server, "sockets", None) or () if hasattr(s, "getsockname")]
     bound = int(listening[0].getsockname()[1]) if listening else port
-    try:
-        for sock in listening if congestion_control else ():
-            set_congestion_control(sock, congestion_control or "")
-    except OSError as exc:  # a tuning this host refuses: the server still serves, as the host would
-        _server_log.warning("port %d keeps the host's congestion control: %s", bound, exc.strerror or exc)
+    if congestion_control:
+        try:
+            for sock in listening:
+                set_congestion_control(sock, congestion_control)
+        except OSError as exc:  # a tuning this host refuses: the server still serves, as the host would
+            _server_log.warning("port %d keeps the host's congestion control: %s", bound, exc.strerror or exc)
     return runner, bound
 
 

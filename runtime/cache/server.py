@@ -128,8 +128,7 @@ class PeerServer:
         self.send_timeout_s = send_timeout_s
         """Most time one chunk may take to send (16 MiB in 30 s: a reader below ~0.5 MB/s loses its slot)."""
         self.congestion_control = congestion_control
-        """TCP congestion control the chunks are sent with (None: the host's). A host with BBR but without the fq
-        qdisc paces every connection with a timer interrupt per burst: CPU that bulk copies between nodes want."""
+        """TCP congestion control the chunks are sent with; None: the host's (docs/cache.md says when to set it)."""
         self.served_bytes = 0
         self.refused = {"unauthenticated": 0, "forbidden": 0, "bad_hash": 0, "busy": 0, "too_slow": 0}
         self._runner: web.AppRunner | None = None
