@@ -21,6 +21,7 @@ from tests.runtime.test_jobs_worker import rig as rig
 from tests.waits import wait_for
 
 
+@pytest.mark.slow
 async def test_two_deliveries_of_one_task_at_once_run_it_once(rig: Any) -> None:
     r, wl, session = rig
     r.submit(Task(id="dup", body={"n": 1, "hold": True}), Task(id="dup", body={"n": 1, "hold": True}))
