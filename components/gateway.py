@@ -1,10 +1,13 @@
 """The fleet gateway as the components deploy it, whatever the cloud: its default instance type and price, its port,
-and the command its instances run. Pure."""
+the command its instances run and their boot document. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from spotstack.components import node
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, VENV
+from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, VENV, Secret, render_gateway_cloud_init
 from spotstack.runtime.config import AGENT_PORT
 
 GATEWAY_PORT = 8000
@@ -50,3 +53,15 @@ def gateway_command(fleet: FleetSpec, region: str, fleet_tag: str) -> list[str]:
     if gw.rate_limit is not None:
         cmd += ["--rate-limit", str(gw.rate_limit)]
     return cmd
+
+
+def gateway_boot(fleet: FleetSpec, fleet_tag: str, fetch_keys: Callable[[str], str]) -> str:
+    """The gateway instances' boot document (cloud-init text): the agent's package installed as on the fleet's nodes,
+    the API keys (when the spec names a secret) fetched by the command `fetch_keys` makes of the secret's name (each
+    cloud names secrets its own way), then `gateway_command`. The cloud's adaptor encodes it as its API wants."""
+    gw = fleet.service.gateway
+    assert gw is not None
+    secrets = (Secret(GATEWAY_KEYS_PATH, fetch_keys(gw.api_keys)),) if gw.api_keys is not None else ()
+    command = gateway_command(fleet, fleet.region, fleet_tag)
+    install = node.agent_install(fleet.cloud, fleet)
+    return render_gateway_cloud_init(command, fleet.service.max_request_s, install, secrets)

@@ -17,9 +17,8 @@ from spotstack.components import node
 from spotstack.components.agent_wheel import KEY_PREFIX as AGENT_KEYS
 from spotstack.components.alicloud import mapping
 from spotstack.components.alicloud.configuration import stock_image
-from spotstack.components.gateway import GATEWAY_PORT, gateway_command, gateway_type
+from spotstack.components.gateway import GATEWAY_PORT, gateway_boot, gateway_type
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, Secret, render_gateway_cloud_init
 
 GATEWAY_TAG = "spotstack:gateway"
 """On gateway instances instead of the fleet tag: they are no replicas, and no peer of the cache."""
@@ -36,17 +35,8 @@ def gateway_policy(region: str, keys_parameter: str | None, bucket: str | None) 
 
 
 def user_data(fleet: FleetSpec) -> str:
-    gw = fleet.service.gateway
-    assert gw is not None
-    secrets = (
-        (Secret(GATEWAY_KEYS_PATH, node.fetch_secret_command("alicloud", gw.api_keys, fleet.region)),)
-        if gw.api_keys is not None
-        else ()
-    )
-    command = gateway_command(fleet, fleet.region, fleet.name)
-    text = render_gateway_cloud_init(
-        command, fleet.service.max_request_s, node.agent_install("alicloud", fleet), secrets
-    )
+    """The gateway instances' boot document, base64 as ESS takes it."""
+    text = gateway_boot(fleet, fleet.name, lambda keys: node.fetch_secret_command("alicloud", keys, fleet.region))
     return base64.b64encode(text.encode()).decode()
 
 

@@ -15,9 +15,8 @@ import pulumi_aws as aws
 from spotstack.components import node
 from spotstack.components.agent_wheel import KEY_PREFIX as AGENT_KEYS
 from spotstack.components.aws import iam
-from spotstack.components.gateway import gateway_command, gateway_type
+from spotstack.components.gateway import gateway_boot, gateway_type
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, Secret, render_gateway_cloud_init
 
 UBUNTU_AMI = "resolve:ssm:/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
 """Canonical's public parameter for the current Ubuntu 22.04 AMI (the boot's apt-based install expects Ubuntu)."""
@@ -58,15 +57,7 @@ def gateway_policy(region: str, keys_parameter: str | None, bucket: str | None) 
 
 def user_data(fleet: FleetSpec) -> str:
     """The gateway instances' boot document (the same package as the nodes', from the fleet's bucket)."""
-    gw = fleet.service.gateway
-    assert gw is not None
-    secrets = (
-        (Secret(GATEWAY_KEYS_PATH, node.fetch_secret_command("aws", gw.api_keys, fleet.region)),)
-        if gw.api_keys is not None
-        else ()
-    )
-    command = gateway_command(fleet, fleet.region, fleet.name)
-    return render_gateway_cloud_init(command, fleet.service.max_request_s, node.agent_install("aws", fleet), secrets)
+    return gateway_boot(fleet, fleet.name, lambda keys: node.fetch_secret_command("aws", keys, fleet.region))
 
 
 def declare(

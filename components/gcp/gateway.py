@@ -12,11 +12,10 @@ import pulumi
 import pulumi_gcp as gcp
 
 from spotstack.components import agent_wheel, inputs, node
-from spotstack.components.gateway import GATEWAY_PORT, gateway_command, gateway_type
+from spotstack.components.gateway import GATEWAY_PORT, gateway_boot, gateway_type
 from spotstack.components.gcp import mapping
 from spotstack.components.gcp.identity import read_prefixes
 from spotstack.components.spec import FleetSpec
-from spotstack.runtime.bootstrap import GATEWAY_KEYS_PATH, Secret, render_gateway_cloud_init
 from spotstack.runtime.config import AGENT_PORT
 
 C = gcp.compute
@@ -30,15 +29,8 @@ def secret_name(api_keys: str, project: str) -> str:
 
 
 def user_data(fleet: FleetSpec, fleet_label: str, project: str) -> str:
-    gw = fleet.service.gateway
-    assert gw is not None
-    secrets = (
-        (Secret(GATEWAY_KEYS_PATH, node.fetch_secret_command("gcp", secret_name(gw.api_keys, project))),)
-        if gw.api_keys is not None
-        else ()
-    )
-    command = gateway_command(fleet, fleet.region, fleet_label)
-    return render_gateway_cloud_init(command, fleet.service.max_request_s, node.agent_install("gcp", fleet), secrets)
+    """The gateway VMs' boot document; their API keys' secret named in the fleet's project unless given whole."""
+    return gateway_boot(fleet, fleet_label, lambda keys: node.fetch_secret_command("gcp", secret_name(keys, project)))
 
 
 def declare(
