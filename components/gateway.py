@@ -1,5 +1,6 @@
 """The fleet gateway as the components deploy it, whatever the cloud: its default instance type and price, its port,
-the command its instances run and their boot document. Pure."""
+the command its instances run and their boot document. No cloud calls: the one side effect is the agent's wheel the
+boot document names (built once per process, `components/agent_wheel.py`)."""
 
 from __future__ import annotations
 
