@@ -140,7 +140,7 @@ def serve(
     max_transfers: int = typer.Option(
         8, "--max-transfers", help="Chunks sent at once; more get 503.", callback=number(1, 1024)
     ),
-    congestion_control: str = typer.Option(
+    congestion_control: str | None = typer.Option(
         None,
         "--congestion-control",
         help="TCP congestion control to send chunks with (e.g. cubic); default: the host's. BBR without the fq "
